@@ -1,0 +1,163 @@
+"""The producer's REST API (see DESIGN.md, "REST contract")."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import generate_latest
+
+from producer.errors import BrokerUnavailable, Unroutable
+from producer.metrics import ProducerMetrics
+from producer.publisher import Publisher
+from producer.schemas import (
+    AcceptedOut,
+    AvailabilityIn,
+    EventBatchIn,
+    EventOut,
+    VmEventIn,
+)
+from producer.service import EventService, VmHasPendingEvents
+from producer.settings import ProducerSettings
+from shared.models import MappingSnapshot, Status
+from shared.names import Name
+from shared.store import Conflict, Store
+
+log = logging.getLogger(__name__)
+bearer = HTTPBearer(auto_error=False)
+
+
+def create_app(settings: ProducerSettings) -> FastAPI:
+    metrics = ProducerMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await asyncio.to_thread(Store.connect, settings.carousel_db_url, settings.topology)
+        publisher = Publisher(settings.amqp_url, settings.topology, settings.publish_timeout)
+        try:
+            await publisher.start()
+        except BrokerUnavailable:
+            log.warning("broker not reachable at start; /readyz will say so until it is")
+        app.state.service = EventService(store, publisher)
+        yield
+        await publisher.close()
+        store.engine.dispose()
+
+    app = FastAPI(title="Carousel producer", version="0.1.0", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+            metrics.rejected.labels("too_large").inc()
+            return JSONResponse({"detail": "request body too large"}, status_code=413)
+        return await call_next(request)
+
+    def authorize(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        token = settings.carousel_api_token
+        if not token:
+            return
+        if creds is None or not secrets.compare_digest(creds.credentials, token):
+            metrics.rejected.labels("unauthorized").inc()
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    def service(request: Request) -> EventService:
+        svc: EventService = request.app.state.service
+        return svc
+
+    Auth = Annotated[None, Depends(authorize)]
+    Svc = Annotated[EventService, Depends(service)]
+
+    @app.post("/events", status_code=status.HTTP_202_ACCEPTED, response_model=AcceptedOut)
+    async def post_events(
+        _: Auth,
+        svc: Svc,
+        body: Annotated[
+            VmEventIn | EventBatchIn,
+            Body(description='One event, or {"events": [...]} with 1-1000 events.'),
+        ],
+    ) -> AcceptedOut:
+        started = time.perf_counter()
+        events = body.events if isinstance(body, EventBatchIn) else [body]
+        try:
+            ids = await svc.accept(events)
+        except Conflict as exc:
+            metrics.rejected.labels("conflict").inc()
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        except (BrokerUnavailable, Unroutable) as exc:
+            metrics.rejected.labels("broker").inc()
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+        metrics.accepted.inc(len(ids))
+        metrics.accept_seconds.observe(time.perf_counter() - started)
+        return AcceptedOut(ids=ids)
+
+    @app.get("/events/{event_id}", response_model=EventOut)
+    async def get_event(_: Auth, svc: Svc, event_id: str) -> Any:
+        row = await asyncio.to_thread(svc.store.get, event_id)
+        if row is None or row["status"] == Status.PENDING:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}")
+        return row
+
+    @app.get("/mapping", response_model=MappingSnapshot)
+    async def get_mapping(_: Auth, svc: Svc) -> MappingSnapshot:
+        return await asyncio.to_thread(svc.store.snapshot)
+
+    @app.put("/hosts/{host}/availability")
+    async def put_host_availability(
+        _: Auth, svc: Svc, host: Name, body: AvailabilityIn
+    ) -> dict[str, Any]:
+        if not await svc.set_host_available(host, body.available):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no host {host!r}")
+        return {"host": host, "available": body.available}
+
+    @app.put("/hosts/{host}/vms/{vm}/availability")
+    async def put_vm_availability(
+        _: Auth, svc: Svc, host: Name, vm: Name, body: AvailabilityIn
+    ) -> dict[str, Any]:
+        if not await svc.set_vm_available(host, vm, body.available):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no VM {vm!r} on host {host!r}")
+        return {"host": host, "vm": vm, "available": body.available}
+
+    @app.delete("/hosts/{host}/vms/{vm}")
+    async def delete_vm(_: Auth, svc: Svc, host: Name, vm: Name) -> dict[str, Any]:
+        try:
+            removed = await svc.remove_vm(host, vm)
+        except VmHasPendingEvents as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        if not removed:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no VM {vm!r} on host {host!r}")
+        return {"host": host, "vm": vm, "removed": True}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(svc: Svc) -> JSONResponse:
+        try:
+            await svc.publisher.start()
+        except BrokerUnavailable as exc:
+            return JSONResponse({"status": "broker unreachable", "detail": str(exc)}, 503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics")
+    async def get_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
+
+    return app

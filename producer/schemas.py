@@ -1,0 +1,65 @@
+"""REST schemas of the producer (apart from the wire models in ``shared.models``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.models import Action
+from shared.names import Name
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_BATCH = 1000
+EventId = str
+
+
+class VmEventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: Name
+    vm: Name
+    policy: Name
+    action: Action
+    id: Name | None = Field(None, description="Idempotency key; generated when absent.")
+    payload: dict[str, Any] = Field(default_factory=dict, description="JSON object, <= 64 KiB.")
+
+    @field_validator("payload")
+    @classmethod
+    def _payload_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value, separators=(",", ":")).encode()) > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
+        return value
+
+
+class EventBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[VmEventIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class AcceptedOut(BaseModel):
+    ids: list[str]
+
+
+class EventOut(BaseModel):
+    id: str
+    host: str
+    vm: str
+    policy: str
+    action: str
+    status: str
+    attempts: int
+    worker: str | None
+    error: str | None
+    accepted_at: float
+    dispatched_at: float | None
+    started_at: float | None
+    finished_at: float | None
+
+
+class AvailabilityIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    available: bool

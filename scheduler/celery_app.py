@@ -1,0 +1,101 @@
+"""The Celery app: built by a factory (never at import time) and its one task.
+
+The task is thin: decode, :func:`scheduler.execution.run_event`, announce completion.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from celery import Celery, Task
+
+from scheduler.drivers import Driver, build_driver
+from scheduler.execution import run_event
+from scheduler.settings import WorkerSettings
+from shared.kombu_topology import direct_queue, event_queue
+from shared.models import Completion, VmEventMessage
+from shared.settings import CommonSettings
+from shared.store import Store
+
+TASK_NAME = "carousel.execute"
+log = logging.getLogger(__name__)
+
+
+def create_celery(settings: CommonSettings) -> Celery:
+    topology = settings.topology
+    actions = direct_queue(topology.actions_queue)
+    app = Celery("carousel", broker=settings.amqp_url, set_as_current=False)
+    app.conf.update(
+        task_queues=[actions],
+        task_default_queue=actions.name,
+        task_routes={TASK_NAME: {"queue": actions.name}},
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options={"confirm_publish": True},
+        broker_connection_retry_on_startup=True,
+        broker_heartbeat=30,
+        worker_hijack_root_logger=True,
+        enable_utc=True,
+    )
+    return app
+
+
+class _Runtime:
+    """The store and driver of one worker process (built after fork, on first use)."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self._pid = 0
+        self._store: Store | None = None
+        self._driver: Driver | None = None
+
+    def get(self) -> tuple[Store, Driver]:
+        if self._pid != os.getpid() or self._store is None or self._driver is None:
+            self._store = Store.connect(self.settings.carousel_db_url, self.settings.topology)
+            self._driver = build_driver(self.settings)
+            self._pid = os.getpid()
+        return self._store, self._driver
+
+
+def register_tasks(app: Celery, settings: WorkerSettings) -> None:
+    runtime = _Runtime(settings)
+    completions = event_queue(settings.topology.completions_queue)
+
+    def announce(completion: Completion) -> None:
+        with app.producer_or_acquire() as producer:
+            producer.publish(
+                completion.model_dump(),
+                exchange="",
+                routing_key=completions.name,
+                serializer="json",
+                delivery_mode=2,
+                mandatory=True,
+                declare=[completions],
+                retry=True,
+                retry_policy={
+                    "max_retries": 10,
+                    "interval_start": 0.1,
+                    "interval_step": 0.5,
+                    "interval_max": 3,
+                },
+            )
+
+    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+    def execute(self: Task, event: dict[str, Any], dispatch_id: str) -> str:
+        store, driver = runtime.get()
+        message = VmEventMessage.model_validate(event)
+        outcome = run_event(
+            message, dispatch_id, self.request.hostname or "?", store, driver, time.time
+        )
+        if outcome.completion is not None:
+            announce(outcome.completion)
+        return outcome.claim.value

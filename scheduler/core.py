@@ -1,0 +1,170 @@
+"""The dispatcher's decisions, pure: which held event goes next, within which limits.
+
+No I/O and no clock: the adapter (:mod:`scheduler.loop`) hands in events, completions and
+the time, and carries out what comes back. ``H`` is the adapter's handle of a delivery.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import asdict, dataclass
+from typing import Any, Generic, TypeVar
+
+from scheduler.roundrobin import NestedRoundRobin
+from shared.models import VmEventMessage
+
+H = TypeVar("H")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_parallel: int = 10
+    per_vm: int = 1
+    per_host: int = 0  # 0 = no per-host limit
+
+
+@dataclass(frozen=True)
+class Held(Generic[H]):
+    event: VmEventMessage
+    handle: H
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    event_id: str
+    host: str
+    vm: str
+    policy: str
+    action: str
+    at: float
+
+
+class Dispatcher(Generic[H]):
+    def __init__(self, limits: Limits, paused: bool = False, log_size: int = 10000) -> None:
+        self.limits = limits
+        self.paused = paused
+        self.rr: NestedRoundRobin[Held[H]] = NestedRoundRobin()
+        self.in_flight: dict[str, tuple[str, str]] = {}  # event id -> (host, vm)
+        self._per_vm: Counter[tuple[str, str]] = Counter()
+        self._per_host: Counter[str] = Counter()
+        self.dispatches: deque[Dispatch] = deque(maxlen=log_size)
+        self.dispatched_total = 0
+        self.completed_total = 0
+        self._blocked_vms: set[tuple[str, str]] = set()
+        self._blocked_hosts: set[str] = set()
+
+    # -- inputs --------------------------------------------------------------------
+    def add_key(self, host: str, vm: str, policy: str) -> None:
+        """Fix a key's place in the rotation (mapping order) before any event arrives."""
+        self.rr.add_key(host, vm, policy)
+
+    def offer(self, event: VmEventMessage, handle: H) -> bool:
+        """Hold the head of a key queue. False if that event id is already in flight
+        (a duplicate message: the caller acks it without dispatching)."""
+        if event.id in self.in_flight:
+            return False
+        self.rr.push(event.host, event.vm, event.policy, Held(event, handle))
+        return True
+
+    def pick(self, now: float) -> Held[H] | None:
+        """The next event to dispatch, counted in flight at once; None if paused, at the
+        global limit, or nothing can go."""
+        if self.paused or len(self.in_flight) >= self.limits.max_parallel:
+            return None
+        got = self.rr.next()
+        if got is None:
+            return None
+        host, vm, policy, held = got
+        self._start(held.event.id, host, vm)
+        self.dispatches.append(Dispatch(held.event.id, host, vm, policy, held.event.action, now))
+        self.dispatched_total += 1
+        return held
+
+    def abort(self, event_id: str) -> None:
+        """Undo a pick whose task was never sent (duplicate, or the broker went away)."""
+        self.complete(event_id, count=False)
+
+    def complete(self, event_id: str, count: bool = True) -> bool:
+        """An action finished: free its slots. False if it was not in flight."""
+        where = self.in_flight.pop(event_id, None)
+        if where is None:
+            return False
+        host, vm = where
+        self._per_vm[where] -= 1
+        self._per_host[host] -= 1
+        if self._per_vm[where] <= 0:
+            del self._per_vm[where]
+        if self._per_host[host] <= 0:
+            del self._per_host[host]
+        self._refresh(host, vm)
+        if count:
+            self.completed_total += 1
+        return True
+
+    def restore(self, event_id: str, host: str, vm: str) -> None:
+        """Count an event found in flight in the ledger (after a restart or reconnect)."""
+        if event_id not in self.in_flight:
+            self._start(event_id, host, vm)
+
+    def set_limits(self, limits: Limits) -> None:
+        self.limits = limits
+        for host, vm in {*self._per_vm, *self._blocked_vms}:
+            self._refresh(host, vm)
+        for host in {*self._per_host, *self._blocked_hosts}:
+            self._refresh_host(host)
+
+    def set_host_available(self, host: str, available: bool) -> None:
+        self.rr.set_host_available(host, available)
+
+    def set_vm_available(self, host: str, vm: str, available: bool) -> None:
+        self.rr.set_vm_available(host, vm, available)
+
+    def remove_vm(self, host: str, vm: str) -> list[Held[H]]:
+        return self.rr.remove_vm(host, vm)
+
+    def drop_held(self) -> list[Held[H]]:
+        """The deliveries are void (connection lost): forget every held head."""
+        return self.rr.clear_items()
+
+    # -- internals -----------------------------------------------------------------
+    def _start(self, event_id: str, host: str, vm: str) -> None:
+        self.in_flight[event_id] = (host, vm)
+        self._per_vm[(host, vm)] += 1
+        self._per_host[host] += 1
+        self._refresh(host, vm)
+
+    def _refresh(self, host: str, vm: str) -> None:
+        """Tell the round-robin whether this VM and its host may give now."""
+        blocked = self._per_vm.get((host, vm), 0) >= self.limits.per_vm
+        if blocked != ((host, vm) in self._blocked_vms):
+            (self._blocked_vms.add if blocked else self._blocked_vms.discard)((host, vm))
+            self.rr.set_vm_blocked(host, vm, blocked)
+        self._refresh_host(host)
+
+    def _refresh_host(self, host: str) -> None:
+        limit = self.limits.per_host
+        blocked = limit > 0 and self._per_host.get(host, 0) >= limit
+        if blocked != (host in self._blocked_hosts):
+            (self._blocked_hosts.add if blocked else self._blocked_hosts.discard)(host)
+            self.rr.set_host_blocked(host, blocked)
+
+    # -- views ---------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        hosts: dict[str, dict[str, int]] = {}
+        for host in self.rr.hosts():
+            hosts[host] = {"in_flight": self._per_host.get(host, 0), "held": self.rr.held(host)}
+        return {
+            "limits": asdict(self.limits),
+            "paused": self.paused,
+            "in_flight": len(self.in_flight),
+            "held": len(self.rr),
+            "ready_keys": self.rr.ready_keys(),
+            "ready_hosts": self.rr.ready_hosts(),
+            "dispatched_total": self.dispatched_total,
+            "completed_total": self.completed_total,
+            "hosts": hosts,
+        }
+
+    def recent_dispatches(self, limit: int) -> list[dict[str, Any]]:
+        items = list(self.dispatches)[-limit:] if limit > 0 else []
+        return [asdict(d) for d in items]

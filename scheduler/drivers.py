@@ -1,0 +1,62 @@
+"""Drivers: how an action is carried out on the cloud.
+
+``simulated`` sleeps for a configured time; a payload ``{"simulate": {"duration": s,
+"fail": "reason"}}`` overrides the duration or injects a failure (for tests and demos).
+``webhook`` POSTs the event as JSON to ``WEBHOOK_URL``; a 2xx answer is success.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import httpx
+
+from scheduler.errors import ActionFailed, DriverMisconfigured
+from scheduler.settings import WorkerSettings
+from shared.models import VmEventMessage
+
+
+class Driver(Protocol):
+    def execute(self, event: VmEventMessage) -> None:
+        """Carry out ``event.action``; raise :class:`ActionFailed` if it failed."""
+
+
+class SimulatedDriver:
+    def __init__(self, default: float = 0.0, per_action: dict[str, float] | None = None) -> None:
+        self.default = default
+        self.per_action = per_action or {}
+
+    def execute(self, event: VmEventMessage) -> None:
+        sim = event.payload.get("simulate") or {}
+        duration = float(sim.get("duration", self.per_action.get(event.action, self.default)))
+        if duration > 0:
+            time.sleep(duration)
+        if sim.get("fail"):
+            raise ActionFailed(str(sim["fail"]))
+
+
+class WebhookDriver:
+    def __init__(self, url: str, timeout: float) -> None:
+        if not url:
+            raise DriverMisconfigured("the webhook driver needs WEBHOOK_URL")
+        self.url = url
+        self.client = httpx.Client(timeout=timeout)
+
+    def execute(self, event: VmEventMessage) -> None:
+        try:
+            response = self.client.post(
+                self.url,
+                content=event.model_dump_json(),
+                headers={"content-type": "application/json", "idempotency-key": event.id},
+            )
+        except httpx.HTTPError as exc:
+            raise ActionFailed(f"webhook unreachable: {exc}") from exc
+        if not response.is_success:
+            raise ActionFailed(f"webhook answered {response.status_code}: {response.text[:200]}")
+
+
+def build_driver(settings: WorkerSettings) -> Driver:
+    if settings.driver == "webhook":
+        return WebhookDriver(settings.webhook_url, settings.webhook_timeout)
+    return SimulatedDriver(settings.simulated_duration, settings.simulated_durations)

@@ -1,0 +1,79 @@
+"""Running one dispatched event, exactly once in effect.
+
+The ledger's claim decides: only the task message that claims the event runs the
+driver; a redelivered message whose action already finished only re-announces the
+completion (so the scheduler frees the slot even if the first announcement was lost).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from scheduler.drivers import Driver
+from scheduler.errors import ActionFailed
+from shared.models import Completion, Status, VmEventMessage
+from shared.store import Claim, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    claim: Claim
+    #: what to announce to the scheduler, or None (another message holds the event)
+    completion: Completion | None
+
+
+def run_event(
+    event: VmEventMessage,
+    dispatch_id: str,
+    worker: str,
+    store: Store,
+    driver: Driver,
+    clock: Callable[[], float],
+) -> Outcome:
+    extra = {"event_id": event.id, "host": event.host, "vm": event.vm, "policy": event.policy}
+    claim = store.claim(event.id, dispatch_id, worker, clock())
+    if claim is Claim.HELD:
+        log.info("event %s is being run by another task message; skipping", event.id, extra=extra)
+        return Outcome(claim, None)
+    if claim is Claim.FINISHED:
+        status = store.status_of(event.id)
+        log.info("event %s already finished (%s); no second effect", event.id, status, extra=extra)
+        done = "succeeded" if status is Status.SUCCEEDED else "failed"
+        return Outcome(claim, _completion(event, done))
+    if claim is Claim.UNKNOWN:
+        log.error(
+            "event %s is not in the ledger as dispatched; freeing its slot", event.id, extra=extra
+        )
+        return Outcome(claim, _completion(event, "failed"))
+
+    error: str | None = None
+    try:
+        driver.execute(event)
+    except ActionFailed as exc:
+        error = str(exc)
+    except Exception as exc:  # a driver bug must still end the event, not wedge the slot
+        log.exception("driver crashed on event %s", event.id, extra=extra)
+        error = f"driver error: {exc!r}"
+    store.finish(event.id, dispatch_id, error is None, error, clock())
+    log.info(
+        "event %s %s %s",
+        event.id,
+        event.action,
+        "succeeded" if error is None else f"failed: {error}",
+        extra=extra,
+    )
+    return Outcome(claim, _completion(event, "succeeded" if error is None else "failed"))
+
+
+def _completion(event: VmEventMessage, status: str) -> Completion:
+    return Completion(
+        event_id=event.id,
+        host=event.host,
+        vm=event.vm,
+        policy=event.policy,
+        status="succeeded" if status == "succeeded" else "failed",
+    )

@@ -1,0 +1,26 @@
+"""Entry point: ``carousel-flower`` — Celery's Flower with basic auth, on our broker."""
+
+from __future__ import annotations
+
+import sys
+
+from scheduler.celery_app import create_celery
+from scheduler.settings import FlowerSettings
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = FlowerSettings()
+    app = create_celery(settings)
+    app.start(
+        [
+            "flower",
+            f"--port={settings.flower_port}",
+            f"--address={settings.flower_address}",
+            f"--basic-auth={settings.flower_basic_auth}",
+            *(sys.argv[1:] if argv is None else argv),
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+"""The scheduler's AMQP adapter: consume heads, follow the mapping, dispatch, reconnect.
+
+One thread owns the connection. Broker callbacks only put deliveries in an inbox; the
+loop body handles the inbox, then dispatches while the :class:`~scheduler.core.Dispatcher`
+gives, then waits for more frames. Per dispatch, in this order:
+
+1. the ledger marks the event ``dispatched`` (so a restarted scheduler counts it),
+2. the Celery task (id = event id) is published with a confirm,
+3. the event's delivery is acked.
+
+A crash between any two steps leaves the event unacked: it is redelivered, and a
+redelivered event that the ledger says is ``dispatched`` is published again — the
+worker's claim makes that second task message harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import kombu
+from celery import Celery
+from kombu.message import Message
+
+from scheduler.celery_app import TASK_NAME
+from scheduler.core import Dispatcher
+from scheduler.settings import SchedulerSettings
+from shared.kombu_topology import direct_queue, event_queue
+from shared.models import (
+    FINISHED,
+    Completion,
+    MappingDelta,
+    MappingSnapshot,
+    Status,
+    VmEventMessage,
+)
+from shared.store import Store
+from shared.topology import QueueSpec
+
+log = logging.getLogger(__name__)
+
+Inbox = deque[tuple[str, Any, Message]]
+
+
+class SchedulerLoop:
+    def __init__(
+        self,
+        settings: SchedulerSettings,
+        store: Store,
+        dispatcher: Dispatcher[Message],
+        lock: threading.Lock,
+        celery: Celery,
+    ) -> None:
+        self.settings = settings
+        self.topology = settings.topology
+        self.store = store
+        self.dispatcher = dispatcher
+        self.lock = lock
+        self.celery = celery
+        self.connected = threading.Event()
+        self.mapping_version = 0
+        self._inbox: Inbox = deque()
+        self._queues: dict[str, tuple[str, str, str]] = {}  # consumed queue -> key
+        self._events: kombu.Consumer | None = None
+        self._next_resync_check = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Run sessions until ``stop``; reconnect with capped exponential backoff."""
+        delay = 0.2
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self._session(stop)
+            except Exception as exc:
+                log.warning("broker session ended: %r; reconnecting in %.1f s", exc, delay)
+            finally:
+                self._end_session()
+            if time.monotonic() - started > 10:
+                delay = 0.2
+            stop.wait(delay)
+            delay = min(delay * 2, 10.0)
+
+    def _end_session(self) -> None:
+        self.connected.clear()
+        self._events = None
+        self._queues.clear()
+        self._inbox.clear()
+        with self.lock:
+            dropped = self.dispatcher.drop_held()
+        if dropped:
+            log.info("dropped %d held heads; the broker redelivers them", len(dropped))
+
+    def _session(self, stop: threading.Event) -> None:
+        with kombu.Connection(
+            self.settings.amqp_url, heartbeat=30, transport_options={"confirm_publish": True}
+        ) as conn:
+            conn.connect()
+            ev_channel = conn.channel()
+            ev_channel.basic_qos(0, self.settings.prefetch, False)  # per consumer
+            ctl_channel = conn.channel()
+            ctl_channel.basic_qos(0, 500, False)
+            producer = kombu.Producer(conn.channel())
+            direct_queue(self.topology.actions_queue)(producer.channel).declare()
+
+            completions = event_queue(self.topology.completions_queue)
+            mapping_ex = kombu.Exchange(
+                self.topology.mapping_exchange.name,
+                self.topology.mapping_exchange.type,
+                durable=True,
+            )
+            mapping_q = kombu.Queue(
+                f"{self.topology.prefix}.mapping.{uuid.uuid4().hex[:12]}",
+                mapping_ex,
+                exclusive=True,
+                auto_delete=True,
+                durable=False,
+            )
+            kombu.Consumer(
+                ctl_channel,
+                [completions],
+                accept=["json"],
+                callbacks=[self._inbox_cb("completion")],
+            ).consume()
+            kombu.Consumer(
+                ctl_channel, [mapping_q], accept=["json"], callbacks=[self._inbox_cb("mapping")]
+            ).consume()
+            self._events = kombu.Consumer(
+                ev_channel,
+                [],
+                accept=["json"],
+                auto_declare=False,
+                callbacks=[self._inbox_cb("event")],
+            )
+            with self.lock:
+                for row in self.store.in_flight():
+                    self.dispatcher.restore(row.id, row.host, row.vm)
+            self._resync()
+            self.connected.set()
+            log.info(
+                "scheduler connected: %d event queues, %d in flight",
+                len(self._queues),
+                len(self.dispatcher.in_flight),
+            )
+            while not stop.is_set():
+                self._handle_inbox(producer)
+                self._dispatch(producer)
+                try:
+                    conn.drain_events(timeout=0.05)
+                except TimeoutError:  # no frame within the wait
+                    conn.heartbeat_check()
+                self._maybe_resync()
+
+    def _inbox_cb(self, kind: str) -> Any:
+        def callback(body: Any, message: Message) -> None:
+            self._inbox.append((kind, body, message))
+
+        return callback
+
+    # -- mapping -------------------------------------------------------------------
+    def _resync(self) -> None:
+        """Take the whole mapping from the ledger and consume every queue in it."""
+        snapshot: MappingSnapshot = self.store.snapshot()
+        present: set[str] = set()
+        with self.lock:
+            for host, hview in snapshot.hosts.items():
+                self.dispatcher.set_host_available(host, hview.available)
+                for vm, vview in hview.vms.items():
+                    self.dispatcher.set_vm_available(host, vm, vview.available)
+                    for policy, pview in vview.policies.items():
+                        self.dispatcher.add_key(host, vm, policy)
+                        present.add(pview.queue)
+            known = {(h, v) for h, v, _ in self._queues.values()}
+            gone = {(h, v) for h, v, _ in self._queues.values()} - {
+                (h, v) for h, hv in snapshot.hosts.items() for v in hv.vms
+            }
+        for host, vm in gone & known:
+            self._remove_vm(host, vm)
+        for host, hview in snapshot.hosts.items():
+            for vm, vview in hview.vms.items():
+                for policy, pview in vview.policies.items():
+                    self._consume(pview.queue, (host, vm, policy), flush=False)
+        if self._events is not None:
+            self._events.consume()
+        self.mapping_version = snapshot.version
+        self._next_resync_check = time.monotonic() + self.settings.resync_interval
+
+    def _maybe_resync(self) -> None:
+        if time.monotonic() < self._next_resync_check:
+            return
+        self._next_resync_check = time.monotonic() + self.settings.resync_interval
+        if self.store.mapping_version() > self.mapping_version:
+            log.warning("mapping moved without us hearing it; resyncing from a snapshot")
+            self._resync()
+
+    def _consume(self, name: str, key: tuple[str, str, str], flush: bool = True) -> None:
+        if name in self._queues or self._events is None:
+            return
+        self._queues[name] = key
+        queue = event_queue(QueueSpec(name))(self._events.channel)
+        queue.declare(nowait=True)  # pipelined; a real problem closes the channel
+        self._events.add_queue(queue)
+        if flush:
+            self._events.consume()
+
+    def _remove_vm(self, host: str, vm: str) -> None:
+        for name, key in list(self._queues.items()):
+            if key[:2] == (host, vm):
+                del self._queues[name]
+                if self._events is not None:
+                    self._events.cancel_by_queue(name)
+        with self.lock:
+            held = self.dispatcher.remove_vm(host, vm)
+        for item in held:
+            item.handle.requeue()
+
+    def _apply_delta(self, delta: MappingDelta) -> None:
+        if delta.version <= self.mapping_version:
+            return
+        if delta.version != self.mapping_version + 1:
+            log.warning("mapping delta %d after %d: resyncing", delta.version, self.mapping_version)
+            self._resync()
+            return
+        self.mapping_version = delta.version
+        if delta.op == "key_added" and delta.vm and delta.policy and delta.queue:
+            with self.lock:
+                self.dispatcher.add_key(delta.host, delta.vm, delta.policy)
+            self._consume(delta.queue, (delta.host, delta.vm, delta.policy))
+        elif delta.op == "host_availability" and delta.available is not None:
+            with self.lock:
+                self.dispatcher.set_host_available(delta.host, delta.available)
+        elif delta.op == "vm_availability" and delta.vm and delta.available is not None:
+            with self.lock:
+                self.dispatcher.set_vm_available(delta.host, delta.vm, delta.available)
+        elif delta.op == "vm_removed" and delta.vm:
+            self._remove_vm(delta.host, delta.vm)
+
+    # -- deliveries ----------------------------------------------------------------
+    def _handle_inbox(self, producer: kombu.Producer) -> None:
+        while self._inbox:
+            kind, body, message = self._inbox.popleft()
+            try:
+                if kind == "event":
+                    self._on_event(body, message, producer)
+                elif kind == "completion":
+                    self._on_completion(body, message)
+                else:
+                    self._apply_delta(MappingDelta.model_validate(body))
+                    message.ack()
+            except ValueError:
+                log.exception("malformed %s message dropped: %r", kind, body)
+                message.reject(requeue=False)
+
+    def _on_completion(self, body: Any, message: Message) -> None:
+        done = Completion.model_validate(body)
+        with self.lock:
+            self.dispatcher.complete(done.event_id)
+        message.ack()
+
+    def _on_event(self, body: Any, message: Message, producer: kombu.Producer) -> None:
+        event = VmEventMessage.model_validate(body)
+        if message.delivery_info.get("redelivered"):
+            status = self.store.status_of(event.id)
+            if status in (Status.DISPATCHED, Status.RUNNING):
+                with self.lock:
+                    self.dispatcher.restore(event.id, event.host, event.vm)
+                if status is Status.DISPATCHED:
+                    # the crash may have come before the task was published: publish again
+                    self._publish(producer, event)
+                message.ack()
+                return
+            if status in FINISHED:
+                message.ack()
+                return
+        with self.lock:
+            held = self.dispatcher.offer(event, message)
+        if not held:
+            log.info("duplicate delivery of in-flight event %s acked", event.id)
+            message.ack()
+
+    def _dispatch(self, producer: kombu.Producer) -> None:
+        while True:
+            with self.lock:
+                held = self.dispatcher.pick(time.time())
+            if held is None:
+                return
+            event, message = held.event, held.handle
+            before = self.store.mark_dispatched(event.id, uuid.uuid4().hex, time.time())
+            if before is not Status.QUEUED:
+                # a second message for an event another message already carries
+                with self.lock:
+                    self.dispatcher.abort(event.id)
+                log.info("event %s is %s already; duplicate message acked", event.id, before)
+                message.ack()
+                continue
+            try:
+                self._publish(producer, event)
+            except Exception:
+                with self.lock:
+                    self.dispatcher.abort(event.id)
+                raise
+            message.ack()
+            log.debug(
+                "dispatched %s",
+                event.id,
+                extra={
+                    "event_id": event.id,
+                    "host": event.host,
+                    "vm": event.vm,
+                    "policy": event.policy,
+                },
+            )
+
+    def _publish(self, producer: kombu.Producer, event: VmEventMessage) -> None:
+        dispatch_id = uuid.uuid4().hex
+        self.celery.send_task(
+            TASK_NAME,
+            args=[event.model_dump(mode="json"), dispatch_id],
+            task_id=event.id,
+            queue=self.topology.actions_queue.name,
+            producer=producer,
+            mandatory=True,
+        )

@@ -1,0 +1,50 @@
+"""Entry point: ``carousel-scheduler`` — the AMQP loop in a thread, the admin API in front."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import uvicorn
+
+from scheduler.admin import create_admin_app
+from scheduler.celery_app import create_celery
+from scheduler.core import Dispatcher, Limits
+from scheduler.loop import SchedulerLoop
+from scheduler.settings import SchedulerSettings
+from shared.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def main() -> None:
+    settings = SchedulerSettings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    store = Store.connect(settings.carousel_db_url, settings.topology)
+    limits = Limits(settings.max_parallel, settings.per_vm_limit, settings.per_host_limit)
+    dispatcher: Dispatcher[Any] = Dispatcher(
+        limits, paused=settings.start_paused, log_size=settings.dispatch_log_size
+    )
+    lock = threading.Lock()
+    loop = SchedulerLoop(settings, store, dispatcher, lock, create_celery(settings))
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), name="amqp-loop", daemon=True)
+    thread.start()
+    app = create_admin_app(dispatcher, lock, loop.connected, lambda: loop.mapping_version)
+    try:
+        uvicorn.run(
+            app,
+            host=settings.scheduler_host,
+            port=settings.scheduler_port,
+            log_level=settings.log_level.lower(),
+        )
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Wire models that two services must agree on.
+
+REST schemas live in ``producer/schemas.py``; these are what travels over AMQP and what
+the ledger (:mod:`shared.store`) hands out.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.names import Name
+
+
+class Action(StrEnum):
+    HEAL = "heal"
+    SCALE_OUT = "scale_out"
+    SCALE_IN = "scale_in"
+    MIGRATE = "migrate"
+    LIVE_MIGRATE = "live_migrate"
+    RESIZE = "resize"
+    PAUSE = "pause"
+    STOP = "stop"
+    UPDATE = "update"
+    UPGRADE = "upgrade"
+
+
+class Status(StrEnum):
+    #: Stored, not yet confirmed by the broker. Internal: never shown by the REST API.
+    PENDING = "pending"
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED})
+IN_FLIGHT = frozenset({Status.DISPATCHED, Status.RUNNING})
+
+
+class Key(BaseModel):
+    """One (host, VM, policy): one FIFO queue."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: Name
+    vm: Name
+    policy: Name
+
+
+class VmEventMessage(BaseModel):
+    """An accepted event, as published into its per-key queue and handed to a worker."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    host: Name
+    vm: Name
+    policy: Name
+    action: Action
+    payload: dict[str, Any] = Field(default_factory=dict)
+    accepted_at: float
+
+    @property
+    def key(self) -> Key:
+        return Key(host=self.host, vm=self.vm, policy=self.policy)
+
+
+class Completion(BaseModel):
+    """Sent by a worker (durably) when an event's action has finished, to free its slot."""
+
+    event_id: str
+    host: str
+    vm: str
+    policy: str
+    status: Literal["succeeded", "failed"]
+
+
+class MappingDelta(BaseModel):
+    """One change of the mapping, published on the mapping fanout with its version."""
+
+    version: int
+    op: Literal["key_added", "host_availability", "vm_availability", "vm_removed"]
+    host: str
+    vm: str | None = None
+    policy: str | None = None
+    queue: str | None = None
+    available: bool | None = None
+
+
+class PolicyView(BaseModel):
+    queue: str
+    pending: int
+
+
+class VmView(BaseModel):
+    available: bool
+    policies: dict[str, PolicyView]
+
+
+class HostView(BaseModel):
+    available: bool
+    vms: dict[str, VmView]
+
+
+class MappingSnapshot(BaseModel):
+    """The whole mapping; dict order is first-appearance order at every level."""
+
+    version: int
+    hosts: dict[str, HostView]

@@ -1,0 +1,74 @@
+"""The AMQP topology, defined once.
+
+Every exchange and queue Carousel uses is named here from one prefix (``CAROUSEL_PREFIX``,
+default ``carousel``), so a test can run a whole private topology beside a live one.
+Queues are declared with exactly these arguments by every service; two declarations
+with different arguments would make RabbitMQ refuse the second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.models import Key
+
+MAX_QUEUE_NAME = 255  # bytes, AMQP 0-9-1 shortstr
+
+#: Arguments of every durable queue. Classic queues: quorum queues are a cluster option.
+DURABLE_QUEUE_ARGS: dict[str, Any] = {"x-queue-type": "classic"}
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    durable: bool = True
+    exclusive: bool = False
+    auto_delete: bool = False
+    arguments: dict[str, Any] = field(default_factory=lambda: dict(DURABLE_QUEUE_ARGS))
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.durable, self.exclusive, self.auto_delete))
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    type: str
+    durable: bool = True
+
+
+@dataclass(frozen=True)
+class Topology:
+    prefix: str = "carousel"
+
+    # -- per-key event queues ------------------------------------------------------
+    def event_queue_name(self, key: Key) -> str:
+        """``<prefix>.ev.<host>/<vm>/<policy>``, unambiguous because ``/`` is never in a
+        name. When that would pass 255 bytes, the parts are cut and a hash of the full
+        key follows a ``#`` (also never in a name), so the result stays unique."""
+        full = f"{self.prefix}.ev.{key.host}/{key.vm}/{key.policy}"
+        if len(full.encode()) <= MAX_QUEUE_NAME:
+            return full
+        digest = hashlib.sha256(f"{key.host}/{key.vm}/{key.policy}".encode()).hexdigest()[:32]
+        return f"{self.prefix}.ev.{key.host[:48]}/{key.vm[:48]}/{key.policy[:48]}#{digest}"
+
+    def event_queue(self, key: Key) -> QueueSpec:
+        return QueueSpec(self.event_queue_name(key))
+
+    # -- shared queues and exchanges -----------------------------------------------
+    @property
+    def actions_queue(self) -> QueueSpec:
+        """Celery tasks (one per dispatched event) for the workers."""
+        return QueueSpec(f"{self.prefix}.actions")
+
+    @property
+    def completions_queue(self) -> QueueSpec:
+        """Workers -> scheduler: an action finished, free its slot."""
+        return QueueSpec(f"{self.prefix}.completions")
+
+    @property
+    def mapping_exchange(self) -> ExchangeSpec:
+        """Producer -> schedulers: mapping deltas, each with its version."""
+        return ExchangeSpec(f"{self.prefix}.mapping", "fanout")
