@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import Body, FastAPI, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from prometheus_client import generate_latest
 
+from producer.deps import Auth, Service
 from producer.errors import BrokerUnavailable, Unroutable
 from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher
@@ -47,6 +47,8 @@ def create_app(settings: ProducerSettings) -> FastAPI:
         except BrokerUnavailable:
             log.warning("broker not reachable at start; /readyz will say so until it is")
         app.state.service = EventService(store, publisher)
+        app.state.settings = settings
+        app.state.metrics = metrics
         yield
         await publisher.close()
         store.engine.dispose()
@@ -63,31 +65,10 @@ def create_app(settings: ProducerSettings) -> FastAPI:
             return JSONResponse({"detail": "request body too large"}, status_code=413)
         return await call_next(request)
 
-    def authorize(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        token = settings.carousel_api_token
-        if not token:
-            return
-        if creds is None or not secrets.compare_digest(creds.credentials, token):
-            metrics.rejected.labels("unauthorized").inc()
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing or wrong bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    def service(request: Request) -> EventService:
-        svc: EventService = request.app.state.service
-        return svc
-
-    Auth = Annotated[None, Depends(authorize)]
-    Svc = Annotated[EventService, Depends(service)]
-
     @app.post("/events", status_code=status.HTTP_202_ACCEPTED, response_model=AcceptedOut)
     async def post_events(
         _: Auth,
-        svc: Svc,
+        svc: Service,
         body: Annotated[
             VmEventIn | EventBatchIn,
             Body(description='One event, or {"events": [...]} with 1-1000 events.'),
@@ -108,19 +89,19 @@ def create_app(settings: ProducerSettings) -> FastAPI:
         return AcceptedOut(ids=ids)
 
     @app.get("/events/{event_id}", response_model=EventOut)
-    async def get_event(_: Auth, svc: Svc, event_id: str) -> Any:
+    async def get_event(_: Auth, svc: Service, event_id: str) -> Any:
         row = await asyncio.to_thread(svc.store.get, event_id)
         if row is None or row["status"] == Status.PENDING:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}")
         return row
 
     @app.get("/mapping", response_model=MappingSnapshot)
-    async def get_mapping(_: Auth, svc: Svc) -> MappingSnapshot:
+    async def get_mapping(_: Auth, svc: Service) -> MappingSnapshot:
         return await asyncio.to_thread(svc.store.snapshot)
 
     @app.put("/hosts/{host}/availability")
     async def put_host_availability(
-        _: Auth, svc: Svc, host: Name, body: AvailabilityIn
+        _: Auth, svc: Service, host: Name, body: AvailabilityIn
     ) -> dict[str, Any]:
         if not await svc.set_host_available(host, body.available):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no host {host!r}")
@@ -128,14 +109,14 @@ def create_app(settings: ProducerSettings) -> FastAPI:
 
     @app.put("/hosts/{host}/vms/{vm}/availability")
     async def put_vm_availability(
-        _: Auth, svc: Svc, host: Name, vm: Name, body: AvailabilityIn
+        _: Auth, svc: Service, host: Name, vm: Name, body: AvailabilityIn
     ) -> dict[str, Any]:
         if not await svc.set_vm_available(host, vm, body.available):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no VM {vm!r} on host {host!r}")
         return {"host": host, "vm": vm, "available": body.available}
 
     @app.delete("/hosts/{host}/vms/{vm}")
-    async def delete_vm(_: Auth, svc: Svc, host: Name, vm: Name) -> dict[str, Any]:
+    async def delete_vm(_: Auth, svc: Service, host: Name, vm: Name) -> dict[str, Any]:
         try:
             removed = await svc.remove_vm(host, vm)
         except VmHasPendingEvents as exc:
@@ -149,7 +130,7 @@ def create_app(settings: ProducerSettings) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz(svc: Svc) -> JSONResponse:
+    async def readyz(svc: Service) -> JSONResponse:
         try:
             await svc.publisher.start()
         except BrokerUnavailable as exc:
