@@ -423,6 +423,12 @@ class Store:
                 ).scalar_one()
             )
 
+    def queues(self) -> list[tuple[str, str, str]]:
+        """(host, vm, queue) of every key in the mapping."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(keys.c.host, keys.c.vm, keys.c.queue)).all()
+        return [(r.host, r.vm, r.queue) for r in rows]
+
     def vm_queues(self, host: str, vm: str) -> list[str]:
         with self.engine.connect() as conn:
             return list(

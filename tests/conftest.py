@@ -1,0 +1,153 @@
+"""Fixtures. Integration tests need a real RabbitMQ: ``AMQP_URL`` when set, else a
+testcontainers one when a Docker engine answers, else they skip locally and FAIL in CI
+(CI=true) — a broker-less CI run must not pass by skipping everything."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import kombu
+import pytest
+
+from shared.store import Store
+from shared.topology import Topology
+from tests.support import Service, free_port
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _reachable(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "localhost", parsed.port or 5672), 2):
+            return True
+    except OSError:
+        return False
+
+
+def _docker_available() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    if _reachable(url):
+        yield url
+        return
+    if _docker_available():
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        with RabbitMqContainer("rabbitmq:3.13-management") as rabbit:
+            host = rabbit.get_container_host_ip()
+            port = rabbit.get_exposed_port(rabbit.port)
+            yield f"amqp://guest:guest@{host}:{port}//"
+        return
+    reason = f"no RabbitMQ at {url} and no Docker engine for testcontainers"
+    if IN_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+@pytest.fixture
+def prefix(amqp_url: str, db_url: str) -> Iterator[str]:
+    """A private topology for one test. Afterwards its queues and exchanges are deleted
+    from the broker (the per-key queues are those listed in the test's ledger)."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    topology = Topology(name)
+    store = Store.connect(db_url, topology)
+    names = [q for _, _, q in store.queues()]
+    store.engine.dispose()
+    names += [topology.actions_queue.name, topology.completions_queue.name]
+    with kombu.Connection(amqp_url) as conn:
+        for queue in names:
+            conn.channel().queue_delete(queue)  # an absent queue is no error
+        for exchange in (topology.mapping_exchange.name, topology.actions_queue.name):
+            conn.channel().exchange_delete(exchange)
+
+
+class Stack:
+    """Producer, scheduler and workers of one test, as real processes."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.producer_url = f"http://127.0.0.1:{env['PRODUCER_PORT']}"
+        self.scheduler_url = f"http://127.0.0.1:{env['SCHEDULER_PORT']}"
+        self.services: list[Service] = []
+
+    def _start(
+        self,
+        script: str,
+        ready: str | None,
+        extra: dict[str, str] | None,
+        args: list[str] | None = None,
+    ) -> Service:
+        svc = Service(script, {**self.env, **(extra or {})}, self.log_dir, ready, args)
+        self.services.append(svc)
+        return svc.start()
+
+    def producer(self, **extra: str) -> Service:
+        return self._start("carousel-producer", f"{self.producer_url}/readyz", extra)
+
+    def scheduler(self, **extra: str) -> Service:
+        return self._start("carousel-scheduler", f"{self.scheduler_url}/readyz", extra)
+
+    def worker(self, **extra: str) -> Service:
+        return self._start("carousel-worker", None, extra)
+
+    def stop(self) -> None:
+        for svc in reversed(self.services):
+            svc.stop()
+
+    def logs(self) -> str:
+        return "\n\n".join(f"--- {s.script}\n{s.log_tail(40)}" for s in self.services)
+
+
+@pytest.fixture
+def stack_factory(
+    amqp_url: str, prefix: str, db_url: str, tmp_path: Path
+) -> Iterator[Callable[..., Stack]]:
+    stacks: list[Stack] = []
+
+    def make(**env: Any) -> Stack:
+        base = {
+            "AMQP_URL": amqp_url,
+            "CAROUSEL_PREFIX": prefix,
+            "CAROUSEL_DB_URL": db_url,
+            "PRODUCER_PORT": str(free_port()),
+            "SCHEDULER_PORT": str(free_port()),
+            "WORKER_CONCURRENCY": "4",
+            "LOG_LEVEL": "INFO",
+        }
+        stack = Stack({**base, **{k: str(v) for k, v in env.items()}}, tmp_path)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)

@@ -1,0 +1,156 @@
+"""Test helpers: waiting on conditions, running Carousel services as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+BIN = Path(sys.executable).parent
+
+
+def wait_until(
+    cond: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "condition"
+) -> T:
+    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = cond()
+        except (httpx.HTTPError, OSError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Service:
+    """One Carousel service (a console script) as a child process with its own log file."""
+
+    def __init__(
+        self,
+        script: str,
+        env: dict[str, str],
+        log_dir: Path,
+        ready_url: str | None = None,
+        args: list[str] | None = None,
+    ) -> None:
+        self.script = script
+        self.env = env
+        self.log_path = log_dir / f"{script}-{int(time.time() * 1000)}.log"
+        self.ready_url = ready_url
+        self.args = args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> Service:
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [str(BIN / self.script), *self.args],
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if wait and self.ready_url:
+            wait_until(self._ready, 60, what=f"{self.script} ready ({self.log_tail()})")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.script} exited {self.proc.returncode}:\n{self.log_tail()}")
+        assert self.ready_url is not None
+        return httpx.get(self.ready_url, timeout=2).status_code == 200
+
+    def kill(self) -> None:
+        """kill -9 the whole process group (prefork children included)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class EffectRecorder:
+    """An HTTP endpoint for the webhook driver that records every effect: calls per event
+    id, and the most actions running at once overall and per VM. An event's payload
+    ``{"delay": s}`` makes its action take ``s`` seconds."""
+
+    def __init__(self) -> None:
+        import threading
+        from collections import Counter
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.calls: Counter[str] = Counter()
+        self.order: list[str] = []
+        self.running = 0
+        self.max_running = 0
+        self.running_per_vm: Counter[tuple[str, str]] = Counter()
+        self.max_per_vm = 0
+        lock = threading.Lock()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                import json
+
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                vm = (body["host"], body["vm"])
+                with lock:
+                    recorder.calls[body["id"]] += 1
+                    recorder.order.append(body["id"])
+                    recorder.running += 1
+                    recorder.max_running = max(recorder.max_running, recorder.running)
+                    recorder.running_per_vm[vm] += 1
+                    recorder.max_per_vm = max(recorder.max_per_vm, recorder.running_per_vm[vm])
+                time.sleep(float(body.get("payload", {}).get("delay", 0)))
+                with lock:
+                    recorder.running -= 1
+                    recorder.running_per_vm[vm] -= 1
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/effect"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
