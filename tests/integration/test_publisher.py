@@ -1,0 +1,75 @@
+"""The producer's publish path against the real broker: confirms, returns, broker down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import kombu
+import pytest
+
+from producer.errors import BrokerUnavailable
+from producer.publisher import Publisher
+from shared.models import Action, VmEventMessage
+from shared.topology import Topology
+from tests.support import free_port
+
+
+def _event(i: int, vm: str = "vm1") -> VmEventMessage:
+    return VmEventMessage(
+        id=f"e{i}", host="h1", vm=vm, policy="p", action=Action.HEAL, accepted_at=time.time()
+    )
+
+
+def _depth(amqp_url: str, queue: str) -> int:
+    with kombu.Connection(amqp_url) as conn:
+        _, count, _ = conn.channel().queue_declare(queue, passive=True)
+        return int(count)
+
+
+def test_confirmed_batch_is_in_its_queues(amqp_url: str, prefix: str) -> None:
+    topology = Topology(prefix)
+
+    async def run() -> None:
+        pub = Publisher(amqp_url, topology, timeout=10)
+        await pub.start()
+        await pub.publish_events([_event(i, vm=f"vm{i % 3}") for i in range(300)])
+        await pub.close()
+
+    asyncio.run(run())
+    for vm in ("vm0", "vm1", "vm2"):
+        assert _depth(amqp_url, topology.event_queue_name(_event(0, vm).key)) == 100
+        with kombu.Connection(amqp_url) as conn:
+            conn.channel().queue_delete(topology.event_queue_name(_event(0, vm).key))
+
+
+def test_returned_message_is_redeclared_and_republished(amqp_url: str, prefix: str) -> None:
+    """A queue deleted behind the producer's declare cache: the mandatory publish comes
+    back, the queue is declared again and the event stored, not silently dropped."""
+    topology = Topology(prefix)
+    queue = topology.event_queue_name(_event(0).key)
+
+    async def run() -> None:
+        pub = Publisher(amqp_url, topology, timeout=10)
+        await pub.start()
+        await pub.publish_events([_event(1)])
+        with kombu.Connection(amqp_url) as conn:
+            conn.channel().queue_delete(queue)
+        await pub.publish_events([_event(2), _event(3)])
+        await pub.close()
+
+    asyncio.run(run())
+    assert _depth(amqp_url, queue) == 2
+    with kombu.Connection(amqp_url) as conn:
+        conn.channel().queue_delete(queue)
+
+
+def test_broker_down_is_an_error_not_an_acceptance() -> None:
+    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+
+    async def run() -> None:
+        pub = Publisher(dead, Topology("dead"), timeout=2)
+        with pytest.raises(BrokerUnavailable):
+            await pub.publish_events([_event(1)])
+
+    asyncio.run(run())
