@@ -1,0 +1,84 @@
+"""`make up` as a user runs it: four processes via honcho, Flower behind basic auth,
+Ctrl-C stops them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from tests.support import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
+    amqp_url: str, prefix: str, db_url: str, tmp_path: Path
+) -> None:
+    ports = {name: free_port() for name in ("PRODUCER_PORT", "SCHEDULER_PORT", "FLOWER_PORT")}
+    env = {
+        **os.environ,
+        "AMQP_URL": amqp_url,
+        "CAROUSEL_PREFIX": prefix,
+        "CAROUSEL_DB_URL": db_url,
+        "FLOWER_BASIC_AUTH": "ops:pw",
+        **{k: str(v) for k, v in ports.items()},
+    }
+    log = tmp_path / "make-up.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            ["make", "up"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    producer = f"http://127.0.0.1:{ports['PRODUCER_PORT']}"
+    flower = f"http://127.0.0.1:{ports['FLOWER_PORT']}"
+    try:
+        wait_until(
+            lambda: httpx.get(f"{producer}/readyz").status_code == 200, 60, what="producer ready"
+        )
+        wait_until(
+            lambda: (
+                httpx.get(f"http://127.0.0.1:{ports['SCHEDULER_PORT']}/readyz").status_code == 200
+            ),
+            60,
+            what="scheduler ready",
+        )
+        r = httpx.post(
+            f"{producer}/events",
+            json={
+                "host": "compute-1",
+                "vm": "vm-17",
+                "policy": "auto-heal",
+                "action": "heal",
+                "id": "demo-1",
+            },
+        )
+        assert r.status_code == 202
+        wait_until(
+            lambda: httpx.get(f"{producer}/events/demo-1").json()["status"] == "succeeded",
+            60,
+            what="event succeeded",
+        )
+        wait_until(
+            lambda: httpx.get(f"{flower}/api/tasks").status_code == 401,
+            60,
+            what="flower up, asking for credentials",
+        )
+        tasks = wait_until(
+            lambda: httpx.get(f"{flower}/api/tasks", auth=("ops", "pw")).json(),
+            60,
+            what="flower listing the task",
+        )
+        assert tasks["demo-1"]["state"] == "SUCCESS"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        proc.wait(30)
+    children = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True)
+    assert children.stdout.strip() == "", f"left running:\n{children.stdout}\n{log.read_text()}"
