@@ -28,7 +28,10 @@ class VmEventIn(BaseModel):
     @field_validator("payload")
     @classmethod
     def _payload_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(json.dumps(value, separators=(",", ":")).encode()) > MAX_PAYLOAD_BYTES:
+        if (
+            len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+            > MAX_PAYLOAD_BYTES
+        ):
             raise ValueError(f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
         return value
 

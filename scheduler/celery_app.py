@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from celery import Celery, Task
+from pydantic import ValidationError
 
 from scheduler.drivers import Driver, build_driver
 from scheduler.execution import run_event
@@ -89,7 +90,21 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
                 },
             )
 
-    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+    # Driver failures end the event (run_event catches them). What escapes is the ledger
+    # or the broker failing: retry with backoff, forever — the claim makes a rerun safe,
+    # and giving up would leave the event's slot taken for good.
+    @app.task(  # type: ignore[untyped-decorator]
+        name=TASK_NAME,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        autoretry_for=(Exception,),
+        dont_autoretry_for=(ValidationError,),
+        retry_backoff=0.5,
+        retry_backoff_max=30,
+        retry_jitter=True,
+        max_retries=None,
+    )
     def execute(self: Task, event: dict[str, Any], dispatch_id: str) -> str:
         store, driver = runtime.get()
         message = VmEventMessage.model_validate(event)

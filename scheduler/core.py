@@ -50,6 +50,7 @@ class Dispatcher(Generic[H]):
         self.dispatches: deque[Dispatch] = deque(maxlen=log_size)
         self.dispatched_total = 0
         self.completed_total = 0
+        self._held_ids: set[str] = set()
         self._blocked_vms: set[tuple[str, str]] = set()
         self._blocked_hosts: set[str] = set()
 
@@ -59,10 +60,12 @@ class Dispatcher(Generic[H]):
         self.rr.add_key(host, vm, policy)
 
     def offer(self, event: VmEventMessage, handle: H) -> bool:
-        """Hold the head of a key queue. False if that event id is already in flight
-        (a duplicate message: the caller acks it without dispatching)."""
-        if event.id in self.in_flight:
+        """Hold the head of a key queue. False if that event id is already held or in
+        flight: a duplicate message, which the caller acks without dispatching (the
+        message already held or dispatched carries the event)."""
+        if event.id in self.in_flight or event.id in self._held_ids:
             return False
+        self._held_ids.add(event.id)
         self.rr.push(event.host, event.vm, event.policy, Held(event, handle))
         return True
 
@@ -75,14 +78,21 @@ class Dispatcher(Generic[H]):
         if got is None:
             return None
         host, vm, policy, held = got
+        self._held_ids.discard(held.event.id)
         self._start(held.event.id, host, vm)
         self.dispatches.append(Dispatch(held.event.id, host, vm, policy, held.event.action, now))
         self.dispatched_total += 1
         return held
 
     def abort(self, event_id: str) -> None:
-        """Undo a pick whose task was never sent (duplicate, or the broker went away)."""
-        self.complete(event_id, count=False)
+        """Undo a pick whose task was never sent (duplicate, or the broker went away):
+        free its slots and take it out of the dispatch log."""
+        if self.complete(event_id, count=False):
+            self.dispatched_total -= 1
+            for i in range(len(self.dispatches) - 1, -1, -1):
+                if self.dispatches[i].event_id == event_id:
+                    del self.dispatches[i]
+                    break
 
     def complete(self, event_id: str, count: bool = True) -> bool:
         """An action finished: free its slots. False if it was not in flight."""
@@ -120,10 +130,13 @@ class Dispatcher(Generic[H]):
         self.rr.set_vm_available(host, vm, available)
 
     def remove_vm(self, host: str, vm: str) -> list[Held[H]]:
-        return self.rr.remove_vm(host, vm)
+        held = self.rr.remove_vm(host, vm)
+        self._held_ids.difference_update(h.event.id for h in held)
+        return held
 
     def drop_held(self) -> list[Held[H]]:
         """The deliveries are void (connection lost): forget every held head."""
+        self._held_ids.clear()
         return self.rr.clear_items()
 
     # -- internals -----------------------------------------------------------------

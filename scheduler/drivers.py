@@ -28,8 +28,13 @@ class SimulatedDriver:
         self.per_action = per_action or {}
 
     def execute(self, event: VmEventMessage) -> None:
-        sim = event.payload.get("simulate") or {}
-        duration = float(sim.get("duration", self.per_action.get(event.action, self.default)))
+        sim = event.payload.get("simulate")
+        if not isinstance(sim, dict):
+            sim = {}
+        try:
+            duration = float(sim.get("duration", self.per_action.get(event.action, self.default)))
+        except (TypeError, ValueError) as exc:
+            raise ActionFailed(f"bad simulate.duration: {sim.get('duration')!r}") from exc
         if duration > 0:
             time.sleep(duration)
         if sim.get("fail"):

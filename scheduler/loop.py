@@ -270,7 +270,7 @@ class SchedulerLoop:
                     self.dispatcher.restore(event.id, event.host, event.vm)
                 if status is Status.DISPATCHED:
                     # the crash may have come before the task was published: publish again
-                    self._publish(producer, event)
+                    self._publish(producer, event, uuid.uuid4().hex)
                 message.ack()
                 return
             if status in FINISHED:
@@ -289,7 +289,8 @@ class SchedulerLoop:
             if held is None:
                 return
             event, message = held.event, held.handle
-            before = self.store.mark_dispatched(event.id, uuid.uuid4().hex, time.time())
+            dispatch_id = uuid.uuid4().hex
+            before = self.store.mark_dispatched(event.id, dispatch_id, time.time())
             if before is not Status.QUEUED:
                 # a second message for an event another message already carries
                 with self.lock:
@@ -298,7 +299,7 @@ class SchedulerLoop:
                 message.ack()
                 continue
             try:
-                self._publish(producer, event)
+                self._publish(producer, event, dispatch_id)
             except Exception:
                 with self.lock:
                     self.dispatcher.abort(event.id)
@@ -315,8 +316,7 @@ class SchedulerLoop:
                 },
             )
 
-    def _publish(self, producer: kombu.Producer, event: VmEventMessage) -> None:
-        dispatch_id = uuid.uuid4().hex
+    def _publish(self, producer: kombu.Producer, event: VmEventMessage, dispatch_id: str) -> None:
         self.celery.send_task(
             TASK_NAME,
             args=[event.model_dump(mode="json"), dispatch_id],

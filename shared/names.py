@@ -18,4 +18,4 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=NAME_MA
 
 
 def is_valid_name(value: str) -> bool:
-    return bool(_NAME_RE.match(value))
+    return _NAME_RE.fullmatch(value) is not None

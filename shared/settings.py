@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.topology import Topology
+from shared.topology import PREFIX_PATTERN, Topology
 
 
 class CommonSettings(BaseSettings):
@@ -17,7 +17,7 @@ class CommonSettings(BaseSettings):
     )
     carousel_prefix: str = Field(
         "carousel",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        pattern=PREFIX_PATTERN,
         description="Prefix of every queue and exchange name (CAROUSEL_PREFIX).",
     )
     carousel_db_url: str = Field(

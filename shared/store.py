@@ -193,23 +193,21 @@ class Store:
             }
             fresh: list[VmEventMessage] = []
             to_publish: list[VmEventMessage] = []
-            seen: set[str] = set()
+            first: dict[str, tuple[str, str, str, str]] = {}  # id -> content, this batch
             for e in batch:
+                content = (e.host, e.vm, e.policy, e.action.value)
                 old = known.get(e.id)
-                if old is not None:
-                    if (old.host, old.vm, old.policy, old.action) != (
-                        e.host,
-                        e.vm,
-                        e.policy,
-                        e.action.value,
-                    ):
-                        raise Conflict(e.id)
-                    if old.status == Status.PENDING and e.id not in seen:
-                        to_publish.append(e)
-                elif e.id not in seen:
+                before = (old.host, old.vm, old.policy, old.action) if old else first.get(e.id)
+                if before is not None and before != content:
+                    raise Conflict(e.id)
+                if e.id in first:
+                    continue
+                first[e.id] = content
+                if old is None:
                     fresh.append(e)
                     to_publish.append(e)
-                seen.add(e.id)
+                elif old.status == Status.PENDING:
+                    to_publish.append(e)
             if fresh:
                 conn.execute(
                     events.insert(),

@@ -9,6 +9,7 @@ with different arguments would make RabbitMQ refuse the second.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,9 +40,20 @@ class ExchangeSpec:
     durable: bool = True
 
 
+PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 @dataclass(frozen=True)
 class Topology:
     prefix: str = "carousel"
+
+    def __post_init__(self) -> None:
+        # <= 64 chars keeps every event queue name within 255 bytes
+        if not re.fullmatch(PREFIX_PATTERN, self.prefix):
+            raise ValueError(
+                f"bad queue name prefix {self.prefix!r}: 1-64 chars of "
+                "[A-Za-z0-9_.-] starting alphanumeric"
+            )
 
     # -- per-key event queues ------------------------------------------------------
     def event_queue_name(self, key: Key) -> str:

@@ -12,7 +12,10 @@ from scheduler.settings import FlowerSettings, SchedulerSettings, WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS: list[type[BaseSettings]] = [
-    ProducerSettings, SchedulerSettings, WorkerSettings, FlowerSettings,
+    ProducerSettings,
+    SchedulerSettings,
+    WorkerSettings,
+    FlowerSettings,
 ]
 NAMES = sorted({f.upper() for cls in SETTINGS for f in cls.model_fields})
 

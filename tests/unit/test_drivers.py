@@ -1,0 +1,314 @@
+"""Tests for scheduler.drivers: the simulated driver, the webhook driver (against a loopback
+HTTP server started here) and build_driver."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from scheduler import drivers
+from scheduler.drivers import SimulatedDriver, WebhookDriver, build_driver
+from scheduler.errors import ActionFailed, CarouselError, DriverMisconfigured
+from scheduler.settings import WorkerSettings
+from shared.models import Action, VmEventMessage
+
+
+def ev(
+    action: Action = Action.HEAL, payload: dict[str, Any] | None = None, event_id: str = "e1"
+) -> VmEventMessage:
+    return VmEventMessage(
+        id=event_id,
+        host="compute-1.dc1.example.com",
+        vm="3f2b8c1e-9d4a-4e7b-8f6a-1c2d3e4f5a6b",
+        policy="auto-healing",
+        action=action,
+        payload=payload or {},
+        accepted_at=12.5,
+    )
+
+
+# -- SimulatedDriver ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Durations the simulated driver asked to sleep (instead of sleeping)."""
+    asked: list[float] = []
+    monkeypatch.setattr(drivers, "time", SimpleNamespace(sleep=asked.append))
+    return asked
+
+
+@pytest.mark.parametrize(
+    ("default", "per_action", "event", "expected"),
+    [
+        pytest.param(0.0, {}, ev(), [], id="no-duration-no-sleep"),
+        pytest.param(0.01, {}, ev(), [0.01], id="default"),
+        pytest.param(0.01, {"migrate": 0.02}, ev(Action.MIGRATE), [0.02], id="per-action"),
+        pytest.param(0.01, {"migrate": 0.02}, ev(Action.HEAL), [0.01], id="other-action-default"),
+        pytest.param(
+            0.01,
+            {"migrate": 0.02},
+            ev(Action.MIGRATE, {"simulate": {"duration": 0.03}}),
+            [0.03],
+            id="payload-overrides",
+        ),
+        pytest.param(
+            0.01,
+            {"heal": 0.02},
+            ev(Action.HEAL, {"simulate": {"duration": 0}}),
+            [],
+            id="payload-zero-overrides",
+        ),
+        pytest.param(0.0, {"heal": 0.0}, ev(), [], id="per-action-zero"),
+        pytest.param(0.0, {}, ev(payload={"simulate": {}}), [], id="empty-simulate"),
+        pytest.param(0.0, {}, ev(payload={"simulate": None}), [], id="null-simulate"),
+        pytest.param(
+            0.0, {}, ev(payload={"simulate": {"duration": "0.04"}}), [0.04], id="duration-string"
+        ),
+    ],
+)
+def test_simulated_duration(
+    sleeps: list[float],
+    default: float,
+    per_action: dict[str, float],
+    event: VmEventMessage,
+    expected: list[float],
+) -> None:
+    SimulatedDriver(default, per_action).execute(event)
+    assert sleeps == expected
+
+
+@pytest.mark.parametrize("reason", ["x", "no capacity on target host"])
+def test_simulated_failure(sleeps: list[float], reason: str) -> None:
+    with pytest.raises(ActionFailed) as info:
+        SimulatedDriver().execute(ev(payload={"simulate": {"fail": reason}}))
+    assert str(info.value) == reason
+    assert isinstance(info.value, CarouselError)
+
+
+def test_simulated_failure_after_its_duration(sleeps: list[float]) -> None:
+    with pytest.raises(ActionFailed, match=r"^late$"):
+        SimulatedDriver().execute(ev(payload={"simulate": {"fail": "late", "duration": 0.01}}))
+    assert sleeps == [0.01]
+
+
+@pytest.mark.parametrize("fail", ["", None, 0, False])
+def test_simulated_falsy_fail_does_not_fail(sleeps: list[float], fail: Any) -> None:
+    SimulatedDriver().execute(ev(payload={"simulate": {"fail": fail}}))
+
+
+def test_simulated_driver_really_sleeps_a_tiny_duration() -> None:
+    SimulatedDriver(0.001).execute(ev())  # the simulated action itself; nothing to assert
+
+
+def test_simulated_defaults() -> None:
+    driver = SimulatedDriver()
+    assert driver.default == 0.0
+    assert driver.per_action == {}
+
+
+# -- WebhookDriver -----------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Endpoint:
+    """A loopback HTTP server answering every POST with ``status``."""
+
+    server: ThreadingHTTPServer
+    status: int = 200
+    received: list[Received] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+    block: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    holder: dict[str, Endpoint] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            ep = holder["ep"]
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            ep.received.append(
+                Received("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            )
+            if ep.block:  # hold the answer until the test lets go (client timeout test)
+                ep.release.wait(10)
+            text = b"boom" if ep.status >= 400 else b""
+            try:
+                self.send_response(ep.status)
+                self.send_header("content-length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+            except OSError:
+                pass  # the client gave up
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ep = holder["ep"] = Endpoint(server)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield ep
+    finally:
+        ep.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.fixture
+def webhook(endpoint: Endpoint) -> Iterator[WebhookDriver]:
+    driver = WebhookDriver(endpoint.url, timeout=5.0)
+    yield driver
+    driver.client.close()
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204])
+def test_webhook_2xx_is_success(endpoint: Endpoint, webhook: WebhookDriver, status: int) -> None:
+    endpoint.status = status
+    event = ev(Action.LIVE_MIGRATE, {"target": "compute-2"}, event_id="evt-42")
+    webhook.execute(event)
+    assert len(endpoint.received) == 1
+    got = endpoint.received[0]
+    assert got.path == "/hook"
+    assert json.loads(got.body) == event.model_dump(mode="json")
+    assert json.loads(got.body)["action"] == "live_migrate"
+    assert got.headers["idempotency-key"] == "evt-42"
+    assert got.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 500, 503])
+def test_webhook_error_status_is_action_failed(
+    endpoint: Endpoint, webhook: WebhookDriver, status: int
+) -> None:
+    endpoint.status = status
+    with pytest.raises(ActionFailed, match=f"webhook answered {status}: boom"):
+        webhook.execute(ev())
+    assert len(endpoint.received) == 1  # no retry inside the driver
+
+
+def test_webhook_same_event_twice_sends_the_same_idempotency_key(
+    endpoint: Endpoint, webhook: WebhookDriver
+) -> None:
+    webhook.execute(ev(event_id="same"))
+    webhook.execute(ev(event_id="same"))
+    assert [r.headers["idempotency-key"] for r in endpoint.received] == ["same", "same"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_webhook_unreachable_is_action_failed() -> None:
+    driver = WebhookDriver(f"http://127.0.0.1:{_closed_port()}/hook", timeout=5.0)
+    try:
+        with pytest.raises(ActionFailed, match="webhook unreachable"):
+            driver.execute(ev())
+    finally:
+        driver.client.close()
+
+
+def test_webhook_timeout_is_action_failed(endpoint: Endpoint) -> None:
+    endpoint.block = True
+    driver = WebhookDriver(endpoint.url, timeout=0.05)
+    try:
+        with pytest.raises(ActionFailed, match="webhook unreachable"):
+            driver.execute(ev())
+    finally:
+        endpoint.release.set()
+        driver.client.close()
+
+
+def test_webhook_without_url_is_misconfigured() -> None:
+    with pytest.raises(DriverMisconfigured, match="WEBHOOK_URL"):
+        WebhookDriver("", timeout=5.0)
+
+
+# -- build_driver ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "DRIVER",
+        "WEBHOOK_URL",
+        "WEBHOOK_TIMEOUT",
+        "SIMULATED_DURATION",
+        "SIMULATED_DURATIONS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_build_driver_webhook() -> None:
+    settings = WorkerSettings(
+        driver="webhook", webhook_url="http://127.0.0.1:9/hook", webhook_timeout=3.5
+    )
+    driver = build_driver(settings)
+    assert isinstance(driver, WebhookDriver)
+    try:
+        assert driver.url == "http://127.0.0.1:9/hook"
+        assert driver.client.timeout.read == 3.5
+    finally:
+        driver.client.close()
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_build_driver_webhook_without_url_is_misconfigured() -> None:
+    with pytest.raises(DriverMisconfigured):
+        build_driver(WorkerSettings(driver="webhook"))
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_build_driver_simulated_by_default() -> None:
+    driver = build_driver(WorkerSettings())
+    assert isinstance(driver, SimulatedDriver)
+    assert driver.default == 0.0
+    assert driver.per_action == {}
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_build_driver_simulated_with_durations(sleeps: list[float]) -> None:
+    settings = WorkerSettings(
+        driver="simulated", simulated_duration=0.01, simulated_durations={"migrate": 0.02}
+    )
+    driver = build_driver(settings)
+    assert isinstance(driver, SimulatedDriver)
+    driver.execute(ev(Action.MIGRATE))
+    driver.execute(ev(Action.STOP))
+    assert sleeps == [0.02, 0.01]
+
+
+def test_build_driver_reads_the_environment(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
+) -> None:
+    monkeypatch.setenv("DRIVER", "simulated")
+    monkeypatch.setenv("SIMULATED_DURATIONS", '{"resize": 0.03}')
+    driver = build_driver(WorkerSettings())
+    driver.execute(ev(Action.RESIZE))
+    assert sleeps == [0.03]

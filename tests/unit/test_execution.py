@@ -1,0 +1,231 @@
+"""Tests for scheduler.execution.run_event with a real ledger and an in-memory driver."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from scheduler.errors import ActionFailed
+from scheduler.execution import run_event
+from shared.models import Action, Completion, Status, VmEventMessage
+from shared.store import Claim, Store
+from shared.topology import Topology
+
+
+class RecordingDriver:
+    """Records every event it is asked to run; optionally fails with ``error``."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.calls: list[VmEventMessage] = []
+        self.error = error
+
+    def execute(self, event: VmEventMessage) -> None:
+        self.calls.append(event)
+        if self.error is not None:
+            raise self.error
+
+
+def ev(event_id: str = "e1") -> VmEventMessage:
+    return VmEventMessage(
+        id=event_id,
+        host="compute-1",
+        vm="vm-17",
+        policy="auto-healing",
+        action=Action.HEAL,
+        payload={"k": "v"},
+        accepted_at=1.0,
+    )
+
+
+def completion(event: VmEventMessage, status: str) -> Completion:
+    return Completion(
+        event_id=event.id,
+        host=event.host,
+        vm=event.vm,
+        policy=event.policy,
+        status="succeeded" if status == "succeeded" else "failed",
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store.connect(f"sqlite:///{tmp_path / 'l.db'}", Topology("t"))
+    yield store
+    store.engine.dispose()
+
+
+@pytest.fixture
+def clock() -> Callable[[], float]:
+    ticks = itertools.count(100)
+    return lambda: float(next(ticks))
+
+
+def dispatch(store: Store, event: VmEventMessage) -> None:
+    store.accept([event])
+    store.confirm([event.id])
+    assert store.mark_dispatched(event.id, "scheduler-side", 50.0) is Status.QUEUED
+
+
+def test_claimed_event_runs_once_and_succeeds(store: Store, clock: Callable[[], float]) -> None:
+    event = ev()
+    dispatch(store, event)
+    driver = RecordingDriver()
+    outcome = run_event(event, "d1", "worker-1", store, driver, clock)
+    assert outcome.claim is Claim.CLAIMED
+    assert outcome.completion == completion(event, "succeeded")
+    assert driver.calls == [event]
+    row = store.get(event.id)
+    assert row is not None
+    assert row["status"] == Status.SUCCEEDED
+    assert row["error"] is None
+    assert row["worker"] == "worker-1"
+    assert row["attempts"] == 1
+    assert row["started_at"] == 100.0
+    assert row["finished_at"] == 101.0
+
+
+@pytest.mark.parametrize(
+    ("error", "stored"),
+    [
+        pytest.param(ActionFailed("no capacity on target host"), "no capacity on target host"),
+        pytest.param(ActionFailed(""), "", id="empty-reason"),
+    ],
+)
+def test_action_failed_ends_failed_with_its_text(
+    store: Store, clock: Callable[[], float], error: Exception, stored: str
+) -> None:
+    event = ev()
+    dispatch(store, event)
+    driver = RecordingDriver(error)
+    outcome = run_event(event, "d1", "worker-1", store, driver, clock)
+    assert outcome.claim is Claim.CLAIMED
+    assert outcome.completion == completion(event, "failed")
+    assert len(driver.calls) == 1
+    row = store.get(event.id)
+    assert row is not None
+    assert row["status"] == Status.FAILED
+    assert row["error"] == stored
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("kaboom"), KeyError("simulate"), ZeroDivisionError()],
+    ids=["runtime", "keyerror", "zerodiv"],
+)
+def test_driver_crash_ends_failed_as_driver_error(
+    store: Store,
+    clock: Callable[[], float],
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+) -> None:
+    event = ev()
+    dispatch(store, event)
+    with caplog.at_level(logging.ERROR, logger="scheduler.execution"):
+        outcome = run_event(event, "d1", "worker-1", store, RecordingDriver(error), clock)
+    assert outcome.completion == completion(event, "failed")
+    row = store.get(event.id)
+    assert row is not None
+    assert row["status"] == Status.FAILED
+    assert row["error"].startswith("driver error")
+    assert repr(error) in row["error"]
+    assert any(r.exc_info for r in caplog.records)  # the crash is logged with its traceback
+
+
+@pytest.mark.parametrize(
+    ("first_error", "status"),
+    [(None, "succeeded"), (ActionFailed("nope"), "failed")],
+)
+def test_second_message_after_finish_has_no_second_effect_and_reannounces(
+    store: Store,
+    clock: Callable[[], float],
+    first_error: Exception | None,
+    status: str,
+) -> None:
+    event = ev()
+    dispatch(store, event)
+    run_event(event, "d1", "worker-1", store, RecordingDriver(first_error), clock)
+    before = store.get(event.id)
+    driver = RecordingDriver()
+    for dispatch_id in ("d2", "d1"):  # another task message, or a redelivery of the first
+        outcome = run_event(event, dispatch_id, "worker-2", store, driver, clock)
+        assert outcome.claim is Claim.FINISHED
+        assert outcome.completion == completion(event, status)
+    assert driver.calls == []
+    assert store.get(event.id) == before
+
+
+def test_concurrently_held_event_is_skipped_without_completion(
+    store: Store, clock: Callable[[], float]
+) -> None:
+    event = ev()
+    dispatch(store, event)
+    assert store.claim(event.id, "d1", "worker-1", 60.0) is Claim.CLAIMED  # running elsewhere
+    before = store.get(event.id)
+    driver = RecordingDriver()
+    outcome = run_event(event, "d2", "worker-2", store, driver, clock)
+    assert outcome.claim is Claim.HELD
+    assert outcome.completion is None
+    assert driver.calls == []
+    assert store.get(event.id) == before
+
+
+def test_redelivery_of_the_running_message_runs_again(
+    store: Store, clock: Callable[[], float]
+) -> None:
+    """The worker running it died (reject_on_worker_lost): the same message runs it again."""
+    event = ev()
+    dispatch(store, event)
+    assert store.claim(event.id, "d1", "dead-worker", 60.0) is Claim.CLAIMED
+    driver = RecordingDriver()
+    outcome = run_event(event, "d1", "worker-2", store, driver, clock)
+    assert outcome.claim is Claim.CLAIMED
+    assert outcome.completion == completion(event, "succeeded")
+    assert driver.calls == [event]
+    row = store.get(event.id)
+    assert row is not None
+    assert row["attempts"] == 2
+    assert row["worker"] == "worker-2"
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        pytest.param(lambda s, e: None, id="unknown"),
+        pytest.param(lambda s, e: (s.accept([e]), s.confirm([e.id])), id="queued"),
+    ],
+)
+def test_event_not_dispatched_in_the_ledger_frees_its_slot_as_failed(
+    store: Store,
+    clock: Callable[[], float],
+    caplog: pytest.LogCaptureFixture,
+    setup: Callable[[Store, VmEventMessage], object],
+) -> None:
+    event = ev()
+    setup(store, event)
+    before = store.get(event.id)
+    driver = RecordingDriver()
+    with caplog.at_level(logging.ERROR, logger="scheduler.execution"):
+        outcome = run_event(event, "d1", "worker-1", store, driver, clock)
+    assert outcome.claim is Claim.UNKNOWN
+    assert outcome.completion == completion(event, "failed")
+    assert driver.calls == []
+    assert store.get(event.id) == before
+    assert any(r.levelno == logging.ERROR for r in caplog.records)
+
+
+def test_completion_identifies_the_key(store: Store, clock: Callable[[], float]) -> None:
+    event = ev("another")
+    dispatch(store, event)
+    outcome = run_event(event, "d1", "w", store, RecordingDriver(), clock)
+    assert outcome.completion is not None
+    assert outcome.completion.model_dump() == {
+        "event_id": "another",
+        "host": "compute-1",
+        "vm": "vm-17",
+        "policy": "auto-healing",
+        "status": "succeeded",
+    }

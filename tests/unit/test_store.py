@@ -1,0 +1,560 @@
+"""Tests for shared.store.Store: the ledger state machine and the mapping (SQLite files)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.models import Action, Key, Status, VmEventMessage
+from shared.store import Claim, Conflict, InFlight, Store
+from shared.topology import Topology
+
+TOPO = Topology("t")
+
+
+def ev(
+    event_id: str,
+    host: str = "h",
+    vm: str = "v",
+    policy: str = "p",
+    action: Action = Action.HEAL,
+    payload: dict[str, Any] | None = None,
+    at: float = 1.0,
+) -> VmEventMessage:
+    return VmEventMessage(
+        id=event_id,
+        host=host,
+        vm=vm,
+        policy=policy,
+        action=action,
+        payload=payload or {},
+        accepted_at=at,
+    )
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "l.db"
+
+
+@pytest.fixture
+def open_store(db_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens Stores on one file (each one is what one process would have)."""
+    opened: list[Store] = []
+
+    def make() -> Store:
+        store = Store.connect(f"sqlite:///{db_path}", TOPO)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.engine.dispose()
+
+
+@pytest.fixture
+def store(open_store: Callable[[], Store]) -> Store:
+    return open_store()
+
+
+def queued(store: Store, *events: VmEventMessage) -> None:
+    store.accept(events)
+    store.confirm(e.id for e in events)
+
+
+def dispatched(store: Store, event: VmEventMessage, dispatch_id: str = "d0") -> None:
+    queued(store, event)
+    assert store.mark_dispatched(event.id, dispatch_id, 2.0) is Status.QUEUED
+
+
+def running(store: Store, event: VmEventMessage, dispatch_id: str = "d1") -> None:
+    dispatched(store, event)
+    assert store.claim(event.id, dispatch_id, "w1", 3.0) is Claim.CLAIMED
+
+
+def finished(store: Store, event: VmEventMessage, ok: bool) -> None:
+    running(store, event, dispatch_id="d1")
+    assert store.finish(event.id, "d1", ok, None if ok else "boom", 4.0)
+
+
+# -- accept ------------------------------------------------------------------------------
+
+
+def test_accept_new_events_stores_them_pending_and_publishes_them(store: Store) -> None:
+    a, b = ev("a", payload={"k": [1, 2]}), ev("b", vm="v2", action=Action.MIGRATE, at=5.5)
+    accepted = store.accept([a, b])
+    assert accepted.to_publish == [a, b]
+    assert accepted.ids == ["a", "b"]
+    row = store.get("a")
+    assert row is not None
+    assert row["status"] == Status.PENDING
+    assert row["attempts"] == 0
+    assert json.loads(row["payload"]) == {"k": [1, 2]}
+    assert row["dispatch_id"] is None
+    assert row["worker"] is None
+    row_b = store.get("b")
+    assert row_b is not None
+    assert (row_b["host"], row_b["vm"], row_b["policy"], row_b["action"]) == (
+        "h",
+        "v2",
+        "p",
+        "migrate",
+    )
+    assert row_b["accepted_at"] == 5.5
+
+
+def test_repost_of_confirmed_event_is_not_published_again(store: Store) -> None:
+    queued(store, ev("a"))
+    accepted = store.accept([ev("a", at=99.0)])
+    assert accepted.to_publish == []
+    assert accepted.ids == ["a"]
+    row = store.get("a")
+    assert row is not None
+    assert row["status"] == Status.QUEUED
+    assert row["accepted_at"] == 1.0  # the first acceptance stands
+
+
+def test_repost_of_pending_event_is_published_again_but_stored_once(store: Store) -> None:
+    store.accept([ev("a")])
+    accepted = store.accept([ev("a"), ev("b")])
+    assert [e.id for e in accepted.to_publish] == ["a", "b"]
+    assert store.status_of("a") is Status.PENDING
+
+
+@pytest.mark.parametrize(
+    "status_setup",
+    [
+        pytest.param(lambda s: s.accept([ev("a")]), id="pending"),
+        pytest.param(lambda s: queued(s, ev("a")), id="queued"),
+        pytest.param(lambda s: running(s, ev("a")), id="running"),
+    ],
+)
+@pytest.mark.parametrize(
+    "other",
+    [
+        pytest.param(ev("a", host="h2"), id="host"),
+        pytest.param(ev("a", vm="v2"), id="vm"),
+        pytest.param(ev("a", policy="p2"), id="policy"),
+        pytest.param(ev("a", action=Action.STOP), id="action"),
+    ],
+)
+def test_same_id_with_different_content_is_a_conflict_and_changes_nothing(
+    store: Store, status_setup: Callable[[Store], Any], other: VmEventMessage
+) -> None:
+    status_setup(store)
+    before = store.get("a")
+    with pytest.raises(Conflict) as info:
+        store.accept([ev("fresh"), other])
+    assert info.value.event_id == "a"
+    assert store.get("fresh") is None  # the whole batch is refused
+    assert store.get("a") == before
+
+
+def test_same_id_with_different_payload_is_not_a_conflict(store: Store) -> None:
+    """Documented: only host, VM, policy and action are compared; the first payload stays."""
+    queued(store, ev("a", payload={"n": 1}))
+    accepted = store.accept([ev("a", payload={"n": 2})])
+    assert accepted.to_publish == []
+    row = store.get("a")
+    assert row is not None
+    assert json.loads(row["payload"]) == {"n": 1}
+
+
+def test_duplicate_id_inside_one_batch_is_stored_and_published_once(store: Store) -> None:
+    accepted = store.accept([ev("a"), ev("b"), ev("a")])
+    assert [e.id for e in accepted.to_publish] == ["a", "b"]
+    assert accepted.ids == ["a", "b", "a"]
+    assert store.status_of("a") is Status.PENDING
+
+
+def test_duplicate_pending_id_inside_one_batch_is_republished_once(store: Store) -> None:
+    store.accept([ev("a")])
+    accepted = store.accept([ev("a"), ev("a")])
+    assert [e.id for e in accepted.to_publish] == ["a"]
+
+
+def test_same_id_with_different_content_inside_one_batch_is_a_conflict(store: Store) -> None:
+    with pytest.raises(Conflict):
+        store.accept([ev("a", vm="v1"), ev("a", vm="v2")])
+    assert store.get("a") is None
+
+
+# -- confirm / discard -------------------------------------------------------------------
+
+
+def test_confirm_moves_only_pending_to_queued(store: Store) -> None:
+    store.accept([ev("a"), ev("b")])
+    dispatched(store, ev("c"))
+    store.confirm(["a", "c", "unknown"])
+    assert store.status_of("a") is Status.QUEUED
+    assert store.status_of("b") is Status.PENDING
+    assert store.status_of("c") is Status.DISPATCHED  # not moved back
+    store.confirm([])  # no-op
+
+
+def test_discard_deletes_only_pending_rows(store: Store) -> None:
+    store.accept([ev("a")])
+    queued(store, ev("b"))
+    dispatched(store, ev("c"))
+    store.discard(["a", "b", "c", "unknown"])
+    assert store.get("a") is None
+    assert store.status_of("b") is Status.QUEUED
+    assert store.status_of("c") is Status.DISPATCHED
+    store.discard([])  # no-op
+
+
+def test_discarded_id_can_be_accepted_again(store: Store) -> None:
+    store.accept([ev("a", vm="v1")])
+    store.discard(["a"])
+    accepted = store.accept([ev("a", vm="v2")])  # forgotten entirely: no conflict
+    assert [e.vm for e in accepted.to_publish] == ["v2"]
+
+
+# -- mark_dispatched ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected", "moved"),
+    [
+        pytest.param(lambda s: s.accept([ev("a")]), Status.QUEUED, True, id="pending"),
+        pytest.param(lambda s: queued(s, ev("a")), Status.QUEUED, True, id="queued"),
+        pytest.param(lambda s: dispatched(s, ev("a")), Status.DISPATCHED, False, id="dispatched"),
+        pytest.param(lambda s: running(s, ev("a")), Status.RUNNING, False, id="running"),
+        pytest.param(
+            lambda s: finished(s, ev("a"), ok=True),
+            Status.SUCCEEDED,
+            False,
+            id="succeeded",
+        ),
+        pytest.param(
+            lambda s: finished(s, ev("a"), ok=False),
+            Status.FAILED,
+            False,
+            id="failed",
+        ),
+        pytest.param(lambda s: None, None, False, id="unknown"),
+    ],
+)
+def test_mark_dispatched(
+    store: Store, setup: Callable[[Store], Any], expected: Status | None, moved: bool
+) -> None:
+    setup(store)
+    before = store.get("a")
+    assert store.mark_dispatched("a", "dx", 7.0) is expected
+    after = store.get("a")
+    if moved:
+        assert after is not None
+        assert after["status"] == Status.DISPATCHED
+        assert after["dispatch_id"] == "dx"
+        assert after["dispatched_at"] == 7.0
+    else:
+        assert after == before  # a duplicate changes nothing
+
+
+# -- claim / finish ----------------------------------------------------------------------
+
+
+def test_claim_of_dispatched_event_with_any_dispatch_id(store: Store) -> None:
+    dispatched(store, ev("a"), dispatch_id="scheduler-id")
+    assert store.claim("a", "task-id", "worker-1", 3.0) is Claim.CLAIMED
+    row = store.get("a")
+    assert row is not None
+    assert row["status"] == Status.RUNNING
+    assert row["dispatch_id"] == "task-id"
+    assert row["worker"] == "worker-1"
+    assert row["started_at"] == 3.0
+    assert row["attempts"] == 1
+
+
+def test_reclaim_with_same_dispatch_id_is_claimed_again_and_counts_an_attempt(
+    store: Store,
+) -> None:
+    running(store, ev("a"), dispatch_id="d1")
+    assert store.claim("a", "d1", "worker-2", 9.0) is Claim.CLAIMED
+    row = store.get("a")
+    assert row is not None
+    assert row["attempts"] == 2
+    assert row["worker"] == "worker-2"
+    assert row["started_at"] == 9.0
+
+
+def test_claim_with_another_dispatch_id_while_running_is_held(store: Store) -> None:
+    running(store, ev("a"), dispatch_id="d1")
+    before = store.get("a")
+    assert store.claim("a", "d2", "worker-2", 9.0) is Claim.HELD
+    assert store.get("a") == before
+
+
+@pytest.mark.parametrize("ok", [True, False])
+@pytest.mark.parametrize("dispatch_id", ["d1", "d2"])
+def test_claim_after_finish_is_finished(store: Store, ok: bool, dispatch_id: str) -> None:
+    running(store, ev("a"), dispatch_id="d1")
+    assert store.finish("a", "d1", ok, None if ok else "boom", 4.0)
+    before = store.get("a")
+    assert store.claim("a", dispatch_id, "worker-2", 9.0) is Claim.FINISHED
+    assert store.get("a") == before
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        pytest.param(lambda s: None, id="unknown"),
+        pytest.param(lambda s: s.accept([ev("a")]), id="pending"),
+        pytest.param(lambda s: queued(s, ev("a")), id="queued"),
+    ],
+)
+def test_claim_of_unknown_or_undispatched_event_is_unknown(
+    store: Store, setup: Callable[[Store], Any]
+) -> None:
+    setup(store)
+    before = store.get("a")
+    assert store.claim("a", "d1", "w", 3.0) is Claim.UNKNOWN
+    assert store.get("a") == before
+
+
+@pytest.mark.parametrize(
+    ("ok", "error", "status"),
+    [(True, None, Status.SUCCEEDED), (False, "no capacity", Status.FAILED)],
+)
+def test_finish_with_the_claiming_dispatch_id(
+    store: Store, ok: bool, error: str | None, status: Status
+) -> None:
+    running(store, ev("a"), dispatch_id="d1")
+    assert store.finish("a", "d1", ok, error, 8.0)
+    row = store.get("a")
+    assert row is not None
+    assert row["status"] == status
+    assert row["error"] == error
+    assert row["finished_at"] == 8.0
+    assert not store.finish("a", "d1", True, None, 9.0)  # only once
+    assert store.status_of("a") is status
+
+
+def test_finish_with_another_dispatch_id_changes_nothing(store: Store) -> None:
+    running(store, ev("a"), dispatch_id="d1")
+    assert not store.finish("a", "d2", True, None, 8.0)
+    assert store.status_of("a") is Status.RUNNING
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        pytest.param(lambda s: None, id="unknown"),
+        pytest.param(lambda s: queued(s, ev("a")), id="queued"),
+        pytest.param(lambda s: dispatched(s, ev("a"), dispatch_id="d1"), id="dispatched"),
+    ],
+)
+def test_finish_of_unclaimed_event_changes_nothing(
+    store: Store, setup: Callable[[Store], Any]
+) -> None:
+    setup(store)
+    before = store.get("a")
+    assert not store.finish("a", "d1", True, None, 8.0)
+    assert store.get("a") == before
+
+
+def test_claim_clears_the_error_of_an_earlier_attempt(store: Store) -> None:
+    running(store, ev("a"), dispatch_id="d1")
+    with store.engine.begin() as conn:  # an earlier attempt left an error behind
+        conn.exec_driver_sql("UPDATE events SET error = 'old' WHERE id = 'a'")
+    assert store.claim("a", "d1", "w", 5.0) is Claim.CLAIMED
+    row = store.get("a")
+    assert row is not None
+    assert row["error"] is None
+
+
+def test_in_flight_lists_dispatched_and_running_only(store: Store) -> None:
+    store.accept([ev("pending")])
+    queued(store, ev("queued"))
+    dispatched(store, ev("dispatched", vm="v1"))
+    running(store, ev("running", host="h2", vm="v2", policy="p2"))
+    running(store, ev("done"))
+    store.finish("done", "d1", True, None, 5.0)
+    got = sorted(store.in_flight(), key=lambda r: r.id)
+    assert got == [
+        InFlight("dispatched", "h", "v1", "p", Status.DISPATCHED),
+        InFlight("running", "h2", "v2", "p2", Status.RUNNING),
+    ]
+
+
+def test_unfinished_count_counts_all_but_finished(store: Store) -> None:
+    store.accept([ev("pending")])
+    queued(store, ev("queued"))
+    dispatched(store, ev("dispatched"))
+    running(store, ev("running"))
+    running(store, ev("done"))
+    store.finish("done", "d1", False, "x", 5.0)
+    queued(store, ev("other-vm", vm="v2"))
+    assert store.unfinished_count("h", "v") == 4
+    assert store.unfinished_count("h", "v2") == 1
+    assert store.unfinished_count("h", "nope") == 0
+
+
+# -- mapping -----------------------------------------------------------------------------
+
+
+def K(host: str, vm: str, policy: str) -> Key:
+    return Key(host=host, vm=vm, policy=policy)
+
+
+def test_fresh_store_has_an_empty_mapping_at_version_zero(store: Store) -> None:
+    snap = store.snapshot()
+    assert snap.version == 0
+    assert snap.hosts == {}
+    assert store.mapping_version() == 0
+
+
+def test_ensure_keys_keeps_first_appearance_order_at_every_level(store: Store) -> None:
+    store.ensure_keys([K("zeta", "vm9", "pol-b"), K("alpha", "vm2", "pol-z")])
+    store.ensure_keys(
+        [
+            K("zeta", "vm1", "pol-a"),
+            K("zeta", "vm9", "pol-a"),
+            K("mid", "vmX", "p"),
+            K("alpha", "vm2", "pol-a"),
+        ]
+    )
+    snap = store.snapshot()
+    assert list(snap.hosts) == ["zeta", "alpha", "mid"]
+    assert list(snap.hosts["zeta"].vms) == ["vm9", "vm1"]
+    assert list(snap.hosts["zeta"].vms["vm9"].policies) == ["pol-b", "pol-a"]
+    assert list(snap.hosts["alpha"].vms["vm2"].policies) == ["pol-z", "pol-a"]
+    assert snap.hosts["zeta"].available
+    assert snap.hosts["zeta"].vms["vm9"].available
+
+
+def test_ensure_keys_bumps_version_once_per_new_key(store: Store) -> None:
+    keys = [K("h", "v", "p1"), K("h", "v", "p2"), K("h2", "v", "p1")]
+    deltas = store.ensure_keys([*keys, keys[0]])  # a repeat inside one call counts once
+    assert [d.version for d in deltas] == [1, 2, 3]
+    assert [(d.op, d.host, d.vm, d.policy) for d in deltas] == [
+        ("key_added", k.host, k.vm, k.policy) for k in keys
+    ]
+    assert [d.queue for d in deltas] == [TOPO.event_queue_name(k) for k in keys]
+    assert store.mapping_version() == 3
+
+    assert store.ensure_keys(keys) == []  # known keys: no delta, no bump
+    assert store.mapping_version() == 3
+
+    deltas = store.ensure_keys([keys[1], K("h", "v", "p3")])
+    assert [(d.version, d.policy) for d in deltas] == [(4, "p3")]
+    assert store.mapping_version() == 4
+
+
+def test_snapshot_queue_names_come_from_the_topology(store: Store) -> None:
+    long_key = K("h" * 128, "v" * 128, "p" * 128)
+    store.ensure_keys([K("h", "v", "p"), long_key])
+    snap = store.snapshot()
+    assert snap.hosts["h"].vms["v"].policies["p"].queue == "t.ev.h/v/p"
+    long_view = snap.hosts["h" * 128].vms["v" * 128].policies["p" * 128]
+    assert long_view.queue == TOPO.event_queue_name(long_key)
+    assert sorted(q for _, _, q in store.queues()) == sorted(
+        ["t.ev.h/v/p", TOPO.event_queue_name(long_key)]
+    )
+    assert store.vm_queues("h", "v") == ["t.ev.h/v/p"]
+    assert store.vm_queues("h", "nope") == []
+
+
+@pytest.mark.parametrize("available", [False, True])
+def test_availability_setters(store: Store, available: bool) -> None:
+    store.ensure_keys([K("h", "v", "p")])
+    host_delta = store.set_host_available("h", available)
+    assert host_delta is not None
+    assert (host_delta.op, host_delta.host, host_delta.available, host_delta.version) == (
+        "host_availability",
+        "h",
+        available,
+        2,
+    )
+    vm_delta = store.set_vm_available("h", "v", available)
+    assert vm_delta is not None
+    assert (vm_delta.op, vm_delta.host, vm_delta.vm, vm_delta.available, vm_delta.version) == (
+        "vm_availability",
+        "h",
+        "v",
+        available,
+        3,
+    )
+    snap = store.snapshot()
+    assert snap.version == 3
+    assert snap.hosts["h"].available is available
+    assert snap.hosts["h"].vms["v"].available is available
+
+
+def test_availability_setters_return_none_for_unknown_names(store: Store) -> None:
+    store.ensure_keys([K("h", "v", "p")])
+    assert store.set_host_available("nope", False) is None
+    assert store.set_vm_available("h", "nope", False) is None
+    assert store.set_vm_available("nope", "v", False) is None
+    assert store.mapping_version() == 1
+
+
+def test_remove_vm(store: Store) -> None:
+    store.ensure_keys([K("h", "v1", "p"), K("h", "v1", "q"), K("h", "v2", "p")])
+    delta = store.remove_vm("h", "v1")
+    assert delta is not None
+    assert (delta.op, delta.host, delta.vm, delta.version) == ("vm_removed", "h", "v1", 4)
+    snap = store.snapshot()
+    assert list(snap.hosts) == ["h"]
+    assert list(snap.hosts["h"].vms) == ["v2"]
+    assert store.vm_queues("h", "v1") == []
+    assert store.remove_vm("h", "v1") is None
+    assert store.remove_vm("nope", "v") is None
+    assert store.mapping_version() == 4
+
+    # a re-created VM is a new appearance: it comes after the VMs already known
+    deltas = store.ensure_keys([K("h", "v1", "p")])
+    assert [d.version for d in deltas] == [5]
+    assert list(store.snapshot().hosts["h"].vms) == ["v2", "v1"]
+
+
+def test_snapshot_pending_counts_only_queued_events(store: Store) -> None:
+    store.ensure_keys([K("h", "v", "p"), K("h", "v", "q")])
+    store.accept([ev("pending")])
+    queued(store, ev("q1"), ev("q2"), ev("q3"), ev("other", policy="q"))
+    dispatched(store, ev("dispatched"))
+    running(store, ev("running"))
+    running(store, ev("done"))
+    store.finish("done", "d1", True, None, 5.0)
+    assert store.mark_dispatched("q3", "d", 3.0) is Status.QUEUED
+    policies = store.snapshot().hosts["h"].vms["v"].policies
+    assert policies["p"].pending == 2  # q1, q2
+    assert policies["q"].pending == 1
+
+
+# -- several processes on one file --------------------------------------------------------
+
+
+def test_two_stores_on_one_file_see_each_others_writes(
+    open_store: Callable[[], Store],
+) -> None:
+    producer, worker = open_store(), open_store()
+    producer.accept([ev("a")])
+    assert worker.status_of("a") is Status.PENDING
+    producer.confirm(["a"])
+    assert worker.mark_dispatched("a", "d0", 2.0) is Status.QUEUED
+    assert producer.status_of("a") is Status.DISPATCHED
+    assert worker.claim("a", "d1", "w", 3.0) is Claim.CLAIMED
+    assert producer.claim("a", "d2", "w2", 3.0) is Claim.HELD
+    assert worker.finish("a", "d1", True, None, 4.0)
+    assert producer.claim("a", "d1", "w", 5.0) is Claim.FINISHED
+
+    producer.ensure_keys([K("h", "v", "p")])
+    assert worker.mapping_version() == 1
+    assert worker.ensure_keys([K("h", "v", "p")]) == []  # known through the other one
+    worker.set_vm_available("h", "v", False)
+    assert producer.snapshot().hosts["h"].vms["v"].available is False
+    assert producer.mapping_version() == 2
+
+
+def test_reopening_keeps_ledger_and_mapping_version(open_store: Callable[[], Store]) -> None:
+    first = open_store()
+    first.ensure_keys([K("h", "v", "p"), K("h", "v", "q")])
+    queued(first, ev("a"))
+    second = open_store()  # create_schema again on an existing file
+    assert second.mapping_version() == 2
+    assert second.status_of("a") is Status.QUEUED
