@@ -37,6 +37,9 @@ def create_celery(settings: CommonSettings) -> Celery:
         task_reject_on_worker_lost=True,
         task_ignore_result=True,
         worker_prefetch_multiplier=1,
+        # On connection loss the broker redelivers unacked tasks: stop ours rather than
+        # let a second copy of the same action run beside the first.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_send_task_events=True,
         task_send_sent_event=True,
         task_serializer="json",

@@ -115,6 +115,7 @@ class EffectRecorder:
 
         self.calls: Counter[str] = Counter()
         self.order: list[str] = []
+        self.first_call: dict[str, float] = {}
         self.running = 0
         self.max_running = 0
         self.running_per_vm: Counter[tuple[str, str]] = Counter()
@@ -130,6 +131,7 @@ class EffectRecorder:
                 vm = (body["host"], body["vm"])
                 with lock:
                     recorder.calls[body["id"]] += 1
+                    recorder.first_call.setdefault(body["id"], time.time())
                     recorder.order.append(body["id"])
                     recorder.running += 1
                     recorder.max_running = max(recorder.max_running, recorder.running)
