@@ -27,12 +27,11 @@ log = logging.getLogger(__name__)
 
 def create_celery(settings: CommonSettings) -> Celery:
     topology = settings.topology
-    actions = direct_queue(topology.actions_queue)
+    queues = [direct_queue(topology.actions_queue_of(p)) for p in settings.profiles]
     app = Celery("carousel", broker=settings.amqp_url, set_as_current=False)
     app.conf.update(
-        task_queues=[actions],
-        task_default_queue=actions.name,
-        task_routes={TASK_NAME: {"queue": actions.name}},
+        task_queues=queues,
+        task_default_queue=topology.actions_queue.name,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_ignore_result=True,

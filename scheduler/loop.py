@@ -105,7 +105,8 @@ class SchedulerLoop:
             ctl_channel = conn.channel()
             ctl_channel.basic_qos(0, 500, False)
             producer = kombu.Producer(conn.channel())
-            direct_queue(self.topology.actions_queue)(producer.channel).declare()
+            for profile in self.settings.profiles:
+                direct_queue(self.topology.actions_queue_of(profile))(producer.channel).declare()
 
             completions = event_queue(self.topology.completions_queue)
             mapping_ex = kombu.Exchange(
@@ -321,7 +322,7 @@ class SchedulerLoop:
             TASK_NAME,
             args=[event.model_dump(mode="json"), dispatch_id],
             task_id=event.id,
-            queue=self.topology.actions_queue.name,
+            queue=self.topology.actions_queue_of(self.settings.profile_for(event.action)).name,
             producer=producer,
             mandatory=True,
         )

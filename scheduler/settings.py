@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.settings import CommonSettings
 
@@ -40,6 +40,9 @@ class WorkerSettings(CommonSettings):
     worker_pool: Literal["prefork", "threads", "solo"] = Field(
         "prefork", description="Celery pool (WORKER_POOL)."
     )
+    worker_profile: str = Field(
+        "default", description="Profile whose actions this worker runs (WORKER_PROFILE)."
+    )
     worker_name: str = Field(
         "", description="Celery node name; default carousel@<host>.<pid> (WORKER_NAME)."
     )
@@ -63,4 +66,85 @@ class FlowerSettings(CommonSettings):
     flower_address: str = Field("127.0.0.1", description="Flower bind address (FLOWER_ADDRESS).")
     flower_basic_auth: str = Field(
         "admin:carousel", description="user:password for Flower (FLOWER_BASIC_AUTH)."
+    )
+
+
+class ProfileSettings(BaseModel):
+    """One worker profile's pool, as given in ELASTICITY_PROFILES."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_workers: int = Field(1, ge=0)
+    max_workers: int = Field(4, ge=0)
+    concurrency: int = Field(1, ge=1)
+    target_latency: float = Field(10.0, gt=0)
+    default_action_seconds: float = Field(1.0, gt=0)
+    tolerance: float = Field(0.1, ge=0, lt=1)
+    scale_up_window: float = Field(0.0, ge=0)
+    scale_down_window: float = Field(30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ProfileSettings:
+        if self.min_workers > self.max_workers:
+            raise ValueError("min_workers is larger than max_workers")
+        return self
+
+
+class ElasticitySettings(CommonSettings):
+    elasticity_host: str = Field(
+        "127.0.0.1", description="Admin API bind address (ELASTICITY_HOST)."
+    )
+    elasticity_port: int = Field(8002, description="Admin API port (ELASTICITY_PORT).")
+    elasticity_interval: float = Field(
+        5.0, gt=0, description="Seconds between evaluations (ELASTICITY_INTERVAL)."
+    )
+    elasticity_budget: int = Field(
+        8, ge=0, description="Workers all profiles may have together (ELASTICITY_BUDGET)."
+    )
+    elasticity_profiles: dict[str, ProfileSettings] = Field(
+        default_factory=lambda: {"default": ProfileSettings()},
+        description="Per-profile pool settings, JSON: {profile: {min_workers, max_workers, "
+        "concurrency, target_latency, default_action_seconds, tolerance, scale_up_window, "
+        "scale_down_window}} (ELASTICITY_PROFILES).",
+    )
+    elasticity_heartbeat_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds without a heartbeat before a worker counts as lost "
+        "(ELASTICITY_HEARTBEAT_TIMEOUT).",
+    )
+    slacker_threshold: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a spawned worker may "
+        "take to register before it is killed and replaced "
+        "(SLACKER_THRESHOLD).",
+    )
+    drain_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds a retiring worker may take "
+        "to exit before it is killed (DRAIN_TIMEOUT).",
+    )
+    elasticity_dry_run: bool = Field(
+        False, description="Decide and log, never spawn or retire (ELASTICITY_DRY_RUN)."
+    )
+    worker_command: str = Field(
+        "carousel-worker",
+        description="Command the local provider runs for a worker (WORKER_COMMAND).",
+    )
+    worker_log_dir: str = Field(
+        "", description="Folder for spawned workers' logs; empty = discard (WORKER_LOG_DIR)."
+    )
+    rabbitmq_management_url: str = Field(
+        "",
+        description="RabbitMQ management API, e.g. http://guest:guest@localhost:15672; "
+        "when set, backlog = ready + unacked from it, else ready (AMQP) + running tasks "
+        "(RABBITMQ_MANAGEMENT_URL).",
+    )
+    max_parallel: int = Field(
+        10,
+        ge=1,
+        description="The scheduler's MAX_PARALLEL: no profile "
+        "grows past what could run at once (MAX_PARALLEL).",
     )

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
         [
             "worker",
             "-Q",
-            settings.topology.actions_queue.name,
+            settings.topology.actions_queue_of(settings.worker_profile).name,
             "-n",
             name,
             "-c",

@@ -3,10 +3,13 @@ and builds it in its entry point, never at import time."""
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.topology import PREFIX_PATTERN, Topology
+from shared.models import Action
+from shared.topology import DEFAULT_PROFILE, PREFIX_PATTERN, Topology
 
 
 class CommonSettings(BaseSettings):
@@ -26,6 +29,33 @@ class CommonSettings(BaseSettings):
         "(CAROUSEL_DB_URL). SQLite for one machine, PostgreSQL for many.",
     )
     log_level: str = Field("INFO", description="Logging level (LOG_LEVEL).")
+    action_profiles: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Worker profiles and their actions, JSON, e.g. {"slow": ["migrate", '
+        '"live_migrate"]}; other actions go to the "default" profile (ACTION_PROFILES).',
+    )
+
+    @field_validator("action_profiles")
+    @classmethod
+    def _profiles(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        actions = {a.value for a in Action}
+        for profile, listed in value.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", profile):
+                raise ValueError(f"bad profile name {profile!r}")
+            if unknown := set(listed) - actions:
+                raise ValueError(f"profile {profile!r} lists unknown actions {sorted(unknown)}")
+        return value
+
+    @property
+    def profiles(self) -> list[str]:
+        """Every worker profile, the default one first."""
+        return [DEFAULT_PROFILE, *(p for p in self.action_profiles if p != DEFAULT_PROFILE)]
+
+    def profile_for(self, action: str) -> str:
+        for profile, actions in self.action_profiles.items():
+            if action in actions:
+                return profile
+        return DEFAULT_PROFILE
 
     @property
     def topology(self) -> Topology:

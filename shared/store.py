@@ -278,6 +278,16 @@ class Store:
             row = conn.execute(sa.select(events.c.status).where(events.c.id == event_id)).first()
         return None if row is None else Status(row.status)
 
+    def queued_by_action(self) -> dict[str, int]:
+        """Events accepted and not yet dispatched, per action."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(events.c.action, sa.func.count().label("n"))
+                .where(events.c.status == Status.QUEUED.value)
+                .group_by(events.c.action)
+            ).all()
+        return {r.action: int(r.n) for r in rows}
+
     def in_flight(self) -> list[InFlight]:
         """Events dispatched and not finished: what a restarted scheduler must count."""
         with self.engine.connect() as conn:

@@ -40,6 +40,7 @@ class ExchangeSpec:
     durable: bool = True
 
 
+DEFAULT_PROFILE = "default"
 PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -72,8 +73,14 @@ class Topology:
     # -- shared queues and exchanges -----------------------------------------------
     @property
     def actions_queue(self) -> QueueSpec:
-        """Celery tasks (one per dispatched event) for the workers."""
-        return QueueSpec(f"{self.prefix}.actions")
+        """Celery tasks (one per dispatched event) for the workers of the default profile."""
+        return self.actions_queue_of(DEFAULT_PROFILE)
+
+    def actions_queue_of(self, profile: str) -> QueueSpec:
+        """Celery tasks for the workers of one profile (see ``ACTION_PROFILES``)."""
+        if profile == DEFAULT_PROFILE:
+            return QueueSpec(f"{self.prefix}.actions")
+        return QueueSpec(f"{self.prefix}.actions.{profile}")
 
     @property
     def completions_queue(self) -> QueueSpec:

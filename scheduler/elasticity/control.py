@@ -1,0 +1,38 @@
+"""Talking to running Celery workers (remote control): the graceful-retire steps."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+
+log = logging.getLogger(__name__)
+
+
+class CeleryControl:
+    def __init__(self, app: Celery, timeout: float = 2.0) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    def cancel_consumer(self, queue: str, node: str) -> None:
+        """Stop ``node`` taking tasks from ``queue`` (it keeps running what it has)."""
+        self.app.control.cancel_consumer(
+            queue, destination=[node], reply=True, timeout=self.timeout
+        )
+
+    def add_consumer(self, queue: str, node: str) -> None:
+        self.app.control.add_consumer(queue, destination=[node], reply=True, timeout=self.timeout)
+
+    def holds_tasks(self, node: str) -> bool:
+        """Whether ``node`` has a task running or reserved. A node that does not answer
+        counts as holding tasks: retiring it would not be safe."""
+        inspect = self.app.control.inspect(destination=[node], timeout=self.timeout)
+        active = inspect.active()
+        reserved = inspect.reserved()
+        if not active or node not in active or reserved is None or node not in reserved:
+            return True
+        return bool(active[node]) or bool(reserved[node])
+
+    def shutdown(self, node: str) -> None:
+        """Warm shutdown by destination."""
+        self.app.control.shutdown(destination=[node])

@@ -1,0 +1,96 @@
+"""Entry point: ``carousel-elasticity``."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from pathlib import Path
+
+import uvicorn
+
+from scheduler.celery_app import create_celery
+from scheduler.elasticity.admin import create_admin_app
+from scheduler.elasticity.backlog import BacklogProbe
+from scheduler.elasticity.control import CeleryControl
+from scheduler.elasticity.engine import Engine
+from scheduler.elasticity.model import ProfileConfig
+from scheduler.elasticity.providers import LocalProvider
+from scheduler.elasticity.tracker import WorkerTracker
+from scheduler.settings import ElasticitySettings, ProfileSettings
+from shared.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def profile_configs(settings: ElasticitySettings) -> dict[str, ProfileConfig]:
+    """One config per profile; no profile may grow past what MAX_PARALLEL lets run."""
+    configs = {}
+    for name in settings.profiles:
+        given = settings.elasticity_profiles.get(name, ProfileSettings())
+        cap = max(given.min_workers, math.ceil(settings.max_parallel / given.concurrency))
+        configs[name] = ProfileConfig(
+            name=name, **{**given.model_dump(), "max_workers": min(given.max_workers, cap)}
+        )
+    unknown = set(settings.elasticity_profiles) - set(configs)
+    if unknown:
+        raise ValueError(
+            f"ELASTICITY_PROFILES names profiles not in ACTION_PROFILES: {sorted(unknown)}"
+        )
+    return configs
+
+
+def main() -> None:
+    settings = ElasticitySettings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    store = Store.connect(settings.carousel_db_url, settings.topology)
+    app = create_celery(settings)
+    tracker = WorkerTracker(app)
+    provider = LocalProvider(
+        settings.worker_command,
+        {},
+        Path(settings.worker_log_dir) if settings.worker_log_dir else None,
+    )
+    engine = Engine(
+        configs=profile_configs(settings),
+        budget=settings.elasticity_budget,
+        provider=provider,
+        tracker=tracker,
+        control=CeleryControl(app),
+        queue_of=lambda p: settings.topology.actions_queue_of(p).name,
+        backlog_of=BacklogProbe(settings, store),
+        heartbeat_timeout=settings.elasticity_heartbeat_timeout,
+        slacker_threshold=settings.slacker_threshold,
+        drain_timeout=settings.drain_timeout,
+        dry_run=settings.elasticity_dry_run,
+    )
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=tracker.run, args=(stop,), name="events", daemon=True),
+        threading.Thread(
+            target=engine.launch,
+            args=(settings.elasticity_interval, stop),
+            name="control-loop",
+            daemon=True,
+        ),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        uvicorn.run(
+            create_admin_app(engine, settings.elasticity_dry_run),
+            host=settings.elasticity_host,
+            port=settings.elasticity_port,
+            log_level=settings.log_level.lower(),
+        )
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        provider.close()
+
+
+if __name__ == "__main__":
+    main()

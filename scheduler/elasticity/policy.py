@@ -1,0 +1,202 @@
+"""How many workers each profile should have: pure functions of what was observed and
+the time. No clock, no I/O, no Celery.
+
+Per profile, in order:
+
+1. **target tracking** — the backlog, at the learnt mean action time, should drain within
+   ``target_latency``: ``raw = ceil(backlog * seconds / (concurrency * target_latency))``,
+   bounded by ``[min_workers, max_workers]``;
+2. **tolerance** — a raw value within ``tolerance`` of the current capacity is no change
+   (the HPA's 10 % band, so steady load does not flap);
+3. **stabilisation windows** — going up takes the *lowest* recommendation of the last
+   ``scale_up_window`` seconds, going down the *highest* of the last ``scale_down_window``
+   (as the HPA does), so a dip or a spike does not whipsaw the pool;
+4. **one scaling event in flight** — while a worker is booting or draining, the profile
+   waits (unless it is below its minimum: recovery never waits);
+5. **budget** — the total budget is shared max-min fairly: each profile gets its minimum,
+   then the rest goes one worker at a time to the profiles that still want more, so an
+   idle profile's share is lent to the busy ones.
+
+Capacity counts idle, busy *and booting* workers, so a worker on its way is not asked
+for twice. Only idle workers are ever retired.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from scheduler.elasticity.model import (
+    Decision,
+    NodeInfo,
+    Observation,
+    ProfileConfig,
+    ProfileMemory,
+    WorkerState,
+    WorkerView,
+)
+
+CAPACITY = (WorkerState.IDLE, WorkerState.BUSY, WorkerState.BOOTING)
+
+
+def raw_workers(obs: Observation, cfg: ProfileConfig) -> tuple[int, float]:
+    """Workers the backlog asks for, bounded by the profile; and the action time used."""
+    seconds = obs.mean_action_seconds or cfg.default_action_seconds
+    want = 0
+    if obs.backlog > 0:
+        want = math.ceil(obs.backlog * seconds / (cfg.concurrency * cfg.target_latency))
+    return max(cfg.min_workers, min(cfg.max_workers, want)), seconds
+
+
+def stabilize(
+    memory: ProfileMemory, raw: int, capacity: int, cfg: ProfileConfig, now: float
+) -> tuple[int, str]:
+    """Apply the tolerance band and the stabilisation windows (records ``raw``)."""
+    memory.recommendations.append((now, raw))
+    horizon = now - max(cfg.scale_up_window, cfg.scale_down_window)
+    memory.recommendations = [(t, r) for t, r in memory.recommendations if t >= horizon]
+    if raw == capacity:
+        return capacity, "steady"
+    if capacity >= cfg.min_workers and capacity > 0 and abs(raw / capacity - 1) <= cfg.tolerance:
+        return capacity, f"within tolerance ({raw} vs {capacity})"
+    if raw > capacity:
+        since = now - cfg.scale_up_window
+        floor = min(r for t, r in memory.recommendations if t >= since)
+        return max(capacity, floor), f"backlog asks for {raw}"
+    since = now - cfg.scale_down_window
+    ceiling = max(r for t, r in memory.recommendations if t >= since)
+    if ceiling >= capacity:
+        return capacity, f"scale-down window holds ({raw} asked, {ceiling} seen)"
+    return ceiling, f"backlog asks for {raw}"
+
+
+def allot(demands: Mapping[str, int], minimums: Mapping[str, int], budget: int) -> dict[str, int]:
+    """Max-min fair shares of ``budget``: minimums first, then one worker at a time, in
+    turn, to every profile that still wants more."""
+    shares = {p: min(minimums[p], demands[p]) for p in demands}
+    left = budget - sum(shares.values())
+    wanting = [p for p in demands if demands[p] > shares[p]]
+    while left > 0 and wanting:
+        for p in list(wanting):
+            if left == 0:
+                break
+            shares[p] += 1
+            left -= 1
+            if shares[p] >= demands[p]:
+                wanting.remove(p)
+    return shares
+
+
+def decide(
+    observations: Sequence[Observation],
+    memories: Mapping[str, ProfileMemory],
+    configs: Mapping[str, ProfileConfig],
+    budget: int,
+    now: float,
+) -> list[Decision]:
+    """One evaluation over all profiles (the budget couples them)."""
+    planned: dict[str, tuple[int, int, float, str]] = {}
+    for obs in observations:
+        cfg = configs[obs.profile]
+        capacity = obs.count(*CAPACITY)
+        raw, seconds = raw_workers(obs, cfg)
+        stable, reason = stabilize(memories[obs.profile], raw, capacity, cfg, now)
+        planned[obs.profile] = (raw, stable, seconds, reason)
+
+    shares = allot(
+        {p: planned[p][1] for p in planned},
+        {p: configs[p].min_workers for p in planned},
+        budget,
+    )
+    # workers that exist or are coming take budget until they are gone
+    occupied = sum(
+        o.count(WorkerState.IDLE, WorkerState.BUSY, WorkerState.BOOTING, WorkerState.DRAINING)
+        for o in observations
+    )
+    free = max(0, budget - occupied)
+
+    decisions = []
+    for obs in observations:
+        cfg = configs[obs.profile]
+        raw, stable, seconds, reason = planned[obs.profile]
+        capacity = obs.count(*CAPACITY)
+        target = min(stable, shares[obs.profile])
+        if target < stable:
+            reason = f"{reason}; budget share is {shares[obs.profile]}"
+        spawn = retire = 0
+        blocked: str | None = None
+        in_flight = obs.count(WorkerState.BOOTING, WorkerState.DRAINING)
+        if in_flight and capacity >= cfg.min_workers:
+            blocked = "ScalingInProgress"
+            reason = f"{reason}; waiting for {in_flight} booting/draining worker(s)"
+        elif target > capacity:
+            spawn = min(target - capacity, free)
+            free -= spawn
+            if spawn < target - capacity:
+                blocked = "InsufficientResources"
+                reason = f"{reason}; budget has room for {spawn} of {target - capacity}"
+        elif target < capacity:
+            idle = obs.count(WorkerState.IDLE)
+            retire = min(capacity - target, idle)
+            if capacity <= cfg.min_workers:
+                blocked = "MinimumWorkersReached"
+            elif retire < capacity - target:
+                blocked = "NoIdleWorkersError" if idle == 0 else None
+                reason = f"{reason}; only {idle} idle worker(s) may be retired"
+        decisions.append(
+            Decision(
+                profile=obs.profile,
+                at=now,
+                backlog=obs.backlog,
+                action_seconds=seconds,
+                capacity=capacity,
+                raw=raw,
+                stabilized=stable,
+                allotted=shares[obs.profile],
+                target=target,
+                spawn=spawn,
+                retire=retire,
+                reason=reason,
+                blocked_by=blocked,
+            )
+        )
+    return decisions
+
+
+def slackers(workers: Sequence[WorkerView], now: float, threshold: float) -> list[WorkerView]:
+    """Workers spawned more than ``threshold`` seconds ago that never registered."""
+    return [w for w in workers if w.state is WorkerState.BOOTING and now - w.since > threshold]
+
+
+def retire_order(workers: Sequence[WorkerView]) -> list[WorkerView]:
+    """Idle workers, longest idle first: the ones to retire."""
+    return sorted((w for w in workers if w.state is WorkerState.IDLE), key=lambda w: w.since)
+
+
+def classify(
+    profile: str,
+    spawned: Mapping[str, float],
+    nodes: Mapping[str, NodeInfo],
+    draining: Mapping[str, float],
+    exited: set[str],
+    now: float,
+    heartbeat_timeout: float,
+) -> list[WorkerView]:
+    """The state of each worker we spawned (name -> spawn time) for ``profile``."""
+    views = []
+    for name, at in spawned.items():
+        node = nodes.get(name)
+        if name in draining:
+            state, since = WorkerState.DRAINING, draining[name]
+        elif name in exited:
+            state, since = WorkerState.LOST, now
+        elif node is None:
+            state, since = WorkerState.BOOTING, at
+        elif node.offline or now - node.last_seen > heartbeat_timeout:
+            state, since = WorkerState.LOST, node.last_seen
+        elif node.active > 0:
+            state, since = WorkerState.BUSY, node.last_seen
+        else:
+            state, since = WorkerState.IDLE, node.idle_since
+        views.append(WorkerView(name, profile, state, since))
+    return views

@@ -1,0 +1,125 @@
+"""Worker states and action times from Celery's event stream (what Flower reads).
+
+Heartbeats (every 2 s) carry each worker's count of running tasks; task-started and
+task-succeeded/failed events make that exact between heartbeats. Counting *running*
+tasks, not queue depth, is what keeps a busy worker from ever looking idle.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+from celery import Celery
+
+from scheduler.elasticity.model import NodeInfo
+from scheduler.elasticity.providers import profile_of
+
+log = logging.getLogger(__name__)
+
+FINISHING = {"task-succeeded", "task-failed", "task-retried", "task-revoked", "task-rejected"}
+
+
+class WorkerTracker:
+    def __init__(self, app: Celery, ewma_alpha: float = 0.2) -> None:
+        self.app = app
+        self.alpha = ewma_alpha
+        self.connected = threading.Event()
+        self._lock = threading.Lock()
+        self._nodes: dict[str, dict[str, Any]] = {}
+        self._running: defaultdict[str, set[str]] = defaultdict(set)
+        self._mean: dict[str, float] = {}
+
+    # -- reading -------------------------------------------------------------------
+    def nodes(self) -> dict[str, NodeInfo]:
+        with self._lock:
+            return {
+                name: NodeInfo(
+                    first_seen=n["first_seen"],
+                    last_seen=n["last_seen"],
+                    active=max(n["active"], len(self._running[name])),
+                    idle_since=n["idle_since"],
+                    offline=n["offline"],
+                )
+                for name, n in self._nodes.items()
+            }
+
+    def mean_action_seconds(self, profile: str) -> float | None:
+        with self._lock:
+            return self._mean.get(profile)
+
+    # -- the event stream ----------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Follow the event stream until ``stop``, reconnecting with backoff."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                with self.app.connection_for_read() as conn:
+                    receiver = self.app.events.Receiver(conn, handlers={"*": self.on_event})
+                    halt = threading.Thread(target=_halt_on, args=(stop, receiver), daemon=True)
+                    halt.start()
+                    self.connected.set()
+                    delay = 0.5
+                    # one long-lived consumer; it checks should_stop every second
+                    receiver.capture(limit=None, timeout=None, wakeup=True)
+            except Exception as exc:
+                log.warning("event stream lost: %r; reconnecting in %.1f s", exc, delay)
+            self.connected.clear()
+            stop.wait(delay)
+            delay = min(delay * 2, 10.0)
+
+    def on_event(self, event: dict[str, Any], now: float | None = None) -> None:
+        kind = str(event.get("type", ""))
+        name = str(event.get("hostname", ""))
+        if not name:
+            return
+        now = time.time() if now is None else now
+        with self._lock:
+            node = self._nodes.setdefault(
+                name,
+                {
+                    "first_seen": now,
+                    "last_seen": now,
+                    "active": 0,
+                    "idle_since": now,
+                    "offline": False,
+                },
+            )
+            node["last_seen"] = now
+            if kind in ("worker-online", "worker-heartbeat"):
+                node["offline"] = False
+                if kind == "worker-heartbeat":
+                    self._set_active(name, node, int(event.get("active") or 0), now)
+            elif kind == "worker-offline":
+                node["offline"] = True
+            elif kind == "task-started":
+                self._running[name].add(str(event.get("uuid")))
+                self._set_active(name, node, node["active"], now)
+            elif kind in FINISHING:
+                self._running[name].discard(str(event.get("uuid")))
+                self._set_active(name, node, 0, now)
+                runtime = event.get("runtime")
+                profile = profile_of(name)
+                if kind == "task-succeeded" and profile and isinstance(runtime, int | float):
+                    old = self._mean.get(profile)
+                    new = float(runtime)
+                    self._mean[profile] = new if old is None else old + self.alpha * (new - old)
+
+    def _set_active(self, name: str, node: dict[str, Any], active: int, now: float) -> None:
+        was = max(node["active"], len(self._running[name]))
+        node["active"] = active
+        if was > 0 and max(active, len(self._running[name])) == 0:
+            node["idle_since"] = now
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._nodes.pop(name, None)
+            self._running.pop(name, None)
+
+
+def _halt_on(stop: threading.Event, receiver: Any) -> None:
+    stop.wait()
+    receiver.should_stop = True
