@@ -92,6 +92,7 @@ class Stack:
         self.log_dir = log_dir
         self.producer_url = f"http://127.0.0.1:{env['PRODUCER_PORT']}"
         self.scheduler_url = f"http://127.0.0.1:{env['SCHEDULER_PORT']}"
+        self.elasticity_url = f"http://127.0.0.1:{env['ELASTICITY_PORT']}"
         self.services: list[Service] = []
 
     def _start(
@@ -110,6 +111,9 @@ class Stack:
 
     def scheduler(self, **extra: str) -> Service:
         return self._start("carousel-scheduler", f"{self.scheduler_url}/readyz", extra)
+
+    def elasticity(self, **extra: str) -> Service:
+        return self._start("carousel-elasticity", f"{self.elasticity_url}/readyz", extra)
 
     def worker(self, **extra: str) -> Service:
         return self._start("carousel-worker", None, extra)
@@ -135,6 +139,7 @@ def stack_factory(
             "CAROUSEL_DB_URL": db_url,
             "PRODUCER_PORT": str(free_port()),
             "SCHEDULER_PORT": str(free_port()),
+            "ELASTICITY_PORT": str(free_port()),
             "WORKER_CONCURRENCY": "4",
             "LOG_LEVEL": "INFO",
         }

@@ -36,7 +36,13 @@ def create_admin_app(engine: Engine, dry_run: bool) -> FastAPI:
                 profiles[name] = {
                     "config": asdict(cfg),
                     "workers": [
-                        {"name": w.name, "state": w.state.value, "since": w.since} for w in views
+                        {
+                            "name": w.name,
+                            "state": w.state.value,
+                            "since": w.since,
+                            "pid": engine.handles[w.name].pid,
+                        }
+                        for w in views
                     ],
                     "counts": {s.value: sum(w.state is s for w in views) for s in WorkerState},
                     "backlog": last.backlog if last else None,

@@ -11,9 +11,11 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +55,20 @@ def profile_of(node: str) -> str | None:
     return parts[1] if len(parts) == 3 and parts[0] == "elastic" else None
 
 
+def _resolve(argv: list[str]) -> list[str]:
+    """Find a bare command on PATH, else beside this interpreter (the venv's bin), so
+    ``carousel-worker`` is found however the elasticity worker itself was started."""
+    if not argv or "/" in argv[0] or shutil.which(argv[0]):
+        return argv
+    sibling = Path(sys.executable).parent / argv[0]
+    return [str(sibling), *argv[1:]] if sibling.exists() else argv
+
+
 class LocalProvider:
     """Workers as child processes of the elasticity worker."""
 
     def __init__(self, command: str, env: dict[str, str], log_dir: Path | None) -> None:
-        self.command = shlex.split(command)
+        self.command = _resolve(shlex.split(command))
         self.env = env
         self.log_dir = log_dir
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
