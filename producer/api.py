@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, HTTPException, Request, Response, status
+from fastapi import Body, FastAPI, HTTPException, Response, status
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPBearer
 from prometheus_client import generate_latest
 
 from producer.deps import Auth, Service
@@ -25,14 +24,13 @@ from producer.schemas import (
     EventOut,
     VmEventIn,
 )
-from producer.service import EventService, VmHasPendingEvents
+from producer.service import EventService, VmBeingRemoved, VmHasPendingEvents
 from producer.settings import ProducerSettings
 from shared.models import MappingSnapshot, Status
 from shared.names import Name
 from shared.store import Conflict, Store
 
 log = logging.getLogger(__name__)
-bearer = HTTPBearer(auto_error=False)
 
 
 def create_app(settings: ProducerSettings) -> FastAPI:
@@ -53,17 +51,13 @@ def create_app(settings: ProducerSettings) -> FastAPI:
         await publisher.close()
         store.engine.dispose()
 
-    app = FastAPI(title="Carousel producer", version="0.1.0", lifespan=lifespan)
-
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            metrics.rejected.labels("too_large").inc()
-            return JSONResponse({"detail": "request body too large"}, status_code=413)
-        return await call_next(request)
+    # max_body_size: 413 for larger bodies, chunked ones included (Starlette counts)
+    app = FastAPI(
+        title="Carousel producer",
+        version="0.1.0",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
 
     @app.post("/events", status_code=status.HTTP_202_ACCEPTED, response_model=AcceptedOut)
     async def post_events(
@@ -78,7 +72,7 @@ def create_app(settings: ProducerSettings) -> FastAPI:
         events = body.events if isinstance(body, EventBatchIn) else [body]
         try:
             ids = await svc.accept(events)
-        except Conflict as exc:
+        except (Conflict, VmBeingRemoved) as exc:
             metrics.rejected.labels("conflict").inc()
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
         except (BrokerUnavailable, Unroutable) as exc:
@@ -119,7 +113,7 @@ def create_app(settings: ProducerSettings) -> FastAPI:
     async def delete_vm(_: Auth, svc: Service, host: Name, vm: Name) -> dict[str, Any]:
         try:
             removed = await svc.remove_vm(host, vm)
-        except VmHasPendingEvents as exc:
+        except (VmHasPendingEvents, VmBeingRemoved) as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
         if not removed:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no VM {vm!r} on host {host!r}")

@@ -167,15 +167,3 @@ class Publisher:
                     routing_key="",
                     mandatory=False,  # no scheduler bound yet is fine: it starts from a snapshot
                 )
-
-    async def delete_queue_if_empty(self, name: str) -> bool:
-        """Delete ``name`` unless it holds messages; False if it was not deleted."""
-        channel = await self._ensure_channel()
-        try:
-            async with _broker_errors(f"cannot delete {name}"):
-                await channel.queue_delete(name, if_empty=True)
-        except BrokerUnavailable:
-            self._channel = None  # a refused delete closes the channel
-            return False
-        self._declared.discard(name)
-        return True

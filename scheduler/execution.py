@@ -8,6 +8,7 @@ completion (so the scheduler frees the slot even if the first announcement was l
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,7 +59,12 @@ def run_event(
     except Exception as exc:  # a driver bug must still end the event, not wedge the slot
         log.exception("driver crashed on event %s", event.id, extra=extra)
         error = f"driver error: {exc!r}"
-    store.finish(event.id, dispatch_id, error is None, error, clock())
+    # The action has had its effect: record it here, retrying in place. Raising would
+    # make Celery retry the task, whose re-claim would run the action a second time.
+    _persist(
+        lambda: store.finish(event.id, dispatch_id, error is None, error, clock()),
+        f"record the outcome of event {event.id}",
+    )
     log.info(
         "event %s %s %s",
         event.id,
@@ -67,6 +73,27 @@ def run_event(
         extra=extra,
     )
     return Outcome(claim, _completion(event, "succeeded" if error is None else "failed"))
+
+
+def _persist(
+    write: Callable[[], object],
+    what: str,
+    give_up_after: float = 600.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Retry a ledger write with backoff for up to ``give_up_after`` seconds."""
+    delay, waited = 0.1, 0.0
+    while True:
+        try:
+            write()
+            return
+        except Exception:
+            if waited >= give_up_after:
+                raise
+            log.warning("could not %s; retrying in %.1f s", what, delay, exc_info=True)
+            sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)
 
 
 def _completion(event: VmEventMessage, status: str) -> Completion:

@@ -15,6 +15,7 @@ worker's claim makes that second task message harmless.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -137,8 +138,9 @@ class SchedulerLoop:
                 auto_declare=False,
                 callbacks=[self._inbox_cb("event")],
             )
+            in_flight = self.store.in_flight()
             with self.lock:
-                for row in self.store.in_flight():
+                for row in in_flight:
                     self.dispatcher.restore(row.id, row.host, row.vm)
             self._resync()
             self.connected.set()
@@ -166,20 +168,17 @@ class SchedulerLoop:
     def _resync(self) -> None:
         """Take the whole mapping from the ledger and consume every queue in it."""
         snapshot: MappingSnapshot = self.store.snapshot()
-        present: set[str] = set()
         with self.lock:
             for host, hview in snapshot.hosts.items():
                 self.dispatcher.set_host_available(host, hview.available)
                 for vm, vview in hview.vms.items():
                     self.dispatcher.set_vm_available(host, vm, vview.available)
-                    for policy, pview in vview.policies.items():
+                    for policy in vview.policies:
                         self.dispatcher.add_key(host, vm, policy)
-                        present.add(pview.queue)
-            known = {(h, v) for h, v, _ in self._queues.values()}
-            gone = {(h, v) for h, v, _ in self._queues.values()} - {
-                (h, v) for h, hv in snapshot.hosts.items() for v in hv.vms
-            }
-        for host, vm in gone & known:
+        gone = {(h, v) for h, v, _ in self._queues.values()} - {
+            (h, v) for h, hv in snapshot.hosts.items() for v in hv.vms
+        }
+        for host, vm in gone:
             self._remove_vm(host, vm)
         for host, hview in snapshot.hosts.items():
             for vm, vview in hview.vms.items():
@@ -209,15 +208,30 @@ class SchedulerLoop:
             self._events.consume()
 
     def _remove_vm(self, host: str, vm: str) -> None:
-        for name, key in list(self._queues.items()):
-            if key[:2] == (host, vm):
-                del self._queues[name]
-                if self._events is not None:
-                    self._events.cancel_by_queue(name)
+        """Stop consuming a removed VM's queues, give back any head held, and delete the
+        queues if they are empty (the producer refused the removal while events were
+        unfinished). Deleting them here, after our own cancel, means the broker never
+        cancels a consumer under us."""
+        names = [n for n, key in self._queues.items() if key[:2] == (host, vm)]
+        for name in names:
+            del self._queues[name]
+            if self._events is not None:
+                self._events.cancel_by_queue(name)
         with self.lock:
             held = self.dispatcher.remove_vm(host, vm)
         for item in held:
             item.handle.requeue()
+        if self._events is not None:
+            conn = self._events.channel.connection.client
+            for name in names:
+                channel = conn.channel()  # a refused delete closes only this channel
+                try:
+                    channel.queue_delete(name, if_empty=True)
+                except conn.channel_errors as exc:
+                    log.warning("queue %s of removed VM %s kept: %r", name, vm, exc)
+                finally:
+                    with contextlib.suppress(*conn.channel_errors, *conn.connection_errors):
+                        channel.close()
 
     def _apply_delta(self, delta: MappingDelta) -> None:
         if delta.version <= self.mapping_version:
@@ -279,8 +293,14 @@ class SchedulerLoop:
                 return
         with self.lock:
             held = self.dispatcher.offer(event, message)
+            stale = not held and event.id in self.dispatcher.in_flight
+        if not held and stale and self.store.status_of(event.id) in (Status.PENDING, Status.QUEUED):
+            # counted in flight but never handed over: take this delivery as the event
+            with self.lock:
+                self.dispatcher.abort(event.id)
+                held = self.dispatcher.offer(event, message)
         if not held:
-            log.info("duplicate delivery of in-flight event %s acked", event.id)
+            log.info("duplicate delivery of event %s acked", event.id)
             message.ack()
 
     def _dispatch(self, producer: kombu.Producer) -> None:
@@ -291,31 +311,22 @@ class SchedulerLoop:
                 return
             event, message = held.event, held.handle
             dispatch_id = uuid.uuid4().hex
-            before = self.store.mark_dispatched(event.id, dispatch_id, time.time())
+            try:
+                before = self.store.mark_dispatched(event.id, dispatch_id, time.time())
+                if before is Status.QUEUED:
+                    self._publish(producer, event, dispatch_id)
+            except Exception:
+                # the ledger or the broker failed: nothing was handed over for sure, so
+                # free the slot; the unacked event comes back redelivered
+                with self.lock:
+                    self.dispatcher.abort(event.id)
+                raise
             if before is not Status.QUEUED:
                 # a second message for an event another message already carries
                 with self.lock:
                     self.dispatcher.abort(event.id)
                 log.info("event %s is %s already; duplicate message acked", event.id, before)
-                message.ack()
-                continue
-            try:
-                self._publish(producer, event, dispatch_id)
-            except Exception:
-                with self.lock:
-                    self.dispatcher.abort(event.id)
-                raise
             message.ack()
-            log.debug(
-                "dispatched %s",
-                event.id,
-                extra={
-                    "event_id": event.id,
-                    "host": event.host,
-                    "vm": event.vm,
-                    "policy": event.policy,
-                },
-            )
 
     def _publish(self, producer: kombu.Producer, event: VmEventMessage, dispatch_id: str) -> None:
         self.celery.send_task(

@@ -16,7 +16,7 @@ class WorkerState(StrEnum):
 
 @dataclass(frozen=True)
 class WorkerView:
-    name: str  # Celery node name, e.g. "elastic-default-1a2b3c4d@host"
+    name: str  # Celery node name, e.g. "elastic.default.1a2b3c4d@host"
     profile: str
     state: WorkerState
     since: float  # when it entered this state (spawn time for BOOTING)

@@ -41,7 +41,8 @@ CAPACITY = (WorkerState.IDLE, WorkerState.BUSY, WorkerState.BOOTING)
 
 def raw_workers(obs: Observation, cfg: ProfileConfig) -> tuple[int, float]:
     """Workers the backlog asks for, bounded by the profile; and the action time used."""
-    seconds = obs.mean_action_seconds or cfg.default_action_seconds
+    learnt = obs.mean_action_seconds
+    seconds = cfg.default_action_seconds if learnt is None else learnt
     want = 0
     if obs.backlog > 0:
         want = math.ceil(obs.backlog * seconds / (cfg.concurrency * cfg.target_latency))
@@ -57,7 +58,8 @@ def stabilize(
     memory.recommendations = [(t, r) for t, r in memory.recommendations if t >= horizon]
     if raw == capacity:
         return capacity, "steady"
-    if capacity >= cfg.min_workers and capacity > 0 and abs(raw / capacity - 1) <= cfg.tolerance:
+    # |raw/capacity - 1| <= tolerance, in a form that keeps the band's edges inside it
+    if capacity >= cfg.min_workers and abs(raw - capacity) <= cfg.tolerance * capacity + 1e-9:
         return capacity, f"within tolerance ({raw} vs {capacity})"
     if raw > capacity:
         since = now - cfg.scale_up_window
@@ -71,19 +73,17 @@ def stabilize(
 
 
 def allot(demands: Mapping[str, int], minimums: Mapping[str, int], budget: int) -> dict[str, int]:
-    """Max-min fair shares of ``budget``: minimums first, then one worker at a time, in
-    turn, to every profile that still wants more."""
+    """Max-min fair shares of ``budget``: minimums first, then each further worker to
+    the profile that still wants more and has the fewest (ties: profile order)."""
     shares = {p: min(minimums[p], demands[p]) for p in demands}
     left = budget - sum(shares.values())
     wanting = [p for p in demands if demands[p] > shares[p]]
     while left > 0 and wanting:
-        for p in list(wanting):
-            if left == 0:
-                break
-            shares[p] += 1
-            left -= 1
-            if shares[p] >= demands[p]:
-                wanting.remove(p)
+        p = min(wanting, key=lambda q: shares[q])
+        shares[p] += 1
+        left -= 1
+        if shares[p] >= demands[p]:
+            wanting.remove(p)
     return shares
 
 
@@ -137,10 +137,8 @@ def decide(
                 reason = f"{reason}; budget has room for {spawn} of {target - capacity}"
         elif target < capacity:
             idle = obs.count(WorkerState.IDLE)
-            retire = min(capacity - target, idle)
-            if capacity <= cfg.min_workers:
-                blocked = "MinimumWorkersReached"
-            elif retire < capacity - target:
+            retire = min(capacity - target, idle)  # target >= min_workers, so min holds
+            if retire < capacity - target:
                 blocked = "NoIdleWorkersError" if idle == 0 else None
                 reason = f"{reason}; only {idle} idle worker(s) may be retired"
         decisions.append(

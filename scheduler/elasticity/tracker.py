@@ -24,13 +24,16 @@ FINISHING = {"task-succeeded", "task-failed", "task-retried", "task-revoked", "t
 
 
 class WorkerTracker:
-    def __init__(self, app: Celery, ewma_alpha: float = 0.2) -> None:
+    def __init__(self, app: Celery, ewma_alpha: float = 0.2, stale_after: float = 5.0) -> None:
         self.app = app
         self.alpha = ewma_alpha
+        #: a started task the heartbeats no longer count is taken as finished after this
+        #: long (its finishing event was lost, e.g. while the stream reconnected)
+        self.stale_after = stale_after
         self.connected = threading.Event()
         self._lock = threading.Lock()
         self._nodes: dict[str, dict[str, Any]] = {}
-        self._running: defaultdict[str, set[str]] = defaultdict(set)
+        self._running: defaultdict[str, dict[str, float]] = defaultdict(dict)  # uuid -> start
         self._mean: dict[str, float] = {}
 
     # -- reading -------------------------------------------------------------------
@@ -40,7 +43,7 @@ class WorkerTracker:
                 name: NodeInfo(
                     first_seen=n["first_seen"],
                     last_seen=n["last_seen"],
-                    active=max(n["active"], len(self._running[name])),
+                    active=self._busy(name),
                     idle_since=n["idle_since"],
                     offline=n["offline"],
                 )
@@ -88,31 +91,37 @@ class WorkerTracker:
                     "offline": False,
                 },
             )
+            running = self._running[name]
+            was_busy = self._busy(name)
             node["last_seen"] = now
             if kind in ("worker-online", "worker-heartbeat"):
                 node["offline"] = False
                 if kind == "worker-heartbeat":
-                    self._set_active(name, node, int(event.get("active") or 0), now)
+                    node["active"] = int(event.get("active") or 0)
+                    if node["active"] < len(running):  # a finishing event went missing
+                        for uuid, started in list(running.items()):
+                            if now - started > self.stale_after:
+                                del running[uuid]
             elif kind == "worker-offline":
                 node["offline"] = True
             elif kind == "task-started":
-                self._running[name].add(str(event.get("uuid")))
-                self._set_active(name, node, node["active"], now)
+                running[str(event.get("uuid"))] = now
             elif kind in FINISHING:
-                self._running[name].discard(str(event.get("uuid")))
-                self._set_active(name, node, 0, now)
-                runtime = event.get("runtime")
-                profile = profile_of(name)
-                if kind == "task-succeeded" and profile and isinstance(runtime, int | float):
-                    old = self._mean.get(profile)
-                    new = float(runtime)
-                    self._mean[profile] = new if old is None else old + self.alpha * (new - old)
+                running.pop(str(event.get("uuid")), None)
+                node["active"] = max(0, node["active"] - 1)
+                self._learn(name, kind, event.get("runtime"))
+            if was_busy and not self._busy(name):
+                node["idle_since"] = now
 
-    def _set_active(self, name: str, node: dict[str, Any], active: int, now: float) -> None:
-        was = max(node["active"], len(self._running[name]))
-        node["active"] = active
-        if was > 0 and max(active, len(self._running[name])) == 0:
-            node["idle_since"] = now
+    def _busy(self, name: str) -> int:
+        return max(int(self._nodes[name]["active"]), len(self._running[name]))
+
+    def _learn(self, name: str, kind: str, runtime: object) -> None:
+        profile = profile_of(name)
+        if kind == "task-succeeded" and profile and isinstance(runtime, int | float):
+            old = self._mean.get(profile)
+            new = float(runtime)
+            self._mean[profile] = new if old is None else old + self.alpha * (new - old)
 
     def forget(self, name: str) -> None:
         with self._lock:

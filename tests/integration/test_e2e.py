@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -164,7 +165,7 @@ def test_scheduler_kill_9_loses_nothing_and_runs_nothing_twice(
 
 
 def test_bad_input_and_missing_token(stack_factory: Callable[..., Stack]) -> None:
-    stack = stack_factory(CAROUSEL_API_TOKEN="s3cret")
+    stack = stack_factory(CAROUSEL_API_TOKEN="s3cret", MAX_BODY_BYTES=100_000)
     stack.producer()
     auth = {"Authorization": "Bearer s3cret"}
     ok = {"host": "h1", "vm": "vm1", "policy": "p", "action": "heal"}
@@ -188,6 +189,16 @@ def test_bad_input_and_missing_token(stack_factory: Callable[..., Stack]) -> Non
         r = httpx.post(f"{stack.producer_url}/events", json=body, headers=auth)
         assert r.status_code == 422, (body, r.text)
         assert any(field in map(str, err["loc"]) for err in r.json()["detail"]), r.text
+    big = json.dumps({"events": [{**ok, "payload": {"pad": "x" * 200}}] * 1000}).encode()
+    assert len(big) > 100_000
+    r = httpx.post(f"{stack.producer_url}/events", content=big, headers=auth)
+    assert r.status_code == 413
+    r = httpx.post(
+        f"{stack.producer_url}/events",
+        content=iter([big[:60_000], big[60_000:]]),
+        headers={**auth, "content-type": "application/json"},
+    )  # chunked
+    assert r.status_code == 413, r.text
     mapping = httpx.get(f"{stack.producer_url}/mapping", headers=auth).json()
     assert mapping["hosts"] == {}, "a refused request changed the mapping"
 

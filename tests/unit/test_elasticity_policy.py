@@ -97,9 +97,7 @@ def decide_one(
         pytest.param(
             40, None, cfg(max_workers=10, concurrency=4), (1, 1.0), id="concurrency-divides"
         ),
-        pytest.param(
-            41, None, cfg(max_workers=10, concurrency=4), (2, 1.0), id="concurrency-ceil"
-        ),
+        pytest.param(41, None, cfg(max_workers=10, concurrency=4), (2, 1.0), id="concurrency-ceil"),
         pytest.param(
             20, None, cfg(max_workers=10, target_latency=5.0), (4, 1.0), id="target-latency"
         ),
@@ -135,21 +133,12 @@ def test_raw_workers(
             11,
             10,
             id="10pct-above-holds",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: policy.py:60 abs(raw / capacity - 1) <= tolerance: 11/10-1 is "
-                "0.10000000000000009 in floats, so the inclusive 10% band is exclusive above",
-            ),
         ),
         pytest.param(
             20,
             22,
             20,
             id="10pct-above-holds-20",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: policy.py:60 float ratio 22/20-1 > 0.1, band not inclusive",
-            ),
         ),
         pytest.param(20, 21, 20, id="5pct-above-holds"),
         pytest.param(20, 18, 20, id="10pct-below-holds-20"),
@@ -334,13 +323,6 @@ def test_stabilize_records_raw() -> None:
             4,
             {"a": 2, "b": 2},
             id="unequal-minimums-max-min-fair",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: policy.py:79-88 allot round-robins one worker to every wanting "
-                "profile in turn regardless of its current share, so the profile whose "
-                "minimum is larger also gets extra workers first ({a: 3, b: 1}); max-min "
-                "fair (water-filling) is {a: 2, b: 2}",
-            ),
         ),
         pytest.param(
             {"b": 4, "a": 4},
@@ -514,9 +496,7 @@ class World:
                 WorkerView(w.name, w.profile, S.DRAINING, now) if w.name in doomed else w
                 for w in self.workers[d.profile]
             ]
-        occupied = sum(
-            w.state is not S.LOST for views in self.workers.values() for w in views
-        )
+        occupied = sum(w.state is not S.LOST for views in self.workers.values() for w in views)
         assert occupied <= self.budget
         return {d.profile: d for d in decisions}
 
@@ -588,11 +568,6 @@ def test_decide_two_profiles_share_then_lend() -> None:
         pytest.param(
             [100, 110, 105, 100, 91, 110, 100, 101, 95, 110],
             id="10-with-11s",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: policy.py:60 raw 11 at capacity 10 is exactly the 10 % band but "
-                "the float ratio puts it outside, so a +10 % wobble spawns a worker",
-            ),
         ),
     ],
 )

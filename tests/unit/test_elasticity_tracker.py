@@ -74,9 +74,7 @@ def info(
         pytest.param(
             [(0, online()), (2, hb(1)), (4, hb(0))], info(0, 4, 4), id="heartbeat-idle-again"
         ),
-        pytest.param(
-            [(0, online()), (2, hb(0)), (4, hb(0))], info(0, 0, 4), id="idle-since-kept"
-        ),
+        pytest.param([(0, online()), (2, hb(0)), (4, hb(0))], info(0, 0, 4), id="idle-since-kept"),
         pytest.param([(0, online()), (2, hb(None))], info(0, 0, 2), id="heartbeat-no-active"),
         pytest.param(
             [(0, online()), (2, hb(0)), (3, started("u1"))],
@@ -97,12 +95,6 @@ def info(
             [(0, online()), (3, started("u1")), (5, succeeded("u1"))],
             info(0, 5, 5),
             id="finish-between-heartbeats-idle",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: tracker.py:102-103 discards the uuid from _running before "
-                "_set_active computes `was`, so a task started and finished between two "
-                "heartbeats never moves idle_since (stays 0, not 5)",
-            ),
         ),
         pytest.param(
             [(0, online()), (3, started("u1")), (4, started("u2")), (5, succeeded("u1"))],
@@ -116,6 +108,7 @@ def info(
                 (4, started("u2")),
                 (4.5, hb(2)),
                 (5, succeeded("u1")),
+                (5.5, hb(1)),
                 (6, succeeded("u2")),
             ],
             info(0, 6, 6),
@@ -150,12 +143,6 @@ def info(
             [(0, online()), (2, hb(2)), (3, succeeded("u1"))],
             info(1, 0, 3),
             id="missed-start-one-of-two-finishes-still-busy",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: tracker.py:103 a finishing event sets the heartbeat count to 0; "
-                "a concurrency-2 worker whose task-started events were missed (tracker "
-                "(re)connected mid-task) reports active 0 while still running a task",
-            ),
         ),
         pytest.param(
             [(0, online()), (9, ev("worker-offline"))], info(0, 0, 9, offline=True), id="offline"
@@ -187,12 +174,6 @@ def test_task_started_between_heartbeats_is_busy_then_idle_on_finish() -> None:
     assert (node.active, node.idle_since) == (0, 5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tracker.py:47,99-103 a started uuid whose finishing event was lost (event "
-    "stream reconnect) stays in _running forever; nodes() takes max(heartbeat, running) so "
-    "the worker looks busy for good although every heartbeat says active=0",
-)
 def test_lost_finish_event_does_not_pin_worker_busy_forever() -> None:
     t = tracker([(0, online()), (3, started("u1"))])
     for now in range(10, 62, 2):  # the finish event fell in a reconnect gap

@@ -66,7 +66,7 @@ def clock() -> Callable[[], float]:
 
 def dispatch(store: Store, event: VmEventMessage) -> None:
     store.accept([event])
-    store.confirm([event.id])
+    store.confirm([event])
     assert store.mark_dispatched(event.id, "scheduler-side", 50.0) is Status.QUEUED
 
 
@@ -195,7 +195,7 @@ def test_redelivery_of_the_running_message_runs_again(
     "setup",
     [
         pytest.param(lambda s, e: None, id="unknown"),
-        pytest.param(lambda s, e: (s.accept([e]), s.confirm([e.id])), id="queued"),
+        pytest.param(lambda s, e: (s.accept([e]), s.confirm([e])), id="queued"),
     ],
 )
 def test_event_not_dispatched_in_the_ledger_frees_its_slot_as_failed(

@@ -63,7 +63,7 @@ def store(open_store: Callable[[], Store]) -> Store:
 
 def queued(store: Store, *events: VmEventMessage) -> None:
     store.accept(events)
-    store.confirm(e.id for e in events)
+    store.confirm(list(events))
 
 
 def dispatched(store: Store, event: VmEventMessage, dispatch_id: str = "d0") -> None:
@@ -189,11 +189,23 @@ def test_same_id_with_different_content_inside_one_batch_is_a_conflict(store: St
 def test_confirm_moves_only_pending_to_queued(store: Store) -> None:
     store.accept([ev("a"), ev("b")])
     dispatched(store, ev("c"))
-    store.confirm(["a", "c", "unknown"])
+    store.confirm([ev("a"), ev("c")])
     assert store.status_of("a") is Status.QUEUED
     assert store.status_of("b") is Status.PENDING
     assert store.status_of("c") is Status.DISPATCHED  # not moved back
     store.confirm([])  # no-op
+
+
+def test_confirm_rewrites_a_row_a_concurrent_failure_discarded(store: Store) -> None:
+    """Request A inserted X and failed; request B re-posted X and its publish was
+    confirmed after A discarded the row: X is in the broker, so it is accepted."""
+    a = store.accept([ev("x")])
+    b = store.accept([ev("x")])
+    assert a.inserted == ["x"] and b.inserted == [] and b.to_publish
+    store.discard(a.inserted)
+    assert store.get("x") is None
+    store.confirm(b.to_publish)
+    assert store.status_of("x") is Status.QUEUED
 
 
 def test_discard_deletes_only_pending_rows(store: Store) -> None:
@@ -381,7 +393,8 @@ def test_in_flight_lists_dispatched_and_running_only(store: Store) -> None:
     ]
 
 
-def test_unfinished_count_counts_all_but_finished(store: Store) -> None:
+def test_unfinished_count_counts_accepted_not_finished(store: Store) -> None:
+    """pending rows are never-confirmed leftovers, not accepted events."""
     store.accept([ev("pending")])
     queued(store, ev("queued"))
     dispatched(store, ev("dispatched"))
@@ -389,7 +402,7 @@ def test_unfinished_count_counts_all_but_finished(store: Store) -> None:
     running(store, ev("done"))
     store.finish("done", "d1", False, "x", 5.0)
     queued(store, ev("other-vm", vm="v2"))
-    assert store.unfinished_count("h", "v") == 4
+    assert store.unfinished_count("h", "v") == 3
     assert store.unfinished_count("h", "v2") == 1
     assert store.unfinished_count("h", "nope") == 0
 
@@ -535,7 +548,7 @@ def test_two_stores_on_one_file_see_each_others_writes(
     producer, worker = open_store(), open_store()
     producer.accept([ev("a")])
     assert worker.status_of("a") is Status.PENDING
-    producer.confirm(["a"])
+    producer.confirm([ev("a")])
     assert worker.mark_dispatched("a", "d0", 2.0) is Status.QUEUED
     assert producer.status_of("a") is Status.DISPATCHED
     assert worker.claim("a", "d1", "w", 3.0) is Claim.CLAIMED

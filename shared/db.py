@@ -1,0 +1,100 @@
+"""The ledger's SQL schema and engine (SQLAlchemy Core): SQLite on one machine,
+PostgreSQL across machines."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("host", sa.String(128), nullable=False),
+    sa.Column("vm", sa.String(128), nullable=False),
+    sa.Column("policy", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("worker", sa.String(255)),
+    sa.Column("error", sa.Text),
+    sa.Column("dispatch_id", sa.String(64)),
+    sa.Column("accepted_at", sa.Float, nullable=False),
+    sa.Column("dispatched_at", sa.Float),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Index("ix_events_status", "status"),
+    sa.Index("ix_events_key_status", "host", "vm", "policy", "status"),
+)
+
+hosts = sa.Table(
+    "hosts",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("host", sa.String(128), nullable=False, unique=True),
+    sa.Column("available", sa.Boolean, nullable=False, default=True),
+)
+
+vms = sa.Table(
+    "vms",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("host", sa.String(128), nullable=False),
+    sa.Column("vm", sa.String(128), nullable=False),
+    sa.Column("available", sa.Boolean, nullable=False, default=True),
+    sa.UniqueConstraint("host", "vm"),
+)
+
+keys = sa.Table(
+    "keys",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("host", sa.String(128), nullable=False),
+    sa.Column("vm", sa.String(128), nullable=False),
+    sa.Column("policy", sa.String(128), nullable=False),
+    sa.Column("queue", sa.String(255), nullable=False),
+    sa.UniqueConstraint("host", "vm", "policy"),
+)
+
+mapping_version = sa.Table(
+    "mapping_version",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and a busy timeout so several processes can
+    share one file."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def create_schema(engine: Engine) -> None:
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        if conn.execute(sa.select(mapping_version.c.version)).first() is None:
+            with contextlib.suppress(sa.exc.IntegrityError):  # another process won
+                conn.execute(mapping_version.insert().values(id=1, version=0))
