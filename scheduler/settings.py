@@ -134,7 +134,9 @@ class ElasticitySettings(CommonSettings):
         description="Command the local provider runs for a worker (WORKER_COMMAND).",
     )
     worker_log_dir: str = Field(
-        "", description="Folder for spawned workers' logs; empty = discard (WORKER_LOG_DIR)."
+        "",
+        description="Folder for spawned workers' logs, one file each; empty = into the "
+        "elasticity worker's own output (WORKER_LOG_DIR).",
     )
     rabbitmq_management_url: str = Field(
         "",

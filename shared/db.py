@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -92,8 +93,17 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def create_schema(engine: Engine) -> None:
-    metadata.create_all(engine)
+def create_schema(engine: Engine, attempts: int = 5) -> None:
+    """Create the tables if missing. Services starting together race to do it: the
+    loser's CREATE fails with "already exists", and its retry finds the tables."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            break
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
     with engine.begin() as conn:
         if conn.execute(sa.select(mapping_version.c.version)).first() is None:
             with contextlib.suppress(sa.exc.IntegrityError):  # another process won

@@ -8,6 +8,7 @@ replicas instead.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shlex
@@ -24,6 +25,8 @@ from typing import Protocol
 from scheduler.elasticity.model import ProfileConfig
 
 log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -55,6 +58,15 @@ def profile_of(node: str) -> str | None:
     return parts[1] if len(parts) == 3 and parts[0] == "elastic" else None
 
 
+def _stop_with_parent() -> None:
+    """In the child, before exec: on Linux, have the kernel send SIGTERM (Celery's warm
+    shutdown) when the elasticity worker dies, even by kill -9 — no orphan workers.
+    Its own session keeps a Ctrl-C meant for us from reaching it mid-task."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _resolve(argv: list[str]) -> list[str]:
     """Find a bare command on PATH, else beside this interpreter (the venv's bin), so
     ``carousel-worker`` is found however the elasticity worker itself was started."""
@@ -82,7 +94,7 @@ class LocalProvider:
             "WORKER_PROFILE": profile.name,
             "WORKER_CONCURRENCY": str(profile.concurrency),
         }
-        out: int | None = subprocess.DEVNULL
+        out: int | None = None  # inherit: the workers' logs join ours
         log_file = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +102,12 @@ class LocalProvider:
             out = log_file.fileno()
         try:
             proc = subprocess.Popen(
-                self.command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                self.command,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_stop_with_parent,
             )
         finally:
             if log_file is not None:
@@ -118,13 +135,39 @@ class LocalProvider:
         del self._procs[handle.name]
         return True
 
-    def close(self) -> None:
-        """Warm-stop every worker this provider started (the elasticity worker is exiting)."""
+    def close(self, timeout: float = 20.0) -> None:
+        """Warm-stop every worker this provider started (the elasticity worker is exiting):
+        running tasks finish, up to ``timeout`` seconds; then they are killed and their
+        tasks redelivered."""
         for proc in self._procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in self._procs.values():
             try:
-                proc.wait(30)
+                proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+class InMemoryProvider:
+    """A provider for tests of the engine: workers are names in a dict. ``fail_for``
+    makes spawning for those profiles raise, as a broken provider would."""
+
+    def __init__(self, fail_for: set[str] | None = None) -> None:
+        self.running: dict[str, WorkerHandle] = {}
+        self.stopped: list[tuple[str, bool]] = []
+        self.fail_for = fail_for or set()
+
+    def spawn(self, profile: ProfileConfig, now: float) -> WorkerHandle:
+        if profile.name in self.fail_for:
+            raise OSError(f"cannot start a worker for {profile.name}")
+        handle = WorkerHandle(node_name(profile.name), profile.name, now)
+        self.running[handle.name] = handle
+        return handle
+
+    def stop(self, handle: WorkerHandle, graceful: bool = True) -> None:
+        self.running.pop(handle.name, None)
+        self.stopped.append((handle.name, graceful))
+
+    def exited(self, handle: WorkerHandle) -> bool:
+        return handle.name not in self.running

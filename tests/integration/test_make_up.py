@@ -1,5 +1,6 @@
-"""`make up` as a user runs it: four processes via honcho, Flower behind basic auth,
-Ctrl-C stops them all."""
+"""`make up` as a user runs it: producer, scheduler, the elasticity worker (which starts
+the one worker) and Flower via honcho; Flower behind basic auth; Ctrl-C stops them all,
+the spawned worker included."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
     amqp_url: str, prefix: str, db_url: str, tmp_path: Path
 ) -> None:
-    ports = {name: free_port() for name in ("PRODUCER_PORT", "SCHEDULER_PORT", "FLOWER_PORT")}
+    ports = {
+        name: free_port()
+        for name in ("PRODUCER_PORT", "SCHEDULER_PORT", "ELASTICITY_PORT", "FLOWER_PORT")
+    }
     env = {
         **os.environ,
         "AMQP_URL": amqp_url,
@@ -77,8 +81,17 @@ def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
             what="flower listing the task",
         )
         assert tasks["demo-1"]["state"] == "SUCCESS"
+        elastic = f"http://127.0.0.1:{ports['ELASTICITY_PORT']}"
+        workers = httpx.get(f"{elastic}/status").json()["profiles"]["default"]["workers"]
+        pids = [w["pid"] for w in workers]
+        assert len(pids) == 1  # the one worker, started by the elasticity worker
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
         proc.wait(30)
     children = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True)
     assert children.stdout.strip() == "", f"left running:\n{children.stdout}\n{log.read_text()}"
+    wait_until(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids),
+        30,
+        what="the spawned worker stopped too",
+    )

@@ -27,9 +27,11 @@ PROCFILE = ROOT / "Procfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 PYPROJECT = ROOT / "pyproject.toml"
 
-APP_SERVICES = ("producer", "scheduler", "worker", "flower")
+APP_SERVICES = ("producer", "scheduler", "worker", "elasticity", "flower")
+#: `make up` runs these; its workers are spawned by the elasticity worker (minimum 1)
+PROCFILE_PROCESSES = ("producer", "scheduler", "elasticity", "flower")
 ALL_SERVICES = ("rabbitmq", *APP_SERVICES)
-LEDGER_SERVICES = ("producer", "scheduler", "worker")
+LEDGER_SERVICES = ("producer", "scheduler", "worker", "elasticity")
 
 #: Every variable the services (and compose) read; each must be documented in .env.example.
 ENV_VARS = (
@@ -315,7 +317,7 @@ def test_no_service_uses_guest_account(compose: dict[str, Any]) -> None:
 def test_procfile_commands_are_console_scripts() -> None:
     scripts = _console_scripts()
     procfile = _procfile()
-    assert set(APP_SERVICES) <= set(procfile), f"Procfile lacks processes: {procfile}"
+    assert set(PROCFILE_PROCESSES) <= set(procfile), f"Procfile lacks processes: {procfile}"
     for name, command in procfile.items():
         word = _first_word(command)
         assert word in scripts, f"Procfile {name}: {word!r} is not in [project.scripts]"

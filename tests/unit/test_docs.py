@@ -8,7 +8,12 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from producer.settings import ProducerSettings
-from scheduler.settings import FlowerSettings, SchedulerSettings, WorkerSettings
+from scheduler.settings import (
+    ElasticitySettings,
+    FlowerSettings,
+    SchedulerSettings,
+    WorkerSettings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS: list[type[BaseSettings]] = [
@@ -16,6 +21,7 @@ SETTINGS: list[type[BaseSettings]] = [
     SchedulerSettings,
     WorkerSettings,
     FlowerSettings,
+    ElasticitySettings,
 ]
 NAMES = sorted({f.upper() for cls in SETTINGS for f in cls.model_fields})
 
