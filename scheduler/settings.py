@@ -129,6 +129,24 @@ class ElasticitySettings(CommonSettings):
     elasticity_dry_run: bool = Field(
         False, description="Decide and log, never spawn or retire (ELASTICITY_DRY_RUN)."
     )
+    elasticity_provider: Literal["local", "kubernetes"] = Field(
+        "local",
+        description="How workers are started: local processes, or the replicas "
+        "of one Kubernetes Deployment per profile (ELASTICITY_PROVIDER).",
+    )
+    kubernetes_api: str = Field(
+        "", description="Kubernetes API URL; empty = in-cluster (KUBERNETES_API)."
+    )
+    kubernetes_namespace: str = Field(
+        "",
+        description="Namespace of the worker Deployments; "
+        "empty = the pod's own (KUBERNETES_NAMESPACE).",
+    )
+    kubernetes_deployment_prefix: str = Field(
+        "carousel-worker-",
+        description="Worker Deployment of a profile = this prefix + the "
+        "profile name (KUBERNETES_DEPLOYMENT_PREFIX).",
+    )
     worker_command: str = Field(
         "carousel-worker",
         description="Command the local provider runs for a worker (WORKER_COMMAND).",

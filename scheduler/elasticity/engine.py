@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from scheduler.elasticity import policy
 from scheduler.elasticity.control import CeleryControl
+from scheduler.elasticity.kubernetes import is_placeholder
 from scheduler.elasticity.model import (
     Decision,
     Observation,
@@ -23,7 +24,7 @@ from scheduler.elasticity.model import (
     WorkerState,
     WorkerView,
 )
-from scheduler.elasticity.providers import Provider, WorkerHandle
+from scheduler.elasticity.providers import Provider, WorkerHandle, profile_of
 from scheduler.elasticity.tracker import WorkerTracker
 from scheduler.errors import (
     ElasticityError,
@@ -202,6 +203,28 @@ class Engine:
                     elif now - w.since > self.drain_timeout:
                         self.provider.stop(handle, graceful=False)
 
+    def adopt(self) -> None:
+        """Give a registered worker we do not know yet the place of a placeholder of its
+        profile (providers that cannot name workers up front, e.g. Kubernetes)."""
+        known = set(self.handles)
+        for node, info in self.tracker.nodes().items():
+            profile = profile_of(node)
+            if node in known or info.offline or profile is None or profile not in self.configs:
+                continue
+            pending = sorted(
+                (
+                    h
+                    for h in self.handles.values()
+                    if h.profile == profile and is_placeholder(h.name)
+                ),
+                key=lambda h: h.spawned_at,
+            )
+            if pending:
+                old = pending[0]
+                del self.handles[old.name]
+                self.handles[node] = WorkerHandle(node, profile, old.spawned_at, old.pid)
+                self._note(profile, "registered", f"{node} (was {old.name})")
+
     def _drop(self, name: str) -> None:
         self.handles.pop(name, None)
         self.draining.pop(name, None)
@@ -211,6 +234,7 @@ class Engine:
         """One evaluation: reap, slackers, decide, act. Errors are recorded per
         profile; none escapes to stop the loop."""
         with self._lock:
+            self.adopt()
             self.reap()
             self.check_slackers()
             results = self.evaluate()

@@ -14,6 +14,7 @@ from scheduler.elasticity.admin import create_admin_app
 from scheduler.elasticity.backlog import BacklogProbe
 from scheduler.elasticity.control import CeleryControl
 from scheduler.elasticity.engine import Engine
+from scheduler.elasticity.kubernetes import KubernetesProvider
 from scheduler.elasticity.model import ProfileConfig
 from scheduler.elasticity.providers import LocalProvider
 from scheduler.elasticity.tracker import WorkerTracker
@@ -48,11 +49,16 @@ def main() -> None:
     store = Store.connect(settings.carousel_db_url, settings.topology)
     app = create_celery(settings)
     tracker = WorkerTracker(app)
-    provider = LocalProvider(
-        settings.worker_command,
-        {},
-        Path(settings.worker_log_dir) if settings.worker_log_dir else None,
-    )
+    provider: LocalProvider | KubernetesProvider
+    if settings.elasticity_provider == "kubernetes":
+        provider = KubernetesProvider.in_cluster(
+            settings.kubernetes_deployment_prefix,
+            settings.kubernetes_api,
+            settings.kubernetes_namespace,
+        )
+    else:
+        log_dir = Path(settings.worker_log_dir) if settings.worker_log_dir else None
+        provider = LocalProvider(settings.worker_command, {}, log_dir)
     engine = Engine(
         configs=profile_configs(settings),
         budget=settings.elasticity_budget,
@@ -89,7 +95,8 @@ def main() -> None:
         stop.set()
         for t in threads:
             t.join(timeout=10)
-        provider.close()
+        if isinstance(provider, LocalProvider):
+            provider.close()
 
 
 if __name__ == "__main__":
