@@ -28,7 +28,8 @@ from celery import Celery
 from kombu.message import Message
 
 from scheduler.celery_app import TASK_NAME
-from scheduler.core import Dispatcher
+from scheduler.confirms import ConfirmingProducer
+from scheduler.core import Dispatcher, Held
 from scheduler.settings import SchedulerSettings
 from shared.kombu_topology import direct_queue, event_queue
 from shared.models import (
@@ -97,15 +98,13 @@ class SchedulerLoop:
             log.info("dropped %d held heads; the broker redelivers them", len(dropped))
 
     def _session(self, stop: threading.Event) -> None:
-        with kombu.Connection(
-            self.settings.amqp_url, heartbeat=30, transport_options={"confirm_publish": True}
-        ) as conn:
+        with kombu.Connection(self.settings.amqp_url, heartbeat=30) as conn:
             conn.connect()
             ev_channel = conn.channel()
             ev_channel.basic_qos(0, self.settings.prefetch, False)  # per consumer
             ctl_channel = conn.channel()
             ctl_channel.basic_qos(0, 500, False)
-            producer = kombu.Producer(conn.channel())
+            producer = ConfirmingProducer(conn)
             for profile in self.settings.profiles:
                 direct_queue(self.topology.actions_queue_of(profile))(producer.channel).declare()
 
@@ -255,7 +254,7 @@ class SchedulerLoop:
             self._remove_vm(delta.host, delta.vm)
 
     # -- deliveries ----------------------------------------------------------------
-    def _handle_inbox(self, producer: kombu.Producer) -> None:
+    def _handle_inbox(self, producer: ConfirmingProducer) -> None:
         while self._inbox:
             kind, body, message = self._inbox.popleft()
             try:
@@ -276,7 +275,7 @@ class SchedulerLoop:
             self.dispatcher.complete(done.event_id)
         message.ack()
 
-    def _on_event(self, body: Any, message: Message, producer: kombu.Producer) -> None:
+    def _on_event(self, body: Any, message: Message, producer: ConfirmingProducer) -> None:
         event = VmEventMessage.model_validate(body)
         if message.delivery_info.get("redelivered"):
             status = self.store.status_of(event.id)
@@ -285,7 +284,7 @@ class SchedulerLoop:
                     self.dispatcher.restore(event.id, event.host, event.vm)
                 if status is Status.DISPATCHED:
                     # the crash may have come before the task was published: publish again
-                    self._publish(producer, event, uuid.uuid4().hex)
+                    self._publish(producer, [event], uuid.uuid4().hex)
                 message.ack()
                 return
             if status in FINISHED:
@@ -303,37 +302,61 @@ class SchedulerLoop:
             log.info("duplicate delivery of event %s acked", event.id)
             message.ack()
 
-    def _dispatch(self, producer: kombu.Producer) -> None:
+    def _dispatch(self, producer: ConfirmingProducer) -> None:
+        """Dispatch while the dispatcher gives, a batch at a time: one ledger transaction
+        marks the batch dispatched, its tasks are published with confirms pipelined, and
+        only then are its events acked."""
         while True:
             with self.lock:
-                held = self.dispatcher.pick(time.time())
-            if held is None:
+                picks: list[Held[Message]] = []
+                while len(picks) < self.settings.dispatch_batch:
+                    held = self.dispatcher.pick(time.time())
+                    if held is None:
+                        break
+                    picks.append(held)
+            if not picks:
                 return
-            event, message = held.event, held.handle
             dispatch_id = uuid.uuid4().hex
             try:
-                before = self.store.mark_dispatched(event.id, dispatch_id, time.time())
-                if before is Status.QUEUED:
-                    self._publish(producer, event, dispatch_id)
+                before = self.store.mark_dispatched_many(
+                    [h.event.id for h in picks], dispatch_id, time.time()
+                )
+                fresh = [h for h in picks if before[h.event.id] is Status.QUEUED]
+                self._publish(producer, [h.event for h in fresh], dispatch_id)
             except Exception:
                 # the ledger or the broker failed: nothing was handed over for sure, so
-                # free the slot; the unacked event comes back redelivered
+                # free the slots; the unacked events come back redelivered
                 with self.lock:
-                    self.dispatcher.abort(event.id)
+                    for h in picks:
+                        self.dispatcher.abort(h.event.id)
                 raise
-            if before is not Status.QUEUED:
-                # a second message for an event another message already carries
-                with self.lock:
-                    self.dispatcher.abort(event.id)
-                log.info("event %s is %s already; duplicate message acked", event.id, before)
-            message.ack()
+            for h in picks:
+                if before[h.event.id] is not Status.QUEUED:
+                    # a second message for an event another message already carries
+                    with self.lock:
+                        self.dispatcher.abort(h.event.id)
+                    log.info(
+                        "event %s is %s already; duplicate message acked",
+                        h.event.id,
+                        before[h.event.id],
+                    )
+                h.handle.ack()
 
-    def _publish(self, producer: kombu.Producer, event: VmEventMessage, dispatch_id: str) -> None:
-        self.celery.send_task(
-            TASK_NAME,
-            args=[event.model_dump(mode="json"), dispatch_id],
-            task_id=event.id,
-            queue=self.topology.actions_queue_of(self.settings.profile_for(event.action)).name,
-            producer=producer,
-            mandatory=True,
-        )
+    def _publish(
+        self, producer: ConfirmingProducer, batch: list[VmEventMessage], dispatch_id: str
+    ) -> None:
+        """One Celery task per event (task id = event id) to its profile's actions
+        queue; returns once the broker confirmed them all."""
+
+        def send(event: VmEventMessage) -> Any:
+            queue = self.topology.actions_queue_of(self.settings.profile_for(event.action))
+            return lambda p: self.celery.send_task(
+                TASK_NAME,
+                args=[event.model_dump(mode="json"), dispatch_id],
+                task_id=event.id,
+                queue=queue.name,
+                producer=p,
+                mandatory=True,
+            )
+
+        producer.publish_all([send(e) for e in batch])

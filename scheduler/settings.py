@@ -25,6 +25,13 @@ class SchedulerSettings(CommonSettings):
         description="Seconds between checks that the "
         "mapping version has not moved unseen (RESYNC_INTERVAL).",
     )
+    dispatch_batch: int = Field(
+        64,
+        ge=1,
+        description="Events dispatched per ledger "
+        "transaction and per round of pipelined confirms "
+        "(DISPATCH_BATCH).",
+    )
     dispatch_log_size: int = Field(
         10000, ge=1, description="Dispatches kept for GET /dispatches (DISPATCH_LOG_SIZE)."
     )

@@ -169,6 +169,33 @@ class EventLedger:
             row = conn.execute(sa.select(events.c.status).where(events.c.id == event_id)).first()
         return None if row is None else Status(row.status)
 
+    def mark_dispatched_many(
+        self, event_ids: Sequence[str], dispatch_id: str, at: float
+    ) -> dict[str, Status | None]:
+        """:meth:`mark_dispatched` for a batch, in one transaction: id -> the status it had
+        before (``QUEUED`` for every event this call moved)."""
+        if not event_ids:
+            return {}
+        with self.engine.begin() as conn:
+            conn.execute(
+                events.update()
+                .where(
+                    events.c.id.in_(event_ids),
+                    events.c.status.in_([Status.PENDING.value, Status.QUEUED.value]),
+                )
+                .values(status=Status.DISPATCHED.value, dispatch_id=dispatch_id, dispatched_at=at)
+            )
+            rows = conn.execute(
+                sa.select(events.c.id, events.c.status, events.c.dispatch_id).where(
+                    events.c.id.in_(event_ids)
+                )
+            ).all()
+        before: dict[str, Status | None] = dict.fromkeys(event_ids)
+        for r in rows:
+            moved = r.status == Status.DISPATCHED.value and r.dispatch_id == dispatch_id
+            before[r.id] = Status.QUEUED if moved else Status(r.status)
+        return before
+
     def status_of(self, event_id: str) -> Status | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(events.c.status).where(events.c.id == event_id)).first()

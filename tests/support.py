@@ -156,3 +156,45 @@ class EffectRecorder:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Stack:
+    """Producer, scheduler and workers of one test, as real processes."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.producer_url = f"http://127.0.0.1:{env['PRODUCER_PORT']}"
+        self.scheduler_url = f"http://127.0.0.1:{env['SCHEDULER_PORT']}"
+        self.elasticity_url = f"http://127.0.0.1:{env['ELASTICITY_PORT']}"
+        self.services: list[Service] = []
+
+    def _start(
+        self,
+        script: str,
+        ready: str | None,
+        extra: dict[str, str] | None,
+        args: list[str] | None = None,
+    ) -> Service:
+        svc = Service(script, {**self.env, **(extra or {})}, self.log_dir, ready, args)
+        self.services.append(svc)
+        return svc.start()
+
+    def producer(self, **extra: str) -> Service:
+        return self._start("carousel-producer", f"{self.producer_url}/readyz", extra)
+
+    def scheduler(self, **extra: str) -> Service:
+        return self._start("carousel-scheduler", f"{self.scheduler_url}/readyz", extra)
+
+    def elasticity(self, **extra: str) -> Service:
+        return self._start("carousel-elasticity", f"{self.elasticity_url}/readyz", extra)
+
+    def worker(self, **extra: str) -> Service:
+        return self._start("carousel-worker", None, extra)
+
+    def stop(self) -> None:
+        for svc in reversed(self.services):
+            svc.stop()
+
+    def logs(self) -> str:
+        return "\n\n".join(f"--- {s.script}\n{s.log_tail(40)}" for s in self.services)

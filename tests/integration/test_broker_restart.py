@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from tests import private_broker
-from tests.conftest import IN_CI, Stack
+from tests.conftest import IN_CI
 from tests.integration.test_e2e import all_finished, event, post, stats
 from tests.private_broker import PrivateBroker
-from tests.support import EffectRecorder, wait_until
+from tests.support import EffectRecorder, Stack, wait_until
 
 
 @pytest.fixture

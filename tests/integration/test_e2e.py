@@ -9,8 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Stack
-from tests.support import EffectRecorder, wait_until
+from tests.support import EffectRecorder, Stack, wait_until
 
 
 @pytest.fixture

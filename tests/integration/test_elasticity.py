@@ -17,9 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Stack
 from tests.integration.test_e2e import all_finished, event, post
-from tests.support import BIN, EffectRecorder, wait_until
+from tests.support import BIN, EffectRecorder, Stack, wait_until
 
 UP = ("idle", "busy")
 

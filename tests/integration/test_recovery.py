@@ -14,9 +14,8 @@ from shared.kombu_topology import event_queue
 from shared.models import Key, Status
 from shared.store import Store
 from shared.topology import Topology
-from tests.conftest import Stack
 from tests.integration.test_e2e import all_finished, event, post, stats
-from tests.support import EffectRecorder, wait_until
+from tests.support import EffectRecorder, Stack, wait_until
 
 
 @pytest.fixture

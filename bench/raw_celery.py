@@ -1,0 +1,29 @@
+"""The yardstick: plain Celery with a no-op task on one queue, as a user would write it.
+
+Module-level app on purpose (it is what `celery -A` loads); configured from BENCH_* env.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+app = Celery("rawbench", broker=os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@localhost//"))
+app.conf.update(
+    task_default_queue=os.environ.get("BENCH_QUEUE", "rawbench"),
+    task_ignore_result=True,
+    worker_send_task_events=True,
+)
+
+
+@app.task(name="rawbench.noop")
+def noop(i: int) -> None:
+    return None
+
+
+@app.task(name="rawbench.sleep")
+def sleep_ms(i: int, ms: float) -> None:
+    import time
+
+    time.sleep(ms / 1000)
