@@ -43,7 +43,8 @@ def create_celery(settings: CommonSettings) -> Celery:
         task_send_sent_event=True,
         task_serializer="json",
         accept_content=["json"],
-        broker_transport_options={"confirm_publish": True},
+        # Completions are published without waiting for a confirm: a lost one only
+        # delays freeing a slot until the scheduler's reconcile (RECONCILE_INTERVAL).
         broker_connection_retry_on_startup=True,
         broker_heartbeat=30,
         worker_hijack_root_logger=True,
@@ -81,7 +82,6 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
                 routing_key=completions.name,
                 serializer="json",
                 delivery_mode=2,
-                mandatory=True,
                 declare=[completions],
                 retry=True,
                 retry_policy={

@@ -69,6 +69,7 @@ class SchedulerLoop:
         self._queues: dict[str, tuple[str, str, str]] = {}  # consumed queue -> key
         self._events: kombu.Consumer | None = None
         self._next_resync_check = 0.0
+        self._next_reconcile = 0.0
 
     # -- lifecycle -----------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -156,6 +157,7 @@ class SchedulerLoop:
                 except TimeoutError:  # no frame within the wait
                     conn.heartbeat_check()
                 self._maybe_resync()
+                self._maybe_reconcile()
 
     def _inbox_cb(self, kind: str) -> Any:
         def callback(body: Any, message: Message) -> None:
@@ -187,6 +189,22 @@ class SchedulerLoop:
             self._events.consume()
         self.mapping_version = snapshot.version
         self._next_resync_check = time.monotonic() + self.settings.resync_interval
+
+    def _maybe_reconcile(self) -> None:
+        """Free the slots of in-flight events the ledger says finished: the safety net
+        for a completion message that never arrived (workers do not wait for its
+        confirm). Cheap: at most MAX_PARALLEL ids."""
+        if time.monotonic() < self._next_reconcile:
+            return
+        self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
+        with self.lock:
+            ids = list(self.dispatcher.in_flight)
+        finished = self.store.finished_among(ids)
+        if finished:
+            with self.lock:
+                for event_id in finished:
+                    self.dispatcher.complete(event_id)
+            log.info("freed %d slots whose completion never arrived", len(finished))
 
     def _maybe_resync(self) -> None:
         if time.monotonic() < self._next_resync_check:

@@ -25,6 +25,13 @@ class SchedulerSettings(CommonSettings):
         description="Seconds between checks that the "
         "mapping version has not moved unseen (RESYNC_INTERVAL).",
     )
+    reconcile_interval: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between checks of the "
+        "in-flight events against the ledger, freeing slots "
+        "whose completion was lost (RECONCILE_INTERVAL).",
+    )
     dispatch_batch: int = Field(
         64,
         ge=1,

@@ -196,6 +196,19 @@ class EventLedger:
             before[r.id] = Status.QUEUED if moved else Status(r.status)
         return before
 
+    def finished_among(self, event_ids: Sequence[str]) -> list[str]:
+        """Those of ``event_ids`` that have succeeded or failed."""
+        if not event_ids:
+            return []
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(events.c.id).where(
+                        events.c.id.in_(event_ids), events.c.status.in_([s.value for s in FINISHED])
+                    )
+                ).scalars()
+            )
+
     def status_of(self, event_id: str) -> Status | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(events.c.status).where(events.c.id == event_id)).first()
