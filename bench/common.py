@@ -94,8 +94,15 @@ def post_all(url: str, batches: list[list[dict[str, Any]]], clients: int = 4) ->
 
 
 @contextmanager
-def raw_celery_worker(queue: str, concurrency: int = 2) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "BENCH_AMQP_URL": AMQP_URL, "BENCH_QUEUE": queue}
+def raw_celery_worker(
+    queue: str, concurrency: int = 2, log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "BENCH_AMQP_URL": AMQP_URL,
+        "BENCH_QUEUE": queue,
+        "BENCH_LOG": str(log or ""),
+    }
     proc = subprocess.Popen(
         [
             str(BIN / "celery"),

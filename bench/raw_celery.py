@@ -23,7 +23,12 @@ def noop(i: int) -> None:
 
 
 @app.task(name="rawbench.sleep")
-def sleep_ms(i: int, ms: float) -> None:
+def sleep_ms(tag: str, ms: float) -> None:
+    """Sleep; log when it started (BENCH_LOG), for waiting-time measurements."""
     import time
 
+    started = time.time()
+    if path := os.environ.get("BENCH_LOG"):
+        with open(path, "a") as log:
+            log.write(f"{tag} {started}\n")
     time.sleep(ms / 1000)

@@ -1,0 +1,28 @@
+"""`python -m bench [NAME ...]`: run the named measurements (default: all), in order."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from bench import fairness, ingest, scheduler_cost, throughput
+
+MEASUREMENTS: dict[str, Callable[[], None]] = {
+    "scheduler_cost": scheduler_cost.run,
+    "ingest": ingest.run,
+    "throughput": throughput.run,
+    "fairness": fairness.run,
+}
+
+
+def main(names: list[str]) -> None:
+    unknown = set(names) - set(MEASUREMENTS)
+    if unknown:
+        sys.exit(f"unknown measurement(s) {sorted(unknown)}; choose from {list(MEASUREMENTS)}")
+    for name in names or list(MEASUREMENTS):
+        print(f"\n### {name}", flush=True)
+        MEASUREMENTS[name]()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
