@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import fairness, ingest, scheduler_cost, throughput
+from bench import elasticity, fairness, ingest, scale, scheduler_cost, throughput
 
 MEASUREMENTS: dict[str, Callable[[], None]] = {
     "scheduler_cost": scheduler_cost.run,
     "ingest": ingest.run,
     "throughput": throughput.run,
     "fairness": fairness.run,
+    "scale": scale.run,
+    "elasticity": elasticity.run,
 }
 
 

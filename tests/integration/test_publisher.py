@@ -73,3 +73,28 @@ def test_broker_down_is_an_error_not_an_acceptance() -> None:
             await pub.publish_events([_event(1)])
 
     asyncio.run(run())
+
+
+def test_pipelined_confirms_count_every_publish(amqp_url: str, prefix: str) -> None:
+    """Each send may publish more than one message (Celery's send_task also publishes a
+    task-sent event): every one must be confirmed, whatever order the acks come in."""
+    from scheduler.confirms import ConfirmingProducer
+
+    queue = f"{prefix}.confirms"
+    with kombu.Connection(amqp_url) as conn:
+        producer = ConfirmingProducer(conn, timeout=10)
+        producer.channel.queue_declare(queue, durable=True)
+
+        def two(i: int):  # type: ignore[no-untyped-def]
+            def send(p: kombu.Producer) -> None:
+                p.publish({"i": i}, routing_key=queue, delivery_mode=2)
+                p.publish({"i": i, "echo": True}, routing_key=queue, delivery_mode=2)
+
+            return send
+
+        for round_ in range(5):
+            producer.publish_all([two(round_ * 100 + i) for i in range(100)])
+        assert not producer._outstanding
+        _, depth, _ = conn.channel().queue_declare(queue, passive=True)
+        assert depth == 1000
+        conn.channel().queue_delete(queue)
