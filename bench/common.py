@@ -55,10 +55,11 @@ def delete_topology(store: Store, topology: Topology) -> None:
         names = list(conn.execute(sa.select(keys.c.queue)).scalars())
     names += [topology.actions_queue.name, topology.completions_queue.name]
     with kombu.Connection(AMQP_URL) as conn:
+        channel = conn.channel()  # deleting an absent queue is no error: one channel
         for name in names:
-            conn.channel().queue_delete(name)
-        conn.channel().exchange_delete(topology.mapping_exchange.name)
-        conn.channel().exchange_delete(topology.actions_queue.name)
+            channel.queue_delete(name)
+        channel.exchange_delete(topology.mapping_exchange.name)
+        channel.exchange_delete(topology.actions_queue.name)
 
 
 def count_status(store: Store, *statuses: str) -> int:

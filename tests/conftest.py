@@ -78,10 +78,11 @@ def prefix(amqp_url: str, db_url: str) -> Iterator[str]:
     store.engine.dispose()
     names += [topology.actions_queue.name, topology.completions_queue.name]
     with kombu.Connection(amqp_url) as conn:
+        channel = conn.channel()  # deleting an absent queue or exchange is no error
         for queue in names:
-            conn.channel().queue_delete(queue)  # an absent queue is no error
+            channel.queue_delete(queue)
         for exchange in (topology.mapping_exchange.name, topology.actions_queue.name):
-            conn.channel().exchange_delete(exchange)
+            channel.exchange_delete(exchange)
 
 
 @pytest.fixture
