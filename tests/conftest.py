@@ -17,7 +17,7 @@ import pytest
 
 from shared.store import Store
 from shared.topology import Topology
-from tests.support import Stack, free_port
+from tests.support import EffectRecorder, Stack, free_port
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -83,6 +83,14 @@ def prefix(amqp_url: str, db_url: str) -> Iterator[str]:
             channel.queue_delete(queue)
         for exchange in (topology.mapping_exchange.name, topology.actions_queue.name):
             channel.exchange_delete(exchange)
+
+
+@pytest.fixture
+def recorder() -> Iterator[EffectRecorder]:
+    """A webhook endpoint counting every action's effects (see EffectRecorder)."""
+    rec = EffectRecorder()
+    yield rec
+    rec.close()
 
 
 @pytest.fixture

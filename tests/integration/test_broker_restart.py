@@ -32,13 +32,6 @@ def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     node.stop()
 
 
-@pytest.fixture
-def recorder() -> Iterator[EffectRecorder]:
-    rec = EffectRecorder()
-    yield rec
-    rec.close()
-
-
 def test_broker_kill_9_and_restart(
     stack_factory: Callable[..., Stack],
     broker: PrivateBroker,

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.support import EffectRecorder, Stack, wait_until
-
-
-@pytest.fixture
-def recorder() -> Iterator[EffectRecorder]:
-    rec = EffectRecorder()
-    yield rec
-    rec.close()
 
 
 def post(stack: Stack, events: list[dict[str, Any]], **kw: Any) -> list[str]:

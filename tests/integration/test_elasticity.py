@@ -10,24 +10,16 @@ import json
 import os
 import signal
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.integration.test_e2e import all_finished, event, post
 from tests.support import BIN, EffectRecorder, Stack, wait_until
 
 UP = ("idle", "busy")
-
-
-@pytest.fixture
-def recorder() -> Iterator[EffectRecorder]:
-    rec = EffectRecorder()
-    yield rec
-    rec.close()
 
 
 def status(stack: Stack) -> dict[str, Any]:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import kombu
-import pytest
 
 from shared.kombu_topology import event_queue
 from shared.models import Key, Status
@@ -16,13 +15,6 @@ from shared.store import Store
 from shared.topology import Topology
 from tests.integration.test_e2e import all_finished, event, post, stats
 from tests.support import EffectRecorder, Stack, wait_until
-
-
-@pytest.fixture
-def recorder() -> Iterator[EffectRecorder]:
-    rec = EffectRecorder()
-    yield rec
-    rec.close()
 
 
 def test_scheduler_started_after_events_were_posted(stack_factory: Callable[..., Stack]) -> None:
