@@ -96,6 +96,8 @@ class ProfileSettings(BaseModel):
     tolerance: float = Field(0.1, ge=0, lt=1)
     scale_up_window: float = Field(0.0, ge=0)
     scale_down_window: float = Field(30.0, ge=0)
+    scale_up_utilisation: float = Field(0.8, gt=0, le=1)
+    scale_down_utilisation: float = Field(0.2, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _bounds(self) -> ProfileSettings:

@@ -33,6 +33,8 @@ class ProfileConfig:
     tolerance: float = 0.1  # |desired/current - 1| within this: no change
     scale_up_window: float = 0.0  # seconds of recommendations to take the MIN of
     scale_down_window: float = 30.0  # seconds of recommendations to take the MAX of
+    scale_up_utilisation: float = 0.8  # this busy, with work waiting: one more worker
+    scale_down_utilisation: float = 0.2  # more busy than this: do not shrink
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,15 @@ Per profile, in order:
    bounded by ``[min_workers, max_workers]``;
 2. **tolerance** — a raw value within ``tolerance`` of the current capacity is no change
    (the HPA's 10 % band, so steady load does not flap);
-3. **stabilisation windows** — going up takes the *lowest* recommendation of the last
+3. **utilisation band** — as the Kubernetes-like deployment it descends from: a pool at
+   least 80 % busy with work waiting grows by one even if the backlog alone would not
+   ask for it; a pool more than 20 % busy does not shrink;
+4. **stabilisation windows** — going up takes the *lowest* recommendation of the last
    ``scale_up_window`` seconds, going down the *highest* of the last ``scale_down_window``
    (as the HPA does), so a dip or a spike does not whipsaw the pool;
-4. **one scaling event in flight** — while a worker is booting or draining, the profile
+5. **one scaling event in flight** — while a worker is booting or draining, the profile
    waits (unless it is below its minimum: recovery never waits);
-5. **budget** — the total budget is shared max-min fairly: each profile gets its minimum,
+6. **budget** — the total budget is shared max-min fairly: each profile gets its minimum,
    then the rest goes one worker at a time to the profiles that still want more, so an
    idle profile's share is lent to the busy ones.
 
@@ -47,6 +50,31 @@ def raw_workers(obs: Observation, cfg: ProfileConfig) -> tuple[int, float]:
     if obs.backlog > 0:
         want = math.ceil(obs.backlog * seconds / (cfg.concurrency * cfg.target_latency))
     return max(cfg.min_workers, min(cfg.max_workers, want)), seconds
+
+
+def utilisation_band(
+    obs: Observation, cfg: ProfileConfig, raw: int, capacity: int
+) -> tuple[int, str | None]:
+    """The Kubernetes-style band, in Celery terms: a pool at least
+    ``scale_up_utilisation`` busy *with work waiting* asks for one more worker (being busy
+    with nothing queued is no reason to grow); a pool more than ``scale_down_utilisation``
+    busy does not shrink."""
+    up = obs.count(WorkerState.IDLE, WorkerState.BUSY)
+    if up == 0:
+        return raw, None
+    busy = obs.count(WorkerState.BUSY)
+    utilisation = busy / up
+    waiting = obs.backlog - busy * cfg.concurrency
+    if (
+        utilisation >= cfg.scale_up_utilisation
+        and waiting > 0
+        and raw <= capacity
+        and capacity < cfg.max_workers
+    ):
+        return capacity + 1, f"{utilisation:.0%} busy with {waiting} waiting"
+    if raw < capacity and utilisation > cfg.scale_down_utilisation:
+        return capacity, f"{utilisation:.0%} busy: too busy to shrink"
+    return raw, None
 
 
 def stabilize(
@@ -100,7 +128,10 @@ def decide(
         cfg = configs[obs.profile]
         capacity = obs.count(*CAPACITY)
         raw, seconds = raw_workers(obs, cfg)
+        raw, band = utilisation_band(obs, cfg, raw, capacity)
         stable, reason = stabilize(memories[obs.profile], raw, capacity, cfg, now)
+        if band:
+            reason = f"{reason} ({band})"
         planned[obs.profile] = (raw, stable, seconds, reason)
 
     shares = allot(

@@ -96,7 +96,8 @@ def test_a_failing_profile_does_not_stop_the_others() -> None:
 
 def test_only_idle_workers_are_retired_and_busy_ones_keep_their_task() -> None:
     backlog = {"default": 100}
-    engine, tracker, clock = make(backlog)
+    # the utilisation band off: this is about which workers go when the pool shrinks
+    engine, tracker, clock = make(backlog, scale_down_utilisation=1.0)
     engine.tick()
     register_all(engine, tracker, clock.now, active=1)
     names = sorted(engine.handles)

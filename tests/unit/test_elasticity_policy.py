@@ -421,7 +421,9 @@ def test_decide_recovery_below_minimum_never_waits(
 def test_decide_scale_down_retires_only_idle(
     busy: int, idle: int, minimum: int, retire: int, blocked: str | None
 ) -> None:
-    c = cfg(min_workers=minimum, max_workers=4, scale_down_window=0.0)
+    # the utilisation band would hold these pools (busy ones present): switched off here
+    # to test that whatever shrinks, only idle workers are retired
+    c = cfg(min_workers=minimum, max_workers=4, scale_down_window=0.0, scale_down_utilisation=1.0)
     d = decide_one(obs(backlog=0, workers=pool(busy=busy, idle=idle)), c, budget=4)
     assert d.target == minimum
     assert d.retire == retire
@@ -724,3 +726,24 @@ def test_classify_only_spawned_workers() -> None:
     nodes = {"w1": node(), "stranger": node(active=1)}
     views = classify("p", {"w1": 1.0, "w2": 2.0}, nodes, {}, set(), 100.0, 10.0)
     assert [(v.name, v.state) for v in views] == [("w1", S.IDLE), ("w2", S.BOOTING)]
+
+
+# -- the utilisation band (the Kubernetes-like deployment's 0.8 / 0.2) -------------------
+
+
+@pytest.mark.parametrize(
+    ("busy", "idle", "backlog", "spawn", "retire"),
+    [
+        pytest.param(4, 1, 6, 1, 0, id="80pct-busy-with-work-waiting-grows-by-one"),
+        pytest.param(4, 1, 4, 0, 0, id="80pct-busy-nothing-waiting-holds"),
+        pytest.param(3, 2, 6, 0, 0, id="60pct-busy-holds"),
+        pytest.param(1, 3, 0, 0, 0, id="25pct-busy-does-not-shrink"),
+        pytest.param(1, 4, 0, 0, 4, id="20pct-busy-shrinks-idle-only"),
+        pytest.param(0, 4, 0, 0, 3, id="idle-pool-shrinks-to-min"),
+    ],
+)
+def test_utilisation_band(busy: int, idle: int, backlog: int, spawn: int, retire: int) -> None:
+    # a long target latency: the backlog alone would never ask for more than the minimum
+    c = cfg(min_workers=1, max_workers=8, target_latency=1000.0, scale_down_window=0.0)
+    d = decide_one(obs(backlog=backlog, workers=pool(busy=busy, idle=idle)), c, budget=8)
+    assert (d.spawn, d.retire) == (spawn, retire), d.reason
