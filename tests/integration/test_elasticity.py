@@ -199,7 +199,7 @@ def test_two_profiles_share_the_budget_and_lend_it(
                 "action": "heal",
                 "payload": {"delay": 0.5},
             }
-            for i in range(40)
+            for i in range(80)
         ],
     )
     slow = post(
@@ -216,11 +216,14 @@ def test_two_profiles_share_the_budget_and_lend_it(
         ],
     )
 
-    def both_at_two() -> bool:
+    def split_two_two() -> bool:
+        """One evaluation that gave each profile a target of 2 (read from the decisions,
+        not from sampling the pools, which boot and drain at their own pace)."""
         s = status(stack)["profiles"]
-        return up(s["default"]) == 2 and up(s["slow"]) == 2
+        default = {d["at"]: d["target"] for d in s["default"]["decisions"]}
+        return any(default.get(d["at"]) == 2 and d["target"] == 2 for d in s["slow"]["decisions"])
 
-    wait_until(both_at_two, 60, what="2 workers each")
+    wait_until(split_two_two, 60, what="a decision giving 2 workers to each profile")
     wait_until(lambda: all_finished(stack, fast), 120, what="default profile drained")
     wait_until(lambda: up(profile(stack, "slow")) == 4, 60, what="slow profile lent all 4")
     wait_until(lambda: all_finished(stack, slow), 180, what="slow profile drained")
