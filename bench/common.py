@@ -17,9 +17,9 @@ import httpx
 import kombu
 import sqlalchemy as sa
 
-from shared.store import Store, events, keys
+from shared.store import Store, events
 from shared.topology import Topology
-from tests.support import Stack, free_port, wait_until
+from tests.support import Stack, delete_topology, free_port, wait_until
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 BIN = Path(sys.executable).parent
@@ -46,20 +46,8 @@ def carousel(**env: Any) -> Iterator[tuple[Stack, Store]]:
         yield stack, store
     finally:
         stack.stop()
-        delete_topology(store, Topology(prefix))
+        delete_topology(AMQP_URL, store)
         store.engine.dispose()
-
-
-def delete_topology(store: Store, topology: Topology) -> None:
-    with store.engine.connect() as conn:
-        names = list(conn.execute(sa.select(keys.c.queue)).scalars())
-    names += [topology.actions_queue.name, topology.completions_queue.name]
-    with kombu.Connection(AMQP_URL) as conn:
-        channel = conn.channel()  # deleting an absent queue is no error: one channel
-        for name in names:
-            channel.queue_delete(name)
-        channel.exchange_delete(topology.mapping_exchange.name)
-        channel.exchange_delete(topology.actions_queue.name)
 
 
 def count_status(store: Store, *statuses: str) -> int:

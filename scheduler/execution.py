@@ -43,13 +43,12 @@ def run_event(
     if claim is Claim.FINISHED:
         status = store.status_of(event.id)
         log.info("event %s already finished (%s); no second effect", event.id, status, extra=extra)
-        done = "succeeded" if status is Status.SUCCEEDED else "failed"
-        return Outcome(claim, _completion(event, done))
+        return Outcome(claim, Completion.of(event, status is Status.SUCCEEDED))
     if claim is Claim.UNKNOWN:
         log.error(
             "event %s is not in the ledger as dispatched; freeing its slot", event.id, extra=extra
         )
-        return Outcome(claim, _completion(event, "failed"))
+        return Outcome(claim, Completion.of(event, ok=False))
 
     error: str | None = None
     try:
@@ -72,7 +71,7 @@ def run_event(
         "succeeded" if error is None else f"failed: {error}",
         extra=extra,
     )
-    return Outcome(claim, _completion(event, "succeeded" if error is None else "failed"))
+    return Outcome(claim, Completion.of(event, error is None))
 
 
 def _persist(
@@ -94,13 +93,3 @@ def _persist(
             sleep(delay)
             waited += delay
             delay = min(delay * 2, 5.0)
-
-
-def _completion(event: VmEventMessage, status: str) -> Completion:
-    return Completion(
-        event_id=event.id,
-        host=event.host,
-        vm=event.vm,
-        policy=event.policy,
-        status="succeeded" if status == "succeeded" else "failed",
-    )

@@ -31,7 +31,7 @@ from scheduler.celery_app import TASK_NAME
 from scheduler.confirms import ConfirmingProducer
 from scheduler.core import Dispatcher, Held
 from scheduler.settings import SchedulerSettings
-from shared.kombu_topology import direct_queue, event_queue
+from shared.kombu_topology import direct_queue, event_queue, exchange
 from shared.models import (
     FINISHED,
     Completion,
@@ -110,14 +110,9 @@ class SchedulerLoop:
                 direct_queue(self.topology.actions_queue_of(profile))(producer.channel).declare()
 
             completions = event_queue(self.topology.completions_queue)
-            mapping_ex = kombu.Exchange(
-                self.topology.mapping_exchange.name,
-                self.topology.mapping_exchange.type,
-                durable=True,
-            )
-            mapping_q = kombu.Queue(
+            mapping_q = kombu.Queue(  # this scheduler's own: gone with its connection
                 f"{self.topology.prefix}.mapping.{uuid.uuid4().hex[:12]}",
-                mapping_ex,
+                exchange(self.topology.mapping_exchange),
                 exclusive=True,
                 auto_delete=True,
                 durable=False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from kombu import Exchange, Queue
 
-from shared.topology import QueueSpec
+from shared.topology import ExchangeSpec, QueueSpec
 
 
 def event_queue(spec: QueueSpec) -> Queue:
@@ -28,3 +28,7 @@ def direct_queue(spec: QueueSpec) -> Queue:
         durable=spec.durable,
         queue_arguments=spec.arguments,
     )
+
+
+def exchange(spec: ExchangeSpec) -> Exchange:
+    return Exchange(spec.name, spec.type, durable=spec.durable)

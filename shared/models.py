@@ -78,6 +78,16 @@ class Completion(BaseModel):
     policy: str
     status: Literal["succeeded", "failed"]
 
+    @classmethod
+    def of(cls, event: VmEventMessage, ok: bool) -> Completion:
+        return cls(
+            event_id=event.id,
+            host=event.host,
+            vm=event.vm,
+            policy=event.policy,
+            status="succeeded" if ok else "failed",
+        )
+
 
 class MappingDelta(BaseModel):
     """One change of the mapping, published on the mapping fanout with its version."""

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import kombu
 import pytest
 
 from shared.store import Store
 from shared.topology import Topology
-from tests.support import EffectRecorder, Stack, free_port
+from tests.support import EffectRecorder, Stack, delete_topology, free_port
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -72,17 +71,9 @@ def prefix(amqp_url: str, db_url: str) -> Iterator[str]:
     from the broker (the per-key queues are those listed in the test's ledger)."""
     name = f"t{uuid.uuid4().hex[:10]}"
     yield name
-    topology = Topology(name)
-    store = Store.connect(db_url, topology)
-    names = [q for _, _, q in store.queues()]
+    store = Store.connect(db_url, Topology(name))
+    delete_topology(amqp_url, store)
     store.engine.dispose()
-    names += [topology.actions_queue.name, topology.completions_queue.name]
-    with kombu.Connection(amqp_url) as conn:
-        channel = conn.channel()  # deleting an absent queue or exchange is no error
-        for queue in names:
-            channel.queue_delete(queue)
-        for exchange in (topology.mapping_exchange.name, topology.actions_queue.name):
-            channel.exchange_delete(exchange)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import kombu
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
@@ -198,3 +199,17 @@ class Stack:
 
     def logs(self) -> str:
         return "\n\n".join(f"--- {s.script}\n{s.log_tail(40)}" for s in self.services)
+
+
+def delete_topology(amqp_url: str, store: Any) -> None:
+    """Delete from the broker what one private topology left: its per-key queues (those
+    the ledger ``store`` lists), its actions and completions queues, its exchanges."""
+    topology = store.topology
+    names = [q for _, _, q in store.queues()]
+    names += [topology.actions_queue.name, topology.completions_queue.name]
+    with kombu.Connection(amqp_url) as conn:
+        channel = conn.channel()  # deleting an absent queue or exchange is no error
+        for name in names:
+            channel.queue_delete(name)
+        for name in (topology.mapping_exchange.name, topology.actions_queue.name):
+            channel.exchange_delete(name)

@@ -28,7 +28,7 @@ def create_admin_app(engine: Engine, dry_run: bool) -> FastAPI:
     )
 
     def status() -> dict[str, Any]:
-        with engine._lock:
+        with engine.lock:
             profiles: dict[str, Any] = {}
             for name, cfg in engine.configs.items():
                 views = engine.workers(name)

@@ -75,7 +75,7 @@ class Engine:
             self.memories.setdefault(name, ProfileMemory())
         if sum(c.min_workers for c in self.configs.values()) > self.budget:
             raise ValueError("the profiles' minimums exceed the worker budget")
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
 
     # -- observing -----------------------------------------------------------------
     def workers(self, profile: str) -> list[WorkerView]:
@@ -135,8 +135,7 @@ class Engine:
 
     # -- acting --------------------------------------------------------------------
     def spawn(self, profile: str) -> WorkerHandle:
-        occupied = sum(1 for _ in self.handles)
-        if occupied >= self.budget:
+        if len(self.handles) >= self.budget:
             raise InsufficientResources(f"budget of {self.budget} workers used up")
         handle = self.provider.spawn(self.configs[profile], self.clock())
         self.handles[handle.name] = handle
@@ -233,7 +232,7 @@ class Engine:
     def tick(self) -> list[Decision]:
         """One evaluation: reap, slackers, decide, act. Errors are recorded per
         profile; none escapes to stop the loop."""
-        with self._lock:
+        with self.lock:
             self.adopt()
             self.reap()
             self.check_slackers()

@@ -30,7 +30,6 @@ class WorkerTracker:
         #: a started task the heartbeats no longer count is taken as finished after this
         #: long (its finishing event was lost, e.g. while the stream reconnected)
         self.stale_after = stale_after
-        self.connected = threading.Event()
         self._lock = threading.Lock()
         self._nodes: dict[str, dict[str, Any]] = {}
         self._running: defaultdict[str, dict[str, float]] = defaultdict(dict)  # uuid -> start
@@ -64,13 +63,11 @@ class WorkerTracker:
                     receiver = self.app.events.Receiver(conn, handlers={"*": self.on_event})
                     halt = threading.Thread(target=_halt_on, args=(stop, receiver), daemon=True)
                     halt.start()
-                    self.connected.set()
                     delay = 0.5
                     # one long-lived consumer; it checks should_stop every second
                     receiver.capture(limit=None, timeout=None, wakeup=True)
             except Exception as exc:
                 log.warning("event stream lost: %r; reconnecting in %.1f s", exc, delay)
-            self.connected.clear()
             stop.wait(delay)
             delay = min(delay * 2, 10.0)
 

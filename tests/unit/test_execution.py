@@ -42,13 +42,7 @@ def ev(event_id: str = "e1") -> VmEventMessage:
 
 
 def completion(event: VmEventMessage, status: str) -> Completion:
-    return Completion(
-        event_id=event.id,
-        host=event.host,
-        vm=event.vm,
-        policy=event.policy,
-        status="succeeded" if status == "succeeded" else "failed",
-    )
+    return Completion.of(event, status == "succeeded")
 
 
 @pytest.fixture
