@@ -17,9 +17,9 @@ import httpx
 import kombu
 import sqlalchemy as sa
 
+from harness.processes import Stack, delete_topology, free_port, wait_until
 from shared.store import Store, events
 from shared.topology import Topology
-from tests.support import Stack, delete_topology, free_port, wait_until
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 BIN = Path(sys.executable).parent

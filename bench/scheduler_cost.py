@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from bench.report import save
-from scheduler.core import Dispatcher, Limits
+from scheduler.dispatcher.dispatcher import Dispatcher, Limits
 from shared.models import Action, VmEventMessage
 
 

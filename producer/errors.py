@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from shared.errors import CarouselError
 
-class ProducerError(Exception):
+
+class ProducerError(CarouselError):
     """Root of the producer's errors."""
 
 

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shared.db import events
+from shared.errors import Conflict
 from shared.models import FINISHED, Status, VmEventMessage
 
 
@@ -31,14 +32,6 @@ class Claim(Enum):
     FINISHED = "finished"  # already done: no second effect, re-announce the completion
     HELD = "held"  # another task message for this event is running it: do nothing
     UNKNOWN = "unknown"  # no such event (or not yet dispatched)
-
-
-class Conflict(Exception):
-    """A re-posted event id carries a different host, VM, policy or action."""
-
-    def __init__(self, event_id: str) -> None:
-        super().__init__(f"event id {event_id!r} was already accepted with other content")
-        self.event_id = event_id
 
 
 @dataclass(frozen=True)

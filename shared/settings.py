@@ -60,3 +60,12 @@ class CommonSettings(BaseSettings):
     @property
     def topology(self) -> Topology:
         return Topology(self.carousel_prefix)
+
+
+class LimitSettings(CommonSettings):
+    """The global cap, read by the dispatcher (which enforces it) and by the elasticity
+    worker (which grows no profile past what could run at once)."""
+
+    max_parallel: int = Field(
+        10, ge=1, description="Actions running at once overall (MAX_PARALLEL)."
+    )

@@ -9,7 +9,8 @@ from __future__ import annotations
 from sqlalchemy.engine import Engine
 
 from shared.db import create_schema, events, hosts, keys, make_engine, mapping_version, vms
-from shared.ledger import Accepted, Claim, Conflict, EventLedger, InFlight
+from shared.errors import Conflict
+from shared.ledger import Accepted, Claim, EventLedger, InFlight
 from shared.mapping_store import MappingStore
 from shared.topology import Topology
 

@@ -14,9 +14,9 @@ from urllib.parse import urlparse
 
 import pytest
 
+from harness.processes import EffectRecorder, Stack, delete_topology, free_port
 from shared.store import Store
 from shared.topology import Topology
-from tests.support import EffectRecorder, Stack, delete_topology, free_port
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

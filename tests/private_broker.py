@@ -14,7 +14,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from tests.support import free_port, wait_until
+from harness.processes import free_port, wait_until
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 

@@ -9,7 +9,7 @@ from urllib.parse import quote, urlparse
 import httpx
 import kombu
 
-from scheduler.settings import ElasticitySettings
+from scheduler.elasticity.settings import ElasticitySettings
 from shared.store import Store
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,13 @@ from dataclasses import dataclass, field
 
 from scheduler.elasticity import policy
 from scheduler.elasticity.control import CeleryControl
+from scheduler.elasticity.errors import (
+    ElasticityError,
+    InsufficientResources,
+    MinimumWorkersReached,
+    NoIdleWorkersError,
+    NoTearDownTargets,
+)
 from scheduler.elasticity.kubernetes import is_placeholder
 from scheduler.elasticity.model import (
     Decision,
@@ -26,13 +33,6 @@ from scheduler.elasticity.model import (
 )
 from scheduler.elasticity.providers import Provider, WorkerHandle, profile_of
 from scheduler.elasticity.tracker import WorkerTracker
-from scheduler.errors import (
-    ElasticityError,
-    InsufficientResources,
-    MinimumWorkersReached,
-    NoIdleWorkersError,
-    NoTearDownTargets,
-)
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import uvicorn
 
-from scheduler.celery_app import create_celery
 from scheduler.elasticity.admin import create_admin_app
 from scheduler.elasticity.backlog import BacklogProbe
 from scheduler.elasticity.control import CeleryControl
@@ -17,8 +16,9 @@ from scheduler.elasticity.engine import Engine
 from scheduler.elasticity.kubernetes import KubernetesProvider
 from scheduler.elasticity.model import ProfileConfig
 from scheduler.elasticity.providers import LocalProvider
+from scheduler.elasticity.settings import ElasticitySettings, ProfileSettings
 from scheduler.elasticity.tracker import WorkerTracker
-from scheduler.settings import ElasticitySettings, ProfileSettings
+from scheduler.worker.app import create_celery
 from shared.store import Store
 
 log = logging.getLogger(__name__)

@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.processes import EffectRecorder, Stack, wait_until
 from tests import private_broker
 from tests.conftest import IN_CI
 from tests.integration.test_e2e import all_finished, event, post, stats
 from tests.private_broker import PrivateBroker
-from tests.support import EffectRecorder, Stack, wait_until
 
 
 @pytest.fixture

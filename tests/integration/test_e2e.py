@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import EffectRecorder, Stack, wait_until
+from harness.processes import EffectRecorder, Stack, wait_until
 
 
 def post(stack: Stack, events: list[dict[str, Any]], **kw: Any) -> list[str]:

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
+from harness.processes import BIN, EffectRecorder, Stack, wait_until
 from tests.integration.test_e2e import all_finished, event, post
-from tests.support import BIN, EffectRecorder, Stack, wait_until
 
 UP = ("idle", "busy")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import free_port, wait_until
+from harness.processes import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,11 +8,11 @@ import time
 import kombu
 import pytest
 
+from harness.processes import free_port
 from producer.errors import BrokerUnavailable
 from producer.publisher import Publisher
 from shared.models import Action, VmEventMessage
 from shared.topology import Topology
-from tests.support import free_port
 
 
 def _event(i: int, vm: str = "vm1") -> VmEventMessage:
@@ -78,7 +78,7 @@ def test_broker_down_is_an_error_not_an_acceptance() -> None:
 def test_pipelined_confirms_count_every_publish(amqp_url: str, prefix: str) -> None:
     """Each send may publish more than one message (Celery's send_task also publishes a
     task-sent event): every one must be confirmed, whatever order the acks come in."""
-    from scheduler.confirms import ConfirmingProducer
+    from scheduler.dispatcher.confirms import ConfirmingProducer
 
     queue = f"{prefix}.confirms"
     with kombu.Connection(amqp_url) as conn:

@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import kombu
 
+from harness.processes import EffectRecorder, Stack, wait_until
 from shared.kombu_topology import event_queue
 from shared.models import Key, Status
 from shared.store import Store
 from shared.topology import Topology
 from tests.integration.test_e2e import all_finished, event, post, stats
-from tests.support import EffectRecorder, Stack, wait_until
 
 
 def test_scheduler_started_after_events_were_posted(stack_factory: Callable[..., Stack]) -> None:
@@ -79,8 +79,8 @@ def test_duplicate_task_messages_have_one_effect(
     prefix: str,
 ) -> None:
     """Two task messages for one event (a republish after a crash): one effect."""
-    from scheduler.celery_app import TASK_NAME, create_celery
-    from scheduler.settings import SchedulerSettings
+    from scheduler.dispatcher.settings import SchedulerSettings
+    from scheduler.worker.app import TASK_NAME, create_celery
 
     stack = stack_factory(DRIVER="webhook", WEBHOOK_URL=recorder.url, START_PAUSED="true")
     stack.producer()

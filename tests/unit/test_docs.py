@@ -8,12 +8,10 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from producer.settings import ProducerSettings
-from scheduler.settings import (
-    ElasticitySettings,
-    FlowerSettings,
-    SchedulerSettings,
-    WorkerSettings,
-)
+from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.elasticity.settings import ElasticitySettings
+from scheduler.flower.settings import FlowerSettings
+from scheduler.worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS: list[type[BaseSettings]] = [

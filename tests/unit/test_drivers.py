@@ -1,4 +1,4 @@
-"""Tests for scheduler.drivers: the simulated driver, the webhook driver (against a loopback
+"""Tests for scheduler.worker.drivers: the simulated driver, the webhook driver (against a loopback
 HTTP server started here) and build_driver."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from scheduler import drivers
-from scheduler.drivers import SimulatedDriver, WebhookDriver, build_driver
-from scheduler.errors import ActionFailed, CarouselError, DriverMisconfigured
-from scheduler.settings import WorkerSettings
+from scheduler.worker import drivers
+from scheduler.worker.drivers import SimulatedDriver, WebhookDriver, build_driver
+from scheduler.worker.errors import ActionFailed, DriverMisconfigured
+from scheduler.worker.settings import WorkerSettings
+from shared.errors import CarouselError
 from shared.models import Action, VmEventMessage
 
 

@@ -1,4 +1,4 @@
-"""Tests for scheduler.execution.run_event with a real ledger and an in-memory driver."""
+"""Tests for scheduler.worker.execution.run_event with a real ledger and an in-memory driver."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.errors import ActionFailed
-from scheduler.execution import run_event
+from scheduler.worker.errors import ActionFailed
+from scheduler.worker.execution import run_event
 from shared.models import Action, Completion, Status, VmEventMessage
 from shared.store import Claim, Store
 from shared.topology import Topology
@@ -118,7 +118,7 @@ def test_driver_crash_ends_failed_as_driver_error(
 ) -> None:
     event = ev()
     dispatch(store, event)
-    with caplog.at_level(logging.ERROR, logger="scheduler.execution"):
+    with caplog.at_level(logging.ERROR, logger="scheduler.worker.execution"):
         outcome = run_event(event, "d1", "worker-1", store, RecordingDriver(error), clock)
     assert outcome.completion == completion(event, "failed")
     row = store.get(event.id)
@@ -202,7 +202,7 @@ def test_event_not_dispatched_in_the_ledger_frees_its_slot_as_failed(
     setup(store, event)
     before = store.get(event.id)
     driver = RecordingDriver()
-    with caplog.at_level(logging.ERROR, logger="scheduler.execution"):
+    with caplog.at_level(logging.ERROR, logger="scheduler.worker.execution"):
         outcome = run_event(event, "d1", "worker-1", store, driver, clock)
     assert outcome.claim is Claim.UNKNOWN
     assert outcome.completion == completion(event, "failed")

@@ -1,4 +1,4 @@
-"""Tests for scheduler.roundrobin.NestedRoundRobin."""
+"""Tests for scheduler.dispatcher.roundrobin.NestedRoundRobin."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from scheduler import roundrobin
-from scheduler.roundrobin import NestedRoundRobin
+from scheduler.dispatcher import roundrobin
+from scheduler.dispatcher.roundrobin import NestedRoundRobin
 
 HOSTS = ["C1", "C2", "C3"]
 VMS = ["VM1", "VM2"]

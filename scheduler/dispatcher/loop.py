@@ -1,7 +1,7 @@
 """The scheduler's AMQP adapter: consume heads, follow the mapping, dispatch, reconnect.
 
 One thread owns the connection. Broker callbacks only put deliveries in an inbox; the
-loop body handles the inbox, then dispatches while the :class:`~scheduler.core.Dispatcher`
+loop body handles the inbox, then dispatches while the Dispatcher
 gives, then waits for more frames. Per dispatch, in this order:
 
 1. the ledger marks the event ``dispatched`` (so a restarted scheduler counts it),
@@ -27,10 +27,10 @@ import kombu
 from celery import Celery
 from kombu.message import Message
 
-from scheduler.celery_app import TASK_NAME
-from scheduler.confirms import ConfirmingProducer
-from scheduler.core import Dispatcher, Held
-from scheduler.settings import SchedulerSettings
+from scheduler.dispatcher.confirms import ConfirmingProducer
+from scheduler.dispatcher.dispatcher import Dispatcher, Held
+from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.worker.app import TASK_NAME
 from shared.kombu_topology import direct_queue, event_queue, exchange
 from shared.models import (
     FINISHED,

@@ -12,8 +12,8 @@ from typing import Protocol
 
 import httpx
 
-from scheduler.errors import ActionFailed, DriverMisconfigured
-from scheduler.settings import WorkerSettings
+from scheduler.worker.errors import ActionFailed, DriverMisconfigured
+from scheduler.worker.settings import WorkerSettings
 from shared.models import VmEventMessage
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import uvicorn
 
-from scheduler.admin import create_admin_app
-from scheduler.celery_app import create_celery
-from scheduler.core import Dispatcher, Limits
-from scheduler.loop import SchedulerLoop
-from scheduler.settings import SchedulerSettings
+from scheduler.dispatcher.admin import create_admin_app
+from scheduler.dispatcher.dispatcher import Dispatcher, Limits
+from scheduler.dispatcher.loop import SchedulerLoop
+from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.worker.app import create_celery
 from shared.store import Store
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from scheduler.core import Dispatcher
+from scheduler.dispatcher.dispatcher import Dispatcher
 
 
 class LimitsIn(BaseModel):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from scheduler.celery_app import create_celery
-from scheduler.settings import FlowerSettings
+from scheduler.flower.settings import FlowerSettings
+from scheduler.worker.app import create_celery
 
 
 def main(argv: list[str] | None = None) -> None:

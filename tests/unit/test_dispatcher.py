@@ -1,4 +1,4 @@
-"""Tests for scheduler.core.Dispatcher: limits, pause, completions, restore (pure, no I/O)."""
+"""Tests for the Dispatcher: limits, pause, completions, restore (pure, no I/O)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from scheduler.core import Dispatcher, Held, Limits
+from scheduler.dispatcher.dispatcher import Dispatcher, Held, Limits
 from shared.models import Action, VmEventMessage
 
 

@@ -9,9 +9,7 @@ from typing import Any
 
 import kombu
 
-
-class Unconfirmed(Exception):
-    """The broker nacked a message, or did not confirm in time."""
+from scheduler.dispatcher.errors import Unconfirmed
 
 
 class ConfirmingProducer:

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from scheduler.drivers import Driver
-from scheduler.errors import ActionFailed
+from scheduler.worker.drivers import Driver
+from scheduler.worker.errors import ActionFailed
 from shared.models import Completion, Status, VmEventMessage
 from shared.store import Claim, Store
 

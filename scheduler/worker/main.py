@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 import uuid
 
-from scheduler.celery_app import create_celery, register_tasks
-from scheduler.settings import WorkerSettings
+from scheduler.worker.app import create_celery, register_tasks
+from scheduler.worker.settings import WorkerSettings
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """The dispatcher's decisions, pure: which held event goes next, within which limits.
 
-No I/O and no clock: the adapter (:mod:`scheduler.loop`) hands in events, completions and
+No I/O and no clock: the adapter (:mod:`scheduler.dispatcher.loop`) hands in events, completions and
 the time, and carries out what comes back. ``H`` is the adapter's handle of a delivery.
 """
 
@@ -10,7 +10,7 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
-from scheduler.roundrobin import NestedRoundRobin
+from scheduler.dispatcher.roundrobin import NestedRoundRobin
 from shared.models import VmEventMessage
 
 H = TypeVar("H")

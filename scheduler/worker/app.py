@@ -1,6 +1,6 @@
 """The Celery app: built by a factory (never at import time) and its one task.
 
-The task is thin: decode, :func:`scheduler.execution.run_event`, announce completion.
+The task is thin: decode, :func:`scheduler.worker.execution.run_event`, announce completion.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 from celery import Celery, Task
 from pydantic import ValidationError
 
-from scheduler.drivers import Driver, build_driver
-from scheduler.execution import run_event
-from scheduler.settings import WorkerSettings
+from scheduler.worker.drivers import Driver, build_driver
+from scheduler.worker.execution import run_event
+from scheduler.worker.settings import WorkerSettings
 from shared.kombu_topology import direct_queue, event_queue
 from shared.models import Completion, VmEventMessage
 from shared.settings import CommonSettings

@@ -1,0 +1,43 @@
+"""Settings of the dispatcher (``carousel-scheduler``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import LimitSettings
+
+
+class SchedulerSettings(LimitSettings):
+    """What ``carousel-scheduler`` reads."""
+
+    per_vm_limit: int = Field(1, ge=1, description="Actions at once per VM (PER_VM_LIMIT).")
+    per_host_limit: int = Field(
+        0, ge=0, description="Actions at once per host, 0 = no limit (PER_HOST_LIMIT)."
+    )
+    prefetch: int = Field(1, ge=1, description="Heads held per event queue (PREFETCH).")
+    scheduler_host: str = Field("127.0.0.1", description="Admin API bind address (SCHEDULER_HOST).")
+    scheduler_port: int = Field(8001, description="Admin API port (SCHEDULER_PORT).")
+    start_paused: bool = Field(False, description="Start with dispatching paused (START_PAUSED).")
+    resync_interval: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds between checks that the "
+        "mapping version has not moved unseen (RESYNC_INTERVAL).",
+    )
+    reconcile_interval: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between checks of the "
+        "in-flight events against the ledger, freeing slots "
+        "whose completion was lost (RECONCILE_INTERVAL).",
+    )
+    dispatch_batch: int = Field(
+        64,
+        ge=1,
+        description="Events dispatched per ledger "
+        "transaction and per round of pipelined confirms "
+        "(DISPATCH_BATCH).",
+    )
+    dispatch_log_size: int = Field(
+        10000, ge=1, description="Dispatches kept for GET /dispatches (DISPATCH_LOG_SIZE)."
+    )

@@ -1,0 +1,1 @@
+"""``carousel-flower``: Celery's Flower dashboard on the workers' app, behind basic auth."""

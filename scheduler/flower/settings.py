@@ -1,0 +1,17 @@
+"""Settings of the Flower launcher (``carousel-flower``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import CommonSettings
+
+
+class FlowerSettings(CommonSettings):
+    """What ``carousel-flower`` reads."""
+
+    flower_port: int = Field(5555, description="Flower port (FLOWER_PORT).")
+    flower_address: str = Field("127.0.0.1", description="Flower bind address (FLOWER_ADDRESS).")
+    flower_basic_auth: str = Field(
+        "admin:carousel", description="user:password for Flower (FLOWER_BASIC_AUTH)."
+    )

@@ -1,0 +1,42 @@
+"""Settings of a Celery worker (``carousel-worker``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from shared.settings import CommonSettings
+
+
+class WorkerSettings(CommonSettings):
+    """What ``carousel-worker`` reads."""
+
+    driver: Literal["simulated", "webhook"] = Field(
+        "simulated", description="How actions are executed (DRIVER)."
+    )
+    worker_concurrency: int = Field(
+        4, ge=1, description="Processes per worker (WORKER_CONCURRENCY)."
+    )
+    worker_pool: Literal["prefork", "threads", "solo"] = Field(
+        "prefork", description="Celery pool (WORKER_POOL)."
+    )
+    worker_profile: str = Field(
+        "default", description="Profile whose actions this worker runs (WORKER_PROFILE)."
+    )
+    worker_name: str = Field(
+        "", description="Celery node name; default carousel@<host>.<pid> (WORKER_NAME)."
+    )
+    simulated_duration: float = Field(
+        0.0, ge=0, description="Seconds a simulated action takes (SIMULATED_DURATION)."
+    )
+    simulated_durations: dict[str, float] = Field(
+        default_factory=dict,
+        description='Per-action seconds, JSON, e.g. {"migrate": 2} (SIMULATED_DURATIONS).',
+    )
+    webhook_url: str = Field(
+        "", description="URL the webhook driver POSTs each event to (WEBHOOK_URL)."
+    )
+    webhook_timeout: float = Field(
+        30.0, gt=0, description="Webhook timeout, seconds (WEBHOOK_TIMEOUT)."
+    )
