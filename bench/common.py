@@ -17,7 +17,8 @@ import httpx
 import kombu
 import sqlalchemy as sa
 
-from harness.processes import Stack, delete_topology, free_port, wait_until
+from harness.broker import delete_topology
+from harness.processes import Stack, free_port, wait_until
 from shared.store import Store, events
 from shared.topology import Topology
 
@@ -41,12 +42,12 @@ def carousel(**env: Any) -> Iterator[tuple[Stack, Store]]:
         "LOG_LEVEL": "WARNING",
     }
     stack = Stack({**base, **{k: str(v) for k, v in env.items()}}, workdir)
-    store = Store.connect(db, Topology(prefix))
+    store = Store.connect(db)
     try:
         yield stack, store
     finally:
         stack.stop()
-        delete_topology(AMQP_URL, store)
+        delete_topology(AMQP_URL, Topology(prefix), store.all_keys(), stack.profiles)
         store.engine.dispose()
 
 

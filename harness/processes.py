@@ -1,7 +1,8 @@
-"""Test helpers: waiting on conditions, running Carousel services as real processes."""
+"""Waiting on conditions, and running Carousel services as real processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import kombu
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
@@ -104,61 +104,6 @@ class Service:
             return ""
 
 
-class EffectRecorder:
-    """An HTTP endpoint for the webhook driver that records every effect: calls per event
-    id, and the most actions running at once overall and per VM. An event's payload
-    ``{"delay": s}`` makes its action take ``s`` seconds."""
-
-    def __init__(self) -> None:
-        import threading
-        from collections import Counter
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.calls: Counter[str] = Counter()
-        self.order: list[str] = []
-        self.first_call: dict[str, float] = {}
-        self.running = 0
-        self.max_running = 0
-        self.running_per_vm: Counter[tuple[str, str]] = Counter()
-        self.max_per_vm = 0
-        lock = threading.Lock()
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                import json
-
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                vm = (body["host"], body["vm"])
-                with lock:
-                    recorder.calls[body["id"]] += 1
-                    recorder.first_call.setdefault(body["id"], time.time())
-                    recorder.order.append(body["id"])
-                    recorder.running += 1
-                    recorder.max_running = max(recorder.max_running, recorder.running)
-                    recorder.running_per_vm[vm] += 1
-                    recorder.max_per_vm = max(recorder.max_per_vm, recorder.running_per_vm[vm])
-                time.sleep(float(body.get("payload", {}).get("delay", 0)))
-                with lock:
-                    recorder.running -= 1
-                    recorder.running_per_vm[vm] -= 1
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/effect"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 class Stack:
     """Producer, scheduler and workers of one test, as real processes."""
 
@@ -193,23 +138,14 @@ class Stack:
     def worker(self, **extra: str) -> Service:
         return self._start("carousel-worker", None, extra)
 
+    @property
+    def profiles(self) -> list[str]:
+        """The worker profiles this stack's ACTION_PROFILES names."""
+        return list(json.loads(self.env.get("ACTION_PROFILES") or "{}"))
+
     def stop(self) -> None:
         for svc in reversed(self.services):
             svc.stop()
 
     def logs(self) -> str:
         return "\n\n".join(f"--- {s.script}\n{s.log_tail(40)}" for s in self.services)
-
-
-def delete_topology(amqp_url: str, store: Any) -> None:
-    """Delete from the broker what one private topology left: its per-key queues (those
-    the ledger ``store`` lists), its actions and completions queues, its exchanges."""
-    topology = store.topology
-    names = [q for _, _, q in store.queues()]
-    names += [topology.actions_queue.name, topology.completions_queue.name]
-    with kombu.Connection(amqp_url) as conn:
-        channel = conn.channel()  # deleting an absent queue or exchange is no error
-        for name in names:
-            channel.queue_delete(name)
-        for name in (topology.mapping_exchange.name, topology.actions_queue.name):
-            channel.exchange_delete(name)

@@ -1,20 +1,24 @@
-"""The producer's REST API (see DESIGN.md, "REST contract")."""
+"""The producer's REST API (the contract is in docs/design.md): the app, its lifespan,
+and the routes, grouped by what they serve."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, HTTPException, Response, status
-from fastapi.responses import JSONResponse
-from prometheus_client import generate_latest
+from fastapi import APIRouter, Body, FastAPI, HTTPException, status
 
 from producer.deps import Auth, Service
-from producer.errors import BrokerUnavailable, Unroutable
+from producer.errors import (
+    BrokerUnavailable,
+    Unroutable,
+    VmBeingRemoved,
+    VmHasUnfinishedEvents,
+)
 from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher
 from producer.schemas import (
@@ -22,23 +26,50 @@ from producer.schemas import (
     AvailabilityIn,
     EventBatchIn,
     EventOut,
+    MappingOut,
     VmEventIn,
 )
-from producer.service import EventService, VmBeingRemoved, VmHasPendingEvents
+from producer.service import EventService
 from producer.settings import ProducerSettings
-from shared.models import MappingSnapshot, Status
+from shared.errors import Conflict
+from shared.http import ops_router
+from shared.models import Status
 from shared.names import Name
-from shared.store import Conflict, Store
+from shared.store import Store
+from shared.topology import Topology
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: ProducerSettings) -> FastAPI:
     metrics = ProducerMetrics()
+    # max_body_size: 413 for larger bodies, chunked ones included (Starlette counts)
+    app = FastAPI(
+        title="Carousel producer",
+        version="0.1.0",
+        lifespan=_lifespan(settings, metrics),
+        max_body_size=settings.max_body_bytes,
+    )
+    app.include_router(events_router(metrics))
+    app.include_router(mapping_router(settings.topology))
 
+    async def ready() -> str | None:
+        try:
+            await app.state.service.publisher.start()
+        except BrokerUnavailable as exc:
+            return f"broker unreachable: {exc}"
+        return None
+
+    app.include_router(ops_router(ready, metrics.registry))
+    return app
+
+
+def _lifespan(
+    settings: ProducerSettings, metrics: ProducerMetrics
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = await asyncio.to_thread(Store.connect, settings.carousel_db_url, settings.topology)
+        store = await asyncio.to_thread(Store.connect, settings.carousel_db_url)
         publisher = Publisher(settings.amqp_url, settings.topology, settings.publish_timeout)
         try:
             await publisher.start()
@@ -51,15 +82,14 @@ def create_app(settings: ProducerSettings) -> FastAPI:
         await publisher.close()
         store.engine.dispose()
 
-    # max_body_size: 413 for larger bodies, chunked ones included (Starlette counts)
-    app = FastAPI(
-        title="Carousel producer",
-        version="0.1.0",
-        lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
-    )
+    return lifespan
 
-    @app.post("/events", status_code=status.HTTP_202_ACCEPTED, response_model=AcceptedOut)
+
+def events_router(metrics: ProducerMetrics) -> APIRouter:
+    """``POST /events`` and ``GET /events/{id}``."""
+    router = APIRouter(tags=["events"])
+
+    @router.post("/events", status_code=status.HTTP_202_ACCEPTED, response_model=AcceptedOut)
     async def post_events(
         _: Auth,
         svc: Service,
@@ -82,18 +112,25 @@ def create_app(settings: ProducerSettings) -> FastAPI:
         metrics.accept_seconds.observe(time.perf_counter() - started)
         return AcceptedOut(ids=ids)
 
-    @app.get("/events/{event_id}", response_model=EventOut)
+    @router.get("/events/{event_id}", response_model=EventOut)
     async def get_event(_: Auth, svc: Service, event_id: str) -> Any:
         row = await asyncio.to_thread(svc.store.get, event_id)
         if row is None or row["status"] == Status.PENDING:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}")
         return row
 
-    @app.get("/mapping", response_model=MappingSnapshot)
-    async def get_mapping(_: Auth, svc: Service) -> MappingSnapshot:
-        return await asyncio.to_thread(svc.store.snapshot)
+    return router
 
-    @app.put("/hosts/{host}/availability")
+
+def mapping_router(topology: Topology) -> APIRouter:
+    """The mapping: read it, set availability, remove a VM."""
+    router = APIRouter(tags=["mapping"])
+
+    @router.get("/mapping", response_model=MappingOut)
+    async def get_mapping(_: Auth, svc: Service) -> MappingOut:
+        return MappingOut.of(await asyncio.to_thread(svc.store.snapshot), topology)
+
+    @router.put("/hosts/{host}/availability")
     async def put_host_availability(
         _: Auth, svc: Service, host: Name, body: AvailabilityIn
     ) -> dict[str, Any]:
@@ -101,7 +138,7 @@ def create_app(settings: ProducerSettings) -> FastAPI:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no host {host!r}")
         return {"host": host, "available": body.available}
 
-    @app.put("/hosts/{host}/vms/{vm}/availability")
+    @router.put("/hosts/{host}/vms/{vm}/availability")
     async def put_vm_availability(
         _: Auth, svc: Service, host: Name, vm: Name, body: AvailabilityIn
     ) -> dict[str, Any]:
@@ -109,30 +146,14 @@ def create_app(settings: ProducerSettings) -> FastAPI:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no VM {vm!r} on host {host!r}")
         return {"host": host, "vm": vm, "available": body.available}
 
-    @app.delete("/hosts/{host}/vms/{vm}")
+    @router.delete("/hosts/{host}/vms/{vm}")
     async def delete_vm(_: Auth, svc: Service, host: Name, vm: Name) -> dict[str, Any]:
         try:
             removed = await svc.remove_vm(host, vm)
-        except (VmHasPendingEvents, VmBeingRemoved) as exc:
+        except (VmHasUnfinishedEvents, VmBeingRemoved) as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
         if not removed:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no VM {vm!r} on host {host!r}")
         return {"host": host, "vm": vm, "removed": True}
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz(svc: Service) -> JSONResponse:
-        try:
-            await svc.publisher.start()
-        except BrokerUnavailable as exc:
-            return JSONResponse({"status": "broker unreachable", "detail": str(exc)}, 503)
-        return JSONResponse({"status": "ready"})
-
-    @app.get("/metrics")
-    async def get_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
-
-    return app
+    return router

@@ -19,7 +19,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from producer.errors import BrokerUnavailable, ProducerError, Unroutable
-from shared.models import MappingDelta, VmEventMessage
+from shared.models import Key, MappingDelta, VmEventMessage
 from shared.topology import QueueSpec, Topology
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,11 @@ class Publisher:
             self._declared.clear()  # a new channel may face a reset broker
             self._channel = channel
             return channel
+
+    async def declare_keys(self, keys: Sequence[Key]) -> None:
+        """Declare the event queues of ``keys`` (before their first event is published)."""
+        for key in keys:
+            await self.declare(self._topology.event_queue(key))
 
     async def declare(self, queue: QueueSpec) -> None:
         if queue.name in self._declared:

@@ -7,12 +7,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.models import Action
+from shared.models import Action, Key, MappingSnapshot
 from shared.names import Name
+from shared.topology import Topology
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_BATCH = 1000
-EventId = str
 
 
 class VmEventIn(BaseModel):
@@ -66,3 +66,53 @@ class AvailabilityIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     available: bool
+
+
+class PolicyOut(BaseModel):
+    queue: str = Field(description="The key's durable event queue.")
+    pending: int = Field(description="Events accepted and waiting in it (status queued).")
+
+
+class VmOut(BaseModel):
+    available: bool
+    policies: dict[str, PolicyOut]
+
+
+class HostOut(BaseModel):
+    available: bool
+    vms: dict[str, VmOut]
+
+
+class MappingOut(BaseModel):
+    """``GET /mapping``: hosts, VMs and policies in first-appearance order, with each
+    key's queue name (built by the topology; the ledger stores only keys)."""
+
+    version: int
+    hosts: dict[str, HostOut]
+
+    @classmethod
+    def of(cls, snapshot: MappingSnapshot, topology: Topology) -> MappingOut:
+        return cls(
+            version=snapshot.version,
+            hosts={
+                host: HostOut(
+                    available=hview.available,
+                    vms={
+                        vm: VmOut(
+                            available=vview.available,
+                            policies={
+                                policy: PolicyOut(
+                                    queue=topology.event_queue_name(
+                                        Key(host=host, vm=vm, policy=policy)
+                                    ),
+                                    pending=pview.queued,
+                                )
+                                for policy, pview in vview.policies.items()
+                            },
+                        )
+                        for vm, vview in hview.vms.items()
+                    },
+                )
+                for host, hview in snapshot.hosts.items()
+            },
+        )

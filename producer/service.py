@@ -10,24 +10,13 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from producer.errors import BrokerUnavailable, ProducerError
+from producer.errors import BrokerUnavailable, VmBeingRemoved, VmHasUnfinishedEvents
 from producer.publisher import Publisher
 from producer.schemas import VmEventIn
 from shared.models import Key, MappingDelta, VmEventMessage
 from shared.store import Store
 
 log = logging.getLogger(__name__)
-
-
-class VmHasPendingEvents(ProducerError):
-    def __init__(self, count: int) -> None:
-        super().__init__(f"the VM still has {count} unfinished events")
-        self.count = count
-
-
-class VmBeingRemoved(ProducerError):
-    def __init__(self, host: str, vm: str) -> None:
-        super().__init__(f"VM {vm!r} on host {host!r} is being removed")
 
 
 class EventService:
@@ -89,8 +78,7 @@ class EventService:
             return
         async with self._mapping_lock:
             deltas = await asyncio.to_thread(self.store.ensure_keys, new)
-            for key in new:  # declare before publishing so the first event is routable
-                await self.publisher.declare(self.store.topology.event_queue(key))
+            await self.publisher.declare_keys(new)  # so the first event is routable
             await self.publisher.publish_deltas(deltas)
             self._known_keys.update(new)
 
@@ -120,7 +108,7 @@ class EventService:
             async with self._mapping_lock:
                 count = await asyncio.to_thread(self.store.unfinished_count, host, vm)
                 if count:
-                    raise VmHasPendingEvents(count)
+                    raise VmHasUnfinishedEvents(count)
                 delta = await asyncio.to_thread(self.store.remove_vm, host, vm)
                 self._known_keys = {k for k in self._known_keys if (k.host, k.vm) != key}
                 await self._announce(delta)

@@ -60,7 +60,6 @@ keys = sa.Table(
     sa.Column("host", sa.String(128), nullable=False),
     sa.Column("vm", sa.String(128), nullable=False),
     sa.Column("policy", sa.String(128), nullable=False),
-    sa.Column("queue", sa.String(255), nullable=False),
     sa.UniqueConstraint("host", "vm", "policy"),
 )
 
@@ -108,3 +107,14 @@ def create_schema(engine: Engine, attempts: int = 5) -> None:
         if conn.execute(sa.select(mapping_version.c.version)).first() is None:
             with contextlib.suppress(sa.exc.IntegrityError):  # another process won
                 conn.execute(mapping_version.insert().values(id=1, version=0))
+    _drop_stored_queue_names(engine)
+
+
+def _drop_stored_queue_names(engine: Engine) -> None:
+    """Ledgers made before 0.2 stored each key's queue name (``keys.queue``, NOT NULL);
+    names are now built by the topology alone, so the column goes."""
+    if "queue" not in {c["name"] for c in sa.inspect(engine).get_columns("keys")}:
+        return
+    raced = (sa.exc.OperationalError, sa.exc.ProgrammingError)  # another process dropped it
+    with contextlib.suppress(*raced), engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE keys DROP COLUMN queue"))

@@ -19,12 +19,10 @@ from shared.models import (
     Status,
     VmView,
 )
-from shared.topology import Topology
 
 
 class MappingStore:
     engine: Engine
-    topology: Topology
 
     # -- mapping -------------------------------------------------------------------
     def _bump(self, conn: sa.Connection) -> int:
@@ -52,10 +50,7 @@ class MappingStore:
                     sa.select(vms.c.seq).where(vms.c.host == key.host, vms.c.vm == key.vm)
                 ).first():
                     conn.execute(vms.insert().values(host=key.host, vm=key.vm, available=True))
-                queue = self.topology.event_queue_name(key)
-                conn.execute(
-                    keys.insert().values(host=key.host, vm=key.vm, policy=key.policy, queue=queue)
-                )
+                conn.execute(keys.insert().values(host=key.host, vm=key.vm, policy=key.policy))
                 deltas.append(
                     MappingDelta(
                         version=self._bump(conn),
@@ -63,7 +58,6 @@ class MappingStore:
                         host=key.host,
                         vm=key.vm,
                         policy=key.policy,
-                        queue=queue,
                     )
                 )
         return deltas
@@ -111,19 +105,13 @@ class MappingStore:
                 ).scalar_one()
             )
 
-    def queues(self) -> list[tuple[str, str, str]]:
-        """(host, vm, queue) of every key in the mapping."""
+    def all_keys(self) -> list[Key]:
+        """Every key in the mapping, in first-appearance order."""
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(keys.c.host, keys.c.vm, keys.c.queue)).all()
-        return [(r.host, r.vm, r.queue) for r in rows]
-
-    def vm_queues(self, host: str, vm: str) -> list[str]:
-        with self.engine.connect() as conn:
-            return list(
-                conn.execute(
-                    sa.select(keys.c.queue).where(keys.c.host == host, keys.c.vm == vm)
-                ).scalars()
-            )
+            rows = conn.execute(
+                sa.select(keys.c.host, keys.c.vm, keys.c.policy).order_by(keys.c.seq)
+            ).all()
+        return [Key(host=r.host, vm=r.vm, policy=r.policy) for r in rows]
 
     def remove_vm(self, host: str, vm: str) -> MappingDelta | None:
         with self.engine.begin() as conn:
@@ -146,7 +134,7 @@ class MappingStore:
             host_rows = conn.execute(sa.select(hosts).order_by(hosts.c.seq)).all()
             vm_rows = conn.execute(sa.select(vms).order_by(vms.c.seq)).all()
             key_rows = conn.execute(sa.select(keys).order_by(keys.c.seq)).all()
-            pending = {
+            queued = {
                 (r.host, r.vm, r.policy): int(r.n)
                 for r in conn.execute(
                     sa.select(
@@ -166,6 +154,6 @@ class MappingStore:
             vm_view = out.get(k.host, HostView(available=True, vms={})).vms.get(k.vm)
             if vm_view is not None:
                 vm_view.policies[k.policy] = PolicyView(
-                    queue=k.queue, pending=pending.get((k.host, k.vm, k.policy), 0)
+                    queued=queued.get((k.host, k.vm, k.policy), 0)
                 )
         return MappingSnapshot(version=version, hosts=out)

@@ -97,13 +97,12 @@ class MappingDelta(BaseModel):
     host: str
     vm: str | None = None
     policy: str | None = None
-    queue: str | None = None
     available: bool | None = None
 
 
 class PolicyView(BaseModel):
-    queue: str
-    pending: int
+    #: events accepted and waiting in the key's queue (status ``queued``)
+    queued: int
 
 
 class VmView(BaseModel):
@@ -117,7 +116,9 @@ class HostView(BaseModel):
 
 
 class MappingSnapshot(BaseModel):
-    """The whole mapping; dict order is first-appearance order at every level."""
+    """The whole mapping, as the ledger keeps it: keys, not queue names (those are
+    :class:`shared.topology.Topology`'s to build). Dict order is first-appearance order at
+    every level."""
 
     version: int
     hosts: dict[str, HostView]

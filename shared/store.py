@@ -12,7 +12,6 @@ from shared.db import create_schema, events, hosts, keys, make_engine, mapping_v
 from shared.errors import Conflict
 from shared.ledger import Accepted, Claim, EventLedger, InFlight
 from shared.mapping_store import MappingStore
-from shared.topology import Topology
 
 __all__ = [
     "Accepted",
@@ -30,13 +29,12 @@ __all__ = [
 
 
 class Store(EventLedger, MappingStore):
-    def __init__(self, engine: Engine, topology: Topology) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.topology = topology
 
     @classmethod
-    def connect(cls, url: str, topology: Topology) -> Store:
-        store = cls(make_engine(url), topology)
+    def connect(cls, url: str) -> Store:
+        store = cls(make_engine(url))
         store.create_schema()
         return store
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,22 +23,27 @@ DURABLE_QUEUE_ARGS: dict[str, Any] = {"x-queue-type": "classic"}
 
 
 @dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    type: str
+    durable: bool = True
+
+
+@dataclass(frozen=True)
 class QueueSpec:
+    """A queue, and the exchange it is bound to (``None``: only the default exchange,
+    which routes by queue name)."""
+
     name: str
     durable: bool = True
     exclusive: bool = False
     auto_delete: bool = False
     arguments: dict[str, Any] = field(default_factory=lambda: dict(DURABLE_QUEUE_ARGS))
+    exchange: ExchangeSpec | None = None
+    routing_key: str = ""
 
     def __hash__(self) -> int:
-        return hash((self.name, self.durable, self.exclusive, self.auto_delete))
-
-
-@dataclass(frozen=True)
-class ExchangeSpec:
-    name: str
-    type: str
-    durable: bool = True
+        return hash((self.name, self.durable, self.exclusive, self.auto_delete, self.exchange))
 
 
 DEFAULT_PROFILE = "default"
@@ -77,10 +83,12 @@ class Topology:
         return self.actions_queue_of(DEFAULT_PROFILE)
 
     def actions_queue_of(self, profile: str) -> QueueSpec:
-        """Celery tasks for the workers of one profile (see ``ACTION_PROFILES``)."""
-        if profile == DEFAULT_PROFILE:
-            return QueueSpec(f"{self.prefix}.actions")
-        return QueueSpec(f"{self.prefix}.actions.{profile}")
+        """Celery tasks for the workers of one profile (see ``ACTION_PROFILES``), bound
+        to a direct exchange of the same name, as Celery routes tasks."""
+        name = f"{self.prefix}.actions"
+        if profile != DEFAULT_PROFILE:
+            name = f"{name}.{profile}"
+        return QueueSpec(name, exchange=ExchangeSpec(name, "direct"), routing_key=name)
 
     @property
     def completions_queue(self) -> QueueSpec:
@@ -91,3 +99,29 @@ class Topology:
     def mapping_exchange(self) -> ExchangeSpec:
         """Producer -> schedulers: mapping deltas, each with its version."""
         return ExchangeSpec(f"{self.prefix}.mapping", "fanout")
+
+    def mapping_queue_of(self, scheduler: str) -> QueueSpec:
+        """One scheduler's own queue on the mapping fanout: gone with its connection."""
+        return QueueSpec(
+            f"{self.prefix}.mapping.{scheduler}",
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+            arguments={},
+            exchange=self.mapping_exchange,
+        )
+
+    # -- everything, for tearing a whole topology down -----------------------------
+    def durable_queues(self, keys: Iterable[Key], profiles: Iterable[str]) -> list[QueueSpec]:
+        """Every durable queue of this topology: the event queues of ``keys``, the
+        actions queue of each profile, the completions queue."""
+        return [
+            *(self.event_queue(k) for k in keys),
+            *(self.actions_queue_of(p) for p in dict.fromkeys([DEFAULT_PROFILE, *profiles])),
+            self.completions_queue,
+        ]
+
+    def exchanges(self, profiles: Iterable[str]) -> list[ExchangeSpec]:
+        """Every exchange of this topology: the mapping fanout and each profile's."""
+        actions = (self.actions_queue_of(p) for p in dict.fromkeys([DEFAULT_PROFILE, *profiles]))
+        return [self.mapping_exchange, *(q.exchange for q in actions if q.exchange)]

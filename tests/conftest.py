@@ -14,9 +14,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from harness.processes import EffectRecorder, Stack, delete_topology, free_port
+from harness.broker import delete_topology
+from harness.processes import Stack, free_port
 from shared.store import Store
 from shared.topology import Topology
+from tests.effects import EffectRecorder
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -66,13 +68,19 @@ def db_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def prefix(amqp_url: str, db_url: str) -> Iterator[str]:
+def profiles_used() -> set[str]:
+    """Worker profiles the test's stacks named (their queues are deleted afterwards)."""
+    return set()
+
+
+@pytest.fixture
+def prefix(amqp_url: str, db_url: str, profiles_used: set[str]) -> Iterator[str]:
     """A private topology for one test. Afterwards its queues and exchanges are deleted
-    from the broker (the per-key queues are those listed in the test's ledger)."""
+    from the broker (the per-key queues are those of the keys in the test's ledger)."""
     name = f"t{uuid.uuid4().hex[:10]}"
     yield name
-    store = Store.connect(db_url, Topology(name))
-    delete_topology(amqp_url, store)
+    store = Store.connect(db_url)
+    delete_topology(amqp_url, Topology(name), store.all_keys(), profiles_used)
     store.engine.dispose()
 
 
@@ -86,7 +94,7 @@ def recorder() -> Iterator[EffectRecorder]:
 
 @pytest.fixture
 def stack_factory(
-    amqp_url: str, prefix: str, db_url: str, tmp_path: Path
+    amqp_url: str, prefix: str, db_url: str, tmp_path: Path, profiles_used: set[str]
 ) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
 
@@ -103,6 +111,7 @@ def stack_factory(
         }
         stack = Stack({**base, **{k: str(v) for k, v in env.items()}}, tmp_path)
         stacks.append(stack)
+        profiles_used.update(stack.profiles)
         return stack
 
     yield make

@@ -31,17 +31,17 @@ from scheduler.dispatcher.confirms import ConfirmingProducer
 from scheduler.dispatcher.dispatcher import Dispatcher, Held
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.worker.app import TASK_NAME
-from shared.kombu_topology import direct_queue, event_queue, exchange
+from shared.kombu_topology import queue
 from shared.models import (
     FINISHED,
     Completion,
+    Key,
     MappingDelta,
     MappingSnapshot,
     Status,
     VmEventMessage,
 )
 from shared.store import Store
-from shared.topology import QueueSpec
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +107,10 @@ class SchedulerLoop:
             ctl_channel.basic_qos(0, 500, False)
             producer = ConfirmingProducer(conn)
             for profile in self.settings.profiles:
-                direct_queue(self.topology.actions_queue_of(profile))(producer.channel).declare()
+                queue(self.topology.actions_queue_of(profile))(producer.channel).declare()
 
-            completions = event_queue(self.topology.completions_queue)
-            mapping_q = kombu.Queue(  # this scheduler's own: gone with its connection
-                f"{self.topology.prefix}.mapping.{uuid.uuid4().hex[:12]}",
-                exchange(self.topology.mapping_exchange),
-                exclusive=True,
-                auto_delete=True,
-                durable=False,
-            )
+            completions = queue(self.topology.completions_queue)
+            mapping_q = queue(self.topology.mapping_queue_of(uuid.uuid4().hex[:12]))
             kombu.Consumer(
                 ctl_channel,
                 [completions],
@@ -178,8 +172,8 @@ class SchedulerLoop:
             self._remove_vm(host, vm)
         for host, hview in snapshot.hosts.items():
             for vm, vview in hview.vms.items():
-                for policy, pview in vview.policies.items():
-                    self._consume(pview.queue, (host, vm, policy), flush=False)
+                for policy in vview.policies:
+                    self._consume(Key(host=host, vm=vm, policy=policy), flush=False)
         if self._events is not None:
             self._events.consume()
         self.mapping_version = snapshot.version
@@ -209,13 +203,14 @@ class SchedulerLoop:
             log.warning("mapping moved without us hearing it; resyncing from a snapshot")
             self._resync()
 
-    def _consume(self, name: str, key: tuple[str, str, str], flush: bool = True) -> None:
-        if name in self._queues or self._events is None:
+    def _consume(self, key: Key, flush: bool = True) -> None:
+        spec = self.topology.event_queue(key)
+        if spec.name in self._queues or self._events is None:
             return
-        self._queues[name] = key
-        queue = event_queue(QueueSpec(name))(self._events.channel)
-        queue.declare(nowait=True)  # pipelined; a real problem closes the channel
-        self._events.add_queue(queue)
+        self._queues[spec.name] = (key.host, key.vm, key.policy)
+        bound = queue(spec)(self._events.channel)
+        bound.declare(nowait=True)  # pipelined; a real problem closes the channel
+        self._events.add_queue(bound)
         if flush:
             self._events.consume()
 
@@ -253,10 +248,10 @@ class SchedulerLoop:
             self._resync()
             return
         self.mapping_version = delta.version
-        if delta.op == "key_added" and delta.vm and delta.policy and delta.queue:
+        if delta.op == "key_added" and delta.vm and delta.policy:
             with self.lock:
                 self.dispatcher.add_key(delta.host, delta.vm, delta.policy)
-            self._consume(delta.queue, (delta.host, delta.vm, delta.policy))
+            self._consume(Key(host=delta.host, vm=delta.vm, policy=delta.policy))
         elif delta.op == "host_availability" and delta.available is not None:
             with self.lock:
                 self.dispatcher.set_host_available(delta.host, delta.available)

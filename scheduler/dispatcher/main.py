@@ -23,7 +23,7 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    store = Store.connect(settings.carousel_db_url, settings.topology)
+    store = Store.connect(settings.carousel_db_url)
     limits = Limits(settings.max_parallel, settings.per_vm_limit, settings.per_host_limit)
     dispatcher: Dispatcher[Any] = Dispatcher(
         limits, paused=settings.start_paused, log_size=settings.dispatch_log_size

@@ -46,7 +46,7 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    store = Store.connect(settings.carousel_db_url, settings.topology)
+    store = Store.connect(settings.carousel_db_url)
     app = create_celery(settings)
     tracker = WorkerTracker(app)
     provider: LocalProvider | KubernetesProvider

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from scheduler.worker.drivers import Driver, build_driver
 from scheduler.worker.execution import run_event
 from scheduler.worker.settings import WorkerSettings
-from shared.kombu_topology import direct_queue, event_queue
+from shared.kombu_topology import queue
 from shared.models import Completion, VmEventMessage
 from shared.settings import CommonSettings
 from shared.store import Store
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def create_celery(settings: CommonSettings) -> Celery:
     topology = settings.topology
-    queues = [direct_queue(topology.actions_queue_of(p)) for p in settings.profiles]
+    queues = [queue(topology.actions_queue_of(p)) for p in settings.profiles]
     app = Celery("carousel", broker=settings.amqp_url, set_as_current=False)
     app.conf.update(
         task_queues=queues,
@@ -64,7 +64,7 @@ class _Runtime:
 
     def get(self) -> tuple[Store, Driver]:
         if self._pid != os.getpid() or self._store is None or self._driver is None:
-            self._store = Store.connect(self.settings.carousel_db_url, self.settings.topology)
+            self._store = Store.connect(self.settings.carousel_db_url)
             self._driver = build_driver(self.settings)
             self._pid = os.getpid()
         return self._store, self._driver
@@ -72,7 +72,7 @@ class _Runtime:
 
 def register_tasks(app: Celery, settings: WorkerSettings) -> None:
     runtime = _Runtime(settings)
-    completions = event_queue(settings.topology.completions_queue)
+    completions = queue(settings.topology.completions_queue)
 
     def announce(completion: Completion) -> None:
         with app.producer_or_acquire() as producer:

@@ -12,9 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.processes import EffectRecorder, Stack, wait_until
+from harness.processes import Stack, wait_until
 from tests import private_broker
 from tests.conftest import IN_CI
+from tests.effects import EffectRecorder
 from tests.integration.test_e2e import all_finished, event, post, stats
 from tests.private_broker import PrivateBroker
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 
-from harness.processes import EffectRecorder, Stack, wait_until
+from harness.processes import Stack, wait_until
+from tests.effects import EffectRecorder
 
 
 def post(stack: Stack, events: list[dict[str, Any]], **kw: Any) -> list[str]:

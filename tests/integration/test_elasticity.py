@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 
-from harness.processes import BIN, EffectRecorder, Stack, wait_until
+from harness.processes import BIN, Stack, wait_until
+from tests.effects import EffectRecorder
 from tests.integration.test_e2e import all_finished, event, post
 
 UP = ("idle", "busy")

@@ -9,11 +9,12 @@ from typing import Any
 import httpx
 import kombu
 
-from harness.processes import EffectRecorder, Stack, wait_until
-from shared.kombu_topology import event_queue
+from harness.processes import Stack, wait_until
+from shared.kombu_topology import queue as kombu_queue
 from shared.models import Key, Status
 from shared.store import Store
 from shared.topology import Topology
+from tests.effects import EffectRecorder
 from tests.integration.test_e2e import all_finished, event, post, stats
 
 
@@ -58,9 +59,9 @@ def test_event_redelivered_after_a_crash_between_ledger_and_publish(
         stack, [{"host": "h1", "vm": "vm1", "policy": "p", "action": "heal", "id": "crash-window"}]
     )
     topology = Topology(prefix)
-    store = Store.connect(db_url, topology)
+    store = Store.connect(db_url)
     with kombu.Connection(amqp_url) as conn:  # take the delivery, as the dead scheduler did
-        queue = event_queue(topology.event_queue(Key(host="h1", vm="vm1", policy="p")))
+        queue = kombu_queue(topology.event_queue(Key(host="h1", vm="vm1", policy="p")))
         got = queue(conn.channel()).get(no_ack=False)
         assert got is not None and got.payload["id"] == eid
         assert store.mark_dispatched(eid, "dead-scheduler", time.time()) is Status.QUEUED
@@ -97,7 +98,7 @@ def test_duplicate_task_messages_have_one_effect(
             }
         ],
     )
-    store = Store.connect(db_url, Topology(prefix))
+    store = Store.connect(db_url)
     assert store.mark_dispatched(eid, "first", time.time()) is Status.QUEUED
     body = {
         "id": eid,

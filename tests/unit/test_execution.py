@@ -13,7 +13,6 @@ from scheduler.worker.errors import ActionFailed
 from scheduler.worker.execution import run_event
 from shared.models import Action, Completion, Status, VmEventMessage
 from shared.store import Claim, Store
-from shared.topology import Topology
 
 
 class RecordingDriver:
@@ -47,7 +46,7 @@ def completion(event: VmEventMessage, status: str) -> Completion:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store.connect(f"sqlite:///{tmp_path / 'l.db'}", Topology("t"))
+    store = Store.connect(f"sqlite:///{tmp_path / 'l.db'}")
     yield store
     store.engine.dispose()
 

@@ -9,10 +9,11 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from producer.schemas import MAX_BATCH, MAX_PAYLOAD_BYTES, EventBatchIn, VmEventIn
+from shared.kombu_topology import queue as kombu_queue
 from shared.models import Key
 from shared.names import NAME_MAX, Name, is_valid_name
 from shared.settings import CommonSettings
-from shared.topology import MAX_QUEUE_NAME, Topology
+from shared.topology import MAX_QUEUE_NAME, ExchangeSpec, Topology
 
 NAME = TypeAdapter(Name)
 
@@ -181,8 +182,10 @@ def _all_names(topo: Topology) -> dict[str, str]:
         "event_queue": topo.event_queue_name(_key("h", "v", "p")),
         "long_event_queue": topo.event_queue_name(_key("h" * 128, "v" * 128, "p" * 128)),
         "actions": topo.actions_queue.name,
+        "slow_actions": topo.actions_queue_of("slow").name,
         "completions": topo.completions_queue.name,
         "mapping": topo.mapping_exchange.name,
+        "mapping_queue": topo.mapping_queue_of("s1").name,
     }
 
 
@@ -203,6 +206,53 @@ def test_shared_names_are_distinct_and_typed() -> None:
     assert topo.mapping_exchange.durable
     assert topo.actions_queue.durable
     assert topo.completions_queue.durable
+
+
+def test_actions_queues_are_bound_to_a_direct_exchange_of_their_name() -> None:
+    topo = Topology("carousel")
+    for profile, name in [("default", "carousel.actions"), ("slow", "carousel.actions.slow")]:
+        spec = topo.actions_queue_of(profile)
+        assert spec.name == name
+        assert spec.exchange == ExchangeSpec(name, "direct")
+        assert spec.routing_key == name
+
+
+def test_a_schedulers_mapping_queue_is_its_own_and_transient() -> None:
+    spec = Topology("carousel").mapping_queue_of("abc")
+    assert spec.name == "carousel.mapping.abc"
+    assert spec.exchange == Topology("carousel").mapping_exchange
+    assert (spec.durable, spec.exclusive, spec.auto_delete) == (False, True, True)
+
+
+def test_a_whole_topology_lists_every_queue_and_exchange() -> None:
+    topo = Topology("t")
+    keys = [_key("h", "v", "p"), _key("h", "v", "q")]
+    assert [q.name for q in topo.durable_queues(keys, ["slow"])] == [
+        "t.ev.h/v/p",
+        "t.ev.h/v/q",
+        "t.actions",
+        "t.actions.slow",
+        "t.completions",
+    ]
+    assert [e.name for e in topo.exchanges(["slow", "default"])] == [
+        "t.mapping",
+        "t.actions",
+        "t.actions.slow",
+    ]
+
+
+def test_kombu_queues_follow_their_specs() -> None:
+    topo = Topology("t")
+    actions = kombu_queue(topo.actions_queue_of("slow"))
+    assert (actions.name, actions.exchange.name, actions.exchange.type) == (
+        "t.actions.slow",
+        "t.actions.slow",
+        "direct",
+    )
+    assert actions.routing_key == "t.actions.slow"
+    event = kombu_queue(topo.event_queue(_key("h", "v", "p")))
+    assert event.exchange.name == ""  # the default exchange routes by queue name
+    assert event.queue_arguments == {"x-queue-type": "classic"}
 
 
 # -- producer.schemas ----------------------------------------------------------------------

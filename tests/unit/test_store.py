@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from shared.db import keys as keys_table
 from shared.models import Action, Key, Status, VmEventMessage
 from shared.store import Claim, Conflict, InFlight, Store
-from shared.topology import Topology
-
-TOPO = Topology("t")
 
 
 def ev(
@@ -47,7 +46,7 @@ def open_store(db_path: Path) -> Iterator[Callable[[], Store]]:
     opened: list[Store] = []
 
     def make() -> Store:
-        store = Store.connect(f"sqlite:///{db_path}", TOPO)
+        store = Store.connect(f"sqlite:///{db_path}")
         opened.append(store)
         return store
 
@@ -447,7 +446,7 @@ def test_ensure_keys_bumps_version_once_per_new_key(store: Store) -> None:
     assert [(d.op, d.host, d.vm, d.policy) for d in deltas] == [
         ("key_added", k.host, k.vm, k.policy) for k in keys
     ]
-    assert [d.queue for d in deltas] == [TOPO.event_queue_name(k) for k in keys]
+    assert all("queue" not in d.model_dump() for d in deltas)  # names are the topology's
     assert store.mapping_version() == 3
 
     assert store.ensure_keys(keys) == []  # known keys: no delta, no bump
@@ -458,18 +457,34 @@ def test_ensure_keys_bumps_version_once_per_new_key(store: Store) -> None:
     assert store.mapping_version() == 4
 
 
-def test_snapshot_queue_names_come_from_the_topology(store: Store) -> None:
+def test_the_ledger_stores_keys_not_queue_names(store: Store) -> None:
     long_key = K("h" * 128, "v" * 128, "p" * 128)
     store.ensure_keys([K("h", "v", "p"), long_key])
+    assert store.all_keys() == [K("h", "v", "p"), long_key]  # first-appearance order
+    assert "queue" not in {c.name for c in keys_table.columns}
     snap = store.snapshot()
-    assert snap.hosts["h"].vms["v"].policies["p"].queue == "t.ev.h/v/p"
-    long_view = snap.hosts["h" * 128].vms["v" * 128].policies["p" * 128]
-    assert long_view.queue == TOPO.event_queue_name(long_key)
-    assert sorted(q for _, _, q in store.queues()) == sorted(
-        ["t.ev.h/v/p", TOPO.event_queue_name(long_key)]
-    )
-    assert store.vm_queues("h", "v") == ["t.ev.h/v/p"]
-    assert store.vm_queues("h", "nope") == []
+    assert snap.hosts["h"].vms["v"].policies["p"].model_dump() == {"queued": 0}
+
+
+def test_a_ledger_that_stored_queue_names_is_migrated(tmp_path: Path) -> None:
+    """Ledgers made before keys stopped carrying queue names had ``keys.queue NOT NULL``:
+    connecting drops the column, so new keys can be added."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE keys (seq INTEGER PRIMARY KEY AUTOINCREMENT, host VARCHAR(128) "
+                "NOT NULL, vm VARCHAR(128) NOT NULL, policy VARCHAR(128) NOT NULL, "
+                "queue VARCHAR(255) NOT NULL, UNIQUE (host, vm, policy))"
+            )
+        )
+        conn.execute(sa.text("INSERT INTO keys (host, vm, policy, queue) VALUES ('h','v','p','x')"))
+    engine.dispose()
+    store = Store.connect(url)
+    store.ensure_keys([K("h", "v", "q")])
+    assert store.all_keys() == [K("h", "v", "p"), K("h", "v", "q")]
+    store.engine.dispose()
 
 
 @pytest.mark.parametrize("available", [False, True])
@@ -514,7 +529,7 @@ def test_remove_vm(store: Store) -> None:
     snap = store.snapshot()
     assert list(snap.hosts) == ["h"]
     assert list(snap.hosts["h"].vms) == ["v2"]
-    assert store.vm_queues("h", "v1") == []
+    assert [k for k in store.all_keys() if k.vm == "v1"] == []
     assert store.remove_vm("h", "v1") is None
     assert store.remove_vm("nope", "v") is None
     assert store.mapping_version() == 4
@@ -525,7 +540,7 @@ def test_remove_vm(store: Store) -> None:
     assert list(store.snapshot().hosts["h"].vms) == ["v2", "v1"]
 
 
-def test_snapshot_pending_counts_only_queued_events(store: Store) -> None:
+def test_snapshot_counts_only_queued_events(store: Store) -> None:
     store.ensure_keys([K("h", "v", "p"), K("h", "v", "q")])
     store.accept([ev("pending")])
     queued(store, ev("q1"), ev("q2"), ev("q3"), ev("other", policy="q"))
@@ -535,8 +550,8 @@ def test_snapshot_pending_counts_only_queued_events(store: Store) -> None:
     store.finish("done", "d1", True, None, 5.0)
     assert store.mark_dispatched("q3", "d", 3.0) is Status.QUEUED
     policies = store.snapshot().hosts["h"].vms["v"].policies
-    assert policies["p"].pending == 2  # q1, q2
-    assert policies["q"].pending == 1
+    assert policies["p"].queued == 2  # q1, q2
+    assert policies["q"].queued == 1
 
 
 # -- several processes on one file --------------------------------------------------------
