@@ -11,6 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from shared.backoff import Backoff
+
 metadata = sa.MetaData()
 
 events = sa.Table(
@@ -95,6 +97,7 @@ def make_engine(url: str) -> Engine:
 def create_schema(engine: Engine, attempts: int = 5) -> None:
     """Create the tables if missing. Services starting together race to do it: the
     loser's CREATE fails with "already exists", and its retry finds the tables."""
+    backoff = Backoff(first=0.05, cap=0.5)
     for attempt in range(attempts):
         try:
             metadata.create_all(engine)
@@ -102,7 +105,7 @@ def create_schema(engine: Engine, attempts: int = 5) -> None:
         except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
             if attempt == attempts - 1:
                 raise
-            time.sleep(0.05 * (attempt + 1))
+            time.sleep(backoff.next())
     with engine.begin() as conn:
         if conn.execute(sa.select(mapping_version.c.version)).first() is None:
             with contextlib.suppress(sa.exc.IntegrityError):  # another process won

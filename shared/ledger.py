@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from shared.db import events
 from shared.errors import Conflict
-from shared.models import FINISHED, Status, VmEventMessage
+from shared.models import FINISHED, IN_FLIGHT, UNDISPATCHED, Status, VmEventMessage
 
 
 class Claim(Enum):
@@ -145,28 +145,12 @@ class EventLedger:
         return None if row is None else dict(row._mapping)
 
     # -- scheduler -----------------------------------------------------------------
-    def mark_dispatched(self, event_id: str, dispatch_id: str, at: float) -> Status | None:
-        """queued|pending -> dispatched. Returns the status the event had before (so the
-        caller can tell a duplicate), ``None`` for an unknown id."""
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                events.update()
-                .where(
-                    events.c.id == event_id,
-                    events.c.status.in_([Status.PENDING.value, Status.QUEUED.value]),
-                )
-                .values(status=Status.DISPATCHED.value, dispatch_id=dispatch_id, dispatched_at=at)
-            )
-            if res.rowcount == 1:
-                return Status.QUEUED
-            row = conn.execute(sa.select(events.c.status).where(events.c.id == event_id)).first()
-        return None if row is None else Status(row.status)
-
     def mark_dispatched_many(
         self, event_ids: Sequence[str], dispatch_id: str, at: float
     ) -> dict[str, Status | None]:
-        """:meth:`mark_dispatched` for a batch, in one transaction: id -> the status it had
-        before (``QUEUED`` for every event this call moved)."""
+        """pending|queued -> dispatched, for a batch in one transaction. Returns id -> the
+        status it had before: ``QUEUED`` for every event this call moved (so the caller
+        can tell a duplicate), ``None`` for an unknown id."""
         if not event_ids:
             return {}
         with self.engine.begin() as conn:
@@ -174,7 +158,7 @@ class EventLedger:
                 events.update()
                 .where(
                     events.c.id.in_(event_ids),
-                    events.c.status.in_([Status.PENDING.value, Status.QUEUED.value]),
+                    events.c.status.in_([s.value for s in UNDISPATCHED]),
                 )
                 .values(status=Status.DISPATCHED.value, dispatch_id=dispatch_id, dispatched_at=at)
             )
@@ -223,7 +207,7 @@ class EventLedger:
             rows = conn.execute(
                 sa.select(
                     events.c.id, events.c.host, events.c.vm, events.c.policy, events.c.status
-                ).where(events.c.status.in_([Status.DISPATCHED.value, Status.RUNNING.value]))
+                ).where(events.c.status.in_([s.value for s in IN_FLIGHT]))
             ).all()
         return [InFlight(r.id, r.host, r.vm, r.policy, Status(r.status)) for r in rows]
 

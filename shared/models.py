@@ -37,8 +37,11 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
-FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED})
+#: not yet handed to a worker: the scheduler may dispatch these
+UNDISPATCHED = frozenset({Status.PENDING, Status.QUEUED})
+#: handed to a worker and not finished: each holds a slot of the limits
 IN_FLIGHT = frozenset({Status.DISPATCHED, Status.RUNNING})
+FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED})
 
 
 class Key(BaseModel):
@@ -76,7 +79,7 @@ class Completion(BaseModel):
     host: str
     vm: str
     policy: str
-    status: Literal["succeeded", "failed"]
+    status: Literal[Status.SUCCEEDED, Status.FAILED]
 
     @classmethod
     def of(cls, event: VmEventMessage, ok: bool) -> Completion:
@@ -85,7 +88,7 @@ class Completion(BaseModel):
             host=event.host,
             vm=event.vm,
             policy=event.policy,
-            status="succeeded" if ok else "failed",
+            status=Status.SUCCEEDED if ok else Status.FAILED,
         )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from scheduler.worker.drivers import Driver
 from scheduler.worker.errors import ActionFailed
+from shared.backoff import Backoff
 from shared.models import Completion, Status, VmEventMessage
 from shared.store import Claim, Store
 
@@ -81,15 +82,14 @@ def _persist(
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Retry a ledger write with backoff for up to ``give_up_after`` seconds."""
-    delay, waited = 0.1, 0.0
+    backoff = Backoff(first=0.1, cap=5.0)
     while True:
         try:
             write()
             return
         except Exception:
-            if waited >= give_up_after:
+            if backoff.waited >= give_up_after:
                 raise
+            delay = backoff.next()
             log.warning("could not %s; retrying in %.1f s", what, delay, exc_info=True)
             sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 5.0)

@@ -60,7 +60,7 @@ def clock() -> Callable[[], float]:
 def dispatch(store: Store, event: VmEventMessage) -> None:
     store.accept([event])
     store.confirm([event])
-    assert store.mark_dispatched(event.id, "scheduler-side", 50.0) is Status.QUEUED
+    assert store.mark_dispatched_many([event.id], "scheduler-side", 50.0)[event.id] is Status.QUEUED
 
 
 def test_claimed_event_runs_once_and_succeeds(store: Store, clock: Callable[[], float]) -> None:

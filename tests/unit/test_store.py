@@ -67,7 +67,7 @@ def queued(store: Store, *events: VmEventMessage) -> None:
 
 def dispatched(store: Store, event: VmEventMessage, dispatch_id: str = "d0") -> None:
     queued(store, event)
-    assert store.mark_dispatched(event.id, dispatch_id, 2.0) is Status.QUEUED
+    assert store.mark_dispatched_many([event.id], dispatch_id, 2.0)[event.id] is Status.QUEUED
 
 
 def running(store: Store, event: VmEventMessage, dispatch_id: str = "d1") -> None:
@@ -255,7 +255,7 @@ def test_mark_dispatched(
 ) -> None:
     setup(store)
     before = store.get("a")
-    assert store.mark_dispatched("a", "dx", 7.0) is expected
+    assert store.mark_dispatched_many(["a"], "dx", 7.0)["a"] is expected
     after = store.get("a")
     if moved:
         assert after is not None
@@ -548,7 +548,7 @@ def test_snapshot_counts_only_queued_events(store: Store) -> None:
     running(store, ev("running"))
     running(store, ev("done"))
     store.finish("done", "d1", True, None, 5.0)
-    assert store.mark_dispatched("q3", "d", 3.0) is Status.QUEUED
+    assert store.mark_dispatched_many(["q3"], "d", 3.0)["q3"] is Status.QUEUED
     policies = store.snapshot().hosts["h"].vms["v"].policies
     assert policies["p"].queued == 2  # q1, q2
     assert policies["q"].queued == 1
@@ -564,7 +564,7 @@ def test_two_stores_on_one_file_see_each_others_writes(
     producer.accept([ev("a")])
     assert worker.status_of("a") is Status.PENDING
     producer.confirm([ev("a")])
-    assert worker.mark_dispatched("a", "d0", 2.0) is Status.QUEUED
+    assert worker.mark_dispatched_many(["a"], "d0", 2.0)["a"] is Status.QUEUED
     assert producer.status_of("a") is Status.DISPATCHED
     assert worker.claim("a", "d1", "w", 3.0) is Claim.CLAIMED
     assert producer.claim("a", "d2", "w2", 3.0) is Claim.HELD

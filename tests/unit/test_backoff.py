@@ -1,0 +1,48 @@
+"""The one backoff helper, and the worker's in-place retry of a ledger write built on it."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.worker.execution import _persist
+from shared.backoff import Backoff
+
+
+def test_delays_double_up_to_the_cap_and_reset_starts_again() -> None:
+    backoff = Backoff(first=0.2, cap=1.0)
+    assert [backoff.next() for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
+    assert backoff.waited == pytest.approx(3.4)
+    backoff.reset()
+    assert (backoff.next(), backoff.waited) == (0.2, 0.2)
+
+
+@pytest.mark.parametrize(("first", "cap", "factor"), [(0, 1, 2), (2, 1, 2), (0.1, 1, 0.5)])
+def test_nonsense_is_refused(first: float, cap: float, factor: float) -> None:
+    with pytest.raises(ValueError):
+        Backoff(first=first, cap=cap, factor=factor)
+
+
+def test_persist_retries_until_the_write_goes_through() -> None:
+    attempts: list[int] = []
+    slept: list[float] = []
+
+    def write() -> None:
+        attempts.append(1)
+        if len(attempts) < 4:
+            raise OSError("database is locked")
+
+    _persist(write, "record", sleep=slept.append)
+    assert len(attempts) == 4
+    assert slept == [0.1, 0.2, 0.4]
+
+
+def test_persist_gives_up_after_its_time_and_raises_the_last_error() -> None:
+    slept: list[float] = []
+
+    def write() -> None:
+        raise OSError("gone")
+
+    with pytest.raises(OSError, match="gone"):
+        _persist(write, "record", give_up_after=10.0, sleep=slept.append)
+    assert sum(slept) >= 10.0
+    assert max(slept) == 5.0  # capped

@@ -1,0 +1,61 @@
+"""The operations endpoints every HTTP service serves (shared.http), tried over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Gauge
+
+from shared.http import ops_router
+
+
+def _app(ready_reason: str | None, asynchronous: bool) -> tuple[FastAPI, Gauge]:
+    registry = CollectorRegistry()
+    gauge = Gauge("carousel_test_value", "a value", registry=registry)
+    refreshed: list[int] = []
+
+    def refresh() -> None:
+        refreshed.append(1)
+        gauge.set(len(refreshed))
+
+    def ready_sync() -> str | None:
+        return ready_reason
+
+    async def ready_async() -> str | None:
+        return ready_reason
+
+    app = FastAPI()
+    app.include_router(ops_router(ready_async if asynchronous else ready_sync, registry, refresh))
+    return app, gauge
+
+
+def get(app: FastAPI, path: str) -> httpx.Response:
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.get(path)
+
+    return asyncio.run(call())
+
+
+def test_healthz_answers_while_the_process_lives() -> None:
+    app, _ = _app("broker gone", asynchronous=False)
+    assert get(app, "/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_says_ready_or_why_not_sync_and_async() -> None:
+    for asynchronous in (False, True):
+        ok = get(_app(None, asynchronous)[0], "/readyz")
+        assert (ok.status_code, ok.json()) == (200, {"status": "ready"})
+        not_ok = get(_app("not connected", asynchronous)[0], "/readyz")
+        assert (not_ok.status_code, not_ok.json()) == (503, {"status": "not connected"})
+
+
+def test_metrics_are_refreshed_before_each_scrape() -> None:
+    app, _ = _app(None, asynchronous=False)
+    get(app, "/metrics")
+    body = get(app, "/metrics")
+    assert body.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "carousel_test_value 2.0" in body.text
