@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,43 @@ def test_setting_has_a_description(name: str) -> None:
 def test_setting_is_in_env_example(name: str) -> None:
     lines = (ROOT / ".env.example").read_text().splitlines()
     assert any(line.startswith(f"{name}=") for line in lines)
+
+
+def _tests_named_in(text: str) -> set[tuple[str, str]]:
+    """(file, test) pairs cited as ``file.py::test_name``, the file carried over to the
+    ``::test_other`` citations that follow it."""
+    cited: set[tuple[str, str]] = set()
+    current = ""
+    for match in re.finditer(r"`(?:(test_\w+\.py))?::(test_\w+)`|`(test_\w+\.py)", text):
+        if match.group(3):
+            current = match.group(3)
+            continue
+        current = match.group(1) or current
+        cited.add((current, match.group(2)))
+    return cited
+
+
+def test_every_test_the_design_cites_exists() -> None:
+    text = (ROOT / "docs" / "design.md").read_text()
+    cited = _tests_named_in(text)
+    assert len(cited) >= 15
+    for filename, name in sorted(cited):
+        paths = list((ROOT / "tests").rglob(filename))
+        assert paths, f"docs/design.md cites {filename}, which does not exist"
+        assert re.search(rf"^def {name}\(", paths[0].read_text(), re.M), (
+            f"docs/design.md cites {filename}::{name}, which does not exist"
+        )
+
+
+def test_every_path_the_readme_and_design_name_exists() -> None:
+    for doc in ("README.md", "docs/design.md"):
+        text = (ROOT / doc).read_text()
+        for path in re.findall(
+            r"`((?:producer|scheduler|shared|harness|bench|docs)/[\w./]+)`", text
+        ):
+            assert (ROOT / path).exists(), f"{doc} names {path}, which does not exist"
+
+
+def test_nothing_points_outside_the_repository() -> None:
+    for doc in ("README.md", "docs/design.md"):
+        assert "../" not in (ROOT / doc).read_text(), doc
