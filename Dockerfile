@@ -1,5 +1,6 @@
 # One image for every Carousel service; docker-compose.yml picks the console script
-# (carousel-producer, carousel-scheduler, carousel-worker, carousel-flower) per service.
+# (carousel-producer, carousel-scheduler, carousel-worker, carousel-elasticity,
+# carousel-flower) per service.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

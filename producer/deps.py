@@ -45,4 +45,3 @@ def authorize(
 
 Auth = Annotated[None, Depends(authorize)]
 Service = Annotated[EventService, Depends(get_service)]
-Metrics = Annotated[ProducerMetrics, Depends(get_metrics)]

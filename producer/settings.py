@@ -1,3 +1,5 @@
+"""Settings of the producer (``carousel-producer``)."""
+
 from __future__ import annotations
 
 from pydantic import Field
@@ -6,6 +8,8 @@ from shared.settings import CommonSettings
 
 
 class ProducerSettings(CommonSettings):
+    """What ``carousel-producer`` reads."""
+
     carousel_api_token: str = Field(
         "",
         description="Bearer token required on every call but health (CAROUSEL_API_TOKEN); "

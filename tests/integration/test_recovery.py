@@ -216,7 +216,7 @@ def test_unavailable_host_and_vm_are_skipped_and_kept(
     )
 
 
-def test_delete_vm_refuses_while_events_are_pending(
+def test_delete_vm_refuses_while_events_are_unfinished(
     stack_factory: Callable[..., Stack],
     amqp_url: str,
     prefix: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,15 @@ def test_every_path_the_readme_and_design_name_exists() -> None:
 def test_nothing_points_outside_the_repository() -> None:
     for doc in ("README.md", "docs/design.md"):
         assert "../" not in (ROOT / doc).read_text(), doc
+
+
+def test_the_readme_names_each_entry_point_and_its_module() -> None:
+    """The package layout, the console scripts and the README's table agree."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    readme = (ROOT / "README.md").read_text()
+    assert len(scripts) == 5
+    for script, target in scripts.items():
+        module = target.split(":")[0]
+        path = module.replace(".", "/") + ".py"
+        assert (ROOT / path).exists(), path
+        assert f"`{script}` (`{path}`)" in readme, f"README does not list {script} -> {path}"
