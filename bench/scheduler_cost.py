@@ -17,7 +17,9 @@ from shared.models import Action, VmEventMessage
 def run(sizes: tuple[int, ...] = (1_000, 10_000, 100_000), decisions: int = 50_000) -> None:
     rows: list[dict[str, Any]] = []
     for keys in sizes:
-        d: Dispatcher[int] = Dispatcher(Limits(max_parallel=64, per_vm=1), log_size=1000)
+        d: Dispatcher[int] = Dispatcher(
+            Limits(max_parallel=64, per_vm=1, per_host=0), log_size=1000
+        )
         hosts = max(1, keys // 100)
         for i in range(keys):
             d.add_key(f"h{i % hosts}", f"vm{i}", "p")

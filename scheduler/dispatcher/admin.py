@@ -1,17 +1,30 @@
-"""The scheduler's admin API (port 8001)."""
+"""The scheduler's admin API (port 8001): the dispatcher's views and controls, and the
+operations routes (/healthz, /readyz, /metrics) of :func:`shared.http.ops_router`."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Query, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from fastapi import APIRouter, FastAPI, Query
+from prometheus_client import CollectorRegistry, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
-from scheduler.dispatcher.dispatcher import Dispatcher
+from scheduler.dispatcher.state import DispatcherState
+from shared.http import ops_router
+
+Stats = Callable[[], dict[str, Any]]
+
+#: the gauges of /metrics, each set from the /stats field of its name
+GAUGES = [
+    ("in_flight", "Actions in flight"),
+    ("held", "Heads held"),
+    ("ready_keys", "Keys with a held head"),
+    ("dispatched_total", "Dispatches since start"),
+    ("completed_total", "Completions since start"),
+    ("paused", "1 if paused"),
+]
 
 
 class LimitsIn(BaseModel):
@@ -23,75 +36,68 @@ class LimitsIn(BaseModel):
 
 
 def create_admin_app(
-    dispatcher: Dispatcher[Any],
-    lock: threading.Lock,
+    state: DispatcherState[Any],
     connected: threading.Event,
-    mapping_version: Any,
+    mapping_version: Callable[[], int],
 ) -> FastAPI:
     app = FastAPI(title="Carousel scheduler admin", version="0.1.0")
-    registry = CollectorRegistry()
-    gauges = {
-        name: Gauge(f"carousel_scheduler_{name}", help_, registry=registry)
-        for name, help_ in [
-            ("in_flight", "Actions in flight"),
-            ("held", "Heads held"),
-            ("ready_keys", "Keys with a held head"),
-            ("dispatched_total", "Dispatches since start"),
-            ("completed_total", "Completions since start"),
-            ("paused", "1 if paused"),
-        ]
-    }
 
     def stats() -> dict[str, Any]:
-        with lock:
-            out = dispatcher.stats()
+        out = state.stats()
         out["connected"] = connected.is_set()
         out["mapping_version"] = mapping_version()
         return out
 
-    @app.get("/stats")
+    def ready() -> str | None:
+        return None if connected.is_set() else "not connected to the broker"
+
+    registry, refresh = _metrics(stats)
+    app.include_router(dispatcher_router(state, stats))
+    app.include_router(ops_router(ready, registry, refresh))
+    return app
+
+
+def dispatcher_router(state: DispatcherState[Any], stats: Stats) -> APIRouter:
+    """/stats, /pause, /resume, /limits and /dispatches over the dispatcher."""
+    router = APIRouter()
+
+    @router.get("/stats")
     def get_stats() -> dict[str, Any]:
         return stats()
 
-    @app.post("/pause")
+    @router.post("/pause")
     def pause() -> dict[str, Any]:
-        with lock:
-            dispatcher.paused = True
+        state.pause()
         return {"paused": True}
 
-    @app.post("/resume")
+    @router.post("/resume")
     def resume() -> dict[str, Any]:
-        with lock:
-            dispatcher.paused = False
+        state.resume()
         return {"paused": False}
 
-    @app.put("/limits")
+    @router.put("/limits")
     def put_limits(body: LimitsIn) -> dict[str, Any]:
-        changes = body.model_dump(exclude_none=True)
-        with lock:
-            dispatcher.set_limits(replace(dispatcher.limits, **changes))
-            return dict(vars(dispatcher.limits))
+        return state.set_limits(body.model_dump(exclude_none=True))
 
-    @app.get("/dispatches")
+    @router.get("/dispatches")
     def get_dispatches(limit: int = Query(100, ge=1, le=10000)) -> list[dict[str, Any]]:
-        with lock:
-            return dispatcher.recent_dispatches(limit)
+        return state.recent_dispatches(limit)
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    return router
 
-    @app.get("/readyz")
-    def readyz() -> JSONResponse:
-        if connected.is_set():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not connected to the broker"}, 503)
 
-    @app.get("/metrics")
-    def metrics() -> Response:
+def _metrics(stats: Stats) -> tuple[CollectorRegistry, Callable[[], None]]:
+    """A registry of the scheduler's gauges, and the refresh that sets them from
+    ``stats()`` before a scrape."""
+    registry = CollectorRegistry()
+    gauges = {
+        name: Gauge(f"carousel_scheduler_{name}", help_, registry=registry)
+        for name, help_ in GAUGES
+    }
+
+    def refresh() -> None:
         current = stats()
         for name, gauge in gauges.items():
             gauge.set(float(current[name]))
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
-    return app
+    return registry, refresh

@@ -1,13 +1,18 @@
 """The dispatcher's decisions, pure: which held event goes next, within which limits.
 
-No I/O and no clock: the adapter (:mod:`scheduler.dispatcher.loop`) hands in events, completions and
-the time, and carries out what comes back. ``H`` is the adapter's handle of a delivery.
+No I/O and no clock: the adapter (:mod:`scheduler.dispatcher.handover`, through the
+thread-safe :mod:`scheduler.dispatcher.state`) hands in events, completions and the time, and
+carries out what comes back. ``H`` is the adapter's handle of a delivery.
+
+Whether a VM or host is blocked (at its limit) is kept once, in the round-robin; this module
+keeps the counts that decide it.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
+from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from scheduler.dispatcher.roundrobin import NestedRoundRobin
@@ -18,9 +23,19 @@ H = TypeVar("H")
 
 @dataclass(frozen=True)
 class Limits:
-    max_parallel: int = 10
-    per_vm: int = 1
-    per_host: int = 0  # 0 = no per-host limit
+    """No defaults of its own: the service builds it from its settings."""
+
+    max_parallel: int
+    per_vm: int
+    per_host: int  # 0 = no per-host limit
+
+
+class Known(Enum):
+    """What the dispatcher knows of an event id."""
+
+    NEW = "new"  # neither held nor in flight
+    HELD = "held"  # a delivery of it is held, not yet picked
+    IN_FLIGHT = "in_flight"  # counted in flight (picked, or restored from the ledger)
 
 
 @dataclass(frozen=True)
@@ -51,13 +66,17 @@ class Dispatcher(Generic[H]):
         self.dispatched_total = 0
         self.completed_total = 0
         self._held_ids: set[str] = set()
-        self._blocked_vms: set[tuple[str, str]] = set()
-        self._blocked_hosts: set[str] = set()
 
     # -- inputs --------------------------------------------------------------------
     def add_key(self, host: str, vm: str, policy: str) -> None:
         """Fix a key's place in the rotation (mapping order) before any event arrives."""
         self.rr.add_key(host, vm, policy)
+
+    def knows(self, event_id: str) -> Known:
+        """In flight wins over held: restore() may count an id a delivery of which is held."""
+        if event_id in self.in_flight:
+            return Known.IN_FLIGHT
+        return Known.HELD if event_id in self._held_ids else Known.NEW
 
     def offer(self, event: VmEventMessage, handle: H) -> bool:
         """Hold the head of a key queue. False if that event id is already held or in
@@ -117,10 +136,12 @@ class Dispatcher(Generic[H]):
             self._start(event_id, host, vm)
 
     def set_limits(self, limits: Limits) -> None:
+        """Apply new limits live. Only a VM or host with actions in flight can be blocked,
+        so refreshing those is enough to block and unblock correctly."""
         self.limits = limits
-        for host, vm in {*self._per_vm, *self._blocked_vms}:
+        for host, vm in list(self._per_vm):
             self._refresh(host, vm)
-        for host in {*self._per_host, *self._blocked_hosts}:
+        for host in list(self._per_host):
             self._refresh_host(host)
 
     def set_host_available(self, host: str, available: bool) -> None:
@@ -147,19 +168,14 @@ class Dispatcher(Generic[H]):
         self._refresh(host, vm)
 
     def _refresh(self, host: str, vm: str) -> None:
-        """Tell the round-robin whether this VM and its host may give now."""
-        blocked = self._per_vm.get((host, vm), 0) >= self.limits.per_vm
-        if blocked != ((host, vm) in self._blocked_vms):
-            (self._blocked_vms.add if blocked else self._blocked_vms.discard)((host, vm))
-            self.rr.set_vm_blocked(host, vm, blocked)
+        """Tell the round-robin whether this VM and its host may give now (it keeps the
+        flags; setting one unchanged costs a set lookup)."""
+        self.rr.set_vm_blocked(host, vm, self._per_vm.get((host, vm), 0) >= self.limits.per_vm)
         self._refresh_host(host)
 
     def _refresh_host(self, host: str) -> None:
         limit = self.limits.per_host
-        blocked = limit > 0 and self._per_host.get(host, 0) >= limit
-        if blocked != (host in self._blocked_hosts):
-            (self._blocked_hosts.add if blocked else self._blocked_hosts.discard)(host)
-            self.rr.set_host_blocked(host, blocked)
+        self.rr.set_host_blocked(host, limit > 0 and self._per_host.get(host, 0) >= limit)
 
     # -- views ---------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

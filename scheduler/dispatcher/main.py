@@ -12,6 +12,7 @@ from scheduler.dispatcher.admin import create_admin_app
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
 from scheduler.dispatcher.loop import SchedulerLoop
 from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.state import DispatcherState
 from scheduler.worker.app import create_celery
 from shared.store import Store
 
@@ -24,16 +25,19 @@ def main() -> None:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     store = Store.connect(settings.carousel_db_url)
-    limits = Limits(settings.max_parallel, settings.per_vm_limit, settings.per_host_limit)
-    dispatcher: Dispatcher[Any] = Dispatcher(
-        limits, paused=settings.start_paused, log_size=settings.dispatch_log_size
+    limits = Limits(
+        max_parallel=settings.max_parallel,
+        per_vm=settings.per_vm_limit,
+        per_host=settings.per_host_limit,
     )
-    lock = threading.Lock()
-    loop = SchedulerLoop(settings, store, dispatcher, lock, create_celery(settings))
+    state: DispatcherState[Any] = DispatcherState(
+        Dispatcher(limits, paused=settings.start_paused, log_size=settings.dispatch_log_size)
+    )
+    loop = SchedulerLoop(settings, store, state, create_celery(settings))
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), name="amqp-loop", daemon=True)
     thread.start()
-    app = create_admin_app(dispatcher, lock, loop.connected, lambda: loop.mapping_version)
+    app = create_admin_app(state, loop.connected, lambda: loop.mapping_version)
     try:
         uvicorn.run(
             app,

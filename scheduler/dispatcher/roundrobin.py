@@ -169,21 +169,23 @@ class NestedRoundRobin(Generic[T]):
             self._refresh(h, v)
         return h.name, v.name, p.name, item
 
+    # The four flag setters are idempotent and cheap when nothing changes: readiness is
+    # recomputed only when a flag flips (it is kept up to date on every other change).
     def set_host_available(self, host: str, available: bool) -> None:
-        _toggle(self._host_unavailable, host, not available)
-        self._refresh_named(host)
+        if _toggle(self._host_unavailable, host, not available):
+            self._refresh_named(host)
 
     def set_host_blocked(self, host: str, blocked: bool) -> None:
-        _toggle(self._host_blocked, host, blocked)
-        self._refresh_named(host)
+        if _toggle(self._host_blocked, host, blocked):
+            self._refresh_named(host)
 
     def set_vm_available(self, host: str, vm: str, available: bool) -> None:
-        _toggle(self._vm_unavailable, (host, vm), not available)
-        self._refresh_named(host, vm)
+        if _toggle(self._vm_unavailable, (host, vm), not available):
+            self._refresh_named(host, vm)
 
     def set_vm_blocked(self, host: str, vm: str, blocked: bool) -> None:
-        _toggle(self._vm_blocked, (host, vm), blocked)
-        self._refresh_named(host, vm)
+        if _toggle(self._vm_blocked, (host, vm), blocked):
+            self._refresh_named(host, vm)
 
     def remove_vm(self, host: str, vm: str) -> list[T]:
         """Drop the VM and its keys from the rotation; return its items (policy order, FIFO)."""
@@ -249,8 +251,12 @@ class NestedRoundRobin(Generic[T]):
         self._hosts.mark(h, ok and len(h.ring) > 0)
 
 
-def _toggle(flags: set[K], key: K, on: bool) -> None:
+def _toggle(flags: set[K], key: K, on: bool) -> bool:
+    """Set or clear a flag; True if that changed it."""
+    if (key in flags) == on:
+        return False
     if on:
         flags.add(key)
     else:
         flags.discard(key)
+    return True

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
-from scheduler.dispatcher.dispatcher import Dispatcher, Held, Limits
+from scheduler.dispatcher.dispatcher import Dispatcher, Held, Known, Limits
+from scheduler.dispatcher.settings import SchedulerSettings
 from shared.models import Action, VmEventMessage
+
+# Limits has no defaults of its own (the service builds it from its settings): these are
+# the settings' defaults.
+_FIELDS = SchedulerSettings.model_fields
+MAX_PARALLEL: int = _FIELDS["max_parallel"].default
+PER_VM: int = _FIELDS["per_vm_limit"].default
+PER_HOST: int = _FIELDS["per_host_limit"].default
+
+
+def limits(
+    max_parallel: int = MAX_PARALLEL, per_vm: int = PER_VM, per_host: int = PER_HOST
+) -> Limits:
+    return Limits(max_parallel=max_parallel, per_vm=per_vm, per_host=per_host)
 
 
 def ev(
@@ -48,13 +63,13 @@ def per_host_in_flight(d: Dispatcher[str]) -> dict[str, int]:
 
 
 def test_pick_on_empty_dispatcher_is_none() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits())
+    d: Dispatcher[str] = Dispatcher(limits())
     assert d.pick(0.0) is None
     assert d.dispatched_total == 0
 
 
 def test_pick_returns_the_held_event_and_handle_and_counts_it_in_flight() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits())
+    d: Dispatcher[str] = Dispatcher(limits())
     e = ev("a")
     assert d.offer(e, "handle-a")
     held = d.pick(1.0)
@@ -64,7 +79,7 @@ def test_pick_returns_the_held_event_and_handle_and_counts_it_in_flight() -> Non
 
 
 def test_design_order_with_unbounded_limits() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=100, per_vm=100))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=100, per_vm=100))
     for h, v, p in itertools.product(["C1", "C2", "C3"], ["VM1", "VM2"], ["pol1", "pol2"]):
         offer(d, ev(f"{h}-{v}-{p}", h, v, p))
     assert drain(d)[:7] == [
@@ -80,7 +95,7 @@ def test_design_order_with_unbounded_limits() -> None:
 
 @pytest.mark.parametrize("max_parallel", [1, 2, 3, 5])
 def test_pick_respects_max_parallel(max_parallel: int) -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=max_parallel))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=max_parallel))
     offer(d, *(ev(f"e{i}", host=f"h{i}") for i in range(4)))
     picked = drain(d)
     assert len(picked) == min(max_parallel, 4)
@@ -92,7 +107,7 @@ def test_pick_respects_max_parallel(max_parallel: int) -> None:
 
 
 def test_per_vm_default_is_one_second_event_waits_for_completion() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10))
     assert d.limits.per_vm == 1
     offer(d, ev("migrate", policy="p1", action=Action.MIGRATE))
     offer(d, ev("resize", policy="p2", action=Action.RESIZE))
@@ -103,20 +118,20 @@ def test_per_vm_default_is_one_second_event_waits_for_completion() -> None:
 
 
 def test_per_vm_does_not_block_other_vms() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10))
     offer(d, ev("a1", vm="a"), ev("a2", vm="a"), ev("b1", vm="b"))
     assert drain(d) == ["a1", "b1"]
 
 
 @pytest.mark.parametrize("per_vm", [2, 3])
 def test_per_vm_above_one(per_vm: int) -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10, per_vm=per_vm))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10, per_vm=per_vm))
     offer(d, *(ev(f"e{i}", policy=f"p{i}") for i in range(4)))
     assert len(drain(d)) == per_vm
 
 
 def test_per_host_limit() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10, per_host=1))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10, per_host=1))
     offer(d, ev("h1a", "h1", "a"), ev("h1b", "h1", "b"), ev("h2a", "h2", "a"))
     assert drain(d) == ["h1a", "h2a"]
     assert d.complete("h1a")
@@ -125,13 +140,13 @@ def test_per_host_limit() -> None:
 
 
 def test_per_host_zero_means_unlimited() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10, per_host=0))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10, per_host=0))
     offer(d, *(ev(f"e{i}", vm=f"v{i}") for i in range(5)))
     assert len(drain(d)) == 5
 
 
 def test_pause_and_resume() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(), paused=True)
+    d: Dispatcher[str] = Dispatcher(limits(), paused=True)
     offer(d, ev("a"))
     assert d.pick(0.0) is None
     assert d.dispatched_total == 0
@@ -140,7 +155,7 @@ def test_pause_and_resume() -> None:
 
 
 def test_unavailable_vm_and_host_are_skipped_and_kept() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10))
     offer(d, ev("h1v1", "h1", "v1"), ev("h1v2", "h1", "v2"), ev("h2v1", "h2", "v1"))
     d.set_vm_available("h1", "v1", False)
     d.set_host_available("h2", False)
@@ -154,7 +169,7 @@ def test_unavailable_vm_and_host_are_skipped_and_kept() -> None:
 
 
 def test_completed_vm_resumes_at_its_place_in_the_rotation() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10))
     for n in (1, 2):
         offer(d, *(ev(f"h{i}#{n}", host=f"h{i}") for i in (1, 2, 3)))
     assert drain(d) == ["h1#1", "h2#1", "h3#1"]
@@ -167,7 +182,7 @@ def test_completed_vm_resumes_at_its_place_in_the_rotation() -> None:
 
 
 def test_complete_of_unknown_id_is_false_and_not_counted() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits())
+    d: Dispatcher[str] = Dispatcher(limits())
     offer(d, ev("a"))
     assert pick_id(d) == "a"
     assert not d.complete("nope")
@@ -180,7 +195,7 @@ def test_complete_of_unknown_id_is_false_and_not_counted() -> None:
 
 
 def test_offer_of_an_event_in_flight_is_refused() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits())
+    d: Dispatcher[str] = Dispatcher(limits())
     offer(d, ev("a"))
     assert pick_id(d) == "a"
     assert not d.offer(ev("a"), "redelivery")
@@ -190,7 +205,7 @@ def test_offer_of_an_event_in_flight_is_refused() -> None:
 
 
 def test_offer_of_a_restored_event_is_refused() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits())
+    d: Dispatcher[str] = Dispatcher(limits())
     d.restore("a", "h", "v")
     assert not d.offer(ev("a"), "redelivery")
 
@@ -199,7 +214,7 @@ def test_offer_of_a_restored_event_is_refused() -> None:
 
 
 def test_restore_counts_toward_max_parallel() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=2))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=2))
     d.restore("r1", "h1", "v1")
     d.restore("r2", "h2", "v2")
     offer(d, ev("new", "h3", "v3"))
@@ -211,7 +226,7 @@ def test_restore_counts_toward_max_parallel() -> None:
 
 
 def test_restore_counts_toward_per_vm_and_per_host() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10, per_vm=1, per_host=2))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10, per_vm=1, per_host=2))
     d.restore("r1", "h", "v1")
     d.restore("r2", "h", "v2")
     offer(d, ev("same-vm", "h", "v1"), ev("same-host", "h", "v3"), ev("other", "h2", "v1"))
@@ -224,7 +239,7 @@ def test_restore_counts_toward_per_vm_and_per_host() -> None:
 
 
 def test_restore_then_complete_frees_the_vm() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10))
     d.restore("r1", "h", "v")
     offer(d, ev("next", "h", "v"))
     assert d.pick(0.0) is None
@@ -233,7 +248,7 @@ def test_restore_then_complete_frees_the_vm() -> None:
 
 
 def test_restore_of_the_same_id_counts_once() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=2))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=2))
     d.restore("r1", "h", "v")
     d.restore("r1", "h", "v")
     assert len(d.in_flight) == 1
@@ -246,19 +261,19 @@ def test_restore_of_the_same_id_counts_once() -> None:
 
 
 def test_raising_max_parallel_live_allows_more_picks() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=1))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=1))
     offer(d, *(ev(f"e{i}", vm=f"v{i}") for i in range(3)))
     assert len(drain(d)) == 1
-    d.set_limits(Limits(max_parallel=3))
+    d.set_limits(limits(max_parallel=3))
     assert len(drain(d)) == 2
 
 
 def test_lowering_max_parallel_live_holds_until_below() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=3))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=3))
     offer(d, *(ev(f"e{i}", vm=f"v{i}") for i in range(4)))
     picked = drain(d)
     assert len(picked) == 3
-    d.set_limits(Limits(max_parallel=1))
+    d.set_limits(limits(max_parallel=1))
     assert d.complete(picked[0])
     assert d.complete(picked[1])
     assert d.pick(0.0) is None  # still 1 in flight
@@ -267,10 +282,10 @@ def test_lowering_max_parallel_live_holds_until_below() -> None:
 
 
 def test_lowering_per_vm_below_current_blocks_the_vm() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10, per_vm=2))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10, per_vm=2))
     offer(d, ev("a", policy="p1"), ev("b", policy="p2"), ev("c", policy="p3"))
     assert drain(d) == ["a", "b"]
-    d.set_limits(Limits(max_parallel=10, per_vm=1))
+    d.set_limits(limits(max_parallel=10, per_vm=1))
     assert d.complete("a")
     assert d.pick(0.0) is None  # 1 still in flight, limit 1
     assert d.complete("b")
@@ -278,25 +293,25 @@ def test_lowering_per_vm_below_current_blocks_the_vm() -> None:
 
 
 def test_raising_per_vm_live_unblocks_the_vm() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10))
     offer(d, ev("a", policy="p1"), ev("b", policy="p2"))
     assert drain(d) == ["a"]
-    d.set_limits(Limits(max_parallel=10, per_vm=2))
+    d.set_limits(limits(max_parallel=10, per_vm=2))
     assert drain(d) == ["b"]
 
 
 @pytest.mark.parametrize(("before", "after", "more"), [(1, 2, 1), (1, 0, 2), (2, 1, 0)])
 def test_changing_per_host_live(before: int, after: int, more: int) -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10, per_host=before))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10, per_host=before))
     offer(d, *(ev(f"e{i}", vm=f"v{i}") for i in range(3)))
     assert len(drain(d)) == before
-    d.set_limits(Limits(max_parallel=10, per_host=after))
+    d.set_limits(limits(max_parallel=10, per_host=after))
     assert len(drain(d)) == more
 
 
 def test_set_limits_shows_in_stats() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits())
-    d.set_limits(Limits(max_parallel=7, per_vm=2, per_host=3))
+    d: Dispatcher[str] = Dispatcher(limits())
+    d.set_limits(limits(max_parallel=7, per_vm=2, per_host=3))
     assert d.stats()["limits"] == {"max_parallel": 7, "per_vm": 2, "per_host": 3}
 
 
@@ -304,7 +319,7 @@ def test_set_limits_shows_in_stats() -> None:
 
 
 def test_abort_undoes_a_pick_without_counting_a_completion() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=1))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=1))
     offer(d, ev("dup"), ev("next", vm="v2"), ev("same-vm", policy="q"))
     assert pick_id(d) == "dup"
     d.abort("dup")
@@ -317,14 +332,14 @@ def test_abort_undoes_a_pick_without_counting_a_completion() -> None:
 
 
 def test_abort_of_unknown_id_does_nothing() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits())
+    d: Dispatcher[str] = Dispatcher(limits())
     d.abort("nope")
     assert d.completed_total == 0
     assert d.in_flight == {}
 
 
 def test_aborted_pick_is_not_reported_as_a_dispatch() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits())
+    d: Dispatcher[str] = Dispatcher(limits())
     offer(d, ev("dup"), ev("real", vm="v2"))
     assert pick_id(d, 1.0) == "dup"
     d.abort("dup")
@@ -334,7 +349,7 @@ def test_aborted_pick_is_not_reported_as_a_dispatch() -> None:
 
 
 def test_two_held_messages_of_one_id_do_not_leak_slots() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10, per_vm=2))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10, per_vm=2))
     # e.g. a re-posted, never-confirmed event published twice, with PREFETCH >= 2
     d.offer(ev("x"), "first")
     d.offer(ev("x"), "second")
@@ -346,7 +361,7 @@ def test_two_held_messages_of_one_id_do_not_leak_slots() -> None:
     d.complete("x")  # the worker's completion
     assert d.in_flight == {}
     assert per_host_in_flight(d) == {"h": 0}
-    d.set_limits(Limits(max_parallel=10, per_vm=1))
+    d.set_limits(limits(max_parallel=10, per_vm=1))
     offer(d, ev("y"))
     assert pick_id(d) == "y"
 
@@ -355,7 +370,7 @@ def test_two_held_messages_of_one_id_do_not_leak_slots() -> None:
 
 
 def test_dispatch_log_records_order_and_the_time_passed_in() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10, per_vm=10))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10, per_vm=10))
     offer(
         d,
         ev("a", "h1", "v", "p", Action.MIGRATE),
@@ -374,7 +389,7 @@ def test_dispatch_log_records_order_and_the_time_passed_in() -> None:
 
 
 def test_dispatch_log_is_bounded() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10, per_vm=10), log_size=2)
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10, per_vm=10), log_size=2)
     offer(d, *(ev(f"e{i}", policy=f"p{i}") for i in range(3)))
     assert len(drain(d)) == 3
     assert [r["event_id"] for r in d.recent_dispatches(10)] == ["e1", "e2"]
@@ -382,7 +397,7 @@ def test_dispatch_log_is_bounded() -> None:
 
 
 def test_stats_shape() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=5, per_vm=1, per_host=0), paused=False)
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=5, per_vm=1, per_host=0), paused=False)
     offer(d, ev("a", "h1", "v1"), ev("b", "h1", "v1", "q"), ev("c", "h2", "v1"))
     assert pick_id(d) == "a"
     assert d.stats() == {
@@ -399,14 +414,14 @@ def test_stats_shape() -> None:
 
 
 def test_stats_hosts_are_in_first_appearance_order() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits())
+    d: Dispatcher[str] = Dispatcher(limits())
     for host in ("zeta", "alpha", "mid"):
         d.add_key(host, "v", "p")
     assert list(d.stats()["hosts"]) == ["zeta", "alpha", "mid"]
 
 
 def test_add_key_fixes_the_order_before_events_arrive() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10))
     for host in ("h1", "h2", "h3"):
         d.add_key(host, "v", "p")
     offer(d, ev("c", "h3"), ev("b", "h2"), ev("a", "h1"))
@@ -417,7 +432,7 @@ def test_add_key_fixes_the_order_before_events_arrive() -> None:
 
 
 def test_remove_vm_returns_its_held_events() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10))
     offer(d, ev("p1", policy="p1"), ev("q1", policy="q1"), ev("p2", policy="p1"))
     offer(d, ev("other", vm="v2"))
     held = d.remove_vm("h", "v")
@@ -432,7 +447,7 @@ def test_remove_vm_returns_its_held_events() -> None:
 
 
 def test_remove_vm_keeps_its_in_flight_events_counted() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=1))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=1))
     offer(d, ev("running"), ev("waiting", policy="q"))
     assert pick_id(d) == "running"
     assert [x.event.id for x in d.remove_vm("h", "v")] == ["waiting"]
@@ -443,7 +458,7 @@ def test_remove_vm_keeps_its_in_flight_events_counted() -> None:
 
 
 def test_drop_held_empties_but_keeps_order_and_in_flight() -> None:
-    d: Dispatcher[str] = Dispatcher(Limits(max_parallel=10))
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10))
     offer(d, ev("h1", "h1"), ev("h2", "h2"), ev("h3", "h3"), ev("h1b", "h1", policy="q"))
     assert pick_id(d) == "h1"
     dropped = d.drop_held()
@@ -457,3 +472,57 @@ def test_drop_held_empties_but_keeps_order_and_in_flight() -> None:
     offer(d, ev("c", "h3"), ev("b", "h2"), ev("a2", "h1", policy="q"))
     assert d.complete("h1")
     assert drain(d) == ["b", "c", "a2"]  # cursor stayed at h1: h2, h3, then h1
+
+
+# -- knows, and the blocked flags kept once ----------------------------------------------
+
+
+def test_knows_new_held_and_in_flight() -> None:
+    d: Dispatcher[str] = Dispatcher(limits())
+    assert d.knows("a") is Known.NEW
+    offer(d, ev("a"))
+    assert d.knows("a") is Known.HELD
+    assert pick_id(d) == "a"
+    assert d.knows("a") is Known.IN_FLIGHT
+    assert d.complete("a")
+    assert d.knows("a") is Known.NEW
+    d.restore("r", "h", "v")
+    assert d.knows("r") is Known.IN_FLIGHT
+
+
+def test_knows_in_flight_wins_over_held() -> None:
+    d: Dispatcher[str] = Dispatcher(limits())
+    offer(d, ev("a"))
+    d.restore("a", "h", "v")
+    assert d.knows("a") is Known.IN_FLIGHT
+
+
+def test_blocked_flags_in_the_round_robin_follow_the_counts() -> None:
+    """Blocked VMs and hosts are kept once, in the round-robin: after any sequence of
+    picks, completions and limit changes they are exactly those at their limit."""
+    rng = random.Random(7)
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=50, per_vm=1, per_host=0))
+    n = 0
+    for _ in range(3000):
+        roll = rng.random()
+        if roll < 0.4:
+            n += 1
+            offer(d, ev(f"e{n}", f"h{rng.randrange(3)}", f"v{rng.randrange(3)}", f"p{n % 2}"))
+        elif roll < 0.7:
+            pick_id(d)
+        elif roll < 0.95 and d.in_flight:
+            d.complete(rng.choice(sorted(d.in_flight)))
+        else:
+            d.set_limits(
+                limits(max_parallel=50, per_vm=rng.randint(1, 3), per_host=rng.randint(0, 4))
+            )
+        per_vm: dict[tuple[str, str], int] = {}
+        per_host: dict[str, int] = {}
+        for host, vm in d.in_flight.values():
+            per_vm[(host, vm)] = per_vm.get((host, vm), 0) + 1
+            per_host[host] = per_host.get(host, 0) + 1
+        lim = d.limits
+        assert d.rr._vm_blocked == {k for k, c in per_vm.items() if c >= lim.per_vm}
+        assert d.rr._host_blocked == {
+            h for h, c in per_host.items() if lim.per_host > 0 and c >= lim.per_host
+        }

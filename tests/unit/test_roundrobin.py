@@ -613,3 +613,25 @@ def test_matches_reference_model(seed: int) -> None:
         expected.append(got)
     assert drain(rr) == expected
     assert len(rr) == 0
+
+
+@pytest.mark.parametrize(
+    "setter",
+    [
+        pytest.param(lambda rr, off: rr.set_host_available("h", not off), id="host-unavailable"),
+        pytest.param(lambda rr, off: rr.set_host_blocked("h", off), id="host-blocked"),
+        pytest.param(lambda rr, off: rr.set_vm_available("h", "v", not off), id="vm-unavail"),
+        pytest.param(lambda rr, off: rr.set_vm_blocked("h", "v", off), id="vm-blocked"),
+    ],
+)
+def test_flag_setters_are_idempotent(setter: Callable[[NestedRoundRobin[str], bool], None]) -> None:
+    rr: NestedRoundRobin[str] = NestedRoundRobin()
+    rr.push("h", "v", "p", "a")
+    rr.push("h", "v", "p", "b")
+    setter(rr, False)  # already so: nothing changes
+    assert rr.ready_hosts() == 1
+    setter(rr, True)
+    setter(rr, True)
+    assert rr.next() is None
+    setter(rr, False)  # once is enough to undo both
+    assert [item for *_, item in drain(rr)] == ["a", "b"]

@@ -1,0 +1,132 @@
+"""Following the mapping: which event queues the scheduler consumes, and what the
+dispatcher knows of hosts, VMs and keys.
+
+A snapshot from the ledger at connect (and whenever a delta is missed), then the deltas
+from the mapping fanout in version order; a periodic check of the ledger's version
+catches a delta lost with no later one to reveal the gap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+import kombu
+from kombu.message import Message
+
+from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.state import DispatcherState
+from shared.kombu_topology import queue
+from shared.models import Key, MappingDelta
+from shared.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class MappingFollower:
+    def __init__(
+        self, settings: SchedulerSettings, store: Store, state: DispatcherState[Message]
+    ) -> None:
+        self.settings = settings
+        self.topology = settings.topology
+        self.store = store
+        self.state = state
+        self.version = 0
+        self._queues: dict[str, tuple[str, str, str]] = {}  # consumed queue -> key
+        self._events: kombu.Consumer | None = None
+        self._next_check = 0.0
+
+    @property
+    def queue_count(self) -> int:
+        return len(self._queues)
+
+    def attach(self, events: kombu.Consumer) -> None:
+        """A session began: event queues are consumed through ``events``."""
+        self._events = events
+
+    def detach(self) -> None:
+        """The session ended: its consumer and queues are gone."""
+        self._events = None
+        self._queues.clear()
+
+    def resync(self) -> None:
+        """Take the whole mapping from the ledger and consume every queue in it."""
+        snapshot = self.store.snapshot()
+        self.state.load_mapping(snapshot)
+        gone = {(h, v) for h, v, _ in self._queues.values()} - {
+            (h, v) for h, hv in snapshot.hosts.items() for v in hv.vms
+        }
+        for host, vm in gone:
+            self._remove_vm(host, vm)
+        for host, hview in snapshot.hosts.items():
+            for vm, vview in hview.vms.items():
+                for policy in vview.policies:
+                    self._consume(Key(host=host, vm=vm, policy=policy), flush=False)
+        if self._events is not None:
+            self._events.consume()
+        self.version = snapshot.version
+        self._next_check = time.monotonic() + self.settings.resync_interval
+
+    def maybe_resync(self) -> None:
+        """Every RESYNC_INTERVAL: resync if the ledger's mapping moved past ours."""
+        if time.monotonic() < self._next_check:
+            return
+        self._next_check = time.monotonic() + self.settings.resync_interval
+        if self.store.mapping_version() > self.version:
+            log.warning("mapping moved without us hearing it; resyncing from a snapshot")
+            self.resync()
+
+    def apply(self, delta: MappingDelta) -> None:
+        """One delta; an old one is ignored, a gap resyncs."""
+        if delta.version <= self.version:
+            return
+        if delta.version != self.version + 1:
+            log.warning("mapping delta %d after %d: resyncing", delta.version, self.version)
+            self.resync()
+            return
+        self.version = delta.version
+        if delta.op == "key_added" and delta.vm and delta.policy:
+            self.state.add_key(delta.host, delta.vm, delta.policy)
+            self._consume(Key(host=delta.host, vm=delta.vm, policy=delta.policy))
+        elif delta.op == "host_availability" and delta.available is not None:
+            self.state.set_host_available(delta.host, delta.available)
+        elif delta.op == "vm_availability" and delta.vm and delta.available is not None:
+            self.state.set_vm_available(delta.host, delta.vm, delta.available)
+        elif delta.op == "vm_removed" and delta.vm:
+            self._remove_vm(delta.host, delta.vm)
+
+    def _consume(self, key: Key, flush: bool = True) -> None:
+        spec = self.topology.event_queue(key)
+        if spec.name in self._queues or self._events is None:
+            return
+        self._queues[spec.name] = (key.host, key.vm, key.policy)
+        bound = queue(spec)(self._events.channel)
+        bound.declare(nowait=True)  # pipelined; a real problem closes the channel
+        self._events.add_queue(bound)
+        if flush:
+            self._events.consume()
+
+    def _remove_vm(self, host: str, vm: str) -> None:
+        """Stop consuming a removed VM's queues, give back any head held, and delete the
+        queues if they are empty (the producer refused the removal while events were
+        unfinished). Deleting them here, after our own cancel, means the broker never
+        cancels a consumer under us."""
+        names = [n for n, key in self._queues.items() if key[:2] == (host, vm)]
+        for name in names:
+            del self._queues[name]
+            if self._events is not None:
+                self._events.cancel_by_queue(name)
+        for item in self.state.remove_vm(host, vm):
+            item.handle.requeue()
+        if self._events is not None:
+            conn = self._events.channel.connection.client
+            for name in names:
+                channel = conn.channel()  # a refused delete closes only this channel
+                try:
+                    channel.queue_delete(name, if_empty=True)
+                except conn.channel_errors as exc:
+                    log.warning("queue %s of removed VM %s kept: %r", name, vm, exc)
+                finally:
+                    with contextlib.suppress(*conn.channel_errors, *conn.connection_errors):
+                        channel.close()

@@ -1,0 +1,134 @@
+"""The Dispatcher and its lock behind one thread-safe facade.
+
+Two threads share the dispatcher: the AMQP loop (every change of held and in-flight
+events) and the admin API (views, pause, limits). Each method here is one operation, done
+under the lock; nothing else touches the :class:`~scheduler.dispatcher.dispatcher.Dispatcher`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, replace
+from typing import Any, Generic
+
+from scheduler.dispatcher.dispatcher import Dispatcher, H, Held, Known
+from shared.models import MappingSnapshot, VmEventMessage
+
+
+class DispatcherState(Generic[H]):
+    def __init__(self, dispatcher: Dispatcher[H]) -> None:
+        """Takes ``dispatcher`` over: use it only through this object from now on."""
+        self._dispatcher = dispatcher
+        self._lock = threading.Lock()
+
+    # -- heads in, picks out (the loop) --------------------------------------------
+    def knows(self, event_id: str) -> Known:
+        with self._lock:
+            return self._dispatcher.knows(event_id)
+
+    def offer(self, event: VmEventMessage, handle: H) -> bool:
+        """Hold a head; False for a duplicate (the id is held or in flight already)."""
+        with self._lock:
+            return self._dispatcher.offer(event, handle)
+
+    def replace_stale(self, event: VmEventMessage, handle: H) -> bool:
+        """Drop a stale in-flight count of the event (picked, never handed over) and hold
+        this delivery instead; False if it is still refused."""
+        with self._lock:
+            self._dispatcher.abort(event.id)
+            return self._dispatcher.offer(event, handle)
+
+    def pick_batch(self, size: int, clock: Callable[[], float]) -> list[Held[H]]:
+        """Up to ``size`` picks, each counted in flight and logged at ``clock()``."""
+        picks: list[Held[H]] = []
+        with self._lock:
+            while len(picks) < size:
+                held = self._dispatcher.pick(clock())
+                if held is None:
+                    break
+                picks.append(held)
+        return picks
+
+    def abort(self, event_ids: Iterable[str]) -> None:
+        """Undo picks whose tasks were never sent."""
+        with self._lock:
+            for event_id in event_ids:
+                self._dispatcher.abort(event_id)
+
+    def complete(self, event_ids: Iterable[str]) -> None:
+        """Actions finished: free their slots (unknown ids are ignored)."""
+        with self._lock:
+            for event_id in event_ids:
+                self._dispatcher.complete(event_id)
+
+    def restore(self, in_flight: Iterable[tuple[str, str, str]]) -> None:
+        """Count ``(event id, host, vm)`` found in flight in the ledger."""
+        with self._lock:
+            for event_id, host, vm in in_flight:
+                self._dispatcher.restore(event_id, host, vm)
+
+    def in_flight_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._dispatcher.in_flight)
+
+    def in_flight_count(self) -> int:
+        with self._lock:
+            return len(self._dispatcher.in_flight)
+
+    def drop_held(self) -> list[Held[H]]:
+        """The deliveries are void (connection lost): forget every held head."""
+        with self._lock:
+            return self._dispatcher.drop_held()
+
+    # -- the mapping (the loop) ----------------------------------------------------
+    def load_mapping(self, snapshot: MappingSnapshot) -> None:
+        """Availability of every host and VM, and every key in mapping order."""
+        with self._lock:
+            for host, hview in snapshot.hosts.items():
+                self._dispatcher.set_host_available(host, hview.available)
+                for vm, vview in hview.vms.items():
+                    self._dispatcher.set_vm_available(host, vm, vview.available)
+                    for policy in vview.policies:
+                        self._dispatcher.add_key(host, vm, policy)
+
+    def add_key(self, host: str, vm: str, policy: str) -> None:
+        with self._lock:
+            self._dispatcher.add_key(host, vm, policy)
+
+    def set_host_available(self, host: str, available: bool) -> None:
+        with self._lock:
+            self._dispatcher.set_host_available(host, available)
+
+    def set_vm_available(self, host: str, vm: str, available: bool) -> None:
+        with self._lock:
+            self._dispatcher.set_vm_available(host, vm, available)
+
+    def remove_vm(self, host: str, vm: str) -> list[Held[H]]:
+        """Forget the VM's keys; returns its held heads (its in-flight ones stay counted)."""
+        with self._lock:
+            return self._dispatcher.remove_vm(host, vm)
+
+    # -- control and views (the admin API) -----------------------------------------
+    def pause(self) -> None:
+        with self._lock:
+            self._dispatcher.paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._dispatcher.paused = False
+
+    def set_limits(self, changes: Mapping[str, int]) -> dict[str, int]:
+        """Change some of the limits live; returns all of them."""
+        with self._lock:
+            limits = replace(self._dispatcher.limits, **changes)
+            self._dispatcher.set_limits(limits)
+        return asdict(limits)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return self._dispatcher.stats()
+
+    def recent_dispatches(self, limit: int) -> list[dict[str, Any]]:
+        with self._lock:
+            return self._dispatcher.recent_dispatches(limit)

@@ -1,0 +1,109 @@
+"""Tests for scheduler.dispatcher.admin: the admin API's bodies, over HTTP (in process)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from scheduler.dispatcher.admin import create_admin_app
+from scheduler.dispatcher.dispatcher import Dispatcher, Limits
+from scheduler.dispatcher.state import DispatcherState
+from shared.models import Action, VmEventMessage
+
+
+def call(app: FastAPI, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def parts() -> tuple[FastAPI, DispatcherState[Any], threading.Event]:
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
+    connected = threading.Event()
+    return create_admin_app(state, connected, lambda: 7), state, connected
+
+
+def test_stats(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> None:
+    app, state, connected = parts
+    connected.set()
+    state.offer(
+        VmEventMessage(id="a", host="h", vm="v", policy="p", action=Action.HEAL, accepted_at=0),
+        "m",
+    )
+    assert call(app, "GET", "/stats").json() == {
+        "limits": {"max_parallel": 5, "per_vm": 1, "per_host": 0},
+        "paused": False,
+        "in_flight": 0,
+        "held": 1,
+        "ready_keys": 1,
+        "ready_hosts": 1,
+        "dispatched_total": 0,
+        "completed_total": 0,
+        "hosts": {"h": {"in_flight": 0, "held": 1}},
+        "connected": True,
+        "mapping_version": 7,
+    }
+
+
+def test_pause_resume(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> None:
+    app, state, _ = parts
+    assert call(app, "POST", "/pause").json() == {"paused": True}
+    assert state.stats()["paused"] is True
+    assert call(app, "POST", "/resume").json() == {"paused": False}
+    assert state.stats()["paused"] is False
+
+
+def test_limits(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> None:
+    app, state, _ = parts
+    got = call(app, "PUT", "/limits", json={"per_host": 2})
+    assert got.json() == {"max_parallel": 5, "per_vm": 1, "per_host": 2}
+    assert state.stats()["limits"] == got.json()
+    assert call(app, "PUT", "/limits", json={"per_vm": 0}).status_code == 422
+    assert call(app, "PUT", "/limits", json={"other": 1}).status_code == 422
+
+
+def test_dispatches(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> None:
+    app, state, _ = parts
+    for i in range(3):
+        event = VmEventMessage(
+            id=f"e{i}", host="h", vm=f"v{i}", policy="p", action=Action.STOP, accepted_at=0
+        )
+        state.offer(event, i)
+    state.pick_batch(3, lambda: 1.5)
+    body = call(app, "GET", "/dispatches", params={"limit": 2}).json()
+    assert body == [
+        {
+            "event_id": f"e{i}",
+            "host": "h",
+            "vm": f"v{i}",
+            "policy": "p",
+            "action": "stop",
+            "at": 1.5,
+        }
+        for i in (1, 2)
+    ]
+    assert call(app, "GET", "/dispatches", params={"limit": 0}).status_code == 422
+
+
+def test_ops_routes(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> None:
+    app, _, connected = parts
+    assert call(app, "GET", "/healthz").json() == {"status": "ok"}
+    got = call(app, "GET", "/readyz")
+    assert (got.status_code, got.json()) == (503, {"status": "not connected to the broker"})
+    connected.set()
+    got = call(app, "GET", "/readyz")
+    assert (got.status_code, got.json()) == (200, {"status": "ready"})
+    call(app, "POST", "/pause")
+    metrics = call(app, "GET", "/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "carousel_scheduler_paused 1.0" in metrics.text
+    assert "carousel_scheduler_in_flight 0.0" in metrics.text

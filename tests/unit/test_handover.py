@@ -1,0 +1,253 @@
+"""Tests for scheduler.dispatcher.handover: heads in, picks out, with fakes for the
+ledger, the broker's deliveries and the confirming producer (no I/O)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+from scheduler.dispatcher.dispatcher import Dispatcher, Known, Limits
+from scheduler.dispatcher.handover import Handover
+from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.state import DispatcherState
+from shared.models import Action, Completion, Status, VmEventMessage
+
+Trace = list[tuple[str, Any]]
+
+
+class FakeStore:
+    def __init__(self, trace: Trace, statuses: dict[str, Status] | None = None) -> None:
+        self.trace = trace
+        self.statuses = statuses or {}
+        self.lookups: list[str] = []
+        self.fail = False
+
+    def status_of(self, event_id: str) -> Status | None:
+        self.lookups.append(event_id)
+        return self.statuses.get(event_id)
+
+    def mark_dispatched_many(
+        self, event_ids: list[str], dispatch_id: str, at: float
+    ) -> dict[str, Status | None]:
+        self.trace.append(("mark", list(event_ids)))
+        if self.fail:
+            raise RuntimeError("ledger down")
+        before: dict[str, Status | None] = {}
+        for event_id in event_ids:
+            status = self.statuses.get(event_id, Status.QUEUED)
+            before[event_id] = status
+            if status is Status.QUEUED:
+                self.statuses[event_id] = Status.DISPATCHED
+        return before
+
+    def finished_among(self, event_ids: list[str]) -> list[str]:
+        done = {Status.SUCCEEDED, Status.FAILED}
+        return [i for i in event_ids if self.statuses.get(i) in done]
+
+
+class FakeMessage:
+    def __init__(self, trace: Trace, name: str, redelivered: bool = False) -> None:
+        self.trace = trace
+        self.name = name
+        self.delivery_info = {"redelivered": redelivered}
+
+    def ack(self) -> None:
+        self.trace.append(("ack", self.name))
+
+
+class FakeCelery:
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+
+    def send_task(self, name: str, args: list[Any], task_id: str, **kwargs: Any) -> None:
+        self.trace.append(("publish", task_id))
+
+
+class FakeProducer:
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+
+    def publish_all(self, sends: list[Any]) -> None:
+        for send in sends:
+            send(None)
+        self.trace.append(("confirmed", len(sends)))
+
+
+def ev(event_id: str, vm: str = "v", policy: str = "p") -> VmEventMessage:
+    return VmEventMessage(
+        id=event_id, host="h", vm=vm, policy=policy, action=Action.HEAL, accepted_at=0.0
+    )
+
+
+class World:
+    def __init__(self, statuses: dict[str, Status] | None = None, batch: int = 64) -> None:
+        self.trace: Trace = []
+        self.store = FakeStore(self.trace, statuses)
+        self.state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 10, 0)))
+        self.producer = FakeProducer(self.trace)
+        settings = SchedulerSettings(dispatch_batch=batch, reconcile_interval=5.0)
+        self.handover = Handover(
+            settings, cast(Any, self.store), self.state, cast(Any, FakeCelery(self.trace))
+        )
+
+    def deliver(self, event: VmEventMessage, name: str, redelivered: bool = False) -> None:
+        message = FakeMessage(self.trace, name, redelivered)
+        self.handover.on_event(
+            event.model_dump(mode="json"), cast(Any, message), cast(Any, self.producer)
+        )
+
+    def dispatch(self) -> None:
+        self.handover.dispatch(cast(Any, self.producer))
+
+
+# -- heads in ----------------------------------------------------------------------------
+
+
+def test_a_first_delivery_is_held_without_asking_the_ledger() -> None:
+    w = World()
+    w.deliver(ev("a"), "m")
+    assert w.state.knows("a") is Known.HELD
+    assert w.trace == []
+    assert w.store.lookups == []
+
+
+def test_a_second_delivery_of_a_held_event_is_acked_as_a_duplicate() -> None:
+    w = World()
+    w.deliver(ev("a"), "m1")
+    w.deliver(ev("a"), "m2")
+    assert w.trace == [("ack", "m2")]
+    assert w.store.lookups == []
+
+
+@pytest.mark.parametrize("known", ["new", "held"])
+def test_redelivered_dispatched_is_counted_republished_and_acked(known: str) -> None:
+    w = World({"a": Status.DISPATCHED})
+    if known == "held":
+        w.deliver(ev("a"), "held")
+    w.deliver(ev("a"), "m", redelivered=True)
+    assert w.trace == [("publish", "a"), ("confirmed", 1), ("ack", "m")]
+    assert w.state.knows("a") is Known.IN_FLIGHT
+    assert w.state.stats()["dispatched_total"] == 0  # counted, not offered
+
+
+def test_redelivered_running_is_counted_and_acked() -> None:
+    w = World({"a": Status.RUNNING})
+    w.deliver(ev("a"), "m", redelivered=True)
+    assert w.trace == [("ack", "m")]
+    assert w.state.in_flight_ids() == ["a"]
+
+
+@pytest.mark.parametrize("status", [Status.SUCCEEDED, Status.FAILED])
+def test_redelivered_finished_is_acked(status: Status) -> None:
+    w = World({"a": status})
+    w.deliver(ev("a"), "m", redelivered=True)
+    assert w.trace == [("ack", "m")]
+    assert w.state.knows("a") is Known.NEW
+
+
+@pytest.mark.parametrize("status", [None, Status.PENDING, Status.QUEUED])
+def test_redelivered_not_yet_handed_over_is_held(status: Status | None) -> None:
+    w = World({} if status is None else {"a": status})
+    w.deliver(ev("a"), "m", redelivered=True)
+    assert w.trace == []
+    assert w.state.knows("a") is Known.HELD
+    assert w.store.lookups == ["a"]
+
+
+@pytest.mark.parametrize("redelivered", [False, True])
+def test_a_stale_in_flight_count_is_replaced_by_the_delivery(redelivered: bool) -> None:
+    w = World({"a": Status.QUEUED})
+    w.state.restore([("a", "h", "v")])  # picked, never handed over
+    w.deliver(ev("a"), "m", redelivered=redelivered)
+    assert w.trace == []
+    assert w.state.knows("a") is Known.HELD
+    assert w.store.lookups == ["a"]  # looked up once
+
+
+def test_a_delivery_of_an_event_handed_over_is_a_duplicate() -> None:
+    w = World()
+    w.deliver(ev("a"), "m1")
+    w.dispatch()
+    w.trace.clear()
+    w.deliver(ev("a"), "m2")
+    assert w.trace == [("ack", "m2")]
+    assert w.state.in_flight_ids() == ["a"]
+
+
+def test_a_stale_replacement_refused_is_acked_as_a_duplicate() -> None:
+    w = World({"a": Status.QUEUED})
+    w.deliver(ev("a"), "held")
+    w.state.restore([("a", "h", "v")])  # in flight and held at once
+    w.deliver(ev("a"), "m")
+    assert w.trace == [("ack", "m")]
+
+
+def test_completion_frees_the_slot() -> None:
+    w = World()
+    w.deliver(ev("a"), "m")
+    w.dispatch()
+    done = Completion(event_id="a", host="h", vm="v", policy="p", status="succeeded")
+    w.handover.on_completion(done.model_dump(), cast(Any, FakeMessage(w.trace, "c")))
+    assert w.state.in_flight_ids() == []
+    assert w.trace[-1] == ("ack", "c")
+
+
+def test_reconcile_frees_slots_the_ledger_says_finished() -> None:
+    w = World()
+    w.state.restore([("a", "h", "v1"), ("b", "h", "v2")])
+    w.store.statuses.update(a=Status.SUCCEEDED, b=Status.RUNNING)
+    w.handover.maybe_reconcile()
+    assert w.state.in_flight_ids() == ["b"]
+    w.store.statuses["b"] = Status.FAILED
+    w.handover.maybe_reconcile()  # not due yet
+    assert w.state.in_flight_ids() == ["b"]
+
+
+# -- picks out ---------------------------------------------------------------------------
+
+
+def test_dispatch_marks_then_publishes_then_acks_a_batch_at_a_time() -> None:
+    w = World(batch=2)
+    for i in range(3):
+        w.deliver(ev(f"e{i}", vm=f"v{i}"), f"m{i}")
+    w.dispatch()
+    assert w.trace == [
+        ("mark", ["e0", "e1"]),
+        ("publish", "e0"),
+        ("publish", "e1"),
+        ("confirmed", 2),
+        ("ack", "m0"),
+        ("ack", "m1"),
+        ("mark", ["e2"]),
+        ("publish", "e2"),
+        ("confirmed", 1),
+        ("ack", "m2"),
+    ]
+    assert sorted(w.state.in_flight_ids()) == ["e0", "e1", "e2"]
+
+
+def test_dispatch_acks_without_publishing_an_event_dispatched_already() -> None:
+    w = World({"dup": Status.DISPATCHED})
+    w.deliver(ev("dup"), "m1")
+    w.deliver(ev("new", vm="v2"), "m2")
+    w.dispatch()
+    assert w.trace == [
+        ("mark", ["dup", "new"]),
+        ("publish", "new"),
+        ("confirmed", 1),
+        ("ack", "m1"),
+        ("ack", "m2"),
+    ]
+    assert w.state.in_flight_ids() == ["new"]
+    assert [d["event_id"] for d in w.state.recent_dispatches(10)] == ["new"]
+
+
+def test_dispatch_failure_frees_the_slots_and_acks_nothing() -> None:
+    w = World()
+    w.deliver(ev("a"), "m")
+    w.store.fail = True
+    with pytest.raises(RuntimeError):
+        w.dispatch()
+    assert w.trace == [("mark", ["a"])]
+    assert w.state.in_flight_ids() == []
