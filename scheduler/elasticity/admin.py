@@ -1,20 +1,88 @@
-"""The elasticity worker's admin API (port 8002): /status explains every decision."""
+"""The elasticity worker's admin API (port 8002): /status explains every decision; the
+operations routes (/healthz, /readyz, /metrics) are :func:`shared.http.ops_router`'s."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Gauge
 
 from scheduler.elasticity.engine import Engine
-from scheduler.elasticity.model import WorkerState
+from scheduler.elasticity.model import ProfileConfig, WorkerState
+from shared.http import ops_router
+
+Status = Callable[[], dict[str, Any]]
 
 
 def create_admin_app(engine: Engine, dry_run: bool) -> FastAPI:
     app = FastAPI(title="Carousel elasticity", version="0.1.0")
+
+    def status() -> dict[str, Any]:
+        with engine.lock:
+            profiles = {name: profile_status(engine, name) for name in engine.configs}
+            return {
+                "ready": engine.ready(),
+                "dry_run": dry_run,
+                "budget": engine.budget,
+                "profiles": profiles,
+            }
+
+    def ready() -> str | None:
+        return None if engine.ready() else "below the minimum of workers"
+
+    @app.get("/status")
+    def get_status() -> dict[str, Any]:
+        return status()
+
+    registry, refresh = _metrics(status)
+    app.include_router(ops_router(ready, registry, refresh))
+    return app
+
+
+def profile_status(engine: Engine, name: str) -> dict[str, Any]:
+    """One profile in /status: its config, its workers, its last decisions and events.
+    The caller holds ``engine.lock``."""
+    cfg = engine.configs[name]
+    views = engine.workers(name)
+    last = engine.last.get(name)
+    return {
+        "config": _config(cfg),
+        "workers": [
+            {
+                "name": w.name,
+                "state": w.state.value,
+                "since": w.since,
+                "pid": engine.handles[w.name].pid,
+            }
+            for w in views
+        ],
+        "counts": {s.value: sum(w.state is s for w in views) for s in WorkerState},
+        "backlog": last.backlog if last else None,
+        "desired": last.target if last else None,
+        "decisions": [
+            {
+                **asdict(d),
+                "workers": {s.value: o.count(s) for s in WorkerState},
+                "mean_action_seconds": o.mean_action_seconds,
+            }
+            for d, o in list(engine.decisions)[-20:]
+            if d.profile == name
+        ],
+        "events": [asdict(e) for e in list(engine.events)[-50:] if e.profile == name],
+    }
+
+
+def _config(cfg: ProfileConfig) -> dict[str, Any]:
+    """The profile's config, its name first (as /status has always shown it)."""
+    return {"name": cfg.name, **cfg.model_dump(exclude={"name"})}
+
+
+def _metrics(status: Status) -> tuple[CollectorRegistry, Callable[[], None]]:
+    """A registry of the elasticity gauges, and the refresh that sets them from
+    ``status()`` before a scrape."""
     registry = CollectorRegistry()
     desired = Gauge(
         "carousel_desired_workers",
@@ -27,66 +95,12 @@ def create_admin_app(engine: Engine, dry_run: bool) -> FastAPI:
         "carousel_backlog", "Work waiting or running per profile", ["profile"], registry=registry
     )
 
-    def status() -> dict[str, Any]:
-        with engine.lock:
-            profiles: dict[str, Any] = {}
-            for name, cfg in engine.configs.items():
-                views = engine.workers(name)
-                last = engine.last.get(name)
-                profiles[name] = {
-                    "config": asdict(cfg),
-                    "workers": [
-                        {
-                            "name": w.name,
-                            "state": w.state.value,
-                            "since": w.since,
-                            "pid": engine.handles[w.name].pid,
-                        }
-                        for w in views
-                    ],
-                    "counts": {s.value: sum(w.state is s for w in views) for s in WorkerState},
-                    "backlog": last.backlog if last else None,
-                    "desired": last.target if last else None,
-                    "decisions": [
-                        {
-                            **asdict(d),
-                            "workers": {s.value: o.count(s) for s in WorkerState},
-                            "mean_action_seconds": o.mean_action_seconds,
-                        }
-                        for d, o in list(engine.decisions)[-20:]
-                        if d.profile == name
-                    ],
-                    "events": [asdict(e) for e in list(engine.events)[-50:] if e.profile == name],
-                }
-            return {
-                "ready": engine.ready(),
-                "dry_run": dry_run,
-                "budget": engine.budget,
-                "profiles": profiles,
-            }
-
-    @app.get("/status")
-    def get_status() -> dict[str, Any]:
-        return status()
-
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    def readyz() -> JSONResponse:
-        if engine.ready():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "below the minimum of workers"}, 503)
-
-    @app.get("/metrics")
-    def metrics() -> Response:
+    def refresh() -> None:
         for name, profile in status()["profiles"].items():
             if profile["desired"] is not None:
                 desired.labels(name).set(profile["desired"])
                 backlog.labels(name).set(profile["backlog"])
             for state, count in profile["counts"].items():
                 workers.labels(name, state).set(count)
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
-    return app
+    return registry, refresh

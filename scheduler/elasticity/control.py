@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-
 from celery import Celery
-
-log = logging.getLogger(__name__)
 
 
 class CeleryControl:

@@ -1,7 +1,7 @@
 """The elasticity control loop: observe, decide (pure policy), act through a provider.
 
-The method names follow the elasticity provider it descends from: ``evaluate_needs``,
-``check_slackers``, ``spawn``, ``teardown``, ``is_booting``, ``launch``.
+The method names follow the elasticity provider it descends from: ``check_slackers``,
+``spawn``, ``teardown``, ``is_booting``, ``launch``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Event:
 
     at: float
     profile: str
-    kind: str  # spawned, retired, replaced, slacker, aborted-retire, or an error's name
+    kind: str  # spawned, retired, registered, slacker, lost, aborted-retire, error, or a Condition
     detail: str
 
 
@@ -126,13 +126,6 @@ class Engine:
         )
         return list(zip(decisions, observations, strict=True))
 
-    def evaluate_needs(self, profile: str) -> int:
-        """Workers to add (> 0) or remove (< 0) for ``profile`` now."""
-        for decision, _ in self.evaluate():
-            if decision.profile == profile:
-                return decision.spawn - decision.retire
-        raise KeyError(profile)
-
     # -- acting --------------------------------------------------------------------
     def spawn(self, profile: str) -> WorkerHandle:
         if len(self.handles) >= self.budget:
@@ -210,7 +203,7 @@ class Engine:
             profile = profile_of(node)
             if node in known or info.offline or profile is None or profile not in self.configs:
                 continue
-            pending = sorted(
+            placeholders = sorted(
                 (
                     h
                     for h in self.handles.values()
@@ -218,8 +211,8 @@ class Engine:
                 ),
                 key=lambda h: h.spawned_at,
             )
-            if pending:
-                old = pending[0]
+            if placeholders:
+                old = placeholders[0]
                 del self.handles[old.name]
                 self.handles[node] = WorkerHandle(node, profile, old.spawned_at, old.pid)
                 self._note(profile, "registered", f"{node} (was {old.name})")
@@ -262,7 +255,7 @@ class Engine:
             for _ in range(decision.retire):
                 self.teardown(decision.profile)
         except ElasticityError as exc:
-            self._note(decision.profile, type(exc).__name__, str(exc))
+            self._note(decision.profile, exc.condition, str(exc))
         except Exception as exc:
             log.exception("acting on profile %s failed", decision.profile)
             self._note(decision.profile, "error", repr(exc))

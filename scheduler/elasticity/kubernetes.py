@@ -1,7 +1,7 @@
 """A provider that scales one Kubernetes Deployment per profile.
 
 Pods of a Deployment get their names from Kubernetes, so :meth:`spawn` returns a
-*placeholder* (``pending.<profile>.<id>``); the engine swaps it for the first unknown
+*placeholder* (``placeholder.<profile>.<id>``); the engine swaps it for the first unknown
 worker of that profile that registers. Worker pods run ``carousel-worker`` with
 ``WORKER_NAME=elastic.<profile>.$(POD_NAME)@$(POD_NAME)`` (see deploy/kubernetes/), which is
 how a node name leads back to its pod. To retire a chosen idle worker, its pod gets the
@@ -23,7 +23,7 @@ from scheduler.elasticity.providers import WorkerHandle
 log = logging.getLogger(__name__)
 
 SA = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-PLACEHOLDER = "pending."
+PLACEHOLDER = "placeholder."
 MERGE_PATCH = {"content-type": "application/merge-patch+json"}
 
 

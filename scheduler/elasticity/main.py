@@ -14,21 +14,19 @@ from scheduler.elasticity.backlog import BacklogProbe
 from scheduler.elasticity.control import CeleryControl
 from scheduler.elasticity.engine import Engine
 from scheduler.elasticity.kubernetes import KubernetesProvider
-from scheduler.elasticity.model import ProfileConfig
+from scheduler.elasticity.model import PoolSettings, ProfileConfig
 from scheduler.elasticity.providers import LocalProvider
-from scheduler.elasticity.settings import ElasticitySettings, ProfileSettings
+from scheduler.elasticity.settings import ElasticitySettings
 from scheduler.elasticity.tracker import WorkerTracker
 from scheduler.worker.app import create_celery
 from shared.store import Store
-
-log = logging.getLogger(__name__)
 
 
 def profile_configs(settings: ElasticitySettings) -> dict[str, ProfileConfig]:
     """One config per profile; no profile may grow past what MAX_PARALLEL lets run."""
     configs = {}
     for name in settings.profiles:
-        given = settings.elasticity_profiles.get(name, ProfileSettings())
+        given = settings.elasticity_profiles.get(name, PoolSettings())
         cap = max(given.min_workers, math.ceil(settings.max_parallel / given.concurrency))
         configs[name] = ProfileConfig(
             name=name, **{**given.model_dump(), "max_workers": min(given.max_workers, cap)}

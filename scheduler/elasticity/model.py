@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class WorkerState(StrEnum):
@@ -22,19 +25,48 @@ class WorkerView:
     since: float  # when it entered this state (spawn time for BOOTING)
 
 
-@dataclass(frozen=True)
-class ProfileConfig:
+class Condition(StrEnum):
+    """A named condition that holds a decision or an action back. The values are the
+    names /status shows (as ``blocked_by`` and as an event's ``kind``)."""
+
+    INSUFFICIENT_RESOURCES = "InsufficientResources"  # the budget has no room left
+    MINIMUM_WORKERS_REACHED = "MinimumWorkersReached"  # no worker may go below the minimum
+    NO_IDLE_WORKERS = "NoIdleWorkersError"  # every worker is busy: none may be retired
+    NO_TEAR_DOWN_TARGETS = "NoTearDownTargets"  # the profile has no worker at all
+    SCALING_IN_PROGRESS = "ScalingInProgress"  # a worker is still booting or draining
+
+
+class PoolSettings(BaseModel):
+    """One profile's pool of workers, as given in ELASTICITY_PROFILES: its bounds and
+    how it scales. These defaults are the ones the README documents."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_workers: int = Field(1, ge=0)
+    max_workers: int = Field(4, ge=0)
+    concurrency: int = Field(1, ge=1)  # tasks one worker runs at once
+    target_latency: float = Field(10.0, gt=0)  # seconds to drain the backlog we aim for
+    default_action_seconds: float = Field(1.0, gt=0)  # until a mean has been learnt
+    tolerance: float = Field(0.1, ge=0, lt=1)  # |desired/current - 1| within this: no change
+    scale_up_window: float = Field(0.0, ge=0)  # seconds of recommendations to take the MIN of
+    scale_down_window: float = Field(30.0, ge=0)  # seconds of recommendations to take the MAX of
+    # this busy, with work waiting: one more worker
+    scale_up_utilisation: float = Field(0.8, gt=0, le=1)
+    # more busy than this: do not shrink
+    scale_down_utilisation: float = Field(0.2, ge=0, le=1)  # 1: never hold a shrink
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        if self.min_workers > self.max_workers:
+            raise ValueError("min_workers is larger than max_workers")
+        return self
+
+
+class ProfileConfig(PoolSettings):
+    """A profile's pool settings with the profile's name: what the policy and the
+    providers read."""
+
     name: str
-    min_workers: int = 0
-    max_workers: int = 4
-    concurrency: int = 1  # tasks one worker runs at once
-    target_latency: float = 10.0  # seconds to drain the backlog we aim for
-    default_action_seconds: float = 1.0  # until a mean has been learnt
-    tolerance: float = 0.1  # |desired/current - 1| within this: no change
-    scale_up_window: float = 0.0  # seconds of recommendations to take the MIN of
-    scale_down_window: float = 30.0  # seconds of recommendations to take the MAX of
-    scale_up_utilisation: float = 0.8  # this busy, with work waiting: one more worker
-    scale_down_utilisation: float = 0.2  # more busy than this: do not shrink
 
 
 @dataclass(frozen=True)
@@ -72,7 +104,7 @@ class Decision:
     spawn: int
     retire: int
     reason: str
-    blocked_by: str | None = None  # a named condition that held the decision back
+    blocked_by: Condition | None = None  # what held the decision back, if anything
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,17 @@
 """How many workers each profile should have: pure functions of what was observed and
 the time. No clock, no I/O, no Celery.
 
-Per profile, in order:
+Per profile, in order (:func:`decide` runs steps 1-4 for every profile, then shares the
+budget over them, then runs steps 5-6 for each):
 
 1. **target tracking** — the backlog, at the learnt mean action time, should drain within
    ``target_latency``: ``raw = ceil(backlog * seconds / (concurrency * target_latency))``,
    bounded by ``[min_workers, max_workers]``;
-2. **tolerance** — a raw value within ``tolerance`` of the current capacity is no change
-   (the HPA's 10 % band, so steady load does not flap);
-3. **utilisation band** — as the Kubernetes-like deployment it descends from: a pool at
+2. **utilisation band** — as the Kubernetes-like deployment it descends from: a pool at
    least 80 % busy with work waiting grows by one even if the backlog alone would not
    ask for it; a pool more than 20 % busy does not shrink;
+3. **tolerance** — a value within ``tolerance`` of the current capacity is no change
+   (the HPA's 10 % band, so steady load does not flap);
 4. **stabilisation windows** — going up takes the *lowest* recommendation of the last
    ``scale_up_window`` seconds, going down the *highest* of the last ``scale_down_window``
    (as the HPA does), so a dip or a spike does not whipsaw the pool;
@@ -28,8 +29,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from scheduler.elasticity.model import (
+    Condition,
     Decision,
     NodeInfo,
     Observation,
@@ -115,6 +118,80 @@ def allot(demands: Mapping[str, int], minimums: Mapping[str, int], budget: int) 
     return shares
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Steps 1-4 for one profile: what it would have, before the budget is shared."""
+
+    raw: int  # workers the backlog (and the utilisation band) asks for
+    stabilized: int  # after tolerance and the stabilisation windows
+    action_seconds: float
+    reason: str
+
+
+def plan_profile(obs: Observation, memory: ProfileMemory, cfg: ProfileConfig, now: float) -> Plan:
+    """Steps 1-4: target tracking, the utilisation band, tolerance and the
+    stabilisation windows (records the recommendation in ``memory``)."""
+    capacity = obs.count(*CAPACITY)
+    raw, seconds = raw_workers(obs, cfg)
+    raw, band = utilisation_band(obs, cfg, raw, capacity)
+    stable, reason = stabilize(memory, raw, capacity, cfg, now)
+    if band:
+        reason = f"{reason} ({band})"
+    return Plan(raw, stable, seconds, reason)
+
+
+def occupied(observations: Sequence[Observation]) -> int:
+    """Workers that take budget: the ones that exist or are coming, until they are gone."""
+    return sum(
+        o.count(WorkerState.IDLE, WorkerState.BUSY, WorkerState.BOOTING, WorkerState.DRAINING)
+        for o in observations
+    )
+
+
+def decide_profile(
+    obs: Observation, cfg: ProfileConfig, plan: Plan, share: int, free: int, now: float
+) -> Decision:
+    """Steps 5 and 6 for one profile: its plan, within its ``share`` of the budget and the
+    ``free`` budget left, unless a scaling event is in flight. Only idle workers retire."""
+    capacity = obs.count(*CAPACITY)
+    target = min(plan.stabilized, share)
+    reason = plan.reason
+    if target < plan.stabilized:
+        reason = f"{reason}; budget share is {share}"
+    spawn = retire = 0
+    blocked: Condition | None = None
+    in_flight = obs.count(WorkerState.BOOTING, WorkerState.DRAINING)
+    if in_flight and capacity >= cfg.min_workers:
+        blocked = Condition.SCALING_IN_PROGRESS
+        reason = f"{reason}; waiting for {in_flight} booting/draining worker(s)"
+    elif target > capacity:
+        spawn = min(target - capacity, free)
+        if spawn < target - capacity:
+            blocked = Condition.INSUFFICIENT_RESOURCES
+            reason = f"{reason}; budget has room for {spawn} of {target - capacity}"
+    elif target < capacity:
+        idle = obs.count(WorkerState.IDLE)
+        retire = min(capacity - target, idle)  # target >= min_workers, so min holds
+        if retire < capacity - target:
+            blocked = Condition.NO_IDLE_WORKERS if idle == 0 else None
+            reason = f"{reason}; only {idle} idle worker(s) may be retired"
+    return Decision(
+        profile=obs.profile,
+        at=now,
+        backlog=obs.backlog,
+        action_seconds=plan.action_seconds,
+        capacity=capacity,
+        raw=plan.raw,
+        stabilized=plan.stabilized,
+        allotted=share,
+        target=target,
+        spawn=spawn,
+        retire=retire,
+        reason=reason,
+        blocked_by=blocked,
+    )
+
+
 def decide(
     observations: Sequence[Observation],
     memories: Mapping[str, ProfileMemory],
@@ -122,73 +199,26 @@ def decide(
     budget: int,
     now: float,
 ) -> list[Decision]:
-    """One evaluation over all profiles (the budget couples them)."""
-    planned: dict[str, tuple[int, int, float, str]] = {}
-    for obs in observations:
-        cfg = configs[obs.profile]
-        capacity = obs.count(*CAPACITY)
-        raw, seconds = raw_workers(obs, cfg)
-        raw, band = utilisation_band(obs, cfg, raw, capacity)
-        stable, reason = stabilize(memories[obs.profile], raw, capacity, cfg, now)
-        if band:
-            reason = f"{reason} ({band})"
-        planned[obs.profile] = (raw, stable, seconds, reason)
-
+    """One evaluation over all profiles (the budget couples them): plan each profile
+    (steps 1-4), share the budget max-min fairly over the plans, then decide each profile
+    within its share and what is left of the budget (steps 5-6), in profile order."""
+    plans = {
+        o.profile: plan_profile(o, memories[o.profile], configs[o.profile], now)
+        for o in observations
+    }
     shares = allot(
-        {p: planned[p][1] for p in planned},
-        {p: configs[p].min_workers for p in planned},
+        {p: plan.stabilized for p, plan in plans.items()},
+        {p: configs[p].min_workers for p in plans},
         budget,
     )
-    # workers that exist or are coming take budget until they are gone
-    occupied = sum(
-        o.count(WorkerState.IDLE, WorkerState.BUSY, WorkerState.BOOTING, WorkerState.DRAINING)
-        for o in observations
-    )
-    free = max(0, budget - occupied)
-
+    free = max(0, budget - occupied(observations))
     decisions = []
-    for obs in observations:
-        cfg = configs[obs.profile]
-        raw, stable, seconds, reason = planned[obs.profile]
-        capacity = obs.count(*CAPACITY)
-        target = min(stable, shares[obs.profile])
-        if target < stable:
-            reason = f"{reason}; budget share is {shares[obs.profile]}"
-        spawn = retire = 0
-        blocked: str | None = None
-        in_flight = obs.count(WorkerState.BOOTING, WorkerState.DRAINING)
-        if in_flight and capacity >= cfg.min_workers:
-            blocked = "ScalingInProgress"
-            reason = f"{reason}; waiting for {in_flight} booting/draining worker(s)"
-        elif target > capacity:
-            spawn = min(target - capacity, free)
-            free -= spawn
-            if spawn < target - capacity:
-                blocked = "InsufficientResources"
-                reason = f"{reason}; budget has room for {spawn} of {target - capacity}"
-        elif target < capacity:
-            idle = obs.count(WorkerState.IDLE)
-            retire = min(capacity - target, idle)  # target >= min_workers, so min holds
-            if retire < capacity - target:
-                blocked = "NoIdleWorkersError" if idle == 0 else None
-                reason = f"{reason}; only {idle} idle worker(s) may be retired"
-        decisions.append(
-            Decision(
-                profile=obs.profile,
-                at=now,
-                backlog=obs.backlog,
-                action_seconds=seconds,
-                capacity=capacity,
-                raw=raw,
-                stabilized=stable,
-                allotted=shares[obs.profile],
-                target=target,
-                spawn=spawn,
-                retire=retire,
-                reason=reason,
-                blocked_by=blocked,
-            )
+    for o in observations:
+        decision = decide_profile(
+            o, configs[o.profile], plans[o.profile], shares[o.profile], free, now
         )
+        free -= decision.spawn
+        decisions.append(decision)
     return decisions
 
 

@@ -4,32 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
+from scheduler.elasticity.model import PoolSettings
 from shared.settings import LimitSettings
-
-
-class ProfileSettings(BaseModel):
-    """One worker profile's pool, as given in ELASTICITY_PROFILES."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_workers: int = Field(1, ge=0)
-    max_workers: int = Field(4, ge=0)
-    concurrency: int = Field(1, ge=1)
-    target_latency: float = Field(10.0, gt=0)
-    default_action_seconds: float = Field(1.0, gt=0)
-    tolerance: float = Field(0.1, ge=0, lt=1)
-    scale_up_window: float = Field(0.0, ge=0)
-    scale_down_window: float = Field(30.0, ge=0)
-    scale_up_utilisation: float = Field(0.8, gt=0, le=1)
-    scale_down_utilisation: float = Field(0.2, ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _bounds(self) -> ProfileSettings:
-        if self.min_workers > self.max_workers:
-            raise ValueError("min_workers is larger than max_workers")
-        return self
 
 
 class ElasticitySettings(LimitSettings):
@@ -45,11 +23,12 @@ class ElasticitySettings(LimitSettings):
     elasticity_budget: int = Field(
         8, ge=0, description="Workers all profiles may have together (ELASTICITY_BUDGET)."
     )
-    elasticity_profiles: dict[str, ProfileSettings] = Field(
-        default_factory=lambda: {"default": ProfileSettings()},
+    elasticity_profiles: dict[str, PoolSettings] = Field(
+        default_factory=lambda: {"default": PoolSettings()},
         description="Per-profile pool settings, JSON: {profile: {min_workers, max_workers, "
         "concurrency, target_latency, default_action_seconds, tolerance, scale_up_window, "
-        "scale_down_window}} (ELASTICITY_PROFILES).",
+        "scale_down_window, scale_up_utilisation, scale_down_utilisation}} "
+        "(ELASTICITY_PROFILES).",
     )
     elasticity_heartbeat_timeout: float = Field(
         10.0,

@@ -17,6 +17,7 @@ from celery import Celery
 
 from scheduler.elasticity.model import NodeInfo
 from scheduler.elasticity.providers import profile_of
+from shared.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +56,23 @@ class WorkerTracker:
 
     # -- the event stream ----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Follow the event stream until ``stop``, reconnecting with backoff."""
-        delay = 0.5
+        """Follow the event stream until ``stop``, reconnecting with backoff (0.5 s
+        doubling to 10 s, from 0.5 s again once connected)."""
+        backoff = Backoff(first=0.5, cap=10.0)
         while not stop.is_set():
             try:
                 with self.app.connection_for_read() as conn:
                     receiver = self.app.events.Receiver(conn, handlers={"*": self.on_event})
                     halt = threading.Thread(target=_halt_on, args=(stop, receiver), daemon=True)
                     halt.start()
-                    delay = 0.5
+                    backoff.reset()
                     # one long-lived consumer; it checks should_stop every second
                     receiver.capture(limit=None, timeout=None, wakeup=True)
+                delay = backoff.next()
             except Exception as exc:
+                delay = backoff.next()
                 log.warning("event stream lost: %r; reconnecting in %.1f s", exc, delay)
             stop.wait(delay)
-            delay = min(delay * 2, 10.0)
 
     def on_event(self, event: dict[str, Any], now: float | None = None) -> None:
         kind = str(event.get("type", ""))

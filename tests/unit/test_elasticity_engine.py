@@ -3,53 +3,42 @@ hand and a fake remote control: no broker, no processes, time passed in."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from scheduler.elasticity.engine import Engine
-from scheduler.elasticity.model import ProfileConfig
-from scheduler.elasticity.providers import InMemoryProvider
+from scheduler.elasticity.errors import (
+    InsufficientResources,
+    MinimumWorkersReached,
+    NoIdleWorkersError,
+    NoTearDownTargets,
+)
+from scheduler.elasticity.model import Condition, ProfileConfig
 from scheduler.elasticity.tracker import WorkerTracker
-
-
-class FakeControl:
-    def __init__(self) -> None:
-        self.busy: set[str] = set()
-        self.calls: list[tuple[str, str]] = []
-
-    def cancel_consumer(self, queue: str, node: str) -> None:
-        self.calls.append(("cancel", node))
-
-    def add_consumer(self, queue: str, node: str) -> None:
-        self.calls.append(("add", node))
-
-    def holds_tasks(self, node: str) -> bool:
-        return node in self.busy
-
-    def shutdown(self, node: str) -> None:
-        self.calls.append(("shutdown", node))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.elasticity_doubles import (
+    Clock,
+    FakeControl,
+    InMemoryProvider,
+)
 
 
 def make(
     backlog: dict[str, int],
     provider: InMemoryProvider | None = None,
     dry_run: bool = False,
+    shrink_hold: bool = True,
     **profile: Any,
 ) -> tuple[Engine, WorkerTracker, Clock]:
     clock = Clock()
     tracker = WorkerTracker(app=None)
     cfg = {"min_workers": 1, "max_workers": 4, "scale_down_window": 0, **profile}
+    if not shrink_hold:  # no pool is ever *more* than fully busy: the band never holds
+        cfg["scale_down_utilisation"] = 1.0
+    configs = {p: ProfileConfig(name=p, **cfg) for p in backlog}
     engine = Engine(
-        configs={p: ProfileConfig(name=p, **cfg) for p in backlog},
+        configs=configs,
         budget=8,
         provider=provider or InMemoryProvider(),
         tracker=tracker,
@@ -97,7 +86,7 @@ def test_a_failing_profile_does_not_stop_the_others() -> None:
 def test_only_idle_workers_are_retired_and_busy_ones_keep_their_task() -> None:
     backlog = {"default": 100}
     # the utilisation band off: this is about which workers go when the pool shrinks
-    engine, tracker, clock = make(backlog, scale_down_utilisation=1.0)
+    engine, tracker, clock = make(backlog, shrink_hold=False)
     engine.tick()
     register_all(engine, tracker, clock.now, active=1)
     names = sorted(engine.handles)
@@ -157,3 +146,34 @@ def test_slacker_is_killed_and_replaced() -> None:
     engine.tick()
     assert (first, False) in provider.stopped
     assert first not in engine.handles and len(engine.handles) == 1
+
+
+def test_conditions_keep_the_names_status_shows() -> None:
+    assert [c.value for c in Condition] == [
+        "InsufficientResources",
+        "MinimumWorkersReached",
+        "NoIdleWorkersError",
+        "NoTearDownTargets",
+        "ScalingInProgress",
+    ]
+    for error in (
+        InsufficientResources,
+        MinimumWorkersReached,
+        NoIdleWorkersError,
+        NoTearDownTargets,
+    ):
+        assert error.condition == error.__name__
+
+
+def test_an_action_held_back_is_noted_by_its_condition() -> None:
+    engine, tracker, clock = make({"default": 0})
+    engine.tick()
+    register_all(engine, tracker, clock.now)
+    with pytest.raises(MinimumWorkersReached):
+        engine.teardown("default")
+    decision = replace(engine.last["default"], spawn=0, retire=1)
+    engine._act(decision)
+    assert (engine.events[-1].kind, engine.events[-1].detail) == (
+        "MinimumWorkersReached",
+        "profile default is at its minimum of 1",
+    )

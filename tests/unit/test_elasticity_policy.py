@@ -37,7 +37,9 @@ S = WorkerState
 
 # -- helpers ---------------------------------------------------------------------------
 def cfg(name: str = "p", **kw: Any) -> ProfileConfig:
-    return ProfileConfig(name=name, **kw)
+    """A profile config; unlike ELASTICITY_PROFILES (minimum 1), the minimum is 0 unless
+    given."""
+    return ProfileConfig(name=name, **{"min_workers": 0, **kw})
 
 
 def pool(

@@ -6,7 +6,10 @@ app is only used by ``run()``.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -323,3 +326,49 @@ def test_forget_unknown_node_is_harmless() -> None:
     t = tracker([(0, online())])
     t.forget("nobody@host")
     assert set(t.nodes()) == {NODE}
+
+
+# -- run: following the event stream, reconnecting with backoff ---------------------------
+class Stop:
+    """A stop event that sets itself after ``rounds`` reconnect waits, recording them."""
+
+    def __init__(self, rounds: int) -> None:
+        self.delays: list[float] = []
+        self.rounds = rounds
+        self._done = threading.Event()
+
+    def is_set(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is None:  # the thread that halts the receiver
+            return self._done.wait()
+        self.delays.append(timeout)
+        if len(self.delays) >= self.rounds:
+            self._done.set()
+        return self._done.is_set()
+
+
+class StreamApp:
+    """A Celery app whose broker connections fail or succeed as scripted; a successful
+    one delivers no event and ends at once."""
+
+    def __init__(self, outcomes: Sequence[bool]) -> None:
+        self.outcomes = list(outcomes)
+        self.events = SimpleNamespace(
+            Receiver=lambda conn, handlers: SimpleNamespace(
+                capture=lambda **kw: None, should_stop=False
+            )
+        )
+
+    def connection_for_read(self) -> contextlib.nullcontext[None]:
+        if not self.outcomes.pop(0):
+            raise ConnectionError("broker away")
+        return contextlib.nullcontext()
+
+
+def test_run_reconnects_with_doubling_delays_reset_by_a_connect() -> None:
+    outcomes = [False] * 7 + [True, False, False]
+    stop = Stop(rounds=len(outcomes))
+    WorkerTracker(app=StreamApp(outcomes)).run(stop)  # type: ignore[arg-type]
+    assert stop.delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 0.5, 1.0, 2.0]

@@ -17,7 +17,7 @@ from scheduler.elasticity.engine import Engine
 from scheduler.elasticity.kubernetes import KubernetesProvider, is_placeholder
 from scheduler.elasticity.model import ProfileConfig
 from scheduler.elasticity.tracker import WorkerTracker
-from tests.unit.test_elasticity_engine import Clock, FakeControl
+from tests.unit.elasticity_doubles import Clock, FakeControl
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,6 +81,7 @@ def test_spawn_scales_the_profiles_deployment_up(
 ) -> None:
     handle = provider.spawn(ProfileConfig(name="default"), 5.0)
     assert is_placeholder(handle.name) and handle.profile == "default"
+    assert handle.name.startswith("placeholder.default.")
     assert api.replicas["carousel-worker-default"] == 2
     assert (
         api.requests[-1][1] == "/apis/apps/v1/namespaces/ns1/deployments/"

@@ -1,0 +1,97 @@
+"""The elasticity worker's admin API over HTTP: /status and the operations routes, with
+the in-memory doubles (no broker, no processes)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from fastapi import FastAPI
+
+from scheduler.elasticity.admin import create_admin_app
+from scheduler.elasticity.engine import Engine
+from scheduler.elasticity.model import ProfileConfig
+from scheduler.elasticity.tracker import WorkerTracker
+from tests.unit.elasticity_doubles import Clock, FakeControl, InMemoryProvider
+
+
+def get(app: FastAPI, path: str) -> httpx.Response:
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.get(path)
+
+    return asyncio.run(call())
+
+
+def make() -> tuple[Engine, WorkerTracker, Clock]:
+    clock = Clock()
+    tracker = WorkerTracker(app=None)
+    engine = Engine(
+        configs={"default": ProfileConfig(name="default")},
+        budget=1,
+        provider=InMemoryProvider(),
+        tracker=tracker,
+        control=FakeControl(),  # type: ignore[arg-type]
+        queue_of=lambda p: f"q.{p}",
+        backlog_of=lambda p, running: 100,
+        clock=clock,
+    )
+    return engine, tracker, clock
+
+
+def test_status_explains_each_profile() -> None:
+    engine, tracker, clock = make()
+    app = create_admin_app(engine, dry_run=False)
+    engine.tick()
+    [name] = engine.handles
+    tracker.on_event({"type": "worker-heartbeat", "hostname": name, "active": 1}, clock.now)
+    clock.now += 5
+    engine.tick()
+    body = get(app, "/status").json()
+    assert (body["ready"], body["dry_run"], body["budget"]) == (True, False, 1)
+    profile = body["profiles"]["default"]
+    assert profile["config"] == {
+        "name": "default",
+        "min_workers": 1,
+        "max_workers": 4,
+        "concurrency": 1,
+        "target_latency": 10.0,
+        "default_action_seconds": 1.0,
+        "tolerance": 0.1,
+        "scale_up_window": 0.0,
+        "scale_down_window": 30.0,
+        "scale_up_utilisation": 0.8,
+        "scale_down_utilisation": 0.2,
+    }
+    assert next(iter(profile["config"])) == "name"  # as /status has always shown it
+    assert profile["workers"] == [{"name": name, "state": "busy", "since": 1000.0, "pid": None}]
+    assert profile["counts"] == {"booting": 0, "idle": 0, "busy": 1, "draining": 0, "lost": 0}
+    assert (profile["backlog"], profile["desired"]) == (100, 1)
+    last = profile["decisions"][-1]
+    assert (last["allotted"], last["blocked_by"], last["workers"]["busy"]) == (
+        1,
+        None,
+        1,
+    )
+    assert [e["kind"] for e in profile["events"]] == ["spawned"]
+
+
+def test_readyz_and_metrics() -> None:
+    engine, tracker, clock = make()
+    app = create_admin_app(engine, dry_run=True)
+    assert get(app, "/healthz").json() == {"status": "ok"}
+    not_ready = get(app, "/readyz")
+    assert (not_ready.status_code, not_ready.json()) == (
+        503,
+        {"status": "below the minimum of workers"},
+    )
+    engine.dry_run = False
+    engine.tick()
+    [name] = engine.handles
+    tracker.on_event({"type": "worker-heartbeat", "hostname": name, "active": 0}, clock.now)
+    assert get(app, "/readyz").json() == {"status": "ready"}
+    metrics = get(app, "/metrics").text
+    assert 'carousel_desired_workers{profile="default"} 1.0' in metrics
+    assert 'carousel_backlog{profile="default"} 100.0' in metrics
+    assert 'carousel_workers{profile="default",state="idle"} 1.0' in metrics
