@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -14,15 +12,7 @@ from scheduler.dispatcher.admin import create_admin_app
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
 from scheduler.dispatcher.state import DispatcherState
 from shared.models import Action, VmEventMessage
-
-
-def call(app: FastAPI, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            return await client.request(method, path, **kwargs)
-
-    return asyncio.run(go())
+from tests.asgi import call
 
 
 @pytest.fixture

@@ -3,25 +3,12 @@ the in-memory doubles (no broker, no processes)."""
 
 from __future__ import annotations
 
-import asyncio
-
-import httpx
-from fastapi import FastAPI
-
 from scheduler.elasticity.admin import create_admin_app
 from scheduler.elasticity.engine import Engine
 from scheduler.elasticity.model import ProfileConfig
 from scheduler.elasticity.tracker import WorkerTracker
+from tests.asgi import get
 from tests.unit.elasticity_doubles import Clock, FakeControl, InMemoryProvider
-
-
-def get(app: FastAPI, path: str) -> httpx.Response:
-    async def call() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            return await client.get(path)
-
-    return asyncio.run(call())
 
 
 def make() -> tuple[Engine, WorkerTracker, Clock]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
-import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
 
 from shared.http import ops_router
+from tests.asgi import get
 
 
 def _app(ready_reason: str | None, asynchronous: bool) -> tuple[FastAPI, Gauge]:
@@ -29,15 +27,6 @@ def _app(ready_reason: str | None, asynchronous: bool) -> tuple[FastAPI, Gauge]:
     app = FastAPI()
     app.include_router(ops_router(ready_async if asynchronous else ready_sync, registry, refresh))
     return app, gauge
-
-
-def get(app: FastAPI, path: str) -> httpx.Response:
-    async def call() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            return await client.get(path)
-
-    return asyncio.run(call())
 
 
 def test_healthz_answers_while_the_process_lives() -> None:
