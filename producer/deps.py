@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, HTTPException, Request
 
 from producer.metrics import ProducerMetrics
 from producer.service import EventService
 from producer.settings import ProducerSettings
-
-bearer = HTTPBearer(auto_error=False)
+from shared.http import Credentials, verify_bearer
 
 
 def get_service(request: Request) -> EventService:
@@ -25,22 +22,14 @@ def get_metrics(request: Request) -> ProducerMetrics:
     return metrics
 
 
-def authorize(
-    request: Request,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
+def authorize(request: Request, creds: Credentials) -> None:
     """401 unless the bearer token matches ``CAROUSEL_API_TOKEN`` (when that is set)."""
     settings: ProducerSettings = request.app.state.settings
-    token = settings.carousel_api_token
-    if not token:
-        return
-    if creds is None or not secrets.compare_digest(creds.credentials.encode(), token.encode()):
+    try:
+        verify_bearer(settings.carousel_api_token, creds)
+    except HTTPException:
         get_metrics(request).rejected.labels("unauthorized").inc()
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing or wrong bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise
 
 
 Auth = Annotated[None, Depends(authorize)]

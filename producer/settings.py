@@ -10,11 +10,6 @@ from shared.settings import CommonSettings
 class ProducerSettings(CommonSettings):
     """What ``carousel-producer`` reads."""
 
-    carousel_api_token: str = Field(
-        "",
-        description="Bearer token required on every call but health (CAROUSEL_API_TOKEN); "
-        "empty = no auth.",
-    )
     producer_host: str = Field("127.0.0.1", description="Bind address (PRODUCER_HOST).")
     producer_port: int = Field(8000, description="Port of the REST API (PRODUCER_PORT).")
     max_body_bytes: int = Field(

@@ -1,20 +1,49 @@
-"""The operations endpoints every Carousel HTTP service serves, written once:
+"""What every Carousel HTTP service shares, written once: the operations endpoints
 ``GET /healthz`` (the process answers), ``GET /readyz`` (it can do its job) and
-``GET /metrics`` (Prometheus text format)."""
+``GET /metrics`` (Prometheus text format), and the bearer-token check."""
 
 from __future__ import annotations
 
 import inspect
+import secrets
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, generate_latest
 
 #: None when ready, else the reason it is not (sync or async)
 ReadinessCheck = Callable[[], str | None] | Callable[[], Awaitable[str | None]]
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+
+#: reads ``Authorization: Bearer <token>``; absent is None (the check answers 401)
+bearer = HTTPBearer(auto_error=False)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def verify_bearer(expected: str, creds: HTTPAuthorizationCredentials | None) -> None:
+    """401 unless ``creds`` carry ``expected`` (compared in constant time); no check at
+    all when ``expected`` is empty (``CAROUSEL_API_TOKEN`` unset)."""
+    if not expected:
+        return
+    if creds is None or not secrets.compare_digest(creds.credentials.encode(), expected.encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or wrong bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def token_guard(expected: str) -> Callable[[HTTPAuthorizationCredentials | None], None]:
+    """A route dependency that calls :func:`verify_bearer` with ``expected``."""
+
+    def guard(creds: Credentials) -> None:
+        verify_bearer(expected, creds)
+
+    return guard
 
 
 def ops_router(

@@ -29,6 +29,11 @@ class CommonSettings(BaseSettings):
         "(CAROUSEL_DB_URL). SQLite for one machine, PostgreSQL for many.",
     )
     log_level: str = Field("INFO", description="Logging level (LOG_LEVEL).")
+    carousel_api_token: str = Field(
+        "",
+        description="Bearer token required on every producer call but health and on the "
+        "scheduler admin API's controls (CAROUSEL_API_TOKEN); empty = no auth.",
+    )
     action_profiles: dict[str, list[str]] = Field(
         default_factory=dict,
         description='Worker profiles and their actions, JSON, e.g. {"slow": ["migrate", '

@@ -96,6 +96,12 @@ class Topology:
         return QueueSpec(f"{self.prefix}.completions")
 
     @property
+    def dead_letter_queue(self) -> QueueSpec:
+        """Messages a consumer could not read (undecodable, or not a valid message), each
+        with the reason in its ``x-carousel-reason`` header, kept for an operator."""
+        return QueueSpec(f"{self.prefix}.dead")
+
+    @property
     def mapping_exchange(self) -> ExchangeSpec:
         """Producer -> schedulers: mapping deltas, each with its version."""
         return ExchangeSpec(f"{self.prefix}.mapping", "fanout")
@@ -114,11 +120,12 @@ class Topology:
     # -- everything, for tearing a whole topology down -----------------------------
     def durable_queues(self, keys: Iterable[Key], profiles: Iterable[str]) -> list[QueueSpec]:
         """Every durable queue of this topology: the event queues of ``keys``, the
-        actions queue of each profile, the completions queue."""
+        actions queue of each profile, the completions and dead-letter queues."""
         return [
             *(self.event_queue(k) for k in keys),
             *(self.actions_queue_of(p) for p in dict.fromkeys([DEFAULT_PROFILE, *profiles])),
             self.completions_queue,
+            self.dead_letter_queue,
         ]
 
     def exchanges(self, profiles: Iterable[str]) -> list[ExchangeSpec]:

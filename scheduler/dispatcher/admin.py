@@ -1,18 +1,20 @@
 """The scheduler's admin API (port 8001): the dispatcher's views and controls, and the
-operations routes (/healthz, /readyz, /metrics) of :func:`shared.http.ops_router`."""
+operations routes (/healthz, /readyz, /metrics) of :func:`shared.http.ops_router`. With
+``CAROUSEL_API_TOKEN`` set, the controls (pause, resume, limits) need it; views stay
+open."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from fastapi import APIRouter, FastAPI, Query
+from fastapi import APIRouter, Depends, FastAPI, Query
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.dispatcher.state import DispatcherState
-from shared.http import ops_router
+from shared.http import ops_router, token_guard
 
 Stats = Callable[[], dict[str, Any]]
 
@@ -24,7 +26,20 @@ GAUGES = [
     ("dispatched_total", "Dispatches since start"),
     ("completed_total", "Completions since start"),
     ("paused", "1 if paused"),
+    ("dead_lettered", "Messages moved to the dead-letter queue since start"),
 ]
+
+
+class Session(Protocol):
+    """What the admin API shows of the AMQP session (the loop is one)."""
+
+    connected: threading.Event
+
+    @property
+    def mapping_version(self) -> int: ...
+
+    @property
+    def dead_lettered(self) -> int: ...
 
 
 class LimitsIn(BaseModel):
@@ -35,47 +50,46 @@ class LimitsIn(BaseModel):
     per_host: int | None = Field(None, ge=0, description="0 = no per-host limit")
 
 
-def create_admin_app(
-    state: DispatcherState[Any],
-    connected: threading.Event,
-    mapping_version: Callable[[], int],
-) -> FastAPI:
+def create_admin_app(state: DispatcherState[Any], session: Session, token: str = "") -> FastAPI:
     app = FastAPI(title="Carousel scheduler admin", version="0.1.0")
 
     def stats() -> dict[str, Any]:
         out = state.stats()
-        out["connected"] = connected.is_set()
-        out["mapping_version"] = mapping_version()
+        out["connected"] = session.connected.is_set()
+        out["mapping_version"] = session.mapping_version
+        out["dead_lettered"] = session.dead_lettered
         return out
 
     def ready() -> str | None:
-        return None if connected.is_set() else "not connected to the broker"
+        return None if session.connected.is_set() else "not connected to the broker"
 
     registry, refresh = _metrics(stats)
-    app.include_router(dispatcher_router(state, stats))
+    app.include_router(dispatcher_router(state, stats, token))
     app.include_router(ops_router(ready, registry, refresh))
     return app
 
 
-def dispatcher_router(state: DispatcherState[Any], stats: Stats) -> APIRouter:
-    """/stats, /pause, /resume, /limits and /dispatches over the dispatcher."""
+def dispatcher_router(state: DispatcherState[Any], stats: Stats, token: str) -> APIRouter:
+    """/stats and /dispatches over the dispatcher, open; /pause, /resume and /limits
+    behind the token."""
     router = APIRouter()
+    guarded = [Depends(token_guard(token))]
 
     @router.get("/stats")
     def get_stats() -> dict[str, Any]:
         return stats()
 
-    @router.post("/pause")
+    @router.post("/pause", dependencies=guarded)
     def pause() -> dict[str, Any]:
         state.pause()
         return {"paused": True}
 
-    @router.post("/resume")
+    @router.post("/resume", dependencies=guarded)
     def resume() -> dict[str, Any]:
         state.resume()
         return {"paused": False}
 
-    @router.put("/limits")
+    @router.put("/limits", dependencies=guarded)
     def put_limits(body: LimitsIn) -> dict[str, Any]:
         return state.set_limits(body.model_dump(exclude_none=True))
 

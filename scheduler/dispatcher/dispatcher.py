@@ -66,6 +66,7 @@ class Dispatcher(Generic[H]):
         self.dispatched_total = 0
         self.completed_total = 0
         self._held_ids: set[str] = set()
+        self._duplicates: list[Held[H]] = []  # held copies of events counted in flight
 
     # -- inputs --------------------------------------------------------------------
     def add_key(self, host: str, vm: str, policy: str) -> None:
@@ -90,14 +91,28 @@ class Dispatcher(Generic[H]):
 
     def pick(self, now: float) -> Held[H] | None:
         """The next event to dispatch, counted in flight at once; None if paused, at the
-        global limit, or nothing can go."""
-        if self.paused or len(self.in_flight) >= self.limits.max_parallel:
-            return None
-        got = self.rr.next()
-        if got is None:
-            return None
-        host, vm, policy, held = got
-        self._held_ids.discard(held.event.id)
+        global limit, or nothing can go. A held copy of an event counted in flight
+        meanwhile (:meth:`restore`) is not a dispatch: it goes to
+        :meth:`take_duplicates`, and the pick goes on."""
+        while not self.paused and len(self.in_flight) < self.limits.max_parallel:
+            got = self.rr.next()
+            if got is None:
+                return None
+            host, vm, policy, held = got
+            self._held_ids.discard(held.event.id)
+            if held.event.id in self.in_flight:
+                self._duplicates.append(held)
+                continue
+            return self._dispatch(held, host, vm, policy, now)
+        return None
+
+    def take_duplicates(self) -> list[Held[H]]:
+        """Held copies of events that were counted in flight while held: the caller acks
+        them (the event is carried by another delivery)."""
+        out, self._duplicates = self._duplicates, []
+        return out
+
+    def _dispatch(self, held: Held[H], host: str, vm: str, policy: str, now: float) -> Held[H]:
         self._start(held.event.id, host, vm)
         self.dispatches.append(Dispatch(held.event.id, host, vm, policy, held.event.action, now))
         self.dispatched_total += 1
@@ -158,7 +173,7 @@ class Dispatcher(Generic[H]):
     def drop_held(self) -> list[Held[H]]:
         """The deliveries are void (connection lost): forget every held head."""
         self._held_ids.clear()
-        return self.rr.clear_items()
+        return [*self.take_duplicates(), *self.rr.clear_items()]
 
     # -- internals -----------------------------------------------------------------
     def _start(self, event_id: str, host: str, vm: str) -> None:

@@ -85,7 +85,13 @@ class Handover:
         """Dispatch while the dispatcher gives, a batch at a time: one ledger transaction
         marks the batch dispatched, its tasks are published with confirms pipelined, and
         only then are its events acked."""
-        while picks := self.state.pick_batch(self.settings.dispatch_batch, time.time):
+        while True:
+            picks = self.state.pick_batch(self.settings.dispatch_batch, time.time)
+            for copy in self.state.take_duplicates():
+                log.info("event %s is in flight already; held copy acked", copy.event.id)
+                copy.handle.ack()
+            if not picks:
+                return
             dispatch_id = uuid.uuid4().hex
             try:
                 before = self.store.mark_dispatched_many(

@@ -31,6 +31,7 @@ from kombu.message import Message
 from scheduler.dispatcher.confirms import ConfirmingProducer
 from scheduler.dispatcher.handover import Handover
 from scheduler.dispatcher.mapping import MappingFollower
+from scheduler.dispatcher.poison import dead_letter
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
 from shared.backoff import Backoff
@@ -44,6 +45,8 @@ Inbox = deque[tuple[str, Any, Message]]
 
 #: a session that lasted longer than this was a success: the backoff starts again
 HEALTHY_SESSION = 10.0
+#: the inbox kind of a delivery that could not be decoded (its body is the reason)
+UNREADABLE = "unreadable"
 
 
 class SchedulerLoop:
@@ -62,6 +65,8 @@ class SchedulerLoop:
         self.mapping = MappingFollower(settings, store, state)
         self.handover = Handover(settings, store, state, celery)
         self._inbox: Inbox = deque()
+        #: messages moved to the dead-letter queue since start (/stats, /metrics)
+        self.dead_lettered = 0
 
     @property
     def mapping_version(self) -> int:
@@ -104,24 +109,9 @@ class SchedulerLoop:
 
             completions = queue(self.topology.completions_queue)
             mapping_q = queue(self.topology.mapping_queue_of(uuid.uuid4().hex[:12]))
-            kombu.Consumer(
-                ctl_channel,
-                [completions],
-                accept=["json"],
-                callbacks=[self._inbox_cb("completion")],
-            ).consume()
-            kombu.Consumer(
-                ctl_channel, [mapping_q], accept=["json"], callbacks=[self._inbox_cb("mapping")]
-            ).consume()
-            self.mapping.attach(
-                kombu.Consumer(
-                    ev_channel,
-                    [],
-                    accept=["json"],
-                    auto_declare=False,
-                    callbacks=[self._inbox_cb("event")],
-                )
-            )
+            self._consumer(ctl_channel, [completions], "completion").consume()
+            self._consumer(ctl_channel, [mapping_q], "mapping").consume()
+            self.mapping.attach(self._consumer(ev_channel, [], "event", auto_declare=False))
             rows = self.store.in_flight()  # the ledger's, before taking the dispatcher's lock
             self.state.restore((row.id, row.host, row.vm) for row in rows)
             self.mapping.resync()
@@ -141,11 +131,26 @@ class SchedulerLoop:
                 self.mapping.maybe_resync()
                 self.handover.maybe_reconcile()
 
-    def _inbox_cb(self, kind: str) -> Any:
-        def callback(body: Any, message: Message) -> None:
+    def _consumer(
+        self, channel: Any, queues: list[kombu.Queue], kind: str, **options: Any
+    ) -> kombu.Consumer:
+        """A JSON consumer whose deliveries go to the inbox as ``kind``; one that cannot
+        be decoded goes there as unreadable, with the reason, instead of raising."""
+
+        def on_message(body: Any, message: Message) -> None:
             self._inbox.append((kind, body, message))
 
-        return callback
+        def on_decode_error(message: Message, exc: Exception) -> None:
+            self._inbox.append((UNREADABLE, f"undecodable {kind} message: {exc!r}", message))
+
+        return kombu.Consumer(
+            channel,
+            queues,
+            accept=["json"],
+            callbacks=[on_message],
+            on_decode_error=on_decode_error,
+            **options,
+        )
 
     def _handle_inbox(self, producer: ConfirmingProducer) -> None:
         while self._inbox:
@@ -155,12 +160,19 @@ class SchedulerLoop:
                     self.handover.on_event(body, message, producer)
                 elif kind == "completion":
                     self.handover.on_completion(body, message)
-                else:
+                elif kind == "mapping":
                     self.mapping.apply(MappingDelta.model_validate(body))
                     message.ack()
-            except ValueError:
-                log.exception("malformed %s message dropped: %r", kind, body)
-                message.reject(requeue=False)
+                else:
+                    self._dead_letter(producer, message, body)
+            except ValueError as exc:  # not a valid message of its kind (pydantic says why)
+                self._dead_letter(producer, message, f"invalid {kind} message: {exc}")
+
+    def _dead_letter(self, producer: ConfirmingProducer, message: Message, reason: str) -> None:
+        dead_letter(producer, self.topology.dead_letter_queue, message, reason)
+        message.ack()
+        self.dead_lettered += 1
+        log.warning("moved a message to %s: %s", self.topology.dead_letter_queue.name, reason)
 
 
 def _next_delay(backoff: Backoff, started: float) -> float:

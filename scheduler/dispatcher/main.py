@@ -37,7 +37,7 @@ def main() -> None:
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), name="amqp-loop", daemon=True)
     thread.start()
-    app = create_admin_app(state, loop.connected, lambda: loop.mapping_version)
+    app = create_admin_app(state, loop, settings.carousel_api_token)
     try:
         uvicorn.run(
             app,

@@ -50,6 +50,11 @@ class DispatcherState(Generic[H]):
                 picks.append(held)
         return picks
 
+    def take_duplicates(self) -> list[Held[H]]:
+        """Held copies of events counted in flight meanwhile: to be acked, not sent."""
+        with self._lock:
+            return self._dispatcher.take_duplicates()
+
     def abort(self, event_ids: Iterable[str]) -> None:
         """Undo picks whose tasks were never sent."""
         with self._lock:

@@ -196,3 +196,11 @@ def test_bad_input_and_missing_token(stack_factory: Callable[..., Stack]) -> Non
 
     r = httpx.post(f"{stack.producer_url}/events", json=ok, headers=auth)
     assert r.status_code == 202
+
+    # the scheduler's controls need the same token; its views do not
+    stack.scheduler()
+    assert httpx.post(f"{stack.scheduler_url}/pause").status_code == 401
+    assert httpx.put(f"{stack.scheduler_url}/limits", json={"per_vm": 2}).status_code == 401
+    assert stats(stack)["paused"] is False and stats(stack)["limits"]["per_vm"] == 1
+    assert httpx.post(f"{stack.scheduler_url}/pause", headers=auth).status_code == 200
+    assert stats(stack)["paused"] is True

@@ -366,6 +366,25 @@ def test_two_held_messages_of_one_id_do_not_leak_slots() -> None:
     assert pick_id(d) == "y"
 
 
+def test_an_event_restored_while_a_copy_of_it_is_held_is_counted_once() -> None:
+    """A copy of an event is held; another delivery of it is redelivered and the ledger
+    says it is dispatched, so it is counted in flight (restore). With PER_VM_LIMIT >= 2
+    the VM was not blocked, so the held copy was picked and counted a second time, and
+    the abort of that pick left the VM's count at 1 for ever."""
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10, per_vm=2))
+    d.offer(ev("x"), "held copy")
+    d.restore("x", "h", "v")
+    assert d.pick(0.0) is None  # the held copy is not a second dispatch
+    assert [h.handle for h in d.take_duplicates()] == ["held copy"]  # the caller acks it
+    assert d.take_duplicates() == []
+    assert d.in_flight == {"x": ("h", "v")}
+    assert d.stats()["dispatched_total"] == 0
+    d.complete("x")
+    assert per_host_in_flight(d) == {"h": 0}
+    offer(d, ev("y", policy="p1"), ev("z", policy="p2"))
+    assert drain(d) == ["y", "z"]  # the VM takes two at once again
+
+
 # -- dispatch log, stats -----------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -15,11 +16,18 @@ from shared.models import Action, VmEventMessage
 from tests.asgi import call
 
 
+@dataclass
+class FakeSession:
+    connected: threading.Event = field(default_factory=threading.Event)
+    mapping_version: int = 7
+    dead_lettered: int = 0
+
+
 @pytest.fixture
 def parts() -> tuple[FastAPI, DispatcherState[Any], threading.Event]:
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
-    connected = threading.Event()
-    return create_admin_app(state, connected, lambda: 7), state, connected
+    session = FakeSession()
+    return create_admin_app(state, session), state, session.connected
 
 
 def test_stats(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> None:
@@ -41,6 +49,7 @@ def test_stats(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> 
         "hosts": {"h": {"in_flight": 0, "held": 1}},
         "connected": True,
         "mapping_version": 7,
+        "dead_lettered": 0,
     }
 
 
@@ -97,3 +106,26 @@ def test_ops_routes(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert "carousel_scheduler_paused 1.0" in metrics.text
     assert "carousel_scheduler_in_flight 0.0" in metrics.text
+
+
+def test_with_a_token_the_controls_need_it_and_the_views_stay_open() -> None:
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
+    session = FakeSession(dead_lettered=3)
+    app = create_admin_app(state, session, token="s3cret")
+    for method, path, body in [
+        ("POST", "/pause", None),
+        ("POST", "/resume", None),
+        ("PUT", "/limits", {"max_parallel": 1}),
+    ]:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            refused = call(app, method, path, json=body, headers=headers)
+            assert refused.status_code == 401, (path, headers)
+            assert refused.headers["www-authenticate"] == "Bearer"
+    assert state.stats()["paused"] is False
+    assert state.stats()["limits"]["max_parallel"] == 5  # nothing changed
+    auth = {"Authorization": "Bearer s3cret"}
+    assert call(app, "POST", "/pause", headers=auth).json() == {"paused": True}
+    assert call(app, "PUT", "/limits", json={"max_parallel": 1}, headers=auth).status_code == 200
+    assert call(app, "GET", "/stats").json()["dead_lettered"] == 3  # views: no token
+    assert call(app, "GET", "/dispatches").status_code == 200
+    assert "carousel_scheduler_dead_lettered 3.0" in call(app, "GET", "/metrics").text

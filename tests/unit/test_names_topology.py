@@ -184,6 +184,7 @@ def _all_names(topo: Topology) -> dict[str, str]:
         "actions": topo.actions_queue.name,
         "slow_actions": topo.actions_queue_of("slow").name,
         "completions": topo.completions_queue.name,
+        "dead": topo.dead_letter_queue.name,
         "mapping": topo.mapping_exchange.name,
         "mapping_queue": topo.mapping_queue_of("s1").name,
     }
@@ -233,6 +234,7 @@ def test_a_whole_topology_lists_every_queue_and_exchange() -> None:
         "t.actions",
         "t.actions.slow",
         "t.completions",
+        "t.dead",
     ]
     assert [e.name for e in topo.exchanges(["slow", "default"])] == [
         "t.mapping",
