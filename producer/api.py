@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, FastAPI, HTTPException, status
+import sqlalchemy as sa
+from fastapi import APIRouter, Body, FastAPI, HTTPException, Request, status
+from fastapi.responses import JSONResponse
 
 from producer.deps import Auth, Service
 from producer.errors import (
@@ -52,6 +54,8 @@ def create_app(settings: ProducerSettings) -> FastAPI:
     )
     app.include_router(events_router(metrics))
     app.include_router(mapping_router(settings.topology))
+    for trouble in LEDGER_TROUBLE:
+        app.add_exception_handler(trouble, _ledger_unavailable(metrics))
 
     async def ready() -> str | None:
         try:
@@ -62,6 +66,30 @@ def create_app(settings: ProducerSettings) -> FastAPI:
 
     app.include_router(ops_router(ready, metrics.registry))
     return app
+
+
+#: the ledger cannot be reached, or is locked past its busy timeout: try again later
+LEDGER_TROUBLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+def _ledger_unavailable(
+    metrics: ProducerMetrics,
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    """503 with ``Retry-After``, never a 500: nothing was accepted that a retry with the
+    same ids would not accept once (an event whose confirm could not be recorded is in
+    its queue; the retry finds it and does not store it twice)."""
+
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        metrics.rejected.labels("ledger").inc()
+        log.warning("ledger unavailable during %s %s: %r", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": f"the ledger is unavailable: {exc.__class__.__name__}"},
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers=RETRY_AFTER,
+        )
+
+    return handler
 
 
 def _lifespan(
@@ -107,7 +135,9 @@ def events_router(metrics: ProducerMetrics) -> APIRouter:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
         except (BrokerUnavailable, Unroutable) as exc:
             metrics.rejected.labels("broker").inc()
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers=RETRY_AFTER
+            ) from exc
         metrics.accepted.inc(len(ids))
         metrics.accept_seconds.observe(time.perf_counter() - started)
         return AcceptedOut(ids=ids)

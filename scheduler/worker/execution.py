@@ -76,20 +76,23 @@ def run_event(
 
 
 def _persist(
-    write: Callable[[], object],
-    what: str,
-    give_up_after: float = 600.0,
-    sleep: Callable[[float], None] = time.sleep,
+    write: Callable[[], object], what: str, sleep: Callable[[float], None] = time.sleep
 ) -> None:
-    """Retry a ledger write with backoff for up to ``give_up_after`` seconds."""
+    """Retry a ledger write with capped backoff until it goes through. The action has
+    had its effect: giving up would hand the task back to Celery, whose retry would
+    claim the event again and run the action a second time."""
     backoff = Backoff(first=0.1, cap=5.0)
     while True:
         try:
             write()
             return
         except Exception:
-            if backoff.waited >= give_up_after:
-                raise
             delay = backoff.next()
-            log.warning("could not %s; retrying in %.1f s", what, delay, exc_info=True)
+            log.warning(
+                "could not %s (for %.0f s now); retrying in %.1f s",
+                what,
+                backoff.waited - delay,
+                delay,
+                exc_info=True,
+            )
             sleep(delay)

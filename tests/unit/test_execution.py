@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from harness.processes import wait_until
 from scheduler.worker.errors import ActionFailed
 from scheduler.worker.execution import run_event
 from shared.models import Action, Completion, Status, VmEventMessage
@@ -222,3 +228,43 @@ def test_completion_identifies_the_key(store: Store, clock: Callable[[], float])
         "policy": "auto-healing",
         "status": "succeeded",
     }
+
+
+def test_a_ledger_locked_after_the_action_delays_the_record_but_never_reruns_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ledger goes away while the action runs: recording the outcome is retried in
+    place until it goes through, and the action is not run a second time."""
+    path = tmp_path / "l.db"
+    Store.connect(f"sqlite:///{path}").engine.dispose()  # the schema
+    store = Store(sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.05}))
+    event = ev()
+    dispatch(store, event)
+    locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    class LockingDriver(RecordingDriver):
+        def execute(self, e: VmEventMessage) -> None:
+            super().execute(e)
+            locker.execute("BEGIN EXCLUSIVE")  # nobody else may write now
+
+    driver = LockingDriver()
+    outcomes: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: outcomes.append(run_event(event, "d1", "w", store, driver, time.time))
+    )
+    with caplog.at_level(logging.WARNING, logger="scheduler.worker.execution"):
+        worker.start()
+        wait_until(
+            lambda: sum("could not record" in r.getMessage() for r in caplog.records) >= 3,
+            30,
+            what="three failed attempts to record the outcome",
+        )
+        assert store.status_of(event.id) is Status.RUNNING
+        locker.execute("ROLLBACK")  # the ledger is back
+        worker.join(30)
+    assert not worker.is_alive()
+    assert driver.calls == [event]  # once
+    assert outcomes[0].completion == completion(event, "succeeded")
+    assert store.status_of(event.id) is Status.SUCCEEDED
+    locker.close()
+    store.engine.dispose()
