@@ -32,6 +32,7 @@ class Claim(Enum):
     FINISHED = "finished"  # already done: no second effect, re-announce the completion
     HELD = "held"  # another task message for this event is running it: do nothing
     UNKNOWN = "unknown"  # no such event (or not yet dispatched)
+    EXHAUSTED = "exhausted"  # claimed max_attempts times already: now failed, not run
 
 
 @dataclass(frozen=True)
@@ -212,20 +213,34 @@ class EventLedger:
         return [InFlight(r.id, r.host, r.vm, r.policy, Status(r.status)) for r in rows]
 
     # -- worker --------------------------------------------------------------------
-    def claim(self, event_id: str, dispatch_id: str, worker: str, at: float) -> Claim:
+    def claim(
+        self,
+        event_id: str,
+        dispatch_id: str,
+        worker: str,
+        at: float,
+        max_attempts: int | None = None,
+    ) -> Claim:
+        """dispatched -> running, or running -> running again for the dispatch id that
+        claimed it (its task message, redelivered after its worker died); each claim is
+        an attempt. With ``max_attempts``, an event claimed that often already ends
+        ``failed`` instead, in the same transaction: an action that kills its worker
+        every time is not redelivered for ever."""
+        claimable = sa.and_(
+            events.c.id == event_id,
+            sa.or_(
+                events.c.status == Status.DISPATCHED.value,
+                sa.and_(
+                    events.c.status == Status.RUNNING.value,
+                    events.c.dispatch_id == dispatch_id,
+                ),
+            ),
+        )
+        within = sa.true() if max_attempts is None else events.c.attempts < max_attempts
         with self.engine.begin() as conn:
             res = conn.execute(
                 events.update()
-                .where(
-                    events.c.id == event_id,
-                    sa.or_(
-                        events.c.status == Status.DISPATCHED.value,
-                        sa.and_(
-                            events.c.status == Status.RUNNING.value,
-                            events.c.dispatch_id == dispatch_id,
-                        ),
-                    ),
-                )
+                .where(claimable, within)
                 .values(
                     status=Status.RUNNING.value,
                     dispatch_id=dispatch_id,
@@ -237,6 +252,21 @@ class EventLedger:
             )
             if res.rowcount == 1:
                 return Claim.CLAIMED
+            if max_attempts is not None:
+                res = conn.execute(
+                    events.update()
+                    .where(claimable, events.c.attempts >= max_attempts)
+                    .values(
+                        status=Status.FAILED.value,
+                        dispatch_id=dispatch_id,
+                        worker=worker,
+                        error=f"gave up after {max_attempts} attempts: the action never "
+                        "finished (its worker died or lost the broker each time)",
+                        finished_at=at,
+                    )
+                )
+                if res.rowcount == 1:
+                    return Claim.EXHAUSTED
             row = conn.execute(sa.select(events.c.status).where(events.c.id == event_id)).first()
         if row is None:
             return Claim.UNKNOWN

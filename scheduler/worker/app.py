@@ -111,7 +111,13 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
         store, driver = runtime.get()
         message = VmEventMessage.model_validate(event)
         outcome = run_event(
-            message, dispatch_id, self.request.hostname or "?", store, driver, time.time
+            message,
+            dispatch_id,
+            self.request.hostname or "?",
+            store,
+            driver,
+            time.time,
+            settings.max_attempts,
         )
         if outcome.completion is not None:
             announce(outcome.completion)

@@ -1,12 +1,14 @@
 """Drivers: how an action is carried out on the cloud.
 
 ``simulated`` sleeps for a configured time; a payload ``{"simulate": {"duration": s,
-"fail": "reason"}}`` overrides the duration or injects a failure (for tests and demos).
+"fail": "reason", "crash": true}}`` overrides the duration, injects a failure, or kills the
+process running the action as an out-of-memory kill would (for tests and demos).
 ``webhook`` POSTs the event as JSON to ``WEBHOOK_URL``; a 2xx answer is success.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Protocol
 
@@ -15,6 +17,9 @@ import httpx
 from scheduler.worker.errors import ActionFailed, DriverMisconfigured
 from scheduler.worker.settings import WorkerSettings
 from shared.models import VmEventMessage
+
+#: exit status of a process the simulated driver crashes on purpose
+CRASH_EXIT = 70
 
 
 class Driver(Protocol):
@@ -37,6 +42,8 @@ class SimulatedDriver:
             raise ActionFailed(f"bad simulate.duration: {sim.get('duration')!r}") from exc
         if duration > 0:
             time.sleep(duration)
+        if sim.get("crash") is True:
+            os._exit(CRASH_EXIT)  # no cleanup, no reply: as the kernel's OOM killer would
         if sim.get("fail"):
             raise ActionFailed(str(sim["fail"]))
 

@@ -35,9 +35,18 @@ def run_event(
     store: Store,
     driver: Driver,
     clock: Callable[[], float],
+    max_attempts: int | None = None,
 ) -> Outcome:
     extra = {"event_id": event.id, "host": event.host, "vm": event.vm, "policy": event.policy}
-    claim = store.claim(event.id, dispatch_id, worker, clock())
+    claim = store.claim(event.id, dispatch_id, worker, clock(), max_attempts)
+    if claim is Claim.EXHAUSTED:
+        log.error(
+            "event %s gave up after %s attempts; it ends failed",
+            event.id,
+            max_attempts,
+            extra=extra,
+        )
+        return Outcome(claim, Completion.of(event, ok=False))
     if claim is Claim.HELD:
         log.info("event %s is being run by another task message; skipping", event.id, extra=extra)
         return Outcome(claim, None)

@@ -37,6 +37,12 @@ class WorkerSettings(CommonSettings):
     webhook_url: str = Field(
         "", description="URL the webhook driver POSTs each event to (WEBHOOK_URL)."
     )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Claims of one event (its worker dying mid-action counts) before it "
+        "ends failed instead of running again (MAX_ATTEMPTS).",
+    )
     webhook_timeout: float = Field(
         30.0, gt=0, description="Webhook timeout, seconds (WEBHOOK_TIMEOUT)."
     )

@@ -279,3 +279,23 @@ def _idle(app: Any) -> bool:
     inspect = app.control.inspect(timeout=2)
     active, reserved = inspect.active(), inspect.reserved()
     return bool(active) and not any(active.values()) and not any((reserved or {}).values())
+
+
+def test_an_action_that_kills_its_worker_every_time_ends_failed(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """Without a bound, reject_on_worker_lost hands such a task back for ever, and it
+    holds its VM and a MAX_PARALLEL slot for ever."""
+    stack = stack_factory(MAX_ATTEMPTS=2)
+    stack.producer()
+    stack.scheduler()
+    worker = stack.worker()
+    heal = {"host": "h1", "vm": "vm1", "policy": "p", "action": "heal"}
+    post(stack, [{**heal, "id": "crasher", "payload": {"simulate": {"crash": True}}}])
+    wait_until(lambda: event(stack, "crasher")["status"] == "failed", 120, what="given up")
+    got = event(stack, "crasher")
+    assert got["attempts"] == 2, got
+    assert "gave up after 2 attempts" in got["error"], got
+    post(stack, [{**heal, "id": "next"}])  # the same VM: its slot was freed
+    wait_until(lambda: event(stack, "next")["status"] == "succeeded", 60, what="next event")
+    assert worker.proc is not None and worker.proc.poll() is None  # the worker lives on

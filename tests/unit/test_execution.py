@@ -268,3 +268,17 @@ def test_a_ledger_locked_after_the_action_delays_the_record_but_never_reruns_it(
     assert store.status_of(event.id) is Status.SUCCEEDED
     locker.close()
     store.engine.dispose()
+
+
+def test_an_event_out_of_attempts_ends_failed_without_running(
+    store: Store, clock: Callable[[], float]
+) -> None:
+    event = ev()
+    dispatch(store, event)
+    assert store.claim(event.id, "d1", "w1", 1.0) is Claim.CLAIMED  # its worker then died
+    driver = RecordingDriver()
+    outcome = run_event(event, "d1", "w2", store, driver, clock, max_attempts=1)
+    assert outcome.claim is Claim.EXHAUSTED
+    assert outcome.completion == completion(event, "failed")  # frees the slot
+    assert driver.calls == []
+    assert store.status_of(event.id) is Status.FAILED

@@ -293,6 +293,28 @@ def test_reclaim_with_same_dispatch_id_is_claimed_again_and_counts_an_attempt(
     assert row["started_at"] == 9.0
 
 
+def test_a_claim_past_max_attempts_ends_the_event_failed_without_running_it(
+    store: Store,
+) -> None:
+    running(store, ev("a"), dispatch_id="d1")  # attempt 1 (its worker then died)
+    assert store.claim("a", "d1", "w2", 8.0, max_attempts=2) is Claim.CLAIMED  # attempt 2
+    assert store.claim("a", "d1", "w3", 9.0, max_attempts=2) is Claim.EXHAUSTED
+    row = store.get("a")
+    assert row is not None
+    assert (row["status"], row["attempts"], row["finished_at"]) == (Status.FAILED, 2, 9.0)
+    assert "gave up after 2 attempts" in row["error"]
+    assert store.claim("a", "d1", "w4", 10.0, max_attempts=2) is Claim.FINISHED  # stays so
+    assert store.in_flight() == []  # no slot is held by it
+
+
+def test_max_attempts_leaves_events_it_may_not_claim_alone(store: Store) -> None:
+    running(store, ev("a"), dispatch_id="d1")
+    assert store.claim("a", "other", "w2", 9.0, max_attempts=1) is Claim.HELD  # not its own
+    assert store.claim("unknown", "d", "w", 9.0, max_attempts=1) is Claim.UNKNOWN
+    row = store.get("a")
+    assert row is not None and row["status"] == Status.RUNNING
+
+
 def test_claim_with_another_dispatch_id_while_running_is_held(store: Store) -> None:
     running(store, ev("a"), dispatch_id="d1")
     before = store.get("a")
