@@ -29,6 +29,12 @@ class CeleryControl:
             return True
         return bool(active[node]) or bool(reserved[node])
 
+    def ping(self, node: str) -> bool:
+        """Whether ``node`` answers a ping within the timeout: its process lives and
+        reads the broker, whatever its heartbeats said."""
+        replies = self.app.control.ping(destination=[node], timeout=self.timeout) or []
+        return any(node in reply for reply in replies)
+
     def shutdown(self, node: str) -> None:
         """Warm shutdown by destination."""
         self.app.control.shutdown(destination=[node])

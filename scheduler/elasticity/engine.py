@@ -83,14 +83,17 @@ class Engine:
             n for n, h in self.handles.items() if h.profile == profile and self.provider.exited(h)
         }
         spawned = {n: h.spawned_at for n, h in self.handles.items() if h.profile == profile}
+        now = self.clock()
+        since = self.tracker.stream_since()
         return policy.classify(
             profile,
             spawned,
             self.tracker.nodes(),
             self.draining,
             exited,
-            self.clock(),
+            now,
             self.heartbeat_timeout,
+            judge_heartbeats=since is not None and now - since >= self.heartbeat_timeout,
         )
 
     def observe(self, profile: str) -> Observation:
@@ -186,6 +189,9 @@ class Engine:
             for w in self.workers(profile):
                 handle = self.handles[w.name]
                 if w.state is WorkerState.LOST:
+                    if self._answers(w.name, handle, now):
+                        self._note(profile, "answered", f"{w.name}: silent, but answered a ping")
+                        continue
                     self.provider.stop(handle, graceful=False)
                     self._drop(w.name)
                     self._note(profile, "lost", f"{w.name}: heartbeats stopped or it exited")
@@ -194,6 +200,17 @@ class Engine:
                         self._drop(w.name)
                     elif now - w.since > self.drain_timeout:
                         self.provider.stop(handle, graceful=False)
+
+    def _answers(self, name: str, handle: WorkerHandle, now: float) -> bool:
+        """A worker that only went silent (its process lives, it did not say goodbye) is
+        asked directly before it is killed: a starved or briefly cut-off worker answers."""
+        node = self.tracker.nodes().get(name)
+        if self.provider.exited(handle) or node is None or node.offline:
+            return False
+        if not self.control.ping(name):
+            return False
+        self.tracker.touch(name, now)
+        return True
 
     def adopt(self) -> None:
         """Give a registered worker we do not know yet the place of a placeholder of its

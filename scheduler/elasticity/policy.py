@@ -240,8 +240,12 @@ def classify(
     exited: set[str],
     now: float,
     heartbeat_timeout: float,
+    judge_heartbeats: bool = True,
 ) -> list[WorkerView]:
-    """The state of each worker we spawned (name -> spawn time) for ``profile``."""
+    """The state of each worker we spawned (name -> spawn time) for ``profile``.
+    Stale heartbeats make a worker lost only if ``judge_heartbeats``: while our own event
+    stream is down, or back for less than a heartbeat timeout, silence proves nothing,
+    and a worker keeps the state it was last seen in."""
     views = []
     for name, at in spawned.items():
         node = nodes.get(name)
@@ -251,7 +255,7 @@ def classify(
             state, since = WorkerState.LOST, now
         elif node is None:
             state, since = WorkerState.BOOTING, at
-        elif node.offline or now - node.last_seen > heartbeat_timeout:
+        elif node.offline or (judge_heartbeats and now - node.last_seen > heartbeat_timeout):
             state, since = WorkerState.LOST, node.last_seen
         elif node.active > 0:
             state, since = WorkerState.BUSY, node.last_seen

@@ -123,8 +123,11 @@ class LocalProvider:
         with contextlib.suppress(ProcessLookupError):
             if graceful:
                 proc.send_signal(signal.SIGTERM)  # Celery's warm shutdown
-            else:
-                os.killpg(proc.pid, signal.SIGKILL)
+                return  # exited() reaps it once it is gone
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)  # reap it: no zombie left behind
+            del self._procs[handle.name]
 
     def exited(self, handle: WorkerHandle) -> bool:
         proc = self._procs.get(handle.name)

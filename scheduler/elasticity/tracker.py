@@ -35,6 +35,7 @@ class WorkerTracker:
         self._nodes: dict[str, dict[str, Any]] = {}
         self._running: defaultdict[str, dict[str, float]] = defaultdict(dict)  # uuid -> start
         self._mean: dict[str, float] = {}
+        self._stream_since: float | None = None  # our own stream's, not a worker's
 
     # -- reading -------------------------------------------------------------------
     def nodes(self) -> dict[str, NodeInfo]:
@@ -49,6 +50,27 @@ class WorkerTracker:
                 )
                 for name, n in self._nodes.items()
             }
+
+    def stream_since(self) -> float | None:
+        """Since when our own event stream has been up without a break (None: down)."""
+        with self._lock:
+            return self._stream_since
+
+    def stream_up(self, now: float) -> None:
+        with self._lock:
+            if self._stream_since is None:
+                self._stream_since = now
+
+    def stream_down(self) -> None:
+        with self._lock:
+            self._stream_since = None
+
+    def touch(self, name: str, now: float) -> None:
+        """The worker answered us another way (a ping): it lives, whatever its
+        heartbeats said."""
+        with self._lock:
+            if name in self._nodes:
+                self._nodes[name]["last_seen"] = now
 
     def mean_action_seconds(self, profile: str) -> float | None:
         with self._lock:
@@ -66,12 +88,15 @@ class WorkerTracker:
                     halt = threading.Thread(target=_halt_on, args=(stop, receiver), daemon=True)
                     halt.start()
                     backoff.reset()
+                    self.stream_up(time.time())
                     # one long-lived consumer; it checks should_stop every second
                     receiver.capture(limit=None, timeout=None, wakeup=True)
                 delay = backoff.next()
             except Exception as exc:
                 delay = backoff.next()
                 log.warning("event stream lost: %r; reconnecting in %.1f s", exc, delay)
+            finally:
+                self.stream_down()  # a gap in our stream is nobody's death
             stop.wait(delay)
 
     def on_event(self, event: dict[str, Any], now: float | None = None) -> None:
@@ -80,6 +105,7 @@ class WorkerTracker:
         if not name:
             return
         now = time.time() if now is None else now
+        self.stream_up(now)  # an event came: the stream is up (if nothing said so yet)
         with self._lock:
             node = self._nodes.setdefault(
                 name,

@@ -33,10 +33,12 @@ class InMemoryProvider:
 
 
 class FakeControl:
-    """Celery's remote control: records the calls; ``busy`` nodes hold tasks."""
+    """Celery's remote control: records the calls; ``busy`` nodes hold tasks, ``alive``
+    nodes answer a ping."""
 
     def __init__(self) -> None:
         self.busy: set[str] = set()
+        self.alive: set[str] = set()
         self.calls: list[tuple[str, str]] = []
 
     def cancel_consumer(self, queue: str, node: str) -> None:
@@ -50,6 +52,10 @@ class FakeControl:
 
     def shutdown(self, node: str) -> None:
         self.calls.append(("shutdown", node))
+
+    def ping(self, node: str) -> bool:
+        self.calls.append(("ping", node))
+        return node in self.alive
 
 
 class Clock:

@@ -15,7 +15,7 @@ from scheduler.elasticity.errors import (
     NoIdleWorkersError,
     NoTearDownTargets,
 )
-from scheduler.elasticity.model import Condition, ProfileConfig
+from scheduler.elasticity.model import Condition, ProfileConfig, WorkerState
 from scheduler.elasticity.tracker import WorkerTracker
 from tests.unit.elasticity_doubles import (
     Clock,
@@ -135,6 +135,44 @@ def test_a_lost_worker_is_replaced(gone: str) -> None:
     engine.tick()
     assert first not in engine.handles and len(engine.handles) == 1
     assert any(e.kind == "lost" for e in engine.events)
+
+
+def test_a_gap_in_our_own_event_stream_kills_nobody() -> None:
+    """Our stream reconnecting (a broker blip) silences every worker at once: that is no
+    worker's death. Heartbeats are judged again a full timeout after the stream is back."""
+    provider = InMemoryProvider()
+    engine, tracker, clock = make({"default": 0}, provider=provider)
+    engine.tick()
+    register_all(engine, tracker, clock.now)
+    [first] = engine.handles
+    tracker.stream_down()
+    clock.now += engine.heartbeat_timeout * 3  # silent for three timeouts
+    engine.tick()
+    assert first in engine.handles and provider.stopped == []
+    tracker.stream_up(clock.now)  # back; no heartbeat yet
+    clock.now += engine.heartbeat_timeout / 2
+    engine.tick()
+    assert first in engine.handles and provider.stopped == []
+    clock.now += engine.heartbeat_timeout  # back long enough, and still silent: lost
+    engine.tick()
+    assert first not in engine.handles and (first, False) in provider.stopped
+
+
+def test_a_silent_worker_that_answers_a_ping_is_not_killed() -> None:
+    provider = InMemoryProvider()
+    engine, tracker, clock = make({"default": 0}, provider=provider)
+    engine.tick()
+    register_all(engine, tracker, clock.now)
+    [first] = engine.handles
+    control = engine.control
+    assert isinstance(control, FakeControl)
+    control.alive.add(first)  # starved of CPU, say: no heartbeat, but it answers
+    clock.now += engine.heartbeat_timeout + 1
+    engine.tick()
+    assert first in engine.handles and provider.stopped == []
+    assert ("ping", first) in control.calls
+    assert any(e.kind == "answered" for e in engine.events)
+    assert [w.state for w in engine.workers("default")] != [WorkerState.LOST]
 
 
 def test_slacker_is_killed_and_replaced() -> None:
