@@ -145,6 +145,21 @@ class EventLedger:
             row = conn.execute(sa.select(events).where(events.c.id == event_id)).first()
         return None if row is None else dict(row._mapping)
 
+    def event(self, event_id: str) -> VmEventMessage | None:
+        """The event as it was accepted: what a worker runs, whatever a task message says."""
+        row = self.get(event_id)
+        if row is None:
+            return None
+        return VmEventMessage(
+            id=row["id"],
+            host=row["host"],
+            vm=row["vm"],
+            policy=row["policy"],
+            action=row["action"],
+            payload=json.loads(row["payload"]),
+            accepted_at=row["accepted_at"],
+        )
+
     # -- scheduler -----------------------------------------------------------------
     def mark_dispatched_many(
         self, event_ids: Sequence[str], dispatch_id: str, at: float

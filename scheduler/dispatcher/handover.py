@@ -22,7 +22,7 @@ from scheduler.dispatcher.redelivery import Plan, ledger_needed, plan
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.worker.app import TASK_NAME
-from shared.models import Completion, Status, VmEventMessage
+from shared.models import FINISHED, Completion, Status, VmEventMessage
 from shared.store import Store
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,16 @@ class Handover:
         message.ack()
 
     def on_completion(self, body: Any, message: Message) -> None:
+        """Free the event's slot — if the ledger shows it finished: a completion message
+        is a hint, and one forged or misdirected on the broker frees nothing."""
         done = Completion.model_validate(body)
-        self.state.complete([done.event_id])
+        if self.store.status_of(done.event_id) in FINISHED:
+            self.state.complete([done.event_id])
+        else:
+            log.warning(
+                "completion of event %s, which the ledger does not show finished: ignored",
+                done.event_id,
+            )
         message.ack()
 
     def maybe_reconcile(self) -> None:

@@ -60,6 +60,14 @@ def run_event(
         )
         return Outcome(claim, Completion.of(event, ok=False))
 
+    stored = store.event(event.id)
+    if stored is not None and stored != event:
+        log.warning(
+            "the task message of event %s differs from the ledger; running the ledger's",
+            event.id,
+            extra=extra,
+        )
+        event = stored
     error: str | None = None
     try:
         driver.execute(event)

@@ -282,3 +282,18 @@ def test_an_event_out_of_attempts_ends_failed_without_running(
     assert outcome.completion == completion(event, "failed")  # frees the slot
     assert driver.calls == []
     assert store.status_of(event.id) is Status.FAILED
+
+
+def test_the_worker_runs_the_ledgers_event_not_the_task_messages(
+    store: Store, clock: Callable[[], float], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task message forged on the broker (or altered) cannot choose the action."""
+    event = ev()
+    dispatch(store, event)
+    forged = event.model_copy(update={"action": Action.STOP, "payload": {"rm": "-rf"}})
+    driver = RecordingDriver()
+    with caplog.at_level(logging.WARNING, logger="scheduler.worker.execution"):
+        outcome = run_event(forged, "d1", "w", store, driver, clock)
+    assert driver.calls == [event]  # the accepted heal, as stored
+    assert outcome.completion == completion(event, "succeeded")
+    assert any("differs from the ledger" in r.getMessage() for r in caplog.records)

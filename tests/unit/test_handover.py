@@ -187,9 +187,26 @@ def test_completion_frees_the_slot() -> None:
     w = World()
     w.deliver(ev("a"), "m")
     w.dispatch()
+    w.store.statuses["a"] = Status.SUCCEEDED  # the worker recorded it, then announced it
     done = Completion(event_id="a", host="h", vm="v", policy="p", status="succeeded")
     w.handover.on_completion(done.model_dump(), cast(Any, FakeMessage(w.trace, "c")))
     assert w.state.in_flight_ids() == []
+    assert w.trace[-1] == ("ack", "c")
+
+
+@pytest.mark.parametrize("status", [Status.DISPATCHED, Status.RUNNING, None])
+def test_a_completion_the_ledger_does_not_back_frees_nothing(status: Status | None) -> None:
+    """Forged on the broker, or for another event: acked, and the slot stays taken."""
+    w = World()
+    w.deliver(ev("a"), "m")
+    w.dispatch()
+    if status is None:
+        del w.store.statuses["a"]
+    else:
+        w.store.statuses["a"] = status
+    done = Completion(event_id="a", host="h", vm="v", policy="p", status="succeeded")
+    w.handover.on_completion(done.model_dump(), cast(Any, FakeMessage(w.trace, "c")))
+    assert w.state.in_flight_ids() == ["a"]
     assert w.trace[-1] == ("ack", "c")
 
 
