@@ -65,6 +65,14 @@ keys = sa.Table(
     sa.UniqueConstraint("host", "vm", "policy"),
 )
 
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
 mapping_version = sa.Table(
     "mapping_version",
     metadata,

@@ -17,3 +17,7 @@ class Conflict(CarouselError):
     def __init__(self, event_id: str) -> None:
         super().__init__(f"event id {event_id!r} was already accepted with other content")
         self.event_id = event_id
+
+
+class LeaseLost(CarouselError):
+    """Another process holds the lease now: whatever needed it must stop."""

@@ -13,6 +13,7 @@ message). That is what makes a second task message for one event harmless.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from sqlalchemy.engine import Engine
 
 from shared.db import events
 from shared.errors import Conflict
+from shared.lease import Lease
 from shared.models import FINISHED, IN_FLIGHT, UNDISPATCHED, Status, VmEventMessage
 
 
@@ -161,15 +163,34 @@ class EventLedger:
         )
 
     # -- scheduler -----------------------------------------------------------------
+    def take_lease(self, lease: Lease, now: float) -> bool:
+        """Take or renew ``lease``; False while another holder's has not expired."""
+        with contextlib.suppress(sa.exc.IntegrityError), self.engine.begin() as conn:
+            lease.create(conn)  # a concurrent creator wins the insert: fine
+        with self.engine.begin() as conn:
+            return lease.take(conn, now)
+
+    def release_lease(self, lease: Lease) -> None:
+        with self.engine.begin() as conn:
+            lease.release(conn)
+
     def mark_dispatched_many(
-        self, event_ids: Sequence[str], dispatch_id: str, at: float
+        self,
+        event_ids: Sequence[str],
+        dispatch_id: str,
+        at: float,
+        lease: Lease | None = None,
     ) -> dict[str, Status | None]:
         """pending|queued -> dispatched, for a batch in one transaction. Returns id -> the
         status it had before: ``QUEUED`` for every event this call moved (so the caller
-        can tell a duplicate), ``None`` for an unknown id."""
+        can tell a duplicate), ``None`` for an unknown id. With ``lease``, the same
+        transaction renews it first and raises :class:`LeaseLost`, changing nothing, if
+        another process holds it: only the lease holder dispatches."""
         if not event_ids:
             return {}
         with self.engine.begin() as conn:
+            if lease is not None:
+                lease.hold(conn, at)
             conn.execute(
                 events.update()
                 .where(

@@ -41,6 +41,9 @@ class Session(Protocol):
     @property
     def dead_lettered(self) -> int: ...
 
+    @property
+    def active(self) -> bool: ...
+
 
 class LimitsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -58,10 +61,15 @@ def create_admin_app(state: DispatcherState[Any], session: Session, token: str =
         out["connected"] = session.connected.is_set()
         out["mapping_version"] = session.mapping_version
         out["dead_lettered"] = session.dead_lettered
+        out["active"] = session.active
         return out
 
     def ready() -> str | None:
-        return None if session.connected.is_set() else "not connected to the broker"
+        if session.connected.is_set():
+            return None
+        if not session.active:
+            return "standby: another scheduler holds the dispatcher lease"
+        return "not connected to the broker"
 
     registry, refresh = _metrics(stats)
     app.include_router(dispatcher_router(state, stats, token))

@@ -22,6 +22,7 @@ from scheduler.dispatcher.redelivery import Plan, ledger_needed, plan
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.worker.app import TASK_NAME
+from shared.lease import Lease
 from shared.models import FINISHED, Completion, Status, VmEventMessage
 from shared.store import Store
 
@@ -89,7 +90,7 @@ class Handover:
             log.info("freed %d slots whose completion never arrived", len(finished))
 
     # -- out -----------------------------------------------------------------------
-    def dispatch(self, producer: ConfirmingProducer) -> None:
+    def dispatch(self, producer: ConfirmingProducer, lease: Lease | None = None) -> None:
         """Dispatch while the dispatcher gives, a batch at a time: one ledger transaction
         marks the batch dispatched, its tasks are published with confirms pipelined, and
         only then are its events acked."""
@@ -103,7 +104,7 @@ class Handover:
             dispatch_id = uuid.uuid4().hex
             try:
                 before = self.store.mark_dispatched_many(
-                    [h.event.id for h in picks], dispatch_id, time.time()
+                    [h.event.id for h in picks], dispatch_id, time.time(), lease
                 )
                 fresh = [h for h in picks if before[h.event.id] is Status.QUEUED]
                 self._publish(producer, [h.event for h in fresh], dispatch_id)

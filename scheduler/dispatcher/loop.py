@@ -17,7 +17,10 @@ worker's claim makes that second task message harmless (:mod:`.redelivery`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -35,7 +38,9 @@ from scheduler.dispatcher.poison import dead_letter
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
 from shared.backoff import Backoff
+from shared.errors import LeaseLost
 from shared.kombu_topology import queue
+from shared.lease import Lease
 from shared.models import MappingDelta
 from shared.store import Store
 
@@ -67,6 +72,14 @@ class SchedulerLoop:
         self._inbox: Inbox = deque()
         #: messages moved to the dead-letter queue since start (/stats, /metrics)
         self.dead_lettered = 0
+        #: only the holder of this lease dispatches; the others wait as standbys
+        self.lease = Lease(
+            "dispatcher",
+            f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}",
+            settings.scheduler_lease_seconds,
+        )
+        self.active = False
+        self._next_renewal = 0.0
 
     @property
     def mapping_version(self) -> int:
@@ -74,9 +87,13 @@ class SchedulerLoop:
 
     # -- lifecycle -----------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Run sessions until ``stop``; reconnect with capped exponential backoff."""
+        """Run sessions until ``stop``, each while holding the dispatcher lease (else wait
+        as a standby); reconnect with capped exponential backoff."""
         backoff = Backoff(first=0.2, cap=10.0)
         while not stop.is_set():
+            if not self._take_lease():
+                stop.wait(self.lease.seconds / 3)
+                continue
             started = time.monotonic()
             try:
                 self._session(stop)
@@ -87,9 +104,29 @@ class SchedulerLoop:
             finally:
                 self._end_session()
             stop.wait(delay)
+        with contextlib.suppress(Exception):  # a standby takes over at once, not at expiry
+            self.store.release_lease(self.lease)
+
+    def _take_lease(self) -> bool:
+        """Take or renew the lease; log the changes of role, not every attempt."""
+        try:
+            held = self.store.take_lease(self.lease, time.time())
+        except Exception as exc:
+            log.warning("cannot reach the ledger for the dispatcher lease: %r", exc)
+            held = False
+        if held != self.active:
+            log.info("dispatcher lease %s", "taken: active" if held else "held elsewhere: standby")
+        self.active = held
+        self._next_renewal = time.monotonic() + self.lease.seconds / 3
+        return held
+
+    def _maybe_renew(self) -> None:
+        if time.monotonic() >= self._next_renewal and not self._take_lease():
+            raise LeaseLost("another scheduler took the dispatcher lease")
 
     def _end_session(self) -> None:
         self.connected.clear()
+        self.active = False  # until the lease is taken again
         self.mapping.detach()
         self._inbox.clear()
         dropped = self.state.drop_held()
@@ -122,8 +159,9 @@ class SchedulerLoop:
                 self.state.in_flight_count(),
             )
             while not stop.is_set():
+                self._maybe_renew()
                 self._handle_inbox(producer)
-                self.handover.dispatch(producer)
+                self.handover.dispatch(producer, self.lease)
                 try:
                     conn.drain_events(timeout=0.05)
                 except TimeoutError:  # no frame within the wait

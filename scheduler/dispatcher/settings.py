@@ -38,6 +38,13 @@ class SchedulerSettings(LimitSettings):
         "transaction and per round of pipelined confirms "
         "(DISPATCH_BATCH).",
     )
+    scheduler_lease_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds the dispatcher lease lasts unless renewed: one scheduler "
+        "dispatches, others wait and take over this long after it dies "
+        "(SCHEDULER_LEASE_SECONDS).",
+    )
     dispatch_log_size: int = Field(
         10000, ge=1, description="Dispatches kept for GET /dispatches (DISPATCH_LOG_SIZE)."
     )

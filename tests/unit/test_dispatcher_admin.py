@@ -21,6 +21,7 @@ class FakeSession:
     connected: threading.Event = field(default_factory=threading.Event)
     mapping_version: int = 7
     dead_lettered: int = 0
+    active: bool = True
 
 
 @pytest.fixture
@@ -50,6 +51,7 @@ def test_stats(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> 
         "connected": True,
         "mapping_version": 7,
         "dead_lettered": 0,
+        "active": True,
     }
 
 

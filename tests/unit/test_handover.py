@@ -28,7 +28,7 @@ class FakeStore:
         return self.statuses.get(event_id)
 
     def mark_dispatched_many(
-        self, event_ids: list[str], dispatch_id: str, at: float
+        self, event_ids: list[str], dispatch_id: str, at: float, lease: Any = None
     ) -> dict[str, Status | None]:
         self.trace.append(("mark", list(event_ids)))
         if self.fail:

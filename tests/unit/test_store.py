@@ -11,6 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from shared.db import keys as keys_table
+from shared.errors import LeaseLost
+from shared.lease import Lease
 from shared.models import Action, Key, Status, VmEventMessage
 from shared.store import Claim, Conflict, InFlight, Store
 
@@ -608,3 +610,30 @@ def test_reopening_keeps_ledger_and_mapping_version(open_store: Callable[[], Sto
     second = open_store()  # create_schema again on an existing file
     assert second.mapping_version() == 2
     assert second.status_of("a") is Status.QUEUED
+
+
+# -- the dispatcher lease ------------------------------------------------------------------
+
+
+def test_one_holder_of_a_lease_at_a_time_until_it_expires(store: Store) -> None:
+    a, b = Lease("dispatcher", "a", 10.0), Lease("dispatcher", "b", 10.0)
+    assert store.take_lease(a, 100.0)
+    assert not store.take_lease(b, 105.0)  # a's runs to 110
+    assert store.take_lease(a, 105.0)  # renewed: to 115
+    assert not store.take_lease(b, 112.0)
+    assert store.take_lease(b, 115.5)  # a stopped renewing: b takes over
+    assert not store.take_lease(a, 116.0)
+    store.release_lease(b)  # a clean stop
+    assert store.take_lease(a, 116.5)
+
+
+def test_only_the_lease_holder_marks_events_dispatched(store: Store) -> None:
+    store.accept([ev("e1")])
+    store.confirm([ev("e1")])
+    a, b = Lease("dispatcher", "a", 10.0), Lease("dispatcher", "b", 10.0)
+    assert store.take_lease(a, 100.0)
+    with pytest.raises(LeaseLost):
+        store.mark_dispatched_many(["e1"], "d-b", 101.0, lease=b)
+    assert store.status_of("e1") is Status.QUEUED  # nothing changed
+    assert store.mark_dispatched_many(["e1"], "d-a", 102.0, lease=a) == {"e1": Status.QUEUED}
+    assert store.status_of("e1") is Status.DISPATCHED

@@ -1,0 +1,58 @@
+"""Leases in the ledger: one holder at a time of a named role, for a bounded time.
+
+The dispatcher holds the ``dispatcher`` lease while it dispatches: a second scheduler
+started beside it (a rolling update, a second ``make up``) waits as a standby and takes
+over once the lease has expired, within about one lease time of the holder's death.
+Every change is one conditional statement, so the database decides who holds it; the
+expiry is wall-clock time of the processes involved (keep their clocks in sync).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from shared.db import leases
+from shared.errors import LeaseLost
+
+
+@dataclass(frozen=True)
+class Lease:
+    name: str
+    holder: str
+    seconds: float
+
+    def take(self, conn: sa.Connection, now: float) -> bool:
+        """Take or renew the lease inside the caller's transaction: True if we hold it
+        until ``now + seconds``; False if another holder's has not expired (or the row
+        was never created: :meth:`create`)."""
+        res = conn.execute(
+            leases.update()
+            .where(
+                leases.c.name == self.name,
+                sa.or_(leases.c.holder == self.holder, leases.c.expires_at < now),
+            )
+            .values(holder=self.holder, expires_at=now + self.seconds)
+        )
+        return bool(res.rowcount == 1)
+
+    def create(self, conn: sa.Connection) -> None:
+        """The lease's row, expired, if there is none yet."""
+        if conn.execute(sa.select(leases.c.name).where(leases.c.name == self.name)).first():
+            return
+        conn.execute(leases.insert().values(name=self.name, holder="", expires_at=0.0))
+
+    def hold(self, conn: sa.Connection, now: float) -> None:
+        """:meth:`take`, or raise :class:`LeaseLost` (rolling the caller's transaction
+        back): the fence around work only the holder may do."""
+        if not self.take(conn, now):
+            raise LeaseLost(f"the {self.name} lease is held by another process")
+
+    def release(self, conn: sa.Connection) -> None:
+        """Give it up at once (a clean stop), so a standby need not wait for the expiry."""
+        conn.execute(
+            leases.update()
+            .where(leases.c.name == self.name, leases.c.holder == self.holder)
+            .values(expires_at=0.0)
+        )

@@ -1,0 +1,65 @@
+"""One active scheduler: a second one beside it (a rolling update, a second ``make up``)
+waits as a standby and takes over when the first dies; limits hold throughout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from harness.processes import Service, Stack, free_port, wait_until
+from tests.effects import EffectRecorder
+from tests.integration.test_e2e import all_finished, event, post
+
+
+def _stats(url: str) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{url}/stats", timeout=5).json()
+    return body
+
+
+def test_a_second_scheduler_waits_as_a_standby_and_takes_over(
+    stack_factory: Callable[..., Stack], recorder: EffectRecorder, tmp_path: Path
+) -> None:
+    stack = stack_factory(
+        DRIVER="webhook",
+        WEBHOOK_URL=recorder.url,
+        MAX_PARALLEL=4,
+        SCHEDULER_LEASE_SECONDS=2,
+    )
+    stack.producer()
+    first = stack.scheduler()
+    stack.worker()
+    port = free_port()
+    second_url = f"http://127.0.0.1:{port}"
+    second = Service(
+        "carousel-scheduler", {**stack.env, "SCHEDULER_PORT": str(port)}, tmp_path, None
+    ).start()
+    stack.services.append(second)
+    wait_until(lambda: _stats(second_url)["active"] is False, 30, what="second is a standby")
+    assert _stats(stack.scheduler_url)["active"] is True
+
+    events = [
+        {
+            "host": "h1",
+            "vm": f"vm{v}",
+            "policy": f"p{p}",
+            "action": "heal",
+            "payload": {"delay": 0.2},
+        }
+        for v in range(4)
+        for p in range(5)
+    ]
+    ids = post(stack, events)
+    wait_until(lambda: len(recorder.calls) >= 4, 30, what="first actions running")
+    assert _stats(second_url)["dispatched_total"] == 0  # the standby dispatches nothing
+
+    first.kill()  # kill -9: its lease runs out, the standby takes over
+    wait_until(lambda: _stats(second_url)["active"] is True, 30, what="the standby took over")
+    wait_until(lambda: all_finished(stack, ids), 120, what="every event finished")
+    assert {event(stack, i)["status"] for i in ids} == {"succeeded"}
+    assert sorted(recorder.calls) == sorted(ids) and set(recorder.calls.values()) == {1}
+    assert recorder.max_per_vm == 1, "two actions of one VM ran at once"
+    assert recorder.max_running <= 4
+    assert _stats(second_url)["dispatched_total"] > 0
