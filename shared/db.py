@@ -81,9 +81,12 @@ mapping_version = sa.Table(
 )
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, durable: bool = True) -> Engine:
     """An engine for ``url``; SQLite gets WAL and a busy timeout so several processes can
-    share one file."""
+    share one file. ``durable``: every commit reaches the disk before it returns
+    (``synchronous=FULL``), so it survives a power loss; else (``NORMAL``) the last
+    commits before a power cut may be rolled back — a crash of the process alone never
+    loses one either way."""
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
@@ -94,7 +97,7 @@ def make_engine(url: str) -> Engine:
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 

@@ -33,8 +33,10 @@ class Store(EventLedger, MappingStore):
         self.engine = engine
 
     @classmethod
-    def connect(cls, url: str) -> Store:
-        store = cls(make_engine(url))
+    def connect(cls, url: str, durable: bool = True) -> Store:
+        """The ledger at ``url``, its schema created if missing. ``durable``: see
+        :func:`shared.db.make_engine`."""
+        store = cls(make_engine(url, durable))
         store.create_schema()
         return store
 

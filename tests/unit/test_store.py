@@ -637,3 +637,15 @@ def test_only_the_lease_holder_marks_events_dispatched(store: Store) -> None:
     assert store.status_of("e1") is Status.QUEUED  # nothing changed
     assert store.mark_dispatched_many(["e1"], "d-a", 102.0, lease=a) == {"e1": Status.QUEUED}
     assert store.status_of("e1") is Status.DISPATCHED
+
+
+@pytest.mark.parametrize(("durable", "level"), [(True, 2), (False, 1)])  # FULL, NORMAL
+def test_durable_ledger_commits_reach_the_disk_before_they_return(
+    tmp_path: Path, durable: bool, level: int
+) -> None:
+    """The producer's and the dispatcher's commits survive a power loss; the worker's
+    per-event ones are not fsynced one by one (see shared.db.make_engine)."""
+    store = Store.connect(f"sqlite:///{tmp_path / 'l.db'}", durable)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == level
+    store.engine.dispose()
