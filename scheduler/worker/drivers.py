@@ -20,6 +20,8 @@ from shared.models import VmEventMessage
 
 #: exit status of a process the simulated driver crashes on purpose
 CRASH_EXIT = 70
+#: the longest a simulated action may take: a payload cannot tie a worker up for ever
+MAX_SIMULATED_SECONDS = 3600.0
 
 
 class Driver(Protocol):
@@ -40,6 +42,11 @@ class SimulatedDriver:
             duration = float(sim.get("duration", self.per_action.get(event.action, self.default)))
         except (TypeError, ValueError) as exc:
             raise ActionFailed(f"bad simulate.duration: {sim.get('duration')!r}") from exc
+        if not duration <= MAX_SIMULATED_SECONDS:  # NaN too
+            raise ActionFailed(
+                f"simulate.duration {duration} is above the {MAX_SIMULATED_SECONDS} s a "
+                "simulated action may take"
+            )
         if duration > 0:
             time.sleep(duration)
         if sim.get("crash") is True:

@@ -313,3 +313,18 @@ def test_build_driver_reads_the_environment(
     driver = build_driver(WorkerSettings())
     driver.execute(ev(Action.RESIZE))
     assert sleeps == [0.03]
+
+
+@pytest.mark.parametrize("duration", [3600.5, 1e12, "inf", "nan"])
+def test_a_simulated_action_may_not_tie_a_worker_up_for_ever(duration: object) -> None:
+    event = VmEventMessage(
+        id="e",
+        host="h",
+        vm="v",
+        policy="p",
+        action=Action.HEAL,
+        payload={"simulate": {"duration": duration}},
+        accepted_at=0.0,
+    )
+    with pytest.raises(ActionFailed, match=r"above the 3600\.0 s"):
+        SimulatedDriver().execute(event)
