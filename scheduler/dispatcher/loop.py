@@ -80,6 +80,7 @@ class SchedulerLoop:
         )
         self.active = False
         self._next_renewal = 0.0
+        self._role: str | None = None  # the role last logged
 
     @property
     def mapping_version(self) -> int:
@@ -114,8 +115,10 @@ class SchedulerLoop:
         except Exception as exc:
             log.warning("cannot reach the ledger for the dispatcher lease: %r", exc)
             held = False
-        if held != self.active:
-            log.info("dispatcher lease %s", "taken: active" if held else "held elsewhere: standby")
+        role = "active" if held else "standby: another scheduler holds the dispatcher lease"
+        if role != self._role:
+            log.info("scheduler %s", role)
+            self._role = role
         self.active = held
         self._next_renewal = time.monotonic() + self.lease.seconds / 3
         return held
