@@ -164,7 +164,11 @@ class EventLedger:
 
     # -- scheduler -----------------------------------------------------------------
     def take_lease(self, lease: Lease, now: float) -> bool:
-        """Take or renew ``lease``; False while another holder's has not expired."""
+        """Take or renew ``lease``; False while another holder's has not expired. A renewal
+        is one conditional UPDATE; the lease's row is created only when that finds none."""
+        with self.engine.begin() as conn:
+            if lease.take(conn, now):
+                return True
         with contextlib.suppress(sa.exc.IntegrityError), self.engine.begin() as conn:
             lease.create(conn)  # a concurrent creator wins the insert: fine
         with self.engine.begin() as conn:
