@@ -1,6 +1,7 @@
 # One image for every Carousel service; docker-compose.yml picks the console script
 # (carousel-producer, carousel-scheduler, carousel-worker, carousel-elasticity,
-# carousel-flower) per service.
+# carousel-flower) per service, and runs `python -m shared.preflight` (installed with
+# shared/) as its one-shot check of the secrets before any of them starts.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -30,7 +31,7 @@ VOLUME ["/data"]
 
 USER carousel
 
-EXPOSE 8000 8001 5555
+EXPOSE 8000 8001 8002 5555
 
 # Defaults to the producer; compose sets `command:` per service.
 CMD ["carousel-producer"]

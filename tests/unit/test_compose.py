@@ -1,5 +1,8 @@
 """Deployment files: docker-compose.yml, Procfile and .env.example agree with each other
-and with the console scripts declared in pyproject.toml.
+and with the console scripts declared in pyproject.toml; compose publishes its ports on
+``CAROUSEL_BIND_ADDRESS`` (127.0.0.1 by default) and refuses to start with unset or
+placeholder secrets (``${VAR:?}`` interpolation, then the ``preflight`` service running
+:mod:`shared.preflight`).
 
 ``docker-compose`` (Debian package ``docker-compose``) and PyYAML are optional locally:
 the tests that need them skip with a reason, but fail when ``CI=true``.
@@ -12,14 +15,19 @@ import os
 import re
 import shlex
 import shutil
+import string
 import subprocess
+import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+
+from shared import preflight
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -30,7 +38,9 @@ PYPROJECT = ROOT / "pyproject.toml"
 APP_SERVICES = ("producer", "scheduler", "worker", "elasticity", "flower")
 #: `make up` runs these; its workers are spawned by the elasticity worker (minimum 1)
 PROCFILE_PROCESSES = ("producer", "scheduler", "elasticity", "flower")
-ALL_SERVICES = ("rabbitmq", *APP_SERVICES)
+ALL_SERVICES = ("preflight", "rabbitmq", *APP_SERVICES)
+#: Everything but the one-shot check waits for it to succeed.
+GUARDED_SERVICES = ("rabbitmq", *APP_SERVICES)
 LEDGER_SERVICES = ("producer", "scheduler", "worker", "elasticity")
 
 #: Every variable the services (and compose) read; each must be documented in .env.example.
@@ -52,7 +62,29 @@ ENV_VARS = (
     "FLOWER_BASIC_AUTH",
     "RABBITMQ_DEFAULT_USER",
     "RABBITMQ_DEFAULT_PASS",
+    "CAROUSEL_BIND_ADDRESS",
+    "RABBITMQ_PORT",
+    "RABBITMQ_MANAGEMENT_PORT",
+    "ELASTICITY_PORT",
 )
+
+#: Compose refuses to start without real values for these.
+SECRETS = ("RABBITMQ_DEFAULT_PASS", "FLOWER_BASIC_AUTH", "CAROUSEL_API_TOKEN")
+#: Values that pass every check, standing in for a user's edited .env.
+GOOD_SECRETS: dict[str, str] = {
+    "RABBITMQ_DEFAULT_USER": "ci-user",
+    "RABBITMQ_DEFAULT_PASS": "ci-s3cret-Pw",
+    "FLOWER_BASIC_AUTH": "ops:fl0wer-Pw",
+    "CAROUSEL_API_TOKEN": "ci-token-4f9a2c",
+}
+#: Host port each service publishes, by container port, and the variable choosing it.
+PUBLISHED: dict[str, dict[int, tuple[str, int]]] = {
+    "rabbitmq": {5672: ("RABBITMQ_PORT", 5672), 15672: ("RABBITMQ_MANAGEMENT_PORT", 15672)},
+    "producer": {8000: ("PRODUCER_PORT", 8000)},
+    "scheduler": {8001: ("SCHEDULER_PORT", 8001)},
+    "elasticity": {8002: ("ELASTICITY_PORT", 8002)},
+    "flower": {5555: ("FLOWER_PORT", 5555)},
+}
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -98,12 +130,47 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
     return {str(key): "" if value is None else str(value) for key, value in env.items()}
 
 
-_INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+_INTERPOLATION = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<sep>:?[-?])(?P<arg>[^}]*))?\}"
+)
+
+
+class _Refused(Exception):
+    """What compose does with ``${VAR:?message}`` when VAR is unset or empty."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+def _interpolate(value: str, env: Mapping[str, str]) -> str:
+    """Resolve ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?message}`` as compose does."""
+
+    def one(match: re.Match[str]) -> str:
+        name, sep, arg = match.group("name"), match.group("sep"), match.group("arg") or ""
+        value = env.get(name)
+        if sep == ":-":
+            return value or arg
+        if sep == "-":
+            return arg if value is None else value
+        if sep == ":?" and not value:
+            raise _Refused(name, arg or name)
+        if sep == "?" and value is None:
+            raise _Refused(name, arg or name)
+        return value or ""
+
+    return _INTERPOLATION.sub(one, value)
 
 
 def _with_defaults(value: str) -> str:
-    """Resolve ``${VAR:-default}`` the way compose does when neither .env nor the shell set VAR."""
-    return _INTERPOLATION.sub(lambda m: m.group("default") or "", value)
+    """Resolve ``value`` as compose does with a .env that sets the secrets and nothing else."""
+    return _interpolate(value, GOOD_SECRETS)
+
+
+def _compose_variables() -> set[str]:
+    """Every variable docker-compose.yml interpolates."""
+    return {m.group("name") for m in _INTERPOLATION.finditer(COMPOSE_FILE.read_text())}
 
 
 def _first_word(command: Any) -> str:
@@ -154,10 +221,11 @@ def _docker_compose() -> str:
     return binary
 
 
-def _compose_config(env_file: Path) -> str:
+def _run_compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
     # Shell variables override .env in compose: keep them out so only env_file counts.
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    proc = subprocess.run(
+    ignored = set(ENV_VARS) | _compose_variables()
+    env = {k: v for k, v in os.environ.items() if k not in ignored}
+    return subprocess.run(
         [_docker_compose(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config"],
         cwd=ROOT,
         env=env,
@@ -166,6 +234,10 @@ def _compose_config(env_file: Path) -> str:
         timeout=120,
         check=False,
     )
+
+
+def _compose_config(env_file: Path) -> str:
+    proc = _run_compose_config(env_file)
     assert proc.returncode == 0, (
         f"docker-compose config failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}"
     )
@@ -173,41 +245,152 @@ def _compose_config(env_file: Path) -> str:
     return proc.stdout
 
 
+def _refused_by_compose_config(env_file: Path) -> str:
+    """Run ``docker-compose config``, expect it to refuse, return what it said."""
+    proc = _run_compose_config(env_file)
+    said = proc.stderr + proc.stdout
+    assert proc.returncode != 0, f"docker-compose config accepted {env_file.read_text()!r}"
+    return said
+
+
+def _write_env(path: Path, values: Mapping[str, str]) -> Path:
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    return path
+
+
+def _resolved_services(out: str) -> dict[str, Any]:
+    resolved = _yaml().safe_load(out)
+    assert isinstance(resolved, dict)
+    return _services(resolved)
+
+
+def _resolved_ports(service: dict[str, Any]) -> set[tuple[str, int, int]]:
+    """(host address, host port, container port) of each published port, in the short
+    (docker-compose 1.29) or long (compose v2) form ``config`` prints."""
+    ports: set[tuple[str, int, int]] = set()
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):
+            ports.add((str(entry["host_ip"]), int(entry["published"]), int(entry["target"])))
+            continue
+        host_ip, published, target = str(entry).split("/")[0].rsplit(":", 2)
+        ports.add((host_ip, int(published), int(target)))
+    return ports
+
+
+def _expected_ports(
+    service: str, address: str, overrides: Mapping[str, str] | None = None
+) -> set[tuple[str, int, int]]:
+    chosen = overrides or {}
+    return {
+        (address, int(chosen.get(var, default)), target)
+        for target, (var, default) in PUBLISHED[service].items()
+    }
+
+
 def test_compose_config_resolves_with_env_file(tmp_path: Path) -> None:
-    values = _env_example()
-    values["RABBITMQ_DEFAULT_USER"] = "ci-user"
-    values["RABBITMQ_DEFAULT_PASS"] = "ci-secret"
-    env_file = tmp_path / "compose.env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    env_file = _write_env(tmp_path / "compose.env", {**_env_example(), **GOOD_SECRETS})
 
     out = _compose_config(env_file)
 
-    expected_url = "amqp://ci-user:ci-secret@rabbitmq:5672//"
+    expected_url = "amqp://ci-user:ci-s3cret-Pw@rabbitmq:5672//"
     assert expected_url in out, "AMQP_URL is not interpolated from the RabbitMQ credentials"
     assert "guest" not in out.lower()
-    try:
-        import yaml
-    except ModuleNotFoundError:
-        return  # the textual checks above already ran; structure is covered below
-    resolved = yaml.safe_load(out)
-    services = _services(resolved)
+    services = _resolved_services(out)
     assert set(ALL_SERVICES) <= set(services)
     for name in APP_SERVICES:
-        assert _environment(services[name])["AMQP_URL"] == expected_url, name
+        env = _environment(services[name])
+        assert env["AMQP_URL"] == expected_url, name
+        assert env["CAROUSEL_API_TOKEN"] == GOOD_SECRETS["CAROUSEL_API_TOKEN"], name
     rabbit_env = _environment(services["rabbitmq"])
     assert rabbit_env["RABBITMQ_DEFAULT_USER"] == "ci-user"
-    assert rabbit_env["RABBITMQ_DEFAULT_PASS"] == "ci-secret"
+    assert rabbit_env["RABBITMQ_DEFAULT_PASS"] == "ci-s3cret-Pw"
+    assert _environment(services["flower"])["FLOWER_BASIC_AUTH"] == "ops:fl0wer-Pw"
+    # The preflight gets exactly what the services get, and passes it.
+    checked = _environment(services["preflight"])
+    assert checked == {k: GOOD_SECRETS[k] for k in preflight.REQUIRED}
+    assert preflight.check(checked) == []
 
 
-def test_compose_config_resolves_without_dot_env(tmp_path: Path) -> None:
-    """``docker compose up`` must work from a fresh clone: every variable has a default."""
-    empty = tmp_path / "empty.env"
-    empty.write_text("")
+def test_compose_config_binds_every_port_to_localhost_by_default(tmp_path: Path) -> None:
+    env_file = _write_env(tmp_path / "compose.env", GOOD_SECRETS)
 
-    out = _compose_config(empty)
+    services = _resolved_services(_compose_config(env_file))
 
-    assert "amqp://carousel:change-me@rabbitmq:5672//" in out
-    assert "guest" not in out.lower()
+    for name in PUBLISHED:
+        assert _resolved_ports(services[name]) == _expected_ports(name, "127.0.0.1"), name
+    unpublished = set(services) - set(PUBLISHED)
+    assert unpublished == {"preflight", "worker"}
+    for name in unpublished:
+        assert not services[name].get("ports"), name
+
+
+def test_compose_config_one_setting_opens_the_ports_and_broker_ports_move(
+    tmp_path: Path,
+) -> None:
+    overrides = {"RABBITMQ_PORT": "5673", "RABBITMQ_MANAGEMENT_PORT": "15673"}
+    env_file = _write_env(
+        tmp_path / "compose.env",
+        {**GOOD_SECRETS, "CAROUSEL_BIND_ADDRESS": "0.0.0.0", **overrides},
+    )
+
+    services = _resolved_services(_compose_config(env_file))
+
+    for name in PUBLISHED:
+        assert _resolved_ports(services[name]) == _expected_ports(name, "0.0.0.0", overrides)
+
+
+def test_compose_config_refuses_an_unedited_env_example(tmp_path: Path) -> None:
+    """``cp .env.example .env && docker compose up`` stops before building anything."""
+    env_file = tmp_path / "compose.env"
+    env_file.write_text(ENV_EXAMPLE.read_text())
+
+    said = _refused_by_compose_config(env_file)
+
+    assert re.search(r"set (RABBITMQ_DEFAULT_PASS|CAROUSEL_API_TOKEN) in \.env", said), said
+
+
+def test_compose_config_refuses_without_dot_env(tmp_path: Path) -> None:
+    said = _refused_by_compose_config(_write_env(tmp_path / "empty.env", {}))
+
+    assert re.search(r"set [A-Z_]+ in \.env", said), said
+
+
+@pytest.mark.parametrize("missing", SECRETS)
+@pytest.mark.parametrize("how", ["unset", "empty"])
+def test_compose_config_refuses_a_missing_secret(tmp_path: Path, missing: str, how: str) -> None:
+    values = {k: v for k, v in GOOD_SECRETS.items() if k != missing}
+    if how == "empty":
+        values[missing] = ""
+
+    said = _refused_by_compose_config(_write_env(tmp_path / "compose.env", values))
+
+    assert f"set {missing} in .env" in said, said
+
+
+@pytest.mark.parametrize(
+    ("variable", "placeholder"),
+    [
+        ("RABBITMQ_DEFAULT_PASS", "change-me"),
+        ("RABBITMQ_DEFAULT_PASS", "guest"),
+        ("FLOWER_BASIC_AUTH", "admin:change-me"),
+        ("FLOWER_BASIC_AUTH", "admin:carousel"),
+        ("CAROUSEL_API_TOKEN", "changeme"),
+        ("CAROUSEL_API_TOKEN", "password"),
+    ],
+)
+def test_placeholders_get_past_interpolation_but_the_preflight_refuses_them(
+    tmp_path: Path, variable: str, placeholder: str
+) -> None:
+    """Interpolation cannot see a placeholder; the preflight service, which every other
+    service waits for, is handed the resolved value and refuses it."""
+    env_file = _write_env(tmp_path / "compose.env", {**GOOD_SECRETS, variable: placeholder})
+
+    services = _resolved_services(_compose_config(env_file))
+
+    checked = _environment(services["preflight"])
+    assert checked[variable] == placeholder
+    problems = preflight.check(checked)
+    assert [p.variable for p in problems] == [variable]
 
 
 # ------------------------------------------------------------- (b) compose structure
@@ -229,8 +412,8 @@ def test_rabbitmq_service(compose: dict[str, Any]) -> None:
     assert any(str(v).split(":")[-1] == "/var/lib/rabbitmq" for v in rabbit.get("volumes", [])), (
         "rabbitmq needs a durable volume on /var/lib/rabbitmq"
     )
-    ports = " ".join(map(str, rabbit.get("ports", [])))
-    assert "5672:5672" in ports and "15672:15672" in ports
+    ports = [_with_defaults(str(p)) for p in rabbit.get("ports", [])]
+    assert sorted(ports) == ["127.0.0.1:15672:15672", "127.0.0.1:5672:5672"], ports
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -239,6 +422,7 @@ def test_app_service_waits_for_healthy_rabbitmq(compose: dict[str, Any], name: s
     depends = service.get("depends_on")
     assert isinstance(depends, dict), f"{name}: depends_on must be the long (condition) form"
     assert depends.get("rabbitmq", {}).get("condition") == "service_healthy", name
+    assert depends.get("preflight", {}).get("condition") == "service_completed_successfully"
     if name in ("scheduler", "worker") and "healthcheck" in _services(compose)["producer"]:
         assert depends.get("producer", {}).get("condition") == "service_healthy", name
     assert service.get("build"), f"{name} must be built from the Dockerfile"
@@ -279,13 +463,111 @@ def test_published_ports(compose: dict[str, Any]) -> None:
     for name, port, bind_var in (
         ("producer", 8000, "PRODUCER_HOST"),
         ("scheduler", 8001, "SCHEDULER_HOST"),
+        ("elasticity", 8002, "ELASTICITY_HOST"),
         ("flower", 5555, "FLOWER_ADDRESS"),
     ):
         published = [_with_defaults(str(p)) for p in services[name].get("ports", [])]
-        assert f"{port}:{port}" in published, f"{name} must publish {port}: {published}"
+        assert published == [f"127.0.0.1:{port}:{port}"], f"{name} must publish {port}"
         # The services bind 127.0.0.1 by default, unreachable through a published port.
         bind = _environment(services[name]).get(bind_var)
         assert bind == "0.0.0.0", f"{name}: {bind_var} must be 0.0.0.0 in compose, not {bind!r}"
+
+
+def test_every_published_port_binds_the_configurable_address(compose: dict[str, Any]) -> None:
+    """One setting, CAROUSEL_BIND_ADDRESS (default 127.0.0.1), decides who can reach every
+    published port; each host port is a setting, the broker's included."""
+    services = _services(compose)
+    published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
+    assert set(published) == set(PUBLISHED), "unexpected services publish ports"
+    for name, ports in published.items():
+        for raw in ports:
+            assert isinstance(raw, str), f"{name}: use the short port syntax: {raw!r}"
+            assert raw.startswith("${CAROUSEL_BIND_ADDRESS:-127.0.0.1}:"), (
+                f"{name}: {raw!r} must bind ${{CAROUSEL_BIND_ADDRESS:-127.0.0.1}}"
+            )
+            assert _with_defaults(raw).count(":") == 2, f"{name}: {raw!r} is not ADDR:HOST:PORT"
+        for env, address, chosen in (
+            ({}, "127.0.0.1", {}),
+            ({"CAROUSEL_BIND_ADDRESS": ""}, "127.0.0.1", {}),
+            ({"CAROUSEL_BIND_ADDRESS": "0.0.0.0"}, "0.0.0.0", {}),
+            ({"CAROUSEL_BIND_ADDRESS": "10.1.2.3"}, "10.1.2.3", {}),
+            (
+                {"RABBITMQ_PORT": "5673", "RABBITMQ_MANAGEMENT_PORT": "15673"},
+                "127.0.0.1",
+                {"RABBITMQ_PORT": "5673", "RABBITMQ_MANAGEMENT_PORT": "15673"},
+            ),
+            (
+                {v: "9999" for v, _ in PUBLISHED[name].values()},
+                "127.0.0.1",
+                {v: "9999" for v, _ in PUBLISHED[name].values()},
+            ),
+        ):
+            resolved = {
+                (ip, int(host), int(target))
+                for ip, host, target in (
+                    _interpolate(str(raw), env).rsplit(":", 2) for raw in ports
+                )
+            }
+            assert resolved == _expected_ports(name, address, chosen), (name, env)
+
+
+def test_preflight_service_runs_the_check_first(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    check = services["preflight"]
+    assert check.get("build"), "preflight must be built from the Dockerfile like the others"
+    assert check.get("image") == services["producer"].get("image")
+    command = check.get("command")
+    assert command == ["python", "-m", preflight.__name__], command
+    assert hasattr(preflight, "main")
+    # A one-shot: restarting it would loop (and never let the others start).
+    assert str(check.get("restart", "no")) == "no"
+    assert "depends_on" not in check and not check.get("ports")
+    for name in GUARDED_SERVICES:
+        depends = services[name].get("depends_on")
+        assert isinstance(depends, dict), f"{name}: depends_on must be the long (condition) form"
+        assert depends.get("preflight") == {"condition": "service_completed_successfully"}, (
+            f"{name} must wait for the preflight to succeed"
+        )
+    assert set(services) == {"preflight", *GUARDED_SERVICES}, "a new service must wait too"
+
+
+def test_preflight_checks_the_values_the_services_get(compose: dict[str, Any]) -> None:
+    """Its environment is interpolated exactly as the services' own, so it cannot pass a
+    value the services would not get."""
+    services = _services(compose)
+    checked = _environment(services["preflight"])
+    assert set(checked) == set(preflight.REQUIRED)
+    rabbit = _environment(services["rabbitmq"])
+    for key in ("RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS"):
+        assert checked[key] == rabbit[key], key
+    for name in APP_SERVICES:
+        env = _environment(services[name])
+        assert env["CAROUSEL_API_TOKEN"] == checked["CAROUSEL_API_TOKEN"], name
+        user, password = checked["RABBITMQ_DEFAULT_USER"], checked["RABBITMQ_DEFAULT_PASS"]
+        assert env["AMQP_URL"] == f"amqp://{user}:{password}@rabbitmq:5672//", name
+    assert _environment(services["flower"])["FLOWER_BASIC_AUTH"] == checked["FLOWER_BASIC_AUTH"]
+
+
+def test_secrets_are_required_wherever_they_are_interpolated() -> None:
+    """``${VAR:?message}`` everywhere: no default to fall back on, and the message says
+    what to do."""
+    text = COMPOSE_FILE.read_text()
+    for name in SECRETS:
+        uses = [m for m in _INTERPOLATION.finditer(text) if m.group("name") == name]
+        assert uses, f"docker-compose.yml does not use {name}"
+        for use in uses:
+            assert use.group("sep") == ":?", f"{use.group(0)} must be ${{{name}:?...}}"
+            assert use.group("arg") == f"set {name} in .env (see .env.example)", use.group(0)
+        with pytest.raises(_Refused, match=name):
+            _interpolate(uses[0].group(0), {})
+        with pytest.raises(_Refused, match=name):
+            _interpolate(uses[0].group(0), {name: ""})
+
+
+def test_flower_password_reaches_flower_only(compose: dict[str, Any]) -> None:
+    for name, service in _services(compose).items():
+        if name not in ("flower", "preflight"):
+            assert "FLOWER_BASIC_AUTH" not in _environment(service), name
 
 
 def test_no_service_uses_guest_account(compose: dict[str, Any]) -> None:
@@ -363,5 +645,165 @@ def test_env_example_documents_every_variable() -> None:
             assert i > 0 and lines[i - 1].startswith("#"), f"no comment above {line!r}"
     values = _env_example()
     assert values["RABBITMQ_DEFAULT_USER"] not in ("", "guest")
-    assert values["RABBITMQ_DEFAULT_PASS"] not in ("", "guest")
     assert "guest" not in values["AMQP_URL"]
+    assert values["CAROUSEL_BIND_ADDRESS"] == "127.0.0.1"
+
+
+def test_an_unedited_env_example_cannot_start() -> None:
+    """Its secrets are empty or placeholders: the preflight names every one of them."""
+    problems = preflight.check(_env_example())
+    assert sorted({p.variable for p in problems}) == sorted(SECRETS)
+
+
+# --------------------------------------------------------------- shared/preflight.py
+
+
+def test_preflight_passes_real_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert preflight.check(GOOD_SECRETS) == []
+    assert preflight.main(GOOD_SECRETS) == 0
+    assert capsys.readouterr().out == "carousel preflight: ok\n"
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    [
+        "change-me",
+        "changeme",
+        "CHANGE_ME",
+        "<change-me>",
+        "change me",
+        "change-me-please",
+        "changeit",
+        "guest",
+        "password",
+        "Password",
+        "passw0rd",
+        "secret",
+        "admin",
+        "carousel",
+        "replace-me",
+        "your-token-here",
+        "xxx",
+        "   ",
+    ],
+)
+@pytest.mark.parametrize("variable", ["RABBITMQ_DEFAULT_PASS", "CAROUSEL_API_TOKEN"])
+def test_preflight_refuses_placeholders(variable: str, placeholder: str) -> None:
+    problems = preflight.check({**GOOD_SECRETS, variable: placeholder})
+    assert [p.variable for p in problems] == [variable]
+    assert preflight.is_placeholder(placeholder)
+
+
+@pytest.mark.parametrize("variable", preflight.REQUIRED)
+@pytest.mark.parametrize("how", ["unset", "empty"])
+def test_preflight_refuses_missing_values(variable: str, how: str) -> None:
+    env = {k: v for k, v in GOOD_SECRETS.items() if k != variable}
+    if how == "empty":
+        env[variable] = ""
+    problems = preflight.check(env)
+    assert [p.variable for p in problems] == [variable]
+    assert "not set" in problems[0].reason
+
+
+@pytest.mark.parametrize(
+    ("auth", "ok"),
+    [
+        ("ops:fl0wer-Pw", True),
+        ("ops:fl0wer-Pw,viewer:an0ther-Pw", True),
+        ("ops:pass:with:colons", True),
+        ("admin:change-me", False),
+        ("admin:carousel", False),
+        ("admin:admin", False),
+        ("ops:fl0wer-Pw,admin:changeme", False),
+        ("ops", False),
+        (":fl0wer-Pw", False),
+        ("ops:", False),
+        ("ops:fl0wer-Pw,", False),
+    ],
+)
+def test_preflight_checks_every_flower_account(auth: str, ok: bool) -> None:
+    problems = preflight.check({**GOOD_SECRETS, "FLOWER_BASIC_AUTH": auth})
+    assert [p.variable for p in problems] == ([] if ok else ["FLOWER_BASIC_AUTH"])
+
+
+@pytest.mark.parametrize("user", ["guest", "GUEST", "", "ops:team", "ops/team", "ops team"])
+def test_preflight_refuses_rabbitmq_users_that_cannot_work(user: str) -> None:
+    problems = preflight.check({**GOOD_SECRETS, "RABBITMQ_DEFAULT_USER": user})
+    assert [p.variable for p in problems] == ["RABBITMQ_DEFAULT_USER"]
+
+
+def _amqp_url_carries(user: str, password: str) -> bool:
+    """Whether kombu (scheduler, worker) and yarl (the producer's aio-pika) both read back
+    ``user`` and ``password`` from the AMQP_URL compose builds from them."""
+    from kombu.utils.url import url_to_parts
+    from yarl import URL
+
+    url = f"amqp://{user}:{password}@rabbitmq:5672//"
+    try:
+        parts, parsed = url_to_parts(url), URL(url)
+    except ValueError:
+        return False
+    return (
+        (parts.username, parts.password, parts.hostname) == (user, password, "rabbitmq")
+        and (parsed.user, parsed.password, parsed.host) == (user, password, "rabbitmq")
+        and parts.port == parsed.port == 5672
+    )
+
+
+@pytest.mark.parametrize("char", list(string.printable))
+def test_preflight_refuses_exactly_the_characters_amqp_url_cannot_carry(char: str) -> None:
+    # Hex digits after it, so that % meets its worst case (%4a would decode to J).
+    password = f"Xq7{char}4aZr9"
+    user = f"ops{char}4ateam"
+    pass_refused = bool(preflight.check({**GOOD_SECRETS, "RABBITMQ_DEFAULT_PASS": password}))
+    user_refused = bool(preflight.check({**GOOD_SECRETS, "RABBITMQ_DEFAULT_USER": user}))
+    if char.isspace():  # carried, but .env files and shells mangle it: refused outright
+        assert pass_refused and user_refused
+        return
+    assert pass_refused == (not _amqp_url_carries("ops", password)), repr(char)
+    assert user_refused == (not _amqp_url_carries(user, "Xq7Zr9-k")), repr(char)
+
+
+def test_preflight_error_is_one_line_naming_each_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = "my/real-secret"
+    env = {
+        **GOOD_SECRETS,
+        "RABBITMQ_DEFAULT_PASS": secret,
+        "FLOWER_BASIC_AUTH": "admin:change-me",
+        "CAROUSEL_API_TOKEN": "",
+    }
+
+    assert preflight.main(env) == 1
+
+    out = capsys.readouterr()
+    assert out.out == ""
+    lines = out.err.splitlines()
+    assert len(lines) == 1, out.err
+    line = lines[0]
+    assert line.startswith("carousel preflight: refusing to start: set ")
+    assert "set RABBITMQ_DEFAULT_PASS, FLOWER_BASIC_AUTH, CAROUSEL_API_TOKEN in .env" in line
+    assert secret not in line and "change-me" not in line, "the error must not echo values"
+
+
+def test_preflight_runs_as_the_compose_command() -> None:
+    """What the container runs: ``python -m shared.preflight`` with compose's environment."""
+    base = {k: v for k, v in os.environ.items() if k not in preflight.REQUIRED}
+
+    def run(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", preflight.__name__],
+            cwd=ROOT,
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    good = run(GOOD_SECRETS)
+    assert (good.returncode, good.stdout, good.stderr) == (0, "carousel preflight: ok\n", "")
+    bad = run({**GOOD_SECRETS, "CAROUSEL_API_TOKEN": "change-me"})
+    assert bad.returncode == 1
+    assert bad.stderr.count("\n") == 1 and "set CAROUSEL_API_TOKEN in .env" in bad.stderr
