@@ -33,6 +33,11 @@ events = sa.Table(
     sa.Column("dispatched_at", sa.Float),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+    #: the token of the latest claim (see shared.ledger), and when that claim expires
+    sa.Column("fence", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("lease_expires_at", sa.Float),
+    #: when the event was dead-lettered (out of attempts or time): listed, re-drivable
+    sa.Column("dead_at", sa.Float),
     sa.Index("ix_events_status", "status"),
     sa.Index("ix_events_key_status", "host", "vm", "policy", "status"),
 )
@@ -122,6 +127,7 @@ def create_schema(engine: Engine, attempts: int = 5) -> None:
             with contextlib.suppress(sa.exc.IntegrityError):  # another process won
                 conn.execute(mapping_version.insert().values(id=1, version=0))
     _drop_stored_queue_names(engine)
+    _add_new_event_columns(engine)
 
 
 def _drop_stored_queue_names(engine: Engine) -> None:
@@ -132,3 +138,19 @@ def _drop_stored_queue_names(engine: Engine) -> None:
     raced = (sa.exc.OperationalError, sa.exc.ProgrammingError)  # another process dropped it
     with contextlib.suppress(*raced), engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE keys DROP COLUMN queue"))
+
+
+def _add_new_event_columns(engine: Engine) -> None:
+    """Ledgers made before 0.3 lack the claim's fence and lease and the dead-letter
+    mark: add the columns (an existing running row counts as an expired claim)."""
+    have = {c["name"] for c in sa.inspect(engine).get_columns("events")}
+    raced = (sa.exc.OperationalError, sa.exc.ProgrammingError)  # another process added it
+    for column in events.columns:
+        if column.name in have:
+            continue
+        ddl = f"ALTER TABLE events ADD COLUMN {column.name} {column.type.compile(engine.dialect)}"
+        default = column.server_default
+        if isinstance(default, sa.DefaultClause):
+            ddl += f" NOT NULL DEFAULT {default.arg}"
+        with contextlib.suppress(*raced), engine.begin() as conn:
+            conn.execute(sa.text(ddl))

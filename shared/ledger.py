@@ -6,9 +6,12 @@ between redeliveries:
     pending --confirm--> queued --scheduler--> dispatched --worker claim--> running
         --> succeeded | failed
 
-A worker may claim a ``dispatched`` event with any dispatch id, and re-claim a
-``running`` one only with the dispatch id that claimed it (a redelivery of the same task
-message). That is what makes a second task message for one event harmless.
+A claim is a lease: a worker may claim a ``dispatched`` event, or take over a
+``running`` one whose holder let its lease expire (it died, or lost the ledger); each
+claim gets a new, larger fencing token. The holder renews the lease while the action
+runs, and only the holder of the current token may renew it or record the outcome. So a
+second task message for one event is harmless while the first holder lives, and a dead
+holder's event is taken over instead of stranded.
 """
 
 from __future__ import annotations
@@ -35,6 +38,15 @@ class Claim(Enum):
     HELD = "held"  # another task message for this event is running it: do nothing
     UNKNOWN = "unknown"  # no such event (or not yet dispatched)
     EXHAUSTED = "exhausted"  # claimed max_attempts times already: now failed, not run
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    outcome: Claim
+    #: CLAIMED: this claim's fencing token. It grows with every claim of the event; only
+    #: its holder may renew the lease or record the outcome, and the driver passes it on
+    #: so that a cloud API can refuse a stale holder
+    token: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,17 +162,7 @@ class EventLedger:
     def event(self, event_id: str) -> VmEventMessage | None:
         """The event as it was accepted: what a worker runs, whatever a task message says."""
         row = self.get(event_id)
-        if row is None:
-            return None
-        return VmEventMessage(
-            id=row["id"],
-            host=row["host"],
-            vm=row["vm"],
-            policy=row["policy"],
-            action=row["action"],
-            payload=json.loads(row["payload"]),
-            accepted_at=row["accepted_at"],
-        )
+        return None if row is None else _message(row)
 
     # -- scheduler -----------------------------------------------------------------
     def take_lease(self, lease: Lease, now: float) -> bool:
@@ -214,6 +216,51 @@ class EventLedger:
             before[r.id] = Status.QUEUED if moved else Status(r.status)
         return before
 
+    def overdue(self, now: float, resend_after: float, limit: int = 100) -> list[VmEventMessage]:
+        """In-flight events whose task message may be lost, for the sweeper: dispatched
+        and unclaimed for ``resend_after`` seconds since their task was last sent, or
+        running with an expired claim (the holder died) and no task sent since then."""
+        last_sent = events.c.dispatched_at
+        expired = sa.func.coalesce(events.c.lease_expires_at, 0.0)
+        overdue = sa.or_(
+            sa.and_(events.c.status == Status.DISPATCHED.value, last_sent < now - resend_after),
+            sa.and_(
+                events.c.status == Status.RUNNING.value,
+                expired < now,
+                sa.or_(last_sent < expired, last_sent < now - resend_after),
+            ),
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(events).where(overdue).order_by(last_sent).limit(limit)
+            ).all()
+        return [_message(r._mapping) for r in rows]
+
+    def mark_resent(
+        self, event_ids: Sequence[str], dispatch_id: str, at: float, lease: Lease | None = None
+    ) -> list[str]:
+        """Record that a task is sent again for these (still in flight) events; returns
+        those it applies to. With ``lease``, fenced as :meth:`mark_dispatched_many`."""
+        if not event_ids:
+            return []
+        with self.engine.begin() as conn:
+            if lease is not None:
+                lease.hold(conn, at)
+            still = list(
+                conn.execute(
+                    sa.select(events.c.id).where(
+                        events.c.id.in_(event_ids),
+                        events.c.status.in_([s.value for s in IN_FLIGHT]),
+                    )
+                ).scalars()
+            )
+            conn.execute(
+                events.update()
+                .where(events.c.id.in_(still))
+                .values(dispatch_id=dispatch_id, dispatched_at=at)
+            )
+        return still
+
     def finished_among(self, event_ids: Sequence[str]) -> list[str]:
         """Those of ``event_ids`` that have succeeded or failed."""
         if not event_ids:
@@ -252,6 +299,51 @@ class EventLedger:
             ).all()
         return [InFlight(r.id, r.host, r.vm, r.policy, Status(r.status)) for r in rows]
 
+    # -- dead letters (the admin API) -------------------------------------------------
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Events that ended failed out of attempts or time, newest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(events)
+                .where(events.c.dead_at.is_not(None))
+                .order_by(events.c.dead_at.desc())
+                .limit(limit)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def redrive(self, event_id: str) -> VmEventMessage | None:
+        """A dead-lettered event goes back to ``queued`` with its attempts reset, for its
+        caller to publish again; None if it is not dead-lettered (nothing changes)."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                events.update()
+                .where(events.c.id == event_id, events.c.dead_at.is_not(None))
+                .values(
+                    status=Status.QUEUED.value,
+                    dead_at=None,
+                    attempts=0,
+                    error=None,
+                    worker=None,
+                    dispatch_id=None,
+                    dispatched_at=None,
+                    started_at=None,
+                    finished_at=None,
+                )
+            )
+            if res.rowcount != 1:
+                return None
+            row = conn.execute(sa.select(events).where(events.c.id == event_id)).one()
+        return _message(row._mapping)
+
+    def undo_redrive(self, event_id: str, reason: str, at: float) -> None:
+        """Publishing a re-driven event failed: dead-lettered again, as it was."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                events.update()
+                .where(events.c.id == event_id, events.c.status == Status.QUEUED.value)
+                .values(status=Status.FAILED.value, dead_at=at, error=reason, finished_at=at)
+            )
+
     # -- worker --------------------------------------------------------------------
     def claim(
         self,
@@ -259,21 +351,20 @@ class EventLedger:
         dispatch_id: str,
         worker: str,
         at: float,
+        lease_seconds: float,
         max_attempts: int | None = None,
-    ) -> Claim:
-        """dispatched -> running, or running -> running again for the dispatch id that
-        claimed it (its task message, redelivered after its worker died); each claim is
-        an attempt. With ``max_attempts``, an event claimed that often already ends
-        ``failed`` instead, in the same transaction: an action that kills its worker
-        every time is not redelivered for ever."""
+    ) -> ClaimResult:
+        """dispatched -> running, or running -> running for a new holder once the last
+        holder's lease has expired; the claim holds until ``at + lease_seconds`` unless
+        renewed (:meth:`renew`). Each claim is an attempt: with ``max_attempts``, an event
+        claimed that often already ends ``failed`` (and dead-lettered) instead, in the
+        same transaction, so an action that kills its worker every time ends."""
+        expired = sa.func.coalesce(events.c.lease_expires_at, 0.0) < at
         claimable = sa.and_(
             events.c.id == event_id,
             sa.or_(
                 events.c.status == Status.DISPATCHED.value,
-                sa.and_(
-                    events.c.status == Status.RUNNING.value,
-                    events.c.dispatch_id == dispatch_id,
-                ),
+                sa.and_(events.c.status == Status.RUNNING.value, expired),
             ),
         )
         within = sa.true() if max_attempts is None else events.c.attempts < max_attempts
@@ -287,12 +378,21 @@ class EventLedger:
                     worker=worker,
                     started_at=at,
                     attempts=events.c.attempts + 1,
+                    fence=events.c.fence + 1,
+                    lease_expires_at=at + lease_seconds,
                     error=None,
                 )
             )
             if res.rowcount == 1:
-                return Claim.CLAIMED
+                token = conn.execute(
+                    sa.select(events.c.fence).where(events.c.id == event_id)
+                ).scalar_one()
+                return ClaimResult(Claim.CLAIMED, int(token))
             if max_attempts is not None:
+                reason = (
+                    f"gave up after {max_attempts} attempts: the action never finished "
+                    "(its worker died, lost the ledger or was cut off each time)"
+                )
                 res = conn.execute(
                     events.update()
                     .where(claimable, events.c.attempts >= max_attempts)
@@ -300,37 +400,76 @@ class EventLedger:
                         status=Status.FAILED.value,
                         dispatch_id=dispatch_id,
                         worker=worker,
-                        error=f"gave up after {max_attempts} attempts: the action never "
-                        "finished (its worker died or lost the broker each time)",
+                        error=reason,
                         finished_at=at,
+                        dead_at=at,
                     )
                 )
                 if res.rowcount == 1:
-                    return Claim.EXHAUSTED
+                    return ClaimResult(Claim.EXHAUSTED)
             row = conn.execute(sa.select(events.c.status).where(events.c.id == event_id)).first()
         if row is None:
-            return Claim.UNKNOWN
+            return ClaimResult(Claim.UNKNOWN)
         if Status(row.status) in FINISHED:
-            return Claim.FINISHED
+            return ClaimResult(Claim.FINISHED)
         if row.status == Status.RUNNING.value:
-            return Claim.HELD
-        return Claim.UNKNOWN
+            return ClaimResult(Claim.HELD)
+        return ClaimResult(Claim.UNKNOWN)
+
+    def renew(self, event_id: str, token: int, until: float) -> bool:
+        """Extend the claim of ``token`` to ``until``; False if that claim is over (the
+        event finished, or another holder took it over after the lease expired)."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                events.update().where(self._held_by(event_id, token)).values(lease_expires_at=until)
+            )
+        return bool(res.rowcount == 1)
 
     def finish(
-        self, event_id: str, dispatch_id: str, ok: bool, error: str | None, at: float
+        self,
+        event_id: str,
+        token: int,
+        ok: bool,
+        error: str | None,
+        at: float,
+        dead: bool = False,
     ) -> bool:
+        """running -> succeeded | failed, by the holder of claim ``token`` only; False
+        (nothing changes) for a stale holder. ``dead``: the event failed for a reason an
+        operator should look at (its time limit): it is listed as dead-lettered."""
         status = Status.SUCCEEDED if ok else Status.FAILED
         with self.engine.begin() as conn:
             res = conn.execute(
                 events.update()
-                .where(
-                    events.c.id == event_id,
-                    events.c.status == Status.RUNNING.value,
-                    events.c.dispatch_id == dispatch_id,
+                .where(self._held_by(event_id, token))
+                .values(
+                    status=status.value,
+                    error=error,
+                    finished_at=at,
+                    dead_at=at if dead else None,
                 )
-                .values(status=status.value, error=error, finished_at=at)
             )
         return bool(res.rowcount == 1)
+
+    @staticmethod
+    def _held_by(event_id: str, token: int) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            events.c.id == event_id,
+            events.c.status == Status.RUNNING.value,
+            events.c.fence == token,
+        )
+
+
+def _message(row: Any) -> VmEventMessage:
+    return VmEventMessage(
+        id=row["id"],
+        host=row["host"],
+        vm=row["vm"],
+        policy=row["policy"],
+        action=row["action"],
+        payload=json.loads(row["payload"]),
+        accepted_at=row["accepted_at"],
+    )
 
 
 def _row(e: VmEventMessage, status: Status) -> dict[str, Any]:
@@ -343,5 +482,6 @@ def _row(e: VmEventMessage, status: Status) -> dict[str, Any]:
         "payload": json.dumps(e.payload),
         "status": status.value,
         "attempts": 0,
+        "fence": 0,
         "accepted_at": e.accepted_at,
     }

@@ -10,12 +10,13 @@ from sqlalchemy.engine import Engine
 
 from shared.db import create_schema, events, hosts, keys, make_engine, mapping_version, vms
 from shared.errors import Conflict
-from shared.ledger import Accepted, Claim, EventLedger, InFlight
+from shared.ledger import Accepted, Claim, ClaimResult, EventLedger, InFlight
 from shared.mapping_store import MappingStore
 
 __all__ = [
     "Accepted",
     "Claim",
+    "ClaimResult",
     "Conflict",
     "InFlight",
     "Store",

@@ -18,6 +18,10 @@ from shared.models import Key
 
 MAX_QUEUE_NAME = 255  # bytes, AMQP 0-9-1 shortstr
 
+#: Headers of a message in the dead-letter queue: why it is there and where it came from.
+DEAD_REASON = "x-carousel-reason"
+DEAD_ORIGIN = "x-carousel-from"
+
 #: Arguments of every durable queue. Classic queues: quorum queues are a cluster option.
 DURABLE_QUEUE_ARGS: dict[str, Any] = {"x-queue-type": "classic"}
 

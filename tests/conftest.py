@@ -108,6 +108,9 @@ def stack_factory(
             "ELASTICITY_PORT": str(free_port()),
             "WORKER_CONCURRENCY": "4",
             "LOG_LEVEL": "INFO",
+            # a dead worker's event is taken over within seconds, not half a minute
+            "CLAIM_LEASE_SECONDS": "3",
+            "SWEEP_INTERVAL": "1",
         }
         stack = Stack({**base, **{k: str(v) for k, v in env.items()}}, tmp_path)
         stacks.append(stack)

@@ -17,6 +17,8 @@ class EffectRecorder:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.calls: Counter[str] = Counter()
+        #: per event id, the claim's fencing token of each call, in order
+        self.tokens: dict[str, list[int]] = {}
         self.order: list[str] = []
         self.first_call: dict[str, float] = {}
         self.running = 0
@@ -34,6 +36,8 @@ class EffectRecorder:
                 vm = (body["host"], body["vm"])
                 with lock:
                     recorder.calls[body["id"]] += 1
+                    token = int(self.headers.get("x-carousel-fencing-token") or 0)
+                    recorder.tokens.setdefault(body["id"], []).append(token)
                     recorder.first_call.setdefault(body["id"], time.time())
                     recorder.order.append(body["id"])
                     recorder.running += 1

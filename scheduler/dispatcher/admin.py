@@ -1,7 +1,7 @@
 """The scheduler's admin API (port 8001): the dispatcher's views and controls, and the
-operations routes (/healthz, /readyz, /metrics) of :func:`shared.http.ops_router`. With
-``CAROUSEL_API_TOKEN`` set, the controls (pause, resume, limits) need it; views stay
-open."""
+operations routes (/healthz, /readyz, /metrics) of :func:`shared.http.ops_router`, and
+the dead-letter record (list, re-drive). With ``CAROUSEL_API_TOKEN`` set, the controls
+(pause, resume, limits, re-drive) need it; views stay open."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
+from scheduler.dispatcher.deadletters import DeadLetters
+from scheduler.dispatcher.errors import NotDeadLettered, RedriveFailed
 from scheduler.dispatcher.state import DispatcherState
 from shared.http import ops_router, token_guard
 
@@ -27,6 +29,9 @@ GAUGES = [
     ("completed_total", "Completions since start"),
     ("paused", "1 if paused"),
     ("dead_lettered", "Messages moved to the dead-letter queue since start"),
+    ("parked", "Event messages waiting for their ledger row"),
+    ("resent_total", "Tasks sent again by the sweeper since start"),
+    ("ledger_ok", "0 while the ledger is failing"),
 ]
 
 
@@ -44,6 +49,15 @@ class Session(Protocol):
     @property
     def active(self) -> bool: ...
 
+    @property
+    def parked(self) -> int: ...
+
+    @property
+    def resent_total(self) -> int: ...
+
+    @property
+    def ledger_ok(self) -> bool: ...
+
 
 class LimitsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -53,7 +67,12 @@ class LimitsIn(BaseModel):
     per_host: int | None = Field(None, ge=0, description="0 = no per-host limit")
 
 
-def create_admin_app(state: DispatcherState[Any], session: Session, token: str = "") -> FastAPI:
+def create_admin_app(
+    state: DispatcherState[Any],
+    session: Session,
+    token: str = "",
+    dead_letters: DeadLetters | None = None,
+) -> FastAPI:
     app = FastAPI(title="Carousel scheduler admin", version="0.1.0")
 
     def stats() -> dict[str, Any]:
@@ -62,6 +81,9 @@ def create_admin_app(state: DispatcherState[Any], session: Session, token: str =
         out["mapping_version"] = session.mapping_version
         out["dead_lettered"] = session.dead_lettered
         out["active"] = session.active
+        out["parked"] = session.parked
+        out["resent_total"] = session.resent_total
+        out["ledger_ok"] = session.ledger_ok
         return out
 
     def ready() -> str | None:
@@ -73,6 +95,8 @@ def create_admin_app(state: DispatcherState[Any], session: Session, token: str =
 
     registry, refresh = _metrics(stats)
     app.include_router(dispatcher_router(state, stats, token))
+    if dead_letters is not None:
+        app.include_router(dead_letter_router(dead_letters, token))
     app.include_router(ops_router(ready, registry, refresh))
     return app
 
@@ -104,6 +128,33 @@ def dispatcher_router(state: DispatcherState[Any], stats: Stats, token: str) -> 
     @router.get("/dispatches")
     def get_dispatches(limit: int = Query(100, ge=1, le=10000)) -> list[dict[str, Any]]:
         return state.recent_dispatches(limit)
+
+    return router
+
+
+def dead_letter_router(dead_letters: DeadLetters, token: str) -> APIRouter:
+    """GET /dead-letters (open), POST /dead-letters/{id}/redrive (behind the token)."""
+    router = APIRouter()
+
+    @router.get("/dead-letters")
+    def list_dead_letters(limit: int = Query(100, ge=1, le=10000)) -> list[dict[str, Any]]:
+        """Events that ended failed out of attempts or time, newest first."""
+        return dead_letters.recent(limit)
+
+    @router.post(
+        "/dead-letters/{event_id}/redrive",
+        dependencies=[Depends(token_guard(token))],
+        responses={409: {"description": "not dead-lettered"}, 503: {"description": "broker"}},
+    )
+    def redrive(event_id: str) -> dict[str, Any]:
+        """Queue a dead-lettered event again, attempts reset: it takes its turn anew."""
+        try:
+            event = dead_letters.redrive(event_id)
+        except NotDeadLettered as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except RedriveFailed as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from exc
+        return {"id": event.id, "status": "queued"}
 
     return router
 

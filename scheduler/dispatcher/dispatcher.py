@@ -128,6 +128,14 @@ class Dispatcher(Generic[H]):
                     del self.dispatches[i]
                     break
 
+    def give_back(self, held: Held[H]) -> None:
+        """Undo a pick whose handover failed before anything left (the ledger was
+        unreachable): hold it again at the head of its key, to be picked again."""
+        self.abort(held.event.id)
+        e = held.event
+        self._held_ids.add(e.id)
+        self.rr.push(e.host, e.vm, e.policy, held, front=True)
+
     def complete(self, event_id: str, count: bool = True) -> bool:
         """An action finished: free its slots. False if it was not in flight."""
         where = self.in_flight.pop(event_id, None)

@@ -11,3 +11,11 @@ class DispatcherError(CarouselError):
 
 class Unconfirmed(DispatcherError):
     """The broker nacked a message, or did not confirm in time."""
+
+
+class NotDeadLettered(DispatcherError):
+    """A re-drive of an event that is not in the dead-letter record."""
+
+
+class RedriveFailed(DispatcherError):
+    """A re-driven event could not be published: it stays dead-lettered."""

@@ -5,6 +5,12 @@ the event — handled as :mod:`scheduler.dispatcher.redelivery` plans; a complet
 slot (and a periodic reconcile frees those whose completion never arrived). Out: a batch
 of picks is marked dispatched in the ledger, published as Celery tasks with pipelined
 confirms, and only then acked.
+
+An event message whose id the ledger does not know is never acked as a duplicate: its
+row may yet appear (a producer request that timed out discarded it while a retry of the
+same event is about to confirm it again). It is *parked* — unacked, its key waiting —
+and looked up again every second; after ``UNKNOWN_EVENT_GRACE`` it is moved to the
+dead-letter queue for an operator.
 """
 
 from __future__ import annotations
@@ -12,21 +18,27 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from celery import Celery
 from kombu.message import Message
 
 from scheduler.dispatcher.confirms import ConfirmingProducer
+from scheduler.dispatcher.dispatcher import Held
 from scheduler.dispatcher.redelivery import Plan, ledger_needed, plan
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
-from scheduler.worker.app import TASK_NAME
+from scheduler.dispatcher.tasks import TaskSender
 from shared.lease import Lease
-from shared.models import FINISHED, Completion, Status, VmEventMessage
+from shared.models import FINISHED, UNDISPATCHED, Completion, Status, VmEventMessage
 from shared.store import Store
 
 log = logging.getLogger(__name__)
+
+DeadLetter = Callable[[ConfirmingProducer, Message, str], None]
+
+#: seconds between lookups of the parked events' ids
+PARKED_RETRY = 1.0
 
 
 class Handover:
@@ -35,14 +47,18 @@ class Handover:
         settings: SchedulerSettings,
         store: Store,
         state: DispatcherState[Message],
-        celery: Celery,
+        tasks: TaskSender,
+        dead_letter: DeadLetter,
     ) -> None:
         self.settings = settings
-        self.topology = settings.topology
         self.store = store
         self.state = state
-        self.celery = celery
+        self.tasks = tasks
+        self.dead_letter = dead_letter
         self._next_reconcile = 0.0
+        #: event id -> (its delivery, when it was parked): unknown to the ledger so far
+        self._parked: dict[str, tuple[Held[Message], float]] = {}
+        self._next_parked = 0.0
 
     # -- in ------------------------------------------------------------------------
     def on_event(self, body: Any, message: Message, producer: ConfirmingProducer) -> None:
@@ -55,7 +71,7 @@ class Handover:
             self.state.restore([(event.id, event.host, event.vm)])
             if todo is Plan.REPUBLISH:
                 # the crash may have come before the task was published: publish again
-                self._publish(producer, [event], uuid.uuid4().hex)
+                self.tasks.send(producer, [event], uuid.uuid4().hex, again=True)
         elif todo is Plan.HOLD and self.state.offer(event, message):
             return
         elif todo is Plan.REPLACE_STALE and self.state.replace_stale(event, message):
@@ -106,39 +122,69 @@ class Handover:
                 before = self.store.mark_dispatched_many(
                     [h.event.id for h in picks], dispatch_id, time.time(), lease
                 )
-                fresh = [h for h in picks if before[h.event.id] is Status.QUEUED]
-                self._publish(producer, [h.event for h in fresh], dispatch_id)
             except Exception:
-                # the ledger or the broker failed: nothing was handed over for sure, so
-                # free the slots; the unacked events come back redelivered
+                self.state.give_back(picks)  # nothing changed: they wait, first in line
+                raise
+            fresh = [h for h in picks if before[h.event.id] is Status.QUEUED]
+            try:
+                self.tasks.send(producer, [h.event for h in fresh], dispatch_id)
+            except Exception:
+                # the broker failed: free the slots; the unacked events come back
+                # redelivered, and the ledger says dispatched: their tasks are sent again
                 self.state.abort(h.event.id for h in picks)
                 raise
             for h in picks:
-                if before[h.event.id] is not Status.QUEUED:
-                    # a second message for an event another message already carries
+                was = before[h.event.id]
+                if was is Status.QUEUED:
+                    h.handle.ack()
+                elif was is None:
+                    self._park(h)
+                else:  # a second message for an event another message already carries
                     self.state.abort([h.event.id])
-                    log.info(
-                        "event %s is %s already; duplicate message acked",
-                        h.event.id,
-                        before[h.event.id],
-                    )
-                h.handle.ack()
+                    log.info("event %s is %s already; duplicate message acked", h.event.id, was)
+                    h.handle.ack()
 
-    def _publish(
-        self, producer: ConfirmingProducer, batch: list[VmEventMessage], dispatch_id: str
-    ) -> None:
-        """One Celery task per event (task id = event id) to its profile's actions
-        queue; returns once the broker confirmed them all."""
+    # -- parked: event messages the ledger does not know (yet) ------------------------
+    def _park(self, held: Held[Message]) -> None:
+        self.state.abort([held.event.id])
+        self._parked[held.event.id] = (held, time.monotonic())
+        log.warning(
+            "event %s is not in the ledger (yet): parked, not acked; looked up again every "
+            "%.0f s, dead-lettered after %.0f s",
+            held.event.id,
+            PARKED_RETRY,
+            self.settings.unknown_event_grace,
+        )
 
-        def send(event: VmEventMessage) -> Any:
-            queue = self.topology.actions_queue_of(self.settings.profile_for(event.action))
-            return lambda p: self.celery.send_task(
-                TASK_NAME,
-                args=[event.model_dump(mode="json"), dispatch_id],
-                task_id=event.id,
-                queue=queue.name,
-                producer=p,
-                mandatory=True,
-            )
+    def maybe_retry_parked(self, producer: ConfirmingProducer) -> None:
+        """Look the parked events up again: dispatch those whose row appeared, ack those
+        carried by another message, dead-letter those unknown for too long."""
+        if not self._parked or time.monotonic() < self._next_parked:
+            return
+        self._next_parked = time.monotonic() + PARKED_RETRY
+        for event_id, (held, since) in list(self._parked.items()):
+            status = self.store.status_of(event_id)
+            if status is None and time.monotonic() - since < self.settings.unknown_event_grace:
+                continue
+            del self._parked[event_id]
+            if status is None:
+                reason = (
+                    f"the ledger has no event {event_id} after "
+                    f"{self.settings.unknown_event_grace:.0f} s; re-post it to run it"
+                )
+                self.dead_letter(producer, held.handle, reason)
+            elif status in UNDISPATCHED and self.state.offer(held.event, held.handle):
+                log.info("parked event %s is in the ledger now: back in line", event_id)
+            else:
+                log.info("parked event %s is %s: message acked", event_id, status.value)
+                held.handle.ack()
 
-        producer.publish_all([send(e) for e in batch])
+    def drop_parked(self) -> int:
+        """The deliveries are void (the session ended): the broker redelivers them."""
+        count = len(self._parked)
+        self._parked.clear()
+        return count
+
+    @property
+    def parked(self) -> int:
+        return len(self._parked)

@@ -12,7 +12,13 @@ the dispatcher itself is reached through :mod:`.state`. Per dispatch, in this or
 
 A crash between any two steps leaves the event unacked: it is redelivered, and a
 redelivered event that the ledger says is ``dispatched`` is published again — the
-worker's claim makes that second task message harmless (:mod:`.redelivery`).
+worker's claim makes that second task message harmless (:mod:`.redelivery`). After the
+ack, :mod:`.sweeper` sends again the task of an event that stays unclaimed or whose
+worker's claim expires.
+
+The ledger failing (locked, read-only, unreachable) does not end the session: the work
+that needs it waits, with capped backoff, while the session keeps its consumers and
+heartbeats; the broker failing does end it, and the loop reconnects.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from collections import deque
 from typing import Any
 
 import kombu
+import sqlalchemy as sa
 from celery import Celery
 from kombu.message import Message
 
@@ -37,6 +44,8 @@ from scheduler.dispatcher.mapping import MappingFollower
 from scheduler.dispatcher.poison import dead_letter
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
+from scheduler.dispatcher.sweeper import Sweeper
+from scheduler.dispatcher.tasks import TaskSender
 from shared.backoff import Backoff
 from shared.errors import LeaseLost
 from shared.kombu_topology import queue
@@ -68,8 +77,14 @@ class SchedulerLoop:
         self.state = state
         self.connected = threading.Event()
         self.mapping = MappingFollower(settings, store, state)
-        self.handover = Handover(settings, store, state, celery)
+        tasks = TaskSender(settings, celery)
+        self.handover = Handover(settings, store, state, tasks, self._dead_letter)
+        self.sweeper = Sweeper(settings, store, state, tasks)
         self._inbox: Inbox = deque()
+        #: the ledger failed: ledger work waits until this monotonic time
+        self._ledger_backoff = Backoff(first=0.1, cap=5.0)
+        self._ledger_retry_at = 0.0
+        self.ledger_ok = True
         #: messages moved to the dead-letter queue since start (/stats, /metrics)
         self.dead_lettered = 0
         #: only the holder of this lease dispatches; the others wait as standbys
@@ -85,6 +100,14 @@ class SchedulerLoop:
     @property
     def mapping_version(self) -> int:
         return self.mapping.version
+
+    @property
+    def parked(self) -> int:
+        return self.handover.parked
+
+    @property
+    def resent_total(self) -> int:
+        return self.sweeper.resent_total
 
     # -- lifecycle -----------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -115,16 +138,25 @@ class SchedulerLoop:
         except Exception as exc:
             log.warning("cannot reach the ledger for the dispatcher lease: %r", exc)
             held = False
+        self._set_role(held)
+        return held
+
+    def _set_role(self, held: bool) -> None:
         role = "active" if held else "standby: another scheduler holds the dispatcher lease"
         if role != self._role:
             log.info("scheduler %s", role)
             self._role = role
         self.active = held
         self._next_renewal = time.monotonic() + self.lease.seconds / 3
-        return held
 
     def _maybe_renew(self) -> None:
-        if time.monotonic() >= self._next_renewal and not self._take_lease():
+        """Renew the lease in session; a ledger error propagates (the session waits for
+        the ledger), losing the lease to another scheduler ends the session."""
+        if time.monotonic() < self._next_renewal:
+            return
+        held = self.store.take_lease(self.lease, time.time())
+        self._set_role(held)
+        if not held:
             raise LeaseLost("another scheduler took the dispatcher lease")
 
     def _end_session(self) -> None:
@@ -132,9 +164,9 @@ class SchedulerLoop:
         self.active = False  # until the lease is taken again
         self.mapping.detach()
         self._inbox.clear()
-        dropped = self.state.drop_held()
+        dropped = len(self.state.drop_held()) + self.handover.drop_parked()
         if dropped:
-            log.info("dropped %d held heads; the broker redelivers them", len(dropped))
+            log.info("dropped %d held heads; the broker redelivers them", dropped)
 
     def _session(self, stop: threading.Event) -> None:
         with kombu.Connection(self.settings.amqp_url, heartbeat=30) as conn:
@@ -162,15 +194,36 @@ class SchedulerLoop:
                 self.state.in_flight_count(),
             )
             while not stop.is_set():
-                self._maybe_renew()
-                self._handle_inbox(producer)
-                self.handover.dispatch(producer, self.lease)
+                self._ledger_work(producer)
                 try:
                     conn.drain_events(timeout=0.05)
                 except TimeoutError:  # no frame within the wait
                     conn.heartbeat_check()
-                self.mapping.maybe_resync()
-                self.handover.maybe_reconcile()
+
+    def _ledger_work(self, producer: ConfirmingProducer) -> None:
+        """One round of everything that needs the ledger. If the ledger fails, nothing
+        is lost (an inbox item goes back, picks are held again) and the round is tried
+        again after a capped backoff; the broker session goes on meanwhile."""
+        if time.monotonic() < self._ledger_retry_at:
+            return
+        try:
+            self._maybe_renew()
+            self._handle_inbox(producer)
+            self.handover.dispatch(producer, self.lease)
+            self.mapping.maybe_resync()
+            self.handover.maybe_reconcile()
+            self.handover.maybe_retry_parked(producer)
+            self.sweeper.maybe_sweep(producer, self.lease)
+        except sa.exc.DBAPIError as exc:
+            delay = self._ledger_backoff.next()
+            self._ledger_retry_at = time.monotonic() + delay
+            self.ledger_ok = False
+            log.warning("the ledger failed: %s; retrying in %.1f s", exc.orig, delay)
+            return
+        if not self.ledger_ok:
+            log.info("the ledger is back")
+        self.ledger_ok = True
+        self._ledger_backoff.reset()
 
     def _consumer(
         self, channel: Any, queues: list[kombu.Queue], kind: str, **options: Any
@@ -197,17 +250,23 @@ class SchedulerLoop:
         while self._inbox:
             kind, body, message = self._inbox.popleft()
             try:
-                if kind == "event":
-                    self.handover.on_event(body, message, producer)
-                elif kind == "completion":
-                    self.handover.on_completion(body, message)
-                elif kind == "mapping":
-                    self.mapping.apply(MappingDelta.model_validate(body))
-                    message.ack()
-                else:
-                    self._dead_letter(producer, message, body)
+                self._handle(producer, kind, body, message)
+            except sa.exc.DBAPIError:
+                self._inbox.appendleft((kind, body, message))  # handled again later
+                raise
             except ValueError as exc:  # not a valid message of its kind (pydantic says why)
                 self._dead_letter(producer, message, f"invalid {kind} message: {exc}")
+
+    def _handle(self, producer: ConfirmingProducer, kind: str, body: Any, message: Message) -> None:
+        if kind == "event":
+            self.handover.on_event(body, message, producer)
+        elif kind == "completion":
+            self.handover.on_completion(body, message)
+        elif kind == "mapping":
+            self.mapping.apply(MappingDelta.model_validate(body))
+            message.ack()
+        else:
+            self._dead_letter(producer, message, body)
 
     def _dead_letter(self, producer: ConfirmingProducer, message: Message, reason: str) -> None:
         dead_letter(producer, self.topology.dead_letter_queue, message, reason)

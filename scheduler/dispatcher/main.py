@@ -9,6 +9,7 @@ from typing import Any
 import uvicorn
 
 from scheduler.dispatcher.admin import create_admin_app
+from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
 from scheduler.dispatcher.loop import SchedulerLoop
 from scheduler.dispatcher.settings import SchedulerSettings
@@ -37,7 +38,7 @@ def main() -> None:
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), name="amqp-loop", daemon=True)
     thread.start()
-    app = create_admin_app(state, loop, settings.carousel_api_token)
+    app = create_admin_app(state, loop, settings.carousel_api_token, DeadLetters(store, settings))
     try:
         uvicorn.run(
             app,

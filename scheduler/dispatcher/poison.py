@@ -15,10 +15,7 @@ from kombu.message import Message
 
 from scheduler.dispatcher.confirms import ConfirmingProducer
 from shared.kombu_topology import queue
-from shared.topology import QueueSpec
-
-REASON = "x-carousel-reason"
-ORIGIN = "x-carousel-from"
+from shared.topology import DEAD_ORIGIN, DEAD_REASON, QueueSpec
 
 
 def dead_letter(
@@ -29,8 +26,8 @@ def dead_letter(
     info = message.delivery_info or {}
     headers: dict[str, Any] = {
         **(message.headers or {}),
-        REASON: reason[:1000],
-        ORIGIN: f"{info.get('exchange', '')}/{info.get('routing_key', '')}",
+        DEAD_REASON: reason[:1000],
+        DEAD_ORIGIN: f"{info.get('exchange', '')}/{info.get('routing_key', '')}",
     }
 
     def send(p: Any) -> None:

@@ -138,10 +138,14 @@ class NestedRoundRobin(Generic[T]):
         p = v.ring.children.get(policy) or v.ring.add(_Policy(policy))
         return h, v, p
 
-    def push(self, host: str, vm: str, policy: str, item: T) -> None:
-        """Append item to the key's FIFO, creating host/VM/policy on first appearance."""
+    def push(self, host: str, vm: str, policy: str, item: T, front: bool = False) -> None:
+        """Append item to the key's FIFO (``front``: put it back at its head), creating
+        host/VM/policy on first appearance."""
         h, v, p = self._node(host, vm, policy)
-        p.items.append(item)
+        if front:
+            p.items.appendleft(item)
+        else:
+            p.items.append(item)
         v.held += 1
         h.held += 1
         self._len += 1

@@ -31,6 +31,25 @@ class SchedulerSettings(LimitSettings):
         "in-flight events against the ledger, freeing slots "
         "whose completion was lost (RECONCILE_INTERVAL).",
     )
+    sweep_interval: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between sweeps for in-flight events whose task message was "
+        "lost or whose worker's claim expired; their task is sent again (SWEEP_INTERVAL).",
+    )
+    resend_after: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds a dispatched event may wait unclaimed before the sweeper "
+        "sends its task again (RESEND_AFTER).",
+    )
+    unknown_event_grace: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds an event message the ledger does not know is parked, "
+        "waiting for its row, before it is moved to the dead-letter queue "
+        "(UNKNOWN_EVENT_GRACE).",
+    )
     dispatch_batch: int = Field(
         64,
         ge=1,

@@ -61,6 +61,12 @@ class DispatcherState(Generic[H]):
             for event_id in event_ids:
                 self._dispatcher.abort(event_id)
 
+    def give_back(self, picks: Iterable[Held[H]]) -> None:
+        """Undo picks that never left (the ledger failed): held again, first in line."""
+        with self._lock:
+            for held in reversed(list(picks)):
+                self._dispatcher.give_back(held)
+
     def complete(self, event_ids: Iterable[str]) -> None:
         """Actions finished: free their slots (unknown ids are ignored)."""
         with self._lock:

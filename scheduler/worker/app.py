@@ -10,6 +10,7 @@ import os
 import time
 from typing import Any
 
+import kombu
 from celery import Celery, Task
 from pydantic import ValidationError
 
@@ -17,11 +18,15 @@ from scheduler.worker.drivers import Driver, build_driver
 from scheduler.worker.execution import run_event
 from scheduler.worker.settings import WorkerSettings
 from shared.kombu_topology import queue
-from shared.models import Completion, VmEventMessage
+from shared.models import VmEventMessage
 from shared.settings import CommonSettings
 from shared.store import Store
+from shared.topology import DEAD_ORIGIN, DEAD_REASON
 
 TASK_NAME = "carousel.execute"
+#: seconds between an action's soft time limit (it is interrupted) and its hard one
+#: (its process is killed)
+HARD_LIMIT_GRACE = 30.0
 log = logging.getLogger(__name__)
 
 
@@ -76,16 +81,18 @@ class _Runtime:
 def register_tasks(app: Celery, settings: WorkerSettings) -> None:
     runtime = _Runtime(settings)
     completions = queue(settings.topology.completions_queue)
+    dead = queue(settings.topology.dead_letter_queue)
 
-    def announce(completion: Completion) -> None:
+    def send(body: dict[str, Any], to: kombu.Queue, headers: dict[str, Any] | None = None) -> None:
         with app.producer_or_acquire() as producer:
             producer.publish(
-                completion.model_dump(),
+                body,
                 exchange="",
-                routing_key=completions.name,
+                routing_key=to.name,
+                headers=headers,
                 serializer="json",
                 delivery_mode=2,
-                declare=[completions],
+                declare=[to],
                 retry=True,
                 retry_policy={
                     "max_retries": 10,
@@ -109,6 +116,8 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
         retry_backoff_max=30,
         retry_jitter=True,
         max_retries=None,
+        soft_time_limit=settings.action_time_limit,
+        time_limit=settings.action_time_limit + HARD_LIMIT_GRACE,
     )
     def execute(self: Task, event: dict[str, Any], dispatch_id: str) -> str:
         store, driver = runtime.get()
@@ -121,7 +130,14 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
             driver,
             time.time,
             settings.max_attempts,
+            settings.claim_lease_seconds,
         )
+        if outcome.dead is not None:  # a copy for whoever watches the dead-letter queue
+            send(
+                message.model_dump(mode="json"),
+                dead,
+                {DEAD_REASON: outcome.dead, DEAD_ORIGIN: TASK_NAME},
+            )
         if outcome.completion is not None:
-            announce(outcome.completion)
+            send(outcome.completion.model_dump(), completions)
         return outcome.claim.value

@@ -4,6 +4,10 @@
 "fail": "reason", "crash": true}}`` overrides the duration, injects a failure, or kills the
 process running the action as an out-of-memory kill would (for tests and demos).
 ``webhook`` POSTs the event as JSON to ``WEBHOOK_URL``; a 2xx answer is success.
+
+Every call carries the claim's fencing token: it grows with each claim of the event, so
+a cloud API that remembers the largest token it has seen per event can refuse a stale
+holder (a worker whose claim was taken over after it stopped renewing it).
 """
 
 from __future__ import annotations
@@ -22,11 +26,15 @@ from shared.models import VmEventMessage
 CRASH_EXIT = 70
 #: the longest a simulated action may take: a payload cannot tie a worker up for ever
 MAX_SIMULATED_SECONDS = 3600.0
+#: the webhook's request headers naming the event and the claim's fencing token
+IDEMPOTENCY_KEY = "idempotency-key"
+FENCING_TOKEN = "x-carousel-fencing-token"
 
 
 class Driver(Protocol):
-    def execute(self, event: VmEventMessage) -> None:
-        """Carry out ``event.action``; raise :class:`ActionFailed` if it failed."""
+    def execute(self, event: VmEventMessage, token: int) -> None:
+        """Carry out ``event.action`` under claim ``token``; raise :class:`ActionFailed`
+        if it failed."""
 
 
 class SimulatedDriver:
@@ -34,7 +42,7 @@ class SimulatedDriver:
         self.default = default
         self.per_action = per_action or {}
 
-    def execute(self, event: VmEventMessage) -> None:
+    def execute(self, event: VmEventMessage, token: int) -> None:
         sim = event.payload.get("simulate")
         if not isinstance(sim, dict):
             sim = {}
@@ -62,12 +70,16 @@ class WebhookDriver:
         self.url = url
         self.client = httpx.Client(timeout=timeout)
 
-    def execute(self, event: VmEventMessage) -> None:
+    def execute(self, event: VmEventMessage, token: int) -> None:
         try:
             response = self.client.post(
                 self.url,
                 content=event.model_dump_json(),
-                headers={"content-type": "application/json", "idempotency-key": event.id},
+                headers={
+                    "content-type": "application/json",
+                    IDEMPOTENCY_KEY: event.id,
+                    FENCING_TOKEN: str(token),
+                },
             )
         except httpx.HTTPError as exc:
             raise ActionFailed(f"webhook unreachable: {exc}") from exc

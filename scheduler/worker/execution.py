@@ -3,14 +3,22 @@
 The ledger's claim decides: only the task message that claims the event runs the
 driver; a redelivered message whose action already finished only re-announces the
 completion (so the scheduler frees the slot even if the first announcement was lost).
+The claim is a lease with a fencing token: a :class:`LeaseKeeper` renews it while the
+action runs and until its outcome is recorded; if this worker stops renewing (it died, or
+lost the ledger), another task message may take the event over with a larger token, and
+this worker's late outcome is refused.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
+
+from celery.exceptions import SoftTimeLimitExceeded
 
 from scheduler.worker.drivers import Driver
 from scheduler.worker.errors import ActionFailed
@@ -26,6 +34,60 @@ class Outcome:
     claim: Claim
     #: what to announce to the scheduler, or None (another message holds the event)
     completion: Completion | None
+    #: why the event was dead-lettered (out of attempts or time), else None
+    dead: str | None = None
+
+
+class LeaseKeeper:
+    """Renews a claim every third of its lease in a background thread, while the block
+    it guards runs. :attr:`lost` is set if another holder took the claim over."""
+
+    def __init__(
+        self,
+        store: Store,
+        event_id: str,
+        token: int,
+        lease_seconds: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.event_id = event_id
+        self.token = token
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{event_id}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 3):
+            try:
+                if not self.store.renew(
+                    self.event_id, self.token, self.clock() + self.lease_seconds
+                ):
+                    self.lost.set()
+                    log.error(
+                        "event %s: claim %d was taken over (its lease expired); this "
+                        "worker's outcome will not be recorded",
+                        self.event_id,
+                        self.token,
+                    )
+                    return
+            except Exception:
+                log.warning("could not renew the claim of event %s", self.event_id, exc_info=True)
 
 
 def run_event(
@@ -36,19 +98,24 @@ def run_event(
     driver: Driver,
     clock: Callable[[], float],
     max_attempts: int | None = None,
+    lease_seconds: float = 30.0,
 ) -> Outcome:
+    """Claim ``event`` in ``store`` and, if this task message wins the claim, run the
+    ledger's copy of it through ``driver`` and record the outcome."""
     extra = {"event_id": event.id, "host": event.host, "vm": event.vm, "policy": event.policy}
-    claim = store.claim(event.id, dispatch_id, worker, clock(), max_attempts)
+    result = store.claim(event.id, dispatch_id, worker, clock(), lease_seconds, max_attempts)
+    claim = result.outcome
     if claim is Claim.EXHAUSTED:
-        log.error(
-            "event %s gave up after %s attempts; it ends failed",
+        reason = f"gave up after {max_attempts} attempts"
+        log.error("event %s %s; it ends failed", event.id, reason, extra=extra)
+        return Outcome(claim, Completion.of(event, ok=False), dead=reason)
+    if claim is Claim.HELD:
+        log.info(
+            "event %s is being run by another task message; skipping (if that holder "
+            "dies, the scheduler's sweeper sends the event again once its claim expires)",
             event.id,
-            max_attempts,
             extra=extra,
         )
-        return Outcome(claim, Completion.of(event, ok=False))
-    if claim is Claim.HELD:
-        log.info("event %s is being run by another task message; skipping", event.id, extra=extra)
         return Outcome(claim, None)
     if claim is Claim.FINISHED:
         status = store.status_of(event.id)
@@ -68,20 +135,25 @@ def run_event(
             extra=extra,
         )
         event = stored
-    error: str | None = None
-    try:
-        driver.execute(event)
-    except ActionFailed as exc:
-        error = str(exc)
-    except Exception as exc:  # a driver bug must still end the event, not wedge the slot
-        log.exception("driver crashed on event %s", event.id, extra=extra)
-        error = f"driver error: {exc!r}"
-    # The action has had its effect: record it here, retrying in place. Raising would
-    # make Celery retry the task, whose re-claim would run the action a second time.
-    _persist(
-        lambda: store.finish(event.id, dispatch_id, error is None, error, clock()),
-        f"record the outcome of event {event.id}",
-    )
+    with LeaseKeeper(store, event.id, result.token, lease_seconds, clock):
+        error, dead = _execute(driver, event, result.token, extra)
+        # The action has had its effect: record it here, retrying in place, and keep the
+        # claim meanwhile. Raising would make Celery retry the task, whose claim would
+        # run the action a second time.
+        recorded = _persist(
+            lambda: store.finish(event.id, result.token, error is None, error, clock(), dead),
+            f"record the outcome of event {event.id}",
+        )
+    if not recorded:
+        log.error(
+            "event %s: another worker took the event over (claim %d expired); the outcome "
+            "of this run (%s) is not recorded, the new holder's will be",
+            event.id,
+            result.token,
+            error or "succeeded",
+            extra=extra,
+        )
+        return Outcome(claim, None)
     log.info(
         "event %s %s %s",
         event.id,
@@ -89,20 +161,38 @@ def run_event(
         "succeeded" if error is None else f"failed: {error}",
         extra=extra,
     )
-    return Outcome(claim, Completion.of(event, error is None))
+    return Outcome(claim, Completion.of(event, error is None), dead=error if dead else None)
+
+
+def _execute(
+    driver: Driver, event: VmEventMessage, token: int, extra: dict[str, str]
+) -> tuple[str | None, bool]:
+    """Run the action: (the error, or None on success; whether the event is to be
+    dead-lettered, i.e. it ran out of time)."""
+    try:
+        driver.execute(event, token)
+    except ActionFailed as exc:
+        return str(exc), False
+    except SoftTimeLimitExceeded:
+        log.error("event %s ran past its time limit; it ends failed", event.id, extra=extra)
+        return "ran past its time limit (ACTION_TIME_LIMIT)", True
+    except Exception as exc:  # a driver bug must still end the event, not wedge the slot
+        log.exception("driver crashed on event %s", event.id, extra=extra)
+        return f"driver error: {exc!r}", False
+    return None, False
 
 
 def _persist(
-    write: Callable[[], object], what: str, sleep: Callable[[float], None] = time.sleep
-) -> None:
+    write: Callable[[], bool], what: str, sleep: Callable[[float], None] = time.sleep
+) -> bool:
     """Retry a ledger write with capped backoff until it goes through. The action has
     had its effect: giving up would hand the task back to Celery, whose retry would
-    claim the event again and run the action a second time."""
+    claim the event again and run the action a second time. Returns what ``write``
+    returned."""
     backoff = Backoff(first=0.1, cap=5.0)
     while True:
         try:
-            write()
-            return
+            return write()
         except Exception:
             delay = backoff.next()
             log.warning(

@@ -43,6 +43,20 @@ class WorkerSettings(CommonSettings):
         description="Claims of one event (its worker dying mid-action counts) before it "
         "ends failed instead of running again (MAX_ATTEMPTS).",
     )
+    claim_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a worker's claim on an event lasts unless renewed (it renews "
+        "every third of it while the action runs); once it expires, the event may be "
+        "taken over by another task message (CLAIM_LEASE_SECONDS).",
+    )
+    action_time_limit: float = Field(
+        1800.0,
+        gt=0,
+        description="Seconds an action may run before it is interrupted and its event ends "
+        "failed and dead-lettered; its process is killed 30 s later if it has not "
+        "stopped. Enforced by the prefork pool only (ACTION_TIME_LIMIT).",
+    )
     webhook_timeout: float = Field(
         30.0, gt=0, description="Webhook timeout, seconds (WEBHOOK_TIMEOUT)."
     )

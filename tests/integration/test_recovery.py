@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import amqp
 import httpx
 import kombu
 
@@ -269,8 +270,12 @@ def test_repost_of_an_id_is_idempotent(
 
 
 def _depth(amqp_url: str, name: str) -> int:
+    """Messages ready in queue ``name``; 0 while nobody has declared it yet."""
     with kombu.Connection(amqp_url) as conn:
-        _, ready, _ = conn.channel().queue_declare(name, passive=True)
+        try:
+            _, ready, _ = conn.channel().queue_declare(name, passive=True)
+        except amqp.exceptions.NotFound:
+            return 0
         return int(ready)
 
 

@@ -26,10 +26,11 @@ def test_persist_retries_until_the_write_goes_through() -> None:
     attempts: list[int] = []
     slept: list[float] = []
 
-    def write() -> None:
+    def write() -> bool:
         attempts.append(1)
         if len(attempts) < 4:
             raise OSError("database is locked")
+        return True
 
     _persist(write, "record", sleep=slept.append)
     assert len(attempts) == 4
@@ -41,9 +42,10 @@ def test_persist_never_gives_up_on_a_long_ledger_outage() -> None:
     slept: list[float] = []
     failures = 500  # about 40 minutes of outage at the 5 s cap
 
-    def write() -> None:
+    def write() -> bool:
         if len(slept) < failures:
             raise OSError("database is locked")
+        return True
 
     _persist(write, "record", sleep=slept.append)
     assert len(slept) == failures

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 
 from scheduler.dispatcher.admin import create_admin_app
+from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
+from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
 from shared.models import Action, VmEventMessage
+from shared.store import Store
 from tests.asgi import call
 
 
@@ -22,6 +26,9 @@ class FakeSession:
     mapping_version: int = 7
     dead_lettered: int = 0
     active: bool = True
+    parked: int = 0
+    resent_total: int = 0
+    ledger_ok: bool = True
 
 
 @pytest.fixture
@@ -52,6 +59,9 @@ def test_stats(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> 
         "mapping_version": 7,
         "dead_lettered": 0,
         "active": True,
+        "parked": 0,
+        "resent_total": 0,
+        "ledger_ok": True,
     }
 
 
@@ -131,3 +141,30 @@ def test_with_a_token_the_controls_need_it_and_the_views_stay_open() -> None:
     assert call(app, "GET", "/stats").json()["dead_lettered"] == 3  # views: no token
     assert call(app, "GET", "/dispatches").status_code == 200
     assert "carousel_scheduler_dead_lettered 3.0" in call(app, "GET", "/metrics").text
+
+
+def test_dead_letters_are_listed_and_a_redrive_needs_the_token(tmp_path: Path) -> None:
+    store = Store.connect(f"sqlite:///{tmp_path / 'l.db'}")
+    event = VmEventMessage(id="a", host="h", vm="v", policy="p", action=Action.HEAL, accepted_at=0)
+    store.accept([event])
+    store.confirm([event])
+    store.mark_dispatched_many(["a"], "d", 1.0)
+    claim = store.claim("a", "d", "w", 2.0, 30.0)
+    store.finish("a", claim.token, False, "ran past its time limit", 3.0, dead=True)
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
+    settings = SchedulerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1//")  # never reached
+    app = create_admin_app(state, FakeSession(), "s3cret", DeadLetters(store, settings))
+    listed = call(app, "GET", "/dead-letters").json()
+    assert [(d["id"], d["error"], d["dead_at"]) for d in listed] == [
+        ("a", "ran past its time limit", 3.0)
+    ]
+    assert call(app, "POST", "/dead-letters/a/redrive").status_code == 401
+    auth = {"Authorization": "Bearer s3cret"}
+    assert call(app, "POST", "/dead-letters/nope/redrive", headers=auth).status_code == 409
+    failed = call(app, "POST", "/dead-letters/a/redrive", headers=auth)  # broker unreachable
+    assert (failed.status_code, failed.headers["retry-after"]) == (503, "5")
+    row = store.get("a")
+    assert row is not None
+    assert (row["status"], row["dead_at"] is not None) == ("failed", True)  # as it was
+    assert "re-drive failed" in row["error"]
+    store.engine.dispose()

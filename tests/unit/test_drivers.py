@@ -83,31 +83,31 @@ def test_simulated_duration(
     event: VmEventMessage,
     expected: list[float],
 ) -> None:
-    SimulatedDriver(default, per_action).execute(event)
+    SimulatedDriver(default, per_action).execute(event, 1)
     assert sleeps == expected
 
 
 @pytest.mark.parametrize("reason", ["x", "no capacity on target host"])
 def test_simulated_failure(sleeps: list[float], reason: str) -> None:
     with pytest.raises(ActionFailed) as info:
-        SimulatedDriver().execute(ev(payload={"simulate": {"fail": reason}}))
+        SimulatedDriver().execute(ev(payload={"simulate": {"fail": reason}}), 1)
     assert str(info.value) == reason
     assert isinstance(info.value, CarouselError)
 
 
 def test_simulated_failure_after_its_duration(sleeps: list[float]) -> None:
     with pytest.raises(ActionFailed, match=r"^late$"):
-        SimulatedDriver().execute(ev(payload={"simulate": {"fail": "late", "duration": 0.01}}))
+        SimulatedDriver().execute(ev(payload={"simulate": {"fail": "late", "duration": 0.01}}), 1)
     assert sleeps == [0.01]
 
 
 @pytest.mark.parametrize("fail", ["", None, 0, False])
 def test_simulated_falsy_fail_does_not_fail(sleeps: list[float], fail: Any) -> None:
-    SimulatedDriver().execute(ev(payload={"simulate": {"fail": fail}}))
+    SimulatedDriver().execute(ev(payload={"simulate": {"fail": fail}}), 1)
 
 
 def test_simulated_driver_really_sleeps_a_tiny_duration() -> None:
-    SimulatedDriver(0.001).execute(ev())  # the simulated action itself; nothing to assert
+    SimulatedDriver(0.001).execute(ev(), 1)  # the simulated action itself; nothing to assert
 
 
 def test_simulated_defaults() -> None:
@@ -191,7 +191,7 @@ def webhook(endpoint: Endpoint) -> Iterator[WebhookDriver]:
 def test_webhook_2xx_is_success(endpoint: Endpoint, webhook: WebhookDriver, status: int) -> None:
     endpoint.status = status
     event = ev(Action.LIVE_MIGRATE, {"target": "compute-2"}, event_id="evt-42")
-    webhook.execute(event)
+    webhook.execute(event, 1)
     assert len(endpoint.received) == 1
     got = endpoint.received[0]
     assert got.path == "/hook"
@@ -207,16 +207,18 @@ def test_webhook_error_status_is_action_failed(
 ) -> None:
     endpoint.status = status
     with pytest.raises(ActionFailed, match=f"webhook answered {status}: boom"):
-        webhook.execute(ev())
+        webhook.execute(ev(), 1)
     assert len(endpoint.received) == 1  # no retry inside the driver
 
 
 def test_webhook_same_event_twice_sends_the_same_idempotency_key(
     endpoint: Endpoint, webhook: WebhookDriver
 ) -> None:
-    webhook.execute(ev(event_id="same"))
-    webhook.execute(ev(event_id="same"))
+    webhook.execute(ev(event_id="same"), 1)
+    webhook.execute(ev(event_id="same"), 2)
     assert [r.headers["idempotency-key"] for r in endpoint.received] == ["same", "same"]
+    # the claim's fencing token, so the receiving API can refuse a stale holder
+    assert [r.headers["x-carousel-fencing-token"] for r in endpoint.received] == ["1", "2"]
 
 
 def _closed_port() -> int:
@@ -229,7 +231,7 @@ def test_webhook_unreachable_is_action_failed() -> None:
     driver = WebhookDriver(f"http://127.0.0.1:{_closed_port()}/hook", timeout=5.0)
     try:
         with pytest.raises(ActionFailed, match="webhook unreachable"):
-            driver.execute(ev())
+            driver.execute(ev(), 1)
     finally:
         driver.client.close()
 
@@ -239,7 +241,7 @@ def test_webhook_timeout_is_action_failed(endpoint: Endpoint) -> None:
     driver = WebhookDriver(endpoint.url, timeout=0.05)
     try:
         with pytest.raises(ActionFailed, match="webhook unreachable"):
-            driver.execute(ev())
+            driver.execute(ev(), 1)
     finally:
         endpoint.release.set()
         driver.client.close()
@@ -300,8 +302,8 @@ def test_build_driver_simulated_with_durations(sleeps: list[float]) -> None:
     )
     driver = build_driver(settings)
     assert isinstance(driver, SimulatedDriver)
-    driver.execute(ev(Action.MIGRATE))
-    driver.execute(ev(Action.STOP))
+    driver.execute(ev(Action.MIGRATE), 1)
+    driver.execute(ev(Action.STOP), 1)
     assert sleeps == [0.02, 0.01]
 
 
@@ -311,7 +313,7 @@ def test_build_driver_reads_the_environment(
     monkeypatch.setenv("DRIVER", "simulated")
     monkeypatch.setenv("SIMULATED_DURATIONS", '{"resize": 0.03}')
     driver = build_driver(WorkerSettings())
-    driver.execute(ev(Action.RESIZE))
+    driver.execute(ev(Action.RESIZE), 1)
     assert sleeps == [0.03]
 
 
@@ -327,4 +329,4 @@ def test_a_simulated_action_may_not_tie_a_worker_up_for_ever(duration: object) -
         accepted_at=0.0,
     )
     with pytest.raises(ActionFailed, match=r"above the 3600\.0 s"):
-        SimulatedDriver().execute(event)
+        SimulatedDriver().execute(event, 1)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from celery.exceptions import SoftTimeLimitExceeded
 
 from harness.processes import wait_until
 from scheduler.worker.errors import ActionFailed
@@ -20,16 +21,21 @@ from scheduler.worker.execution import run_event
 from shared.models import Action, Completion, Status, VmEventMessage
 from shared.store import Claim, Store
 
+#: seconds a claim lasts in these tests (the clock ticks once per reading, from 100)
+LEASE = 30.0
+
 
 class RecordingDriver:
     """Records every event it is asked to run; optionally fails with ``error``."""
 
     def __init__(self, error: Exception | None = None) -> None:
         self.calls: list[VmEventMessage] = []
+        self.tokens: list[int] = []
         self.error = error
 
-    def execute(self, event: VmEventMessage) -> None:
+    def execute(self, event: VmEventMessage, token: int) -> None:
         self.calls.append(event)
+        self.tokens.append(token)
         if self.error is not None:
             raise self.error
 
@@ -162,32 +168,97 @@ def test_concurrently_held_event_is_skipped_without_completion(
 ) -> None:
     event = ev()
     dispatch(store, event)
-    assert store.claim(event.id, "d1", "worker-1", 60.0) is Claim.CLAIMED  # running elsewhere
+    assert store.claim(event.id, "d1", "worker-1", 100.0, LEASE).outcome is Claim.CLAIMED
     before = store.get(event.id)
     driver = RecordingDriver()
-    outcome = run_event(event, "d2", "worker-2", store, driver, clock)
-    assert outcome.claim is Claim.HELD
-    assert outcome.completion is None
+    for dispatch_id in ("d2", "d1"):  # another message, or the same one redelivered
+        outcome = run_event(event, dispatch_id, "worker-2", store, driver, clock)
+        assert outcome.claim is Claim.HELD
+        assert outcome.completion is None
     assert driver.calls == []
     assert store.get(event.id) == before
 
 
-def test_redelivery_of_the_running_message_runs_again(
+def test_an_event_whose_claim_expired_is_taken_over_and_the_old_holder_fenced_off(
     store: Store, clock: Callable[[], float]
 ) -> None:
-    """The worker running it died (reject_on_worker_lost): the same message runs it again."""
+    """Its first worker stopped renewing (it died, or lost the ledger): a task message
+    sent again takes the event over with a larger token; a late outcome of the first
+    holder is refused, and only the new holder's completion is announced."""
     event = ev()
     dispatch(store, event)
-    assert store.claim(event.id, "d1", "dead-worker", 60.0) is Claim.CLAIMED
+    first = store.claim(event.id, "d1", "stalled-worker", 10.0, LEASE)  # expired at 100
     driver = RecordingDriver()
-    outcome = run_event(event, "d1", "worker-2", store, driver, clock)
+    outcome = run_event(event, "d2", "worker-2", store, driver, clock, lease_seconds=LEASE)
     assert outcome.claim is Claim.CLAIMED
     assert outcome.completion == completion(event, "succeeded")
-    assert driver.calls == [event]
+    assert driver.tokens == [first.token + 1]  # the driver is told the new token
+    assert not store.finish(event.id, first.token, False, "late", 200.0)
     row = store.get(event.id)
     assert row is not None
-    assert row["attempts"] == 2
-    assert row["worker"] == "worker-2"
+    assert (row["status"], row["attempts"], row["worker"]) == (Status.SUCCEEDED, 2, "worker-2")
+
+
+def test_a_holder_taken_over_mid_action_records_nothing_and_announces_nothing(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The action outlives this worker's claim (its renewals did not reach the ledger)
+    and another worker took the event over: this worker's outcome is not recorded."""
+    event = ev()
+    dispatch(store, event)
+
+    class TakenOverDriver(RecordingDriver):
+        def execute(self, e: VmEventMessage, token: int) -> None:
+            super().execute(e, token)
+            taken = store.claim(e.id, "d2", "worker-2", 1000.0, LEASE)  # after expiry
+            assert taken.outcome is Claim.CLAIMED
+
+    times = iter([0.0, 1.0, 2.0])
+    with caplog.at_level(logging.ERROR, logger="scheduler.worker.execution"):
+        outcome = run_event(
+            event, "d1", "worker-1", store, TakenOverDriver(), lambda: next(times), lease_seconds=5
+        )
+    assert outcome.claim is Claim.CLAIMED
+    assert outcome.completion is None
+    assert store.status_of(event.id) is Status.RUNNING  # the new holder's to finish
+    assert any("took the event over" in r.getMessage() for r in caplog.records)
+
+
+def test_the_claim_is_renewed_while_the_action_runs(store: Store) -> None:
+    """An action longer than the claim's lease keeps its claim: no other message may
+    take the event over while its worker lives."""
+    event = ev()
+    dispatch(store, event)
+    lease = 0.3
+    started = threading.Event()
+    release = threading.Event()
+    taken_over: list[Any] = []
+
+    class SlowDriver(RecordingDriver):
+        def execute(self, e: VmEventMessage, token: int) -> None:
+            super().execute(e, token)
+            started.set()
+            release.wait(30)
+
+    runner = threading.Thread(
+        target=lambda: run_event(
+            event, "d1", "w1", store, SlowDriver(), time.time, lease_seconds=lease
+        )
+    )
+    runner.start()
+    assert started.wait(30)
+    first_expiry = store.get(event.id)["lease_expires_at"]  # type: ignore[index]
+    wait_until(
+        lambda: store.get(event.id)["lease_expires_at"] > first_expiry,  # type: ignore[index]
+        10,
+        what="a renewal of the claim",
+    )
+    wait_until(lambda: time.time() > first_expiry + lease, 10, what="the first lease to pass")
+    taken_over.append(store.claim(event.id, "d2", "w2", time.time(), lease).outcome)
+    release.set()
+    runner.join(30)
+    assert taken_over == [Claim.HELD]
+    assert store.status_of(event.id) is Status.SUCCEEDED
 
 
 @pytest.mark.parametrize(
@@ -243,8 +314,8 @@ def test_a_ledger_locked_after_the_action_delays_the_record_but_never_reruns_it(
     locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
     class LockingDriver(RecordingDriver):
-        def execute(self, e: VmEventMessage) -> None:
-            super().execute(e)
+        def execute(self, e: VmEventMessage, token: int) -> None:
+            super().execute(e, token)
             locker.execute("BEGIN EXCLUSIVE")  # nobody else may write now
 
     driver = LockingDriver()
@@ -275,11 +346,12 @@ def test_an_event_out_of_attempts_ends_failed_without_running(
 ) -> None:
     event = ev()
     dispatch(store, event)
-    assert store.claim(event.id, "d1", "w1", 1.0) is Claim.CLAIMED  # its worker then died
+    assert store.claim(event.id, "d1", "w1", 1.0, LEASE).outcome is Claim.CLAIMED  # it died
     driver = RecordingDriver()
     outcome = run_event(event, "d1", "w2", store, driver, clock, max_attempts=1)
     assert outcome.claim is Claim.EXHAUSTED
     assert outcome.completion == completion(event, "failed")  # frees the slot
+    assert outcome.dead is not None and "gave up after 1 attempts" in outcome.dead
     assert driver.calls == []
     assert store.status_of(event.id) is Status.FAILED
 
@@ -297,3 +369,19 @@ def test_the_worker_runs_the_ledgers_event_not_the_task_messages(
     assert driver.calls == [event]  # the accepted heal, as stored
     assert outcome.completion == completion(event, "succeeded")
     assert any("differs from the ledger" in r.getMessage() for r in caplog.records)
+
+
+def test_an_action_past_its_time_limit_ends_failed_and_dead_lettered(
+    store: Store, clock: Callable[[], float]
+) -> None:
+    """Celery's soft time limit interrupts the driver: the event ends failed, listed
+    among the dead letters, and its slot is freed."""
+    event = ev()
+    dispatch(store, event)
+    outcome = run_event(event, "d1", "w", store, RecordingDriver(SoftTimeLimitExceeded()), clock)
+    assert outcome.completion == completion(event, "failed")
+    assert outcome.dead == "ran past its time limit (ACTION_TIME_LIMIT)"
+    row = store.get(event.id)
+    assert row is not None
+    assert (row["status"], row["error"]) == (Status.FAILED, outcome.dead)
+    assert [d["id"] for d in store.dead_letters()] == [event.id]

@@ -7,10 +7,12 @@ from typing import Any, cast
 
 import pytest
 
+from harness.processes import wait_until
 from scheduler.dispatcher.dispatcher import Dispatcher, Known, Limits
 from scheduler.dispatcher.handover import Handover
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
+from scheduler.dispatcher.tasks import TaskSender
 from shared.models import Action, Completion, Status, VmEventMessage
 
 Trace = list[tuple[str, Any]]
@@ -22,10 +24,11 @@ class FakeStore:
         self.statuses = statuses or {}
         self.lookups: list[str] = []
         self.fail = False
+        self.unknown: set[str] = set()  # ids the ledger has no row for
 
     def status_of(self, event_id: str) -> Status | None:
         self.lookups.append(event_id)
-        return self.statuses.get(event_id)
+        return None if event_id in self.unknown else self.statuses.get(event_id)
 
     def mark_dispatched_many(
         self, event_ids: list[str], dispatch_id: str, at: float, lease: Any = None
@@ -35,6 +38,9 @@ class FakeStore:
             raise RuntimeError("ledger down")
         before: dict[str, Status | None] = {}
         for event_id in event_ids:
+            if event_id in self.unknown:
+                before[event_id] = None
+                continue
             status = self.statuses.get(event_id, Status.QUEUED)
             before[event_id] = status
             if status is Status.QUEUED:
@@ -59,16 +65,21 @@ class FakeMessage:
 class FakeCelery:
     def __init__(self, trace: Trace) -> None:
         self.trace = trace
+        self.task_ids: list[str] = []
 
     def send_task(self, name: str, args: list[Any], task_id: str, **kwargs: Any) -> None:
-        self.trace.append(("publish", task_id))
+        self.trace.append(("publish", args[0]["id"]))
+        self.task_ids.append(task_id)
 
 
 class FakeProducer:
     def __init__(self, trace: Trace) -> None:
         self.trace = trace
+        self.fail = False
 
     def publish_all(self, sends: list[Any]) -> None:
+        if self.fail:
+            raise ConnectionError("broker gone")
         for send in sends:
             send(None)
         self.trace.append(("confirmed", len(sends)))
@@ -81,14 +92,25 @@ def ev(event_id: str, vm: str = "v", policy: str = "p") -> VmEventMessage:
 
 
 class World:
-    def __init__(self, statuses: dict[str, Status] | None = None, batch: int = 64) -> None:
+    def __init__(
+        self, statuses: dict[str, Status] | None = None, batch: int = 64, grace: float = 60.0
+    ) -> None:
         self.trace: Trace = []
         self.store = FakeStore(self.trace, statuses)
         self.state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 10, 0)))
         self.producer = FakeProducer(self.trace)
-        settings = SchedulerSettings(dispatch_batch=batch, reconcile_interval=5.0)
+        settings = SchedulerSettings(
+            dispatch_batch=batch, reconcile_interval=5.0, unknown_event_grace=grace
+        )
+        self.celery = FakeCelery(self.trace)
         self.handover = Handover(
-            settings, cast(Any, self.store), self.state, cast(Any, FakeCelery(self.trace))
+            settings,
+            cast(Any, self.store),
+            self.state,
+            TaskSender(settings, cast(Any, self.celery)),
+            lambda producer, message, reason: self.trace.append(
+                ("dead", cast(FakeMessage, message).name)
+            ),
         )
 
     def deliver(self, event: VmEventMessage, name: str, redelivered: bool = False) -> None:
@@ -127,6 +149,7 @@ def test_redelivered_dispatched_is_counted_republished_and_acked(known: str) -> 
         w.deliver(ev("a"), "held")
     w.deliver(ev("a"), "m", redelivered=True)
     assert w.trace == [("publish", "a"), ("confirmed", 1), ("ack", "m")]
+    assert w.celery.task_ids[0].startswith("a.")  # a new task id: the first may be revoked
     assert w.state.knows("a") is Known.IN_FLIGHT
     assert w.state.stats()["dispatched_total"] == 0  # counted, not offered
 
@@ -260,11 +283,85 @@ def test_dispatch_acks_without_publishing_an_event_dispatched_already() -> None:
     assert [d["event_id"] for d in w.state.recent_dispatches(10)] == ["new"]
 
 
-def test_dispatch_failure_frees_the_slots_and_acks_nothing() -> None:
+def test_a_ledger_failure_holds_the_picks_again_first_in_line_and_acks_nothing() -> None:
+    """The session goes on while the ledger is down: the picks wait, in their order."""
     w = World()
-    w.deliver(ev("a"), "m")
+    w.deliver(ev("a"), "m1")
+    w.deliver(ev("b"), "m2")  # same key, behind a (prefetch 2)
     w.store.fail = True
     with pytest.raises(RuntimeError):
         w.dispatch()
+    assert w.trace == [("mark", ["a", "b"])]
+    assert w.state.in_flight_ids() == []
+    assert (w.state.knows("a"), w.state.knows("b")) == (Known.HELD, Known.HELD)
+    w.store.fail = False
+    w.trace.clear()
+    w.dispatch()
+    assert w.trace[0] == ("mark", ["a", "b"])  # in their order
+    assert w.trace[-2:] == [("ack", "m1"), ("ack", "m2")]
+
+
+def test_a_broker_failure_frees_the_slots_and_acks_nothing() -> None:
+    w = World()
+    w.deliver(ev("a"), "m")
+    w.producer.fail = True
+    with pytest.raises(ConnectionError):
+        w.dispatch()
     assert w.trace == [("mark", ["a"])]
     assert w.state.in_flight_ids() == []
+
+
+# -- parked: unknown to the ledger -------------------------------------------------------
+
+
+def test_an_event_the_ledger_does_not_know_is_parked_not_acked() -> None:
+    """The producer's discard raced a retry that will confirm the row again: acking the
+    message as a duplicate would lose the event."""
+    w = World()
+    w.store.unknown.add("a")
+    w.deliver(ev("a"), "m")
+    w.dispatch()
+    assert w.trace == [("mark", ["a"]), ("confirmed", 0)]
+    assert w.handover.parked == 1
+    assert w.state.in_flight_ids() == []  # no slot taken while parked
+    w.handover.maybe_retry_parked(cast(Any, w.producer))
+    assert w.handover.parked == 1  # still unknown, within the grace
+    w.store.unknown.clear()  # the retry's confirm wrote the row
+    w.store.statuses["a"] = Status.QUEUED
+    w.handover._next_parked = 0.0
+    w.handover.maybe_retry_parked(cast(Any, w.producer))
+    w.trace.clear()
+    w.dispatch()
+    assert w.trace == [("mark", ["a"]), ("publish", "a"), ("confirmed", 1), ("ack", "m")]
+
+
+def test_a_parked_event_carried_by_another_message_is_acked() -> None:
+    w = World()
+    w.store.unknown.add("a")
+    w.deliver(ev("a"), "m")
+    w.dispatch()
+    w.store.unknown.clear()
+    w.store.statuses["a"] = Status.RUNNING
+    w.handover.maybe_retry_parked(cast(Any, w.producer))
+    assert w.trace[-1] == ("ack", "m")
+    assert w.handover.parked == 0
+
+
+def test_a_parked_event_unknown_past_the_grace_is_dead_lettered() -> None:
+    w = World(grace=0.001)
+    w.store.unknown.add("a")
+    w.deliver(ev("a"), "m")
+    w.dispatch()
+    wait_until(
+        lambda: w.handover.maybe_retry_parked(cast(Any, w.producer)) or not w.handover.parked
+    )
+    assert w.trace[-1] == ("dead", "m")
+
+
+def test_a_new_session_drops_the_parked_deliveries() -> None:
+    w = World()
+    w.store.unknown.add("a")
+    w.deliver(ev("a"), "m")
+    w.dispatch()
+    assert w.handover.drop_parked() == 1
+    assert w.handover.parked == 0

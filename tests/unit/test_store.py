@@ -16,6 +16,9 @@ from shared.lease import Lease
 from shared.models import Action, Key, Status, VmEventMessage
 from shared.store import Claim, Conflict, InFlight, Store
 
+#: seconds a claim lasts in these tests
+LEASE = 30.0
+
 
 def ev(
     event_id: str,
@@ -74,12 +77,12 @@ def dispatched(store: Store, event: VmEventMessage, dispatch_id: str = "d0") -> 
 
 def running(store: Store, event: VmEventMessage, dispatch_id: str = "d1") -> None:
     dispatched(store, event)
-    assert store.claim(event.id, dispatch_id, "w1", 3.0) is Claim.CLAIMED
+    assert store.claim(event.id, dispatch_id, "w1", 3.0, LEASE).outcome is Claim.CLAIMED
 
 
 def finished(store: Store, event: VmEventMessage, ok: bool) -> None:
     running(store, event, dispatch_id="d1")
-    assert store.finish(event.id, "d1", ok, None if ok else "boom", 4.0)
+    assert store.finish(event.id, 1, ok, None if ok else "boom", 4.0)
 
 
 # -- accept ------------------------------------------------------------------------------
@@ -273,7 +276,8 @@ def test_mark_dispatched(
 
 def test_claim_of_dispatched_event_with_any_dispatch_id(store: Store) -> None:
     dispatched(store, ev("a"), dispatch_id="scheduler-id")
-    assert store.claim("a", "task-id", "worker-1", 3.0) is Claim.CLAIMED
+    got = store.claim("a", "task-id", "worker-1", 3.0, LEASE)
+    assert (got.outcome, got.token) == (Claim.CLAIMED, 1)
     row = store.get("a")
     assert row is not None
     assert row["status"] == Status.RUNNING
@@ -281,56 +285,78 @@ def test_claim_of_dispatched_event_with_any_dispatch_id(store: Store) -> None:
     assert row["worker"] == "worker-1"
     assert row["started_at"] == 3.0
     assert row["attempts"] == 1
+    assert row["lease_expires_at"] == 3.0 + LEASE
 
 
-def test_reclaim_with_same_dispatch_id_is_claimed_again_and_counts_an_attempt(
-    store: Store,
+@pytest.mark.parametrize("dispatch_id", ["d1", "d2"])
+def test_a_running_event_is_held_while_its_claim_lasts_whatever_the_message(
+    store: Store, dispatch_id: str
 ) -> None:
-    running(store, ev("a"), dispatch_id="d1")
-    assert store.claim("a", "d1", "worker-2", 9.0) is Claim.CLAIMED
+    """Even a redelivery of the claiming message: its first holder may still be running
+    the action (a connection loss it did not notice, a consumer timeout)."""
+    running(store, ev("a"), dispatch_id="d1")  # claimed at 3.0
+    before = store.get("a")
+    assert store.claim("a", dispatch_id, "worker-2", 3.0 + LEASE - 1, LEASE).outcome is Claim.HELD
+    assert store.get("a") == before
+
+
+def test_an_expired_claim_is_taken_over_with_a_larger_token(store: Store) -> None:
+    running(store, ev("a"), dispatch_id="d1")  # token 1, until 3.0 + LEASE
+    got = store.claim("a", "d1", "worker-2", 3.0 + LEASE + 1, LEASE)
+    assert (got.outcome, got.token) == (Claim.CLAIMED, 2)
     row = store.get("a")
     assert row is not None
-    assert row["attempts"] == 2
-    assert row["worker"] == "worker-2"
-    assert row["started_at"] == 9.0
+    assert (row["attempts"], row["worker"], row["started_at"]) == (2, "worker-2", 3.0 + LEASE + 1)
+    # the first holder is fenced off: it can neither renew nor record an outcome
+    assert not store.renew("a", 1, 100.0)
+    assert not store.finish("a", 1, True, None, 40.0)
+    assert store.renew("a", 2, 100.0)
+    assert store.finish("a", 2, False, "boom", 41.0)
+    assert store.status_of("a") is Status.FAILED
 
 
-def test_a_claim_past_max_attempts_ends_the_event_failed_without_running_it(
+def test_renewal_keeps_the_claim(store: Store) -> None:
+    running(store, ev("a"))  # token 1, until 3.0 + LEASE
+    assert store.renew("a", 1, 3.0 + 2 * LEASE)
+    assert store.claim("a", "d2", "w2", 3.0 + LEASE + 1, LEASE).outcome is Claim.HELD
+    assert store.finish("a", 1, True, None, 40.0)
+    assert not store.renew("a", 1, 100.0)  # over once finished
+
+
+def test_a_claim_past_max_attempts_ends_the_event_failed_and_dead_lettered(
     store: Store,
 ) -> None:
     running(store, ev("a"), dispatch_id="d1")  # attempt 1 (its worker then died)
-    assert store.claim("a", "d1", "w2", 8.0, max_attempts=2) is Claim.CLAIMED  # attempt 2
-    assert store.claim("a", "d1", "w3", 9.0, max_attempts=2) is Claim.EXHAUSTED
+    late = 3.0 + LEASE + 1
+    assert store.claim("a", "d1", "w2", late, LEASE, max_attempts=2).outcome is Claim.CLAIMED
+    later = late + LEASE + 1
+    assert store.claim("a", "d1", "w3", later, LEASE, max_attempts=2).outcome is Claim.EXHAUSTED
     row = store.get("a")
     assert row is not None
-    assert (row["status"], row["attempts"], row["finished_at"]) == (Status.FAILED, 2, 9.0)
+    assert (row["status"], row["attempts"], row["finished_at"]) == (Status.FAILED, 2, later)
     assert "gave up after 2 attempts" in row["error"]
-    assert store.claim("a", "d1", "w4", 10.0, max_attempts=2) is Claim.FINISHED  # stays so
+    assert row["dead_at"] == later
+    assert [d["id"] for d in store.dead_letters()] == ["a"]
+    again = store.claim("a", "d1", "w4", later + 1, LEASE, max_attempts=2)
+    assert again.outcome is Claim.FINISHED  # stays so
     assert store.in_flight() == []  # no slot is held by it
 
 
 def test_max_attempts_leaves_events_it_may_not_claim_alone(store: Store) -> None:
     running(store, ev("a"), dispatch_id="d1")
-    assert store.claim("a", "other", "w2", 9.0, max_attempts=1) is Claim.HELD  # not its own
-    assert store.claim("unknown", "d", "w", 9.0, max_attempts=1) is Claim.UNKNOWN
+    assert store.claim("a", "d1", "w2", 9.0, LEASE, max_attempts=1).outcome is Claim.HELD
+    assert store.claim("unknown", "d", "w", 9.0, LEASE, max_attempts=1).outcome is Claim.UNKNOWN
     row = store.get("a")
     assert row is not None and row["status"] == Status.RUNNING
-
-
-def test_claim_with_another_dispatch_id_while_running_is_held(store: Store) -> None:
-    running(store, ev("a"), dispatch_id="d1")
-    before = store.get("a")
-    assert store.claim("a", "d2", "worker-2", 9.0) is Claim.HELD
-    assert store.get("a") == before
 
 
 @pytest.mark.parametrize("ok", [True, False])
 @pytest.mark.parametrize("dispatch_id", ["d1", "d2"])
 def test_claim_after_finish_is_finished(store: Store, ok: bool, dispatch_id: str) -> None:
     running(store, ev("a"), dispatch_id="d1")
-    assert store.finish("a", "d1", ok, None if ok else "boom", 4.0)
+    assert store.finish("a", 1, ok, None if ok else "boom", 4.0)
     before = store.get("a")
-    assert store.claim("a", dispatch_id, "worker-2", 9.0) is Claim.FINISHED
+    assert store.claim("a", dispatch_id, "worker-2", 9.0, LEASE).outcome is Claim.FINISHED
     assert store.get("a") == before
 
 
@@ -347,7 +373,7 @@ def test_claim_of_unknown_or_undispatched_event_is_unknown(
 ) -> None:
     setup(store)
     before = store.get("a")
-    assert store.claim("a", "d1", "w", 3.0) is Claim.UNKNOWN
+    assert store.claim("a", "d1", "w", 3.0, LEASE).outcome is Claim.UNKNOWN
     assert store.get("a") == before
 
 
@@ -355,23 +381,23 @@ def test_claim_of_unknown_or_undispatched_event_is_unknown(
     ("ok", "error", "status"),
     [(True, None, Status.SUCCEEDED), (False, "no capacity", Status.FAILED)],
 )
-def test_finish_with_the_claiming_dispatch_id(
+def test_finish_with_the_claims_token(
     store: Store, ok: bool, error: str | None, status: Status
 ) -> None:
     running(store, ev("a"), dispatch_id="d1")
-    assert store.finish("a", "d1", ok, error, 8.0)
+    assert store.finish("a", 1, ok, error, 8.0)
     row = store.get("a")
     assert row is not None
     assert row["status"] == status
     assert row["error"] == error
     assert row["finished_at"] == 8.0
-    assert not store.finish("a", "d1", True, None, 9.0)  # only once
+    assert not store.finish("a", 1, True, None, 9.0)  # only once
     assert store.status_of("a") is status
 
 
-def test_finish_with_another_dispatch_id_changes_nothing(store: Store) -> None:
+def test_finish_with_another_token_changes_nothing(store: Store) -> None:
     running(store, ev("a"), dispatch_id="d1")
-    assert not store.finish("a", "d2", True, None, 8.0)
+    assert not store.finish("a", 2, True, None, 8.0)
     assert store.status_of("a") is Status.RUNNING
 
 
@@ -388,7 +414,7 @@ def test_finish_of_unclaimed_event_changes_nothing(
 ) -> None:
     setup(store)
     before = store.get("a")
-    assert not store.finish("a", "d1", True, None, 8.0)
+    assert not store.finish("a", 1, True, None, 8.0)
     assert store.get("a") == before
 
 
@@ -396,7 +422,7 @@ def test_claim_clears_the_error_of_an_earlier_attempt(store: Store) -> None:
     running(store, ev("a"), dispatch_id="d1")
     with store.engine.begin() as conn:  # an earlier attempt left an error behind
         conn.exec_driver_sql("UPDATE events SET error = 'old' WHERE id = 'a'")
-    assert store.claim("a", "d1", "w", 5.0) is Claim.CLAIMED
+    assert store.claim("a", "d1", "w", 3.0 + LEASE + 1, LEASE).outcome is Claim.CLAIMED
     row = store.get("a")
     assert row is not None
     assert row["error"] is None
@@ -408,7 +434,7 @@ def test_in_flight_lists_dispatched_and_running_only(store: Store) -> None:
     dispatched(store, ev("dispatched", vm="v1"))
     running(store, ev("running", host="h2", vm="v2", policy="p2"))
     running(store, ev("done"))
-    store.finish("done", "d1", True, None, 5.0)
+    store.finish("done", 1, True, None, 5.0)
     got = sorted(store.in_flight(), key=lambda r: r.id)
     assert got == [
         InFlight("dispatched", "h", "v1", "p", Status.DISPATCHED),
@@ -423,7 +449,7 @@ def test_unfinished_count_counts_accepted_not_finished(store: Store) -> None:
     dispatched(store, ev("dispatched"))
     running(store, ev("running"))
     running(store, ev("done"))
-    store.finish("done", "d1", False, "x", 5.0)
+    store.finish("done", 1, False, "x", 5.0)
     queued(store, ev("other-vm", vm="v2"))
     assert store.unfinished_count("h", "v") == 3
     assert store.unfinished_count("h", "v2") == 1
@@ -511,6 +537,98 @@ def test_a_ledger_that_stored_queue_names_is_migrated(tmp_path: Path) -> None:
     store.engine.dispose()
 
 
+def test_a_ledger_without_claim_leases_is_migrated(tmp_path: Path) -> None:
+    """Ledgers made before fenced claims lack their columns: connecting adds them, and a
+    row running then counts as an expired claim (its holder is unknown) to take over."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE events (id VARCHAR(128) PRIMARY KEY, host VARCHAR(128) NOT NULL, "
+                "vm VARCHAR(128) NOT NULL, policy VARCHAR(128) NOT NULL, action VARCHAR(32) "
+                "NOT NULL, payload TEXT NOT NULL, status VARCHAR(16) NOT NULL, attempts "
+                "INTEGER NOT NULL, worker VARCHAR(255), error TEXT, dispatch_id VARCHAR(64), "
+                "accepted_at FLOAT NOT NULL, dispatched_at FLOAT, started_at FLOAT, "
+                "finished_at FLOAT)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO events (id, host, vm, policy, action, payload, status, attempts, "
+                "accepted_at) VALUES ('a', 'h', 'v', 'p', 'heal', '{}', 'running', 1, 1.0)"
+            )
+        )
+    engine.dispose()
+    store = Store.connect(url)
+    got = store.claim("a", "d", "w", 5.0, LEASE)
+    assert (got.outcome, got.token) == (Claim.CLAIMED, 1)
+    store.engine.dispose()
+
+
+# -- the sweeper and the dead-letter record ------------------------------------------------
+
+
+def test_overdue_lists_unclaimed_and_expired_in_flight_events(store: Store) -> None:
+    dispatched(store, ev("unclaimed", vm="v1"))  # dispatched at 2.0
+    running(store, ev("expired", vm="v2"))  # claimed at 3.0, until 3.0 + LEASE
+    running(store, ev("live", vm="v3"))
+    assert store.renew("live", 1, 1000.0)
+    queued(store, ev("queued", vm="v4"))
+    now = 3.0 + LEASE + 1
+    assert [e.id for e in store.overdue(now, resend_after=now - 2.5)] == ["unclaimed", "expired"]
+    assert [e.id for e in store.overdue(now, resend_after=now)] == ["expired"]
+    assert store.overdue(2.5, resend_after=1.0) == []  # not yet
+
+    assert sorted(store.mark_resent(["unclaimed", "expired", "queued"], "again", now)) == [
+        "expired",
+        "unclaimed",
+    ]
+    assert store.overdue(now, resend_after=10.0) == []  # sent again just now
+    later = now + 11
+    assert [e.id for e in store.overdue(later, resend_after=10.0)] == ["unclaimed", "expired"]
+    row = store.get("unclaimed")
+    assert row is not None
+    assert (row["status"], row["dispatch_id"], row["dispatched_at"]) == ("dispatched", "again", now)
+
+
+def test_mark_resent_is_fenced_by_the_dispatcher_lease(store: Store) -> None:
+    dispatched(store, ev("a"))
+    mine, theirs = Lease("dispatcher", "me", 10.0), Lease("dispatcher", "them", 10.0)
+    assert store.take_lease(theirs, 1.0)
+    with pytest.raises(LeaseLost):
+        store.mark_resent(["a"], "again", 5.0, mine)
+    assert store.get("a")["dispatch_id"] == "d0"  # type: ignore[index]
+
+
+def test_redrive_queues_a_dead_letter_afresh_and_undo_restores_it(store: Store) -> None:
+    running(store, ev("a", payload={"k": 1}))
+    assert store.finish("a", 1, False, "ran past its time limit", 9.0, dead=True)
+    assert store.redrive("nope") is None
+    event = store.redrive("a")
+    assert event == ev("a", payload={"k": 1})
+    row = store.get("a")
+    assert row is not None
+    assert (row["status"], row["attempts"], row["dead_at"], row["error"]) == (
+        "queued",
+        0,
+        None,
+        None,
+    )
+    assert row["fence"] == 1  # tokens keep growing across re-drives
+    assert store.dead_letters() == []
+    assert store.redrive("a") is None  # once
+    store.undo_redrive("a", "re-drive failed", 10.0)
+    assert [(d["id"], d["error"]) for d in store.dead_letters()] == [("a", "re-drive failed")]
+
+
+def test_a_plain_failure_is_not_dead_lettered(store: Store) -> None:
+    running(store, ev("a"))
+    assert store.finish("a", 1, False, "no capacity", 9.0)
+    assert store.dead_letters() == []
+    assert store.redrive("a") is None
+
+
 @pytest.mark.parametrize("available", [False, True])
 def test_availability_setters(store: Store, available: bool) -> None:
     store.ensure_keys([K("h", "v", "p")])
@@ -571,7 +689,7 @@ def test_snapshot_counts_only_queued_events(store: Store) -> None:
     dispatched(store, ev("dispatched"))
     running(store, ev("running"))
     running(store, ev("done"))
-    store.finish("done", "d1", True, None, 5.0)
+    store.finish("done", 1, True, None, 5.0)
     assert store.mark_dispatched_many(["q3"], "d", 3.0)["q3"] is Status.QUEUED
     policies = store.snapshot().hosts["h"].vms["v"].policies
     assert policies["p"].queued == 2  # q1, q2
@@ -590,10 +708,10 @@ def test_two_stores_on_one_file_see_each_others_writes(
     producer.confirm([ev("a")])
     assert worker.mark_dispatched_many(["a"], "d0", 2.0)["a"] is Status.QUEUED
     assert producer.status_of("a") is Status.DISPATCHED
-    assert worker.claim("a", "d1", "w", 3.0) is Claim.CLAIMED
-    assert producer.claim("a", "d2", "w2", 3.0) is Claim.HELD
-    assert worker.finish("a", "d1", True, None, 4.0)
-    assert producer.claim("a", "d1", "w", 5.0) is Claim.FINISHED
+    assert worker.claim("a", "d1", "w", 3.0, LEASE).outcome is Claim.CLAIMED
+    assert producer.claim("a", "d2", "w2", 3.0, LEASE).outcome is Claim.HELD
+    assert worker.finish("a", 1, True, None, 4.0)
+    assert producer.claim("a", "d1", "w", 5.0, LEASE).outcome is Claim.FINISHED
 
     producer.ensure_keys([K("h", "v", "p")])
     assert worker.mapping_version() == 1

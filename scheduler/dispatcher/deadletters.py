@@ -1,0 +1,65 @@
+"""The dead-letter record, for operators: events that ended failed because they ran out
+of attempts (``MAX_ATTEMPTS``) or of time (``ACTION_TIME_LIMIT``), listed from the ledger
+and re-driven on request.
+
+A re-drive puts the event back to ``queued`` with its attempts reset and publishes it,
+confirmed, to its key's event queue, where it takes its turn like a new event. If the
+publish fails, the event is dead-lettered again and the caller gets the error. (Messages
+no consumer could read are in the dead-letter *queue*; they have no ledger row to
+re-drive: re-post such an event to the producer.)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import kombu
+
+from scheduler.dispatcher.errors import NotDeadLettered, RedriveFailed
+from shared.kombu_topology import queue
+from shared.models import VmEventMessage
+from shared.settings import CommonSettings
+from shared.store import Store
+
+
+class DeadLetters:
+    def __init__(self, store: Store, settings: CommonSettings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        return [_view(row) for row in self.store.dead_letters(limit)]
+
+    def redrive(self, event_id: str) -> VmEventMessage:
+        event = self.store.redrive(event_id)
+        if event is None:
+            raise NotDeadLettered(f"event {event_id} is not dead-lettered")
+        try:
+            self._publish(event)
+        except Exception as exc:
+            self.store.undo_redrive(event_id, f"re-drive failed: {exc!r}", time.time())
+            raise RedriveFailed(f"could not publish event {event_id}: {exc!r}") from exc
+        return event
+
+    def _publish(self, event: VmEventMessage) -> None:
+        target = queue(self.settings.topology.event_queue(event.key))
+        options = {"confirm_publish": True}
+        with kombu.Connection(self.settings.amqp_url, transport_options=options) as conn:
+            conn.connect()  # fails at once if the broker is down (no retry loop)
+            kombu.Producer(conn.channel()).publish(
+                event.model_dump_json(),
+                exchange="",
+                routing_key=target.name,
+                content_type="application/json",
+                content_encoding="utf-8",
+                delivery_mode=2,
+                message_id=event.id,
+                declare=[target],
+                mandatory=True,
+            )
+
+
+def _view(row: dict[str, Any]) -> dict[str, Any]:
+    keep = ("id", "host", "vm", "policy", "action", "error", "attempts", "worker", "dead_at")
+    return {k: row[k] for k in keep}

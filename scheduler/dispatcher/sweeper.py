@@ -1,0 +1,70 @@
+"""The sweeper: no event stays in flight for want of a task message.
+
+Once the dispatcher has acked an event, its Celery task message is the only thing that
+will run it. If that message is lost (revoked from Flower, purged, rejected by a worker
+that could not publish its retry) or its worker died holding the claim, the event would
+stay ``dispatched`` or ``running`` for ever, holding its VM and a ``MAX_PARALLEL`` slot.
+Every ``SWEEP_INTERVAL`` the active scheduler asks the ledger for such events — dispatched
+and unclaimed for ``RESEND_AFTER`` seconds, or running with an expired claim — and sends
+their task again. The worker's claim makes a second task message harmless, and each
+claim is an attempt, so an event that kills its worker ends failed after
+``MAX_ATTEMPTS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from scheduler.dispatcher.confirms import ConfirmingProducer
+from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.state import DispatcherState
+from scheduler.dispatcher.tasks import TaskSender
+from shared.lease import Lease
+from shared.store import Store
+
+log = logging.getLogger(__name__)
+
+#: events sent again per sweep at most
+SWEEP_BATCH = 100
+
+
+class Sweeper:
+    def __init__(
+        self,
+        settings: SchedulerSettings,
+        store: Store,
+        state: DispatcherState[Any],
+        tasks: TaskSender,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.state = state
+        self.tasks = tasks
+        self.resent_total = 0
+        self._next = 0.0
+
+    def maybe_sweep(self, producer: ConfirmingProducer, lease: Lease | None = None) -> int:
+        """Send again the tasks of overdue events, if a sweep is due; returns how many."""
+        if time.monotonic() < self._next:
+            return 0
+        self._next = time.monotonic() + self.settings.sweep_interval
+        now = time.time()
+        overdue = self.store.overdue(now, self.settings.resend_after, SWEEP_BATCH)
+        if not overdue:
+            return 0
+        dispatch_id = uuid.uuid4().hex
+        still = set(self.store.mark_resent([e.id for e in overdue], dispatch_id, now, lease))
+        batch = [e for e in overdue if e.id in still]
+        self.state.restore((e.id, e.host, e.vm) for e in batch)  # counted in flight
+        self.tasks.send(producer, batch, dispatch_id, again=True)
+        self.resent_total += len(batch)
+        log.warning(
+            "sent the task of %d in-flight events again (their message was lost, or their "
+            "worker's claim expired): %s",
+            len(batch),
+            ", ".join(e.id for e in batch[:10]),
+        )
+        return len(batch)
