@@ -12,13 +12,12 @@ from typing import Any
 
 import kombu
 from celery import Celery, Task
-from pydantic import ValidationError
 
 from scheduler.worker.drivers import Driver, build_driver
 from scheduler.worker.execution import run_event
+from scheduler.worker.poison import PoisonArguments, dead_letter, install, parse_arguments
 from scheduler.worker.settings import WorkerSettings
 from shared.kombu_topology import queue
-from shared.models import VmEventMessage
 from shared.settings import CommonSettings
 from shared.store import Store
 from shared.topology import DEAD_ORIGIN, DEAD_REASON
@@ -82,6 +81,7 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
     runtime = _Runtime(settings)
     completions = queue(settings.topology.completions_queue)
     dead = queue(settings.topology.dead_letter_queue)
+    install(app, settings.topology.dead_letter_queue)
 
     def send(body: dict[str, Any], to: kombu.Queue, headers: dict[str, Any] | None = None) -> None:
         with app.producer_or_acquire() as producer:
@@ -111,7 +111,7 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
         acks_late=True,
         reject_on_worker_lost=True,
         autoretry_for=(Exception,),
-        dont_autoretry_for=(ValidationError,),
+        dont_autoretry_for=(PoisonArguments,),
         retry_backoff=0.5,
         retry_backoff_max=30,
         retry_jitter=True,
@@ -119,9 +119,13 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
         soft_time_limit=settings.action_time_limit,
         time_limit=settings.action_time_limit + HARD_LIMIT_GRACE,
     )
-    def execute(self: Task, event: dict[str, Any], dispatch_id: str) -> str:
+    def execute(self: Task, *args: Any, **kwargs: Any) -> str:
+        try:
+            message, dispatch_id = parse_arguments(args, kwargs)
+        except PoisonArguments as exc:
+            dead_letter(app, {"args": args, "kwargs": kwargs}, str(exc))
+            return "dead-lettered"
         store, driver = runtime.get()
-        message = VmEventMessage.model_validate(event)
         outcome = run_event(
             message,
             dispatch_id,

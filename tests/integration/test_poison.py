@@ -71,3 +71,52 @@ def test_unreadable_messages_are_dead_lettered_and_dispatching_goes_on(
     assert b"\x00garbage" in bodies and b"nope" in bodies  # kept as they came
     log = scheduler.log_path.read_text()
     assert log.count("scheduler connected") == 1, "a poison message reset the session"
+
+
+def test_unreadable_task_messages_are_dead_lettered_and_the_worker_goes_on(
+    stack_factory: Callable[..., Stack], amqp_url: str
+) -> None:
+    """On the actions queue: Celery's own handling would log and drop these (or, for
+    wrong arguments, retry them for ever); each is moved to the dead letters instead."""
+    from scheduler.dispatcher.settings import SchedulerSettings
+    from scheduler.worker.app import TASK_NAME, create_celery
+
+    stack = stack_factory()
+    stack.producer()
+    stack.scheduler()
+    stack.worker()
+    topology = Topology(stack.env["CAROUSEL_PREFIX"])
+    actions = topology.actions_queue.name
+    app = create_celery(SchedulerSettings(AMQP_URL=amqp_url, CAROUSEL_PREFIX=topology.prefix))
+    with kombu.Connection(amqp_url) as conn:
+        producer = conn.Producer()
+        # not a format the worker accepts
+        producer.publish(
+            b"\x00junk",
+            exchange="",
+            routing_key=actions,
+            content_type="application/x-junk",
+            content_encoding="binary",
+        )
+        # JSON, but not a Celery task message
+        producer.publish({"hello": "world"}, exchange="", routing_key=actions, serializer="json")
+    app.send_task("no.such.task", args=[], queue=actions)  # a task nobody registered
+    app.send_task(TASK_NAME, args=[{"not": "an event"}, "d1"], queue=actions)
+    app.send_task(TASK_NAME, args=[], queue=actions)  # the wrong arity
+
+    post(stack, [{**HEAL, "id": "after"}])
+    wait_until(lambda: event(stack, "after")["status"] == "succeeded", 60, what="event after")
+    dead = topology.dead_letter_queue.name
+    wait_until(lambda: _depth(amqp_url, dead) == 5, 30, what="five dead letters")
+    reasons = []
+    with kombu.Connection(amqp_url) as conn:
+        bound = kombu_queue(topology.dead_letter_queue)(conn.default_channel)
+        while (message := bound.get(no_ack=True)) is not None:
+            reasons.append(message.headers["x-carousel-reason"])
+    assert sorted(r.split(":")[0] for r in reasons) == [
+        "expected (event, dispatch_id), got 0 arguments and []",
+        "not a Celery task message",
+        "not an event",
+        "undecodable task message",
+        "unknown task",
+    ], reasons
