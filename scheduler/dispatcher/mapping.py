@@ -111,22 +111,33 @@ class MappingFollower:
         """Stop consuming a removed VM's queues, give back any head held, and delete the
         queues if they are empty (the producer refused the removal while events were
         unfinished). Deleting them here, after our own cancel, means the broker never
-        cancels a consumer under us."""
+        cancels a consumer under us.
+
+        A queue whose head we give back is not deleted: the give-back (on the events
+        channel) and the delete (on its own channel, which a refusal closes) are not
+        ordered, so the delete could find the queue empty and drop the head — an event
+        posted after the VM was re-added, before this removal reached us."""
         names = [n for n, key in self._queues.items() if key[:2] == (host, vm)]
         for name in names:
             del self._queues[name]
             if self._events is not None:
                 self._events.cancel_by_queue(name)
+        kept: set[str] = set()
         for item in self.state.remove_vm(host, vm):
             item.handle.requeue()
+            kept.add(self.topology.event_queue_name(item.event.key))
         if self._events is not None:
-            conn = self._events.channel.connection.client
-            for name in names:
-                channel = conn.channel()  # a refused delete closes only this channel
-                try:
-                    channel.queue_delete(name, if_empty=True)
-                except conn.channel_errors as exc:
-                    log.warning("queue %s of removed VM %s kept: %r", name, vm, exc)
-                finally:
-                    with contextlib.suppress(*conn.channel_errors, *conn.connection_errors):
-                        channel.close()
+            self._delete_if_empty([n for n in names if n not in kept], vm)
+
+    def _delete_if_empty(self, names: list[str], vm: str) -> None:
+        assert self._events is not None
+        conn = self._events.channel.connection.client
+        for name in names:
+            channel = conn.channel()  # a refused delete closes only this channel
+            try:
+                channel.queue_delete(name, if_empty=True)
+            except conn.channel_errors as exc:
+                log.warning("queue %s of removed VM %s kept: %r", name, vm, exc)
+            finally:
+                with contextlib.suppress(*conn.channel_errors, *conn.connection_errors):
+                    channel.close()
