@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 
-from producer.deps import Auth, Service
+from producer.deps import Auth, AuthorizedRoute, Service
 from producer.errors import (
     BrokerUnavailable,
     Unroutable,
@@ -26,6 +26,7 @@ from producer.publisher import Publisher
 from producer.schemas import (
     AcceptedOut,
     AvailabilityIn,
+    ErrorOut,
     EventBatchIn,
     EventOut,
     MappingOut,
@@ -66,6 +67,19 @@ def create_app(settings: ProducerSettings) -> FastAPI:
 
     app.include_router(ops_router(ready, metrics.registry))
     return app
+
+
+#: what the OpenAPI documents of each refusal (docs/design.md §4 is the contract)
+Responses = dict[int | str, dict[str, Any]]
+REFUSED: Responses = {
+    401: {"model": ErrorOut, "description": "Missing or wrong bearer token"},
+    503: {"model": ErrorOut, "description": "Broker or ledger unavailable; retry"},
+}
+BAD_BODY: Responses = {
+    400: {"model": ErrorOut, "description": "The body cannot be decoded"},
+    413: {"description": "The body is larger than MAX_BODY_BYTES"},
+}
+NOT_FOUND: Responses = {404: {"model": ErrorOut, "description": "Unknown"}}
 
 
 #: the ledger cannot be reached, or is locked past its busy timeout: try again later
@@ -115,9 +129,20 @@ def _lifespan(
 
 def events_router(metrics: ProducerMetrics) -> APIRouter:
     """``POST /events`` and ``GET /events/{id}``."""
-    router = APIRouter(tags=["events"])
+    router = APIRouter(tags=["events"], route_class=AuthorizedRoute, responses=REFUSED)
 
-    @router.post("/events", status_code=status.HTTP_202_ACCEPTED, response_model=AcceptedOut)
+    @router.post(
+        "/events",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=AcceptedOut,
+        responses={
+            **BAD_BODY,
+            409: {
+                "model": ErrorOut,
+                "description": "An id re-posted with other content, or the VM is being removed",
+            },
+        },
+    )
     async def post_events(
         _: Auth,
         svc: Service,
@@ -142,7 +167,7 @@ def events_router(metrics: ProducerMetrics) -> APIRouter:
         metrics.accept_seconds.observe(time.perf_counter() - started)
         return AcceptedOut(ids=ids)
 
-    @router.get("/events/{event_id}", response_model=EventOut)
+    @router.get("/events/{event_id}", response_model=EventOut, responses=NOT_FOUND)
     async def get_event(_: Auth, svc: Service, event_id: str) -> Any:
         row = await asyncio.to_thread(svc.store.get, event_id)
         if row is None or row["status"] == Status.PENDING:
@@ -154,13 +179,13 @@ def events_router(metrics: ProducerMetrics) -> APIRouter:
 
 def mapping_router(topology: Topology) -> APIRouter:
     """The mapping: read it, set availability, remove a VM."""
-    router = APIRouter(tags=["mapping"])
+    router = APIRouter(tags=["mapping"], route_class=AuthorizedRoute, responses=REFUSED)
 
     @router.get("/mapping", response_model=MappingOut)
     async def get_mapping(_: Auth, svc: Service) -> MappingOut:
         return MappingOut.of(await asyncio.to_thread(svc.store.snapshot), topology)
 
-    @router.put("/hosts/{host}/availability")
+    @router.put("/hosts/{host}/availability", responses={**BAD_BODY, **NOT_FOUND})
     async def put_host_availability(
         _: Auth, svc: Service, host: Name, body: AvailabilityIn
     ) -> dict[str, Any]:
@@ -168,7 +193,7 @@ def mapping_router(topology: Topology) -> APIRouter:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no host {host!r}")
         return {"host": host, "available": body.available}
 
-    @router.put("/hosts/{host}/vms/{vm}/availability")
+    @router.put("/hosts/{host}/vms/{vm}/availability", responses={**BAD_BODY, **NOT_FOUND})
     async def put_vm_availability(
         _: Auth, svc: Service, host: Name, vm: Name, body: AvailabilityIn
     ) -> dict[str, Any]:
@@ -176,7 +201,16 @@ def mapping_router(topology: Topology) -> APIRouter:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no VM {vm!r} on host {host!r}")
         return {"host": host, "vm": vm, "available": body.available}
 
-    @router.delete("/hosts/{host}/vms/{vm}")
+    @router.delete(
+        "/hosts/{host}/vms/{vm}",
+        responses={
+            **NOT_FOUND,
+            409: {
+                "model": ErrorOut,
+                "description": "The VM has unfinished events, or is being removed",
+            },
+        },
+    )
     async def delete_vm(_: Auth, svc: Service, host: Name, vm: Name) -> dict[str, Any]:
         try:
             removed = await svc.remove_vm(host, vm)

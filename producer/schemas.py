@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from shared.models import Action, Key, MappingSnapshot
 from shared.names import Name
@@ -46,6 +46,12 @@ class AcceptedOut(BaseModel):
     ids: list[str]
 
 
+class ErrorOut(BaseModel):
+    """The body of a refusal other than a 422: what was wrong."""
+
+    detail: str
+
+
 class EventOut(BaseModel):
     id: str
     host: str
@@ -65,7 +71,8 @@ class EventOut(BaseModel):
 class AvailabilityIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    available: bool
+    #: strict: JSON true or false only, not 1, "yes" or "f" (lax mode's guesses)
+    available: StrictBool
 
 
 class PolicyOut(BaseModel):

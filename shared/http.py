@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, generate_latest
+from pydantic import BaseModel
 
 #: None when ready, else the reason it is not (sync or async)
 ReadinessCheck = Callable[[], str | None] | Callable[[], Awaitable[str | None]]
@@ -22,6 +23,12 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 #: reads ``Authorization: Bearer <token>``; absent is None (the check answers 401)
 bearer = HTTPBearer(auto_error=False)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+class Readiness(BaseModel):
+    """``/readyz``'s body: ``ready``, or why not."""
+
+    status: str
 
 
 def verify_bearer(expected: str, creds: HTTPAuthorizationCredentials | None) -> None:
@@ -59,7 +66,13 @@ def ops_router(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    @router.get(
+        "/readyz",
+        responses={
+            200: {"model": Readiness, "description": "Ready"},
+            503: {"model": Readiness, "description": "Not ready; `status` says why"},
+        },
+    )
     async def readyz() -> JSONResponse:
         if inspect.iscoroutinefunction(ready):
             reason = await ready()
@@ -69,7 +82,16 @@ def ops_router(
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": reason}, 503)
 
-    @router.get("/metrics")
+    @router.get(
+        "/metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}},
+                "description": "Prometheus text format",
+            }
+        },
+    )
     async def metrics() -> Response:
         if refresh is not None:
             await run_in_threadpool(refresh)
