@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Response
-from fastapi.routing import APIRoute
+from fastapi import Depends, HTTPException, Request
 
 from producer.metrics import ProducerMetrics
 from producer.service import EventService
 from producer.settings import ProducerSettings
-from shared.http import Credentials, bearer, verify_bearer
+from shared.http import Credentials, token_first, verify_bearer
 
 
 def get_service(request: Request) -> EventService:
@@ -34,19 +32,8 @@ def authorize(request: Request, creds: Credentials) -> None:
         raise
 
 
-class AuthorizedRoute(APIRoute):
-    """A route that checks the bearer token before FastAPI reads the body, so that a
-    caller without the token gets 401 whatever it sent, not a 400 or 422 about a body it
-    may not send. (The ``Auth`` dependency alone runs only after the body is parsed.)"""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handle = super().get_route_handler()
-
-        async def authorized(request: Request) -> Response:
-            authorize(request, await bearer(request))
-            return await handle(request)
-
-        return authorized
+#: producer routes check the token before FastAPI reads the body
+AuthorizedRoute = token_first(authorize)
 
 
 Auth = Annotated[None, Depends(authorize)]

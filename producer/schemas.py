@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from shared.http import Refusal
 from shared.models import Action, Key, MappingSnapshot
 from shared.names import Name
 from shared.topology import Topology
@@ -46,10 +47,8 @@ class AcceptedOut(BaseModel):
     ids: list[str]
 
 
-class ErrorOut(BaseModel):
-    """The body of a refusal other than a 422: what was wrong."""
-
-    detail: str
+#: the body of a refusal other than a 422: what was wrong
+ErrorOut = Refusal
 
 
 class EventOut(BaseModel):

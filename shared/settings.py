@@ -34,6 +34,12 @@ class CommonSettings(BaseSettings):
         description="Bearer token required on every producer call but health and on the "
         "scheduler admin API's controls (CAROUSEL_API_TOKEN); empty = no auth.",
     )
+    admin_views_open: bool = Field(
+        True,
+        description="The admin APIs' views (scheduler GET /stats, /dispatches, "
+        "/dead-letters; elasticity GET /status) answer without the token; false = they "
+        "need it too (ADMIN_VIEWS_OPEN).",
+    )
     action_profiles: dict[str, list[str]] = Field(
         default_factory=dict,
         description='Worker profiles and their actions, JSON, e.g. {"slow": ["migrate", '

@@ -1,7 +1,8 @@
 """The scheduler's admin API (port 8001): the dispatcher's views and controls, and the
 operations routes (/healthz, /readyz, /metrics) of :func:`shared.http.ops_router`, and
 the dead-letter record (list, re-drive). With ``CAROUSEL_API_TOKEN`` set, the controls
-(pause, resume, limits, re-drive) need it; views stay open."""
+(pause, resume, limits, re-drive) need it, checked before the body is read; the views
+need it too unless ``ADMIN_VIEWS_OPEN`` (the default)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from fastapi import APIRouter, FastAPI, HTTPException, Query
 from prometheus_client import CollectorRegistry, Gauge
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.errors import NotDeadLettered, RedriveFailed
 from scheduler.dispatcher.state import DispatcherState
-from shared.http import ops_router, token_guard
+from shared.http import Refusal, guarded_router, ops_router
 
 Stats = Callable[[], dict[str, Any]]
 
@@ -66,12 +67,22 @@ class LimitsIn(BaseModel):
     per_vm: int | None = Field(None, ge=1)
     per_host: int | None = Field(None, ge=0, description="0 = no per-host limit")
 
+    @field_validator("max_parallel", "per_vm", "per_host", mode="before")
+    @classmethod
+    def _a_json_integer(cls, value: object) -> object:
+        """A JSON integer (``2`` or ``2.0``), not ``true`` or ``"2"``, which lax mode
+        would take as 1 and 2."""
+        if isinstance(value, bool | str):
+            raise ValueError("must be a JSON integer")
+        return value
+
 
 def create_admin_app(
     state: DispatcherState[Any],
     session: Session,
     token: str = "",
     dead_letters: DeadLetters | None = None,
+    views_open: bool = True,
 ) -> FastAPI:
     app = FastAPI(title="Carousel scheduler admin", version="0.1.0")
 
@@ -94,36 +105,23 @@ def create_admin_app(
         return "not connected to the broker"
 
     registry, refresh = _metrics(stats)
-    app.include_router(dispatcher_router(state, stats, token))
+    views_token = "" if views_open else token
+    app.include_router(dispatcher_views(state, stats, views_token))
+    app.include_router(dispatcher_controls(state, token))
     if dead_letters is not None:
-        app.include_router(dead_letter_router(dead_letters, token))
+        app.include_router(dead_letter_views(dead_letters, views_token))
+        app.include_router(dead_letter_controls(dead_letters, token))
     app.include_router(ops_router(ready, registry, refresh))
     return app
 
 
-def dispatcher_router(state: DispatcherState[Any], stats: Stats, token: str) -> APIRouter:
-    """/stats and /dispatches over the dispatcher, open; /pause, /resume and /limits
-    behind the token."""
-    router = APIRouter()
-    guarded = [Depends(token_guard(token))]
+def dispatcher_views(state: DispatcherState[Any], stats: Stats, token: str) -> APIRouter:
+    """/stats and /dispatches over the dispatcher."""
+    router = guarded_router(token)
 
     @router.get("/stats")
     def get_stats() -> dict[str, Any]:
         return stats()
-
-    @router.post("/pause", dependencies=guarded)
-    def pause() -> dict[str, Any]:
-        state.pause()
-        return {"paused": True}
-
-    @router.post("/resume", dependencies=guarded)
-    def resume() -> dict[str, Any]:
-        state.resume()
-        return {"paused": False}
-
-    @router.put("/limits", dependencies=guarded)
-    def put_limits(body: LimitsIn) -> dict[str, Any]:
-        return state.set_limits(body.model_dump(exclude_none=True))
 
     @router.get("/dispatches")
     def get_dispatches(limit: int = Query(100, ge=1, le=10000)) -> list[dict[str, Any]]:
@@ -132,19 +130,49 @@ def dispatcher_router(state: DispatcherState[Any], stats: Stats, token: str) -> 
     return router
 
 
-def dead_letter_router(dead_letters: DeadLetters, token: str) -> APIRouter:
-    """GET /dead-letters (open), POST /dead-letters/{id}/redrive (behind the token)."""
-    router = APIRouter()
+def dispatcher_controls(state: DispatcherState[Any], token: str) -> APIRouter:
+    """/pause, /resume and /limits."""
+    router = guarded_router(token)
+
+    @router.post("/pause")
+    def pause() -> dict[str, Any]:
+        state.pause()
+        return {"paused": True}
+
+    @router.post("/resume")
+    def resume() -> dict[str, Any]:
+        state.resume()
+        return {"paused": False}
+
+    @router.put("/limits")
+    def put_limits(body: LimitsIn) -> dict[str, Any]:
+        return state.set_limits(body.model_dump(exclude_none=True))
+
+    return router
+
+
+def dead_letter_views(dead_letters: DeadLetters, token: str) -> APIRouter:
+    """GET /dead-letters."""
+    router = guarded_router(token)
 
     @router.get("/dead-letters")
     def list_dead_letters(limit: int = Query(100, ge=1, le=10000)) -> list[dict[str, Any]]:
         """Events that ended failed out of attempts or time, newest first."""
         return dead_letters.recent(limit)
 
+    return router
+
+
+def dead_letter_controls(dead_letters: DeadLetters, token: str) -> APIRouter:
+    """POST /dead-letters/{id}/redrive."""
+    router = guarded_router(token)
+
     @router.post(
         "/dead-letters/{event_id}/redrive",
-        dependencies=[Depends(token_guard(token))],
-        responses={409: {"description": "not dead-lettered"}, 503: {"description": "broker"}},
+        responses={
+            409: {"model": Refusal, "description": "Not dead-lettered"},
+            503: {"model": Refusal, "description": "Could not be published; retry"},
+        },
     )
     def redrive(event_id: str) -> dict[str, Any]:
         """Queue a dead-lettered event again, attempts reset: it takes its turn anew."""

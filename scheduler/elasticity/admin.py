@@ -1,5 +1,6 @@
-"""The elasticity worker's admin API (port 8002): /status explains every decision; the
-operations routes (/healthz, /readyz, /metrics) are :func:`shared.http.ops_router`'s."""
+"""The elasticity worker's admin API (port 8002): /status explains every decision (it
+needs ``CAROUSEL_API_TOKEN`` unless ``ADMIN_VIEWS_OPEN``, the default); the operations
+routes (/healthz, /readyz, /metrics) are :func:`shared.http.ops_router`'s."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from scheduler.elasticity.engine import Engine
 from scheduler.elasticity.model import ProfileConfig, WorkerState
-from shared.http import ops_router
+from shared.http import guarded_router, ops_router
 
 Status = Callable[[], dict[str, Any]]
 
 
-def create_admin_app(engine: Engine, dry_run: bool) -> FastAPI:
+def create_admin_app(engine: Engine, dry_run: bool, views_token: str = "") -> FastAPI:
     app = FastAPI(title="Carousel elasticity", version="0.1.0")
 
     def status() -> dict[str, Any]:
@@ -33,10 +34,13 @@ def create_admin_app(engine: Engine, dry_run: bool) -> FastAPI:
     def ready() -> str | None:
         return None if engine.ready() else "below the minimum of workers"
 
-    @app.get("/status")
+    views = guarded_router(views_token)
+
+    @views.get("/status")
     def get_status() -> dict[str, Any]:
         return status()
 
+    app.include_router(views)
     registry, refresh = _metrics(status)
     app.include_router(ops_router(ready, registry, refresh))
     return app

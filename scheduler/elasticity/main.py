@@ -84,7 +84,11 @@ def main() -> None:
         t.start()
     try:
         uvicorn.run(
-            create_admin_app(engine, settings.elasticity_dry_run),
+            create_admin_app(
+                engine,
+                settings.elasticity_dry_run,
+                "" if settings.admin_views_open else settings.carousel_api_token,
+            ),
             host=settings.elasticity_host,
             port=settings.elasticity_port,
             log_level=settings.log_level.lower(),

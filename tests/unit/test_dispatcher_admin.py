@@ -168,3 +168,13 @@ def test_dead_letters_are_listed_and_a_redrive_needs_the_token(tmp_path: Path) -
     assert (row["status"], row["dead_at"] is not None) == ("failed", True)  # as it was
     assert "re-drive failed" in row["error"]
     store.engine.dispose()
+
+
+def test_with_views_closed_they_need_the_token_too() -> None:
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
+    app = create_admin_app(state, FakeSession(), token="s3cret", views_open=False)
+    auth = {"Authorization": "Bearer s3cret"}
+    for path in ("/stats", "/dispatches"):
+        assert call(app, "GET", path).status_code == 401, path
+        assert call(app, "GET", path, headers=auth).status_code == 200, path
+    assert call(app, "GET", "/healthz").status_code == 200  # operations stay open

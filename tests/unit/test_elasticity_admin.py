@@ -7,7 +7,7 @@ from scheduler.elasticity.admin import create_admin_app
 from scheduler.elasticity.engine import Engine
 from scheduler.elasticity.model import ProfileConfig
 from scheduler.elasticity.tracker import WorkerTracker
-from tests.asgi import get
+from tests.asgi import call, get
 from tests.unit.elasticity_doubles import Clock, FakeControl, InMemoryProvider
 
 
@@ -82,3 +82,14 @@ def test_readyz_and_metrics() -> None:
     assert 'carousel_desired_workers{profile="default"} 1.0' in metrics
     assert 'carousel_backlog{profile="default"} 100.0' in metrics
     assert 'carousel_workers{profile="default",state="idle"} 1.0' in metrics
+
+
+def test_with_views_closed_status_needs_the_token_and_health_stays_open() -> None:
+    engine, _, _ = make()
+    app = create_admin_app(engine, dry_run=False, views_token="s3cret")
+    refused = get(app, "/status")
+    assert (refused.status_code, refused.headers["www-authenticate"]) == (401, "Bearer")
+    assert (
+        call(app, "GET", "/status", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    )
+    assert get(app, "/healthz").status_code == 200
