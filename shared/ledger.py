@@ -216,20 +216,27 @@ class EventLedger:
             before[r.id] = Status.QUEUED if moved else Status(r.status)
         return before
 
-    def overdue(self, now: float, resend_after: float, limit: int = 100) -> list[VmEventMessage]:
+    def overdue(
+        self, now: float, resend_after: float, limit: int = 100, expired_claims: bool = True
+    ) -> list[VmEventMessage]:
         """In-flight events whose task message may be lost, for the sweeper: dispatched
-        and unclaimed for ``resend_after`` seconds since their task was last sent, or
-        running with an expired claim (the holder died) and no task sent since then."""
+        and unclaimed for ``resend_after`` seconds since their task was last sent, or —
+        with ``expired_claims`` — running with an expired claim (the holder died) and no
+        task sent since then."""
         last_sent = events.c.dispatched_at
         expired = sa.func.coalesce(events.c.lease_expires_at, 0.0)
-        overdue = sa.or_(
-            sa.and_(events.c.status == Status.DISPATCHED.value, last_sent < now - resend_after),
-            sa.and_(
-                events.c.status == Status.RUNNING.value,
-                expired < now,
-                sa.or_(last_sent < expired, last_sent < now - resend_after),
-            ),
+        overdue = sa.and_(
+            events.c.status == Status.DISPATCHED.value, last_sent < now - resend_after
         )
+        if expired_claims:
+            overdue = sa.or_(
+                overdue,
+                sa.and_(
+                    events.c.status == Status.RUNNING.value,
+                    expired < now,
+                    sa.or_(last_sent < expired, last_sent < now - resend_after),
+                ),
+            )
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(events).where(overdue).order_by(last_sent).limit(limit)

@@ -34,6 +34,14 @@ class CommonSettings(BaseSettings):
         description="Bearer token required on every producer call but health and on the "
         "scheduler admin API's controls (CAROUSEL_API_TOKEN); empty = no auth.",
     )
+    claim_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a worker's claim on an event lasts unless renewed (it renews "
+        "every third of it while the action runs); once it expires, the event may be "
+        "taken over by another task message. The scheduler's sweeper takes over expired "
+        "claims only after the ledger has answered it for this long (CLAIM_LEASE_SECONDS).",
+    )
     admin_views_open: bool = Field(
         True,
         description="The admin APIs' views (scheduler GET /stats, /dispatches, "

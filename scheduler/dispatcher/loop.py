@@ -215,6 +215,7 @@ class SchedulerLoop:
             self.handover.maybe_retry_parked(producer)
             self.sweeper.maybe_sweep(producer, self.lease)
         except sa.exc.DBAPIError as exc:
+            self.sweeper.ledger_failed()
             delay = self._ledger_backoff.next()
             self._ledger_retry_at = time.monotonic() + delay
             self.ledger_ok = False

@@ -9,6 +9,11 @@ and unclaimed for ``RESEND_AFTER`` seconds, or running with an expired claim —
 their task again. The worker's claim makes a second task message harmless, and each
 claim is an attempt, so an event that kills its worker ends failed after
 ``MAX_ATTEMPTS``.
+
+A claim that expired while the ledger itself was down is no sign of a dead holder: no
+one could renew. So the sweeper takes expired claims over only once the ledger has
+answered it for a whole ``CLAIM_LEASE_SECONDS`` (since its start, or since the ledger's
+last failure): a living holder has renewed by then, or recorded its outcome.
 """
 
 from __future__ import annotations
@@ -45,6 +50,15 @@ class Sweeper:
         self.tasks = tasks
         self.resent_total = 0
         self._next = 0.0
+        #: since when the ledger has answered without failing (monotonic)
+        self._ledger_ok_since = time.monotonic()
+
+    def ledger_failed(self) -> None:
+        """The ledger failed: expired claims prove nothing for a lease from now."""
+        self._ledger_ok_since = time.monotonic()
+
+    def _judges_claims(self) -> bool:
+        return time.monotonic() - self._ledger_ok_since >= self.settings.claim_lease_seconds
 
     def maybe_sweep(self, producer: ConfirmingProducer, lease: Lease | None = None) -> int:
         """Send again the tasks of overdue events, if a sweep is due; returns how many."""
@@ -52,7 +66,9 @@ class Sweeper:
             return 0
         self._next = time.monotonic() + self.settings.sweep_interval
         now = time.time()
-        overdue = self.store.overdue(now, self.settings.resend_after, SWEEP_BATCH)
+        overdue = self.store.overdue(
+            now, self.settings.resend_after, SWEEP_BATCH, expired_claims=self._judges_claims()
+        )
         if not overdue:
             return 0
         dispatch_id = uuid.uuid4().hex

@@ -43,13 +43,6 @@ class WorkerSettings(CommonSettings):
         description="Claims of one event (its worker dying mid-action counts) before it "
         "ends failed instead of running again (MAX_ATTEMPTS).",
     )
-    claim_lease_seconds: float = Field(
-        30.0,
-        gt=0,
-        description="Seconds a worker's claim on an event lasts unless renewed (it renews "
-        "every third of it while the action runs); once it expires, the event may be "
-        "taken over by another task message (CLAIM_LEASE_SECONDS).",
-    )
     action_time_limit: float = Field(
         1800.0,
         gt=0,

@@ -1,0 +1,64 @@
+"""Tests for scheduler.dispatcher.sweeper.Sweeper with a real SQLite ledger and a fake
+task sender: what it sends again, and when it may judge a claim dead."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from harness.processes import wait_until
+from scheduler.dispatcher.dispatcher import Dispatcher, Limits
+from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.state import DispatcherState
+from scheduler.dispatcher.sweeper import Sweeper
+from shared.models import Action, VmEventMessage
+from shared.store import Store
+
+
+class FakeSender:
+    def __init__(self) -> None:
+        self.sent: list[tuple[list[str], bool]] = []
+
+    def send(
+        self, producer: Any, batch: list[VmEventMessage], dispatch_id: str, again: bool
+    ) -> None:
+        self.sent.append(([e.id for e in batch], again))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store.connect(f"sqlite:///{tmp_path / 'l.db'}")
+    yield store
+    store.engine.dispose()
+
+
+def running_with_an_expired_claim(store: Store, event_id: str) -> None:
+    event = VmEventMessage(
+        id=event_id, host="h", vm=event_id, policy="p", action=Action.HEAL, accepted_at=0
+    )
+    store.accept([event])
+    store.confirm([event])
+    store.mark_dispatched_many([event_id], "d", 1.0)
+    store.claim(event_id, "d", "w", 2.0, lease_seconds=1.0)  # expired long ago
+
+
+def test_an_expired_claim_is_judged_only_after_a_lease_of_ledger_health(store: Store) -> None:
+    """Its lease may have run out because the ledger was down and nobody could renew: a
+    living holder gets one whole lease after the ledger is back to renew or finish."""
+    running_with_an_expired_claim(store, "a")
+    settings = SchedulerSettings(sweep_interval=0.001, claim_lease_seconds=0.3)
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
+    sender = FakeSender()
+    sweeper = Sweeper(settings, store, state, cast(Any, sender))
+    sweeper.ledger_failed()
+    failed_at = time.monotonic()
+    assert sweeper.maybe_sweep(cast(Any, None)) == 0  # too early to judge
+    wait_until(lambda: sweeper.maybe_sweep(cast(Any, None)) == 1, 10, what="the takeover")
+    assert time.monotonic() - failed_at >= 0.3
+    assert sender.sent == [(["a"], True)]
+    assert state.in_flight_ids() == ["a"]
+    assert sweeper.resent_total == 1
