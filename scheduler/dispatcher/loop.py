@@ -206,6 +206,7 @@ class SchedulerLoop:
         again after a capped backoff; the broker session goes on meanwhile."""
         if time.monotonic() < self._ledger_retry_at:
             return
+        started = time.monotonic()
         try:
             self._maybe_renew()
             self._handle_inbox(producer)
@@ -213,6 +214,7 @@ class SchedulerLoop:
             self.mapping.maybe_resync()
             self.handover.maybe_reconcile()
             self.handover.maybe_retry_parked(producer)
+            self.sweeper.ledger_was_slow(time.monotonic() - started)
             self.sweeper.maybe_sweep(producer, self.lease)
         except sa.exc.DBAPIError as exc:
             self.sweeper.ledger_failed()

@@ -12,8 +12,10 @@ claim is an attempt, so an event that kills its worker ends failed after
 
 A claim that expired while the ledger itself was down is no sign of a dead holder: no
 one could renew. So the sweeper takes expired claims over only once the ledger has
-answered it for a whole ``CLAIM_LEASE_SECONDS`` (since its start, or since the ledger's
-last failure): a living holder has renewed by then, or recorded its outcome.
+answered it promptly for a whole ``CLAIM_LEASE_SECONDS`` (since its start, or since the
+ledger last failed or made it wait a third of a lease — a lock held for less than the
+busy timeout raises nothing, it only blocks): a living holder has renewed by then, or
+recorded its outcome.
 """
 
 from __future__ import annotations
@@ -54,8 +56,16 @@ class Sweeper:
         self._ledger_ok_since = time.monotonic()
 
     def ledger_failed(self) -> None:
-        """The ledger failed: expired claims prove nothing for a lease from now."""
+        """The ledger failed or stalled: expired claims prove nothing for a lease now."""
         self._ledger_ok_since = time.monotonic()
+
+    def ledger_was_slow(self, seconds: float) -> bool:
+        """Whether the ledger made someone wait ``seconds``, long enough for a claim to
+        miss a renewal: then :meth:`ledger_failed` is called."""
+        slow = seconds > self.settings.claim_lease_seconds / 3
+        if slow:
+            self.ledger_failed()
+        return slow
 
     def _judges_claims(self) -> bool:
         return time.monotonic() - self._ledger_ok_since >= self.settings.claim_lease_seconds
@@ -72,7 +82,10 @@ class Sweeper:
         if not overdue:
             return 0
         dispatch_id = uuid.uuid4().hex
+        started = time.monotonic()
         still = set(self.store.mark_resent([e.id for e in overdue], dispatch_id, now, lease))
+        if self.ledger_was_slow(time.monotonic() - started):
+            return 0  # a lock just ended: the claims it let expire are not judged now
         batch = [e for e in overdue if e.id in still]
         self.state.restore((e.id, e.host, e.vm) for e in batch)  # counted in flight
         self.tasks.send(producer, batch, dispatch_id, again=True)

@@ -62,3 +62,24 @@ def test_an_expired_claim_is_judged_only_after_a_lease_of_ledger_health(store: S
     assert sender.sent == [(["a"], True)]
     assert state.in_flight_ids() == ["a"]
     assert sweeper.resent_total == 1
+
+
+def test_a_ledger_that_made_the_sweeper_wait_defers_the_judgement(store: Store) -> None:
+    """A lock shorter than the busy timeout raises nothing, it only blocks: a write that
+    waited a third of a lease means claims may have run out for want of a renewal."""
+    running_with_an_expired_claim(store, "a")
+    settings = SchedulerSettings(sweep_interval=0.001, claim_lease_seconds=0.3)
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
+    sender = FakeSender()
+    sweeper = Sweeper(settings, store, state, cast(Any, sender))
+    wait_until(lambda: sweeper._judges_claims(), 10, what="a lease of ledger health")
+    mark_resent = store.mark_resent
+
+    def slow_mark_resent(*args: Any, **kwargs: Any) -> list[str]:
+        time.sleep(0.15)  # the ledger keeps this write waiting (a lock held elsewhere)
+        return mark_resent(*args, **kwargs)
+
+    store.mark_resent = slow_mark_resent  # type: ignore[method-assign]
+    assert sweeper.maybe_sweep(cast(Any, None)) == 0
+    assert sender.sent == []
+    assert not sweeper._judges_claims()
