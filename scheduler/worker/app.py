@@ -40,9 +40,11 @@ def create_celery(settings: CommonSettings) -> Celery:
         task_reject_on_worker_lost=True,
         task_ignore_result=True,
         worker_prefetch_multiplier=1,
-        # On connection loss the broker redelivers unacked tasks: stop ours rather than
-        # let a second copy of the same action run beside the first.
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # On connection loss the broker redelivers unacked tasks, but the claim's lease
+        # (in the ledger, not on this connection) keeps a second copy from running while
+        # ours lives: let ours finish and record its outcome. Cancelling it would kill
+        # an action that may have had its effect, to be run again once its claim expires.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
         task_serializer="json",

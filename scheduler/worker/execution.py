@@ -78,13 +78,8 @@ class LeaseKeeper:
                 if not self.store.renew(
                     self.event_id, self.token, self.clock() + self.lease_seconds
                 ):
+                    # taken over, or just finished by us: recording the outcome tells
                     self.lost.set()
-                    log.error(
-                        "event %s: claim %d was taken over (its lease expired); this "
-                        "worker's outcome will not be recorded",
-                        self.event_id,
-                        self.token,
-                    )
                     return
             except Exception:
                 log.warning("could not renew the claim of event %s", self.event_id, exc_info=True)

@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness import private_broker
+from harness.private_broker import PrivateBroker
 from harness.processes import Stack, wait_until
-from tests import private_broker
 from tests.conftest import IN_CI
 from tests.effects import EffectRecorder
 from tests.integration.test_e2e import all_finished, event, post, stats
-from tests.private_broker import PrivateBroker
 
 
 @pytest.fixture
@@ -98,3 +98,32 @@ def test_broker_kill_9_and_restart(
     assert len(rerun) <= 3, rerun
     assert all(recorder.first_call[i] < restarted_at for i in rerun), (rerun, killed_at)
     assert os.environ.get("AMQP_URL", "") != broker.url  # the shared broker was not touched
+
+
+def test_an_action_running_through_a_broker_restart_runs_once(
+    stack_factory: Callable[..., Stack],
+    broker: PrivateBroker,
+    recorder: EffectRecorder,
+) -> None:
+    """The worker loses the broker mid-action. Its claim, in the ledger, keeps a second
+    copy off while it lives, so it finishes the action and records it; cancelling the
+    action on connection loss would have it run again once the claim expired."""
+    stack = stack_factory(AMQP_URL=broker.url, DRIVER="webhook", WEBHOOK_URL=recorder.url)
+    stack.producer()
+    stack.scheduler()
+    stack.worker()
+    action = {"host": "h", "vm": "vm", "policy": "p", "action": "migrate"}
+    [eid] = post(stack, [{**action, "id": "through-restart", "payload": {"delay": 3}}])
+    wait_until(lambda: recorder.calls[eid] == 1, 30, what="the action started")
+    broker.kill()
+    broker.start()
+    wait_until(lambda: event(stack, eid)["status"] == "succeeded", 90, what="succeeded")
+    wait_until(
+        lambda: httpx.get(f"{stack.producer_url}/readyz").status_code == 200,
+        60,
+        what="the producer back on the broker",
+    )
+    post(stack, [{**action, "id": "after"}])  # the VM's slot is free, and nothing is left
+    wait_until(lambda: event(stack, "after")["status"] == "succeeded", 60, what="next event")
+    assert recorder.calls[eid] == 1, recorder.tokens
+    assert event(stack, eid)["attempts"] == 1
