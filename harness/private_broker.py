@@ -1,4 +1,5 @@
-"""A private RabbitMQ node for tests that kill or restart a broker.
+"""A private RabbitMQ node for tests (and the fault suite, :mod:`harness.faults`) that kill
+or restart a broker.
 
 It has its own node name, ports, data and log directories, and no plugins; it is stopped
 by its own pid. The machine's shared RabbitMQ is never touched.
