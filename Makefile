@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv up test unit lint fmt bench clean
+.PHONY: venv up test unit lint fmt bench faults clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH)
+
+# the fault suite against a private RabbitMQ node (~15 min); FAULTS="--fast" for the CI subset
+faults: $(STAMP)
+	$(BIN)/python -m harness.faults $(FAULTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

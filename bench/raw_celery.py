@@ -17,12 +17,12 @@ app.conf.update(
 )
 
 
-@app.task(name="rawbench.noop")
+@app.task(name="rawbench.noop")  # type: ignore[untyped-decorator]
 def noop(i: int) -> None:
     return None
 
 
-@app.task(name="rawbench.sleep")
+@app.task(name="rawbench.sleep")  # type: ignore[untyped-decorator]
 def sleep_ms(tag: str, ms: float) -> None:
     """Sleep; log when it started (BENCH_LOG), for waiting-time measurements."""
     import time

@@ -60,7 +60,7 @@ def raw_rate(n: int, concurrency: int) -> dict[str, Any]:
         def done() -> bool:
             stats = inspect.stats() or {}
             total = sum(s.get("total", {}).get("rawbench.noop", 0) for s in stats.values())
-            return total >= n
+            return bool(total >= n)
 
         wait_for(done, 600, "raw tasks executed")
         took = time.perf_counter() - started

@@ -1,0 +1,59 @@
+"""A Jepsen-style fault suite with accounting (``make faults``; ``--fast`` is the CI subset).
+
+What runs
+    A private RabbitMQ node (:mod:`harness.private_broker`, so broker kills touch only
+    it), one producer, one scheduler and one or two Celery workers as real processes
+    (:mod:`.stack`), a SQLite ledger, and ``DRIVER=webhook`` pointed at a recording
+    receiver in this process (:mod:`harness.recorder`). A load generator (:mod:`.load`)
+    posts events over 4 hosts x 4 VMs x 2 policies and retries every batch with the same
+    ids until it gets a 202, as an at-least-once client does. Under that load, faults
+    (:mod:`.process`, :mod:`.messages`, :mod:`.ledger`) are injected one after another
+    (:mod:`.suite`); the load then stops and the accounting (:mod:`.accounting`) runs.
+
+The accounting — over every event id that got a 202, and nothing else
+    Each event's final view is GET /events/{id}, asked until every one is final
+    (``succeeded`` or ``failed``) or :data:`.suite.FINAL_BOUND` (120 s) has passed. Its
+    effects are the receiver's calls for its id; a call is *completed* only when the
+    receiver sent its 2xx while the caller was still connected (a call whose worker was
+    killed mid-hold is *abandoned*: no effect), and a call answered 409 because a higher
+    fencing token for the event was accepted is *fenced* (no effect).
+
+    lost
+        the producer answers 404 for it; or the ledger says ``succeeded`` but no call for
+        it completed; or it ended ``failed`` without any completed call although it was
+        not a poison event (an accepted event whose effect never happened).
+    duplicate
+        more than one completed call for it (an action cut off mid-way and run again is
+        not one: its first call was abandoned).
+    violation
+        a call accepted while more than ``PER_VM_LIMIT`` calls with a connected caller
+        were running on its VM, or more than ``MAX_PARALLEL`` overall — counted per call.
+    stuck
+        not final at the bound.
+
+    Also reported, and failing the run: *phantom* calls (for an id the load never
+    posted: a forged message ran); *refused* ids (a valid post answered with a 4xx —
+    the load posts only valid events and re-posts only identical ones); *unanswered*
+    ids (still no 202 when the client gave up, 90 s after the load stopped); and queues
+    not drained — every event queue, the actions queue and completions must hold no
+    ready message once the events are final, and none at all (unacked ones come back as
+    ready) once the services are stopped. Reported only: *misreported* events (a poison
+    event that succeeded, or a normal one that failed although its effect completed).
+    Poison events ending ``failed`` are fine.
+
+    Each anomaly is charged to the phase it arose in — the baseline, the fault being
+    injected then (until the next one starts), or the drain after the load stopped — by
+    its time: the end of the first completed call (duplicate), the call's start
+    (violation, phantom), the refusal (refused), or the event's ``dispatched_at``, else
+    its first post (lost, stuck, unanswered).
+
+The report
+    A table per fault (injected count, recovery time — from the injection until an
+    event was dispatched again after the harness restored what it broke — and the
+    anomalies charged to it), the evidence for each anomaly (ledger row, receiver calls,
+    service log lines naming the id), and the final line
+    ``faults: F injected, E events, lost L, duplicates D, violations V, stuck S``.
+    ``python -m harness.faults`` exits 0 only if L = D = V = S = 0, there is no phantom
+    call, refused or unanswered id, and the queues drained. The logs, ``report.txt``
+    and ``anomalies.json`` stay in the run's directory.
+"""

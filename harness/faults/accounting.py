@@ -1,0 +1,175 @@
+"""The accounting: every event that got a 202, its final status (GET /events/{id}) and
+the calls the receiver saw, turned into anomalies. The definitions are in the package
+docstring (:mod:`harness.faults`); this module is their code."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from harness.faults.load import Accepted, LoadGenerator
+from harness.faults.stack import FaultStack
+from harness.processes import wait_until
+from harness.recorder import COMPLETED, Call
+
+FINAL = ("succeeded", "failed")
+LOST, DUPLICATE, VIOLATION, STUCK = "lost", "duplicate", "violation", "stuck"
+PHANTOM, MISREPORTED = "phantom", "misreported"
+REFUSED, UNANSWERED = "refused", "unanswered"
+#: kinds that fail the run (MISREPORTED is only reported)
+FAILING = (LOST, DUPLICATE, VIOLATION, STUCK, PHANTOM, REFUSED, UNANSWERED)
+
+
+@dataclass
+class Anomaly:
+    kind: str
+    event_id: str
+    at: float  # when it arose (see classify), for the phase it is charged to
+    detail: str
+    phase: str = ""
+
+
+@dataclass
+class Accounting:
+    events: int
+    anomalies: list[Anomaly]
+    statuses: dict[str, dict[str, Any] | None]
+    #: queues not empty: while the stack ran (ready), and once it stopped (ready + unacked)
+    queues_live: dict[str, int]
+    queues_stopped: dict[str, int]
+    dead_letters: int | None
+
+    def count(self, kind: str, phase: str | None = None) -> int:
+        return sum(1 for a in self.anomalies if a.kind == kind and phase in (None, a.phase))
+
+    @property
+    def drained(self) -> bool:
+        return not self.queues_live and not self.queues_stopped
+
+    @property
+    def ok(self) -> bool:
+        return self.drained and not any(self.count(k) for k in FAILING)
+
+
+def wait_final(stack: FaultStack, ids: list[str], bound: float) -> dict[str, dict[str, Any] | None]:
+    """Each event's view from GET /events/{id} (None: 404), once every one is final or
+    ``bound`` seconds have passed."""
+    seen: dict[str, dict[str, Any] | None] = {}
+
+    def all_final() -> bool:
+        for i in ids:
+            row = seen.get(i)
+            if row is None or row["status"] not in FINAL:  # a 404 is asked again too
+                seen[i] = stack.event(i)
+        return all((row := seen.get(i)) is not None and row["status"] in FINAL for i in ids)
+
+    with contextlib.suppress(AssertionError):
+        wait_until(all_final, bound, 1.0, what="every accepted event final")
+    return seen
+
+
+def classify(
+    accepted: dict[str, Accepted],
+    statuses: dict[str, dict[str, Any] | None],
+    calls: list[Call],
+    posted: set[str],
+    per_vm: int,
+    max_parallel: int,
+) -> list[Anomaly]:
+    by_event: dict[str, list[Call]] = defaultdict(list)
+    for c in calls:
+        by_event[c.event_id].append(c)
+    out: list[Anomaly] = []
+    for eid, acc in accepted.items():
+        row = statuses.get(eid)
+        done = [c for c in by_event.get(eid, []) if c.outcome == COMPLETED]
+        poison = acc.kind.startswith("poison")
+        at = (row or {}).get("dispatched_at") or acc.first_try
+        if row is None:
+            out.append(Anomaly(LOST, eid, at, "the producer answers 404 for it"))
+        elif row["status"] not in FINAL:
+            out.append(Anomaly(STUCK, eid, at, f"still {row['status']} at the bound"))
+        elif row["status"] == "succeeded" and not done:
+            out.append(Anomaly(LOST, eid, at, "succeeded in the ledger, no completed call"))
+        elif row["status"] == "failed" and not done and not poison:
+            out.append(Anomaly(LOST, eid, at, f"failed without its effect: {row['error']}"))
+        elif (row["status"] == "failed") != poison:
+            out.append(Anomaly(MISREPORTED, eid, at, f"{row['status']} ({acc.kind})"))
+        if len(done) > 1:
+            tokens = ", ".join(str(c.token) for c in done)
+            out.append(
+                Anomaly(
+                    DUPLICATE,
+                    eid,
+                    done[0].ended or done[0].started,
+                    f"{len(done)} completed calls, tokens {tokens}",
+                )
+            )
+    for c in calls:
+        if c.event_id not in posted:
+            out.append(
+                Anomaly(
+                    PHANTOM, c.event_id, c.started, f"a call for an id never posted ({c.outcome})"
+                )
+            )
+        if c.running_vm > per_vm or c.running_all > max_parallel:
+            out.append(
+                Anomaly(
+                    VIOLATION,
+                    c.event_id,
+                    c.started,
+                    f"{c.running_vm} running on {c.host}/{c.vm} (limit {per_vm}), "
+                    f"{c.running_all} overall (limit {max_parallel})",
+                )
+            )
+    return out
+
+
+def client_side(load: LoadGenerator, calls: list[Call]) -> list[Anomaly]:
+    """Valid posts the producer refused (4xx), and ids still without a 202 when the
+    client gave up, after the load stopped — unless another post of the id got a 202."""
+    ran = {c.event_id for c in calls}
+    out = []
+    for r in load.refused:
+        for eid in r.ids:
+            if eid not in load.accepted:
+                note = "; yet its action ran" if eid in ran else ""
+                out.append(Anomaly(REFUSED, eid, r.at, f"HTTP {r.status}: {r.text[:160]}{note}"))
+    for eid, first_try in load.abandoned:
+        if eid not in load.accepted:
+            out.append(Anomaly(UNANSWERED, eid, first_try, "no 202 before the client gave up"))
+    return out
+
+
+def charge(anomalies: list[Anomaly], phases: list[tuple[str, float]]) -> None:
+    """Charge each anomaly to the phase (baseline, a fault, drain) it arose in."""
+    for a in anomalies:
+        a.phase = phases[0][0]
+        for name, start in phases:
+            if a.at >= start:
+                a.phase = name
+
+
+def queues(stack: FaultStack) -> list[str]:
+    t = stack.topology
+    return [*stack.event_queue_names(), t.actions_queue.name, t.completions_queue.name]
+
+
+def nonempty(stack: FaultStack) -> dict[str, int]:
+    return {n: d for n, d in stack.depths(queues(stack)).items() if d}
+
+
+def wait_drained(stack: FaultStack, bound: float) -> dict[str, int]:
+    """Queues still holding ready messages after ``bound`` seconds ({} once all drain)."""
+    left: dict[str, int] = {}
+
+    def drained() -> bool:
+        left.clear()
+        left.update(nonempty(stack))
+        return not left
+
+    with contextlib.suppress(AssertionError):
+        wait_until(drained, bound, 1.0, what="queues drained")
+    return left

@@ -1,0 +1,61 @@
+"""What every fault gets (:class:`Ctx`) and gives back (:class:`FaultResult`), and the
+recovery measurement they share."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from harness.faults.load import LoadGenerator
+from harness.faults.stack import FaultStack
+from harness.processes import wait_until
+
+#: how long a fault waits for dispatching to resume before it calls it "no recovery"
+RECOVERY_TIMEOUT = 90.0
+
+
+@dataclass
+class FaultResult:
+    name: str
+    injected: int = 0
+    #: per injection: seconds from the injection until an event was dispatched again
+    #: after the harness had restored what it broke (None: not within RECOVERY_TIMEOUT)
+    recoveries: list[float | None] = field(default_factory=list)
+    note: str = ""
+    skipped: bool = False
+    started: float = 0.0  # when the suite began injecting it
+
+
+@dataclass
+class Ctx:
+    stack: FaultStack
+    load: LoadGenerator
+    rng: random.Random
+    log: Callable[[str], None]
+
+    def recovery(
+        self, injected_at: float, restored_at: float, accept: bool = False
+    ) -> float | None:
+        """Seconds from ``injected_at`` until the ledger shows an event dispatched at or
+        after ``restored_at`` (and, with ``accept``, the producer answered 202 after it)."""
+
+        def resumed() -> bool:
+            if accept and not self.load.accepted_after(restored_at):
+                return False
+            return self.stack.last_dispatch() >= restored_at
+
+        try:
+            wait_until(resumed, RECOVERY_TIMEOUT, 0.05, what="dispatching again")
+        except AssertionError:
+            self.log(f"  no dispatch within {RECOVERY_TIMEOUT:.0f} s of restoring")
+            return None
+        return time.time() - injected_at
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    run: Callable[[Ctx], FaultResult]
+    what: str

@@ -1,0 +1,234 @@
+"""The stack under test: a private RabbitMQ node, producer, scheduler and workers as real
+processes with ``DRIVER=webhook`` pointed at the recording receiver, and a SQLite ledger,
+all under one base directory (``logs/`` holds every service's log).
+
+Settings are the services' defaults but for a few that make recovery fit the suite's
+bounds: a 4 s scheduler lease (a killed scheduler's successor waits that long),
+``RESEND_AFTER`` 30 s (the sweeper re-sends a dispatched event's lost task within the
+120 s the accounting waits), ``RECONCILE_INTERVAL`` 2 s and ``RESYNC_INTERVAL`` 10 s.
+Settings a service does not know are ignored by it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kombu
+
+from harness.faults import pids
+from harness.private_broker import PrivateBroker
+from harness.processes import Service, Stack, free_port, wait_until
+from harness.recorder import Call, Receiver
+from shared.topology import Topology
+
+PREFIX = "faults"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How big the stack and the load are."""
+
+    name: str
+    workers: int
+    concurrency: int
+    max_parallel: int
+    rate: float  # events per second posted by the steady load
+    hosts: int = 4
+    vms: int = 4
+    policies: int = 2
+    per_vm: int = 1
+
+    def keys(self) -> list[tuple[str, str, str]]:
+        return [
+            (f"h{h}", f"vm{v}", f"p{p}")
+            for h in range(self.hosts)
+            for v in range(self.vms)
+            for p in range(self.policies)
+        ]
+
+
+class FaultStack:
+    def __init__(self, base: Path, profile: Profile) -> None:
+        self.base = base
+        self.profile = profile
+        self.logs = base / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.db_path = base / "ledger.db"
+        self.broker = PrivateBroker(base / "rabbit")
+        self.receiver = Receiver(on_kill=self.kill_caller)
+        self.topology = Topology(PREFIX)
+        self.killed_callers: list[tuple[str, int]] = []  # (event id, pid) killed on request
+        env = {
+            "AMQP_URL": self.broker.url,
+            "CAROUSEL_PREFIX": PREFIX,
+            "CAROUSEL_DB_URL": f"sqlite:///{self.db_path}",
+            "CAROUSEL_API_TOKEN": "",
+            "PRODUCER_PORT": str(free_port()),
+            "SCHEDULER_PORT": str(free_port()),
+            "ELASTICITY_PORT": str(free_port()),
+            "DRIVER": "webhook",
+            "WEBHOOK_URL": self.receiver.url,
+            "WEBHOOK_TIMEOUT": "60",
+            "MAX_PARALLEL": str(profile.max_parallel),
+            "PER_VM_LIMIT": str(profile.per_vm),
+            "WORKER_CONCURRENCY": str(profile.concurrency),
+            "MAX_ATTEMPTS": "3",
+            "PUBLISH_TIMEOUT": "5",
+            "SCHEDULER_LEASE_SECONDS": "4",
+            "RESYNC_INTERVAL": "10",
+            "RECONCILE_INTERVAL": "2",
+            "RESEND_AFTER": "30",
+            "LOG_LEVEL": "INFO",
+        }
+        self.stack = Stack(env, self.logs)
+        self.producer: Service | None = None
+        self.scheduler: Service | None = None
+        self.workers: list[Service] = []
+        self._worker_seq = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        self.broker.start()
+        self.producer = self.stack.producer()
+        self.scheduler = self.stack.scheduler()
+        for _ in range(self.profile.workers):
+            self.start_worker()
+
+    def start_worker(self) -> Service:
+        self._worker_seq += 1
+        name = f"faults-w{self._worker_seq}@%h"
+        worker = self.stack.worker(WORKER_NAME=name)
+        wait_until(
+            lambda: " ready." in worker.log_path.read_text(errors="replace"),
+            90,
+            what=f"worker {name} ready ({worker.log_tail()})",
+        )
+        self.workers.append(worker)
+        return worker
+
+    def stop_services(self) -> None:
+        self.stack.stop()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stack.stop()
+        with contextlib.suppress(Exception):
+            self.broker.stop()
+        self.receiver.close()
+
+    def restart_producer(self) -> Service:
+        self.producer = self.stack.producer()
+        return self.producer
+
+    def restart_scheduler(self) -> Service:
+        self.scheduler = self.stack.scheduler()
+        return self.scheduler
+
+    # -- workers and their processes -----------------------------------------------
+    def live_workers(self) -> list[Service]:
+        return [w for w in self.workers if w.proc is not None and w.proc.poll() is None]
+
+    def worker_pids(self) -> list[int]:
+        return [w.proc.pid for w in self.live_workers() if w.proc is not None]
+
+    def caller(self, call: Call) -> int | None:
+        """The worker process (a pool child) that made ``call``, if it still lives."""
+        return pids.caller_pid(call.client_port, self.receiver.port, self.worker_pids())
+
+    def kill_caller(self, call: Call) -> None:
+        """kill -9 the pool child that made ``call`` (never a worker's main process)."""
+        pid = self.caller(call)
+        if pid is None or pid in self.worker_pids():
+            call.notes.append(f"kill requested, no pool child found (pid {pid})")
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            self.killed_callers.append((call.event_id, pid))
+            call.notes.append(f"caller pid {pid} killed")
+
+    def kill_worker_main(self, worker: Service) -> list[int]:
+        """kill -9 a worker's main process alone (its pool children die with it, by the
+        parent-death signal Celery gives them); returns the pids that were its tree."""
+        assert worker.proc is not None
+        tree = pids.descendants(worker.proc.pid)
+        os.kill(worker.proc.pid, signal.SIGKILL)
+        worker.proc.wait(10)
+        wait_until(lambda: not any(_alive(p) for p in tree[1:]), 30, what="pool children gone")
+        return tree
+
+    # -- the broker, seen from the harness -----------------------------------------
+    @contextlib.contextmanager
+    def amqp(self) -> Iterator[kombu.Connection]:
+        with kombu.Connection(self.broker.url, connect_timeout=5) as conn:
+            yield conn
+
+    def depths(self, names: list[str]) -> dict[str, int | None]:
+        """Messages ready in each queue (None: no such queue)."""
+        out: dict[str, int | None] = {}
+        with self.amqp() as conn:
+            channel = conn.channel()
+            for name in names:
+                try:
+                    _, ready, _ = channel.queue_declare(name, passive=True)
+                except conn.channel_errors:
+                    out[name] = None
+                    channel = conn.channel()  # the error closed that one
+                else:
+                    out[name] = int(ready)
+        return out
+
+    def event_queue_names(self) -> list[str]:
+        from shared.models import Key
+
+        return [
+            self.topology.event_queue_name(Key(host=h, vm=v, policy=p))
+            for h, v, p in self.ledger_rows("SELECT host, vm, policy FROM keys ORDER BY seq")
+        ]
+
+    # -- the ledger, read (or locked) from the harness -----------------------------
+    def ledger(self, timeout: float = 30.0) -> sqlite3.Connection:
+        return sqlite3.connect(self.db_path, timeout=timeout, isolation_level=None)
+
+    def ledger_rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        conn = self.ledger()
+        try:
+            return list(conn.execute(sql, args).fetchall())
+        finally:
+            conn.close()
+
+    def last_dispatch(self) -> float:
+        [(at,)] = self.ledger_rows("SELECT max(dispatched_at) FROM events")
+        return float(at or 0.0)
+
+    # -- the HTTP views --------------------------------------------------------------
+    def stats(self, url: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = httpx.get(
+            f"{url or self.stack.scheduler_url}/stats", timeout=5
+        ).json()
+        return body
+
+    def event(self, event_id: str) -> dict[str, Any] | None:
+        r = httpx.get(f"{self.stack.producer_url}/events/{event_id}", timeout=10)
+        if r.status_code == 404:
+            return None
+        r.raise_for_status()
+        body: dict[str, Any] = r.json()
+        return body
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        state = (pids.PROC / str(pid) / "stat").read_text().split(") ", 1)[1][:1]
+        return state != "Z"
+    return False

@@ -1,0 +1,195 @@
+"""The suite: start the stack and the load, inject each fault in turn, stop the load,
+account, report. :data:`FULL` is ``make faults``; :data:`FAST` is the CI subset."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.faults import accounting, ledger, messages, process, report
+from harness.faults.accounting import Accounting
+from harness.faults.base import Ctx, Fault, FaultResult
+from harness.faults.load import LoadGenerator
+from harness.faults.stack import FaultStack, Profile
+from harness.processes import wait_until
+from harness.recorder import COMPLETED
+
+#: seconds every accepted event has to become final once the load stopped
+FINAL_BOUND = 120.0
+#: pause between two faults, so each one's aftermath is its own phase
+SETTLE = 3.0
+
+FAULTS: dict[str, Fault] = {
+    f.name: f
+    for f in [
+        Fault("producer-kill", process.producer_kill, "kill -9 the producer mid-burst"),
+        Fault("scheduler-kill", process.scheduler_kill, "kill -9 the scheduler, 3 times"),
+        Fault("worker-child-kill", process.worker_child_kill, "kill -9 a pool child mid-action"),
+        Fault("worker-main-kill", process.worker_main_kill, "kill -9 a worker mid-action"),
+        Fault("second-scheduler", process.second_scheduler, "a second scheduler beside"),
+        Fault("duplicate-posts", messages.duplicate_posts, "the same ids posted again"),
+        Fault("duplicate-deliveries", messages.duplicate_deliveries, "copies on the queues"),
+        Fault("garbage", messages.garbage, "unreadable messages on every queue"),
+        Fault("queue-delete", messages.queue_delete, "an event queue deleted"),
+        Fault("poison", messages.poison, "actions that always fail or kill their worker"),
+        Fault("ledger-lock", ledger.ledger_lock, "BEGIN EXCLUSIVE on the ledger, 20 s"),
+        Fault("ledger-lock-long", ledger.ledger_lock_long, "the same, 40 s (past busy timeout)"),
+        Fault("broker-restart", process.broker_restart, "stop RabbitMQ gracefully, start; x2"),
+        Fault("broker-kill", process.broker_kill, "kill -9 RabbitMQ, start it again; x2"),
+        Fault("elasticity-cutoff", process.elasticity_cutoff, "cut the elasticity observer"),
+    ]
+}
+
+FULL = Profile("full", workers=2, concurrency=3, max_parallel=4, rate=8.0)
+FULL_FAULTS = list(FAULTS)
+FAST = Profile("fast", workers=1, concurrency=4, max_parallel=3, rate=6.0)
+FAST_FAULTS = [
+    Fault("scheduler-kill", lambda c: process.scheduler_kill(c, 2), "kill -9 the scheduler x2"),
+    Fault("worker-child-kill", lambda c: process.worker_child_kill(c, 2), "pool child x2"),
+    FAULTS["garbage"],
+    FAULTS["duplicate-posts"],
+    FAULTS["duplicate-deliveries"],
+]
+
+
+@dataclass
+class SuiteResult:
+    results: list[FaultResult]
+    accounting: Accounting
+    text: str
+    base: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.accounting.ok
+
+    def phase(self, name: str) -> dict[str, int]:
+        kinds = (accounting.LOST, accounting.DUPLICATE, accounting.VIOLATION, accounting.STUCK)
+        return {k: self.accounting.count(k, name) for k in kinds}
+
+
+def run(
+    profile: Profile,
+    faults: list[Fault],
+    base: Path,
+    out: Callable[[str], None] = print,
+    seed: int | None = None,
+) -> SuiteResult:
+    seed = random.randrange(1 << 30) if seed is None else seed
+    t0 = time.time()
+
+    def log(msg: str) -> None:
+        out(f"[{time.time() - t0:6.1f}s] {msg}")
+
+    log(f"fault suite '{profile.name}' (seed {seed}) in {base}")
+    stack = FaultStack(base, profile)
+    try:
+        stack.start()
+        log(f"stack up: broker {stack.broker.url}, {profile.workers} worker(s)")
+        load = LoadGenerator(stack.stack.producer_url, profile.rate, profile.keys(), seed)
+        ctx = Ctx(stack, load, random.Random(seed), log)
+        phases = [("baseline", t0)]
+        load.start()
+        wait_until(
+            lambda: sum(c.outcome == COMPLETED for c in stack.receiver.calls()) >= 10,
+            90,
+            what="warm-up: ten actions completed",
+        )
+        results = [_inject(ctx, fault, phases) for fault in faults]
+        phases.append(("drain", time.time()))
+        log("faults done; stopping the load")
+        load.stop()
+        acc = _account(stack, load, phases, log)
+        text = _report(results, acc, stack, load, t0)
+        out(text)
+        (base / "report.txt").write_text(text + "\n")
+        (base / "anomalies.json").write_text(
+            json.dumps([asdict(a) for a in acc.anomalies], indent=1)
+        )
+        return SuiteResult(results, acc, text, base)
+    finally:
+        stack.close()
+
+
+def _inject(ctx: Ctx, fault: Fault, phases: list[tuple[str, float]]) -> FaultResult:
+    phases.append((fault.name, time.time()))
+    ctx.log(f"fault {fault.name}: {fault.what}")
+    try:
+        result = fault.run(ctx)
+    except Exception as exc:
+        ctx.log(traceback.format_exc())
+        result = FaultResult(fault.name, note=f"error: {exc!r}"[:200])
+    result.name, result.started = fault.name, phases[-1][1]
+    ctx.log(f"  -> injected {result.injected}, recoveries {result.recoveries} {result.note}")
+    time.sleep(SETTLE)  # pacing between faults
+    return result
+
+
+def _account(
+    stack: FaultStack,
+    load: LoadGenerator,
+    phases: list[tuple[str, float]],
+    log: Callable[[str], None],
+) -> Accounting:
+    ids = list(load.accepted)
+    log(f"waiting up to {FINAL_BOUND:.0f} s for {len(ids)} accepted events to be final")
+    statuses = accounting.wait_final(stack, ids, FINAL_BOUND)
+    live = accounting.wait_drained(stack, 60)
+    names = accounting.queues(stack)
+    stack.stop_services()
+    stopped = {n: d for n, d in stack.depths(names).items() if d}
+    dead = stack.depths([stack.topology.dead_letter_queue.name])
+    anomalies = accounting.classify(
+        load.accepted,
+        statuses,
+        stack.receiver.calls(),
+        set(load.sent),
+        stack.profile.per_vm,
+        stack.profile.max_parallel,
+    )
+    anomalies += accounting.client_side(load, stack.receiver.calls())
+    accounting.charge(anomalies, phases)
+    return Accounting(
+        events=len(ids),
+        anomalies=anomalies,
+        statuses=statuses,
+        queues_live=live,
+        queues_stopped=stopped,
+        dead_letters=dead[stack.topology.dead_letter_queue.name],
+    )
+
+
+def _report(
+    results: list[FaultResult],
+    acc: Accounting,
+    stack: FaultStack,
+    load: LoadGenerator,
+    t0: float,
+) -> str:
+    calls = stack.receiver.calls()
+    outcomes: dict[str, int] = {}
+    for c in calls:
+        outcomes[c.outcome] = outcomes.get(c.outcome, 0) + 1
+    lines = [
+        "",
+        report.table(results, acc, t0),
+        "",
+        report.evidence(acc, calls, stack.logs, t0),
+        "",
+        report.queues(acc),
+        f"load: {load.posts} posts, errors retried {dict(load.errors)}, "
+        f"refused {len(load.refused)}, abandoned ids {len(load.abandoned)}",
+        f"receiver: {len(calls)} calls {outcomes}",
+        f"phantom calls (ids never posted): {acc.count(accounting.PHANTOM)}; "
+        f"valid posts refused: {acc.count(accounting.REFUSED)}; "
+        f"ids never answered 202: {acc.count(accounting.UNANSWERED)}; "
+        f"misreported outcomes: {acc.count(accounting.MISREPORTED)}",
+        f"logs: {stack.logs}",
+        report.final_line(results, acc),
+    ]
+    return "\n".join(lines)
