@@ -3,8 +3,9 @@
 The ledger's claim decides: only the task message that claims the event runs the
 driver; a redelivered message whose action already finished only re-announces the
 completion (so the scheduler frees the slot even if the first announcement was lost).
-The claim is a lease with a fencing token: a :class:`LeaseKeeper` renews it while the
-action runs and until its outcome is recorded; if this worker stops renewing (it died, or
+The claim is a lease with a fencing token: a
+:class:`~scheduler.worker.renewal.LeaseKeeper` renews it while the action runs and until
+its outcome is recorded; if this worker stops renewing (it died, or
 lost the ledger), another task message may take the event over with a larger token, and
 this worker's late outcome is refused.
 """
@@ -12,16 +13,15 @@ this worker's late outcome is refused.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 
 from celery.exceptions import SoftTimeLimitExceeded
 
 from scheduler.worker.drivers import Driver
 from scheduler.worker.errors import ActionFailed
+from scheduler.worker.renewal import LeaseKeeper
 from shared.backoff import Backoff
 from shared.models import Completion, Status, VmEventMessage
 from shared.store import Claim, Store
@@ -36,53 +36,6 @@ class Outcome:
     completion: Completion | None
     #: why the event was dead-lettered (out of attempts or time), else None
     dead: str | None = None
-
-
-class LeaseKeeper:
-    """Renews a claim every third of its lease in a background thread, while the block
-    it guards runs. :attr:`lost` is set if another holder took the claim over."""
-
-    def __init__(
-        self,
-        store: Store,
-        event_id: str,
-        token: int,
-        lease_seconds: float,
-        clock: Callable[[], float],
-    ) -> None:
-        self.store = store
-        self.event_id = event_id
-        self.token = token
-        self.lease_seconds = lease_seconds
-        self.clock = clock
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{event_id}", daemon=True)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.lease_seconds / 3):
-            try:
-                if not self.store.renew(
-                    self.event_id, self.token, self.clock() + self.lease_seconds
-                ):
-                    # taken over, or just finished by us: recording the outcome tells
-                    self.lost.set()
-                    return
-            except Exception:
-                log.warning("could not renew the claim of event %s", self.event_id, exc_info=True)
 
 
 def run_event(
