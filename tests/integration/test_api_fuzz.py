@@ -41,6 +41,7 @@ from shared.topology import Topology
 from tests.fuzz import (
     FUZZ,
     OPS_PATHS,
+    TOKEN,
     Check,
     config,
     fuzz,
@@ -50,7 +51,6 @@ from tests.fuzz import (
     validation_error_names_the_field,
 )
 
-TOKEN = "fuzz-token-4c0a1b9e2d7f"  # schemathesis never generates it
 #: every operation the producer serves, as its OpenAPI lists them
 OPERATIONS = labels(create_app(ProducerSettings()).openapi())
 GUARDED = [label for label in OPERATIONS if label.split(" ", 1)[1] not in OPS_PATHS]

@@ -10,9 +10,8 @@ controls and its ``/stats``, checking each answer against a model; with
 from __future__ import annotations
 
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,6 +36,7 @@ from shared.store import Store
 from tests.asgi import call
 from tests.fuzz import (
     FUZZ,
+    TOKEN,
     Check,
     config,
     fuzz,
@@ -45,23 +45,14 @@ from tests.fuzz import (
     refused_without_the_token,
     validation_error_names_the_field,
 )
+from tests.unit.admin_doubles import FakeSession
 from tests.unit.elasticity_doubles import Clock, FakeControl, InMemoryProvider
 
-TOKEN = "fuzz-token-4c0a1b9e2d7f"  # schemathesis never generates it
 JSON = {"content-type": "application/json"}
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
 
 
 # -- the scheduler's admin API -----------------------------------------------------------
-@dataclass
-class FakeSession:
-    connected: threading.Event = field(default_factory=threading.Event)
-    mapping_version: int = 7
-    dead_lettered: int = 0
-    active: bool = True
-    parked: int = 0
-    resent_total: int = 0
-    ledger_ok: bool = True
 
 
 @dataclass

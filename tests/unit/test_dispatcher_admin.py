@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +17,7 @@ from scheduler.dispatcher.state import DispatcherState
 from shared.models import Action, VmEventMessage
 from shared.store import Store
 from tests.asgi import call
-
-
-@dataclass
-class FakeSession:
-    connected: threading.Event = field(default_factory=threading.Event)
-    mapping_version: int = 7
-    dead_lettered: int = 0
-    active: bool = True
-    parked: int = 0
-    resent_total: int = 0
-    ledger_ok: bool = True
+from tests.unit.admin_doubles import FakeSession
 
 
 @pytest.fixture

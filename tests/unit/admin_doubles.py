@@ -1,0 +1,17 @@
+"""A stand-in for the scheduler's AMQP session, as the admin API sees it."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FakeSession:
+    connected: threading.Event = field(default_factory=threading.Event)
+    mapping_version: int = 7
+    dead_lettered: int = 0
+    active: bool = True
+    parked: int = 0
+    resent_total: int = 0
+    ledger_ok: bool = True
