@@ -158,3 +158,25 @@ def test_an_event_out_of_attempts_is_dead_lettered_and_can_be_redriven(
     wait_until(lambda: event(stack, "crasher")["status"] == "failed", 60, what="given up again")
     post(stack, [{**HEAL, "id": "next"}])  # its VM is free
     wait_until(lambda: event(stack, "next")["status"] == "succeeded", 60, what="next")
+
+
+def test_an_action_past_its_time_limit_ends_failed_and_dead_lettered(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """Celery's soft time limit interrupts the action in its pool process; the event
+    ends failed, is listed among the dead letters, and its VM is free again."""
+    import httpx
+
+    stack = stack_factory(ACTION_TIME_LIMIT=1)
+    stack.producer()
+    stack.scheduler()
+    stack.worker()
+    post(stack, [{**HEAL, "id": "slow", "payload": {"simulate": {"duration": 30}}}])
+    wait_until(lambda: event(stack, "slow")["status"] == "failed", 60, what="timed out")
+    got = event(stack, "slow")
+    assert got["error"] == "ran past its time limit (ACTION_TIME_LIMIT)", got
+    assert got["attempts"] == 1
+    listed = httpx.get(f"{stack.scheduler_url}/dead-letters").json()
+    assert [d["id"] for d in listed] == ["slow"]
+    post(stack, [{**HEAL, "id": "next"}])
+    wait_until(lambda: event(stack, "next")["status"] == "succeeded", 60, what="its VM free")
