@@ -1,9 +1,12 @@
 """kombu objects for the specs of :mod:`shared.topology` (used by the scheduler and the
-Celery workers; the producer declares the same specs through aio-pika)."""
+Celery workers; the producer declares the same specs through aio-pika), and a one-off
+confirmed publish to one of them."""
 
 from __future__ import annotations
 
-from kombu import Exchange, Queue
+from typing import Any
+
+from kombu import Connection, Exchange, Producer, Queue
 
 from shared.topology import ExchangeSpec, QueueSpec
 
@@ -24,3 +27,19 @@ def queue(spec: QueueSpec) -> Queue:
         exclusive=spec.exclusive,
         queue_arguments=spec.arguments,
     )
+
+
+def publish_confirmed(amqp_url: str, spec: QueueSpec, body: Any, **properties: Any) -> None:
+    """Publish ``body`` to the queue of ``spec`` (declared first) on a connection of its
+    own, returning once the broker confirmed it; raises at once if the broker is down
+    (no retry loop). For rare messages — a dead letter, a re-drive — not a hot path."""
+    with Connection(amqp_url, transport_options={"confirm_publish": True}) as conn:
+        conn.connect()
+        Producer(conn.channel()).publish(
+            body,
+            exchange="",
+            routing_key=spec.name,
+            delivery_mode=2,
+            declare=[queue(spec)],
+            **properties,
+        )

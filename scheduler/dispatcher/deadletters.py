@@ -14,10 +14,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import kombu
-
 from scheduler.dispatcher.errors import NotDeadLettered, RedriveFailed
-from shared.kombu_topology import queue
+from shared.kombu_topology import publish_confirmed
 from shared.models import VmEventMessage
 from shared.settings import CommonSettings
 from shared.store import Store
@@ -43,21 +41,15 @@ class DeadLetters:
         return event
 
     def _publish(self, event: VmEventMessage) -> None:
-        target = queue(self.settings.topology.event_queue(event.key))
-        options = {"confirm_publish": True}
-        with kombu.Connection(self.settings.amqp_url, transport_options=options) as conn:
-            conn.connect()  # fails at once if the broker is down (no retry loop)
-            kombu.Producer(conn.channel()).publish(
-                event.model_dump_json(),
-                exchange="",
-                routing_key=target.name,
-                content_type="application/json",
-                content_encoding="utf-8",
-                delivery_mode=2,
-                message_id=event.id,
-                declare=[target],
-                mandatory=True,
-            )
+        publish_confirmed(
+            self.settings.amqp_url,
+            self.settings.topology.event_queue(event.key),
+            event.model_dump_json(),
+            content_type="application/json",
+            content_encoding="utf-8",
+            message_id=event.id,
+            mandatory=True,
+        )
 
 
 def _view(row: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import os
 import time
 from typing import Any
 
-import kombu
 from celery import Celery, Task
 
 from scheduler.worker.drivers import Driver, build_driver
@@ -18,9 +17,9 @@ from scheduler.worker.execution import run_event
 from scheduler.worker.poison import PoisonArguments, dead_letter, install, parse_arguments
 from scheduler.worker.settings import WorkerSettings
 from shared.kombu_topology import queue
+from shared.models import Completion
 from shared.settings import CommonSettings
 from shared.store import Store
-from shared.topology import DEAD_ORIGIN, DEAD_REASON
 
 TASK_NAME = "carousel.execute"
 #: seconds between an action's soft time limit (it is interrupted) and its hard one
@@ -82,19 +81,17 @@ class _Runtime:
 def register_tasks(app: Celery, settings: WorkerSettings) -> None:
     runtime = _Runtime(settings)
     completions = queue(settings.topology.completions_queue)
-    dead = queue(settings.topology.dead_letter_queue)
     install(app, settings.topology.dead_letter_queue)
 
-    def send(body: dict[str, Any], to: kombu.Queue, headers: dict[str, Any] | None = None) -> None:
+    def announce(completion: Completion) -> None:
         with app.producer_or_acquire() as producer:
             producer.publish(
-                body,
+                completion.model_dump(),
                 exchange="",
-                routing_key=to.name,
-                headers=headers,
+                routing_key=completions.name,
                 serializer="json",
                 delivery_mode=2,
-                declare=[to],
+                declare=[completions],
                 retry=True,
                 retry_policy={
                     "max_retries": 10,
@@ -139,11 +136,7 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
             settings.claim_lease_seconds,
         )
         if outcome.dead is not None:  # a copy for whoever watches the dead-letter queue
-            send(
-                message.model_dump(mode="json"),
-                dead,
-                {DEAD_REASON: outcome.dead, DEAD_ORIGIN: TASK_NAME},
-            )
+            dead_letter(app, message.model_dump(mode="json"), outcome.dead)
         if outcome.completion is not None:
-            send(outcome.completion.model_dump(), completions)
+            announce(outcome.completion)
         return outcome.claim.value

@@ -14,12 +14,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import kombu
 from celery import Celery
 from celery.worker.consumer import Consumer
 from pydantic import ValidationError
 
-from shared.kombu_topology import queue
+from shared.kombu_topology import publish_confirmed
 from shared.models import VmEventMessage
 from shared.topology import DEAD_ORIGIN, DEAD_REASON, QueueSpec
 
@@ -63,22 +62,18 @@ def dead_letter(
     headers: dict[str, Any] | None = None,
 ) -> None:
     """Publish ``body`` with the reason to the dead-letter queue; returns once the broker
-    confirmed it (raises otherwise: the caller must not drop the original then)."""
+    confirmed it (raises otherwise: the caller must not drop the original then). Also
+    the copy of an event that ran out of attempts or time."""
     dead: QueueSpec = app.conf[DEAD_QUEUE_SETTING]
-    options = {"confirm_publish": True}
-    with kombu.Connection(app.conf.broker_url, transport_options=options) as conn:
-        conn.connect()
-        kombu.Producer(conn.channel()).publish(
-            body,
-            exchange="",
-            routing_key=dead.name,
-            headers={**(headers or {}), DEAD_REASON: reason[:1000], DEAD_ORIGIN: "celery-worker"},
-            content_type=content_type,
-            content_encoding=content_encoding,
-            serializer=None if content_type else "json",
-            delivery_mode=2,
-            declare=[queue(dead)],
-        )
+    publish_confirmed(
+        app.conf.broker_url,
+        dead,
+        body,
+        headers={**(headers or {}), DEAD_REASON: reason[:1000], DEAD_ORIGIN: "celery-worker"},
+        content_type=content_type,
+        content_encoding=content_encoding,
+        serializer=None if content_type else "json",
+    )
     log.warning("moved a task message to %s: %s", dead.name, reason)
 
 
