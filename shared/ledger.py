@@ -296,6 +296,31 @@ class EventLedger:
             ).all()
         return {r.action: int(r.n) for r in rows}
 
+    def unfinished_of(
+        self, keys: Sequence[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], str]:
+        """For each (host, vm, policy) with an event accepted and not finished, one such
+        event's id: what the monitoring asks before raising an event for a key (one at a
+        time per VM and policy, as a work queue takes a key once however often it is
+        added). ``pending`` rows are not accepted yet and do not count."""
+        if not keys:
+            return {}
+        unfinished = [s.value for s in (Status.QUEUED, *IN_FLIGHT)]
+        found: dict[tuple[str, str, str], str] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(keys), 300):
+                rows = conn.execute(
+                    sa.select(events.c.host, events.c.vm, events.c.policy, events.c.id).where(
+                        sa.tuple_(events.c.host, events.c.vm, events.c.policy).in_(
+                            keys[i : i + 300]
+                        ),
+                        events.c.status.in_(unfinished),
+                    )
+                ).all()
+                for r in rows:
+                    found.setdefault((r.host, r.vm, r.policy), r.id)
+        return found
+
     def in_flight(self) -> list[InFlight]:
         """Events dispatched and not finished: what a restarted scheduler must count."""
         with self.engine.connect() as conn:

@@ -1,0 +1,119 @@
+"""The monitoring repository: a round trip through the ledger's database, only what
+changed written, one source's rows apart from another's; and simcloud's records parsed
+one by one (a bad one is skipped and counted, the others stand)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from producer.monitoring.fetchers import changes_to_observation, parse_objects
+from producer.monitoring.model import (
+    Diff,
+    GroupRecord,
+    HostRecord,
+    HostState,
+    View,
+    VmRecord,
+    VmState,
+)
+from producer.monitoring.repository import Repository, monitor_vms
+from shared.db import make_engine
+
+
+def repo(tmp_path: object, source: str = "sim") -> Repository:
+    r = Repository(make_engine(f"sqlite:///{tmp_path}/ledger.db"), source)
+    r.create_schema()
+    return r
+
+
+def vm(name: str, state: VmState = VmState.ACTIVE, version: int = 1) -> VmRecord:
+    return VmRecord(name, "h1", state, 0.5, 0.25, "web", version)
+
+
+def test_a_diff_written_loads_back_as_the_view(tmp_path: object) -> None:
+    r = repo(tmp_path)
+    view = View(since={"a": 10.0, "b": 11.0})
+    diff = Diff(
+        upsert_vms=[vm("a"), vm("b", VmState.DOWN)],
+        upsert_hosts=[HostRecord("h1", HostState.MAINTENANCE, 3)],
+        upsert_groups=[GroupRecord("web", 1, 5, 2)],
+    )
+    assert r.write(diff, view) == 4
+    loaded = r.load()
+    assert loaded.vms == {"a": vm("a"), "b": vm("b", VmState.DOWN)}
+    assert loaded.since == {"a": 10.0, "b": 11.0}
+    assert loaded.members == {"web": {"a", "b"}}
+    assert loaded.hosts["h1"].state is HostState.MAINTENANCE
+    assert loaded.groups["web"] == GroupRecord("web", 1, 5, 2)
+
+
+def test_an_empty_diff_writes_nothing_and_deletes_remove_rows(tmp_path: object) -> None:
+    r = repo(tmp_path)
+    r.write(Diff(upsert_vms=[vm(f"v{i}") for i in range(1200)]), View())
+    assert r.write(Diff(), View()) == 0
+    r.write(Diff(upsert_vms=[vm("v1", VmState.DOWN, 2)], delete_vms=["v2", "v3"]), View())
+    loaded = r.load()
+    assert len(loaded.vms) == 1198
+    assert loaded.vms["v1"].state is VmState.DOWN
+
+
+def test_sources_do_not_see_each_other(tmp_path: object) -> None:
+    a, b = repo(tmp_path, "a"), repo(tmp_path, "b")
+    a.write(Diff(upsert_vms=[vm("x")]), View())
+    b.write(Diff(upsert_vms=[vm("x", VmState.DOWN)], delete_vms=[]), View())
+    assert a.load().vms["x"].state is VmState.ACTIVE
+    with a.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(monitor_vms)).scalar() == 2
+
+
+def test_one_bad_record_is_skipped_and_counted() -> None:
+    good = {
+        "name": "v1",
+        "host": "h1",
+        "state": "DOWN",
+        "cpu": 0.2,
+        "ram": 0.1,
+        "group": None,
+        "version": 4,
+    }
+    hosts, vms, groups, bad = parse_objects(
+        [{"name": "h1", "state": "UP", "version": 1}, {"name": "h2", "state": "ON FIRE"}],
+        [
+            good,
+            {**good, "name": "v2", "cpu": 7},
+            {"host": "h1"},
+            {**good, "name": "v3", "state": "SHELVED"},
+        ],
+        [{"name": "web", "min": 1, "max": "x", "version": 1}],
+    )
+    assert [h.host for h in hosts] == ["h1"]
+    assert [(v.vm, v.state) for v in vms] == [("v1", VmState.DOWN), ("v3", VmState.UNKNOWN)]
+    assert groups == ()
+    assert bad == 4
+
+
+def test_stream_entries_become_one_delta() -> None:
+    obs = changes_to_observation(
+        [
+            {
+                "kind": "vm",
+                "type": "upsert",
+                "version": 5,
+                "object": {
+                    "name": "v1",
+                    "host": "h1",
+                    "state": "ACTIVE",
+                    "cpu": 0,
+                    "ram": 0,
+                    "group": None,
+                    "version": 5,
+                },
+            },
+            {"kind": "vm", "type": "delete", "version": 6, "object": {"name": "v9"}},
+            {"kind": "host", "type": "delete", "version": 7, "object": {"name": "h4"}},
+            {"nonsense": True},
+        ]
+    )
+    assert not obs.full
+    assert [v.vm for v in obs.vms] == ["v1"]
+    assert (obs.gone_vms, obs.gone_hosts, obs.bad) == (("v9",), ("h4",), 1)
