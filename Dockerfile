@@ -1,6 +1,6 @@
 # One image for every Carousel service; docker-compose.yml picks the console script
 # (carousel-producer, carousel-scheduler, carousel-worker, carousel-elasticity,
-# carousel-flower) per service, and runs `python -m shared.preflight` (installed with
+# carousel-flower, and simcloud for the demo cloud) per service, and runs `python -m shared.preflight` (installed with
 # shared/) as its one-shot check of the secrets before any of them starts.
 FROM python:3.11-slim
 
@@ -17,6 +17,7 @@ COPY pyproject.toml ./
 COPY shared/ ./shared/
 COPY producer/ ./producer/
 COPY scheduler/ ./scheduler/
+COPY simcloud/ ./simcloud/
 RUN pip install . \
     && cd / && rm -rf /tmp/src
 
@@ -31,7 +32,7 @@ VOLUME ["/data"]
 
 USER carousel
 
-EXPOSE 8000 8001 8002 5555
+EXPOSE 8000 8001 8002 5555 8100
 
 # Defaults to the producer; compose sets `command:` per service.
 CMD ["carousel-producer"]

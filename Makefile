@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# the demo: simcloud, and the producer watching it (MONITOR_SOURCE, DRIVER override)
 up: $(STAMP)
+	MONITOR_SOURCE=$${MONITOR_SOURCE-simcloud} DRIVER=$${DRIVER-simcloud} \
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/honcho -f Procfile start
 
 test: $(STAMP)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import elasticity, fairness, ingest, scale, scheduler_cost, throughput
+from bench import elasticity, fairness, ingest, monitoring, scale, scheduler_cost, throughput
 
 MEASUREMENTS: dict[str, Callable[[], None]] = {
     "scheduler_cost": scheduler_cost.run,
@@ -14,6 +14,7 @@ MEASUREMENTS: dict[str, Callable[[], None]] = {
     "fairness": fairness.run,
     "scale": scale.run,
     "elasticity": elasticity.run,
+    "monitoring": monitoring.run,
 }
 
 

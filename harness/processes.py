@@ -139,6 +139,12 @@ class Stack:
     def worker(self, **extra: str) -> Service:
         return self._start("carousel-worker", None, extra)
 
+    def simcloud(self, *args: str, **extra: str) -> Service:
+        """The simulated cloud (``python -m simcloud``) on ``SIMCLOUD_PORT``; ``args`` are
+        its command-line flags (``--hosts 3 --vms-per-host 4 ...``)."""
+        url = f"http://127.0.0.1:{self.env['SIMCLOUD_PORT']}/healthz"
+        return self._start("python", url, extra, ["-m", "simcloud", *args])
+
     @property
     def profiles(self) -> list[str]:
         """The worker profiles this stack's ACTION_PROFILES names."""

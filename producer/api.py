@@ -22,6 +22,7 @@ from producer.errors import (
     VmHasUnfinishedEvents,
 )
 from producer.metrics import ProducerMetrics
+from producer.monitoring.service import Monitor
 from producer.publisher import Publisher
 from producer.schemas import (
     AcceptedOut,
@@ -55,6 +56,7 @@ def create_app(settings: ProducerSettings) -> FastAPI:
     )
     app.include_router(events_router(metrics))
     app.include_router(mapping_router(settings.topology))
+    app.include_router(monitor_router())
     for trouble in LEDGER_TROUBLE:
         app.add_exception_handler(trouble, _ledger_unavailable(metrics))
 
@@ -117,10 +119,18 @@ def _lifespan(
             await publisher.start()
         except BrokerUnavailable:
             log.warning("broker not reachable at start; /readyz will say so until it is")
-        app.state.service = EventService(store, publisher)
+        service = EventService(store, publisher)
+        app.state.service = service
         app.state.settings = settings
         app.state.metrics = metrics
+        monitor = None
+        if settings.monitor_source:  # a bad policies file stops the start here, named
+            monitor = Monitor.build(settings, service, metrics.registry)
+            monitor.start()
+        app.state.monitor = monitor
         yield
+        if monitor is not None:
+            await monitor.stop()
         await publisher.close()
         store.engine.dispose()
 
@@ -219,5 +229,19 @@ def mapping_router(topology: Topology) -> APIRouter:
         if not removed:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no VM {vm!r} on host {host!r}")
         return {"host": host, "vm": vm, "removed": True}
+
+    return router
+
+
+def monitor_router() -> APIRouter:
+    """``GET /monitor/status``: each monitored source's last list, stream and lag."""
+    router = APIRouter(tags=["monitoring"], route_class=AuthorizedRoute, responses=REFUSED)
+
+    @router.get("/monitor/status")
+    async def monitor_status(_: Auth, request: Request) -> dict[str, Any]:
+        monitor: Monitor | None = request.app.state.monitor
+        if monitor is None:
+            return {"enabled": False, "running": False, "sources": []}
+        return monitor.status()
 
     return router

@@ -57,6 +57,10 @@ class EventOut(BaseModel):
     vm: str
     policy: str
     action: str
+    payload: dict[str, Any] = Field(
+        description="As posted; for an event the monitoring raised, ``cause`` is the "
+        "change that raised it."
+    )
     status: str
     attempts: int
     worker: str | None
@@ -65,6 +69,11 @@ class EventOut(BaseModel):
     dispatched_at: float | None
     started_at: float | None
     finished_at: float | None
+
+    @field_validator("payload", mode="before")
+    @classmethod
+    def _stored_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
 
 
 class AvailabilityIn(BaseModel):

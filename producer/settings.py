@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from shared.settings import CommonSettings
@@ -17,4 +19,60 @@ class ProducerSettings(CommonSettings):
     )
     publish_timeout: float = Field(
         10.0, description="Seconds to wait for broker confirms before 503 (PUBLISH_TIMEOUT)."
+    )
+
+    # -- reactive monitoring (producer/monitoring) -------------------------------------
+    monitor_source: Literal["", "simcloud", "openstack"] = Field(
+        "",
+        description="The cloud the producer watches and raises events from: simcloud, "
+        "openstack, or empty for none (events then come only over REST) (MONITOR_SOURCE).",
+    )
+    policies_file: str = Field(
+        "",
+        description="YAML file of the monitoring policies (see policies.example.yaml); "
+        "empty = the built-in ones: auto-heal after 15 s DOWN, live-migrate off hosts in "
+        "maintenance, auto-scale groups at 0.8/0.2 CPU with a 60 s cooldown (POLICIES_FILE).",
+    )
+    monitor_stream: bool = Field(
+        True,
+        description="Follow the source's change stream between relists; false = poll "
+        "every MONITOR_POLL_INTERVAL (MONITOR_STREAM).",
+    )
+    monitor_resync_interval: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds between full relists of the source while its stream is "
+        "followed; a relist heals anything the stream missed (MONITOR_RESYNC_INTERVAL).",
+    )
+    monitor_poll_interval: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds between lists of a source without a stream (OpenStack), or "
+        "with MONITOR_STREAM=false (MONITOR_POLL_INTERVAL).",
+    )
+    utilisation_step: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Smallest change of a VM's CPU or RAM utilisation that counts as a "
+        "change (is stored and evaluated by the policies) (UTILISATION_STEP).",
+    )
+    simcloud_url: str = Field(
+        "http://127.0.0.1:8100", description="simcloud's base URL (SIMCLOUD_URL)."
+    )
+    simcloud_token: str = Field(
+        "", description="Bearer token simcloud requires; empty = none (SIMCLOUD_TOKEN)."
+    )
+    openstack_cloud: str = Field(
+        "",
+        description="The clouds.yaml entry the OpenStack fetcher connects with "
+        "(OPENSTACK_CLOUD); empty = OPENSTACK_COMPUTE_URL without Keystone.",
+    )
+    openstack_compute_url: str = Field(
+        "",
+        description="A Compute API endpoint used without Keystone, e.g. simcloud's "
+        "http://127.0.0.1:8100/compute (OPENSTACK_COMPUTE_URL).",
+    )
+    openstack_token: str = Field(
+        "", description="Token sent to OPENSTACK_COMPUTE_URL (OPENSTACK_TOKEN)."
     )

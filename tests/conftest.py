@@ -106,6 +106,8 @@ def stack_factory(
             "PRODUCER_PORT": str(free_port()),
             "SCHEDULER_PORT": str(free_port()),
             "ELASTICITY_PORT": str(free_port()),
+            "SIMCLOUD_PORT": (simcloud_port := str(free_port())),
+            "SIMCLOUD_URL": f"http://127.0.0.1:{simcloud_port}",
             "WORKER_CONCURRENCY": "4",
             "LOG_LEVEL": "INFO",
             # a dead worker's event is taken over within seconds, not half a minute

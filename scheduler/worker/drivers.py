@@ -4,6 +4,8 @@
 "fail": "reason", "crash": true}}`` overrides the duration, injects a failure, or kills the
 process running the action as an out-of-memory kill would (for tests and demos).
 ``webhook`` POSTs the event as JSON to ``WEBHOOK_URL``; a 2xx answer is success.
+``simcloud`` (:mod:`scheduler.worker.simcloud_driver`) and ``openstack``
+(:mod:`scheduler.worker.openstack_driver`) act on a cloud and wait for the result.
 
 Every call carries the claim's fencing token: it grows with each claim of the event, so
 a cloud API that remembers the largest token it has seen per event can refuse a stale
@@ -90,4 +92,18 @@ class WebhookDriver:
 def build_driver(settings: WorkerSettings) -> Driver:
     if settings.driver == "webhook":
         return WebhookDriver(settings.webhook_url, settings.webhook_timeout)
+    if settings.driver == "simcloud":
+        from scheduler.worker.simcloud_driver import SimcloudDriver
+
+        return SimcloudDriver(
+            settings.simcloud_url,
+            settings.simcloud_token,
+            settings.webhook_timeout,
+            settings.action_poll_interval,
+            settings.action_time_limit,
+        )
+    if settings.driver == "openstack":
+        from scheduler.worker.openstack_driver import build_openstack_driver
+
+        return build_openstack_driver(settings)
     return SimulatedDriver(settings.simulated_duration, settings.simulated_durations)

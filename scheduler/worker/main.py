@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import uuid
 
@@ -11,6 +12,8 @@ from scheduler.worker.settings import WorkerSettings
 
 def main(argv: list[str] | None = None) -> None:
     settings = WorkerSettings()
+    # the cloud drivers poll their operations: one INFO line per request is noise
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_celery(settings)
     register_tasks(app, settings)
     name = settings.worker_name or f"carousel-{uuid.uuid4().hex[:8]}@%h"

@@ -12,8 +12,11 @@ from shared.settings import CommonSettings
 class WorkerSettings(CommonSettings):
     """What ``carousel-worker`` reads."""
 
-    driver: Literal["simulated", "webhook"] = Field(
-        "simulated", description="How actions are executed (DRIVER)."
+    driver: Literal["simulated", "webhook", "simcloud", "openstack"] = Field(
+        "simulated",
+        description="How actions are executed: simulated (sleeps), webhook (POSTs each "
+        "event to WEBHOOK_URL), simcloud (simcloud's action API at SIMCLOUD_URL) or "
+        "openstack (server actions through openstacksdk) (DRIVER).",
     )
     worker_concurrency: int = Field(
         4, ge=1, description="Processes per worker (WORKER_CONCURRENCY)."
@@ -52,4 +55,29 @@ class WorkerSettings(CommonSettings):
     )
     webhook_timeout: float = Field(
         30.0, gt=0, description="Webhook timeout, seconds (WEBHOOK_TIMEOUT)."
+    )
+    simcloud_url: str = Field(
+        "http://127.0.0.1:8100", description="simcloud's base URL (SIMCLOUD_URL)."
+    )
+    simcloud_token: str = Field(
+        "", description="Bearer token simcloud requires; empty = none (SIMCLOUD_TOKEN)."
+    )
+    action_poll_interval: float = Field(
+        0.2,
+        gt=0,
+        description="Seconds between checks of a cloud operation the simcloud or "
+        "openstack driver waits for (ACTION_POLL_INTERVAL).",
+    )
+    openstack_cloud: str = Field(
+        "",
+        description="The clouds.yaml entry the openstack driver connects with "
+        "(OPENSTACK_CLOUD); empty = OPENSTACK_COMPUTE_URL without Keystone.",
+    )
+    openstack_compute_url: str = Field(
+        "",
+        description="A Compute API endpoint used without Keystone, e.g. simcloud's "
+        "http://127.0.0.1:8100/compute (OPENSTACK_COMPUTE_URL).",
+    )
+    openstack_token: str = Field(
+        "", description="Token sent to OPENSTACK_COMPUTE_URL (OPENSTACK_TOKEN)."
     )

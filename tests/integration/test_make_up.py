@@ -1,6 +1,6 @@
-"""`make up` as a user runs it: producer, scheduler, the elasticity worker (which starts
-the one worker) and Flower via honcho; Flower behind basic auth; Ctrl-C stops them all,
-the spawned worker included."""
+"""`make up` as a user runs it: simcloud, the producer watching it, scheduler, the
+elasticity worker (which starts the one worker, acting on simcloud) and Flower via honcho;
+Flower behind basic auth; Ctrl-C stops them all, the spawned worker included."""
 
 from __future__ import annotations
 
@@ -21,7 +21,13 @@ def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
 ) -> None:
     ports = {
         name: free_port()
-        for name in ("PRODUCER_PORT", "SCHEDULER_PORT", "ELASTICITY_PORT", "FLOWER_PORT")
+        for name in (
+            "PRODUCER_PORT",
+            "SCHEDULER_PORT",
+            "ELASTICITY_PORT",
+            "FLOWER_PORT",
+            "SIMCLOUD_PORT",
+        )
     }
     env = {
         **os.environ,
@@ -30,7 +36,11 @@ def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
         "CAROUSEL_DB_URL": db_url,
         "FLOWER_BASIC_AUTH": "ops:pw",
         **{k: str(v) for k, v in ports.items()},
+        "SIMCLOUD_URL": f"http://127.0.0.1:{ports['SIMCLOUD_PORT']}",
+        "SIMCLOUD_ACTION_SECONDS": "0.2",
     }
+    for demo_default in ("MONITOR_SOURCE", "DRIVER"):  # make up's own defaults, not ours
+        env.pop(demo_default, None)
     log = tmp_path / "make-up.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -57,10 +67,10 @@ def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
         r = httpx.post(
             f"{producer}/events",
             json={
-                "host": "compute-1",
-                "vm": "vm-17",
-                "policy": "auto-heal",
-                "action": "heal",
+                "host": "h1",
+                "vm": "h1-vm1",
+                "policy": "ops",
+                "action": "pause",
                 "id": "demo-1",
             },
         )
@@ -69,6 +79,18 @@ def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
             lambda: httpx.get(f"{producer}/events/demo-1").json()["status"] == "succeeded",
             60,
             what="event succeeded",
+        )
+        cloud = env["SIMCLOUD_URL"]
+        paused = httpx.get(f"{cloud}/v1/state").json()["vms"]
+        assert [v["state"] for v in paused if v["name"] == "h1-vm1"] == ["PAUSED"]
+        # and the producer watches simcloud (MONITOR_SOURCE=simcloud is make up's default)
+        wait_until(
+            lambda: (
+                httpx.get(f"{producer}/monitor/status").json()["sources"][0]["stream"]
+                == "following"
+            ),
+            60,
+            what="the producer following simcloud's stream",
         )
         wait_until(
             lambda: httpx.get(f"{flower}/api/tasks").status_code == 401,

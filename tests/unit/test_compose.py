@@ -37,10 +37,10 @@ PYPROJECT = ROOT / "pyproject.toml"
 
 APP_SERVICES = ("producer", "scheduler", "worker", "elasticity", "flower")
 #: `make up` runs these; its workers are spawned by the elasticity worker (minimum 1)
-PROCFILE_PROCESSES = ("producer", "scheduler", "elasticity", "flower")
+PROCFILE_PROCESSES = ("simcloud", "producer", "scheduler", "elasticity", "flower")
 ALL_SERVICES = ("preflight", "rabbitmq", *APP_SERVICES)
 #: Everything but the one-shot check waits for it to succeed.
-GUARDED_SERVICES = ("rabbitmq", *APP_SERVICES)
+GUARDED_SERVICES = ("rabbitmq", "simcloud", *APP_SERVICES)
 LEDGER_SERVICES = ("producer", "scheduler", "worker", "elasticity")
 
 #: Every variable the services (and compose) read; each must be documented in .env.example.
@@ -84,6 +84,7 @@ PUBLISHED: dict[str, dict[int, tuple[str, int]]] = {
     "scheduler": {8001: ("SCHEDULER_PORT", 8001)},
     "elasticity": {8002: ("ELASTICITY_PORT", 8002)},
     "flower": {5555: ("FLOWER_PORT", 5555)},
+    "simcloud": {8100: ("SIMCLOUD_PORT", 8100)},
 }
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -1,0 +1,76 @@
+"""The simcloud driver: an action becomes an operation on simcloud's action API, and the
+driver waits for it to finish, so the worker's slot is held as long as the cloud works.
+
+The operation's id is the event's id (a retried or re-claimed action finds the same
+operation instead of starting a second one) and the claim's fencing token goes with it
+(simcloud refuses a token below one it has seen for the operation: a stale holder)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from scheduler.worker.errors import ActionFailed
+from shared.models import Action, VmEventMessage
+
+#: actions whose target is a VM group (the event's ``vm``), not a VM
+GROUP_ACTIONS = frozenset({Action.SCALE_OUT, Action.SCALE_IN})
+#: transport errors tolerated in a row while waiting for an operation
+MAX_POLL_ERRORS = 10
+
+
+class SimcloudDriver:
+    def __init__(
+        self, url: str, token: str, timeout: float, poll_interval: float, max_wait: float
+    ) -> None:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+        self.poll_interval = poll_interval
+        self.max_wait = max_wait
+
+    def execute(self, event: VmEventMessage, token: int) -> None:
+        kind = "groups" if event.action in GROUP_ACTIONS else "vms"
+        params = event.payload.get("params")
+        body = {
+            "id": event.id,
+            "action": event.action.value,
+            "token": token,
+            "params": params if isinstance(params, dict) else {},
+        }
+        try:
+            response = self.client.post(f"/v1/{kind}/{event.vm}/actions", json=body)
+        except httpx.HTTPError as exc:
+            raise ActionFailed(f"simcloud unreachable: {exc!r}") from exc
+        if response.status_code != 202:
+            raise ActionFailed(f"simcloud refused {event.action}: {_detail(response)}")
+        self._wait(event.id)
+
+    def _wait(self, op_id: str) -> None:
+        deadline = time.monotonic() + self.max_wait
+        errors = 0
+        while time.monotonic() < deadline:
+            try:
+                response = self.client.get(f"/v1/operations/{op_id}")
+                response.raise_for_status()
+                op: dict[str, Any] = response.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                errors += 1
+                if errors >= MAX_POLL_ERRORS:
+                    raise ActionFailed(f"lost track of operation {op_id}: {exc!r}") from exc
+            else:
+                errors = 0
+                if op.get("state") == "succeeded":
+                    return
+                if op.get("state") == "failed":
+                    raise ActionFailed(f"simcloud: {op.get('error') or 'failed'}")
+            time.sleep(self.poll_interval)
+        raise ActionFailed(f"operation {op_id} still running after {self.max_wait:.0f} s")
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return f"{response.status_code} {response.json().get('detail')}"
+    except (ValueError, AttributeError):
+        return f"{response.status_code} {response.text[:200]}"
