@@ -7,6 +7,7 @@ processes; nothing dispatches meanwhile."""
 from __future__ import annotations
 
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -67,11 +68,14 @@ def _started(stack: Any, vms: int) -> None:
 def _latency(vms: int, stream: bool, injections: int) -> dict[str, Any]:
     env = _stack_env(MONITOR_STREAM=str(stream).lower(), MONITOR_RESYNC_INTERVAL=300)
     samples: list[float] = []
+    jitter = random.Random(vms)
     with carousel(**env) as (stack, store):
         _started(stack, vms)
         hosts = vms // VMS_PER_HOST
         for i in range(injections):
             name = f"h{1 + i % hosts}-vm{1 + (i // hosts) % VMS_PER_HOST}"
+            if not stream:  # at a random point of the poll cycle, not just after a poll
+                time.sleep(jitter.uniform(0, POLL_INTERVAL))
             injected = time.time()
             r = httpx.post(
                 f"{stack.env['SIMCLOUD_URL']}/v1/faults", json={"kind": "vm_down", "vm": name}
