@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 # the demo: simcloud, and the producer watching it (MONITOR_SOURCE, DRIVER override)
 up: $(STAMP)
 	MONITOR_SOURCE=$${MONITOR_SOURCE-simcloud} DRIVER=$${DRIVER-simcloud} \
+	SIMCLOUD_GROUPS=$${SIMCLOUD_GROUPS-web:3:1:5} \
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/honcho -f Procfile start
 
 test: $(STAMP)

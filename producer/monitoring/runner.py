@@ -47,8 +47,10 @@ class SourceStatus:
     last_list_error: str | None = None
     #: the resource version the stream is followed from
     resource_version: int = 0
-    #: when the latest observation (list or stream answer) arrived
+    #: when the source last answered (a list, or a stream answer: at least every 25 s)
     last_observed_at: float | None = None
+    #: when the long-poll now outstanding was sent
+    watching_since: float | None = None
     reconnects: int = 0
     vms: int = 0
     hosts: int = 0
@@ -56,9 +58,18 @@ class SourceStatus:
     pending_timers: int = 0
 
     def to_json(self, now: float) -> dict[str, Any]:
+        """With ``lag_seconds``: 0 while the stream is live (a long-poll is outstanding
+        and not overdue: changes arrive as they happen), else the seconds since the
+        source last answered — up to a poll interval when polling, growing when the
+        source is unreachable."""
         out = asdict(self)
+        live = (
+            self.stream == "following"
+            and self.watching_since is not None
+            and now - self.watching_since <= WATCH_TIMEOUT + 5
+        )
         seen = self.last_observed_at
-        out["lag_seconds"] = None if seen is None else round(now - seen, 3)
+        out["lag_seconds"] = 0.0 if live else None if seen is None else round(now - seen, 3)
         return out
 
 
@@ -118,6 +129,7 @@ class SourceMonitor:
             rv = listing.resource_version
             self.status.stream = "following"
             while (left := next_list - self.clock()) > 0:
+                self.status.watching_since = self.clock()
                 try:
                     got = await self.fetcher.watch(rv, min(WATCH_TIMEOUT, left))
                 except StreamBroken as exc:
