@@ -11,16 +11,18 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from producer.errors import BrokerUnavailable, Unroutable
+from producer.errors import BrokerUnavailable, Unroutable, VmBeingRemoved
 from shared.backoff import Backoff
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: worth waiting out: the broker or the ledger is away or busy
+#: worth waiting out: the broker or the ledger is away or busy, or a REST call is
+#: removing the event's VM from the mapping (once it is done, the event re-adds it)
 TRANSIENT: tuple[type[BaseException], ...] = (
     BrokerUnavailable,
     Unroutable,
+    VmBeingRemoved,
     sa.exc.SQLAlchemyError,
     OSError,
 )

@@ -25,6 +25,7 @@ from producer.monitoring.policies import Policies
 from producer.monitoring.raiser import Raiser
 from producer.monitoring.repository import Repository
 from producer.monitoring.retry import in_thread
+from producer.monitoring.rules import Rules
 from shared.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ class SourceStatus:
     """What ``GET /monitor/status`` shows of one source."""
 
     source: str
-    #: "starting", "listing", "following" (the stream), "polling", "broken" (relisting)
+    #: "starting", "listing", "following" (the stream), "polling", "broken" (relisting),
+    #: "crashed" (restarting after an unexpected error: see the log)
     stream: str = "starting"
     last_list_at: float | None = None
     last_list_seconds: float | None = None
@@ -79,7 +81,7 @@ class SourceMonitor:
         source: str,
         fetcher: Fetcher,
         repository: Repository,
-        policies: Policies,
+        rules: Rules,
         raiser: Raiser,
         metrics: MonitorMetrics,
         *,
@@ -92,7 +94,8 @@ class SourceMonitor:
         self.source = source
         self.fetcher = fetcher
         self.repository = repository
-        self.policies = policies
+        self.rules = rules
+        self.policies = Policies(rules, source)
         self.raiser = raiser
         self.metrics = metrics
         self.stream = stream and fetcher.streams
@@ -109,6 +112,8 @@ class SourceMonitor:
     async def run(self) -> None:
         await in_thread("creating the repository's tables", self.repository.create_schema)
         self.view = await in_thread("loading the repository", self.repository.load)
+        self.policies = Policies(self.rules, self.source)  # from the view, as after a restart
+        self._counted = {"flaps": 0, "repeats": 0}
         log.info("monitoring %s: %d VMs known from before", self.source, len(self.view.vms))
         async with self._lock:
             await self._raise(self.policies.start(self.view, self.clock()))

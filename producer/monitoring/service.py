@@ -13,13 +13,14 @@ from prometheus_client import CollectorRegistry
 
 from producer.monitoring.fetchers import Fetcher, SimcloudFetcher
 from producer.monitoring.metrics import MonitorMetrics
-from producer.monitoring.policies import Policies, load_rules, parse_rules
+from producer.monitoring.policies import load_rules, parse_rules
 from producer.monitoring.raiser import Raiser
 from producer.monitoring.repository import Repository
 from producer.monitoring.rules import Rules
 from producer.monitoring.runner import SourceMonitor
 from producer.service import EventService
 from producer.settings import ProducerSettings
+from shared.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Monitor:
             name,
             fetcher_for(settings),
             Repository(service.store.engine, name),
-            Policies(rules, name),
+            rules,
             Raiser(service),
             MonitorMetrics(registry),
             stream=settings.monitor_stream,
@@ -85,13 +86,24 @@ class Monitor:
         self._task = asyncio.create_task(self._run(), name="monitoring")
 
     async def _run(self) -> None:
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                for source in self.sources:
-                    tasks.create_task(source.run(), name=f"monitoring {source.source}")
-        except Exception:
-            log.exception("the monitoring stopped")  # visible in /monitor/status too
-            raise
+        async with asyncio.TaskGroup() as tasks:
+            for source in self.sources:
+                tasks.create_task(self._supervise(source), name=f"monitoring {source.source}")
+
+    async def _supervise(self, source: SourceMonitor) -> None:
+        """Run ``source`` for ever: if it fails unexpectedly, log it, wait, and start it
+        again from its repository, as a restarted producer would (the transient
+        failures — broker, ledger, the source itself — it waits out on its own)."""
+        backoff = Backoff(first=1.0, cap=30.0)
+        while True:
+            try:
+                await source.run()
+            except Exception as exc:
+                source.status.stream = "crashed"
+                source.status.last_list_error = repr(exc)
+                delay = backoff.next()
+                log.exception("monitoring %s failed; restarting in %.0fs", source.source, delay)
+                await asyncio.sleep(delay)
 
     async def stop(self) -> None:
         if self._task is not None:
