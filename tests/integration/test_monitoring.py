@@ -248,6 +248,15 @@ def test_two_thousand_quiet_vms_cost_no_event_and_no_write_and_a_cut_stream_heal
     assert metric(stack, "rows_written") == written
     assert raised(ledger) == []
 
+    # a VM that disappears is reported gone once, however many relists follow
+    seen = metric(stack, "changes", type="VmStateChanged")
+    assert httpx.delete(f"{cloud(stack)}/v1/vms/h99-vm20", timeout=10).status_code == 204
+    wait_until(lambda: status(stack)["vms"] == 1999, 30, what="the VM gone")
+    relisted = _relists(stack)
+    wait_until(lambda: _relists(stack) >= relisted + 2, 30, what="two relists")
+    assert metric(stack, "changes", type="VmStateChanged") == seen + 1
+    relists = _relists(stack)
+
     fault(stack, kind="vm_down", vm="h50-vm7")
     wait_until(lambda: len(raised(ledger, "auto-heal")) == 1, 30, what="one heal")
     wait_until(lambda: _relists(stack) >= relists + 6, 30, what="more relists")
