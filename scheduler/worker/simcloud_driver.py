@@ -13,12 +13,15 @@ from typing import Any
 import httpx
 
 from scheduler.worker.errors import ActionFailed
+from shared.backoff import Backoff
 from shared.models import Action, VmEventMessage
 
 #: actions whose target is a VM group (the event's ``vm``), not a VM
 GROUP_ACTIONS = frozenset({Action.SCALE_OUT, Action.SCALE_IN})
 #: transport errors tolerated in a row while waiting for an operation
 MAX_POLL_ERRORS = 10
+#: seconds of retrying an action's start while simcloud is unreachable or failing
+START_PATIENCE = 30.0
 
 
 class SimcloudDriver:
@@ -39,13 +42,30 @@ class SimcloudDriver:
             "token": token,
             "params": params if isinstance(params, dict) else {},
         }
-        try:
-            response = self.client.post(f"/v1/{kind}/{event.vm}/actions", json=body)
-        except httpx.HTTPError as exc:
-            raise ActionFailed(f"simcloud unreachable: {exc!r}") from exc
+        response = self._start(f"/v1/{kind}/{event.vm}/actions", body)
         if response.status_code != 202:
             raise ActionFailed(f"simcloud refused {event.action}: {_detail(response)}")
         self._wait(event.id)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _start(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST the action, again while simcloud is unreachable or answers 5xx (the
+        operation id makes a repeat harmless), for up to :data:`START_PATIENCE` s."""
+        backoff = Backoff(first=0.2, cap=5.0)
+        while True:
+            try:
+                response = self.client.post(path, json=body)
+            except httpx.HTTPError as exc:
+                problem = f"simcloud unreachable: {exc!r}"
+            else:
+                if response.status_code < 500:
+                    return response
+                problem = f"simcloud answered {_detail(response)}"
+            if backoff.waited >= START_PATIENCE:
+                raise ActionFailed(problem)
+            time.sleep(backoff.next())
 
     def _wait(self, op_id: str) -> None:
         deadline = time.monotonic() + self.max_wait
