@@ -13,8 +13,9 @@ old list answer racing a stream event) and is counted and ignored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from typing import TypeVar
 
 from producer.monitoring.model import (
     Diff,
@@ -70,12 +71,21 @@ def apply(view: View, diff: Diff, at: float) -> None:
         view.groups.pop(group, None)
 
 
-def _diff_vms(view: View, obs: Observation, step: float, out: Diff) -> None:
-    latest: dict[str, VmRecord] = {}
-    for r in obs.vms:  # a name reported twice: the highest version wins (a tie: the last)
-        prev = latest.get(r.vm)
+R = TypeVar("R", VmRecord, HostRecord, GroupRecord)
+
+
+def _newest(records: Iterable[R], name: Callable[[R], str]) -> dict[str, R]:
+    """One record per name: a name reported twice, the highest version (a tie: the last)."""
+    latest: dict[str, R] = {}
+    for r in records:
+        prev = latest.get(name(r))
         if prev is None or r.version >= prev.version:
-            latest[r.vm] = r
+            latest[name(r)] = r
+    return latest
+
+
+def _diff_vms(view: View, obs: Observation, step: float, out: Diff) -> None:
+    latest = _newest(obs.vms, lambda r: r.vm)
     known = view.vms
     for r in latest.values():
         old = known.get(r.vm)
@@ -112,11 +122,7 @@ def _diff_vms(view: View, obs: Observation, step: float, out: Diff) -> None:
 
 
 def _diff_hosts(view: View, obs: Observation, out: Diff) -> None:
-    latest: dict[str, HostRecord] = {}
-    for h in obs.hosts:
-        prev = latest.get(h.host)
-        if prev is None or h.version >= prev.version:
-            latest[h.host] = h
+    latest = _newest(obs.hosts, lambda h: h.host)
     known = view.hosts
     for h in latest.values():
         old = known.get(h.host)
@@ -139,11 +145,7 @@ def _diff_hosts(view: View, obs: Observation, out: Diff) -> None:
 
 
 def _diff_groups(view: View, obs: Observation, out: Diff) -> None:
-    latest: dict[str, GroupRecord] = {}
-    for g in obs.groups:
-        prev = latest.get(g.group)
-        if prev is None or g.version >= prev.version:
-            latest[g.group] = g
+    latest = _newest(obs.groups, lambda g: g.group)
     known = view.groups
     for g in latest.values():
         old = known.get(g.group)
