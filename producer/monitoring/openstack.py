@@ -67,6 +67,7 @@ from producer.monitoring.model import (
     VmState,
 )
 from shared.names import is_valid_name
+from shared.openstack_connection import connect_endpoint
 
 if TYPE_CHECKING:
     from producer.settings import ProducerSettings
@@ -114,29 +115,6 @@ _MICROSECOND = timedelta(microseconds=1)
 
 class BadRecord(ValueError):
     """A server or service record that cannot be read."""
-
-
-def connect_endpoint(
-    compute_url: str, token: str | None, request_timeout: float | None = None
-) -> Connection:
-    """A connection to one Compute endpoint without Keystone (no catalog, no other
-    service): ``admin_token`` auth with ``token``, or ``none`` auth without one. Nothing
-    is sent until the first call."""
-    if not compute_url:
-        raise ValueError("an OpenStack compute endpoint URL is required")
-    url = compute_url.rstrip("/")
-    options: dict[str, Any] = {
-        "load_yaml_config": False,
-        "load_envvars": False,
-        "compute_endpoint_override": url,
-    }
-    if token:
-        options.update(auth_type="admin_token", auth={"endpoint": url, "token": token})
-    else:
-        options.update(auth_type="none", auth={"endpoint": url})
-    if request_timeout is not None:
-        options["api_timeout"] = request_timeout
-    return openstack.connect(**options)
 
 
 class OpenStackFetcher:

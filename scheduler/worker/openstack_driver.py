@@ -71,6 +71,7 @@ from openstack.connection import Connection
 
 from scheduler.worker.errors import ActionFailed, DriverMisconfigured
 from shared.models import Action, VmEventMessage
+from shared.openstack_connection import connect_endpoint as shared_connect
 
 if TYPE_CHECKING:
     from scheduler.worker.settings import WorkerSettings
@@ -118,24 +119,12 @@ CLOUD_ERRORS: tuple[type[BaseException], ...] = (
 def connect_endpoint(
     compute_url: str, token: str | None, request_timeout: float | None = None
 ) -> Connection:
-    """A connection to one Compute endpoint without Keystone: ``admin_token`` auth when
-    a token is given (sent as ``X-Auth-Token``), else ``none``; the URL is the compute
-    endpoint override. Nothing is sent until the first call."""
-    if not compute_url:
-        raise DriverMisconfigured("an OpenStack compute endpoint URL is required")
-    url = compute_url.rstrip("/")
-    options: dict[str, Any] = {
-        "load_yaml_config": False,
-        "load_envvars": False,
-        "compute_endpoint_override": url,
-    }
-    if token:
-        options.update(auth_type="admin_token", auth={"endpoint": url, "token": token})
-    else:
-        options.update(auth_type="none", auth={"endpoint": url})
-    if request_timeout is not None:
-        options["api_timeout"] = request_timeout
-    return openstack.connect(**options)
+    """:func:`shared.openstack_connection.connect_endpoint`, a missing URL being a
+    misconfigured driver."""
+    try:
+        return shared_connect(compute_url, token, request_timeout)
+    except ValueError as exc:
+        raise DriverMisconfigured(str(exc)) from exc
 
 
 class OpenStackDriver:

@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openstack
 import pytest
-import uvicorn
 
 from harness.processes import free_port
 from producer.monitoring.fetchers import SourceUnavailable
@@ -38,8 +36,8 @@ from scheduler.worker.errors import ActionFailed, DriverMisconfigured
 from scheduler.worker.openstack_driver import OpenStackDriver, connect_endpoint
 from scheduler.worker.settings import WorkerSettings
 from shared.models import Action, VmEventMessage
-from simcloud.app import create_app
 from simcloud.model import Cloud, GroupSpec
+from tests import simcloud_server
 
 ACTION_SECONDS = 0.2
 TOKEN = "s3cret"
@@ -51,28 +49,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:opens
 
 
 @dataclass
-class Sim:
-    """A running simcloud: its base URL, the Compute endpoint, and an HTTP client."""
-
-    url: str
-    compute_url: str
-    http: httpx.Client
-    token: str
-
-    def state(self) -> dict[str, Any]:
-        response = self.http.get("/v1/state")
-        response.raise_for_status()
-        body: dict[str, Any] = response.json()
-        return body
-
-    def vm(self, name: str) -> dict[str, Any]:
-        return next(v for v in self.state()["vms"] if v["name"] == name)
-
-    def replicas(self, group: str) -> list[str]:
-        return [v["name"] for v in self.state()["vms"] if v["group"] == group]
-
-    def fault(self, **body: Any) -> None:
-        self.http.post("/v1/faults", json=body).raise_for_status()
+class Sim(simcloud_server.Sim):
+    """A running simcloud, with the OpenStack fetcher and driver pointed at it."""
 
     def fetcher(self) -> OpenStackFetcher:
         return OpenStackFetcher.from_endpoint(self.compute_url, self.token)
@@ -84,31 +62,8 @@ class Sim:
 
 
 def serve(cloud: Cloud, token: str) -> Iterator[Sim]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(cloud, token), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="simcloud", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    http = httpx.Client(base_url=url, headers=headers, timeout=10)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if http.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("simcloud did not start")
-            time.sleep(0.02)
-        yield Sim(url, f"{url}/compute", http, token)
-    finally:
-        http.close()
-        server.should_exit = True
-        thread.join(10)
+    for sim in simcloud_server.serve(cloud, token):
+        yield Sim(sim.url, sim.compute_url, sim.http, sim.token)
 
 
 def seeded_cloud() -> Cloud:
