@@ -1,7 +1,9 @@
-# One image for every Carousel service; docker-compose.yml picks the console script
-# (carousel-producer, carousel-scheduler, carousel-worker, carousel-elasticity,
-# carousel-flower, and simcloud for the demo cloud) per service, and runs `python -m shared.preflight` (installed with
-# shared/) as its one-shot check of the secrets before any of them starts.
+# One image for every Carousel service; docker-compose.yml builds it once and picks the
+# console script per service (carousel-producer, carousel-scheduler, carousel-worker,
+# carousel-elasticity, carousel-flower, and simcloud for the demo cloud); it runs
+# `python -m shared.preflight` as its one-shot check of the secrets before any of them
+# starts, and `python -m shared.healthcheck` / `python -m scheduler.worker.ping` as the
+# healthchecks.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -18,18 +20,19 @@ COPY shared/ ./shared/
 COPY producer/ ./producer/
 COPY scheduler/ ./scheduler/
 COPY simcloud/ ./simcloud/
-RUN pip install . \
+# with the PostgreSQL driver: compose keeps the ledger in PostgreSQL
+RUN pip install ".[postgres]" \
     && cd / && rm -rf /tmp/src
 
 WORKDIR /app
 
-# Unprivileged runtime user; /data holds the shared SQLite event ledger.
-RUN groupadd --system --gid 10001 carousel \
-    && useradd --system --uid 10001 --gid carousel --home-dir /app --no-create-home --shell /usr/sbin/nologin carousel \
+# Unprivileged runtime user; /data holds the SQLite ledger of a container run on its own
+# (compose sets CAROUSEL_DB_URL to its PostgreSQL). No VOLUME: a declared volume leaves an
+# anonymous volume behind for every container that does not mount /data.
+RUN groupadd --gid 10001 carousel \
+    && useradd --uid 10001 --gid carousel --home-dir /app --no-create-home --shell /usr/sbin/nologin carousel \
     && mkdir -p /data \
     && chown carousel:carousel /data
-VOLUME ["/data"]
-
 USER carousel
 
 EXPOSE 8000 8001 8002 5555 8100

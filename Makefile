@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv up test unit lint fmt bench faults clean
+.PHONY: venv up test unit lint fmt bench faults compose-test clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,10 @@ bench: $(STAMP)
 # the fault suite against a private RabbitMQ node (~15 min); FAULTS="--fast" for the CI subset
 faults: $(STAMP)
 	$(BIN)/python -m harness.faults $(FAULTS)
+
+# docker-compose.yml run for real (Docker, stand-in base images, a project of its own; ~5 min)
+compose-test: $(STAMP)
+	bash deploy/compose/test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

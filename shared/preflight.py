@@ -23,6 +23,7 @@ from dataclasses import dataclass
 REQUIRED: Mapping[str, str] = {
     "RABBITMQ_DEFAULT_USER": "the RabbitMQ account",
     "RABBITMQ_DEFAULT_PASS": "the RabbitMQ password",
+    "POSTGRES_PASSWORD": "the ledger database's password",
     "FLOWER_BASIC_AUTH": "Flower's user:password",
     "CAROUSEL_API_TOKEN": "the API bearer token",
 }
@@ -72,6 +73,9 @@ PLACEHOLDER_PREFIXES: tuple[str, ...] = (
 #: password than the services send. (``@`` is fine: both split at the last one.)
 _AMQP_UNSAFE = re.compile(r"[/?#%\[\]\\\s]")
 _AMQP_UNSAFE_USER = re.compile(r"[/?#%\[\]\\\s:]")
+#: The same for the password in the ledger's URL (``postgresql+psycopg://carousel:PASS@...``),
+#: where SQLAlchemy splits at the first ``@``.
+_DB_UNSAFE = re.compile(r"[/?#%\[\]\\\s@]")
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,16 @@ def _check_rabbitmq(env: Mapping[str, str]) -> list[Problem]:
     return problems
 
 
+def _check_postgres(value: str | None) -> Problem | None:
+    name = "POSTGRES_PASSWORD"
+    problem = _check_secret(name, value)
+    if problem is None and value is not None and _DB_UNSAFE.search(value):
+        problem = Problem(
+            name, "has a character the ledger's URL cannot carry: / ? # % @ [ ] \\ or whitespace"
+        )
+    return problem
+
+
 def _check_flower(value: str | None) -> Problem | None:
     name = "FLOWER_BASIC_AUTH"
     if value is None or not value.strip():
@@ -151,6 +165,7 @@ def check(env: Mapping[str, str]) -> list[Problem]:
     """Every problem with the compose deployment's secrets in ``env``; empty when none."""
     problems = _check_rabbitmq(env)
     for problem in (
+        _check_postgres(env.get("POSTGRES_PASSWORD")),
         _check_flower(env.get("FLOWER_BASIC_AUTH")),
         _check_secret("CAROUSEL_API_TOKEN", env.get("CAROUSEL_API_TOKEN")),
     ):

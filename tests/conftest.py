@@ -128,3 +128,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which kind of broker the broker-kill tests used (a container or a private node)."""
+    from harness.container_broker import USED
+
+    if USED:
+        kinds = ", ".join(f"{kind} x{USED.count(kind)}" for kind in dict.fromkeys(USED))
+        terminalreporter.write_line(f"brokers killed and restarted by the tests: {kinds}")

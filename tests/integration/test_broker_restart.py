@@ -1,6 +1,6 @@
-"""kill -9 the broker (a private node) under load: every service reconnects, nothing
-accepted is lost, no action runs twice at once, and while the broker is down the
-producer refuses instead of accepting."""
+"""kill -9 the broker (a container, or a private node without Docker) under load: every
+service reconnects, nothing accepted is lost, no action runs twice at once, and while the
+broker is down the producer refuses instead of accepting."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import private_broker
-from harness.private_broker import PrivateBroker
+from harness.container_broker import KillableBroker, killable_broker
 from harness.processes import Stack, wait_until
 from tests.conftest import IN_CI
 from tests.effects import EffectRecorder
@@ -21,21 +20,23 @@ from tests.integration.test_e2e import all_finished, event, post, stats
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
-    if not private_broker.available():
-        reason = "rabbitmq-server is not installed: no private node to kill"
+def broker(tmp_path: Path) -> Iterator[KillableBroker]:
+    node = killable_broker(tmp_path / "rabbit")
+    if node is None:
+        reason = "neither Docker nor rabbitmq-server: no broker of its own to kill"
         if IN_CI:
             pytest.fail(reason)
         pytest.skip(reason)
-    node = PrivateBroker(tmp_path / "rabbit")
-    node.start()
-    yield node
-    node.stop()
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
 
 
 def test_broker_kill_9_and_restart(
     stack_factory: Callable[..., Stack],
-    broker: PrivateBroker,
+    broker: KillableBroker,
     recorder: EffectRecorder,
 ) -> None:
     stack = stack_factory(
@@ -102,7 +103,7 @@ def test_broker_kill_9_and_restart(
 
 def test_an_action_running_through_a_broker_restart_runs_once(
     stack_factory: Callable[..., Stack],
-    broker: PrivateBroker,
+    broker: KillableBroker,
     recorder: EffectRecorder,
 ) -> None:
     """The worker loses the broker mid-action. Its claim, in the ledger, keeps a second

@@ -38,10 +38,19 @@ PYPROJECT = ROOT / "pyproject.toml"
 APP_SERVICES = ("producer", "scheduler", "worker", "elasticity", "flower")
 #: `make up` runs these; its workers are spawned by the elasticity worker (minimum 1)
 PROCFILE_PROCESSES = ("simcloud", "producer", "scheduler", "elasticity", "flower")
-ALL_SERVICES = ("preflight", "rabbitmq", *APP_SERVICES)
-#: Everything but the one-shot check waits for it to succeed.
-GUARDED_SERVICES = ("rabbitmq", "simcloud", *APP_SERVICES)
+ALL_SERVICES = ("preflight", "rabbitmq", "postgres", "simcloud", *APP_SERVICES)
+#: The services that wait for the one-shot check directly; the others wait for them.
+FIRST_SERVICES = ("rabbitmq", "postgres", "simcloud")
 LEDGER_SERVICES = ("producer", "scheduler", "worker", "elasticity")
+#: Who waits for whose healthcheck: the start order.
+START_ORDER: dict[str, set[str]] = {
+    "producer": {"rabbitmq", "postgres", "simcloud"},
+    "scheduler": {"producer"},
+    "worker": {"producer"},
+    "elasticity": {"producer"},
+    "flower": {"worker"},
+}
+BROKER_PORTS = ROOT / "deploy" / "compose" / "broker-ports.yml"
 
 #: Every variable the services (and compose) read; each must be documented in .env.example.
 ENV_VARS = (
@@ -66,20 +75,23 @@ ENV_VARS = (
     "RABBITMQ_PORT",
     "RABBITMQ_MANAGEMENT_PORT",
     "ELASTICITY_PORT",
+    "POSTGRES_PASSWORD",
 )
 
 #: Compose refuses to start without real values for these.
-SECRETS = ("RABBITMQ_DEFAULT_PASS", "FLOWER_BASIC_AUTH", "CAROUSEL_API_TOKEN")
+SECRETS = ("RABBITMQ_DEFAULT_PASS", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "CAROUSEL_API_TOKEN")
 #: Values that pass every check, standing in for a user's edited .env.
 GOOD_SECRETS: dict[str, str] = {
     "RABBITMQ_DEFAULT_USER": "ci-user",
     "RABBITMQ_DEFAULT_PASS": "ci-s3cret-Pw",
+    "POSTGRES_PASSWORD": "ci-pg-Pw-7c1",
     "FLOWER_BASIC_AUTH": "ops:fl0wer-Pw",
     "CAROUSEL_API_TOKEN": "ci-token-4f9a2c",
 }
 #: Host port each service publishes, by container port, and the variable choosing it.
+#: The broker's only with deploy/compose/broker-ports.yml (BROKER_PUBLISHED).
+BROKER_PUBLISHED = {5672: ("RABBITMQ_PORT", 5672), 15672: ("RABBITMQ_MANAGEMENT_PORT", 15672)}
 PUBLISHED: dict[str, dict[int, tuple[str, int]]] = {
-    "rabbitmq": {5672: ("RABBITMQ_PORT", 5672), 15672: ("RABBITMQ_MANAGEMENT_PORT", 15672)},
     "producer": {8000: ("PRODUCER_PORT", 8000)},
     "scheduler": {8001: ("SCHEDULER_PORT", 8001)},
     "elasticity": {8002: ("ELASTICITY_PORT", 8002)},
@@ -222,12 +234,13 @@ def _docker_compose() -> str:
     return binary
 
 
-def _run_compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
+def _run_compose_config(env_file: Path, *extra: Path) -> subprocess.CompletedProcess[str]:
     # Shell variables override .env in compose: keep them out so only env_file counts.
     ignored = set(ENV_VARS) | _compose_variables()
     env = {k: v for k, v in os.environ.items() if k not in ignored}
+    files = [arg for f in (COMPOSE_FILE, *extra) for arg in ("-f", str(f))]
     return subprocess.run(
-        [_docker_compose(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config"],
+        [_docker_compose(), "--env-file", str(env_file), *files, "config"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -237,8 +250,8 @@ def _run_compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _compose_config(env_file: Path) -> str:
-    proc = _run_compose_config(env_file)
+def _compose_config(env_file: Path, *extra: Path) -> str:
+    proc = _run_compose_config(env_file, *extra)
     assert proc.returncode == 0, (
         f"docker-compose config failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}"
     )
@@ -320,24 +333,49 @@ def test_compose_config_binds_every_port_to_localhost_by_default(tmp_path: Path)
     for name in PUBLISHED:
         assert _resolved_ports(services[name]) == _expected_ports(name, "127.0.0.1"), name
     unpublished = set(services) - set(PUBLISHED)
-    assert unpublished == {"preflight", "worker"}
+    assert unpublished == {"preflight", "worker", "rabbitmq", "postgres"}
     for name in unpublished:
         assert not services[name].get("ports"), name
 
 
-def test_compose_config_one_setting_opens_the_ports_and_broker_ports_move(
-    tmp_path: Path,
-) -> None:
-    overrides = {"RABBITMQ_PORT": "5673", "RABBITMQ_MANAGEMENT_PORT": "15673"}
+def test_compose_config_one_setting_opens_the_ports(tmp_path: Path) -> None:
     env_file = _write_env(
-        tmp_path / "compose.env",
-        {**GOOD_SECRETS, "CAROUSEL_BIND_ADDRESS": "0.0.0.0", **overrides},
+        tmp_path / "compose.env", {**GOOD_SECRETS, "CAROUSEL_BIND_ADDRESS": "0.0.0.0"}
     )
 
     services = _resolved_services(_compose_config(env_file))
 
     for name in PUBLISHED:
-        assert _resolved_ports(services[name]) == _expected_ports(name, "0.0.0.0", overrides)
+        assert _resolved_ports(services[name]) == _expected_ports(name, "0.0.0.0")
+    assert not services["rabbitmq"].get("ports")
+
+
+@pytest.mark.parametrize(
+    ("settings", "address", "chosen"),
+    [
+        ({}, "127.0.0.1", {}),
+        (
+            {"CAROUSEL_BIND_ADDRESS": "0.0.0.0", "RABBITMQ_PORT": "5673"},
+            "0.0.0.0",
+            {"RABBITMQ_PORT": "5673"},
+        ),
+    ],
+)
+def test_the_broker_ports_are_published_only_when_asked(
+    tmp_path: Path, settings: dict[str, str], address: str, chosen: dict[str, str]
+) -> None:
+    """deploy/compose/broker-ports.yml publishes AMQP and the management UI, on the same
+    address as everything else, at RABBITMQ_PORT / RABBITMQ_MANAGEMENT_PORT."""
+    env_file = _write_env(tmp_path / "compose.env", {**GOOD_SECRETS, **settings})
+
+    services = _resolved_services(_compose_config(env_file, BROKER_PORTS))
+
+    expected = {
+        (address, int(chosen.get(var, default)), target)
+        for target, (var, default) in BROKER_PUBLISHED.items()
+    }
+    assert _resolved_ports(services["rabbitmq"]) == expected
+    assert _resolved_ports(services["producer"]) == _expected_ports("producer", address)
 
 
 def test_compose_config_refuses_an_unedited_env_example(tmp_path: Path) -> None:
@@ -409,54 +447,81 @@ def test_rabbitmq_service(compose: dict[str, Any]) -> None:
     test = rabbit.get("healthcheck", {}).get("test")
     assert test, "rabbitmq needs a healthcheck"
     text = test if isinstance(test, str) else " ".join(map(str, test))
-    assert "rabbitmq-diagnostics" in text and "ping" in text
+    # the listeners accept connections: `ping` answers before they do
+    assert "rabbitmq-diagnostics" in text and "check_port_connectivity" in text
     assert any(str(v).split(":")[-1] == "/var/lib/rabbitmq" for v in rabbit.get("volumes", [])), (
         "rabbitmq needs a durable volume on /var/lib/rabbitmq"
     )
-    ports = [_with_defaults(str(p)) for p in rabbit.get("ports", [])]
-    assert sorted(ports) == ["127.0.0.1:15672:15672", "127.0.0.1:5672:5672"], ports
+    assert not rabbit.get("ports"), "the broker publishes nothing unless asked"
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
-def test_app_service_waits_for_healthy_rabbitmq(compose: dict[str, Any], name: str) -> None:
+def test_app_services_start_in_order(compose: dict[str, Any], name: str) -> None:
     service = _services(compose)[name]
     depends = service.get("depends_on")
     assert isinstance(depends, dict), f"{name}: depends_on must be the long (condition) form"
-    assert depends.get("rabbitmq", {}).get("condition") == "service_healthy", name
-    assert depends.get("preflight", {}).get("condition") == "service_completed_successfully"
-    if name in ("scheduler", "worker") and "healthcheck" in _services(compose)["producer"]:
-        assert depends.get("producer", {}).get("condition") == "service_healthy", name
-    assert service.get("build"), f"{name} must be built from the Dockerfile"
+    assert {dep: cond.get("condition") for dep, cond in depends.items()} == {
+        dep: "service_healthy" for dep in START_ORDER[name]
+    }, name
     assert service.get("command"), f"{name} needs an explicit command"
     assert service.get("restart") == "unless-stopped", name
 
 
-def test_producer_healthcheck(compose: dict[str, Any]) -> None:
-    test = _services(compose)["producer"].get("healthcheck", {}).get("test")
-    assert test, "producer needs a healthcheck"
-    text = test if isinstance(test, str) else " ".join(map(str, test))
-    assert "urllib" in text and "http://localhost:8000/healthz" in text
-
-
-@pytest.mark.parametrize("name", LEDGER_SERVICES)
-def test_ledger_on_shared_volume(compose: dict[str, Any], name: str) -> None:
-    service = _services(compose)[name]
-    mounts = [str(v) for v in service.get("volumes", [])]
-    data_mounts = [m for m in mounts if m.split(":")[1:2] == ["/data"]]
-    assert data_mounts, f"{name} must mount the ledger volume at /data"
-    volume = data_mounts[0].split(":")[0]
-    assert volume in (compose.get("volumes") or {}), f"{volume} must be a named volume"
-    db_url = _with_defaults(_environment(service).get("CAROUSEL_DB_URL", ""))
-    assert db_url == "sqlite:////data/carousel.db", name
-
-
-def test_ledger_services_share_one_volume(compose: dict[str, Any]) -> None:
+def test_the_image_is_built_once(compose: dict[str, Any]) -> None:
     services = _services(compose)
-    volumes = {
-        next(str(v).split(":")[0] for v in services[n]["volumes"] if ":/data" in str(v))
-        for n in LEDGER_SERVICES
-    }
-    assert len(volumes) == 1, f"producer, scheduler and worker use different volumes: {volumes}"
+    built = [name for name, s in services.items() if s.get("build")]
+    assert built == ["preflight"], f"only the first service builds the image: {built}"
+    for name in ("simcloud", *APP_SERVICES):
+        assert services[name].get("image") == services["preflight"]["image"], name
+
+
+@pytest.mark.parametrize(
+    ("name", "probe"),
+    [
+        ("producer", "http://localhost:8000/readyz"),
+        ("scheduler", "http://localhost:8001/readyz"),
+        ("elasticity", "http://localhost:8002/readyz"),
+        ("simcloud", "http://localhost:8100/healthz"),
+        ("flower", "http://localhost:5555/healthcheck"),
+        ("worker", "scheduler.worker.ping"),
+        ("rabbitmq", "check_port_connectivity"),
+        ("postgres", "pg_isready"),
+    ],
+)
+def test_every_service_has_a_readiness_healthcheck(
+    compose: dict[str, Any], name: str, probe: str
+) -> None:
+    """Ready, not merely alive: the producer's /readyz fails while the broker refuses its
+    login, where /healthz would pass (and let everything after it start)."""
+    test = _services(compose)[name].get("healthcheck", {}).get("test")
+    assert test, f"{name} needs a healthcheck"
+    assert probe in " ".join(map(str, test)), test
+    if probe.startswith("http"):
+        assert test[:4] == ["CMD", "python", "-m", "shared.healthcheck"], test
+
+
+def test_the_ledger_is_postgresql(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    postgres = services["postgres"]
+    assert str(postgres["image"]).startswith("postgres:")
+    assert any(str(v).endswith(":/var/lib/postgresql/data") for v in postgres.get("volumes", [])), (
+        "postgres needs a durable volume"
+    )
+    env = _environment(postgres)
+    url = "postgresql+psycopg://carousel:ci-pg-Pw-7c1@postgres:5432/carousel"
+    assert _with_defaults(env["POSTGRES_PASSWORD"]) == GOOD_SECRETS["POSTGRES_PASSWORD"]
+    for name in LEDGER_SERVICES:
+        assert _with_defaults(_environment(services[name])["CAROUSEL_DB_URL"]) == url, name
+
+
+def test_nothing_mounts_an_unnamed_volume(compose: dict[str, Any]) -> None:
+    """``down -v`` removes the named volumes; an anonymous one (a Dockerfile VOLUME no
+    service mounts) would stay behind."""
+    named = set(compose.get("volumes") or {})
+    for name, service in _services(compose).items():
+        for volume in service.get("volumes", []):
+            assert str(volume).split(":")[0] in named, f"{name}: {volume}"
+    assert not re.search(r"^VOLUME", (ROOT / "Dockerfile").read_text(), re.M)
 
 
 def test_published_ports(compose: dict[str, Any]) -> None:
@@ -515,7 +580,7 @@ def test_every_published_port_binds_the_configurable_address(compose: dict[str, 
 def test_preflight_service_runs_the_check_first(compose: dict[str, Any]) -> None:
     services = _services(compose)
     check = services["preflight"]
-    assert check.get("build"), "preflight must be built from the Dockerfile like the others"
+    assert check.get("build"), "preflight builds the image the others run"
     assert check.get("image") == services["producer"].get("image")
     command = check.get("command")
     assert command == ["python", "-m", preflight.__name__], command
@@ -523,13 +588,18 @@ def test_preflight_service_runs_the_check_first(compose: dict[str, Any]) -> None
     # A one-shot: restarting it would loop (and never let the others start).
     assert str(check.get("restart", "no")) == "no"
     assert "depends_on" not in check and not check.get("ports")
-    for name in GUARDED_SERVICES:
+    for name in FIRST_SERVICES:
         depends = services[name].get("depends_on")
-        assert isinstance(depends, dict), f"{name}: depends_on must be the long (condition) form"
-        assert depends.get("preflight") == {"condition": "service_completed_successfully"}, (
+        assert depends == {"preflight": {"condition": "service_completed_successfully"}}, (
             f"{name} must wait for the preflight to succeed"
         )
-    assert set(services) == {"preflight", *GUARDED_SERVICES}, "a new service must wait too"
+
+    def waits_for_preflight(name: str) -> bool:
+        depends = services[name].get("depends_on") or {}
+        return "preflight" in depends or any(waits_for_preflight(d) for d in depends)
+
+    late = [name for name in services if name != "preflight" and not waits_for_preflight(name)]
+    assert not late, f"these start without waiting for the preflight: {late}"
 
 
 def test_preflight_checks_the_values_the_services_get(compose: dict[str, Any]) -> None:
@@ -541,6 +611,13 @@ def test_preflight_checks_the_values_the_services_get(compose: dict[str, Any]) -
     rabbit = _environment(services["rabbitmq"])
     for key in ("RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS"):
         assert checked[key] == rabbit[key], key
+    pg_password = checked["POSTGRES_PASSWORD"]
+    assert _environment(services["postgres"])["POSTGRES_PASSWORD"] == pg_password
+    for name in LEDGER_SERVICES:
+        assert (
+            f"carousel:{pg_password}@postgres:5432"
+            in _environment(services[name])["CAROUSEL_DB_URL"]
+        ), name
     for name in APP_SERVICES:
         env = _environment(services[name])
         assert env["CAROUSEL_API_TOKEN"] == checked["CAROUSEL_API_TOKEN"], name
