@@ -35,6 +35,7 @@ from producer.schemas import (
 )
 from producer.service import EventService
 from producer.settings import ProducerSettings
+from shared.docs import service_app
 from shared.errors import Conflict
 from shared.http import ops_router
 from shared.models import Status
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: ProducerSettings) -> FastAPI:
     metrics = ProducerMetrics()
     # max_body_size: 413 for larger bodies, chunked ones included (Starlette counts)
-    app = FastAPI(
+    app = service_app(
         title="Carousel producer",
         version="0.1.0",
         lifespan=_lifespan(settings, metrics),

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request, Res
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared.docs import ASSETS_URL, service_app
 from simcloud.actions import GROUP_ACTIONS
 from simcloud.compute import compute_router
 from simcloud.errors import CloudError, NotFound
@@ -40,7 +41,8 @@ log = logging.getLogger("simcloud")
 TICK_SECONDS = 0.05
 MAX_WATCH_SECONDS = 60.0
 MAX_WATCH_CHANGES = 5000
-OPEN_PATHS = frozenset({"/healthz"})
+#: open without the token: the health check and the API docs (the page and its assets)
+OPEN_PATHS = frozenset({"/healthz", "/docs", "/openapi.json"})
 FAULT_FREE_PATHS = frozenset({"/healthz", "/v1/faults"})
 
 
@@ -81,7 +83,7 @@ class Hub:
 
 
 class Gate:
-    """Bearer auth (every path but /healthz; the Compute API also takes the token as
+    """Bearer auth (every path but /healthz and the docs; the Compute API also takes the token as
     ``X-Auth-Token``, as OpenStack clients send it), then the injected API fault
     (every path but /healthz and /v1/faults); time is settled around each request."""
 
@@ -93,7 +95,7 @@ class Gate:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if self.token and path not in OPEN_PATHS and not self._authorized(scope):
+        if self.token and not _open(path) and not self._authorized(scope):
             reply = JSONResponse({"detail": "unauthorized"}, 401, {"www-authenticate": "Bearer"})
             await reply(scope, receive, send)
             return
@@ -118,6 +120,10 @@ class Gate:
         return path.startswith("/compute") and _same(auth_token, self.token)
 
 
+def _open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(f"{ASSETS_URL}/")
+
+
 def _same(given: str, token: str) -> bool:
     return hmac.compare_digest(given.encode(), token.encode())
 
@@ -135,7 +141,7 @@ def create_app(cloud: Cloud, token: str = "") -> FastAPI:
             with suppress(asyncio.CancelledError):
                 await ticker
 
-    app = FastAPI(title="simcloud", summary="A small simulated cloud", lifespan=lifespan)
+    app = service_app(title="simcloud", summary="A small simulated cloud", lifespan=lifespan)
     app.add_middleware(Gate, hub=hub, token=token)
     app.add_exception_handler(CloudError, _cloud_error)
     app.include_router(_router(hub))

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.errors import NotDeadLettered, RedriveFailed
 from scheduler.dispatcher.state import DispatcherState
+from shared.docs import service_app
 from shared.http import Refusal, guarded_router, ops_router
 
 Stats = Callable[[], dict[str, Any]]
@@ -84,7 +85,7 @@ def create_admin_app(
     dead_letters: DeadLetters | None = None,
     views_open: bool = True,
 ) -> FastAPI:
-    app = FastAPI(title="Carousel scheduler admin", version="0.1.0")
+    app = service_app(title="Carousel scheduler admin", version="0.1.0")
 
     def stats() -> dict[str, Any]:
         out = state.stats()

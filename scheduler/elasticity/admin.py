@@ -13,13 +13,14 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from scheduler.elasticity.engine import Engine
 from scheduler.elasticity.model import ProfileConfig, WorkerState
+from shared.docs import service_app
 from shared.http import guarded_router, ops_router
 
 Status = Callable[[], dict[str, Any]]
 
 
 def create_admin_app(engine: Engine, dry_run: bool, views_token: str = "") -> FastAPI:
-    app = FastAPI(title="Carousel elasticity", version="0.1.0")
+    app = service_app(title="Carousel elasticity", version="0.1.0")
 
     def status() -> dict[str, Any]:
         with engine.lock:
