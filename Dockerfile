@@ -3,7 +3,7 @@
 # carousel-elasticity, carousel-flower, and simcloud for the demo cloud); it runs
 # `python -m shared.preflight` as its one-shot check of the secrets before any of them
 # starts, and `python -m shared.healthcheck` / `python -m scheduler.worker.ping` as the
-# healthchecks.
+# healthchecks. The `carousel` command-line client is installed too.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -20,6 +20,7 @@ COPY shared/ ./shared/
 COPY producer/ ./producer/
 COPY scheduler/ ./scheduler/
 COPY simcloud/ ./simcloud/
+COPY carousel_cli/ ./carousel_cli/
 # with the PostgreSQL driver: compose keeps the ledger in PostgreSQL
 RUN pip install ".[postgres]" \
     && cd / && rm -rf /tmp/src

@@ -89,7 +89,7 @@ def test_the_readme_names_each_entry_point_and_its_module() -> None:
     """The package layout, the console scripts and the README's table agree."""
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     readme = (ROOT / "README.md").read_text()
-    assert len(scripts) == 6
+    assert len(scripts) == 7
     for script, target in scripts.items():
         module = target.split(":")[0]
         path = module.replace(".", "/") + ".py"

@@ -1,0 +1,1 @@
+"""`carousel`: the command-line client of Carousel's REST APIs."""

@@ -1,0 +1,159 @@
+"""The REST calls the command line makes, each failure turned into one clear line: an
+unreachable service names its URL, a 401 says which setting carries the token, a 422
+names the field."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from carousel_cli.errors import InputError, ServiceError
+from carousel_cli.events import Event, batches
+
+#: GETs of event statuses in flight at once while watching
+WATCH_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    producer: str = "http://127.0.0.1:8000"
+    scheduler: str = "http://127.0.0.1:8001"
+    elasticity: str = "http://127.0.0.1:8002"
+    token: str = field(default="", repr=False)
+
+    @classmethod
+    def from_env(cls) -> Endpoints:
+        env = os.environ
+        return cls(
+            producer=env.get("CAROUSEL_PRODUCER_URL", cls.producer),
+            scheduler=env.get("CAROUSEL_SCHEDULER_URL", cls.scheduler),
+            elasticity=env.get("CAROUSEL_ELASTICITY_URL", cls.elasticity),
+            token=env.get("CAROUSEL_API_TOKEN", ""),
+        )
+
+
+class Client:
+    """One HTTP client for the three services."""
+
+    def __init__(self, endpoints: Endpoints, timeout: float = 10.0) -> None:
+        self.endpoints = endpoints
+        headers = {"Authorization": f"Bearer {endpoints.token}"} if endpoints.token else {}
+        limits = httpx.Limits(max_connections=WATCH_CONCURRENCY)
+        self.http = httpx.Client(headers=headers, timeout=timeout, limits=limits)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the producer ----------------------------------------------------------------
+    def post(self, events: Sequence[Event]) -> list[str]:
+        """Post ``events`` (in batches of at most 1000); the accepted ids, in order."""
+        ids: list[str] = []
+        for batch in batches(events):
+            body = {"events": batch}
+            answer = self._call("POST", self.endpoints.producer, "/events", json=body)
+            ids += answer["ids"]
+        return ids
+
+    def event(self, event_id: str) -> dict[str, Any] | None:
+        """The event as the producer shows it; None if it does not know the id."""
+        url = self.endpoints.producer
+        response = self._send("GET", url, f"/events/{event_id}")
+        if response.status_code == 404:
+            return None
+        found: dict[str, Any] = self._json(response, url)
+        return found
+
+    def status(self, event_id: str) -> str:
+        """The event's status; ``unknown`` if the producer does not know the id."""
+        found = self.event(event_id)
+        return "unknown" if found is None else str(found["status"])
+
+    def statuses(self, ids: Sequence[str]) -> dict[str, str]:
+        with ThreadPoolExecutor(WATCH_CONCURRENCY) as pool:
+            return dict(zip(ids, pool.map(self.status, ids), strict=True))
+
+    # -- the admin APIs --------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self._call("GET", self.endpoints.scheduler, "/stats")
+        return answer
+
+    def elasticity(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self._call("GET", self.endpoints.elasticity, "/status")
+        return answer
+
+    def ready(self, base: str) -> str:
+        """``ready``, the reason a service gives for not being ready, or ``unreachable``."""
+        try:
+            response = self.http.get(f"{base}/readyz")
+        except httpx.TransportError:
+            return "unreachable"
+        try:
+            return str(response.json().get("status", response.status_code))
+        except ValueError:
+            return f"answered {response.status_code}"
+
+    # -- plumbing --------------------------------------------------------------------
+    def _send(self, method: str, base: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self.http.request(method, f"{base}{path}", **kwargs)
+        except httpx.TransportError as exc:
+            raise ServiceError(
+                f"cannot reach {base} ({type(exc).__name__}): is it running?"
+            ) from None
+
+    def _call(self, method: str, base: str, path: str, **kwargs: Any) -> Any:
+        return self._json(self._send(method, base, path, **kwargs), base)
+
+    def _json(self, response: httpx.Response, base: str) -> Any:
+        code = response.status_code
+        if code == 401:
+            raise ServiceError(
+                f"{base} refused the call (401): set CAROUSEL_API_TOKEN (or --token)"
+            )
+        if code == 422:
+            raise InputError(f"{base} refused the events (422): {_validation(response)}")
+        if code >= 400:
+            raise ServiceError(f"{base} answered {code}: {_detail(response)}")
+        return response.json()
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    return str(detail)[:300]
+
+
+def _validation(response: httpx.Response) -> str:
+    """``event N: field: message`` for each of FastAPI's validation errors of a batch."""
+    try:
+        errors = response.json()["detail"]
+        # the body is one event or a batch: the errors of the batch reading are ours
+        ours = [e for e in errors if BATCH in e["loc"]] or errors
+        return "; ".join(_where(e["loc"]) + e["msg"] for e in ours)
+    except (ValueError, KeyError, TypeError):
+        return _detail(response)
+
+
+#: the model name FastAPI puts in an error's location when the body is a union
+BATCH = "EventBatchIn"
+
+
+def _where(loc: Sequence[str | int]) -> str:
+    path = [p for p in loc if p not in ("body", BATCH)]
+    if len(path) >= 2 and path[0] == "events" and isinstance(path[1], int):
+        field = ".".join(str(p) for p in path[2:])
+        return f"event {path[1] + 1}: " + (f"{field}: " if field else "")
+    return ".".join(str(p) for p in path) + ": " if path else ""

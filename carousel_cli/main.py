@@ -1,0 +1,288 @@
+"""Carousel's command line: post events, run a demo burst, watch events drain, see the
+system's status.
+
+Every command reads the services' addresses and the token from options or the
+environment (CAROUSEL_PRODUCER_URL, CAROUSEL_SCHEDULER_URL, CAROUSEL_ELASTICITY_URL,
+CAROUSEL_API_TOKEN). Exit codes: 0 done (every watched event succeeded), 1 some failed,
+2 bad input, 3 timed out, 4 a service unreachable or refusing."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from carousel_cli import views, watching
+from carousel_cli.client import Client, Endpoints
+from carousel_cli.errors import CliError, InputError
+from carousel_cli.events import DEMO_ACTIONS, Burst, Event, read_events, slices
+
+app = typer.Typer(
+    help=__doc__.split("\n\n")[0] if __doc__ else None,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+DEFAULTS = Endpoints()
+
+
+@app.callback()
+def common(
+    ctx: typer.Context,
+    producer_url: Annotated[
+        str, typer.Option(envvar="CAROUSEL_PRODUCER_URL", help="The producer's REST API.")
+    ] = DEFAULTS.producer,
+    scheduler_url: Annotated[
+        str, typer.Option(envvar="CAROUSEL_SCHEDULER_URL", help="The scheduler's admin API.")
+    ] = DEFAULTS.scheduler,
+    elasticity_url: Annotated[
+        str, typer.Option(envvar="CAROUSEL_ELASTICITY_URL", help="The elasticity admin API.")
+    ] = DEFAULTS.elasticity,
+    token: Annotated[
+        str,
+        typer.Option(
+            envvar="CAROUSEL_API_TOKEN",
+            help="Bearer token, if the APIs need one.",
+            show_default=False,
+        ),
+    ] = "",
+) -> None:
+    ctx.obj = Endpoints(
+        producer=producer_url.rstrip("/"),
+        scheduler=scheduler_url.rstrip("/"),
+        elasticity=elasticity_url.rstrip("/"),
+        token=token,
+    )
+
+
+def _run(ctx: typer.Context, body: Callable[[Client], int]) -> None:
+    """Run ``body`` with a client; a CliError becomes one line and its exit code."""
+    try:
+        with Client(ctx.obj) as client:
+            code = body(client)
+    except CliError as exc:
+        err.print(f"[bold red]carousel:[/] {exc}", highlight=False)
+        raise typer.Exit(exc.code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+def _follow(client: Client, ids: Sequence[str], timeout: float, as_json: bool) -> int:
+    statuses = watching.watch(client.statuses, ids, err if as_json else out, timeout)
+    failed = [i for i, s in statuses.items() if s == "failed"][:20]
+    errors = {i: str((client.event(i) or {}).get("error") or "") for i in failed}
+    code = watching.outcome(statuses)
+    if as_json:
+        print(json.dumps({"statuses": statuses, "errors": errors, "exit": code}))
+    else:
+        out.print(watching.table(statuses))
+        if errors:
+            out.print(watching.failures(errors))
+        if code == 3:
+            err.print(f"[yellow]timed out after {timeout:.0f} s[/]; `carousel watch` goes on")
+    return code
+
+
+@app.command()
+def post(
+    ctx: typer.Context,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="A .json file (an event or a list) or a .csv one."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="The compute host.")] = None,
+    vm: Annotated[str | None, typer.Option(help="The VM.")] = None,
+    policy: Annotated[str, typer.Option(help="The policy raising it.")] = "ops",
+    action: Annotated[str | None, typer.Option(help="heal, migrate, pause, ... ")] = None,
+    event_id: Annotated[
+        str | None, typer.Option("--id", help="Idempotency key (generated if absent).")
+    ] = None,
+    payload: Annotated[str | None, typer.Option(help="A JSON object.")] = None,
+    watch: Annotated[bool, typer.Option(help="Follow the events to the end.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to watch at most.")] = 300.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Post one event (from the options) or a file of them; print the accepted ids."""
+
+    def body(client: Client) -> int:
+        events = read_events(file) if file else [_one(host, vm, policy, action, event_id, payload)]
+        ids = client.post(events)
+        watching.save_last_batch(ids)
+        if as_json and not watch:
+            print(json.dumps({"ids": ids}))
+        elif not as_json:
+            out.print(
+                f"accepted {len(ids)} event(s): {' '.join(ids[:10])}"
+                + (" …" if len(ids) > 10 else "")
+            )
+        return _follow(client, ids, timeout, as_json) if watch else 0
+
+    _run(ctx, body)
+
+
+def _one(
+    host: str | None,
+    vm: str | None,
+    policy: str,
+    action: str | None,
+    event_id: str | None,
+    payload: str | None,
+) -> Event:
+    missing = [f"--{n}" for n, v in (("host", host), ("vm", vm), ("action", action)) if not v]
+    if missing:
+        raise InputError(f"give {', '.join(missing)} (or --file)")
+    event: Event = {"host": host, "vm": vm, "policy": policy, "action": action}
+    if event_id:
+        event["id"] = event_id
+    if payload:
+        try:
+            event["payload"] = json.loads(payload)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--payload is not JSON: {exc.msg}") from None
+    return event
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(min=1, help="How many events.")] = 200,
+    duration: Annotated[float, typer.Option(min=0, help="Seconds to spread them over.")] = 1.0,
+    hosts: Annotated[int, typer.Option(min=1, help="Hosts h1..hN.")] = 3,
+    vms: Annotated[int, typer.Option(min=1, help="VMs per host, hN-vm1..hN-vmM.")] = 4,
+    policies: Annotated[str, typer.Option(help="Comma-separated policies.")] = "demo",
+    actions: Annotated[str, typer.Option(help="Comma-separated actions.")] = ",".join(DEMO_ACTIONS),
+    seed: Annotated[int | None, typer.Option(help="Pick actions at random with this seed.")] = None,
+    watch: Annotated[bool, typer.Option(help="Follow the burst to the end.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to watch at most.")] = 300.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Post a burst spread over hosts and VMs, then watch it drain.
+
+    The defaults target the VMs of the demo cloud (simcloud: 3 hosts of 4 VMs, h1-vm1 ...)
+    with actions it runs on any healthy VM, so that against `make up` or compose every
+    event ends `succeeded`. With DRIVER=simulated any names work."""
+
+    def body(client: Client) -> int:
+        run = f"demo-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
+        burst = Burst(
+            events=events,
+            hosts=hosts,
+            vms_per_host=vms,
+            policies=_listed(policies, "--policies"),
+            actions=_listed(actions, "--actions"),
+            run=run,
+            seed=seed,
+        ).make()
+        ids: list[str] = []
+        start = time.monotonic()
+        for offset, part in slices(burst, duration):
+            time.sleep(max(0.0, start + offset - time.monotonic()))
+            ids += client.post(part)
+        watching.save_last_batch(ids)
+        took = time.monotonic() - start
+        target = f"{hosts} host(s) x {vms} VM(s)"
+        if not as_json:
+            out.print(f"posted {len(ids)} events ({run}-*) over {took:.1f} s to {target}")
+        elif not watch:
+            print(json.dumps({"ids": ids}))
+        return _follow(client, ids, timeout, as_json) if watch else 0
+
+    _run(ctx, body)
+
+
+def _listed(value: str, option: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise InputError(f"{option} is empty")
+    return items
+
+
+@app.command("watch")
+def watch_command(
+    ctx: typer.Context,
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Event ids; none: the last batch.")
+    ] = None,
+    batch: Annotated[
+        Path | None,
+        typer.Option(help="A batch file (JSON with `ids`); default: the last post or demo."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to watch at most.")] = 300.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Follow events until each has succeeded or failed, with a live progress bar.
+
+    Without ids it follows the last `post` or `demo`. At the end, a table of the counts
+    by status and why each failed event failed."""
+
+    def body(client: Client) -> int:
+        chosen = list(ids or []) or watching.load_batch(batch)
+        return _follow(client, chosen, timeout, as_json)
+
+    _run(ctx, body)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Readiness, the scheduler's counters and each worker pool with its decisions.
+
+    The services' /readyz, the scheduler's limits and counters, and each elasticity pool:
+    its workers by state, backlog, target, and the last scaling decisions with why."""
+
+    def body(client: Client) -> int:
+        ends: Endpoints = ctx.obj
+        urls = {
+            "producer": ends.producer,
+            "scheduler": ends.scheduler,
+            "elasticity": ends.elasticity,
+        }
+        ready = {name: (url, client.ready(url)) for name, url in urls.items()}
+        stats = _maybe(client.stats) if ready["scheduler"][1] != "unreachable" else None
+        pools = _maybe(client.elasticity) if ready["elasticity"][1] != "unreachable" else None
+        if as_json:
+            print(
+                json.dumps(
+                    {
+                        "ready": {k: v[1] for k, v in ready.items()},
+                        "scheduler": stats,
+                        "elasticity": pools,
+                    }
+                )
+            )
+        else:
+            out.print(views.readiness(ready))
+            if stats is not None:
+                out.print(views.scheduler(stats))
+            if pools is not None:
+                out.print(views.pools(pools))
+        return 0 if all(said == "ready" for _, said in ready.values()) else 4
+
+    _run(ctx, body)
+
+
+def _maybe(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    try:
+        return call()
+    except CliError as exc:
+        err.print(f"[yellow]{exc}[/]", highlight=False)
+        return None
+
+
+def main() -> None:
+    app(prog_name="carousel")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Following events to the end: poll the unfinished ones, show a live progress bar with
+the count of each status, then a table. The summaries are pure; :func:`watch` takes the
+clock and the sleep so that it can be driven without waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from carousel_cli.errors import InputError
+
+#: an event in one of these will not change again
+FINISHED = frozenset({"succeeded", "failed"})
+#: the order statuses are shown in (the event's path)
+ORDER = ("unknown", "queued", "dispatched", "running", "succeeded", "failed")
+
+
+def summary(statuses: Mapping[str, str]) -> Counter[str]:
+    return Counter(statuses.values())
+
+
+def finished(statuses: Mapping[str, str]) -> int:
+    return sum(status in FINISHED for status in statuses.values())
+
+
+def describe(counts: Counter[str]) -> str:
+    """``queued 12 · running 4 · succeeded 80``: the non-zero counts, in path order."""
+    names = [*ORDER, *sorted(set(counts) - set(ORDER))]
+    return " · ".join(f"{name} {counts[name]}" for name in names if counts[name])
+
+
+def outcome(statuses: Mapping[str, str]) -> int:
+    """The exit code: 0 when every event succeeded, 1 when any failed, 3 when some are
+    not finished."""
+    if finished(statuses) < len(statuses):
+        return 3
+    return 1 if any(s == "failed" for s in statuses.values()) else 0
+
+
+def watch(
+    poll: Callable[[Sequence[str]], dict[str, str]],
+    ids: Sequence[str],
+    console: Console,
+    timeout: float,
+    interval: float = 0.5,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, str]:
+    """Poll the unfinished of ``ids`` every ``interval`` until all are finished or
+    ``timeout`` seconds passed; the last status of each."""
+    statuses = dict.fromkeys(ids, "unknown")
+    deadline = clock() + timeout
+    columns = (
+        TextColumn("[bold]{task.fields[counts]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("events", total=len(ids), counts="")
+        while True:
+            pending = [i for i, s in statuses.items() if s not in FINISHED]
+            statuses.update(poll(pending))
+            progress.update(task, completed=finished(statuses), counts=describe(summary(statuses)))
+            if finished(statuses) == len(statuses) or clock() >= deadline:
+                return statuses
+            sleep(interval)
+
+
+def table(statuses: Mapping[str, str]) -> Table:
+    """The count of each status."""
+    out = Table(title=f"{len(statuses)} events", title_justify="left")
+    out.add_column("status")
+    out.add_column("events", justify="right")
+    counts = summary(statuses)
+    for name in [*ORDER, *sorted(set(counts) - set(ORDER))]:
+        if counts[name]:
+            out.add_row(name, str(counts[name]))
+    return out
+
+
+def failures(errors: Mapping[str, str]) -> Table:
+    """The failed events (the first 20) and why each failed."""
+    out = Table(title="failed", title_justify="left", title_style="red")
+    out.add_column("event")
+    out.add_column("why")
+    for event_id, why in list(errors.items())[:20]:
+        out.add_row(event_id, why)
+    return out
+
+
+# -- the last batch: what `carousel watch` follows when given no ids ----------------------
+def last_batch_file() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "carousel" / "last-batch.json"
+
+
+def save_last_batch(ids: Sequence[str]) -> Path:
+    path = last_batch_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"ids": list(ids)}))
+    return path
+
+
+def load_batch(path: Path | None = None) -> list[str]:
+    path = path or last_batch_file()
+    try:
+        ids = json.loads(path.read_text())["ids"]
+    except FileNotFoundError:
+        raise InputError(f"no batch to watch ({path} does not exist): post or demo first") from None
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"{path} is not a batch file (JSON with an `ids` list)") from None
+    return [str(i) for i in ids]

@@ -1,0 +1,109 @@
+"""The `carousel` command line, run as a user runs it (the installed console script)
+against a real stack: simcloud, producer, scheduler, a worker acting on simcloud and the
+elasticity worker, with an API token. A demo burst drains with every event succeeded,
+`watch` follows the last batch, `status` shows every service, files post, and refusals
+are one clear line with their exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness.processes import Stack, free_port
+
+TOKEN = "cli-test-token"
+#: the console script pip installed beside this interpreter
+CAROUSEL = str(Path(sys.executable).parent / "carousel")
+
+
+@pytest.fixture
+def stack(stack_factory: Callable[..., Stack]) -> Stack:
+    stack = stack_factory(
+        CAROUSEL_API_TOKEN=TOKEN,
+        DRIVER="simcloud",
+        ELASTICITY_PROFILES='{"default": {"min_workers": 0, "max_workers": 1}}',
+    )
+    stack.simcloud("--action-seconds", "0.1")
+    stack.producer()
+    stack.scheduler()
+    stack.worker()
+    stack.elasticity()
+    return stack
+
+
+def carousel(
+    stack: Stack, tmp_path: Path, *args: str, token: str = TOKEN
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "CAROUSEL_PRODUCER_URL": stack.producer_url,
+        "CAROUSEL_SCHEDULER_URL": stack.scheduler_url,
+        "CAROUSEL_ELASTICITY_URL": stack.elasticity_url,
+        "CAROUSEL_API_TOKEN": token,
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [CAROUSEL, *args], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_a_demo_burst_drains_and_status_shows_the_system(stack: Stack, tmp_path: Path) -> None:
+    demo = carousel(stack, tmp_path, "demo", "--events", "40", "--duration", "0.5")
+    assert demo.returncode == 0, demo.stdout + demo.stderr + stack.logs()
+    assert "posted 40 events" in demo.stdout and "succeeded" in demo.stdout
+
+    watched = carousel(stack, tmp_path, "watch", "--json")
+    assert watched.returncode == 0, watched.stderr
+    statuses = json.loads(watched.stdout)["statuses"]
+    assert len(statuses) == 40 and set(statuses.values()) == {"succeeded"}
+
+    status = carousel(stack, tmp_path, "status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    shown = json.loads(status.stdout)
+    assert shown["ready"] == {"producer": "ready", "scheduler": "ready", "elasticity": "ready"}
+    assert shown["scheduler"]["dispatched_total"] >= 40
+    assert "default" in shown["elasticity"]["profiles"]
+    table = carousel(stack, tmp_path, "status")
+    assert "pool default" in table.stdout and "dispatched / completed" in table.stdout
+
+
+def test_files_post_and_refusals_are_one_line_with_their_exit_code(
+    stack: Stack, tmp_path: Path
+) -> None:
+    as_json = tmp_path / "events.json"
+    as_json.write_text(
+        json.dumps([{"host": "h1", "vm": "h1-vm1", "policy": "ops", "action": "heal"}])
+    )
+    as_csv = tmp_path / "events.csv"
+    as_csv.write_text('host,vm,policy,action,payload\nh2,h2-vm1,ops,update,"{""note"": 1}"\n')
+    for path in (as_json, as_csv):
+        posted = carousel(stack, tmp_path, "post", "--file", str(path), "--watch", "--json")
+        assert posted.returncode == 0, posted.stdout + posted.stderr
+        assert set(json.loads(posted.stdout)["statuses"].values()) == {"succeeded"}
+
+    refused = carousel(
+        stack, tmp_path, "post", "--host", "h1", "--vm", "bad name", "--action", "heal"
+    )
+    assert refused.returncode == 2
+    assert "(422): event 1: vm:" in refused.stderr and "Traceback" not in refused.stderr
+
+    no_token = carousel(
+        stack, tmp_path, "post", "--host", "h1", "--vm", "h1-vm1", "--action", "heal", token=""
+    )
+    assert no_token.returncode == 4 and "set CAROUSEL_API_TOKEN" in no_token.stderr
+
+    failing = carousel(
+        stack, tmp_path, "post", "--host", "h1", "--vm", "h1-vm99", "--action", "heal", "--watch"
+    )
+    assert failing.returncode == 1 and "no VM h1-vm99" in failing.stdout
+
+    nobody = f"http://127.0.0.1:{free_port()}"
+    unreachable = carousel(stack, tmp_path, "--producer-url", nobody, "watch", "x-1")
+    assert unreachable.returncode == 4 and f"cannot reach {nobody}" in unreachable.stderr

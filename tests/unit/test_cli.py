@@ -1,0 +1,200 @@
+"""The `carousel` command line's pure parts: reading event files (and saying where they
+are wrong), the demo burst, the watch loop on a fake clock, the summaries and exit
+codes, the one-line refusals; and its argument errors (typer's runner, no service)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from carousel_cli import watching
+from carousel_cli.client import _validation
+from carousel_cli.errors import InputError
+from carousel_cli.events import Burst, read_events, slices
+from carousel_cli.main import app
+from shared.names import is_valid_name
+
+
+# -- files ---------------------------------------------------------------------------
+def test_a_json_file_holds_one_event_a_list_or_a_batch(tmp_path: Path) -> None:
+    one = {"host": "h1", "vm": "h1-vm1", "policy": "ops", "action": "heal"}
+    for body in (one, [one, one], {"events": [one]}):
+        path = tmp_path / "e.json"
+        path.write_text(json.dumps(body))
+        assert read_events(path)[0] == one
+
+
+def test_a_csv_file_has_a_header_and_json_payloads(tmp_path: Path) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text(
+        'host,vm,policy,action,id,payload\nh1,v1,p,heal,,"{""a"": 1}"\nh2,v2,p,stop,x,\n'
+    )
+    assert read_events(path) == [
+        {"host": "h1", "vm": "v1", "policy": "p", "action": "heal", "payload": {"a": 1}},
+        {"host": "h2", "vm": "v2", "policy": "p", "action": "stop", "id": "x"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        ("e.json", "[{", "e.json: line 1: not JSON"),
+        ("e.json", "[]", "e.json: no events in it"),
+        ("e.json", '[{"host": "h"}]', "e.json: event 1: missing vm, policy, action"),
+        (
+            "e.json",
+            '[{"host": "h", "vm": "v", "policy": "p", "action": "a", "x": 1}]',
+            "unknown field(s) x",
+        ),
+        (
+            "e.json",
+            '[{"host": "h", "vm": "v", "policy": "p", "action": "a", "payload": 3}]',
+            "payload must be a JSON object",
+        ),
+        ("e.json", "3", "expected an event object or a list"),
+        ("e.csv", "host,vm,colour\n", "e.csv: line 1: unknown column(s) colour"),
+        ("e.csv", "host,vm,policy,action\nh,v,p,a\nh,,p,a\n", "e.csv: line 3: missing vm"),
+        ("e.csv", "host,vm,policy,action,payload\nh,v,p,a,{nope\n", "line 2: payload is not JSON"),
+    ],
+)
+def test_a_bad_file_is_refused_saying_where(
+    tmp_path: Path, name: str, text: str, said: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InputError) as caught:
+        read_events(path)
+    assert said in str(caught.value)
+
+
+def test_a_missing_file_is_refused() -> None:
+    with pytest.raises(InputError, match="No such file"):
+        read_events(Path("/nonexistent/e.json"))
+
+
+# -- the demo burst ------------------------------------------------------------------
+def test_the_burst_spreads_over_every_host_and_vm_with_valid_unique_ids() -> None:
+    events = Burst(events=24, hosts=3, vms_per_host=4, run="demo-1").make()
+    assert {(e["host"], e["vm"]) for e in events[:12]} == {
+        (f"h{h}", f"h{h}-vm{v}") for h in (1, 2, 3) for v in (1, 2, 3, 4)
+    }
+    assert [e["host"] for e in events[:3]] == ["h1", "h2", "h3"], "hosts take turns"
+    ids = [e["id"] for e in events]
+    assert len(set(ids)) == 24 and all(is_valid_name(i) for i in ids)
+    assert {e["action"] for e in events} == {"heal", "update", "upgrade"}
+
+
+def test_a_seeded_burst_is_the_same_every_time() -> None:
+    one = Burst(events=50, seed=7).make()
+    assert one == Burst(events=50, seed=7).make()
+    assert one != Burst(events=50, seed=8).make()
+
+
+def test_slices_cover_every_event_once_at_even_offsets() -> None:
+    events = Burst(events=95).make()
+    parts = list(slices(events, duration=1.0))
+    assert [offset for offset, _ in parts] == [n / 10 for n in range(10)]
+    assert [e for _, part in parts for e in part] == events
+    assert list(slices(events, duration=0)) == [(0.0, events)]
+
+
+# -- watching --------------------------------------------------------------------------
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_watch_polls_only_the_unfinished_until_all_are_done() -> None:
+    rounds = [
+        {"a": "queued", "b": "running", "c": "succeeded"},
+        {"a": "running", "b": "failed"},
+        {"a": "succeeded"},
+    ]
+    asked: list[list[str]] = []
+
+    def poll(ids: Sequence[str]) -> dict[str, str]:
+        asked.append(list(ids))
+        return rounds[len(asked) - 1]
+
+    clock = FakeClock()
+    console = Console(file=io.StringIO())
+    final = watching.watch(poll, ["a", "b", "c"], console, 60, 0.5, clock, clock.sleep)
+    assert final == {"a": "succeeded", "b": "failed", "c": "succeeded"}
+    assert asked == [["a", "b", "c"], ["a", "b"], ["a"]]
+    assert watching.outcome(final) == 1
+
+
+def test_watch_gives_up_at_its_timeout() -> None:
+    clock = FakeClock()
+    console = Console(file=io.StringIO())
+    final = watching.watch(
+        lambda ids: dict.fromkeys(ids, "queued"), ["a"], console, 5, 1, clock, clock.sleep
+    )
+    assert final == {"a": "queued"} and clock.now == 5
+    assert watching.outcome(final) == 3
+
+
+def test_the_summary_reads_in_the_events_path_order() -> None:
+    counts = watching.summary({"a": "failed", "b": "queued", "c": "queued", "d": "succeeded"})
+    assert watching.describe(counts) == "queued 2 · succeeded 1 · failed 1"
+    assert watching.outcome({"a": "succeeded"}) == 0
+
+
+def test_the_last_batch_is_kept_for_watch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(InputError, match="post or demo first"):
+        watching.load_batch()
+    watching.save_last_batch(["x-1", "x-2"])
+    assert watching.load_batch() == ["x-1", "x-2"]
+    (tmp_path / "junk.json").write_text("[]")
+    with pytest.raises(InputError, match="not a batch file"):
+        watching.load_batch(tmp_path / "junk.json")
+
+
+# -- refusals --------------------------------------------------------------------------
+def test_a_validation_error_names_the_event_and_its_field() -> None:
+    body = {
+        "detail": [
+            {"loc": ["body", "VmEventIn", "events"], "msg": "Extra inputs are not permitted"},
+            {"loc": ["body", "EventBatchIn", "events", 2, "vm"], "msg": "String should match"},
+        ]
+    }
+    response = httpx.Response(422, json=body)
+    assert _validation(response) == "event 3: vm: String should match"
+
+
+# -- arguments (no service is called) ----------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["post", "--host", "h1"], "give --vm, --action (or --file)"),
+        (
+            ["post", "--host", "h", "--vm", "v", "--action", "heal", "--payload", "{x"],
+            "--payload is not JSON",
+        ),
+        (["demo", "--policies", " , "], "--policies is empty"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(args: list[str], said: str) -> None:
+    nobody = "http://127.0.0.1:9"
+    result = CliRunner().invoke(app, ["--producer-url", nobody, *args])
+    assert result.exit_code == 2
+    assert said in result.output and "Traceback" not in result.output
+
+
+def test_a_number_out_of_range_is_refused_by_the_parser() -> None:
+    result = CliRunner().invoke(app, ["demo", "--events", "0"])
+    assert result.exit_code == 2
