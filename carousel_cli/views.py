@@ -53,12 +53,14 @@ def pools(status: Mapping[str, Any], now: float | None = None) -> RenderableType
     for name, profile in status.get("profiles", {}).items():
         config = profile.get("config", {})
         counts = ", ".join(f"{k} {v}" for k, v in profile.get("counts", {}).items() if v)
+        seen = profile.get("observed_at")
+        when = f"{now - float(seen):.0f} s ago" if seen is not None else "no decision yet"
         out = Table(
             title=(
-                f"pool {name}: {len(profile.get('workers', []))} worker(s) "
-                f"({counts or 'none'}), min {config.get('min_workers')}, "
-                f"max {config.get('max_workers')}; backlog {profile.get('backlog')}, "
-                f"target {profile.get('desired')}"
+                f"pool {name} (min {config.get('min_workers')}, max "
+                f"{config.get('max_workers')}): {len(profile.get('workers', []))} worker(s) "
+                f"now; at the last decision ({when}): {counts or 'no workers'}, backlog "
+                f"{profile.get('backlog')}, target {profile.get('desired')}"
             ),
             title_justify="left",
         )

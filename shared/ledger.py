@@ -47,6 +47,8 @@ class ClaimResult:
     #: its holder may renew the lease or record the outcome, and the driver passes it on
     #: so that a cloud API can refuse a stale holder
     token: int = 0
+    #: CLAIMED: which attempt this claim is (1 for the first run of the event)
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -268,18 +270,21 @@ class EventLedger:
             )
         return still
 
-    def finished_among(self, event_ids: Sequence[str]) -> list[str]:
-        """Those of ``event_ids`` that have succeeded or failed."""
+    def finished_among(
+        self, event_ids: Sequence[str], finished_before: float | None = None
+    ) -> list[str]:
+        """Those of ``event_ids`` that have succeeded or failed (before
+        ``finished_before``, when given)."""
         if not event_ids:
             return []
+        done: list[sa.ColumnElement[bool]] = [
+            events.c.id.in_(event_ids),
+            events.c.status.in_([s.value for s in FINISHED]),
+        ]
+        if finished_before is not None:
+            done.append(events.c.finished_at < finished_before)
         with self.engine.connect() as conn:
-            return list(
-                conn.execute(
-                    sa.select(events.c.id).where(
-                        events.c.id.in_(event_ids), events.c.status.in_([s.value for s in FINISHED])
-                    )
-                ).scalars()
-            )
+            return list(conn.execute(sa.select(events.c.id).where(*done)).scalars())
 
     def status_of(self, event_id: str) -> Status | None:
         with self.engine.connect() as conn:
@@ -416,10 +421,10 @@ class EventLedger:
                 )
             )
             if res.rowcount == 1:
-                token = conn.execute(
-                    sa.select(events.c.fence).where(events.c.id == event_id)
-                ).scalar_one()
-                return ClaimResult(Claim.CLAIMED, int(token))
+                token, attempt = conn.execute(
+                    sa.select(events.c.fence, events.c.attempts).where(events.c.id == event_id)
+                ).one()
+                return ClaimResult(Claim.CLAIMED, int(token), int(attempt))
             if max_attempts is not None:
                 reason = (
                     f"gave up after {max_attempts} attempts: the action never finished "

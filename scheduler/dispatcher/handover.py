@@ -94,13 +94,18 @@ class Handover:
         message.ack()
 
     def maybe_reconcile(self) -> None:
-        """Free the slots of in-flight events the ledger says finished: the safety net
-        for a completion message that never arrived (workers do not wait for its
-        confirm). Cheap: at most MAX_PARALLEL ids."""
+        """Free the slots of in-flight events the ledger says finished at least one
+        reconcile interval ago: the safety net for a completion message that never
+        arrived (workers do not wait for its confirm). One finished just now has its
+        completion on the way (the worker records, then announces): it is left to it.
+        Cheap: at most MAX_PARALLEL ids."""
         if time.monotonic() < self._next_reconcile:
             return
-        self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
-        finished = self.store.finished_among(self.state.in_flight_ids())
+        interval = self.settings.reconcile_interval
+        self._next_reconcile = time.monotonic() + interval
+        finished = self.store.finished_among(
+            self.state.in_flight_ids(), finished_before=time.time() - interval
+        )
         if finished:
             self.state.complete(finished)
             log.info("freed %d slots whose completion never arrived", len(finished))

@@ -45,6 +45,11 @@ class TaskSender:
         return lambda p: self.celery.send_task(
             TASK_NAME,
             args=[event.model_dump(mode="json"), dispatch_id],
+            # what Flower shows as the arguments, instead of the raw event and hex id
+            argsrepr=(
+                f"{event.action} {event.host}/{event.vm} (policy {event.policy}, "
+                f"dispatch {dispatch_id[:8]})"
+            ),
             task_id=task_id,
             queue=queue.name,
             producer=p,

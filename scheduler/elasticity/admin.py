@@ -53,6 +53,7 @@ def profile_status(engine: Engine, name: str) -> dict[str, Any]:
     cfg = engine.configs[name]
     views = engine.workers(name)
     last = engine.last.get(name)
+    seen = next((o for d, o in reversed(engine.decisions) if d is last), None)
     return {
         "config": _config(cfg),
         "workers": [
@@ -64,7 +65,13 @@ def profile_status(engine: Engine, name: str) -> dict[str, Any]:
             }
             for w in views
         ],
-        "counts": {s.value: sum(w.state is s for w in views) for s in WorkerState},
+        # counts, backlog and desired: one instant, the last decision's observation
+        # (`observed_at`); `workers` above is the live list
+        "counts": {
+            s.value: seen.count(s) if seen else sum(w.state is s for w in views)
+            for s in WorkerState
+        },
+        "observed_at": last.at if last else None,
         "backlog": last.backlog if last else None,
         "desired": last.target if last else None,
         "decisions": [
@@ -105,7 +112,8 @@ def _metrics(status: Status) -> tuple[CollectorRegistry, Callable[[], None]]:
             if profile["desired"] is not None:
                 desired.labels(name).set(profile["desired"])
                 backlog.labels(name).set(profile["backlog"])
-            for state, count in profile["counts"].items():
-                workers.labels(name, state).set(count)
+            live = [w["state"] for w in profile["workers"]]  # now, not at the decision
+            for state in WorkerState:
+                workers.labels(name, state.value).set(live.count(state.value))
 
     return registry, refresh

@@ -45,14 +45,22 @@ from scheduler.elasticity.model import (
 CAPACITY = (WorkerState.IDLE, WorkerState.BUSY, WorkerState.BOOTING)
 
 
-def raw_workers(obs: Observation, cfg: ProfileConfig) -> tuple[int, float]:
-    """Workers the backlog asks for, bounded by the profile; and the action time used."""
+def raw_workers(obs: Observation, cfg: ProfileConfig) -> tuple[int, float, str]:
+    """Workers the backlog asks for, bounded by the profile; the action time used; and
+    why that many, naming what decided it: the backlog, the minimum or the maximum."""
     learnt = obs.mean_action_seconds
     seconds = cfg.default_action_seconds if learnt is None else learnt
     want = 0
     if obs.backlog > 0:
         want = math.ceil(obs.backlog * seconds / (cfg.concurrency * cfg.target_latency))
-    return max(cfg.min_workers, min(cfg.max_workers, want)), seconds
+    raw = max(cfg.min_workers, min(cfg.max_workers, want))
+    if want < cfg.min_workers:
+        why = f"the minimum is {cfg.min_workers} (backlog {obs.backlog} asks for {want})"
+    elif want > cfg.max_workers:
+        why = f"backlog {obs.backlog} asks for {want}, capped at the maximum {cfg.max_workers}"
+    else:
+        why = f"backlog {obs.backlog} asks for {want}"
+    return raw, seconds, why
 
 
 def utilisation_band(
@@ -81,9 +89,16 @@ def utilisation_band(
 
 
 def stabilize(
-    memory: ProfileMemory, raw: int, capacity: int, cfg: ProfileConfig, now: float
+    memory: ProfileMemory,
+    raw: int,
+    capacity: int,
+    cfg: ProfileConfig,
+    now: float,
+    why: str = "",
 ) -> tuple[int, str]:
-    """Apply the tolerance band and the stabilisation windows (records ``raw``)."""
+    """Apply the tolerance band and the stabilisation windows (records ``raw``); ``why``
+    says where ``raw`` comes from."""
+    why = why or f"{raw} asked for"
     memory.recommendations.append((now, raw))
     horizon = now - max(cfg.scale_up_window, cfg.scale_down_window)
     memory.recommendations = [(t, r) for t, r in memory.recommendations if t >= horizon]
@@ -95,12 +110,19 @@ def stabilize(
     if raw > capacity:
         since = now - cfg.scale_up_window
         floor = min(r for t, r in memory.recommendations if t >= since)
-        return max(capacity, floor), f"backlog asks for {raw}"
+        if floor <= capacity:
+            window = f"{cfg.scale_up_window:g} s"
+            return capacity, f"{why}; the scale-up window ({window}) holds {capacity}"
+        return floor, why
     since = now - cfg.scale_down_window
     ceiling = max(r for t, r in memory.recommendations if t >= since)
     if ceiling >= capacity:
-        return capacity, f"scale-down window holds ({raw} asked, {ceiling} seen)"
-    return ceiling, f"backlog asks for {raw}"
+        window = f"{cfg.scale_down_window:g} s"
+        return capacity, (
+            f"{why}; the scale-down window holds {capacity}: {ceiling} asked for "
+            f"within the last {window}"
+        )
+    return ceiling, why
 
 
 def allot(demands: Mapping[str, int], minimums: Mapping[str, int], budget: int) -> dict[str, int]:
@@ -132,9 +154,9 @@ def plan_profile(obs: Observation, memory: ProfileMemory, cfg: ProfileConfig, no
     """Steps 1-4: target tracking, the utilisation band, tolerance and the
     stabilisation windows (records the recommendation in ``memory``)."""
     capacity = obs.count(*CAPACITY)
-    raw, seconds = raw_workers(obs, cfg)
+    raw, seconds, why = raw_workers(obs, cfg)
     raw, band = utilisation_band(obs, cfg, raw, capacity)
-    stable, reason = stabilize(memory, raw, capacity, cfg, now)
+    stable, reason = stabilize(memory, raw, capacity, cfg, now, why)
     if band:
         reason = f"{reason} ({band})"
     return Plan(raw, stable, seconds, reason)
@@ -157,7 +179,7 @@ def decide_profile(
     target = min(plan.stabilized, share)
     reason = plan.reason
     if target < plan.stabilized:
-        reason = f"{reason}; budget share is {share}"
+        reason = f"{reason}; its share of the budget (ELASTICITY_BUDGET) is {share}"
     spawn = retire = 0
     blocked: Condition | None = None
     in_flight = obs.count(WorkerState.BOOTING, WorkerState.DRAINING)

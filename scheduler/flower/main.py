@@ -17,6 +17,11 @@ def main(argv: list[str] | None = None) -> None:
             f"--port={settings.flower_port}",
             f"--address={settings.flower_address}",
             f"--basic-auth={settings.flower_basic_auth}",
+            *(
+                [f"--purge_offline_workers={settings.flower_purge_offline_workers}"]
+                if settings.flower_purge_offline_workers
+                else []
+            ),
             *(sys.argv[1:] if argv is None else argv),
         ]
     )

@@ -15,3 +15,9 @@ class FlowerSettings(CommonSettings):
     flower_basic_auth: str = Field(
         "admin:carousel", description="user:password for Flower (FLOWER_BASIC_AUTH)."
     )
+    flower_purge_offline_workers: int = Field(
+        60,
+        ge=0,
+        description="Seconds after which Flower stops listing a worker that went offline "
+        "(a retired elastic worker); 0 = keep listing them (FLOWER_PURGE_OFFLINE_WORKERS).",
+    )

@@ -118,12 +118,12 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
         soft_time_limit=settings.action_time_limit,
         time_limit=settings.action_time_limit + HARD_LIMIT_GRACE,
     )
-    def execute(self: Task, *args: Any, **kwargs: Any) -> str:
+    def execute(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         try:
             message, dispatch_id = parse_arguments(args, kwargs)
         except PoisonArguments as exc:
             dead_letter(app, {"args": args, "kwargs": kwargs}, str(exc))
-            return "dead-lettered"
+            return {"outcome": "dead-lettered: not a task of Carousel's", "error": str(exc)}
         store, driver = runtime.get()
         outcome = run_event(
             message,
@@ -139,4 +139,5 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
             dead_letter(app, message.model_dump(mode="json"), outcome.dead)
         if outcome.completion is not None:
             announce(outcome.completion)
-        return outcome.claim.value
+        # what Flower shows as the task's result (task_ignore_result: nothing stores it)
+        return outcome.result()

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
@@ -36,6 +37,34 @@ class Outcome:
     completion: Completion | None
     #: why the event was dead-lettered (out of attempts or time), else None
     dead: str | None = None
+    #: the event as run (the ledger's copy when this message claimed it)
+    event: VmEventMessage | None = None
+    #: CLAIMED: which attempt this was, what the driver said, how long the action took
+    attempt: int = 0
+    error: str | None = None
+    seconds: float | None = None
+
+    def result(self) -> dict[str, Any]:
+        """The task's result, as Flower shows it: what this task message did, and why."""
+        event = self.event
+        done = {
+            Claim.CLAIMED: "ran the action",
+            Claim.FINISHED: "already finished: announced again, not run again",
+            Claim.HELD: "skipped: another task message is running it",
+            Claim.UNKNOWN: "skipped: not dispatched in the ledger",
+            Claim.EXHAUSTED: "not run: out of attempts",
+        }[self.claim]
+        out: dict[str, Any] = {
+            "outcome": done,
+            "status": self.completion.status.value if self.completion else None,
+        }
+        if event is not None:
+            out.update(event_id=event.id, action=event.action.value, host=event.host, vm=event.vm)
+        if self.claim is Claim.CLAIMED:
+            out.update(attempt=self.attempt, seconds=self.seconds)
+        if self.error or self.dead:
+            out["error"] = self.dead or self.error
+        return out
 
 
 def run_event(
@@ -56,7 +85,7 @@ def run_event(
     if claim is Claim.EXHAUSTED:
         reason = f"gave up after {max_attempts} attempts"
         log.error("event %s %s; it ends failed", event.id, reason, extra=extra)
-        return Outcome(claim, Completion.of(event, ok=False), dead=reason)
+        return Outcome(claim, Completion.of(event, ok=False), dead=reason, event=event)
     if claim is Claim.HELD:
         log.info(
             "event %s is being run by another task message; skipping (if that holder "
@@ -64,16 +93,16 @@ def run_event(
             event.id,
             extra=extra,
         )
-        return Outcome(claim, None)
+        return Outcome(claim, None, event=event)
     if claim is Claim.FINISHED:
         status = store.status_of(event.id)
         log.info("event %s already finished (%s); no second effect", event.id, status, extra=extra)
-        return Outcome(claim, Completion.of(event, status is Status.SUCCEEDED))
+        return Outcome(claim, Completion.of(event, status is Status.SUCCEEDED), event=event)
     if claim is Claim.UNKNOWN:
         log.error(
             "event %s is not in the ledger as dispatched; freeing its slot", event.id, extra=extra
         )
-        return Outcome(claim, Completion.of(event, ok=False))
+        return Outcome(claim, Completion.of(event, ok=False), event=event)
 
     stored = store.event(event.id)
     if stored is not None and stored != event:
@@ -84,7 +113,9 @@ def run_event(
         )
         event = stored
     with LeaseKeeper(store, event.id, result.token, lease_seconds, clock):
+        began = time.monotonic()  # for the task's result only: the ledger keeps `clock`'s
         error, dead = _execute(driver, event, result.token, extra)
+        seconds = round(time.monotonic() - began, 3)
         # The action has had its effect: record it here, retrying in place, and keep the
         # claim meanwhile. Raising would make Celery retry the task, whose claim would
         # run the action a second time.
@@ -101,7 +132,7 @@ def run_event(
             error or "succeeded",
             extra=extra,
         )
-        return Outcome(claim, None)
+        return Outcome(claim, None, None, event, result.attempt, error, seconds)
     log.info(
         "event %s %s %s",
         event.id,
@@ -109,7 +140,10 @@ def run_event(
         "succeeded" if error is None else f"failed: {error}",
         extra=extra,
     )
-    return Outcome(claim, Completion.of(event, error is None), dead=error if dead else None)
+    completion = Completion.of(event, error is None)
+    return Outcome(
+        claim, completion, error if dead else None, event, result.attempt, error, seconds
+    )
 
 
 def _execute(

@@ -93,3 +93,23 @@ def test_with_views_closed_status_needs_the_token_and_health_stays_open() -> Non
         call(app, "GET", "/status", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     )
     assert get(app, "/healthz").status_code == 200
+
+
+def test_the_backlog_and_the_counts_beside_it_are_from_one_instant() -> None:
+    """/status's backlog, desired and counts are the last decision's observation, with
+    its time: a worker that changed state since shows in the live list only."""
+    engine, tracker, clock = make()
+    app = create_admin_app(engine, dry_run=False)
+    engine.tick()
+    [name] = engine.handles
+    tracker.on_event({"type": "worker-heartbeat", "hostname": name, "active": 0}, clock.now)
+    clock.now += 5
+    engine.tick()  # decided with the worker idle
+    decided_at = clock.now
+    clock.now += 2
+    tracker.on_event({"type": "worker-heartbeat", "hostname": name, "active": 1}, clock.now)
+    profile = get(app, "/status").json()["profiles"]["default"]
+    assert profile["observed_at"] == decided_at
+    assert profile["counts"]["idle"] == 1 and profile["counts"]["busy"] == 0
+    assert profile["workers"][0]["state"] == "busy"
+    assert profile["decisions"][-1]["workers"] == profile["counts"]

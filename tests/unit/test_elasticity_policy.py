@@ -121,7 +121,32 @@ def decide_one(
 def test_raw_workers(
     backlog: int, mean: float | None, config: ProfileConfig, expected: tuple[int, float]
 ) -> None:
-    assert raw_workers(obs(backlog=backlog, mean=mean), config) == expected
+    assert raw_workers(obs(backlog=backlog, mean=mean), config)[:2] == expected
+
+
+@pytest.mark.parametrize(
+    ("backlog", "config", "why"),
+    [
+        (0, cfg(min_workers=1), "the minimum is 1 (backlog 0 asks for 0)"),
+        (15, cfg(min_workers=1, max_workers=4), "backlog 15 asks for 2"),
+        (200, cfg(max_workers=4), "backlog 200 asks for 20, capped at the maximum 4"),
+    ],
+)
+def test_the_reason_names_what_decided_the_count(
+    backlog: int, config: ProfileConfig, why: str
+) -> None:
+    """Not "backlog asks for 1" when the backlog is empty: the minimum asked."""
+    assert raw_workers(obs(backlog=backlog), config)[2] == why
+
+
+def test_a_held_scale_down_names_its_window() -> None:
+    config = cfg(min_workers=1, max_workers=4, scale_down_window=30.0)
+    memory = ProfileMemory()
+    stabilize(memory, 4, 4, config, now=0.0, why="backlog 40 asks for 4")
+    _, reason = stabilize(memory, 1, 4, config, now=10.0, why="the minimum is 1")
+    assert reason == (
+        "the minimum is 1; the scale-down window holds 4: 4 asked for within the last 30 s"
+    )
 
 
 # -- stabilize -------------------------------------------------------------------------

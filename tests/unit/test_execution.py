@@ -385,3 +385,29 @@ def test_an_action_past_its_time_limit_ends_failed_and_dead_lettered(
     assert row is not None
     assert (row["status"], row["error"]) == (Status.FAILED, outcome.dead)
     assert [d["id"] for d in store.dead_letters()] == [event.id]
+
+
+def test_the_task_result_says_what_happened(store: Store, clock: Callable[[], float]) -> None:
+    """What Flower shows as the task's result: the outcome, the event, the attempt, how
+    long the action took and why it failed; a second message says it did not run."""
+    event = ev()
+    dispatch(store, event)
+    first = run_event(
+        event, "d1", "worker-1", store, RecordingDriver(ActionFailed("no room")), clock
+    )
+    result = first.result()
+    assert result == {
+        "outcome": "ran the action",
+        "status": "failed",
+        "event_id": event.id,
+        "action": event.action.value,
+        "host": event.host,
+        "vm": event.vm,
+        "attempt": 1,
+        "seconds": result["seconds"],
+        "error": "no room",
+    }
+    assert isinstance(result["seconds"], float) and result["seconds"] >= 0
+    again = run_event(event, "d1", "worker-1", store, RecordingDriver(), clock).result()
+    assert again["outcome"].startswith("already finished") and again["status"] == "failed"
+    assert "attempt" not in again

@@ -350,6 +350,18 @@ def test_max_attempts_leaves_events_it_may_not_claim_alone(store: Store) -> None
     assert row is not None and row["status"] == Status.RUNNING
 
 
+def test_finished_among_can_leave_out_the_just_finished(store: Store) -> None:
+    """The dispatcher's reconcile frees only slots whose completion had time to arrive:
+    an event finished a moment ago has its completion message on the way."""
+    running(store, ev("a"), dispatch_id="d1")
+    running(store, ev("b"), dispatch_id="d1")
+    running(store, ev("c"), dispatch_id="d1")
+    assert store.finish("a", 1, True, None, 4.0)
+    assert store.finish("b", 1, False, "boom", 9.0)
+    assert sorted(store.finished_among(["a", "b", "c"])) == ["a", "b"]
+    assert store.finished_among(["a", "b", "c"], finished_before=5.0) == ["a"]
+
+
 @pytest.mark.parametrize("ok", [True, False])
 @pytest.mark.parametrize("dispatch_id", ["d1", "d2"])
 def test_claim_after_finish_is_finished(store: Store, ok: bool, dispatch_id: str) -> None:
