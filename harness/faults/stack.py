@@ -106,7 +106,7 @@ class FaultStack:
         name = f"faults-w{self._worker_seq}@%h"
         worker = self.stack.worker(WORKER_NAME=name)
         wait_until(
-            lambda: " ready." in worker.log_path.read_text(errors="replace"),
+            lambda: " ready: " in worker.log_path.read_text(errors="replace"),
             90,
             what=f"worker {name} ready ({worker.log_tail()})",
         )
