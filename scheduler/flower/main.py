@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from scheduler.flower.settings import FlowerSettings
 from scheduler.worker.app import create_celery
 
 
+def _no_reply_is_not_a_failure(record: logging.LogRecord) -> bool:
+    """Flower asks the workers for their details at start and on refresh, and warns
+    "Inspect method ... failed" when no worker answered — which is simply the case until
+    the first worker is up (``make up`` starts Flower with the rest). Drop that one;
+    keep the warning for a broker connection error."""
+    return record.msg != "Inspect method %s failed"
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = FlowerSettings()
+    logging.getLogger("flower.inspector").addFilter(_no_reply_is_not_a_failure)
     app = create_celery(settings)
     app.start(
         [
