@@ -177,6 +177,27 @@ def test_readme_quick_start_commands_work_as_written(
             raise AssertionError(f"{exc}\nlast output: {last}") from None
 
 
+def test_the_command_line_in_a_container_runs_a_demo_to_the_end(project: ComposeProject) -> None:
+    """The README's `docker compose exec producer carousel demo`: the containers know the
+    services' addresses and the token."""
+    demo = project.run(
+        "exec",
+        "-T",
+        "producer",
+        "carousel",
+        "demo",
+        "--events",
+        "40",
+        "--duration",
+        "0.5",
+        timeout=300,
+    )
+    assert "posted 40 events" in demo and "succeeded" in demo, demo
+    status = project.run("exec", "-T", "producer", "carousel", "status", "--json")
+    shown = json.loads(status)
+    assert set(shown["ready"].values()) == {"ready"}, shown["ready"]
+
+
 def test_flower_api_needs_its_password(project: ComposeProject, producer: httpx.Client) -> None:
     flower = host_url(project, "FLOWER_PORT")
     user, password = project.env["FLOWER_BASIC_AUTH"].split(":", 1)
