@@ -5,7 +5,10 @@ all under one base directory (``logs/`` holds every service's log).
 Settings are the services' defaults but for a few that make recovery fit the suite's
 bounds: a 4 s scheduler lease (a killed scheduler's successor waits that long),
 ``RESEND_AFTER`` 30 s (the sweeper re-sends a dispatched event's lost task within the
-120 s the accounting waits), ``RECONCILE_INTERVAL`` 2 s and ``RESYNC_INTERVAL`` 10 s.
+120 s the accounting waits), ``RECONCILE_INTERVAL`` 2 s, ``RESYNC_INTERVAL`` 10 s and
+``UNKNOWN_EVENT_GRACE`` 15 s (a forged event message is parked that long before it is
+dead-lettered: with the default 60 s, one forged late in the run could still be parked,
+unacked, when the services stop, and count as a message left behind).
 Settings a service does not know are ignored by it."""
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class FaultStack:
             "SCHEDULER_LEASE_SECONDS": "4",
             "RESYNC_INTERVAL": "10",
             "RECONCILE_INTERVAL": "2",
+            "UNKNOWN_EVENT_GRACE": "15",
             "RESEND_AFTER": "30",
             "LOG_LEVEL": "INFO",
         }
