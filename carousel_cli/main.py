@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from carousel_cli import views, watching
 from carousel_cli.client import Client, Endpoints
@@ -69,7 +70,7 @@ def _run(ctx: typer.Context, body: Callable[[Client], int]) -> None:
         with Client(ctx.obj) as client:
             code = body(client)
     except CliError as exc:
-        err.print(f"[bold red]carousel:[/] {exc}", highlight=False)
+        err.print(f"[bold red]carousel:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.code) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -78,8 +79,13 @@ def _run(ctx: typer.Context, body: Callable[[Client], int]) -> None:
 
 def _follow(client: Client, ids: Sequence[str], timeout: float, as_json: bool) -> int:
     statuses = watching.watch(client.statuses, ids, err if as_json else out, timeout)
-    failed = [i for i, s in statuses.items() if s == "failed"][:20]
-    errors = {i: str((client.event(i) or {}).get("error") or "") for i in failed}
+    failed = [i for i, s in statuses.items() if s in ("failed", watching.NOT_FOUND)][:20]
+    errors = {
+        i: "the producer knows no such event"
+        if statuses[i] == watching.NOT_FOUND
+        else str((client.event(i) or {}).get("error") or "")
+        for i in failed
+    }
     code = watching.outcome(statuses)
     if as_json:
         print(json.dumps({"statuses": statuses, "errors": errors, "exit": code}))
@@ -88,7 +94,10 @@ def _follow(client: Client, ids: Sequence[str], timeout: float, as_json: bool) -
         if errors:
             out.print(watching.failures(errors))
         if code == 3:
-            err.print(f"[yellow]timed out after {timeout:.0f} s[/]; `carousel watch` goes on")
+            err.print(
+                f"[yellow]timed out after {timeout:.0f} s[/]; `carousel watch` goes on",
+                soft_wrap=True,
+            )
     return code
 
 
@@ -210,22 +219,38 @@ def _listed(value: str, option: str) -> list[str]:
 def watch_command(
     ctx: typer.Context,
     ids: Annotated[
-        list[str] | None, typer.Argument(help="Event ids; none: the last batch.")
+        list[str] | None,
+        typer.Argument(help="Event ids (with --batch: a batch file); none: the last batch."),
     ] = None,
     batch: Annotated[
-        Path | None,
-        typer.Option(help="A batch file (JSON with `ids`); default: the last post or demo."),
-    ] = None,
+        bool,
+        typer.Option(
+            "--batch",
+            help="Read the ids from the batch file given (JSON with `ids`, as post and demo "
+            "write them), or from the last post or demo's.",
+        ),
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to watch at most.")] = 300.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Follow events until each has succeeded or failed, with a live progress bar.
 
-    Without ids it follows the last `post` or `demo`. At the end, a table of the counts
-    by status and why each failed event failed."""
+    `carousel watch ID ...` follows those events; `carousel watch` or `carousel watch
+    --batch` the last `post` or `demo` (its ids are kept in
+    $XDG_CACHE_HOME/carousel/last-batch.json); `carousel watch --batch FILE` the ids of
+    a batch file. At the end, a table of the counts by status and why each failed event
+    failed. An id the producer does not know is `not found` after 5 s. Exit code: 0 all
+    succeeded, 1 some failed or not found, 3 timed out."""
 
     def body(client: Client) -> int:
-        chosen = list(ids or []) or watching.load_batch(batch)
+        if batch and len(ids or []) > 1:
+            raise InputError("--batch takes one batch file")
+        if batch or not ids:
+            chosen = watching.load_batch(Path(ids[0]) if ids else None)
+        else:
+            chosen = list(ids)
+        if not chosen:
+            raise InputError("no event ids to watch")
         return _follow(client, chosen, timeout, as_json)
 
     _run(ctx, body)
@@ -276,7 +301,7 @@ def _maybe(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
     try:
         return call()
     except CliError as exc:
-        err.print(f"[yellow]{exc}[/]", highlight=False)
+        err.print(f"[yellow]{escape(str(exc))}[/]", highlight=False, soft_wrap=True)
         return None
 
 

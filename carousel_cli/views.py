@@ -4,12 +4,16 @@ each elasticity pool with its workers and its last decisions, in one view."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+
+#: decisions shown per pool (after runs of alike ones are folded into one row)
+DECISION_ROWS = 6
 
 
 def readiness(ready: Mapping[str, tuple[str, str]]) -> Table:
@@ -19,30 +23,100 @@ def readiness(ready: Mapping[str, tuple[str, str]]) -> Table:
         out.add_column(column)
     for name, (url, said) in ready.items():
         style = "green" if said == "ready" else "red"
-        out.add_row(name, url, Text(said, style=style))
+        out.add_row(name, Text(url), Text(said, style=style))
     return out
 
 
+def scheduler_state(stats: Mapping[str, Any]) -> str:
+    """``active``, or ``standby ...``, with what else is wrong: paused, no broker, no
+    ledger."""
+    words = ["active" if stats.get("active", True) else "standby (another scheduler leads)"]
+    if stats.get("paused"):
+        words.append("paused")
+    if stats.get("connected") is False:
+        words.append("not connected to the broker")
+    if stats.get("ledger_ok") is False:
+        words.append("ledger failing")
+    return ", ".join(words)
+
+
+def limits(values: Mapping[str, Any]) -> str:
+    """``10 at once, 1 per VM, no per-host cap`` (any other limit as ``name value``)."""
+    known = {"max_parallel": "{} at once", "per_vm": "{} per VM", "per_host": "{} per host"}
+    said = []
+    for name, value in values.items():
+        if name == "per_host" and not value:
+            said.append("no per-host cap")
+        else:
+            said.append(known.get(name, f"{name} {{}}").format(value))
+    return ", ".join(said)
+
+
 def scheduler(stats: Mapping[str, Any]) -> Table:
-    limits = stats.get("limits", {})
     out = Table(title="scheduler", title_justify="left", show_header=False)
     out.add_column("what")
     out.add_column("value")
+    limit = stats.get("limits", {}).get("max_parallel")
+    out.add_row("state", scheduler_state(stats))
+    out.add_row("limits", limits(stats.get("limits", {})))
     out.add_row(
-        "active", str(stats.get("active", "?")) + (" (paused)" if stats.get("paused") else "")
+        "in flight", f"{stats.get('in_flight')}" + (f" of {limit}" if limit is not None else "")
     )
-    out.add_row(
-        "limits",
-        ", ".join(f"{k} {v}" for k, v in limits.items()),
-    )
-    out.add_row("in flight", str(stats.get("in_flight")))
     out.add_row("waiting heads", f"{stats.get('held')} on {stats.get('ready_hosts')} host(s)")
     out.add_row(
         "dispatched / completed",
         f"{stats.get('dispatched_total')} / {stats.get('completed_total')}",
     )
+    out.add_row("sent again (sweeper)", str(stats.get("resent_total", 0)))
     out.add_row("dead-lettered", str(stats.get("dead_lettered", 0)))
     return out
+
+
+@dataclass(frozen=True)
+class DecisionRun:
+    """Consecutive decisions alike (same reason and target, nothing spawned or retired)
+    folded into one: the newest's time, the backlog from first to last, how many."""
+
+    at: float
+    backlog: str
+    target: Any
+    spawn: int
+    retire: int
+    reason: str
+    count: int = 1
+
+
+def decision_runs(decisions: Sequence[Mapping[str, Any]]) -> list[DecisionRun]:
+    """``decisions`` (oldest first) with each run of alike ones folded into one row, so
+    that a scale-up stays in view after many ``steady`` rounds."""
+    runs: list[tuple[Mapping[str, Any], Mapping[str, Any], int]] = []  # first, last, count
+    for decision in decisions:
+        if runs and _alike(runs[-1][1], decision):
+            first, _, count = runs[-1]
+            runs[-1] = (first, decision, count + 1)
+        else:
+            runs.append((decision, decision, 1))
+    out = []
+    for first, last, count in runs:
+        start, end = first.get("backlog"), last.get("backlog")
+        out.append(
+            DecisionRun(
+                at=float(last.get("at", 0.0)),
+                backlog=str(end) if start == end else f"{start} → {end}",
+                target=last.get("target"),
+                spawn=int(last.get("spawn") or 0),
+                retire=int(last.get("retire") or 0),
+                reason=str(last.get("reason")),
+                count=count,
+            )
+        )
+    return out
+
+
+def _alike(one: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    quiet = not (one.get("spawn") or one.get("retire") or other.get("spawn") or other.get("retire"))
+    same = one.get("reason") == other.get("reason") and one.get("target") == other.get("target")
+    return quiet and same
 
 
 def pools(status: Mapping[str, Any], now: float | None = None) -> RenderableType:
@@ -66,14 +140,14 @@ def pools(status: Mapping[str, Any], now: float | None = None) -> RenderableType
         )
         for column in ("ago", "backlog", "target", "spawn", "retire", "reason"):
             out.add_column(column)
-        for decision in profile.get("decisions", [])[-5:]:
+        for run in decision_runs(profile.get("decisions", []))[-DECISION_ROWS:]:
             out.add_row(
-                f"{now - float(decision.get('at', now)):.0f} s",
-                str(decision.get("backlog")),
-                str(decision.get("target")),
-                str(decision.get("spawn")),
-                str(decision.get("retire")),
-                str(decision.get("reason")),
+                f"{now - run.at:.0f} s",
+                run.backlog,
+                str(run.target),
+                str(run.spawn),
+                str(run.retire),
+                Text(run.reason + (f" ({run.count} times)" if run.count > 1 else "")),
             )
         parts.append(out)
     if not parts:

@@ -14,13 +14,19 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from carousel_cli.errors import InputError
 
+#: what an id becomes once the producer has not known it for ``NOT_FOUND_AFTER`` seconds
+#: (a 404 is ``unknown`` at first: an event another client is posting may not be visible
+#: yet)
+NOT_FOUND = "not found"
+NOT_FOUND_AFTER = 5.0
 #: an event in one of these will not change again
-FINISHED = frozenset({"succeeded", "failed"})
+FINISHED = frozenset({"succeeded", "failed", NOT_FOUND})
 #: the order statuses are shown in (the event's path)
-ORDER = ("unknown", "queued", "dispatched", "running", "succeeded", "failed")
+ORDER = ("unknown", "queued", "dispatched", "running", "succeeded", "failed", NOT_FOUND)
 
 
 def summary(statuses: Mapping[str, str]) -> Counter[str]:
@@ -38,11 +44,11 @@ def describe(counts: Counter[str]) -> str:
 
 
 def outcome(statuses: Mapping[str, str]) -> int:
-    """The exit code: 0 when every event succeeded, 1 when any failed, 3 when some are
-    not finished."""
+    """The exit code: 0 when every event succeeded, 1 when any failed (or was not
+    found), 3 when some are not finished."""
     if finished(statuses) < len(statuses):
         return 3
-    return 1 if any(s == "failed" for s in statuses.values()) else 0
+    return 0 if all(s == "succeeded" for s in statuses.values()) else 1
 
 
 def watch(
@@ -53,10 +59,14 @@ def watch(
     interval: float = 0.5,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    not_found_after: float = NOT_FOUND_AFTER,
 ) -> dict[str, str]:
     """Poll the unfinished of ``ids`` every ``interval`` until all are finished or
-    ``timeout`` seconds passed; the last status of each."""
+    ``timeout`` seconds passed; the last status of each. ``poll`` says ``unknown`` for an
+    id the producer does not know; after ``not_found_after`` seconds of that it is
+    ``not found``."""
     statuses = dict.fromkeys(ids, "unknown")
+    unknown_since: dict[str, float] = {}
     deadline = clock() + timeout
     columns = (
         TextColumn("[bold]{task.fields[counts]}"),
@@ -68,7 +78,11 @@ def watch(
         task = progress.add_task("events", total=len(ids), counts="")
         while True:
             pending = [i for i, s in statuses.items() if s not in FINISHED]
-            statuses.update(poll(pending))
+            for event_id, said in poll(pending).items():
+                if said == "unknown":
+                    since = unknown_since.setdefault(event_id, clock())
+                    said = NOT_FOUND if clock() - since >= not_found_after else said
+                statuses[event_id] = said
             progress.update(task, completed=finished(statuses), counts=describe(summary(statuses)))
             if finished(statuses) == len(statuses) or clock() >= deadline:
                 return statuses
@@ -77,7 +91,9 @@ def watch(
 
 def table(statuses: Mapping[str, str]) -> Table:
     """The count of each status."""
-    out = Table(title=f"{len(statuses)} events", title_justify="left")
+    out = Table(
+        title=f"{len(statuses)} event{'' if len(statuses) == 1 else 's'}", title_justify="left"
+    )
     out.add_column("status")
     out.add_column("events", justify="right")
     counts = summary(statuses)
@@ -88,12 +104,12 @@ def table(statuses: Mapping[str, str]) -> Table:
 
 
 def failures(errors: Mapping[str, str]) -> Table:
-    """The failed events (the first 20) and why each failed."""
+    """The failed (or not found) events, the first 20, and why each failed."""
     out = Table(title="failed", title_justify="left", title_style="red")
     out.add_column("event")
     out.add_column("why")
     for event_id, why in list(errors.items())[:20]:
-        out.add_row(event_id, why)
+        out.add_row(event_id, Text(why))
     return out
 
 

@@ -1,8 +1,9 @@
 """The `carousel` command line, run as a user runs it (the installed console script)
 against a real stack: simcloud, producer, scheduler, a worker acting on simcloud and the
 elasticity worker, with an API token. A demo burst drains with every event succeeded,
-`watch` follows the last batch, `status` shows every service, files post, and refusals
-are one clear line with their exit code."""
+`watch` follows the last batch (or a batch file), `status` shows every service (and one
+unreachable), files post, an unknown id is not found, and refusals are one clear line
+with their exit code."""
 
 from __future__ import annotations
 
@@ -63,6 +64,9 @@ def test_a_demo_burst_drains_and_status_shows_the_system(stack: Stack, tmp_path:
     assert watched.returncode == 0, watched.stderr
     statuses = json.loads(watched.stdout)["statuses"]
     assert len(statuses) == 40 and set(statuses.values()) == {"succeeded"}
+    batch = tmp_path / "cache" / "carousel" / "last-batch.json"
+    again = carousel(stack, tmp_path, "watch", "--batch", str(batch), "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["statuses"] == statuses
 
     status = carousel(stack, tmp_path, "status", "--json")
     assert status.returncode == 0, status.stdout + status.stderr
@@ -72,6 +76,12 @@ def test_a_demo_burst_drains_and_status_shows_the_system(stack: Stack, tmp_path:
     assert "default" in shown["elasticity"]["profiles"]
     table = carousel(stack, tmp_path, "status")
     assert "pool default" in table.stdout and "dispatched / completed" in table.stdout
+
+    nobody = f"http://127.0.0.1:{free_port()}"
+    partial = carousel(stack, tmp_path, "--elasticity-url", nobody, "status", "--json")
+    assert partial.returncode == 4, partial.stdout + partial.stderr
+    assert json.loads(partial.stdout)["ready"]["elasticity"] == "unreachable"
+    assert json.loads(partial.stdout)["scheduler"]["dispatched_total"] >= 40
 
 
 def test_files_post_and_refusals_are_one_line_with_their_exit_code(
@@ -93,6 +103,12 @@ def test_files_post_and_refusals_are_one_line_with_their_exit_code(
     )
     assert refused.returncode == 2
     assert "(422): event 1: vm:" in refused.stderr and "Traceback" not in refused.stderr
+    unknown_action = carousel(
+        stack, tmp_path, "post", "--host", "h1", "--vm", "h1-vm1", "--action", "reboot"
+    )
+    assert unknown_action.returncode == 2
+    assert "event 1: action: Input should be 'heal'" in unknown_action.stderr
+    assert unknown_action.stderr.count("\n") == 1, "one line, however long"
 
     no_token = carousel(
         stack, tmp_path, "post", "--host", "h1", "--vm", "h1-vm1", "--action", "heal", token=""
@@ -103,6 +119,10 @@ def test_files_post_and_refusals_are_one_line_with_their_exit_code(
         stack, tmp_path, "post", "--host", "h1", "--vm", "h1-vm99", "--action", "heal", "--watch"
     )
     assert failing.returncode == 1 and "no VM h1-vm99" in failing.stdout
+
+    typo = carousel(stack, tmp_path, "watch", "no-such-event", "--json")
+    assert typo.returncode == 1, typo.stdout + typo.stderr
+    assert json.loads(typo.stdout)["statuses"] == {"no-such-event": "not found"}
 
     nobody = f"http://127.0.0.1:{free_port()}"
     unreachable = carousel(stack, tmp_path, "--producer-url", nobody, "watch", "x-1")

@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from carousel_cli import watching
+from carousel_cli import views, watching
 from carousel_cli.client import _validation
 from carousel_cli.errors import InputError
 from carousel_cli.events import Burst, read_events, slices
@@ -147,6 +147,20 @@ def test_watch_gives_up_at_its_timeout() -> None:
     assert watching.outcome(final) == 3
 
 
+def test_an_id_the_producer_never_knows_is_not_found_after_a_grace() -> None:
+    said = {"a": ["unknown", "queued", "succeeded"], "b": ["unknown"] * 100}
+
+    def poll(ids: Sequence[str]) -> dict[str, str]:
+        return {i: said[i].pop(0) if len(said[i]) > 1 else said[i][0] for i in ids}
+
+    clock = FakeClock()
+    console = Console(file=io.StringIO())
+    final = watching.watch(poll, ["a", "b"], console, 60, 1, clock, clock.sleep, 5)
+    assert final == {"a": "succeeded", "b": watching.NOT_FOUND}
+    assert clock.now == 5, "given up once unknown for the grace, not at the timeout"
+    assert watching.outcome(final) == 1
+
+
 def test_the_summary_reads_in_the_events_path_order() -> None:
     counts = watching.summary({"a": "failed", "b": "queued", "c": "queued", "d": "succeeded"})
     assert watching.describe(counts) == "queued 2 · succeeded 1 · failed 1"
@@ -162,6 +176,39 @@ def test_the_last_batch_is_kept_for_watch(tmp_path: Path, monkeypatch: pytest.Mo
     (tmp_path / "junk.json").write_text("[]")
     with pytest.raises(InputError, match="not a batch file"):
         watching.load_batch(tmp_path / "junk.json")
+
+
+# -- status ----------------------------------------------------------------------------
+def test_runs_of_alike_decisions_fold_so_a_scale_up_stays_in_view() -> None:
+    def decision(at: float, backlog: int, reason: str, spawn: int = 0) -> dict[str, object]:
+        said = {"reason": reason, "target": 4, "spawn": spawn, "retire": 0}
+        return {"at": at, "backlog": backlog, **said}
+
+    decisions = [
+        decision(0, 200, "backlog 200 asks for 20, capped at the maximum 4", spawn=3),
+        *(decision(5 * n, 200 - 20 * n, "steady") for n in range(1, 10)),
+        decision(50, 0, "the scale-down window holds 4"),
+        decision(55, 0, "the scale-down window holds 4"),
+    ]
+    runs = views.decision_runs(decisions)
+    assert [(r.spawn, r.count, r.backlog) for r in runs] == [
+        (3, 1, "200"),
+        (0, 9, "180 → 20"),
+        (0, 2, "0"),
+    ]
+    assert runs[-1].at == 55, "a run shows its newest decision's time"
+    spawns = [decision(n, 1, "up", spawn=1) for n in range(2)]
+    assert len(views.decision_runs(spawns)) == 2, "decisions that act are never folded"
+
+
+def test_the_scheduler_state_and_limits_read_as_words() -> None:
+    assert views.scheduler_state({"active": True, "connected": True}) == "active"
+    assert views.scheduler_state({"active": False, "paused": True, "ledger_ok": False}) == (
+        "standby (another scheduler leads), paused, ledger failing"
+    )
+    limits = {"max_parallel": 10, "per_vm": 1, "per_host": 0, "other": 3}
+    assert views.limits(limits) == "10 at once, 1 per VM, no per-host cap, other 3"
+    assert "2 per host" in views.limits({"per_host": 2})
 
 
 # -- refusals --------------------------------------------------------------------------
@@ -193,6 +240,28 @@ def test_bad_arguments_are_one_line_and_exit_2(args: list[str], said: str) -> No
     result = CliRunner().invoke(app, ["--producer-url", nobody, *args])
     assert result.exit_code == 2
     assert said in result.output and "Traceback" not in result.output
+
+
+def test_watch_takes_ids_or_one_batch_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    nobody = ["--producer-url", "http://127.0.0.1:9"]
+    for args in (["watch"], ["watch", "--batch"]):
+        result = CliRunner().invoke(app, [*nobody, *args])
+        assert result.exit_code == 2 and "post or demo first" in result.output
+    result = CliRunner().invoke(app, [*nobody, "watch", "--batch", "a.json", "b.json"])
+    assert result.exit_code == 2 and "--batch takes one batch file" in result.output
+    batch = tmp_path / "batch.json"
+    batch.write_text('{"ids": ["x-1"]}')
+    # the file is read (then the producer is unreachable: exit 4, naming it)
+    result = CliRunner().invoke(app, [*nobody, "watch", "--batch", str(batch)])
+    assert result.exit_code == 4 and "cannot reach http://127.0.0.1:9" in result.output
+
+
+def test_a_refusal_is_one_line_whatever_it_contains(tmp_path: Path) -> None:
+    path = tmp_path / "[/x]" / ("long-" * 30 + ".json")
+    result = CliRunner().invoke(app, ["post", "--file", str(path)])
+    assert result.exit_code == 2
+    assert result.output == f"carousel: {path}: No such file or directory\n"
 
 
 def test_a_number_out_of_range_is_refused_by_the_parser() -> None:
