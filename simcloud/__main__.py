@@ -133,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=args.port,
         log_level=args.log_level,
         access_log=args.log_level == "debug",
+        # a watcher's long-poll would hold a graceful shutdown for its whole timeout
+        timeout_graceful_shutdown=2,
     )
 
 
