@@ -10,7 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    CAROUSEL_DB_URL=sqlite:////data/carousel.db
+    CAROUSEL_DB_URL=sqlite:////data/carousel.db \
+    XDG_CACHE_HOME=/tmp/.cache
 
 # Build from a scratch directory: a regular (non-editable) install into site-packages,
 # then drop the sources so only the installed copy can be imported.

@@ -125,7 +125,7 @@ def post(
     def body(client: Client) -> int:
         events = read_events(file) if file else [_one(host, vm, policy, action, event_id, payload)]
         ids = client.post(events)
-        watching.save_last_batch(ids)
+        _keep(ids)
         if as_json and not watch:
             print(json.dumps({"ids": ids}))
         elif not as_json:
@@ -136,6 +136,12 @@ def post(
         return _follow(client, ids, timeout, as_json) if watch else 0
 
     _run(ctx, body)
+
+
+def _keep(ids: Sequence[str]) -> None:
+    problem = watching.save_last_batch(ids)
+    if problem:
+        err.print(f"[yellow]{escape(problem)}[/]", highlight=False, soft_wrap=True)
 
 
 def _one(
@@ -196,7 +202,7 @@ def demo(
         for offset, part in slices(burst, duration):
             time.sleep(max(0.0, start + offset - time.monotonic()))
             ids += client.post(part)
-        watching.save_last_batch(ids)
+        _keep(ids)
         took = time.monotonic() - start
         target = f"{hosts} host(s) x {vms} VM(s)"
         if not as_json:

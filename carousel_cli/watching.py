@@ -119,11 +119,16 @@ def last_batch_file() -> Path:
     return Path(cache) / "carousel" / "last-batch.json"
 
 
-def save_last_batch(ids: Sequence[str]) -> Path:
+def save_last_batch(ids: Sequence[str]) -> str | None:
+    """Keep ``ids`` for ``carousel watch``; None when kept, else why not (an unwritable
+    cache directory must not fail a post that succeeded)."""
     path = last_batch_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"ids": list(ids)}))
-    return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"ids": list(ids)}))
+    except OSError as exc:
+        return f"could not keep the ids for `carousel watch` in {path}: {exc.strerror or exc}"
+    return None
 
 
 def load_batch(path: Path | None = None) -> list[str]:

@@ -171,11 +171,23 @@ def test_the_last_batch_is_kept_for_watch(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     with pytest.raises(InputError, match="post or demo first"):
         watching.load_batch()
-    watching.save_last_batch(["x-1", "x-2"])
+    assert watching.save_last_batch(["x-1", "x-2"]) is None
     assert watching.load_batch() == ["x-1", "x-2"]
     (tmp_path / "junk.json").write_text("[]")
     with pytest.raises(InputError, match="not a batch file"):
         watching.load_batch(tmp_path / "junk.json")
+
+
+def test_an_unwritable_cache_does_not_fail_the_post(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in the image, whose user has no writable home: the events were accepted, the
+    ids just cannot be kept for `carousel watch`."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "below-a-file"))
+    problem = watching.save_last_batch(["x-1"])
+    assert problem is not None and "could not keep the ids" in problem
 
 
 # -- status ----------------------------------------------------------------------------
