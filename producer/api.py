@@ -27,7 +27,6 @@ from producer.publisher import Publisher
 from producer.schemas import (
     AcceptedOut,
     AvailabilityIn,
-    ErrorOut,
     EventBatchIn,
     EventOut,
     MappingOut,
@@ -37,7 +36,15 @@ from producer.service import EventService
 from producer.settings import ProducerSettings
 from shared.docs import service_app
 from shared.errors import Conflict
-from shared.http import ops_router
+from shared.http import (
+    TOO_LARGE,
+    UNAUTHORIZED,
+    UNDECODABLE,
+    Responses,
+    ops_router,
+    refused,
+    unavailable,
+)
 from shared.models import Status
 from shared.names import Name
 from shared.store import Store
@@ -48,12 +55,14 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: ProducerSettings) -> FastAPI:
     metrics = ProducerMetrics()
-    # max_body_size: 413 for larger bodies, chunked ones included (Starlette counts)
+    # max_body_size: 413 for larger bodies, chunked ones included (Starlette counts), on
+    # every route: documented on all of them (``responses``)
     app = service_app(
         title="Carousel producer",
         version="0.1.0",
         lifespan=_lifespan(settings, metrics),
         max_body_size=settings.max_body_bytes,
+        responses=TOO_LARGE,
     )
     app.include_router(events_router(metrics))
     app.include_router(mapping_router(settings.topology))
@@ -72,17 +81,13 @@ def create_app(settings: ProducerSettings) -> FastAPI:
     return app
 
 
-#: what the OpenAPI documents of each refusal (docs/design.md §4 is the contract)
-Responses = dict[int | str, dict[str, Any]]
+#: what the OpenAPI documents of each refusal (docs/design.md §4 is the contract); the
+#: 413 of a body over MAX_BODY_BYTES is the app's, on every route
 REFUSED: Responses = {
-    401: {"model": ErrorOut, "description": "Missing or wrong bearer token"},
-    503: {"model": ErrorOut, "description": "Broker or ledger unavailable; retry"},
+    **UNAUTHORIZED,
+    **unavailable("Broker or ledger unavailable; retry with the same ids"),
 }
-BAD_BODY: Responses = {
-    400: {"model": ErrorOut, "description": "The body cannot be decoded"},
-    413: {"description": "The body is larger than MAX_BODY_BYTES"},
-}
-NOT_FOUND: Responses = {404: {"model": ErrorOut, "description": "Unknown"}}
+NOT_FOUND = refused(404, "Unknown")
 
 
 #: the ledger cannot be reached, or is locked past its busy timeout: try again later
@@ -147,11 +152,8 @@ def events_router(metrics: ProducerMetrics) -> APIRouter:
         status_code=status.HTTP_202_ACCEPTED,
         response_model=AcceptedOut,
         responses={
-            **BAD_BODY,
-            409: {
-                "model": ErrorOut,
-                "description": "An id re-posted with other content, or the VM is being removed",
-            },
+            **UNDECODABLE,
+            **refused(409, "An id re-posted with other content, or the VM is being removed"),
         },
     )
     async def post_events(
@@ -196,7 +198,7 @@ def mapping_router(topology: Topology) -> APIRouter:
     async def get_mapping(_: Auth, svc: Service) -> MappingOut:
         return MappingOut.of(await asyncio.to_thread(svc.store.snapshot), topology)
 
-    @router.put("/hosts/{host}/availability", responses={**BAD_BODY, **NOT_FOUND})
+    @router.put("/hosts/{host}/availability", responses={**UNDECODABLE, **NOT_FOUND})
     async def put_host_availability(
         _: Auth, svc: Service, host: Name, body: AvailabilityIn
     ) -> dict[str, Any]:
@@ -204,7 +206,7 @@ def mapping_router(topology: Topology) -> APIRouter:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no host {host!r}")
         return {"host": host, "available": body.available}
 
-    @router.put("/hosts/{host}/vms/{vm}/availability", responses={**BAD_BODY, **NOT_FOUND})
+    @router.put("/hosts/{host}/vms/{vm}/availability", responses={**UNDECODABLE, **NOT_FOUND})
     async def put_vm_availability(
         _: Auth, svc: Service, host: Name, vm: Name, body: AvailabilityIn
     ) -> dict[str, Any]:
@@ -216,10 +218,7 @@ def mapping_router(topology: Topology) -> APIRouter:
         "/hosts/{host}/vms/{vm}",
         responses={
             **NOT_FOUND,
-            409: {
-                "model": ErrorOut,
-                "description": "The VM has unfinished events, or is being removed",
-            },
+            **refused(409, "The VM has unfinished events, or is being removed"),
         },
     )
     async def delete_vm(_: Auth, svc: Service, host: Name, vm: Name) -> dict[str, Any]:

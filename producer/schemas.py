@@ -7,7 +7,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from shared.http import Refusal
 from shared.models import Action, Key, MappingSnapshot
 from shared.names import Name
 from shared.topology import Topology
@@ -45,10 +44,6 @@ class EventBatchIn(BaseModel):
 
 class AcceptedOut(BaseModel):
     ids: list[str]
-
-
-#: the body of a refusal other than a 422: what was wrong
-ErrorOut = Refusal
 
 
 class EventOut(BaseModel):

@@ -1,7 +1,8 @@
 """What every Carousel HTTP service shares, written once: the operations endpoints
 ``GET /healthz`` (the process answers), ``GET /readyz`` (it can do its job) and
-``GET /metrics`` (Prometheus text format), the bearer-token check, and a route class
-that makes it before the body is read."""
+``GET /metrics`` (Prometheus text format), the bearer-token check, a route class
+that makes it before the body is read, and the OpenAPI documentation of the refusals
+the services share (401, 400, 413, 503)."""
 
 from __future__ import annotations
 
@@ -37,10 +38,41 @@ class Refusal(BaseModel):
     detail: str
 
 
-#: the refusals a guarded route may answer, as its OpenAPI documents them
-GUARDED_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": Refusal, "description": "The body cannot be decoded"},
-    401: {"model": Refusal, "description": "Missing or wrong bearer token"},
+#: an operation's documented answers besides the 2xx and 422 FastAPI documents itself
+Responses = dict[int | str, dict[str, Any]]
+
+
+def refused(code: int, description: str, headers: dict[str, Any] | None = None) -> Responses:
+    """The documentation of a refusal ``code`` whose body is a :class:`Refusal`, with
+    the ``headers`` it always carries (OpenAPI header objects)."""
+    doc: dict[str, Any] = {"model": Refusal, "description": description}
+    if headers:
+        doc["headers"] = headers
+    return {code: doc}
+
+
+def unavailable(description: str) -> Responses:
+    """A 503 that says when to try again (``Retry-After``, in seconds)."""
+    retry_after = {"description": "Seconds to wait before retrying", "required": True}
+    schema = {"type": "integer", "minimum": 0}
+    return refused(503, description, {"Retry-After": {**retry_after, "schema": schema}})
+
+
+#: :func:`verify_bearer`'s refusal, on every route a token may guard
+UNAUTHORIZED = refused(
+    401,
+    "Missing or wrong bearer token",
+    {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "pattern": "^Bearer"}}},
+)
+#: a body FastAPI cannot decode (not UTF-8); malformed JSON is a 422 (``json_invalid``)
+UNDECODABLE = refused(400, "The body cannot be decoded (not UTF-8)")
+#: Starlette's answer, on every route of an app with a ``max_body_size``, to a body over
+#: it (or a ``Content-Length`` over it, even where the route reads no body): plain text
+TOO_LARGE: Responses = {
+    413: {
+        "description": "The body is larger than the service accepts",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
 }
 
 
@@ -92,10 +124,13 @@ def token_first(check: TokenCheck) -> type[APIRoute]:
 
 def guarded_router(expected: str, **options: Any) -> APIRouter:
     """A router whose every route needs ``expected`` as bearer token (none if empty),
-    checked before the body is read, and documents the refusals."""
+    checked before the body is read. Its OpenAPI declares the bearer scheme (``/docs``
+    can send the token) and the 401, whether or not a token is configured, as the
+    producer's does; a route that reads a body adds :data:`UNDECODABLE` itself."""
     return APIRouter(
         route_class=token_first(lambda _request, creds: verify_bearer(expected, creds)),
-        responses=GUARDED_RESPONSES,
+        dependencies=[Depends(bearer)],  # documents the scheme; token_first checks it
+        responses=UNAUTHORIZED,
         **options,
     )
 

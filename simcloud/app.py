@@ -17,9 +17,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.docs import ASSETS_URL, service_app
+from shared.http import UNAUTHORIZED, Responses, refused
 from simcloud.actions import GROUP_ACTIONS
 from simcloud.compute import compute_router
 from simcloud.errors import CloudError, NotFound
@@ -44,6 +46,25 @@ MAX_WATCH_CHANGES = 5000
 #: open without the token: the health check and the API docs (the page and its assets)
 OPEN_PATHS = frozenset({"/healthz", "/docs", "/openapi.json"})
 FAULT_FREE_PATHS = frozenset({"/healthz", "/v1/faults"})
+
+#: what the gate refuses on every path but /healthz: the token, and an injected API fault
+#: (and the watch a cut stream)
+GATED: Responses = {**UNAUTHORIZED, **refused(503, "An injected API fault, or the stream is cut")}
+
+
+class Unprocessable(BaseModel):
+    """A 422: FastAPI's list of validation errors, or the cloud's one message."""
+
+    detail: list[dict[str, Any]] | str
+
+
+#: what the cloud refuses (:class:`~simcloud.errors.CloudError`), on the routes that act
+CLOUD_REFUSALS: Responses = {
+    **refused(400, "Refused by the cloud, or a body that cannot be decoded"),
+    **refused(404, "No such VM, host, group or operation"),
+    **refused(409, "Clashes with the cloud's state"),
+    422: {"model": Unprocessable, "description": "Invalid request"},
+}
 
 
 class Hub:
@@ -144,6 +165,11 @@ def create_app(cloud: Cloud, token: str = "") -> FastAPI:
     app = service_app(title="simcloud", summary="A small simulated cloud", lifespan=lifespan)
     app.add_middleware(Gate, hub=hub, token=token)
     app.add_exception_handler(CloudError, _cloud_error)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
     app.include_router(_router(hub))
     app.include_router(compute_router(cloud), prefix="/compute")
     return app
@@ -156,11 +182,7 @@ async def _cloud_error(request: Request, exc: Exception) -> Response:
 
 def _router(hub: Hub) -> APIRouter:
     cloud = hub.cloud
-    router = APIRouter()
-
-    @router.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    router = APIRouter(responses=GATED)
 
     @router.get("/v1/state", summary="Every host, VM and group, with the resource version")
     async def state() -> Response:
@@ -169,7 +191,7 @@ def _router(hub: Hub) -> APIRouter:
     @router.get(
         "/v1/watch",
         summary="Long-poll the changes after resource version `since`",
-        responses={410: {"description": "`since` is compacted away: relist"}},
+        responses=refused(410, "`since` is compacted away: relist"),
     )
     async def watch(
         since: Annotated[int, Query(ge=0)],
@@ -193,13 +215,13 @@ def _router(hub: Hub) -> APIRouter:
             with suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), remaining)
 
-    @router.post("/v1/vms/{vm}/actions", status_code=202)
+    @router.post("/v1/vms/{vm}/actions", status_code=202, responses=CLOUD_REFUSALS)
     async def vm_action(vm: str, body: ActionRequest) -> dict[str, Any]:
         if body.action in GROUP_ACTIONS:
             raise HTTPException(422, f"{body.action} acts on a group: /v1/groups/{{group}}")
         return _start(body, vm)
 
-    @router.post("/v1/groups/{group}/actions", status_code=202)
+    @router.post("/v1/groups/{group}/actions", status_code=202, responses=CLOUD_REFUSALS)
     async def group_action(group: str, body: ActionRequest) -> dict[str, Any]:
         if body.action not in GROUP_ACTIONS:
             raise HTTPException(422, f"{body.action} acts on a VM: /v1/vms/{{vm}}")
@@ -209,7 +231,7 @@ def _router(hub: Hub) -> APIRouter:
         op = cloud.start_action(body.id, body.action, target, body.token, body.params)
         return op.to_json()
 
-    @router.get("/v1/operations/{op_id}")
+    @router.get("/v1/operations/{op_id}", responses=refused(404, "No such operation"))
     async def operation(op_id: str) -> dict[str, Any]:
         op = cloud.operation(op_id)
         if op is None:
@@ -220,7 +242,7 @@ def _router(hub: Hub) -> APIRouter:
     async def faults() -> dict[str, Any]:
         return cloud.faults()
 
-    @router.post("/v1/faults")
+    @router.post("/v1/faults", responses=CLOUD_REFUSALS)
     async def inject(fault: Annotated[Fault, Body()]) -> dict[str, Any]:
         _apply(cloud, fault)
         hub.wake()  # a stream cut ends the watches under way
@@ -231,11 +253,11 @@ def _router(hub: Hub) -> APIRouter:
         cloud.clear_faults()
         return cloud.faults()
 
-    @router.post("/v1/vms", status_code=201)
+    @router.post("/v1/vms", status_code=201, responses=CLOUD_REFUSALS)
     async def add_vm(body: NewVm) -> dict[str, Any]:
         return cloud.add_vm(body.name, body.host, body.group)
 
-    @router.delete("/v1/vms/{vm}", status_code=204)
+    @router.delete("/v1/vms/{vm}", status_code=204, responses=CLOUD_REFUSALS)
     async def delete_vm(vm: str) -> Response:
         cloud.delete_vm(vm)
         return Response(status_code=204)

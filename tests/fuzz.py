@@ -18,6 +18,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import APIOperation, BaseSchema, Case, CheckContext, GenerationMode, Response
 from schemathesis.checks import CheckFunction
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 #: a check on one response (schemathesis' signature)
 Check = CheckFunction
@@ -43,15 +49,51 @@ FUZZ = settings(
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 REQUEST_PARTS = frozenset({"body", "query", "path", "header", "cookie"})
 
+#: schemathesis' checks, named so that none is off by default or by accident (a test
+#: asserts that these are all of them). On every response: the conformance of its status
+#: code, content type, headers and body to the OpenAPI, no 5xx, invalid data refused
+#: (``negative_data_rejection``: a 4xx), valid data accepted (``positive_data_acceptance``,
+#: schemathesis' expected statuses: a 2xx, or a 401, 404 or 409, which a valid request
+#: gets without the token or naming something unknown or in the wrong state).
+#: ``missing_required_header``, ``unsupported_method`` and ``allow_header_conformance``
+#: act on the cases they generate, ``use_after_free``, ``ensure_resource_availability``
+#: and ``object_level_authorization`` in stateful runs; ``ignored_auth`` (a 2xx without
+#: valid credentials) needs a configured token and is on only where there is one.
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_headers_conformance",
+    "response_schema_conformance",
+    "negative_data_rejection",
+    "positive_data_acceptance",
+    "missing_required_header",
+    "unsupported_method",
+    "allow_header_conformance",
+    "use_after_free",
+    "ensure_resource_availability",
+    "object_level_authorization",
+)
+
+#: a response is what the OpenAPI documents: for an answer the fuzzing cannot meet (a
+#: 503, a 413), tried on its own (``not_a_server_error`` would refuse a 503)
+CONFORMANCE: list[CheckFunction] = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
 
 def config(*, token: bool, **extra: Any) -> schemathesis.Config:
-    """Positive and negative cases. Without a token configured the APIs still declare the
-    bearer scheme but do not enforce it: then no Authorization header is generated, and
-    ``ignored_auth`` (2xx without valid credentials) does not apply."""
+    """Positive and negative cases, every check on. Without a token configured the APIs
+    still declare the bearer scheme but do not enforce it: then no Authorization header
+    is generated, and ``ignored_auth`` does not apply."""
+    checks = {name: {"enabled": True} for name in CHECKS}
     return schemathesis.Config.from_dict(
         {
             "generation": {"mode": "all", "with-security-parameters": token},
-            "checks": {"ignored_auth": {"enabled": token}},
+            "checks": {**checks, "ignored_auth": {"enabled": token}},
             **extra,
         }
     )

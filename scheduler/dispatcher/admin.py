@@ -18,7 +18,7 @@ from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.errors import NotDeadLettered, RedriveFailed
 from scheduler.dispatcher.state import DispatcherState
 from shared.docs import service_app
-from shared.http import Refusal, guarded_router, ops_router
+from shared.http import UNDECODABLE, guarded_router, ops_router, refused, unavailable
 
 Stats = Callable[[], dict[str, Any]]
 
@@ -145,7 +145,7 @@ def dispatcher_controls(state: DispatcherState[Any], token: str) -> APIRouter:
         state.resume()
         return {"paused": False}
 
-    @router.put("/limits")
+    @router.put("/limits", responses=UNDECODABLE)
     def put_limits(body: LimitsIn) -> dict[str, Any]:
         return state.set_limits(body.model_dump(exclude_none=True))
 
@@ -171,8 +171,8 @@ def dead_letter_controls(dead_letters: DeadLetters, token: str) -> APIRouter:
     @router.post(
         "/dead-letters/{event_id}/redrive",
         responses={
-            409: {"model": Refusal, "description": "Not dead-lettered"},
-            503: {"model": Refusal, "description": "Could not be published; retry"},
+            **refused(409, "Not dead-lettered"),
+            **unavailable("Could not be published; retry"),
         },
     )
     def redrive(event_id: str) -> dict[str, Any]:

@@ -4,7 +4,9 @@ worker's. Every call: no 5xx, the response conforms to the documented status cod
 content types and schemas, invalid input gets a 4xx (a 422 naming the field), and a
 refused call changes nothing. A stateful run follows links between the dispatcher's
 controls and its ``/stats``, checking each answer against a model; with
-``CAROUSEL_API_TOKEN`` set, every control refuses a call without the token (401).
+``CAROUSEL_API_TOKEN`` set (and the views closed), every call but the operations routes
+is refused without the token (401), as documented. Every check of schemathesis is on
+(``tests.fuzz.CHECKS``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import schemathesis
 from fastapi import FastAPI
 from hypothesis import settings
 from schemathesis import Case, Response
+from schemathesis.checks import CHECKS as REGISTERED
+from schemathesis.checks import load_all_checks
 from schemathesis.specs.openapi.checks import status_code_conformance
 
 from scheduler.dispatcher.admin import create_admin_app as create_dispatcher_admin
@@ -35,7 +39,10 @@ from shared.settings import CommonSettings
 from shared.store import Store
 from tests.asgi import call
 from tests.fuzz import (
+    CHECKS,
+    CONFORMANCE,
     FUZZ,
+    OPS_PATHS,
     TOKEN,
     Check,
     config,
@@ -67,7 +74,8 @@ class DispatcherAdmin:
 def dispatcher_admin(db_url: str, token: str = "") -> DispatcherAdmin:
     """The admin API over a dispatcher with a few dispatches and held heads (so that the
     views have something to show), connected (so /readyz is 200), and the dead-letter
-    record of a ledger (no broker: nothing is dead-lettered, so nothing is re-driven)."""
+    record of a ledger (no broker: nothing is dead-lettered, so nothing is re-driven).
+    With a ``token``, the views need it too (``ADMIN_VIEWS_OPEN=false``)."""
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(2, 1, 0)))
     for i in range(4):
         event = VmEventMessage(
@@ -81,7 +89,7 @@ def dispatcher_admin(db_url: str, token: str = "") -> DispatcherAdmin:
         carousel_db_url=db_url, amqp_url="amqp://guest:guest@127.0.0.1:1//"
     )  # a port where no broker answers
     dead_letters = DeadLetters(Store.connect(db_url), settings)
-    app = create_dispatcher_admin(state, session, token, dead_letters)
+    app = create_dispatcher_admin(state, session, token, dead_letters, views_open=not token)
     return DispatcherAdmin(app, state, dead_letters)
 
 
@@ -122,6 +130,10 @@ DISPATCHER_OPERATIONS = _operations()
 CONTROLS = [label for label in DISPATCHER_OPERATIONS if label.startswith(MUTATING)]
 
 
+def guarded(operations: list[str]) -> list[str]:
+    return [label for label in operations if label.split(" ", 1)[1] not in OPS_PATHS]
+
+
 @pytest.fixture
 def make_admin(tmp_path: Path) -> Iterator[Callable[..., DispatcherAdmin]]:
     """Builds the admin API over a ledger in ``tmp_path``; closes the ledger after."""
@@ -149,22 +161,28 @@ def test_dispatcher_admin_conforms_and_a_refused_call_changes_nothing(
     fuzz(operation(schema, label), check)
 
 
-@pytest.mark.parametrize("label", CONTROLS)
-def test_dispatcher_controls_refuse_a_call_without_the_token(
-    label: str, make_admin: Callable[..., DispatcherAdmin]
-) -> None:
-    """401 whatever the body, and nothing changes."""
-    admin = make_admin(TOKEN)
-    schema = schemathesis.openapi.from_asgi(
-        "/openapi.json",
-        admin.app,
-        config=config(token=True, checks={"status_code_conformance": {"enabled": False}}),
-    )
+def refused_without_the_token_and_documented(label: str, admin: DispatcherAdmin) -> None:
+    """401 whatever the body, as documented, and nothing changes."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", admin.app, config=config(token=True))
 
     def check(case: Case[Any]) -> None:
         call_and_check(case, admin, extra=[refused_without_the_token])
 
     fuzz(operation(schema, label), check)
+
+
+@pytest.mark.parametrize("label", CONTROLS)
+def test_dispatcher_controls_refuse_a_call_without_the_token(
+    label: str, make_admin: Callable[..., DispatcherAdmin]
+) -> None:
+    refused_without_the_token_and_documented(label, make_admin(TOKEN))
+
+
+@pytest.mark.parametrize("label", [x for x in guarded(DISPATCHER_OPERATIONS) if x not in CONTROLS])
+def test_dispatcher_views_closed_refuse_a_call_without_the_token(
+    label: str, make_admin: Callable[..., DispatcherAdmin]
+) -> None:
+    refused_without_the_token_and_documented(label, make_admin(TOKEN))
 
 
 @pytest.mark.parametrize("label", CONTROLS)
@@ -181,6 +199,29 @@ def test_dispatcher_controls_document_their_401(
     else:
         case = op.Case()
     case.validate_response(case.call(), checks=[status_code_conformance])
+
+
+def test_dispatcher_redrive_documents_its_409_and_its_503(
+    make_admin: Callable[..., DispatcherAdmin],
+) -> None:
+    """Answers the fuzzing cannot meet (nothing is dead-lettered there): an event not
+    dead-lettered, and one that is but cannot be published (no broker)."""
+    admin = make_admin()
+    store = admin.dead_letters.store
+    event = VmEventMessage(id="a", host="h", vm="v", policy="p", action=Action.HEAL, accepted_at=0)
+    store.accept([event])
+    store.confirm([event])
+    store.mark_dispatched_many(["a"], "d", 1.0)
+    claim = store.claim("a", "d", "w", 2.0, 30.0)
+    assert claim is not None
+    store.finish("a", claim.token, False, "ran past its time limit", 3.0, dead=True)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", admin.app, config=config(token=False))
+    op = operation(schema, "POST /dead-letters/{event_id}/redrive")
+    for event_id, code in [("nope", 409), ("a", 503)]:
+        case = op.Case(path_parameters={"event_id": event_id})
+        response = case.call()
+        assert response.status_code == code, response.text
+        case.validate_response(response, checks=CONFORMANCE)
 
 
 UNREADABLE_BODIES = [b'{"per_vm": \xff}', b'{"per_vm": ']
@@ -288,9 +329,10 @@ def test_stateful_controls_do_what_they_say_and_stats_shows_it(
 
 
 # -- the elasticity worker's admin API ----------------------------------------------------
-def elasticity_admin() -> FastAPI:
+def elasticity_admin(token: str = "") -> FastAPI:
     """The admin API over an engine (in-memory provider) that has decided twice and has
-    a busy worker: ready, with decisions and events to show."""
+    a busy worker: ready, with decisions and events to show. With a ``token``, /status
+    needs it (``ADMIN_VIEWS_OPEN=false``)."""
     clock = Clock()
     tracker = WorkerTracker(app=None)
     engine = Engine(
@@ -309,7 +351,7 @@ def elasticity_admin() -> FastAPI:
     clock.now += 5
     engine.tick()
     assert engine.ready()
-    return create_elasticity_admin(engine, dry_run=False)
+    return create_elasticity_admin(engine, dry_run=False, views_token=token)
 
 
 ELASTICITY_OPERATIONS = labels(elasticity_admin().openapi())
@@ -325,3 +367,36 @@ def test_elasticity_admin_conforms(label: str) -> None:
         case.call_and_validate(additional_checks=[validation_error_names_the_field])
 
     fuzz(operation(schema, label), check)
+
+
+@pytest.mark.parametrize("label", guarded(ELASTICITY_OPERATIONS))
+def test_elasticity_admin_refuses_a_call_without_the_token(label: str) -> None:
+    schema = schemathesis.openapi.from_asgi(
+        "/openapi.json", elasticity_admin(TOKEN), config=config(token=True)
+    )
+
+    def check(case: Case[Any]) -> None:
+        case.call_and_validate(
+            additional_checks=[validation_error_names_the_field, refused_without_the_token]
+        )
+
+    fuzz(operation(schema, label), check)
+
+
+# -- the configuration of the runs ------------------------------------------------------
+@pytest.mark.parametrize("token", [False, True], ids=["open", "guarded"])
+def test_every_check_of_schemathesis_is_on(
+    token: bool, make_admin: Callable[..., DispatcherAdmin]
+) -> None:
+    """All of schemathesis' checks are named in ``tests.fuzz.CHECKS`` and on, but
+    ``ignored_auth`` where no token is configured (it could not apply)."""
+    load_all_checks()
+    registered = {c.__name__ for c in REGISTERED.get_all() if not isinstance(c, type)}
+    assert registered == {*CHECKS, "ignored_auth"}
+    schema = schemathesis.openapi.from_asgi(
+        "/openapi.json", make_admin().app, config=config(token=token)
+    )
+    for label in DISPATCHER_OPERATIONS:
+        on = schema.config.checks_config_for(operation=operation(schema, label), phase=None)
+        off = {name for name in registered if not on.get_by_name(name=name).enabled}
+        assert off == (set() if token else {"ignored_auth"}), (label, off)
