@@ -44,7 +44,7 @@ TICK_SECONDS = 0.05
 MAX_WATCH_SECONDS = 60.0
 MAX_WATCH_CHANGES = 5000
 #: open without the token: the health check and the API docs (the page and its assets)
-OPEN_PATHS = frozenset({"/healthz", "/docs", "/openapi.json"})
+OPEN_PATHS = frozenset({"/healthz", "/docs", "/redoc", "/openapi.json"})
 FAULT_FREE_PATHS = frozenset({"/healthz", "/v1/faults"})
 
 #: what the gate refuses on every path but /healthz: the token, and an injected API fault
