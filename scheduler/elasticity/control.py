@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from celery import Celery
 
+#: what a retired worker logs as the reason of its shutdown
+RETIRE_REASON = "retired by the elasticity worker (idle; its consumer was cancelled first)"
+
 
 class CeleryControl:
     def __init__(self, app: Celery, timeout: float = 2.0) -> None:
@@ -36,5 +39,6 @@ class CeleryControl:
         return any(node in reply for reply in replies)
 
     def shutdown(self, node: str) -> None:
-        """Warm shutdown by destination."""
-        self.app.control.shutdown(destination=[node])
+        """Warm shutdown by destination, saying why: the worker logs this reason (at
+        INFO; Celery's own "Got shutdown from remote" is a WARNING)."""
+        self.app.control.broadcast("shutdown", arguments={"msg": RETIRE_REASON}, destination=[node])

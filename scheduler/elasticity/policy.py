@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from scheduler.elasticity.model import (
     Condition,
@@ -45,7 +46,18 @@ from scheduler.elasticity.model import (
 CAPACITY = (WorkerState.IDLE, WorkerState.BUSY, WorkerState.BOOTING)
 
 
-def raw_workers(obs: Observation, cfg: ProfileConfig) -> tuple[int, float, str]:
+class Demand(NamedTuple):
+    """What the backlog asks for (step 1), and why."""
+
+    workers: int  # bounded by the profile's minimum and maximum
+    action_seconds: float  # the learnt mean, else the profile's default
+    why: str  # what decided it, with the numbers: the backlog, the minimum or the maximum
+    #: the same cause in words that stay the same while the count does, for a pool that
+    #: keeps its size ("steady at 1: the minimum is 1")
+    standing: str
+
+
+def raw_workers(obs: Observation, cfg: ProfileConfig) -> Demand:
     """Workers the backlog asks for, bounded by the profile; the action time used; and
     why that many, naming what decided it: the backlog, the minimum or the maximum."""
     learnt = obs.mean_action_seconds
@@ -56,11 +68,14 @@ def raw_workers(obs: Observation, cfg: ProfileConfig) -> tuple[int, float, str]:
     raw = max(cfg.min_workers, min(cfg.max_workers, want))
     if want < cfg.min_workers:
         why = f"the minimum is {cfg.min_workers} (backlog {obs.backlog} asks for {want})"
+        standing = f"the minimum is {cfg.min_workers}"
     elif want > cfg.max_workers:
         why = f"backlog {obs.backlog} asks for {want}, capped at the maximum {cfg.max_workers}"
+        standing = f"the maximum is {cfg.max_workers}"
     else:
         why = f"backlog {obs.backlog} asks for {want}"
-    return raw, seconds, why
+        standing = f"the backlog asks for {want}"
+    return Demand(raw, seconds, why, standing)
 
 
 def utilisation_band(
@@ -95,18 +110,22 @@ def stabilize(
     cfg: ProfileConfig,
     now: float,
     why: str = "",
+    standing: str = "",
 ) -> tuple[int, str]:
     """Apply the tolerance band and the stabilisation windows (records ``raw``); ``why``
-    says where ``raw`` comes from."""
+    says where ``raw`` comes from, ``standing`` the same without the backlog's numbers
+    (see :class:`Demand`): what a pool that keeps its size says."""
     why = why or f"{raw} asked for"
+    standing = standing or f"{raw} asked for"
     memory.recommendations.append((now, raw))
     horizon = now - max(cfg.scale_up_window, cfg.scale_down_window)
     memory.recommendations = [(t, r) for t, r in memory.recommendations if t >= horizon]
     if raw == capacity:
-        return capacity, "steady"
+        return capacity, f"steady at {capacity}: {standing}"
     # |raw/capacity - 1| <= tolerance, in a form that keeps the band's edges inside it
     if capacity >= cfg.min_workers and abs(raw - capacity) <= cfg.tolerance * capacity + 1e-9:
-        return capacity, f"within tolerance ({raw} vs {capacity})"
+        tolerance = f"{cfg.tolerance:.0%}"
+        return capacity, f"steady at {capacity}: {standing}, within the tolerance ({tolerance})"
     if raw > capacity:
         since = now - cfg.scale_up_window
         floor = min(r for t, r in memory.recommendations if t >= since)
@@ -154,9 +173,9 @@ def plan_profile(obs: Observation, memory: ProfileMemory, cfg: ProfileConfig, no
     """Steps 1-4: target tracking, the utilisation band, tolerance and the
     stabilisation windows (records the recommendation in ``memory``)."""
     capacity = obs.count(*CAPACITY)
-    raw, seconds, why = raw_workers(obs, cfg)
+    raw, seconds, why, standing = raw_workers(obs, cfg)
     raw, band = utilisation_band(obs, cfg, raw, capacity)
-    stable, reason = stabilize(memory, raw, capacity, cfg, now, why)
+    stable, reason = stabilize(memory, raw, capacity, cfg, now, why, standing)
     if band:
         reason = f"{reason} ({band})"
     return Plan(raw, stable, seconds, reason)
@@ -190,7 +209,10 @@ def decide_profile(
         spawn = min(target - capacity, free)
         if spawn < target - capacity:
             blocked = Condition.INSUFFICIENT_RESOURCES
-            reason = f"{reason}; budget has room for {spawn} of {target - capacity}"
+            reason = (
+                f"{reason}; the budget (ELASTICITY_BUDGET) has room for {spawn} "
+                f"of {target - capacity} more"
+            )
     elif target < capacity:
         idle = obs.count(WorkerState.IDLE)
         retire = min(capacity - target, idle)  # target >= min_workers, so min holds

@@ -17,24 +17,26 @@ def _no_reply_is_not_a_failure(record: logging.LogRecord) -> bool:
     return record.msg != "Inspect method %s failed"
 
 
+def flower_argv(settings: FlowerSettings, extra: list[str]) -> list[str]:
+    """Flower's command line from the settings, then ``extra`` (which may override them).
+    Retired elastic workers leave Flower's worker list ``FLOWER_PURGE_OFFLINE_WORKERS``
+    seconds after going offline (Flower's default keeps them listed, Offline, for good)."""
+    purge = settings.flower_purge_offline_workers
+    return [
+        "flower",
+        f"--port={settings.flower_port}",
+        f"--address={settings.flower_address}",
+        f"--basic-auth={settings.flower_basic_auth}",
+        *([f"--purge_offline_workers={purge}"] if purge else []),
+        *extra,
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = FlowerSettings()
     logging.getLogger("flower.inspector").addFilter(_no_reply_is_not_a_failure)
     app = create_celery(settings)
-    app.start(
-        [
-            "flower",
-            f"--port={settings.flower_port}",
-            f"--address={settings.flower_address}",
-            f"--basic-auth={settings.flower_basic_auth}",
-            *(
-                [f"--purge_offline_workers={settings.flower_purge_offline_workers}"]
-                if settings.flower_purge_offline_workers
-                else []
-            ),
-            *(sys.argv[1:] if argv is None else argv),
-        ]
-    )
+    app.start(flower_argv(settings, sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -45,7 +45,11 @@ class Outcome:
     seconds: float | None = None
 
     def result(self) -> dict[str, Any]:
-        """The task's result, as Flower shows it: what this task message did, and why."""
+        """The task's result, as Flower shows it (JSON): what this task message did
+        (``outcome``), and the event's status as this message left it — ``succeeded`` or
+        ``failed`` once finished, ``running`` while another task message holds it (a
+        duplicate skipped, or this run taken over), ``unknown`` when the ledger has no
+        dispatched event of that id."""
         event = self.event
         done = {
             Claim.CLAIMED: "ran the action",
@@ -54,10 +58,15 @@ class Outcome:
             Claim.UNKNOWN: "skipped: not dispatched in the ledger",
             Claim.EXHAUSTED: "not run: out of attempts",
         }[self.claim]
-        out: dict[str, Any] = {
-            "outcome": done,
-            "status": self.completion.status.value if self.completion else None,
-        }
+        if self.claim is Claim.UNKNOWN:
+            status = "unknown"  # the completion says failed only to free the slot
+        elif self.completion is None:
+            status = Status.RUNNING.value
+        else:
+            status = self.completion.status.value
+        if self.claim is Claim.CLAIMED and self.completion is None:
+            done = "ran the action, then was taken over: its outcome is not recorded"
+        out: dict[str, Any] = {"outcome": done, "status": status}
         if event is not None:
             out.update(event_id=event.id, action=event.action.value, host=event.host, vm=event.vm)
         if self.claim is Claim.CLAIMED:

@@ -1,13 +1,19 @@
 """A healthy run says what matters and warns about nothing: a worker announces itself in
-one line (no banner, no warning about running as root); the scheduler, through a burst
-and more than one reconcile, logs no warning (a completion still on its way is not a
-"slot whose completion never arrived")."""
+one line (no banner, no "Connected to", no warning about running as root); the
+scheduler, through a burst and more than one reconcile, logs no warning (a completion
+still on its way is not a "slot whose completion never arrived"); a worker retired the
+way the elasticity worker retires one says why, and warns about nothing either."""
 
 from __future__ import annotations
 
+import socket
+import uuid
 from collections.abc import Callable
 
 from harness.processes import Stack, wait_until
+from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.elasticity.control import RETIRE_REASON, CeleryControl
+from scheduler.worker.app import create_celery
 from tests.integration.test_e2e import all_finished, post
 
 
@@ -31,8 +37,46 @@ def test_a_healthy_run_logs_one_ready_line_per_worker_and_no_warning(
 
     worker_log = worker.log_path.read_text(errors="replace")
     assert worker_log.count(" ready: ") == 1, worker_log[-2000:]
-    for noise in ("[tasks]", "-------------- ", "superuser", "SecurityWarning", "mingle"):
+    first = next(line for line in worker_log.splitlines() if line.strip())
+    assert " ready: " in first and "broker amqp://" in first, worker_log[:2000]
+    for noise in (
+        "[tasks]",
+        "-------------- ",
+        "superuser",
+        "SecurityWarning",
+        "mingle",
+        "Connected to",
+    ):
         assert noise not in worker_log, f"{noise!r} in the worker's output"
     scheduler_log = scheduler.log_path.read_text(errors="replace")
     assert "WARNING" not in scheduler_log, scheduler_log[-3000:]
     assert "never arrived" not in scheduler_log
+
+
+def test_a_worker_retired_by_the_elasticity_worker_says_why_and_warns_about_nothing(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """The elasticity worker's retire steps against a real worker: cancel its consumer,
+    check it holds nothing, remote shutdown. Celery would log that shutdown as a WARNING
+    ("Got shutdown from remote"); the worker logs the reason, at INFO, and exits."""
+    stack = stack_factory()
+    name = f"retired-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+    worker = stack.worker(WORKER_NAME=name)
+    wait_until(
+        lambda: " ready: " in worker.log_path.read_text(errors="replace"),
+        60,
+        what=f"the worker ready ({worker.log_tail()})",
+    )
+    settings = SchedulerSettings(
+        AMQP_URL=stack.env["AMQP_URL"], CAROUSEL_PREFIX=stack.env["CAROUSEL_PREFIX"]
+    )
+    control = CeleryControl(create_celery(settings))
+    control.cancel_consumer(settings.topology.actions_queue.name, name)
+    assert not control.holds_tasks(name)
+    control.shutdown(name)
+    assert worker.proc is not None
+    wait_until(lambda: worker.proc.poll() is not None, 30, what="the retired worker to exit")
+
+    worker_log = worker.log_path.read_text(errors="replace")
+    assert f"INFO/MainProcess] shutdown asked remotely: {RETIRE_REASON}" in worker_log, worker_log
+    assert "WARNING" not in worker_log, worker_log

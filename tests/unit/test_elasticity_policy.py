@@ -149,6 +149,47 @@ def test_a_held_scale_down_names_its_window() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("backlog", "workers", "config", "reason"),
+    [
+        pytest.param(
+            0, pool(idle=1), cfg(min_workers=1), "steady at 1: the minimum is 1", id="minimum"
+        ),
+        pytest.param(
+            200, pool(busy=4), cfg(max_workers=4), "steady at 4: the maximum is 4", id="maximum"
+        ),
+        pytest.param(
+            20,
+            pool(idle=1, busy=1),
+            cfg(max_workers=4),
+            "steady at 2: the backlog asks for 2",
+            id="backlog",
+        ),
+        pytest.param(
+            105,
+            pool(busy=10),
+            cfg(max_workers=20),
+            "steady at 10: the backlog asks for 11, within the tolerance (10%)",
+            id="tolerance",
+        ),
+    ],
+)
+def test_a_pool_that_keeps_its_size_says_what_holds_it(
+    backlog: int, workers: tuple[WorkerView, ...], config: ProfileConfig, reason: str
+) -> None:
+    """Not a bare "steady": the minimum, the maximum or the backlog — in words that stay
+    the same while the backlog drains (so the command line folds those rounds)."""
+    assert decide_one(obs(backlog=backlog, workers=workers), config, budget=20).reason == reason
+
+
+def test_a_spawn_short_of_room_names_the_budget() -> None:
+    a, b = cfg("a"), cfg("b")
+    observations = [obs("a", 200, pool("a", busy=3)), obs("b", 200, pool("b"))]
+    memories = {"a": ProfileMemory(), "b": ProfileMemory()}
+    _, db = decide(observations, memories, {"a": a, "b": b}, 4, 0.0)
+    assert db.reason.endswith("; the budget (ELASTICITY_BUDGET) has room for 1 of 2 more")
+
+
 # -- stabilize -------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("capacity", "raw", "expected"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import sqlite3
 import threading
@@ -411,3 +412,43 @@ def test_the_task_result_says_what_happened(store: Store, clock: Callable[[], fl
     again = run_event(event, "d1", "worker-1", store, RecordingDriver(), clock).result()
     assert again["outcome"].startswith("already finished") and again["status"] == "failed"
     assert "attempt" not in again
+
+
+def test_a_skipped_or_taken_over_task_result_still_says_the_events_status(
+    store: Store, clock: Callable[[], float]
+) -> None:
+    """Flower's result column has a status for every task message, never null: a
+    duplicate skipped while another message runs the event says ``running``, as does a
+    run taken over mid-action; a message for an event not dispatched says ``unknown``
+    (not ``failed``: the ledger has no such outcome). Each result is plain JSON."""
+    event = ev()
+    dispatch(store, event)
+    assert store.claim(event.id, "d1", "worker-1", 100.0, LEASE).outcome is Claim.CLAIMED
+    held = run_event(event, "d2", "worker-2", store, RecordingDriver(), clock).result()
+    assert (held["outcome"], held["status"]) == (
+        "skipped: another task message is running it",
+        "running",
+    )
+
+    other = ev("e2")
+    dispatch(store, other)
+
+    class TakenOverDriver(RecordingDriver):
+        def execute(self, e: VmEventMessage, token: int) -> None:
+            super().execute(e, token)
+            assert store.claim(e.id, "d3", "worker-3", 1000.0, LEASE).outcome is Claim.CLAIMED
+
+    times = iter([0.0, 1.0, 2.0])
+    taken = run_event(
+        other, "d1", "worker-1", store, TakenOverDriver(), lambda: next(times), lease_seconds=5
+    ).result()
+    assert taken["status"] == "running" and "taken over" in taken["outcome"]
+    assert taken["attempt"] == 1
+
+    unknown = run_event(ev("never"), "d1", "worker-1", store, RecordingDriver(), clock).result()
+    assert (unknown["outcome"], unknown["status"]) == (
+        "skipped: not dispatched in the ledger",
+        "unknown",
+    )
+    for result in (held, taken, unknown):
+        assert json.loads(json.dumps(result)) == result

@@ -1,0 +1,49 @@
+"""The task message the scheduler hands over, as the real broker holds it: the arguments
+Flower shows are readable, and the wire format the worker reads is unchanged (a message
+sent before this change is read the same way)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import kombu
+
+from scheduler.dispatcher.confirms import ConfirmingProducer
+from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.tasks import TaskSender
+from scheduler.worker.app import TASK_NAME, create_celery
+from scheduler.worker.poison import parse_arguments
+from shared.kombu_topology import queue
+from shared.models import Action, VmEventMessage
+
+
+def test_flower_shows_readable_arguments_and_the_worker_reads_the_same_message(
+    amqp_url: str, prefix: str
+) -> None:
+    settings = SchedulerSettings(AMQP_URL=amqp_url, CAROUSEL_PREFIX=prefix)
+    actions = settings.topology.actions_queue
+    event = VmEventMessage(
+        id="demo-1",
+        host="h1",
+        vm="h1-vm1",
+        policy="ops",
+        action=Action.HEAL,
+        accepted_at=time.time(),
+    )
+    dispatch_id = "3f2a9c0d" + "0" * 24
+    with kombu.Connection(amqp_url) as conn:
+        queue(actions).bind(conn.default_channel).declare()
+        TaskSender(settings, create_celery(settings)).send(
+            ConfirmingProducer(conn, timeout=10), [event], dispatch_id
+        )
+        message = conn.default_channel.basic_get(actions.name, no_ack=True)
+    assert message is not None
+    headers = message.headers
+    assert (headers["task"], headers["id"]) == (TASK_NAME, "demo-1")
+    # what Flower shows in the task's "args" (the task-sent and task-received events)
+    assert headers["argsrepr"] == "heal h1/h1-vm1 (policy ops, dispatch 3f2a9c0d)"
+    # the body is as it always was: (event, dispatch id) as positional arguments
+    args, kwargs, _ = json.loads(message.body)
+    assert kwargs == {}
+    assert parse_arguments(tuple(args), kwargs) == (event, dispatch_id)
