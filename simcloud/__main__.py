@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import FrameType
 
 import uvicorn
 
@@ -127,15 +128,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (argparse.ArgumentTypeError, Invalid) as exc:
         p.error(str(exc))
     app = create_app(cloud, args.token)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         access_log=args.log_level == "debug",
-        # a watcher's long-poll would hold a graceful shutdown for its whole timeout
-        timeout_graceful_shutdown=2,
+        timeout_graceful_shutdown=5,
     )
+    _Server(config, on_exit=app.state.hub.stop).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, which also ends the pending watches when asked to stop: a long-poll would
+    otherwise hold the graceful shutdown for its whole timeout."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,14 @@ class Hub:
         self._seen = cloud.resource_version
         self._event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: the server is shutting down: watchers answer at once instead of waiting
+        self.stopping = False
+
+    def stop(self) -> None:
+        """End every pending watch now (safe from a signal handler or another thread)."""
+        self.stopping = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.wake)
 
     def settle(self) -> None:
         self.cloud.tick()
@@ -163,6 +171,7 @@ def create_app(cloud: Cloud, token: str = "") -> FastAPI:
                 await ticker
 
     app = service_app(title="simcloud", summary="A small simulated cloud", lifespan=lifespan)
+    app.state.hub = hub  # __main__ ends the watches when the server is asked to stop
     app.add_middleware(Gate, hub=hub, token=token)
     app.add_exception_handler(CloudError, _cloud_error)
 
@@ -210,7 +219,7 @@ def _router(hub: Hub) -> APIRouter:
                 rv = changes[-1]["version"]
                 return JSONResponse({"resource_version": rv, "changes": changes})
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or hub.stopping:
                 return JSONResponse({"resource_version": since, "changes": []})
             with suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), remaining)
