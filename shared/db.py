@@ -57,6 +57,9 @@ vms = sa.Table(
     sa.Column("host", sa.String(128), nullable=False),
     sa.Column("vm", sa.String(128), nullable=False),
     sa.Column("available", sa.Boolean, nullable=False, default=True),
+    #: when a removal of the VM began (the producer's clock), while it runs: events for
+    #: the VM are refused meanwhile (a mark older than the removal's time limit is void)
+    sa.Column("removing_since", sa.Float),
     sa.UniqueConstraint("host", "vm"),
 )
 
@@ -107,7 +110,19 @@ def make_engine(url: str, durable: bool = True) -> Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    if not durable and engine.dialect.name == "postgresql":
+
+        @sa.event.listens_for(engine, "connect")
+        def _async_commit(dbapi_conn: Any, _record: Any) -> None:
+            # as SQLite's synchronous=NORMAL: a commit returns before its WAL record is
+            # flushed; a crash of the server may lose the last ones, never corrupts
+            cur = dbapi_conn.cursor()
+            cur.execute("SET synchronous_commit TO off")
+            cur.close()
+            dbapi_conn.commit()
+
+    return engine
 
 
 def create_schema(engine: Engine, attempts: int = 5) -> None:
@@ -142,13 +157,18 @@ def _drop_stored_queue_names(engine: Engine) -> None:
 
 def _add_new_event_columns(engine: Engine) -> None:
     """Ledgers made before 0.3 lack the claim's fence and lease and the dead-letter
-    mark: add the columns (an existing running row counts as an expired claim)."""
-    have = {c["name"] for c in sa.inspect(engine).get_columns("events")}
+    mark, before 0.4 the VM-removal mark: add the columns (an existing running row counts
+    as an expired claim)."""
     raced = (sa.exc.OperationalError, sa.exc.ProgrammingError)  # another process added it
-    for column in events.columns:
-        if column.name in have:
+    inspector = sa.inspect(engine)
+    have = {t.name: {c["name"] for c in inspector.get_columns(t.name)} for t in (events, vms)}
+    for table, column in [(t, c) for t in (events, vms) for c in t.columns]:
+        if column.name in have[table.name]:
             continue
-        ddl = f"ALTER TABLE events ADD COLUMN {column.name} {column.type.compile(engine.dialect)}"
+        ddl = (
+            f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
+            f"{column.type.compile(engine.dialect)}"
+        )
         default = column.server_default
         if isinstance(default, sa.DefaultClause):
             ddl += f" NOT NULL DEFAULT {default.arg}"

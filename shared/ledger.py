@@ -26,10 +26,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from shared import statements
 from shared.db import events
 from shared.errors import Conflict
 from shared.lease import Lease
 from shared.models import FINISHED, IN_FLIGHT, UNDISPATCHED, Status, VmEventMessage
+from shared.statements import NO_LIMIT
 
 
 class Claim(Enum):
@@ -49,6 +51,9 @@ class ClaimResult:
     token: int = 0
     #: CLAIMED: which attempt this claim is (1 for the first run of the event)
     attempt: int = 0
+    #: CLAIMED: the event as it was accepted (what the worker runs, whatever the task
+    #: message says), read in the claim's transaction
+    event: VmEventMessage | None = None
 
 
 @dataclass(frozen=True)
@@ -90,40 +95,44 @@ class EventLedger:
         a confirmed event is accepted without publishing again, a re-post of one never
         confirmed (the producer died before the broker confirmed) is published again.
         Raises :class:`Conflict` if a known id comes with other content."""
-        ids = [e.id for e in batch]
         with self.engine.begin() as conn:
-            known = {
-                r.id: r
-                for r in conn.execute(
-                    sa.select(
-                        events.c.id,
-                        events.c.host,
-                        events.c.vm,
-                        events.c.policy,
-                        events.c.action,
-                        events.c.status,
-                    ).where(events.c.id.in_(ids))
-                )
-            }
-            fresh: list[VmEventMessage] = []
-            to_publish: list[VmEventMessage] = []
-            first: dict[str, tuple[str, str, str, str]] = {}  # id -> content, this batch
-            for e in batch:
-                content = (e.host, e.vm, e.policy, e.action.value)
-                old = known.get(e.id)
-                before = (old.host, old.vm, old.policy, old.action) if old else first.get(e.id)
-                if before is not None and before != content:
-                    raise Conflict(e.id)
-                if e.id in first:
-                    continue
-                first[e.id] = content
-                if old is None:
-                    fresh.append(e)
-                    to_publish.append(e)
-                elif old.status == Status.PENDING:
-                    to_publish.append(e)
-            if fresh:
-                conn.execute(events.insert(), [_row(e, Status.PENDING) for e in fresh])
+            return self.record_pending(conn, batch)
+
+    def record_pending(self, conn: sa.Connection, batch: Sequence[VmEventMessage]) -> Accepted:
+        """:meth:`_accept` within the caller's transaction ``conn``."""
+        ids = [e.id for e in batch]
+        known = {
+            r.id: r
+            for r in conn.execute(
+                sa.select(
+                    events.c.id,
+                    events.c.host,
+                    events.c.vm,
+                    events.c.policy,
+                    events.c.action,
+                    events.c.status,
+                ).where(events.c.id.in_(ids))
+            )
+        }
+        fresh: list[VmEventMessage] = []
+        to_publish: list[VmEventMessage] = []
+        first: dict[str, tuple[str, str, str, str]] = {}  # id -> content, this batch
+        for e in batch:
+            content = (e.host, e.vm, e.policy, e.action.value)
+            old = known.get(e.id)
+            before = (old.host, old.vm, old.policy, old.action) if old else first.get(e.id)
+            if before is not None and before != content:
+                raise Conflict(e.id)
+            if e.id in first:
+                continue
+            first[e.id] = content
+            if old is None:
+                fresh.append(e)
+                to_publish.append(e)
+            elif old.status == Status.PENDING:
+                to_publish.append(e)
+        if fresh:
+            conn.execute(events.insert(), [_row(e, Status.PENDING) for e in fresh])
         return Accepted(to_publish=to_publish, ids=ids, inserted=[e.id for e in fresh])
 
     def confirm(self, batch: Sequence[VmEventMessage]) -> None:
@@ -199,19 +208,14 @@ class EventLedger:
         with self.engine.begin() as conn:
             if lease is not None:
                 lease.hold(conn, at)
-            conn.execute(
-                events.update()
-                .where(
-                    events.c.id.in_(event_ids),
-                    events.c.status.in_([s.value for s in UNDISPATCHED]),
-                )
-                .values(status=Status.DISPATCHED.value, dispatch_id=dispatch_id, dispatched_at=at)
-            )
-            rows = conn.execute(
-                sa.select(events.c.id, events.c.status, events.c.dispatch_id).where(
-                    events.c.id.in_(event_ids)
-                )
-            ).all()
+            params = {
+                "ids": list(event_ids),
+                "undispatched": [s.value for s in UNDISPATCHED],
+                "p_dispatch_id": dispatch_id,
+                "p_at": at,
+            }
+            conn.execute(statements.DISPATCH, params)
+            rows = conn.execute(statements.STATUSES, params).all()
         before: dict[str, Status | None] = dict.fromkeys(event_ids)
         for r in rows:
             moved = r.status == Status.DISPATCHED.value and r.dispatch_id == dispatch_id
@@ -277,14 +281,14 @@ class EventLedger:
         ``finished_before``, when given)."""
         if not event_ids:
             return []
-        done: list[sa.ColumnElement[bool]] = [
-            events.c.id.in_(event_ids),
-            events.c.status.in_([s.value for s in FINISHED]),
-        ]
-        if finished_before is not None:
-            done.append(events.c.finished_at < finished_before)
+        params = {
+            "ids": list(event_ids),
+            "finished": [s.value for s in FINISHED],
+            "before": finished_before,
+        }
+        query = statements.FINISHED_AMONG if finished_before is None else statements.FINISHED_BEFORE
         with self.engine.connect() as conn:
-            return list(conn.execute(sa.select(events.c.id).where(*done)).scalars())
+            return list(conn.execute(query, params).scalars())
 
     def status_of(self, event_id: str) -> Status | None:
         with self.engine.connect() as conn:
@@ -396,55 +400,28 @@ class EventLedger:
         renewed (:meth:`renew`). Each claim is an attempt: with ``max_attempts``, an event
         claimed that often already ends ``failed`` (and dead-lettered) instead, in the
         same transaction, so an action that kills its worker every time ends."""
-        expired = sa.func.coalesce(events.c.lease_expires_at, 0.0) < at
-        claimable = sa.and_(
-            events.c.id == event_id,
-            sa.or_(
-                events.c.status == Status.DISPATCHED.value,
-                sa.and_(events.c.status == Status.RUNNING.value, expired),
-            ),
-        )
-        within = sa.true() if max_attempts is None else events.c.attempts < max_attempts
+        params = {
+            "event_id": event_id,
+            "at": at,
+            "max_attempts": NO_LIMIT if max_attempts is None else max_attempts,
+            "p_dispatch_id": dispatch_id,
+            "p_worker": worker,
+            "p_lease_expires_at": at + lease_seconds,
+        }
         with self.engine.begin() as conn:
-            res = conn.execute(
-                events.update()
-                .where(claimable, within)
-                .values(
-                    status=Status.RUNNING.value,
-                    dispatch_id=dispatch_id,
-                    worker=worker,
-                    started_at=at,
-                    attempts=events.c.attempts + 1,
-                    fence=events.c.fence + 1,
-                    lease_expires_at=at + lease_seconds,
-                    error=None,
+            won = conn.execute(statements.CLAIM, params).first()
+            if won is not None:
+                return ClaimResult(
+                    Claim.CLAIMED, int(won.fence), int(won.attempts), _message(won._mapping)
                 )
-            )
-            if res.rowcount == 1:
-                token, attempt = conn.execute(
-                    sa.select(events.c.fence, events.c.attempts).where(events.c.id == event_id)
-                ).one()
-                return ClaimResult(Claim.CLAIMED, int(token), int(attempt))
             if max_attempts is not None:
-                reason = (
+                params["p_error"] = (
                     f"gave up after {max_attempts} attempts: the action never finished "
                     "(its worker died, lost the ledger or was cut off each time)"
                 )
-                res = conn.execute(
-                    events.update()
-                    .where(claimable, events.c.attempts >= max_attempts)
-                    .values(
-                        status=Status.FAILED.value,
-                        dispatch_id=dispatch_id,
-                        worker=worker,
-                        error=reason,
-                        finished_at=at,
-                        dead_at=at,
-                    )
-                )
-                if res.rowcount == 1:
+                if conn.execute(statements.EXHAUST, params).rowcount == 1:
                     return ClaimResult(Claim.EXHAUSTED)
-            row = conn.execute(sa.select(events.c.status).where(events.c.id == event_id)).first()
+            row = conn.execute(statements.STATUS, params).first()
         if row is None:
             return ClaimResult(Claim.UNKNOWN)
         if Status(row.status) in FINISHED:
@@ -458,7 +435,7 @@ class EventLedger:
         event finished, or another holder took it over after the lease expired)."""
         with self.engine.begin() as conn:
             res = conn.execute(
-                events.update().where(self._held_by(event_id, token)).values(lease_expires_at=until)
+                statements.RENEW, {"event_id": event_id, "token": token, "p_until": until}
             )
         return bool(res.rowcount == 1)
 
@@ -475,26 +452,17 @@ class EventLedger:
         (nothing changes) for a stale holder. ``dead``: the event failed for a reason an
         operator should look at (its time limit): it is listed as dead-lettered."""
         status = Status.SUCCEEDED if ok else Status.FAILED
+        params = {
+            "event_id": event_id,
+            "token": token,
+            "at": at,
+            "p_status": status.value,
+            "p_error": error,
+            "p_dead_at": at if dead else None,
+        }
         with self.engine.begin() as conn:
-            res = conn.execute(
-                events.update()
-                .where(self._held_by(event_id, token))
-                .values(
-                    status=status.value,
-                    error=error,
-                    finished_at=at,
-                    dead_at=at if dead else None,
-                )
-            )
+            res = conn.execute(statements.FINISH, params)
         return bool(res.rowcount == 1)
-
-    @staticmethod
-    def _held_by(event_id: str, token: int) -> sa.ColumnElement[bool]:
-        return sa.and_(
-            events.c.id == event_id,
-            events.c.status == Status.RUNNING.value,
-            events.c.fence == token,
-        )
 
 
 def _message(row: Any) -> VmEventMessage:

@@ -15,6 +15,7 @@ dead-letter queue for an operator.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -28,7 +29,7 @@ from scheduler.dispatcher.dispatcher import Held
 from scheduler.dispatcher.redelivery import Plan, ledger_needed, plan
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
-from scheduler.dispatcher.tasks import TaskSender
+from scheduler.dispatcher.tasks import TaskSender, event_id_of
 from shared.lease import Lease
 from shared.models import FINISHED, UNDISPATCHED, Completion, Status, VmEventMessage
 from shared.store import Store
@@ -39,6 +40,27 @@ DeadLetter = Callable[[ConfirmingProducer, Message, str], None]
 
 #: seconds between lookups of the parked events' ids
 PARKED_RETRY = 1.0
+#: the worker's task events that end a task message
+TASK_ENDED = frozenset({"task-succeeded", "task-failed"})
+
+
+def completed_ids(body: Any) -> tuple[list[str], bool]:
+    """The events a message on the completions queue says ended, and whether it was an
+    explicit :class:`~shared.models.Completion` (else Celery task events: one, or a
+    worker's buffered batch, of which only those that end a task count). Raises
+    ValueError for anything else."""
+    if isinstance(body, dict) and "event_id" in body:
+        return [Completion.model_validate(body).event_id], True
+    batch = body if isinstance(body, list) else [body]
+    ids: list[str] = []
+    for event in batch:
+        if not (isinstance(event, dict) and isinstance(event.get("type"), str)):
+            raise ValueError("neither a completion nor Celery task events")
+        if event["type"] in TASK_ENDED:
+            if not isinstance(event.get("uuid"), str):
+                raise ValueError(f"{event['type']} event without a task id")
+            ids.append(event_id_of(event["uuid"]))
+    return ids, False
 
 
 class Handover:
@@ -59,6 +81,8 @@ class Handover:
         #: event id -> (its delivery, when it was parked): unknown to the ledger so far
         self._parked: dict[str, tuple[Held[Message], float]] = {}
         self._next_parked = 0.0
+        #: events of the completions in hand that the ledger shows finished
+        self._finished: set[str] = set()
 
     # -- in ------------------------------------------------------------------------
     def on_event(self, body: Any, message: Message, producer: ConfirmingProducer) -> None:
@@ -80,17 +104,31 @@ class Handover:
             log.info("duplicate delivery of event %s acked", event.id)
         message.ack()
 
+    def check_completions(self, bodies: list[Any]) -> None:
+        """Look up, in one query, which events of the completions about to be handled
+        the ledger shows finished (:meth:`on_completion` asks this first)."""
+        ids: list[str] = []
+        for body in bodies:
+            with contextlib.suppress(ValueError):  # handled (dead-lettered) on its turn
+                ids += completed_ids(body)[0]
+        self._finished = set(self.store.finished_among(ids)) if ids else set()
+
     def on_completion(self, body: Any, message: Message) -> None:
-        """Free the event's slot — if the ledger shows it finished: a completion message
-        is a hint, and one forged or misdirected on the broker frees nothing."""
-        done = Completion.model_validate(body)
-        if self.store.status_of(done.event_id) in FINISHED:
-            self.state.complete([done.event_id])
-        else:
-            log.warning(
-                "completion of event %s, which the ledger does not show finished: ignored",
-                done.event_id,
-            )
+        """Free the slots of the events a completion names — those the ledger shows
+        finished: a completion is a hint, and one forged or misdirected on the broker
+        frees nothing. A worker's task events are its completions (a batch of them, in
+        prefork); an explicit :class:`~shared.models.Completion` is still read."""
+        ids, explicit = completed_ids(body)
+        for event_id in ids:
+            if event_id in self._finished or self.store.status_of(event_id) in FINISHED:
+                self.state.complete([event_id])
+            elif explicit:
+                log.warning(
+                    "completion of event %s, which the ledger does not show finished: ignored",
+                    event_id,
+                )
+            # a task that skipped an event another task message holds ends too: not
+            # a completion of the event
         message.ack()
 
     def maybe_reconcile(self) -> None:

@@ -48,10 +48,11 @@ from scheduler.dispatcher.sweeper import Sweeper
 from scheduler.dispatcher.tasks import TaskSender
 from shared.backoff import Backoff
 from shared.errors import LeaseLost
-from shared.kombu_topology import queue
+from shared.kombu_topology import exchange, queue
 from shared.lease import Lease
 from shared.models import MappingDelta
 from shared.store import Store
+from shared.topology import COMPLETION_EVENT_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ Inbox = deque[tuple[str, Any, Message]]
 HEALTHY_SESSION = 10.0
 #: the inbox kind of a delivery that could not be decoded (its body is the reason)
 UNREADABLE = "unreadable"
+#: seconds to wait for a further delivery once one has arrived: only what is already
+#: on the socket (a partial frame stays buffered for the next read)
+DRAIN_MORE = 0.0005
 
 
 class SchedulerLoop:
@@ -180,6 +184,7 @@ class SchedulerLoop:
                 queue(self.topology.actions_queue_of(profile))(producer.channel).declare()
 
             completions = queue(self.topology.completions_queue)
+            self._bind_to_task_events(ctl_channel, completions)
             mapping_q = queue(self.topology.mapping_queue_of(uuid.uuid4().hex[:12]))
             self._consumer(ctl_channel, [completions], "completion").consume()
             self._consumer(ctl_channel, [mapping_q], "mapping").consume()
@@ -195,10 +200,31 @@ class SchedulerLoop:
             )
             while not stop.is_set():
                 self._ledger_work(producer)
-                try:
-                    conn.drain_events(timeout=0.05)
-                except TimeoutError:  # no frame within the wait
-                    conn.heartbeat_check()
+                self._drain(conn)
+
+    def _drain(self, conn: kombu.Connection) -> None:
+        """Wait up to 50 ms for a delivery, then take every one that has arrived
+        meanwhile (up to DISPATCH_BATCH): one round of ledger work then serves them all
+        — one transaction and one round of confirms for a batch, not for each event."""
+        try:
+            conn.drain_events(timeout=0.05)
+        except TimeoutError:  # no frame within the wait
+            conn.heartbeat_check()
+            return
+        while len(self._inbox) < self.settings.dispatch_batch:
+            try:
+                conn.drain_events(timeout=DRAIN_MORE)
+            except TimeoutError:  # nothing more has arrived
+                return
+
+    def _bind_to_task_events(self, channel: Any, completions: kombu.Queue) -> None:
+        """The workers' task events end up in the completions queue: a task-succeeded
+        event is the completion of its event (see :func:`.handover.completed_ids`)."""
+        completions(channel).declare()
+        events = exchange(self.topology.events_exchange)(channel)
+        events.declare()
+        for key in COMPLETION_EVENT_KEYS:
+            channel.queue_bind(completions.name, events.name, key)
 
     def _ledger_work(self, producer: ConfirmingProducer) -> None:
         """One round of everything that needs the ledger. If the ledger fails, nothing
@@ -250,6 +276,9 @@ class SchedulerLoop:
         )
 
     def _handle_inbox(self, producer: ConfirmingProducer) -> None:
+        self.handover.check_completions(
+            [body for kind, body, _ in self._inbox if kind == "completion"]
+        )
         while self._inbox:
             kind, body, message = self._inbox.popleft()
             try:

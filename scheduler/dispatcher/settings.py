@@ -64,6 +64,12 @@ class SchedulerSettings(LimitSettings):
         "dispatches, others wait and take over this long after it dies "
         "(SCHEDULER_LEASE_SECONDS).",
     )
+    task_sent_events: bool = Field(
+        False,
+        description="Publish Celery's task-sent event for each task, for Flower's "
+        '"sent" state: one more message per event; Flower lists a task from its '
+        "worker's task-received event anyway (TASK_SENT_EVENTS).",
+    )
     dispatch_log_size: int = Field(
         10000, ge=1, description="Dispatches kept for GET /dispatches (DISPATCH_LOG_SIZE)."
     )

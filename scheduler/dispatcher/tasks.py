@@ -2,7 +2,7 @@
 queue, confirmed by the broker before :meth:`TaskSender.send` returns.
 
 The first task of an event has the event's id as its task id (search for it in Flower);
-a task sent again by the sweeper gets ``<event id>.<dispatch id>``, so that a revoke
+a task sent again by the sweeper gets ``<event id>~<dispatch id>``, so that a revoke
 of the first one (Flower keeps revoked ids) does not discard it too.
 """
 
@@ -18,6 +18,15 @@ from scheduler.dispatcher.confirms import ConfirmingProducer
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.worker.app import TASK_NAME
 from shared.models import VmEventMessage
+
+#: between the event id and the dispatch id in a resent task's id: never part of an event
+#: id (see shared.names), and safe in a URL (Flower's task pages)
+RESEND_MARK = "~"
+
+
+def event_id_of(task_id: str) -> str:
+    """The event a task id belongs to."""
+    return task_id.split(RESEND_MARK, 1)[0]
 
 
 class TaskSender:
@@ -41,7 +50,7 @@ class TaskSender:
     ) -> Callable[[kombu.Producer], Any]:
         topology = self.settings.topology
         queue = topology.actions_queue_of(self.settings.profile_for(event.action))
-        task_id = f"{event.id}.{dispatch_id[:12]}" if again else event.id
+        task_id = f"{event.id}{RESEND_MARK}{dispatch_id[:12]}" if again else event.id
         return lambda p: self.celery.send_task(
             TASK_NAME,
             args=[event.model_dump(mode="json"), dispatch_id],

@@ -1,6 +1,7 @@
 """The Celery app: built by a factory (never at import time) and its one task.
 
-The task is thin: decode, :func:`scheduler.worker.execution.run_event`, announce completion.
+The task is thin: decode, :func:`scheduler.worker.execution.run_event`, return its result
+(its task-succeeded event is the completion the scheduler waits for).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from scheduler.worker.execution import run_event
 from scheduler.worker.poison import PoisonArguments, dead_letter, install, parse_arguments
 from scheduler.worker.settings import WorkerSettings
 from shared.kombu_topology import queue
-from shared.models import Completion
 from shared.settings import CommonSettings
 from shared.store import Store
 
@@ -44,12 +44,17 @@ def create_celery(settings: CommonSettings) -> Celery:
         # ours lives: let ours finish and record its outcome. Cancelling it would kill
         # an action that may have had its effect, to be run again once its claim expires.
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        # the task events are Flower's, and the scheduler's completions: a task-succeeded
+        # event frees the event's slot (see Topology.completions_queue)
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        event_exchange=topology.events_exchange.name,
+        # task-sent: the scheduler would publish one more message per task, only for
+        # Flower's "sent" state (its "received" state comes from the worker)
+        task_send_sent_event=getattr(settings, "task_sent_events", False),
         task_serializer="json",
         accept_content=["json"],
-        # Completions are published without waiting for a confirm: a lost one only
-        # delays freeing a slot until the scheduler's reconcile (RECONCILE_INTERVAL).
+        # A task event lost on the way (events are not confirmed) only delays freeing a
+        # slot until the scheduler's reconcile (RECONCILE_INTERVAL).
         broker_connection_retry_on_startup=True,
         broker_heartbeat=30,
         worker_hijack_root_logger=True,
@@ -80,26 +85,7 @@ class _Runtime:
 
 def register_tasks(app: Celery, settings: WorkerSettings) -> None:
     runtime = _Runtime(settings)
-    completions = queue(settings.topology.completions_queue)
     install(app, settings.topology.dead_letter_queue)
-
-    def announce(completion: Completion) -> None:
-        with app.producer_or_acquire() as producer:
-            producer.publish(
-                completion.model_dump(),
-                exchange="",
-                routing_key=completions.name,
-                serializer="json",
-                delivery_mode=2,
-                declare=[completions],
-                retry=True,
-                retry_policy={
-                    "max_retries": 10,
-                    "interval_start": 0.1,
-                    "interval_step": 0.5,
-                    "interval_max": 3,
-                },
-            )
 
     # Driver failures end the event (run_event catches them). What escapes is the ledger
     # or the broker failing: retry with backoff, forever — the claim makes a rerun safe,
@@ -137,7 +123,6 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
         )
         if outcome.dead is not None:  # a copy for whoever watches the dead-letter queue
             dead_letter(app, message.model_dump(mode="json"), outcome.dead)
-        if outcome.completion is not None:
-            announce(outcome.completion)
-        # what Flower shows as the task's result (task_ignore_result: nothing stores it)
+        # what Flower shows as the task's result (task_ignore_result: nothing stores it);
+        # the task-succeeded event that carries it is also the scheduler's completion
         return outcome.result()

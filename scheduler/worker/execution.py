@@ -113,7 +113,7 @@ def run_event(
         )
         return Outcome(claim, Completion.of(event, ok=False), event=event)
 
-    stored = store.event(event.id)
+    stored = result.event
     if stored is not None and stored != event:
         log.warning(
             "the task message of event %s differs from the ledger; running the ledger's",

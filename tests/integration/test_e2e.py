@@ -204,3 +204,19 @@ def test_bad_input_and_missing_token(stack_factory: Callable[..., Stack]) -> Non
     assert stats(stack)["paused"] is False and stats(stack)["limits"]["per_vm"] == 1
     assert httpx.post(f"{stack.scheduler_url}/pause", headers=auth).status_code == 200
     assert stats(stack)["paused"] is True
+
+
+def test_a_workers_task_events_free_the_slots(stack_factory: Callable[..., Stack]) -> None:
+    """The worker sends no completion message of its own: its task-succeeded events are
+    the completions. With the reconcile an hour away, one slot and twenty events, every
+    event ends only if each task event frees its slot."""
+    stack = stack_factory(MAX_PARALLEL=1, RECONCILE_INTERVAL="3600")
+    stack.producer()
+    stack.scheduler()
+    stack.worker()
+    ids = post(
+        stack,
+        [{"host": "h", "vm": f"v{i % 4}", "policy": "p", "action": "heal"} for i in range(20)],
+    )
+    wait_until(lambda: all_finished(stack, ids), 60, what="all events finished")
+    assert stats(stack)["in_flight"] == 0

@@ -154,7 +154,7 @@ def test_redelivered_dispatched_is_counted_republished_and_acked(known: str) -> 
         w.deliver(ev("a"), "held")
     w.deliver(ev("a"), "m", redelivered=True)
     assert w.trace == [("publish", "a"), ("confirmed", 1), ("ack", "m")]
-    assert w.celery.task_ids[0].startswith("a.")  # a new task id: the first may be revoked
+    assert w.celery.task_ids[0].startswith("a~")  # a new task id: the first may be revoked
     assert w.state.knows("a") is Known.IN_FLIGHT
     assert w.state.stats()["dispatched_total"] == 0  # counted, not offered
 
@@ -236,6 +236,50 @@ def test_a_completion_the_ledger_does_not_back_frees_nothing(status: Status | No
     w.handover.on_completion(done.model_dump(), cast(Any, FakeMessage(w.trace, "c")))
     assert w.state.in_flight_ids() == ["a"]
     assert w.trace[-1] == ("ack", "c")
+
+
+def _task_event(kind: str, task_id: str) -> dict[str, Any]:
+    """A task event as a Celery worker sends it (the fields the scheduler reads)."""
+    return {"type": kind, "uuid": task_id, "hostname": "w@h", "timestamp": time.time()}
+
+
+def test_a_workers_batch_of_task_events_frees_the_slots_of_the_tasks_that_ended() -> None:
+    """Prefork workers send their task events in batches (``task.multi``): the events
+    that end a task free their event's slot, once the ledger backs them; received and
+    started events free nothing; a resent task's id names its event before the ``~``."""
+    w = World()
+    for name in ("a", "b", "c"):
+        w.deliver(ev(name, vm=name), f"m{name}")
+    w.dispatch()
+    w.store.statuses.update(a=Status.SUCCEEDED, b=Status.FAILED, c=Status.RUNNING)
+    batch = [
+        _task_event("task-received", "a"),
+        _task_event("task-started", "a"),
+        _task_event("task-succeeded", "a"),
+        _task_event("task-succeeded", "b~0123456789ab"),
+        _task_event("task-succeeded", "c"),  # a message that skipped a held event
+    ]
+    w.handover.check_completions([batch])
+    w.handover.on_completion(batch, cast(Any, FakeMessage(w.trace, "events")))
+    assert w.state.in_flight_ids() == ["c"]
+    assert w.trace[-1] == ("ack", "events")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "text",
+        ["not an event"],
+        [{"type": "task-succeeded"}],  # no task id
+        {"status": "succeeded"},  # neither a completion nor an event
+    ],
+)
+def test_a_completion_queue_message_of_no_known_shape_is_refused(body: Any) -> None:
+    """What the completions queue cannot read raises ValueError: the loop dead-letters it."""
+    w = World()
+    with pytest.raises(ValueError):
+        w.handover.on_completion(body, cast(Any, FakeMessage(w.trace, "x")))
+    assert ("ack", "x") not in w.trace
 
 
 def test_reconcile_frees_slots_the_ledger_says_finished() -> None:
