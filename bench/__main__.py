@@ -5,7 +5,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import elasticity, fairness, ingest, monitoring, scale, scheduler_cost, throughput
+from bench import (
+    elasticity,
+    fairness,
+    ingest,
+    monitoring,
+    profile,
+    queue_memory,
+    scale,
+    scheduler_cost,
+    throughput,
+)
 
 MEASUREMENTS: dict[str, Callable[[], None]] = {
     "scheduler_cost": scheduler_cost.run,
@@ -15,6 +25,8 @@ MEASUREMENTS: dict[str, Callable[[], None]] = {
     "scale": scale.run,
     "elasticity": elasticity.run,
     "monitoring": monitoring.run,
+    "profile": profile.run,
+    "queue_memory": queue_memory.run,
 }
 
 

@@ -26,12 +26,43 @@ AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 BIN = Path(sys.executable).parent
 
 
+#: the ledger of every benchmark: ``sqlite`` (a file of its own, the default) or
+#: ``postgresql`` (a database of its own on BENCH_PG_URL's server, dropped afterwards)
+LEDGER = os.environ.get("BENCH_LEDGER", "sqlite")
+PG_URL = os.environ.get("BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@contextmanager
+def ledger_url(workdir: Path) -> Iterator[str]:
+    """A fresh, empty ledger of the kind BENCH_LEDGER names."""
+    if LEDGER == "sqlite":
+        yield f"sqlite:///{workdir / 'ledger.db'}"
+        return
+    name = f"carousel_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @contextmanager
 def carousel(**env: Any) -> Iterator[tuple[Stack, Store]]:
     """Producer + scheduler (+ what the caller starts) on a private prefix and ledger."""
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     workdir = Path(tempfile.mkdtemp(prefix="carousel-bench-"))
-    db = f"sqlite:///{workdir / 'ledger.db'}"
+    with ledger_url(workdir) as db, _carousel(prefix, workdir, db, env) as pair:
+        yield pair
+
+
+@contextmanager
+def _carousel(
+    prefix: str, workdir: Path, db: str, env: dict[str, Any]
+) -> Iterator[tuple[Stack, Store]]:
     base = {
         "AMQP_URL": AMQP_URL,
         "CAROUSEL_PREFIX": prefix,
@@ -85,13 +116,20 @@ def post_all(url: str, batches: list[list[dict[str, Any]]], clients: int = 4) ->
 
 @contextmanager
 def raw_celery_worker(
-    queue: str, concurrency: int = 2, log: Path | None = None
+    queue: str,
+    concurrency: int = 2,
+    log: Path | None = None,
+    flavour: str = "flower",
+    pool: str = "prefork",
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """A plain Celery worker of :mod:`bench.raw_celery`; ``flavour`` "flower": task events
+    on and late acks, as under Flower; "bare": neither."""
     env = {
         **os.environ,
         "BENCH_AMQP_URL": AMQP_URL,
         "BENCH_QUEUE": queue,
         "BENCH_LOG": str(log or ""),
+        "BENCH_FLAVOUR": flavour,
     }
     proc = subprocess.Popen(
         [
@@ -102,14 +140,14 @@ def raw_celery_worker(
             "-Q",
             queue,
             "-P",
-            "prefork",
+            pool,
             "-c",
             str(concurrency),
             "-n",
             f"raw-{uuid.uuid4().hex[:6]}@%h",
             "--loglevel",
             "WARNING",
-            "-E",
+            *(["-E"] if flavour == "flower" else []),
         ],
         env=env,
         stdout=subprocess.DEVNULL,

@@ -13,7 +13,10 @@ app = Celery("rawbench", broker=os.environ.get("BENCH_AMQP_URL", "amqp://guest:g
 app.conf.update(
     task_default_queue=os.environ.get("BENCH_QUEUE", "rawbench"),
     task_ignore_result=True,
-    worker_send_task_events=True,
+    # "flower": as Celery's users run it under Flower (task events, late acks);
+    # "bare": neither (acked on receipt, no events)
+    worker_send_task_events=os.environ.get("BENCH_FLAVOUR", "flower") == "flower",
+    task_acks_late=os.environ.get("BENCH_FLAVOUR", "flower") == "flower",
 )
 
 
