@@ -53,6 +53,16 @@ from shared.topology import Topology
 log = logging.getLogger(__name__)
 
 
+def app_factory() -> FastAPI:
+    """The app of one producer process, its settings read from the environment (each of
+    PRODUCER_PROCESSES worker processes calls this)."""
+    from producer.main import configure_logging
+
+    settings = ProducerSettings()
+    configure_logging(settings)
+    return create_app(settings)
+
+
 def create_app(settings: ProducerSettings) -> FastAPI:
     metrics = ProducerMetrics()
     # max_body_size: 413 for larger bodies, chunked ones included (Starlette counts), on

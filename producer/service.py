@@ -6,37 +6,45 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 from producer.errors import BrokerUnavailable, VmBeingRemoved, VmHasUnfinishedEvents
 from producer.publisher import Publisher
 from producer.schemas import VmEventIn
-from shared.models import Key, MappingDelta, VmEventMessage
+from shared.mapping_store import RemovalUnderway, UnfinishedEvents
+from shared.models import MappingDelta, VmEventMessage
 from shared.store import Store
 
 log = logging.getLogger(__name__)
 
+#: a removal's mark on its VM is void after this long (its remover died meanwhile)
+REMOVAL_MARK_SECONDS = 60.0
+
 
 class EventService:
-    """One per producer process. Removing a VM and accepting events for it are kept
-    apart here (a per-VM count of requests in progress), so a removal never races an
-    event into a VM it is deleting."""
+    """One per producer process; everything shared between processes is in the ledger.
+
+    Removing a VM and accepting events for it are kept apart there: a removal marks the
+    VM's row, an accept reads the rows of its VMs in its insert transaction (FOR SHARE
+    on PostgreSQL, under SQLite's write lock) and refuses a marked one, and the removal
+    counts the VM's unfinished events — pending ones of requests still publishing
+    included — in the transaction that deletes it. So a removal never races an event
+    into a VM it is deleting, whichever producer process serves either request."""
 
     def __init__(self, store: Store, publisher: Publisher) -> None:
         self.store = store
         self.publisher = publisher
-        self._known_keys: set[Key] = set()
-        self._mapping_lock = asyncio.Lock()  # one mapping writer at a time: versions in order
-        self._accepting: Counter[tuple[str, str]] = Counter()
-        self._removing: set[tuple[str, str]] = set()
+        #: a pending row younger than this may be a request still publishing it
+        self.pending_grace = 3 * publisher.timeout + 60.0
 
     async def accept(self, events_in: Sequence[VmEventIn]) -> list[str]:
-        """Store, publish and await confirms; only then return the ids (202)."""
+        """Store, publish and await confirms; only then return the ids (202). The
+        request's new keys are stored with its events (one transaction, one mapping
+        version), declared in one pipelined round and announced in one delta."""
         now = time.time()
         batch = [
-            VmEventMessage(
+            # fields validated by VmEventIn already: no second validation per event
+            VmEventMessage.model_construct(
                 id=e.id or str(uuid.uuid4()),
                 host=e.host,
                 vm=e.vm,
@@ -47,78 +55,72 @@ class EventService:
             )
             for e in events_in
         ]
-        with self._accepting_for({(e.host, e.vm) for e in batch}):
-            accepted = await asyncio.to_thread(self.store.accept, batch)
-            if not accepted.to_publish:
-                return accepted.ids
-            try:
-                await self._ensure_mapping([e.key for e in accepted.to_publish])
-                await self.publisher.publish_events(accepted.to_publish)
+        try:
+            admitted = await asyncio.to_thread(self.store.admit, batch, now - REMOVAL_MARK_SECONDS)
+        except RemovalUnderway as exc:
+            raise VmBeingRemoved(exc.host, exc.vm) from exc
+        accepted = admitted.accepted
+        if admitted.new_keys:
+            try:  # so the first event is routable, and the scheduler consumes the queues
+                await self.publisher.declare_keys(admitted.new_keys)
+                await self.publisher.publish_deltas([admitted.delta] if admitted.delta else [])
             except BaseException:
                 await asyncio.to_thread(self.store.discard, accepted.inserted)
                 raise
-            await asyncio.to_thread(self.store.confirm, accepted.to_publish)
+        if not accepted.to_publish:
+            return accepted.ids
+        try:
+            await self.publisher.publish_events(accepted.to_publish)
+        except BaseException:
+            await asyncio.to_thread(self.store.discard, accepted.inserted)
+            raise
+        await asyncio.to_thread(self.store.confirm, accepted.to_publish)
         return accepted.ids
 
-    @contextmanager
-    def _accepting_for(self, vms: set[tuple[str, str]]) -> Iterator[None]:
-        if busy := vms & self._removing:
-            host, vm = next(iter(busy))
-            raise VmBeingRemoved(host, vm)
-        self._accepting.update(vms)
-        try:
-            yield
-        finally:
-            self._accepting.subtract(vms)
-
-    async def _ensure_mapping(self, batch_keys: list[Key]) -> None:
-        """Add keys seen for the first time, in the order they appear in the request."""
-        new = [k for k in dict.fromkeys(batch_keys) if k not in self._known_keys]
-        if not new:
-            return
-        async with self._mapping_lock:
-            deltas = await asyncio.to_thread(self.store.ensure_keys, new)
-            await self.publisher.declare_keys(new)  # so the first event is routable
-            await self.publisher.publish_deltas(deltas)
-            self._known_keys.update(new)
-
     async def set_host_available(self, host: str, available: bool) -> MappingDelta | None:
-        async with self._mapping_lock:
-            delta = await asyncio.to_thread(self.store.set_host_available, host, available)
-            await self._announce(delta)
+        delta = await asyncio.to_thread(self.store.set_host_available, host, available)
+        await self._announce(delta)
         return delta
 
     async def set_vm_available(self, host: str, vm: str, available: bool) -> MappingDelta | None:
-        async with self._mapping_lock:
-            delta = await asyncio.to_thread(self.store.set_vm_available, host, vm, available)
-            await self._announce(delta)
+        delta = await asyncio.to_thread(self.store.set_vm_available, host, vm, available)
+        await self._announce(delta)
         return delta
 
     async def remove_vm(self, host: str, vm: str) -> MappingDelta | None:
         """Remove a VM from the mapping, refusing while it has unfinished events. New
-        events for it are refused (409) while this runs. Its queues, empty by then, are
-        deleted by the scheduler once it has stopped consuming them."""
-        key = (host, vm)
-        if key in self._removing:
-            raise VmBeingRemoved(host, vm)
-        self._removing.add(key)
+        events for it are refused (409) while this runs, by every producer process. Its
+        queues, empty by then, are deleted by the scheduler once it has stopped
+        consuming them."""
+        mark = time.time()
         try:
-            while self._accepting[key] > 0:  # let requests already in progress finish
-                await asyncio.sleep(0.01)
-            async with self._mapping_lock:
-                count = await asyncio.to_thread(self.store.unfinished_count, host, vm)
-                if count:
-                    raise VmHasUnfinishedEvents(count)
-                delta = await asyncio.to_thread(self.store.remove_vm, host, vm)
-                self._known_keys = {k for k in self._known_keys if (k.host, k.vm) != key}
-                await self._announce(delta)
-            return delta
-        finally:
-            self._removing.discard(key)
+            marked = await asyncio.to_thread(
+                self.store.mark_removing, host, vm, mark, mark - REMOVAL_MARK_SECONDS
+            )
+        except RemovalUnderway as exc:
+            raise VmBeingRemoved(host, vm) from exc
+        if not marked:
+            return None
+        try:
+            delta = await asyncio.to_thread(
+                self.store.remove_marked_vm, host, vm, mark, time.time() - self.pending_grace
+            )
+        except UnfinishedEvents as exc:
+            await asyncio.to_thread(self.store.unmark_removing, host, vm, mark)
+            raise VmHasUnfinishedEvents(exc.count) from exc
+        except RemovalUnderway as exc:
+            raise VmBeingRemoved(host, vm) from exc
+        except BaseException:
+            await asyncio.to_thread(self.store.unmark_removing, host, vm, mark)
+            raise
+        await self._announce(delta)
+        return delta
 
     async def _announce(self, delta: MappingDelta | None) -> None:
         """Publish a mapping change already stored in the ledger. If the broker is away
-        the change still stands: schedulers find it at their next resync."""
+        the change still stands: schedulers find it at their next resync. Versions are
+        given in the ledger; two requests (or processes) may announce theirs out of
+        order, and a scheduler that sees a gap resyncs from the ledger."""
         if delta is None:
             return
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.settings import CommonSettings
 
@@ -19,6 +19,13 @@ class ProducerSettings(CommonSettings):
     )
     publish_timeout: float = Field(
         10.0, description="Seconds to wait for broker confirms before 503 (PUBLISH_TIMEOUT)."
+    )
+    producer_processes: int = Field(
+        1,
+        ge=1,
+        description="Producer worker processes serving the REST API on the same port: more "
+        "than one spreads requests over several CPU cores; everything they share is in "
+        "the ledger (PRODUCER_PROCESSES).",
     )
 
     # -- reactive monitoring (producer/monitoring) -------------------------------------
@@ -76,3 +83,12 @@ class ProducerSettings(CommonSettings):
     openstack_token: str = Field(
         "", description="Token sent to OPENSTACK_COMPUTE_URL (OPENSTACK_TOKEN)."
     )
+
+    @model_validator(mode="after")
+    def _one_monitor(self) -> ProducerSettings:
+        if self.producer_processes > 1 and self.monitor_source:
+            raise ValueError(
+                "MONITOR_SOURCE needs PRODUCER_PROCESSES=1: every process would run the "
+                "monitoring; run a second producer for the REST API instead"
+            )
+        return self

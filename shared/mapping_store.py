@@ -3,26 +3,160 @@ version that every change bumps."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shared.db import events, hosts, keys, mapping_version, vms
+from shared.errors import CarouselError
+from shared.ledger import Accepted
 from shared.models import (
     FINISHED,
+    IN_FLIGHT,
     HostView,
     Key,
     MappingDelta,
     MappingSnapshot,
     PolicyView,
     Status,
+    VmEventMessage,
     VmView,
 )
+
+#: events of a VM that count against its removal (pending ones only while young)
+_UNFINISHED = [s.value for s in (Status.QUEUED, *IN_FLIGHT)]
+
+
+class RemovalUnderway(CarouselError):
+    """The VM is marked as being removed (by this or another producer process)."""
+
+    def __init__(self, host: str, vm: str) -> None:
+        super().__init__(f"VM {vm!r} on host {host!r} is being removed")
+        self.host, self.vm = host, vm
+
+
+class UnfinishedEvents(CarouselError):
+    """A VM cannot be removed while it has unfinished events."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"the VM still has {count} unfinished events")
+        self.count = count
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """What :meth:`MappingStore.admit` did in its one transaction."""
+
+    accepted: Accepted
+    #: the keys of the request the mapping did not have, in first-appearance order
+    new_keys: list[Key]
+    #: their one mapping change (None when there are none)
+    delta: MappingDelta | None
 
 
 class MappingStore:
     engine: Engine
+
+    def record_pending(self, conn: sa.Connection, batch: Sequence[VmEventMessage]) -> Accepted:
+        raise NotImplementedError  # shared.ledger.EventLedger's
+
+    # -- the producer: events and their new keys in one transaction -----------------
+    def admit(self, batch: Sequence[VmEventMessage], marks_after: float) -> Admitted:
+        """Record ``batch`` as pending (see :meth:`EventLedger.accept`) and add the keys
+        of it the mapping lacks, with one version for all of them, in one transaction.
+        Raises :class:`RemovalUnderway` if a VM of the batch carries a removal mark set
+        after ``marks_after`` (an older one is void: its remover died). The VMs' rows are
+        read FOR SHARE (PostgreSQL) or under the write lock (SQLite), so a removal's mark
+        waits for this transaction, and this transaction sees a mark set before it."""
+        for attempt in range(3):
+            try:
+                return self._admit(batch, marks_after)
+            except sa.exc.IntegrityError:  # a concurrent first post of the same id
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _admit(self, batch: Sequence[VmEventMessage], marks_after: float) -> Admitted:
+        batch_vms = list(dict.fromkeys((e.host, e.vm) for e in batch))
+        batch_keys = list(dict.fromkeys((e.host, e.vm, e.policy) for e in batch))
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                # take the write lock first (pysqlite begins at the first write): every
+                # read below is then of the latest state, and no removal interleaves
+                conn.execute(vms.update().where(sa.false()).values(removing_since=None))
+            marked = conn.execute(
+                sa.select(vms.c.host, vms.c.vm, vms.c.removing_since)
+                .where(sa.tuple_(vms.c.host, vms.c.vm).in_(batch_vms))
+                .with_for_update(read=True)
+            ).all()
+            for r in marked:
+                if r.removing_since is not None and r.removing_since > marks_after:
+                    raise RemovalUnderway(r.host, r.vm)
+            new = self._missing_keys(conn, batch_keys)
+            delta = None
+            if new:
+                # one writer of the mapping at a time (the version's row lock), then
+                # look again: another transaction may have added some meanwhile
+                version = self._bump(conn)
+                new = self._missing_keys(conn, new)
+                if new:
+                    self._insert_keys(conn, new)
+                    delta = _keys_delta(version, new)
+                else:  # nothing new after all: give the version back
+                    conn.execute(
+                        mapping_version.update().values(version=mapping_version.c.version - 1)
+                    )
+            accepted = self.record_pending(conn, batch)
+        return Admitted(accepted, [Key(host=h, vm=v, policy=p) for h, v, p in new], delta)
+
+    @staticmethod
+    def _missing_keys(
+        conn: sa.Connection, wanted: list[tuple[str, str, str]]
+    ) -> list[tuple[str, str, str]]:
+        have: set[tuple[str, str, str]] = set()
+        for i in range(0, len(wanted), 300):
+            have.update(
+                (r.host, r.vm, r.policy)
+                for r in conn.execute(
+                    sa.select(keys.c.host, keys.c.vm, keys.c.policy).where(
+                        sa.tuple_(keys.c.host, keys.c.vm, keys.c.policy).in_(wanted[i : i + 300])
+                    )
+                )
+            )
+        return [k for k in wanted if k not in have]
+
+    @staticmethod
+    def _insert_keys(conn: sa.Connection, new: list[tuple[str, str, str]]) -> None:
+        """Insert ``new`` keys (none in the mapping) and any host or VM of theirs that is
+        missing, each in first-appearance order."""
+        new_hosts = list(dict.fromkeys(h for h, _, _ in new))
+        new_vms = list(dict.fromkeys((h, v) for h, v, _ in new))
+        have_hosts: set[str] = set()
+        have_vms: set[tuple[str, str]] = set()
+        for i in range(0, len(new_vms), 300):
+            have_vms.update(
+                (r.host, r.vm)
+                for r in conn.execute(
+                    sa.select(vms.c.host, vms.c.vm).where(
+                        sa.tuple_(vms.c.host, vms.c.vm).in_(new_vms[i : i + 300])
+                    )
+                )
+            )
+        for i in range(0, len(new_hosts), 300):
+            have_hosts.update(
+                conn.execute(
+                    sa.select(hosts.c.host).where(hosts.c.host.in_(new_hosts[i : i + 300]))
+                ).scalars()
+            )
+        if rows := [{"host": h, "available": True} for h in new_hosts if h not in have_hosts]:
+            conn.execute(hosts.insert(), rows)
+        if rows := [
+            {"host": h, "vm": v, "available": True} for h, v in new_vms if (h, v) not in have_vms
+        ]:
+            conn.execute(vms.insert(), rows)
+        conn.execute(keys.insert(), [{"host": h, "vm": v, "policy": p} for h, v, p in new])
 
     # -- mapping -------------------------------------------------------------------
     def _bump(self, conn: sa.Connection) -> int:
@@ -113,20 +247,95 @@ class MappingStore:
             ).all()
         return [Key(host=r.host, vm=r.vm, policy=r.policy) for r in rows]
 
+    # -- removing a VM, guarded against events racing into it ----------------------
+    def mark_removing(self, host: str, vm: str, now: float, marks_after: float) -> bool:
+        """Mark the VM as being removed (at ``now``): events for it are refused from
+        then on, by every producer process. False if there is no such VM; raises
+        :class:`RemovalUnderway` if another removal's mark (set after ``marks_after``)
+        is on it."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                vms.update()
+                .where(
+                    vms.c.host == host,
+                    vms.c.vm == vm,
+                    sa.or_(vms.c.removing_since.is_(None), vms.c.removing_since <= marks_after),
+                )
+                .values(removing_since=now)
+            )
+            if res.rowcount == 1:
+                return True
+            exists = conn.execute(
+                sa.select(vms.c.seq).where(vms.c.host == host, vms.c.vm == vm)
+            ).first()
+        if exists:
+            raise RemovalUnderway(host, vm)
+        return False
+
+    def unmark_removing(self, host: str, vm: str, mark: float) -> None:
+        """The removal (of ``mark``) was refused: events for the VM are accepted again."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                vms.update()
+                .where(vms.c.host == host, vms.c.vm == vm, vms.c.removing_since == mark)
+                .values(removing_since=None)
+            )
+
+    def remove_marked_vm(
+        self, host: str, vm: str, mark: float, pending_after: float
+    ) -> MappingDelta:
+        """Remove the VM marked by :meth:`mark_removing` (``mark``), unless it has
+        unfinished events: queued or in flight, or pending since after ``pending_after``
+        (accepted by a request that may still be publishing them; older pending rows are
+        leftovers of a producer that died before the broker confirmed, deleted here).
+        Counted in the transaction that deletes, after the mark: an event the count does
+        not see cannot be accepted any more. Raises :class:`UnfinishedEvents`, or
+        :class:`RemovalUnderway` if the mark is no longer this removal's."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                vms.delete().where(vms.c.host == host, vms.c.vm == vm, vms.c.removing_since == mark)
+            )
+            if res.rowcount == 0:
+                raise RemovalUnderway(host, vm)
+            count = int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(events)
+                    .where(
+                        events.c.host == host,
+                        events.c.vm == vm,
+                        sa.or_(
+                            events.c.status.in_(_UNFINISHED),
+                            sa.and_(
+                                events.c.status == Status.PENDING.value,
+                                events.c.accepted_at > pending_after,
+                            ),
+                        ),
+                    )
+                ).scalar_one()
+            )
+            if count:
+                raise UnfinishedEvents(count)  # rolls the delete back
+            return self._forget_vm(conn, host, vm)
+
     def remove_vm(self, host: str, vm: str) -> MappingDelta | None:
+        """Remove the VM, unguarded (the producer goes through :meth:`mark_removing`)."""
         with self.engine.begin() as conn:
             res = conn.execute(vms.delete().where(vms.c.host == host, vms.c.vm == vm))
             if res.rowcount == 0:
                 return None
-            conn.execute(keys.delete().where(keys.c.host == host, keys.c.vm == vm))
-            conn.execute(
-                events.delete().where(
-                    events.c.host == host,
-                    events.c.vm == vm,
-                    events.c.status == Status.PENDING.value,
-                )
+            return self._forget_vm(conn, host, vm)
+
+    def _forget_vm(self, conn: sa.Connection, host: str, vm: str) -> MappingDelta:
+        conn.execute(keys.delete().where(keys.c.host == host, keys.c.vm == vm))
+        conn.execute(
+            events.delete().where(
+                events.c.host == host,
+                events.c.vm == vm,
+                events.c.status == Status.PENDING.value,
             )
-            return MappingDelta(version=self._bump(conn), op="vm_removed", host=host, vm=vm)
+        )
+        return MappingDelta(version=self._bump(conn), op="vm_removed", host=host, vm=vm)
 
     def snapshot(self) -> MappingSnapshot:
         with self.engine.connect() as conn:
@@ -157,3 +366,11 @@ class MappingStore:
                     queued=queued.get((k.host, k.vm, k.policy), 0)
                 )
         return MappingSnapshot(version=version, hosts=out)
+
+
+def _keys_delta(version: int, new: list[tuple[str, str, str]]) -> MappingDelta:
+    """One key: the single-key form every scheduler reads; more: ``keys_added``."""
+    if len(new) == 1:
+        host, vm, policy = new[0]
+        return MappingDelta(version=version, op="key_added", host=host, vm=vm, policy=policy)
+    return MappingDelta(version=version, op="keys_added", host=new[0][0], keys=new)

@@ -93,14 +93,19 @@ class Completion(BaseModel):
 
 
 class MappingDelta(BaseModel):
-    """One change of the mapping, published on the mapping fanout with its version."""
+    """One change of the mapping, published on the mapping fanout with its version.
+
+    ``keys_added`` carries every key one request added, under one version, in ``keys``
+    ([host, vm, policy] each, first-appearance order; ``host`` is the first key's); a
+    request adding one key sends the single-key ``key_added`` (host, vm, policy)."""
 
     version: int
-    op: Literal["key_added", "host_availability", "vm_availability", "vm_removed"]
+    op: Literal["key_added", "keys_added", "host_availability", "vm_availability", "vm_removed"]
     host: str
     vm: str | None = None
     policy: str | None = None
     available: bool | None = None
+    keys: list[tuple[str, str, str]] | None = None
 
 
 class PolicyView(BaseModel):

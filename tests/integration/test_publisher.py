@@ -98,3 +98,36 @@ def test_pipelined_confirms_count_every_publish(amqp_url: str, prefix: str) -> N
         _, depth, _ = conn.channel().queue_declare(queue, passive=True)
         assert depth == 1000
         conn.channel().queue_delete(queue)
+
+
+def test_a_payload_integer_beyond_64_bits_is_published_intact(
+    amqp_url: str, prefix: str
+) -> None:
+    """JSON allows any integer; the fast serialiser stops at 64 bits. Such a payload is
+    still published (not a 503) and read back unchanged."""
+    topology = Topology(prefix)
+    huge = -882031590470488424448
+    event = VmEventMessage(
+        id="big",
+        host="h1",
+        vm="vm1",
+        policy="p",
+        action=Action.HEAL,
+        payload={"n": huge, "nested": [{"m": 2**70}]},
+        accepted_at=time.time(),
+    )
+    queue = topology.event_queue_name(event.key)
+
+    async def run() -> None:
+        pub = Publisher(amqp_url, topology, timeout=10)
+        await pub.start()
+        await pub.publish_events([event])
+        await pub.close()
+
+    asyncio.run(run())
+    with kombu.Connection(amqp_url) as conn:
+        channel = conn.channel()
+        message = channel.basic_get(queue, no_ack=True)
+        assert message is not None
+        assert VmEventMessage.model_validate_json(message.body) == event
+        channel.queue_delete(queue)
