@@ -4,6 +4,7 @@ and builds it in its entry point, never at import time."""
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,7 +17,10 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
 
     amqp_url: str = Field(
-        "amqp://guest:guest@localhost:5672//", description="RabbitMQ URL (AMQP_URL)."
+        "amqp://guest:guest@localhost:5672//",
+        description="RabbitMQ URL (AMQP_URL), or the URLs of a cluster's nodes separated "
+        "by ';': a service connects to the first that answers and, when that node goes "
+        "away, to the next.",
     )
     carousel_prefix: str = Field(
         "carousel",
@@ -27,6 +31,14 @@ class CommonSettings(BaseSettings):
         "sqlite:///data/carousel.db",
         description="SQLAlchemy URL of the event ledger shared by all services "
         "(CAROUSEL_DB_URL). SQLite for one machine, PostgreSQL for many.",
+    )
+    queue_type: Literal["classic", "quorum"] = Field(
+        "classic",
+        description="Type of every durable queue (event, actions, completions, dead-letter "
+        "queues): classic, or quorum for a RabbitMQ cluster (each queue replicated over "
+        "its nodes). Every service must use the same; an existing queue keeps its type, "
+        "so a switch needs new queues — a new CAROUSEL_PREFIX or drained, deleted ones "
+        "(QUEUE_TYPE).",
     )
     log_level: str = Field("INFO", description="Logging level (LOG_LEVEL).")
     carousel_api_token: str = Field(
@@ -54,6 +66,19 @@ class CommonSettings(BaseSettings):
         '"live_migrate"]}; other actions go to the "default" profile (ACTION_PROFILES).',
     )
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_urls(cls, value: str) -> str:
+        for url in amqp_urls(value):
+            if not re.match(r"amqps?://", url):
+                raise ValueError(f"not an amqp:// or amqps:// URL: {url!r}")
+        return value
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """AMQP_URL as a list: one URL per broker node, in the order to try them."""
+        return amqp_urls(self.amqp_url)
+
     @field_validator("action_profiles")
     @classmethod
     def _profiles(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -78,7 +103,7 @@ class CommonSettings(BaseSettings):
 
     @property
     def topology(self) -> Topology:
-        return Topology(self.carousel_prefix)
+        return Topology(self.carousel_prefix, self.queue_type)
 
 
 class LimitSettings(CommonSettings):
@@ -88,3 +113,11 @@ class LimitSettings(CommonSettings):
     max_parallel: int = Field(
         10, ge=1, description="Actions running at once overall (MAX_PARALLEL)."
     )
+
+
+def amqp_urls(value: str) -> list[str]:
+    """The node URLs of an ``AMQP_URL`` (``;``-separated, as kombu and Celery read it)."""
+    urls = [part.strip() for part in value.split(";") if part.strip()]
+    if not urls:
+        raise ValueError("no broker URL")
+    return urls

@@ -22,8 +22,16 @@ MAX_QUEUE_NAME = 255  # bytes, AMQP 0-9-1 shortstr
 DEAD_REASON = "x-carousel-reason"
 DEAD_ORIGIN = "x-carousel-from"
 
-#: Arguments of every durable queue. Classic queues: quorum queues are a cluster option.
+#: Routing keys of the worker's task events that end a task, as the completions queue is
+#: bound to the events exchange: ``task.multi`` carries a worker's buffered task events
+#: (prefork), the others come one by one (a pool without an event loop)
+COMPLETION_EVENT_KEYS = ("task.multi", "task.succeeded", "task.failed")
+
+#: Arguments of every durable queue by default: classic queues (``QUEUE_TYPE``).
 DURABLE_QUEUE_ARGS: dict[str, Any] = {"x-queue-type": "classic"}
+#: The durable queue types: classic (one node holds each queue) or quorum (replicated
+#: over a cluster's nodes by Raft: a queue survives the loss of a minority of them)
+QUEUE_TYPES = ("classic", "quorum")
 
 
 @dataclass(frozen=True)
@@ -57,14 +65,22 @@ PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 @dataclass(frozen=True)
 class Topology:
     prefix: str = "carousel"
+    #: the type of every durable queue (``QUEUE_TYPE``): the event queues, the actions,
+    #: completions and dead-letter queues; a scheduler's own mapping queue stays classic
+    queue_type: str = "classic"
 
     def __post_init__(self) -> None:
+        if self.queue_type not in QUEUE_TYPES:
+            raise ValueError(f"bad queue type {self.queue_type!r}: one of {QUEUE_TYPES}")
         # <= 64 chars keeps every event queue name within 255 bytes
         if not re.fullmatch(PREFIX_PATTERN, self.prefix):
             raise ValueError(
                 f"bad queue name prefix {self.prefix!r}: 1-64 chars of "
                 "[A-Za-z0-9_.-] starting alphanumeric"
             )
+
+    def _durable(self) -> dict[str, Any]:
+        return {"x-queue-type": self.queue_type}
 
     # -- per-key event queues ------------------------------------------------------
     def event_queue_name(self, key: Key) -> str:
@@ -78,7 +94,7 @@ class Topology:
         return f"{self.prefix}.ev.{key.host[:48]}/{key.vm[:48]}/{key.policy[:48]}#{digest}"
 
     def event_queue(self, key: Key) -> QueueSpec:
-        return QueueSpec(self.event_queue_name(key))
+        return QueueSpec(self.event_queue_name(key), arguments=self._durable())
 
     # -- shared queues and exchanges -----------------------------------------------
     @property
@@ -92,18 +108,31 @@ class Topology:
         name = f"{self.prefix}.actions"
         if profile != DEFAULT_PROFILE:
             name = f"{name}.{profile}"
-        return QueueSpec(name, exchange=ExchangeSpec(name, "direct"), routing_key=name)
+        return QueueSpec(
+            name,
+            arguments=self._durable(),
+            exchange=ExchangeSpec(name, "direct"),
+            routing_key=name,
+        )
 
     @property
     def completions_queue(self) -> QueueSpec:
-        """Workers -> scheduler: an action finished, free its slot."""
-        return QueueSpec(f"{self.prefix}.completions")
+        """Workers -> scheduler: an action finished, free its slot. It is also bound to
+        :attr:`events_exchange` by :data:`COMPLETION_EVENT_KEYS`: a worker's task-succeeded
+        event is the completion (no message of its own)."""
+        return QueueSpec(f"{self.prefix}.completions", arguments=self._durable())
+
+    @property
+    def events_exchange(self) -> ExchangeSpec:
+        """Celery's event exchange of this topology (Celery's ``event_exchange``): task
+        and worker events, for Flower, the elasticity worker and the scheduler."""
+        return ExchangeSpec(f"{self.prefix}.events", "topic")
 
     @property
     def dead_letter_queue(self) -> QueueSpec:
         """Messages a consumer could not read (undecodable, or not a valid message), each
         with the reason in its ``x-carousel-reason`` header, kept for an operator."""
-        return QueueSpec(f"{self.prefix}.dead")
+        return QueueSpec(f"{self.prefix}.dead", arguments=self._durable())
 
     @property
     def mapping_exchange(self) -> ExchangeSpec:
@@ -133,6 +162,11 @@ class Topology:
         ]
 
     def exchanges(self, profiles: Iterable[str]) -> list[ExchangeSpec]:
-        """Every exchange of this topology: the mapping fanout and each profile's."""
+        """Every exchange of this topology: the mapping fanout, Celery's events and each
+        profile's."""
         actions = (self.actions_queue_of(p) for p in dict.fromkeys([DEFAULT_PROFILE, *profiles]))
-        return [self.mapping_exchange, *(q.exchange for q in actions if q.exchange)]
+        return [
+            self.mapping_exchange,
+            self.events_exchange,
+            *(q.exchange for q in actions if q.exchange),
+        ]

@@ -89,6 +89,12 @@ class MappingFollower:
         if delta.op == "key_added" and delta.vm and delta.policy:
             self.state.add_key(delta.host, delta.vm, delta.policy)
             self._consume(Key(host=delta.host, vm=delta.vm, policy=delta.policy))
+        elif delta.op == "keys_added" and delta.keys:
+            for host, vm, policy in delta.keys:
+                self.state.add_key(host, vm, policy)
+                self._consume(Key(host=host, vm=vm, policy=policy), flush=False)
+            if self._events is not None:
+                self._events.consume()
         elif delta.op == "host_availability" and delta.available is not None:
             self.state.set_host_available(delta.host, delta.available)
         elif delta.op == "vm_availability" and delta.vm and delta.available is not None:

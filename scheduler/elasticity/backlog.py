@@ -45,7 +45,7 @@ class BacklogProbe:
 
     def _management(self, queue: str) -> int:
         url = urlparse(self.settings.rabbitmq_management_url)
-        vhost = urlparse(self.settings.amqp_url).path.lstrip("/") or "/"
+        vhost = urlparse(self.settings.amqp_urls[0]).path.lstrip("/") or "/"
         base = f"{url.scheme}://{url.hostname}:{url.port or 15672}"
         auth = (url.username or "guest", url.password or "guest")
         try:

@@ -238,6 +238,7 @@ def test_a_whole_topology_lists_every_queue_and_exchange() -> None:
     ]
     assert [e.name for e in topo.exchanges(["slow", "default"])] == [
         "t.mapping",
+        "t.events",
         "t.actions",
         "t.actions.slow",
     ]
