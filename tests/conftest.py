@@ -19,6 +19,7 @@ from harness.processes import Stack, free_port
 from shared.store import Store
 from shared.topology import Topology
 from tests.effects import EffectRecorder
+from tests.ledgers import KINDS, fresh_ledger_url
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -60,6 +61,13 @@ def amqp_url() -> Iterator[str]:
     if IN_CI:
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+@pytest.fixture(params=KINDS)
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty ledger, once on SQLite and once on PostgreSQL (see tests.ledgers)."""
+    with fresh_ledger_url(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -58,8 +58,9 @@ def completion(event: VmEventMessage, status: str) -> Completion:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store.connect(f"sqlite:///{tmp_path / 'l.db'}")
+def store(ledger_url: str) -> Iterator[Store]:
+    """The worker's ledger: SQLite, then PostgreSQL (the ledger_url fixture)."""
+    store = Store.connect(ledger_url)
     yield store
     store.engine.dispose()
 

@@ -4,6 +4,9 @@ one by one (a bad one is skipped and counted, the others stand)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
+import pytest
 import sqlalchemy as sa
 
 from producer.monitoring.fetchers import changes_to_observation, parse_objects
@@ -20,18 +23,29 @@ from producer.monitoring.repository import Repository, monitor_vms
 from shared.db import make_engine
 
 
-def repo(tmp_path: object, source: str = "sim") -> Repository:
-    r = Repository(make_engine(f"sqlite:///{tmp_path}/ledger.db"), source)
-    r.create_schema()
-    return r
+@pytest.fixture
+def repo(ledger_url: str) -> Iterator[Callable[..., Repository]]:
+    """Opens repositories on the test's ledger (SQLite, then PostgreSQL: the ledger_url
+    fixture), each on an engine of its own, all disposed after the test."""
+    engines: list[sa.Engine] = []
+
+    def make(source: str = "sim") -> Repository:
+        engines.append(make_engine(ledger_url))
+        r = Repository(engines[-1], source)
+        r.create_schema()
+        return r
+
+    yield make
+    for engine in engines:
+        engine.dispose()
 
 
 def vm(name: str, state: VmState = VmState.ACTIVE, version: int = 1) -> VmRecord:
     return VmRecord(name, "h1", state, 0.5, 0.25, "web", version)
 
 
-def test_a_diff_written_loads_back_as_the_view(tmp_path: object) -> None:
-    r = repo(tmp_path)
+def test_a_diff_written_loads_back_as_the_view(repo: Callable[..., Repository]) -> None:
+    r = repo()
     view = View(since={"a": 10.0, "b": 11.0})
     diff = Diff(
         upsert_vms=[vm("a"), vm("b", VmState.DOWN)],
@@ -47,8 +61,10 @@ def test_a_diff_written_loads_back_as_the_view(tmp_path: object) -> None:
     assert loaded.groups["web"] == GroupRecord("web", 1, 5, 2)
 
 
-def test_an_empty_diff_writes_nothing_and_deletes_remove_rows(tmp_path: object) -> None:
-    r = repo(tmp_path)
+def test_an_empty_diff_writes_nothing_and_deletes_remove_rows(
+    repo: Callable[..., Repository],
+) -> None:
+    r = repo()
     r.write(Diff(upsert_vms=[vm(f"v{i}") for i in range(1200)]), View())
     assert r.write(Diff(), View()) == 0
     r.write(Diff(upsert_vms=[vm("v1", VmState.DOWN, 2)], delete_vms=["v2", "v3"]), View())
@@ -57,8 +73,8 @@ def test_an_empty_diff_writes_nothing_and_deletes_remove_rows(tmp_path: object) 
     assert loaded.vms["v1"].state is VmState.DOWN
 
 
-def test_sources_do_not_see_each_other(tmp_path: object) -> None:
-    a, b = repo(tmp_path, "a"), repo(tmp_path, "b")
+def test_sources_do_not_see_each_other(repo: Callable[..., Repository]) -> None:
+    a, b = repo("a"), repo("b")
     a.write(Diff(upsert_vms=[vm("x")]), View())
     b.write(Diff(upsert_vms=[vm("x", VmState.DOWN)], delete_vms=[]), View())
     assert a.load().vms["x"].state is VmState.ACTIVE

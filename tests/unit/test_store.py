@@ -41,17 +41,13 @@ def ev(
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "l.db"
-
-
-@pytest.fixture
-def open_store(db_path: Path) -> Iterator[Callable[[], Store]]:
-    """Opens Stores on one file (each one is what one process would have)."""
+def open_store(ledger_url: str) -> Iterator[Callable[[], Store]]:
+    """Opens Stores on one ledger (each one is what one process would have), SQLite and
+    PostgreSQL in turn."""
     opened: list[Store] = []
 
     def make() -> Store:
-        store = Store.connect(f"sqlite:///{db_path}")
+        store = Store.connect(ledger_url)
         opened.append(store)
         return store
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -30,8 +29,8 @@ class FakeSender:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store.connect(f"sqlite:///{tmp_path / 'l.db'}")
+def store(ledger_url: str) -> Iterator[Store]:
+    store = Store.connect(ledger_url)
     yield store
     store.engine.dispose()
 
