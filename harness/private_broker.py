@@ -25,16 +25,27 @@ def available() -> bool:
 
 
 class PrivateBroker:
-    def __init__(self, base: Path) -> None:
+    """One node. ``name``, ``config`` (extra rabbitmq.conf lines) and ``home`` (where
+    Erlang keeps its cookie: nodes of one cluster share it) are for
+    :class:`harness.rabbit_cluster.RabbitCluster`."""
+
+    def __init__(
+        self,
+        base: Path,
+        name: str | None = None,
+        config: tuple[str, ...] = (),
+        home: Path | None = None,
+    ) -> None:
         self.base = base
         self.port = free_port()
         self.dist_port = free_port()
-        self.name = f"carousel-test-{uuid.uuid4().hex[:8]}@localhost"
+        self.name = name or f"carousel-test-{uuid.uuid4().hex[:8]}@localhost"
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        self.home = home
         self.proc: subprocess.Popen[bytes] | None = None
         base.mkdir(parents=True, exist_ok=True)
         (base / "enabled_plugins").write_text("[].\n")
-        (base / "rabbitmq.conf").write_text("loopback_users = none\n")
+        (base / "rabbitmq.conf").write_text("\n".join(["loopback_users = none", *config]) + "\n")
 
     def start(self) -> None:
         env = {
@@ -48,6 +59,7 @@ class PrivateBroker:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base / "enabled_plugins"),
             "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq.conf"),
             "RABBITMQ_PID_FILE": str(self.base / "rabbit.pid"),
+            **({"HOME": str(self.home)} if self.home else {}),
         }
         with open(self.base / "server.out", "ab") as out:
             self.proc = subprocess.Popen(

@@ -114,6 +114,16 @@ class Publisher:
         self._node = (self._node + 1) % len(self._urls)
         log.warning("lost the broker channel; moving to node %s", _host(self._urls[self._node]))
 
+    async def _drop_channel(self) -> None:
+        """The broker refused messages (a nack): the next request opens a new channel.
+        A channel that published to a quorum queue while its leader was being elected
+        (its node just went down) was seen to nack every later publish to it."""
+        async with self._lock:
+            channel, self._channel = self._channel, None
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(channel.close(), self._timeout)
+
     async def declare_keys(self, keys: Sequence[Key]) -> None:
         """Declare the event queues of ``keys`` (before their first event is published):
         one pipelined round, not one round trip per queue."""
@@ -189,6 +199,8 @@ class Publisher:
             if isinstance(r, BaseException) and not isinstance(r, aio_pika.exceptions.PublishError)
         ]
         if failed:
+            if any(isinstance(r, aio_pika.exceptions.DeliveryError) for r in failed):
+                await self._drop_channel()
             raise BrokerUnavailable(f"broker did not confirm: {failed[0]!r}") from failed[0]
         if returned:
             await self._republish(returned, specs)

@@ -12,7 +12,7 @@ the task itself (:func:`parse_arguments`) and moved the same way.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from celery import Celery
 from celery.worker.consumer import Consumer
@@ -90,7 +90,17 @@ def _copy(app: Celery, message: Any, reason: str) -> None:
 
 class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
     """Celery's worker consumer, which first copies unreadable messages to the dead
-    letters."""
+    letters, and runs without native delayed delivery: Carousel sends no ETA or
+    countdown task, and that step, which Celery adds when the queues are quorum queues,
+    connects to every node of a cluster's AMQP_URL in turn, retrying a dead one for
+    about 15 s before the worker consumes again (seen when a node was killed)."""
+
+    class Blueprint(Consumer.Blueprint):  # type: ignore[misc]
+        default_steps: ClassVar[list[str]] = [
+            step
+            for step in Consumer.Blueprint.default_steps
+            if not step.endswith(":DelayedDelivery")
+        ]
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         _copy(self.app, message, f"undecodable task message: {exc!r}")

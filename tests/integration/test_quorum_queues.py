@@ -32,7 +32,7 @@ def test_the_pipeline_runs_on_quorum_queues(stack_factory: Callable[..., Stack])
     stack = stack_factory(QUEUE_TYPE="quorum", MAX_PARALLEL=2)
     stack.producer()
     stack.scheduler()
-    stack.worker()
+    worker = stack.worker()
     events = [
         {"host": f"h{i % 2}", "vm": f"v{i % 5}", "policy": "p", "action": "heal"} for i in range(30)
     ]
@@ -46,6 +46,8 @@ def test_the_pipeline_runs_on_quorum_queues(stack_factory: Callable[..., Stack])
     ):
         assert _declared_as(url, name, "quorum"), name
         assert not _declared_as(url, name, "classic"), name
+    # no native delayed delivery (Celery's for quorum queues: Carousel sends no ETA task)
+    assert "WARNING" not in worker.log_path.read_text(), worker.log_tail()
 
 
 @pytest.mark.parametrize("queue_type", ["lazy", ""])
