@@ -34,8 +34,10 @@ def _declare(url: str, names: list[str], arguments: dict[str, Any]) -> float:
         for i in range(0, len(names), 200):
             chunk = names[i : i + 200]
             for name in chunk[:-1]:
-                channel.queue_declare(name, durable=True, arguments=arguments, nowait=True)
-            channel.queue_declare(chunk[-1], durable=True, arguments=arguments)  # waits
+                channel.queue_declare(
+                    name, durable=True, auto_delete=False, arguments=arguments, nowait=True
+                )
+            channel.queue_declare(chunk[-1], durable=True, auto_delete=False, arguments=arguments)
         for name in names:
             channel.basic_publish(channel.prepare_message(b"{}"), exchange="", routing_key=name)
         channel.queue_declare(names[-1], passive=True)  # a round trip after the publishes
