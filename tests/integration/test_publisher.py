@@ -100,9 +100,7 @@ def test_pipelined_confirms_count_every_publish(amqp_url: str, prefix: str) -> N
         conn.channel().queue_delete(queue)
 
 
-def test_a_payload_integer_beyond_64_bits_is_published_intact(
-    amqp_url: str, prefix: str
-) -> None:
+def test_a_payload_integer_beyond_64_bits_is_published_intact(amqp_url: str, prefix: str) -> None:
     """JSON allows any integer; the fast serialiser stops at 64 bits. Such a payload is
     still published (not a 503) and read back unchanged."""
     topology = Topology(prefix)
