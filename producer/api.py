@@ -129,7 +129,9 @@ def _lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = await asyncio.to_thread(Store.connect, settings.carousel_db_url)
+        store = await asyncio.to_thread(
+            Store.connect, settings.carousel_db_url, True, settings.db_pool
+        )
         publisher = Publisher(settings.amqp_url, settings.topology, settings.publish_timeout)
         try:
             await publisher.start()

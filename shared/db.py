@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -89,12 +89,23 @@ mapping_version = sa.Table(
 )
 
 
-def make_engine(url: str, durable: bool = True) -> Engine:
+class Pool(NamedTuple):
+    """A process's connection pool to a server ledger (``DB_POOL_SIZE``, ``DB_POOL_OVERFLOW``)."""
+
+    size: int = 5
+    overflow: int = 10
+
+
+DEFAULT_POOL = Pool()
+
+
+def make_engine(url: str, durable: bool = True, pool: Pool = DEFAULT_POOL) -> Engine:
     """An engine for ``url``; SQLite gets WAL and a busy timeout so several processes can
     share one file. ``durable``: every commit reaches the disk before it returns
     (``synchronous=FULL``), so it survives a power loss; else (``NORMAL``) the last
     commits before a power cut may be rolled back — a crash of the process alone never
-    loses one either way."""
+    loses one either way. ``pool`` sizes a server ledger's connection pool (a SQLite
+    file needs none of its own)."""
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
@@ -110,7 +121,9 @@ def make_engine(url: str, durable: bool = True) -> Engine:
             cur.close()
 
         return engine
-    engine = sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(
+        url, pool_pre_ping=True, pool_size=pool.size, max_overflow=pool.overflow
+    )
     if not durable and engine.dialect.name == "postgresql":
 
         @sa.event.listens_for(engine, "connect")

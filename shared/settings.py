@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.db import Pool
 from shared.models import Action
 from shared.topology import DEFAULT_PROFILE, PREFIX_PATTERN, Topology
 
@@ -32,6 +33,26 @@ class CommonSettings(BaseSettings):
         description="SQLAlchemy URL of the event ledger shared by all services "
         "(CAROUSEL_DB_URL). SQLite for one machine, PostgreSQL for many.",
     )
+    db_pool_size: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Connections to a PostgreSQL ledger each process keeps open "
+        "(DB_POOL_SIZE); a worker's every pool child is a process of its own.",
+    )
+    db_pool_overflow: int = Field(
+        10,
+        ge=0,
+        le=1000,
+        description="Connections a process may open beyond DB_POOL_SIZE under load, "
+        "closed when returned (DB_POOL_OVERFLOW).",
+    )
+
+    @property
+    def db_pool(self) -> Pool:
+        """The ledger connection pool's size and overflow, per process."""
+        return Pool(self.db_pool_size, self.db_pool_overflow)
+
     queue_type: Literal["classic", "quorum"] = Field(
         "classic",
         description="Type of every durable queue (event, actions, completions, dead-letter "

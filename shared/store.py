@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
-from shared.db import create_schema, events, hosts, keys, make_engine, mapping_version, vms
+from shared.db import (
+    DEFAULT_POOL,
+    Pool,
+    create_schema,
+    events,
+    hosts,
+    keys,
+    make_engine,
+    mapping_version,
+    vms,
+)
 from shared.errors import Conflict
 from shared.ledger import Accepted, Claim, ClaimResult, EventLedger, InFlight
 from shared.mapping_store import MappingStore
@@ -34,10 +44,10 @@ class Store(EventLedger, MappingStore):
         self.engine = engine
 
     @classmethod
-    def connect(cls, url: str, durable: bool = True) -> Store:
-        """The ledger at ``url``, its schema created if missing. ``durable``: see
-        :func:`shared.db.make_engine`."""
-        store = cls(make_engine(url, durable))
+    def connect(cls, url: str, durable: bool = True, pool: Pool = DEFAULT_POOL) -> Store:
+        """The ledger at ``url``, its schema created if missing. ``durable`` and
+        ``pool``: see :func:`shared.db.make_engine`."""
+        store = cls(make_engine(url, durable, pool))
         store.create_schema()
         return store
 

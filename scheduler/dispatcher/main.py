@@ -25,7 +25,7 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    store = Store.connect(settings.carousel_db_url)
+    store = Store.connect(settings.carousel_db_url, pool=settings.db_pool)
     limits = Limits(
         max_parallel=settings.max_parallel,
         per_vm=settings.per_vm_limit,

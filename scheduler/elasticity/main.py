@@ -44,7 +44,7 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    store = Store.connect(settings.carousel_db_url)
+    store = Store.connect(settings.carousel_db_url, pool=settings.db_pool)
     app = create_celery(settings)
     tracker = WorkerTracker(app)
     provider: LocalProvider | KubernetesProvider

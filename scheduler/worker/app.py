@@ -77,7 +77,9 @@ class _Runtime:
             # claim and finish, two commits per event, are not fsynced one by one: a
             # power cut may roll one back, which repeats or strands that action but
             # loses no event (the producer's and the dispatcher's commits are durable)
-            self._store = Store.connect(self.settings.carousel_db_url, durable=False)
+            self._store = Store.connect(
+                self.settings.carousel_db_url, durable=False, pool=self.settings.db_pool
+            )
             self._driver = build_driver(self.settings)
             self._pid = os.getpid()
         return self._store, self._driver

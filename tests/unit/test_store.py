@@ -775,3 +775,32 @@ def test_durable_ledger_commits_reach_the_disk_before_they_return(
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == level
     store.engine.dispose()
+
+
+def test_a_server_ledgers_pool_is_sized_by_the_settings(ledger_url: str) -> None:
+    """DB_POOL_SIZE and DB_POOL_OVERFLOW bound each process's connections to PostgreSQL
+    (a SQLite file has no server to spare)."""
+    from shared.settings import CommonSettings
+
+    settings = CommonSettings(CAROUSEL_DB_URL=ledger_url, DB_POOL_SIZE="2", DB_POOL_OVERFLOW="1")
+    store = Store.connect(settings.carousel_db_url, pool=settings.db_pool)
+    try:
+        if not ledger_url.startswith("postgresql"):
+            return
+        held = [store.engine.connect() for _ in range(3)]  # two pooled, one overflow
+        assert store.engine.pool.size() == 2
+        assert "Current Overflow: 1" in store.engine.pool.status()
+        for conn in held:
+            conn.close()
+    finally:
+        store.engine.dispose()
+
+
+@pytest.mark.parametrize("env", [{"DB_POOL_SIZE": "0"}, {"DB_POOL_OVERFLOW": "-1"}])
+def test_a_pool_size_out_of_range_is_refused(env: dict[str, str]) -> None:
+    from pydantic import ValidationError
+
+    from shared.settings import CommonSettings
+
+    with pytest.raises(ValidationError, match="db_pool"):
+        CommonSettings(**env)
