@@ -3,15 +3,11 @@ PostgreSQL across machines."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
-from shared.backoff import Backoff
+from sqlalchemy.engine import Connection, Engine
 
 metadata = sa.MetaData()
 
@@ -89,6 +85,43 @@ mapping_version = sa.Table(
 )
 
 
+#: the producer's monitoring repository (producer/monitoring/repository.py): the
+#: cloud as last observed, per source
+monitor_vms = sa.Table(
+    "monitor_vms",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("vm", sa.String(128), primary_key=True),
+    sa.Column("host", sa.String(128), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("cpu", sa.Float, nullable=False),
+    sa.Column("ram", sa.Float, nullable=False),
+    sa.Column("grp", sa.String(128)),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    #: when the VM entered its current state, as observed (the auto-heal debounce)
+    sa.Column("since", sa.Float, nullable=False),
+)
+
+monitor_hosts = sa.Table(
+    "monitor_hosts",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(128), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+
+monitor_groups = sa.Table(
+    "monitor_groups",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("grp", sa.String(128), primary_key=True),
+    sa.Column("min", sa.Integer, nullable=False),
+    sa.Column("max", sa.Integer, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+
+
 class Pool(NamedTuple):
     """A process's connection pool to a server ledger (``DB_POOL_SIZE``, ``DB_POOL_OVERFLOW``)."""
 
@@ -138,52 +171,35 @@ def make_engine(url: str, durable: bool = True, pool: Pool = DEFAULT_POOL) -> En
     return engine
 
 
-def create_schema(engine: Engine, attempts: int = 5) -> None:
-    """Create the tables if missing. Services starting together race to do it: the
-    loser's CREATE fails with "already exists", and its retry finds the tables."""
-    backoff = Backoff(first=0.05, cap=0.5)
-    for attempt in range(attempts):
-        try:
-            metadata.create_all(engine)
-            break
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(backoff.next())
-    with engine.begin() as conn:
-        if conn.execute(sa.select(mapping_version.c.version)).first() is None:
-            with contextlib.suppress(sa.exc.IntegrityError):  # another process won
-                conn.execute(mapping_version.insert().values(id=1, version=0))
-    _drop_stored_queue_names(engine)
-    _add_new_event_columns(engine)
+def create_schema(engine: Engine) -> None:
+    """Bring the ledger's schema to the newest migration (see :mod:`shared.migrations`)."""
+    from shared.migrations import migrate
+
+    migrate(engine)
 
 
-def _drop_stored_queue_names(engine: Engine) -> None:
-    """Ledgers made before 0.2 stored each key's queue name (``keys.queue``, NOT NULL);
-    names are now built by the topology alone, so the column goes."""
-    if "queue" not in {c["name"] for c in sa.inspect(engine).get_columns("keys")}:
-        return
-    raced = (sa.exc.OperationalError, sa.exc.ProgrammingError)  # another process dropped it
-    with contextlib.suppress(*raced), engine.begin() as conn:
+def upgrade_unversioned(conn: Connection) -> None:
+    """A ledger made before migrations (its tables created directly, up to 0.4), brought
+    to the baseline revision: before 0.2 it stored each key's queue name
+    (``keys.queue``, NOT NULL; names are built by the topology now); before 0.3 it lacked
+    the claim's fence and lease and the dead-letter mark, before 0.4 the VM-removal mark
+    (an existing running row counts as an expired claim). Tables it lacks are created.
+    Runs under the migration lock: nothing races it."""
+    metadata.create_all(conn)  # the tables it lacks
+    inspector = sa.inspect(conn)
+    if "queue" in {c["name"] for c in inspector.get_columns("keys")}:
         conn.execute(sa.text("ALTER TABLE keys DROP COLUMN queue"))
-
-
-def _add_new_event_columns(engine: Engine) -> None:
-    """Ledgers made before 0.3 lack the claim's fence and lease and the dead-letter
-    mark, before 0.4 the VM-removal mark: add the columns (an existing running row counts
-    as an expired claim)."""
-    raced = (sa.exc.OperationalError, sa.exc.ProgrammingError)  # another process added it
-    inspector = sa.inspect(engine)
     have = {t.name: {c["name"] for c in inspector.get_columns(t.name)} for t in (events, vms)}
     for table, column in [(t, c) for t in (events, vms) for c in t.columns]:
         if column.name in have[table.name]:
             continue
         ddl = (
             f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
-            f"{column.type.compile(engine.dialect)}"
+            f"{column.type.compile(conn.dialect)}"
         )
         default = column.server_default
         if isinstance(default, sa.DefaultClause):
             ddl += f" NOT NULL DEFAULT {default.arg}"
-        with contextlib.suppress(*raced), engine.begin() as conn:
-            conn.execute(sa.text(ddl))
+        conn.execute(sa.text(ddl))
+    if conn.execute(sa.select(mapping_version.c.version)).first() is None:
+        conn.execute(mapping_version.insert().values(id=1, version=0))

@@ -20,42 +20,7 @@ from producer.monitoring.model import (
     VmRecord,
     VmState,
 )
-
-metadata = sa.MetaData()
-
-monitor_vms = sa.Table(
-    "monitor_vms",
-    metadata,
-    sa.Column("source", sa.String(64), primary_key=True),
-    sa.Column("vm", sa.String(128), primary_key=True),
-    sa.Column("host", sa.String(128), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("cpu", sa.Float, nullable=False),
-    sa.Column("ram", sa.Float, nullable=False),
-    sa.Column("grp", sa.String(128)),
-    sa.Column("version", sa.BigInteger, nullable=False),
-    #: when the VM entered its current state, as observed (the auto-heal debounce)
-    sa.Column("since", sa.Float, nullable=False),
-)
-
-monitor_hosts = sa.Table(
-    "monitor_hosts",
-    metadata,
-    sa.Column("source", sa.String(64), primary_key=True),
-    sa.Column("host", sa.String(128), primary_key=True),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("version", sa.BigInteger, nullable=False),
-)
-
-monitor_groups = sa.Table(
-    "monitor_groups",
-    metadata,
-    sa.Column("source", sa.String(64), primary_key=True),
-    sa.Column("grp", sa.String(128), primary_key=True),
-    sa.Column("min", sa.Integer, nullable=False),
-    sa.Column("max", sa.Integer, nullable=False),
-    sa.Column("version", sa.BigInteger, nullable=False),
-)
+from shared.db import create_schema, monitor_groups, monitor_hosts, monitor_vms
 
 #: rows per statement: under SQLite's bound-parameter limit for every table here
 CHUNK = 500
@@ -70,10 +35,8 @@ class Repository:
         self.source = source
 
     def create_schema(self) -> None:
-        try:
-            metadata.create_all(self.engine)
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError):
-            metadata.create_all(self.engine)  # another process created them meanwhile
+        """Its tables are the ledger's (:mod:`shared.migrations` keeps them)."""
+        create_schema(self.engine)
 
     def load(self) -> View:
         view = View()
