@@ -194,8 +194,7 @@ def upgrade_unversioned(conn: Connection) -> None:
         if column.name in have[table.name]:
             continue
         ddl = (
-            f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
-            f"{column.type.compile(conn.dialect)}"
+            f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(conn.dialect)}"
         )
         default = column.server_default
         if isinstance(default, sa.DefaultClause):
