@@ -8,6 +8,7 @@ from collections.abc import Callable
 from bench import (
     elasticity,
     fairness,
+    goals,
     ingest,
     monitoring,
     profile,
@@ -27,6 +28,8 @@ MEASUREMENTS: dict[str, Callable[[], None]] = {
     "monitoring": monitoring.run,
     "profile": profile.run,
     "queue_memory": queue_memory.run,
+    # last: the goals table, from the results above
+    "goals": goals.run,
 }
 
 

@@ -29,6 +29,13 @@ BIN = Path(sys.executable).parent
 #: the ledger of every benchmark: ``sqlite`` (a file of its own, the default) or
 #: ``postgresql`` (a database of its own on BENCH_PG_URL's server, dropped afterwards)
 LEDGER = os.environ.get("BENCH_LEDGER", "sqlite")
+
+
+def on_ledger(name: str) -> str:
+    """A result's name for this run's ledger: ``ingest``, or ``ingest-postgresql``."""
+    return name if LEDGER == "sqlite" else f"{name}-{LEDGER}"
+
+
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 

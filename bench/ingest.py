@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.common import LEDGER, carousel, count_status
+from bench.common import LEDGER, carousel, count_status, on_ledger
 from bench.report import save
 
 
@@ -75,7 +75,7 @@ def run(
             print(f"  processes={p} clients={c}: {measured / took:,.0f} events/s", flush=True)
     best = max(rows, key=lambda r: r["events/s"])
     save(
-        "ingest",
+        on_ledger("ingest"),
         f"Ingest: POST /events in batches of {batch}, 202 after broker confirms "
         f"({LEDGER} ledger); best {best['events/s']:,.0f} events/s with "
         f"{best['processes']} processes and {best['clients']} clients",

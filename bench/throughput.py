@@ -18,6 +18,7 @@ from typing import Any
 from bench.common import (
     carousel,
     count_status,
+    on_ledger,
     post_all,
     raw_celery_worker,
     wait_for,
@@ -101,7 +102,7 @@ def run(n: int = 5000, concurrency: int = 2) -> None:
         rows += [*yardsticks, ours]
     summary = ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())
     save(
-        "throughput",
+        on_ledger("throughput"),
         f"End-to-end throughput, {n} no-op events (Carousel ÷ yardstick: {summary})",
         rows,
         ratios=ratios,

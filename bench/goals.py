@@ -1,0 +1,107 @@
+"""The speed and scale goals side by side: read from this machine's latest results
+(``bench/results/*.json``, written by the other measurements) and printed as one table,
+each goal met or missed. Run last: ``make bench`` does. A figure whose measurement has
+not run is shown as such."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from bench.report import RESULTS, save
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _e2e(r: dict[str, Any]) -> tuple[str, bool]:
+    ratios = r["ratios"]
+    bare = min(v for k, v in ratios.items() if "bare" in k)
+    flower = min(v for k, v in ratios.items() if "Flower" in k)
+    return f"{bare:.2f}x bare / {flower:.2f}x under Flower", bare >= 0.5 and flower >= 0.8
+
+
+def _ingest(r: dict[str, Any]) -> tuple[str, bool]:
+    rows = r["rows"]
+    best = max(row["events/s"] for row in rows)
+    monotone = all(
+        later["events/s"] >= earlier["events/s"]
+        for p in {row["processes"] for row in rows}
+        for earlier, later in zip(
+            [row for row in rows if row["processes"] == p],
+            [row for row in rows if row["processes"] == p][1:],
+            strict=False,
+        )
+    )
+    return f"best {best:,.0f}/s{'' if monotone else ', lower with more clients'}", (
+        best >= 10_000 and monotone
+    )
+
+
+def _fairness(r: dict[str, Any]) -> tuple[str, bool]:
+    first, known = r["vs_celery_seen_first"], r["vs_celery_known"]
+    text = (
+        f"seen first {first['flooded']:.2f} / {first['calm']:.1f}, "
+        f"known {known['flooded']:.2f} / {known['calm']:.1f}"
+    )
+    return text, known["flooded"] <= 0.2 and known["calm"] <= 5
+
+
+def _new_keys(r: dict[str, Any]) -> tuple[str, bool]:
+    seconds = r["rows"][0]["producer: keys created s"]
+    return f"{seconds:.1f} s", seconds <= 10
+
+
+def _pg_e2e(r: dict[str, Any]) -> tuple[str, bool]:
+    sqlite = _load("throughput")
+    ours = next(row for row in r["rows"] if row["system"] == "carousel")["per second"]
+    if sqlite is None:
+        return f"{ours:.0f}/s (no SQLite run to compare)", False
+    base = next(row for row in sqlite["rows"] if row["system"] == "carousel")["per second"]
+    return f"{ours:.0f}/s, {ours / base:.2f}x SQLite's", ours / base >= 0.8
+
+
+def _pg_ingest(r: dict[str, Any]) -> tuple[str, bool]:
+    sqlite = _load("ingest")
+    best = max(row["events/s"] for row in r["rows"] if row["processes"] == 4)
+    if sqlite is None:
+        return f"{best:,.0f}/s with 4 processes (no SQLite run)", False
+    base = max(row["events/s"] for row in sqlite["rows"])
+    return f"{best:,.0f}/s with 4 processes, SQLite's best {base:,.0f}/s", best > base
+
+
+GOALS: list[tuple[str, str, str, Callable[[dict[str, Any]], tuple[str, bool]]]] = [
+    ("e2e ÷ raw Celery, same broker, pool, workers", "throughput", "≥ 0.5 / ≥ 0.8", _e2e),
+    ("ingest, batches of 100, best of 1/4/8/16 clients", "ingest", "≥ 10,000/s", _ingest),
+    ("quiet p99 ÷ plain Celery's, flood / none", "fairness", "≤ 0.2 / ≤ 5", _fairness),
+    ("20,000 new keys through the producer", "scale", "≤ 10 s", _new_keys),
+    ("e2e on PostgreSQL", "throughput-postgresql", "within 20 % of SQLite", _pg_e2e),
+    ("ingest on PostgreSQL, 4 processes", "ingest-postgresql", "ahead of SQLite", _pg_ingest),
+]
+
+
+def run() -> None:
+    rows = []
+    for figure, source, goal, judge in GOALS:
+        result = _load(source)
+        if result is None:
+            rows.append({"figure": figure, "now": f"not run ({source})", "goal": goal, "": ""})
+            continue
+        now, met = judge(result)
+        when = result["machine"]["at"]
+        rows.append(
+            {
+                "figure": figure,
+                "now": f"{now} ({when})",
+                "goal": goal,
+                "": "met" if met else "missed",
+            }
+        )
+    save("goals", "Speed and scale goals, from the latest results on this machine", rows)
+
+
+if __name__ == "__main__":
+    run()
