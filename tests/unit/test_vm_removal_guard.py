@@ -17,6 +17,7 @@ from scheduler.dispatcher.dispatcher import Dispatcher, Limits
 from scheduler.dispatcher.mapping import MappingFollower
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
+from shared.db import vms
 from shared.mapping_store import RemovalUnderway, UnfinishedEvents
 from shared.models import Action, Key, MappingDelta, Status, VmEventMessage
 from shared.store import Store, events
@@ -105,7 +106,9 @@ def test_removal_races_accepts_and_no_event_lands_in_a_removed_vm(store: Store) 
     stop = threading.Event()
 
     def accepter(n: int) -> None:
-        for i in range(40):
+        """Until 15 of its events are in: a removal may refuse any number of them."""
+        mine = 0
+        for i in range(5000):
             e = ev(f"e{n}-{i}")
             try:
                 got = admit(store, e)
@@ -113,6 +116,9 @@ def test_removal_races_accepts_and_no_event_lands_in_a_removed_vm(store: Store) 
                 continue
             store.confirm(got.accepted.to_publish)
             accepted.append(e.id)
+            mine += 1
+            if mine == 15:
+                return
 
     def remover() -> None:
         while not stop.is_set():
@@ -127,14 +133,20 @@ def test_removal_races_accepts_and_no_event_lands_in_a_removed_vm(store: Store) 
             try:
                 store.remove_marked_vm("h", "v", mark, mark - 300)
                 outcomes.append("removed")
-                # what the scheduler does with a removed VM's events: none may exist
+                # an unfinished event of a VM that is not in the mapping would be lost;
+                # one accepted after the removal has brought the VM back. One statement:
+                # one snapshot, on SQLite and PostgreSQL alike
                 with store.engine.connect() as conn:
-                    left = conn.execute(
+                    orphans = conn.execute(
                         sa.select(sa.func.count())
                         .select_from(events)
-                        .where(events.c.vm == "v", events.c.status != Status.SUCCEEDED.value)
+                        .where(
+                            events.c.vm == "v",
+                            events.c.status != Status.SUCCEEDED.value,
+                            ~sa.exists().where(vms.c.host == events.c.host, vms.c.vm == "v"),
+                        )
                     ).scalar_one()
-                outcomes.append(f"left {left}")
+                outcomes.append(f"left {orphans}")
                 with store.engine.begin() as conn:  # they finish: removable again
                     conn.execute(events.update().values(status=Status.SUCCEEDED.value))
             except UnfinishedEvents:
@@ -154,7 +166,7 @@ def test_removal_races_accepts_and_no_event_lands_in_a_removed_vm(store: Store) 
     rm.join(120)
     assert "removed" in outcomes, outcomes
     assert accepted
-    # a removal that went through saw no event of the VM that was not finished
+    # no unfinished event was ever left without its VM
     assert all(o == "left 0" for o in outcomes if o.startswith("left")), outcomes
     for event_id in accepted:
         assert store.get(event_id) is not None, event_id
