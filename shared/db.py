@@ -180,7 +180,7 @@ def create_schema(engine: Engine) -> None:
 
 def upgrade_unversioned(conn: Connection) -> None:
     """A ledger made before migrations (its tables created directly, up to 0.4), brought
-    to the baseline revision: before 0.2 it stored each key's queue name
+    to ``shared.db``'s tables (the newest revision's): before 0.2 it stored each key's queue name
     (``keys.queue``, NOT NULL; names are built by the topology now); before 0.3 it lacked
     the claim's fence and lease and the dead-letter mark, before 0.4 the VM-removal mark
     (an existing running row counts as an expired claim). Tables it lacks are created.

@@ -66,18 +66,18 @@ def current(connection: Connection) -> str | None:
 
 def migrate(engine: Engine) -> None:
     """Bring the ledger at ``engine`` to :func:`head` (see the module's docstring)."""
+    newest = head()
     with _one_at_a_time(engine) as conn:
         before = current(conn)
         if before is None and set(sa.inspect(conn).get_table_names()) & LEDGER_TABLES:
             from shared.db import upgrade_unversioned
 
             upgrade_unversioned(conn)  # to shared.db's tables, which are head's
-            command.stamp(config(conn), "head")
-            log.info("ledger made before migrations brought to %s", head())
-            return
-        if before != head():
-            command.upgrade(config(conn), "head")
-            log.info("ledger schema upgraded from %s to %s", before or "nothing", head())
+            command.stamp(config(conn), newest)
+            log.info("ledger made before migrations brought to %s", newest)
+        elif before != newest:
+            command.upgrade(config(conn), newest)
+            log.info("ledger schema upgraded from %s to %s", before or "nothing", newest)
 
 
 @contextlib.contextmanager
