@@ -24,14 +24,13 @@ from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 
 from shared import statements
 from shared.db import events
 from shared.errors import Conflict
 from shared.lease import Lease
-from shared.models import FINISHED, IN_FLIGHT, UNDISPATCHED, Status, VmEventMessage
+from shared.models import FINISHED, IN_FLIGHT, Status, VmEventMessage
 from shared.statements import NO_LIMIT
 
 
@@ -103,17 +102,7 @@ class EventLedger:
         """:meth:`_accept` within the caller's transaction ``conn``."""
         ids = [e.id for e in batch]
         known = {
-            r.id: r
-            for r in conn.execute(
-                sa.select(
-                    events.c.id,
-                    events.c.host,
-                    events.c.vm,
-                    events.c.policy,
-                    events.c.action,
-                    events.c.status,
-                ).where(id_among(conn, ids))
-            )
+            r.id: r for r in conn.execute(statements.batch(conn.dialect.name).KNOWN, {"ids": ids})
         }
         fresh: list[VmEventMessage] = []
         to_publish: list[VmEventMessage] = []
@@ -144,12 +133,9 @@ class EventLedger:
         if not ids:
             return
         with self.engine.begin() as conn:
-            conn.execute(
-                events.update()
-                .where(id_among(conn, ids), events.c.status == Status.PENDING.value)
-                .values(status=Status.QUEUED.value)
-            )
-            present = set(conn.execute(sa.select(events.c.id).where(id_among(conn, ids))).scalars())
+            sql = statements.batch(conn.dialect.name)
+            conn.execute(sql.CONFIRM, {"ids": ids})
+            present = set(conn.execute(sql.PRESENT, {"ids": ids}).scalars())
             missing = [e for e in batch if e.id not in present]
             if missing:
                 conn.execute(events.insert(), [_row(e, Status.QUEUED) for e in missing])
@@ -207,14 +193,10 @@ class EventLedger:
         with self.engine.begin() as conn:
             if lease is not None:
                 lease.hold(conn, at)
-            params = {
-                "ids": list(event_ids),
-                "undispatched": [s.value for s in UNDISPATCHED],
-                "p_dispatch_id": dispatch_id,
-                "p_at": at,
-            }
-            conn.execute(statements.DISPATCH, params)
-            rows = conn.execute(statements.STATUSES, params).all()
+            sql = statements.batch(conn.dialect.name)
+            params = {"ids": list(event_ids), "p_dispatch_id": dispatch_id, "p_at": at}
+            conn.execute(sql.DISPATCH, params)
+            rows = conn.execute(sql.STATUSES, params).all()
         before: dict[str, Status | None] = dict.fromkeys(event_ids)
         for r in rows:
             moved = r.status == Status.DISPATCHED.value and r.dispatch_id == dispatch_id
@@ -280,13 +262,10 @@ class EventLedger:
         ``finished_before``, when given)."""
         if not event_ids:
             return []
-        params = {
-            "ids": list(event_ids),
-            "finished": [s.value for s in FINISHED],
-            "before": finished_before,
-        }
-        query = statements.FINISHED_AMONG if finished_before is None else statements.FINISHED_BEFORE
+        params = {"ids": list(event_ids), "before": finished_before}
         with self.engine.connect() as conn:
+            sql = statements.batch(conn.dialect.name)
+            query = sql.FINISHED_AMONG if finished_before is None else sql.FINISHED_BEFORE
             return list(conn.execute(query, params).scalars())
 
     def status_of(self, event_id: str) -> Status | None:
@@ -489,12 +468,3 @@ def _row(e: VmEventMessage, status: Status) -> dict[str, Any]:
         "fence": 0,
         "accepted_at": e.accepted_at,
     }
-
-
-def id_among(conn: sa.Connection, ids: Sequence[str]) -> sa.ColumnElement[bool]:
-    """``events.id IN ids``. On PostgreSQL as ``= ANY(array)``: one parameter for the
-    request's ids, where an IN list binds one per id — with 100 ids the lookup took
-    twice as long, planning them (measured: 7.7 ms against 3.6 ms)."""
-    if conn.dialect.name == "postgresql":
-        return events.c.id == sa.any_(sa.bindparam(None, list(ids), type_=ARRAY(sa.String)))
-    return events.c.id.in_(ids)

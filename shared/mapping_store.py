@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from shared import statements
 from shared.db import events, hosts, keys, mapping_version, vms
 from shared.errors import CarouselError
 from shared.ledger import Accepted
@@ -25,6 +26,8 @@ from shared.models import (
     VmView,
 )
 
+#: tuples looked up per statement (SQLite binds one parameter per value: 3 per key)
+_CHUNK = 300
 #: events of a VM that count against its removal (pending ones only while young)
 _UNFINISHED = [s.value for s in (Status.QUEUED, *IN_FLIGHT)]
 
@@ -86,11 +89,8 @@ class MappingStore:
                 # take the write lock first (pysqlite begins at the first write): every
                 # read below is then of the latest state, and no removal interleaves
                 conn.execute(vms.update().where(sa.false()).values(removing_since=None))
-            marked = conn.execute(
-                sa.select(vms.c.host, vms.c.vm, vms.c.removing_since)
-                .where(sa.tuple_(vms.c.host, vms.c.vm).in_(batch_vms))
-                .with_for_update(read=True)
-            ).all()
+            sql = statements.batch(conn.dialect.name)
+            marked = conn.execute(sql.MARKED_VMS, sql.rows("vms", batch_vms)).all()
             for r in marked:
                 if r.removing_since is not None and r.removing_since > marks_after:
                     raise RemovalUnderway(r.host, r.vm)
@@ -115,15 +115,12 @@ class MappingStore:
     def _missing_keys(
         conn: sa.Connection, wanted: list[tuple[str, str, str]]
     ) -> list[tuple[str, str, str]]:
+        sql = statements.batch(conn.dialect.name)
         have: set[tuple[str, str, str]] = set()
-        for i in range(0, len(wanted), 300):
+        for i in range(0, len(wanted), _CHUNK):
             have.update(
                 (r.host, r.vm, r.policy)
-                for r in conn.execute(
-                    sa.select(keys.c.host, keys.c.vm, keys.c.policy).where(
-                        sa.tuple_(keys.c.host, keys.c.vm, keys.c.policy).in_(wanted[i : i + 300])
-                    )
-                )
+                for r in conn.execute(sql.KNOWN_KEYS, sql.rows("keys", wanted[i : i + _CHUNK]))
             )
         return [k for k in wanted if k not in have]
 
@@ -133,22 +130,17 @@ class MappingStore:
         missing, each in first-appearance order."""
         new_hosts = list(dict.fromkeys(h for h, _, _ in new))
         new_vms = list(dict.fromkeys((h, v) for h, v, _ in new))
+        sql = statements.batch(conn.dialect.name)
         have_hosts: set[str] = set()
         have_vms: set[tuple[str, str]] = set()
-        for i in range(0, len(new_vms), 300):
+        for i in range(0, len(new_vms), _CHUNK):
             have_vms.update(
                 (r.host, r.vm)
-                for r in conn.execute(
-                    sa.select(vms.c.host, vms.c.vm).where(
-                        sa.tuple_(vms.c.host, vms.c.vm).in_(new_vms[i : i + 300])
-                    )
-                )
+                for r in conn.execute(sql.KNOWN_VMS, sql.rows("vms", new_vms[i : i + _CHUNK]))
             )
-        for i in range(0, len(new_hosts), 300):
+        for i in range(0, len(new_hosts), _CHUNK):
             have_hosts.update(
-                conn.execute(
-                    sa.select(hosts.c.host).where(hosts.c.host.in_(new_hosts[i : i + 300]))
-                ).scalars()
+                conn.execute(sql.KNOWN_HOSTS, {"hosts": new_hosts[i : i + _CHUNK]}).scalars()
             )
         if rows := [{"host": h, "available": True} for h in new_hosts if h not in have_hosts]:
             conn.execute(hosts.insert(), rows)
