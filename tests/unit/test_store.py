@@ -804,3 +804,34 @@ def test_a_pool_size_out_of_range_is_refused(env: dict[str, str]) -> None:
 
     with pytest.raises(ValidationError, match="db_pool"):
         CommonSettings(**env)
+
+
+def test_a_lookup_prepared_on_a_small_table_still_uses_the_index_once_it_grew(
+    ledger_url: str,
+) -> None:
+    """psycopg prepares a statement on the server from its fifth execution; PostgreSQL's
+    generic plan for it, made while the ledger was nearly empty, would scan the whole
+    table for ever after (on a fresh ledger: every request's id lookup scanning every
+    event). The ledger's sessions plan each execution (shared.db.PG_SESSION)."""
+    if not ledger_url.startswith("postgresql"):
+        pytest.skip("SQLite has no plan cache across executions")
+    from shared.db import Pool, events
+
+    store = Store.connect(ledger_url, pool=Pool(size=1, overflow=0))  # one session
+    try:
+        for i in range(15):  # the id lookup prepared, and planned, on a tiny table
+            store.accept([ev(f"small-{i}")])
+        with store.engine.begin() as conn:
+            rows = [
+                {**ev(f"grown-{i}").model_dump(), "action": "heal", "payload": "{}"}
+                for i in range(5000)
+            ]
+            conn.execute(events.insert(), [{**r, "status": "queued"} for r in rows])
+        scans = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'events'"
+        with store.engine.begin() as conn:  # the counts of this session not yet reported
+            before = conn.exec_driver_sql(scans).scalar()
+            store.record_pending(conn, [ev("one-more")])
+            after = conn.exec_driver_sql(scans).scalar()
+        assert after == before, "the id lookup scanned the whole events table"
+    finally:
+        store.engine.dispose()
