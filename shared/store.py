@@ -44,11 +44,15 @@ class Store(EventLedger, MappingStore):
         self.engine = engine
 
     @classmethod
-    def connect(cls, url: str, durable: bool = True, pool: Pool = DEFAULT_POOL) -> Store:
-        """The ledger at ``url``, its schema created if missing. ``durable`` and
-        ``pool``: see :func:`shared.db.make_engine`."""
+    def connect(
+        cls, url: str, durable: bool = True, pool: Pool = DEFAULT_POOL, migrate: bool = True
+    ) -> Store:
+        """The ledger at ``url``, its schema brought to the newest migration unless
+        ``migrate`` is false (a process whose parent did it: a worker's pool child).
+        ``durable`` and ``pool``: see :func:`shared.db.make_engine`."""
         store = cls(make_engine(url, durable, pool))
-        store.create_schema()
+        if migrate:
+            store.create_schema()
         return store
 
     def create_schema(self) -> None:

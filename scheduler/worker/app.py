@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any
 
+import sqlalchemy as sa
 from celery import Celery, Task
 
 from scheduler.worker.drivers import Driver, build_driver
@@ -63,7 +64,7 @@ def create_celery(settings: CommonSettings) -> Celery:
     return app
 
 
-class _Runtime:
+class Runtime:
     """The store and driver of one worker process (built after fork, on first use)."""
 
     def __init__(self, settings: WorkerSettings) -> None:
@@ -71,6 +72,24 @@ class _Runtime:
         self._pid = 0
         self._store: Store | None = None
         self._driver: Driver | None = None
+        #: the main process brought the ledger to the newest migration before the pool
+        #: started: a pool process need not (loading the migrations cost each about
+        #: half a second of CPU)
+        self.migrated = False
+
+    def migrate(self) -> None:
+        """In the main process, before the pool starts: migrate the ledger once. If it
+        cannot be reached now, each pool process migrates on first use instead."""
+        try:
+            Store.connect(
+                self.settings.carousel_db_url, pool=self.settings.db_pool
+            ).engine.dispose()
+        except sa.exc.DBAPIError as exc:
+            log.warning(
+                "the ledger is unreachable at start (%s): will retry on first use", exc.orig
+            )
+            return
+        self.migrated = True
 
     def get(self) -> tuple[Store, Driver]:
         if self._pid != os.getpid() or self._store is None or self._driver is None:
@@ -78,15 +97,19 @@ class _Runtime:
             # power cut may roll one back, which repeats or strands that action but
             # loses no event (the producer's and the dispatcher's commits are durable)
             self._store = Store.connect(
-                self.settings.carousel_db_url, durable=False, pool=self.settings.db_pool
+                self.settings.carousel_db_url,
+                durable=False,
+                pool=self.settings.db_pool,
+                migrate=not self.migrated,
             )
             self._driver = build_driver(self.settings)
             self._pid = os.getpid()
         return self._store, self._driver
 
 
-def register_tasks(app: Celery, settings: WorkerSettings) -> None:
-    runtime = _Runtime(settings)
+def register_tasks(app: Celery, settings: WorkerSettings) -> Runtime:
+    """Register Carousel's task on ``app``; returns the runtime its processes share."""
+    runtime = Runtime(settings)
     install(app, settings.topology.dead_letter_queue)
 
     # Driver failures end the event (run_event catches them). What escapes is the ledger
@@ -128,3 +151,5 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
         # what Flower shows as the task's result (task_ignore_result: nothing stores it);
         # the task-succeeded event that carries it is also the scheduler's completion
         return outcome.result()
+
+    return runtime
