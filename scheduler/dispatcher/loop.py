@@ -34,6 +34,7 @@ from collections import deque
 from typing import Any
 
 import kombu
+import orjson
 import sqlalchemy as sa
 from celery import Celery
 from kombu.message import Message
@@ -258,22 +259,21 @@ class SchedulerLoop:
         self, channel: Any, queues: list[kombu.Queue], kind: str, **options: Any
     ) -> kombu.Consumer:
         """A JSON consumer whose deliveries go to the inbox as ``kind``; one that cannot
-        be decoded goes there as unreadable, with the reason, instead of raising."""
+        be decoded goes there as unreadable, with the reason, instead of raising.
 
-        def on_message(body: Any, message: Message) -> None:
+        It decodes with orjson, not kombu's registry: a worker's batch of task events
+        (three per task, a completion among them) took 13 % of the scheduler's CPU to
+        decode with the standard library's json and kombu's object hook."""
+
+        def on_message(message: Message) -> None:
+            try:
+                body = _json_of(message)
+            except ValueError as exc:
+                self._inbox.append((UNREADABLE, f"undecodable {kind} message: {exc}", message))
+                return
             self._inbox.append((kind, body, message))
 
-        def on_decode_error(message: Message, exc: Exception) -> None:
-            self._inbox.append((UNREADABLE, f"undecodable {kind} message: {exc!r}", message))
-
-        return kombu.Consumer(
-            channel,
-            queues,
-            accept=["json"],
-            callbacks=[on_message],
-            on_decode_error=on_decode_error,
-            **options,
-        )
+        return kombu.Consumer(channel, queues, on_message=on_message, **options)
 
     def _handle_inbox(self, producer: ConfirmingProducer) -> None:
         self.handover.check_completions(
@@ -305,6 +305,19 @@ class SchedulerLoop:
         message.ack()
         self.dead_lettered += 1
         log.warning("moved a message to %s: %s", self.topology.dead_letter_queue.name, reason)
+
+
+def _json_of(message: Message) -> Any:
+    """The body of a JSON message (UTF-8, uncompressed, as every sender of Carousel's
+    and Celery's writes it); ValueError says why another is not one."""
+    if message.content_type != "application/json":
+        raise ValueError(f"content type {message.content_type!r} is not application/json")
+    if (message.headers or {}).get("compression"):
+        raise ValueError("compressed bodies are not accepted")
+    try:
+        return orjson.loads(message.body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
 
 
 def _next_delay(backoff: Backoff, started: float) -> float:
