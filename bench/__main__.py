@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 
 from bench import (
+    broker_floor,
     elasticity,
     fairness,
     goals,
@@ -28,6 +29,7 @@ MEASUREMENTS: dict[str, Callable[[], None]] = {
     "monitoring": monitoring.run,
     "profile": profile.run,
     "queue_memory": queue_memory.run,
+    "broker_floor": broker_floor.run,
     # last: the goals table, from the results above
     "goals": goals.run,
 }

@@ -173,3 +173,18 @@ def raw_celery_worker(
 
 def wait_for(cond: Any, timeout: float, what: str) -> None:
     wait_until(cond, timeout, interval=0.05, what=what)
+
+
+def broker_cpu() -> float:
+    """CPU seconds of the local RabbitMQ (every beam.smp; the machine runs one broker)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if "(beam.smp)" in text:
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total

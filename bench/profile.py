@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.common import carousel, count_status, post_all, raw_celery_worker, wait_for
+from bench.common import broker_cpu, carousel, count_status, post_all, raw_celery_worker, wait_for
 from bench.report import save
 
 #: (category, first parts of a frame's file path, as py-spy prints it: relative to its
@@ -75,21 +75,6 @@ def _group_size(pgid: int) -> int:
     return size
 
 
-def _broker_cpu() -> float:
-    """CPU seconds of the local RabbitMQ (every beam.smp; the machine runs one broker)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        if "(beam.smp)" in text:
-            fields = text.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
 def _self_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -135,13 +120,13 @@ def run(n: int = 5000, concurrency: int = 2) -> None:
             for name, pid in pgids.items()
         }
         before = {name: _group_cpu(pgid) for name, pgid in pgids.items()}
-        before["broker"], before["load generator"] = _broker_cpu(), _self_cpu()
+        before["broker"], before["load generator"] = broker_cpu(), _self_cpu()
         started = time.perf_counter()
         post_all(stack.producer_url, batches)
         wait_for(lambda: count_status(store, "succeeded") == n, 600, "all events succeeded")
         took = time.perf_counter() - started
         after = {name: _group_cpu(pgid) for name, pgid in pgids.items()}
-        after["broker"], after["load generator"] = _broker_cpu(), _self_cpu()
+        after["broker"], after["load generator"] = broker_cpu(), _self_cpu()
         for spy in spies.values():
             spy.send_signal(signal.SIGINT)
         for spy in spies.values():
@@ -186,7 +171,7 @@ def raw_celery_cpu(n: int, concurrency: int, flavour: str) -> dict[str, Any]:
     with raw_celery_worker(queue, concurrency, flavour=flavour) as proc:
         inspect = app.control.inspect(timeout=1)
         wait_for(lambda: bool(inspect.ping()), 60, "raw worker up")
-        before = (_group_cpu(proc.pid), _broker_cpu(), _self_cpu())
+        before = (_group_cpu(proc.pid), broker_cpu(), _self_cpu())
         with app.producer_or_acquire() as producer:
             for i in range(n):
                 app.send_task("rawbench.noop", args=[i], queue=queue, producer=producer)
@@ -198,7 +183,7 @@ def raw_celery_cpu(n: int, concurrency: int, flavour: str) -> dict[str, Any]:
             )
 
         wait_for(done, 600, "raw tasks executed")
-        after = (_group_cpu(proc.pid), _broker_cpu(), _self_cpu())
+        after = (_group_cpu(proc.pid), broker_cpu(), _self_cpu())
     worker, broker, publisher = (1000 * (a - b) / n for a, b in zip(after, before, strict=True))
     return {
         "process": f"{flavour} Celery: worker / broker / publisher",
