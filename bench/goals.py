@@ -73,6 +73,51 @@ def _pg_ingest(r: dict[str, Any]) -> tuple[str, bool]:
     return f"{best:,.0f}/s with 4 processes, SQLite's best {base:,.0f}/s", best > base
 
 
+# -- what bounds a figure, from the measurements that isolate it ------------------------
+
+
+def _e2e_bound(r: dict[str, Any]) -> str:
+    """The broker's CPU per event for Carousel's messages alone against the machine's
+    CPU per event at the goals' rates (every process shares the cores)."""
+    floor = _load("broker_floor")
+    if floor is None:
+        return "run broker_floor"
+    ms = {row["pattern"]: row["broker CPU ms/event"] for row in floor["rows"]}
+    rates = {row["system"]: row["per second"] for row in r["rows"]}
+    cores = r["machine"]["cpus"]
+    budgets = [
+        cores * 1000 / (share * rates[system])
+        for share, system in ((0.5, "bare Celery"), (0.8, "Celery under Flower"))
+        if system in rates
+    ]
+    return (
+        f"the broker alone {ms['carousel']:.2f} ms/event for Carousel's messages "
+        f"(Celery's {ms['celery bare']:.2f} / {ms['celery under flower']:.2f}); "
+        f"the goals leave {' / '.join(f'{b:.1f}' for b in budgets)} ms of CPU per event "
+        f"for everything on {cores} cores"
+    )
+
+
+def _ingest_bound(r: dict[str, Any]) -> str:
+    best = max(r["rows"], key=lambda row: row["events/s"])
+    if "broker cores" not in best:
+        return ""
+    return (
+        f"the broker used {best['broker cores']:.2f} of {r['machine']['cpus']} cores "
+        f"at the best rate ({best['broker cores'] * 1000 / best['events/s'] * 1000:.0f} µs "
+        f"per event): 10,000/s needs {best['broker cores'] / best['events/s'] * 10_000:.1f}"
+    )
+
+
+def _new_keys_bound(r: dict[str, Any]) -> str:
+    alone = r["rows"][0].get("broker alone: as many queues declared s")
+    return "" if alone is None else f"the broker alone declares as many queues in {alone:.1f} s"
+
+
+def _fairness_bound(r: dict[str, Any]) -> str:
+    return "the dispatch rate: the end-to-end figure's bound"
+
+
 GOALS: list[tuple[str, str, str, Callable[[dict[str, Any]], tuple[str, bool]]]] = [
     ("e2e ÷ raw Celery, same broker, pool, workers", "throughput", "≥ 0.5 / ≥ 0.8", _e2e),
     ("ingest, batches of 100, best of 1/4/8/16 clients", "ingest", "≥ 10,000/s", _ingest),
@@ -83,21 +128,39 @@ GOALS: list[tuple[str, str, str, Callable[[dict[str, Any]], tuple[str, bool]]]] 
 ]
 
 
+BOUNDS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "throughput": _e2e_bound,
+    "ingest": _ingest_bound,
+    "fairness": _fairness_bound,
+    "scale": _new_keys_bound,
+}
+
+
 def run() -> None:
     rows = []
     for figure, source, goal, judge in GOALS:
         result = _load(source)
         if result is None:
-            rows.append({"figure": figure, "now": f"not run ({source})", "goal": goal, "": ""})
+            rows.append(
+                {
+                    "figure": figure,
+                    "now": f"not run ({source})",
+                    "goal": goal,
+                    "": "",
+                    "what bounds it": "",
+                }
+            )
             continue
         now, met = judge(result)
         when = result["machine"]["at"]
+        bound = BOUNDS.get(source)
         rows.append(
             {
                 "figure": figure,
                 "now": f"{now} ({when})",
                 "goal": goal,
                 "": "met" if met else "missed",
+                "what bounds it": "" if met or bound is None else bound(result),
             }
         )
     save("goals", "Speed and scale goals, from the latest results on this machine", rows)

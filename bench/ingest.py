@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.common import LEDGER, carousel, count_status, on_ledger
+from bench.common import LEDGER, broker_cpu, carousel, count_status, on_ledger
 from bench.report import save
 
 
@@ -58,7 +58,9 @@ def run(
             with carousel(PRODUCER_PROCESSES=p) as (stack, store):
                 stack.producer()
                 post_bodies(stack.producer_url, bodies[:warm], clients=1)
+                cpu = broker_cpu()
                 took = post_bodies(stack.producer_url, bodies[warm:], clients=c)
+                cpu = broker_cpu() - cpu
                 assert count_status(store, "queued") == n
             measured = n - warm * batch
             rows.append(
@@ -70,9 +72,15 @@ def run(
                     "events": measured,
                     "seconds": took,
                     "events/s": measured / took,
+                    # what the broker alone used of the machine's cores meanwhile
+                    "broker cores": cpu / took,
                 }
             )
-            print(f"  processes={p} clients={c}: {measured / took:,.0f} events/s", flush=True)
+            print(
+                f"  processes={p} clients={c}: {measured / took:,.0f} events/s, "
+                f"the broker {cpu / took:.2f} cores",
+                flush=True,
+            )
     best = max(rows, key=lambda r: r["events/s"])
     save(
         on_ledger("ingest"),

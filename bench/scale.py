@@ -4,12 +4,14 @@ to holding the head of every queue (declares and consumes pipelined)."""
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+import kombu
 
-from bench.common import carousel, post_all, wait_for
+from bench.common import AMQP_URL, broker_cpu, carousel, post_all, wait_for
 from bench.report import save
 
 
@@ -20,6 +22,25 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def declare_only(n: int) -> float:
+    """Seconds the broker takes to declare ``n`` durable queues for one client that
+    does nothing else (pipelined, 200 per round trip): the floor of creating keys."""
+    names = [f"declare-{uuid.uuid4().hex[:8]}.{i}" for i in range(n)]
+    with kombu.Connection(AMQP_URL) as conn:
+        channel = conn.channel()
+        started = time.perf_counter()
+        for i in range(0, n, 200):
+            chunk = names[i : i + 200]
+            for name in chunk[:-1]:
+                channel.queue_declare(name, durable=True, auto_delete=False, nowait=True)
+            channel.queue_declare(chunk[-1], durable=True, auto_delete=False)
+        took = time.perf_counter() - started
+        for name in names[:-1]:
+            channel.queue_delete(name, nowait=True)
+        channel.queue_delete(names[-1])
+    return took
+
+
 def run(keys: int = 20_000) -> None:
     rows: list[dict[str, Any]] = []
     with carousel(START_PAUSED="true") as (stack, _store):
@@ -28,9 +49,11 @@ def run(keys: int = 20_000) -> None:
             {"host": f"h{i % 200}", "vm": f"vm{i}", "policy": "p", "action": "heal"}
             for i in range(keys)
         ]
+        cpu = broker_cpu()
         created = post_all(
             stack.producer_url, [events[i : i + 500] for i in range(0, keys, 500)], clients=2
         )
+        cpu = broker_cpu() - cpu
         started = time.perf_counter()
         svc = stack.scheduler()
         ready = time.perf_counter() - started
@@ -45,6 +68,8 @@ def run(keys: int = 20_000) -> None:
             {
                 "live queues": keys,
                 "producer: keys created s": created,
+                "broker cores meanwhile": cpu / created,
+                "broker alone: as many queues declared s": declare_only(keys),
                 "scheduler: start to ready s": ready,
                 "scheduler: start to every head held s": holding,
                 "scheduler RSS MB": rss_mb(svc.proc.pid),
