@@ -18,6 +18,7 @@ from pathlib import Path
 from harness.processes import free_port, wait_until
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 
 
 def available() -> bool:
@@ -70,6 +71,18 @@ class PrivateBroker:
                 start_new_session=True,
             )
         wait_until(self._accepting, 90, what=f"private RabbitMQ {self.name} on {self.port}")
+
+    def ctl(self, *args: str) -> str | None:
+        """``rabbitmqctl -n <this node> args...`` (with the node's cookie, under ``home``
+        when it has one); stdout, or None if it failed."""
+        result = subprocess.run(
+            [RABBITMQCTL, "-n", self.name, *args],
+            env={**os.environ, **({"HOME": str(self.home)} if self.home else {})},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return result.stdout if result.returncode == 0 else None
 
     def _accepting(self) -> bool:
         assert self.proc is not None

@@ -11,15 +11,11 @@ takes); :meth:`url_from` rotates it so that a service connects to a chosen node 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import uuid
 from pathlib import Path
 
 from harness.private_broker import PrivateBroker
 from harness.processes import wait_until
-
-RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 
 
 class RabbitCluster:
@@ -71,14 +67,7 @@ class RabbitCluster:
     def ctl(self, node: PrivateBroker, *args: str) -> str | None:
         """``rabbitmqctl -n <node> args...`` with the cluster's cookie; stdout, or None
         if it failed."""
-        result = subprocess.run(
-            [RABBITMQCTL, "-n", node.name, *args],
-            env={**os.environ, "HOME": str(self.home)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        return result.stdout if result.returncode == 0 else None
+        return node.ctl(*args)
 
     def stop(self) -> None:
         for node in reversed(self.nodes):

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import kombu
 import pytest
 
+from harness import private_broker
+from harness.private_broker import PrivateBroker
 from harness.processes import free_port
 from producer.errors import BrokerUnavailable
 from producer.publisher import Publisher
 from shared.models import Action, VmEventMessage
 from shared.topology import Topology
+from tests.conftest import IN_CI
 
 
 def _event(i: int, vm: str = "vm1") -> VmEventMessage:
@@ -129,3 +133,50 @@ def test_a_payload_integer_beyond_64_bits_is_published_intact(amqp_url: str, pre
         assert message is not None
         assert VmEventMessage.model_validate_json(message.body) == event
         channel.queue_delete(queue)
+
+
+def _channels(node: PrivateBroker) -> set[str]:
+    out = node.ctl("list_channels", "pid", "--no-table-headers", "--silent")
+    assert out is not None, "rabbitmqctl list_channels failed"
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def test_a_refused_publish_is_an_error_and_the_next_goes_on_a_new_channel(
+    tmp_path: Path, prefix: str
+) -> None:
+    """The broker nacks a publish (here a full queue set to reject-publish; after a
+    cluster node's loss, a channel that published to a quorum queue mid-election nacked
+    everything after): the request fails, nothing is taken as published, and the
+    publisher drops that channel, so the next request does not inherit its state."""
+    if not private_broker.available():
+        if IN_CI:
+            pytest.fail("rabbitmq-server is missing: no private node for the nack test")
+        pytest.skip("rabbitmq-server is missing")
+    node = PrivateBroker(tmp_path / "rabbit")
+    node.start()
+    try:
+        topology = Topology(prefix)
+        queue = topology.event_queue_name(_event(0).key)
+        policy = '{"max-length": 1, "overflow": "reject-publish"}'
+        assert node.ctl("set_policy", "full", f"^{prefix}\\.ev\\.", policy, "--apply-to", "queues")
+
+        async def run() -> None:
+            pub = Publisher(node.url, topology, timeout=10)
+            await pub.start()
+            await pub.publish_events([_event(1)])  # the queue is full now
+            before = _channels(node)
+            with pytest.raises(BrokerUnavailable, match="did not confirm"):
+                await pub.publish_events([_event(2)])
+            assert _depth(node.url, queue) == 1  # the refused one is not in it
+            with kombu.Connection(node.url) as conn:  # room again
+                assert conn.channel().basic_get(queue, no_ack=True) is not None
+            await pub.publish_events([_event(2)])
+            after = _channels(node)
+            await pub.close()
+            assert _depth(node.url, queue) == 1
+            assert before - after, "the channel the broker nacked on is still open"
+            assert after - before, "no new channel for the next publish"
+
+        asyncio.run(run())
+    finally:
+        node.stop()
