@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=SecurityWarning)
     app = create_celery(settings)
-    register_tasks(app, settings).migrate()
+    runtime = register_tasks(app, settings)
+    # once logging is set up and before the pool starts
+    signals.celeryd_after_setup.connect(lambda **_: runtime.migrate(), weak=False)
     name = settings.worker_name or f"carousel-{uuid.uuid4().hex[:8]}@%h"
     queue = settings.topology.actions_queue_of(settings.worker_profile).name
     startup = StartupLines()
