@@ -96,7 +96,7 @@ def _relay(names: dict[str, Any], n: int) -> None:
                         m.ack()
 
 
-def _worker(names: dict[str, Any], n: int, events: bool, late: bool, queue: str) -> None:
+def _worker(names: dict[str, Any], n: int, events: bool, late: bool) -> None:
     done = [0]
     with kombu.Connection(AMQP_URL) as conn:
         exchange = kombu.Exchange(names["events"], type="topic", durable=False)
@@ -114,7 +114,7 @@ def _worker(names: dict[str, Any], n: int, events: bool, late: bool, queue: str)
 
         channel = conn.channel()
         channel.basic_qos(0, 1, False)
-        tasks = kombu.Queue(queue, no_declare=True)
+        tasks = kombu.Queue(names["actions"], no_declare=True)
         with kombu.Consumer(channel, [tasks], callbacks=[on_task], accept=["json"]):
             while done[0] < n:
                 with contextlib.suppress(TimeoutError):
@@ -167,13 +167,13 @@ def pattern(name: str, n: int) -> dict[str, Any]:
             roles = [
                 (_producer, (names, n)),
                 (_relay, (names, n)),
-                (_worker, (names, n, True, True, names["actions"])),
+                (_worker, (names, n, True, True)),
             ]
         else:  # Celery: a publisher straight to the actions queue, one worker
             flower = name == "celery under flower"
             roles = [
                 (_publish_tasks, (names, n)),
-                (_worker, (names, n, flower, flower, names["actions"])),
+                (_worker, (names, n, flower, flower)),
             ]
         took, cpu = _run(roles)
     finally:

@@ -13,6 +13,7 @@ from typing import Any
 
 import kombu
 
+from bench.common import declare_queues
 from bench.report import save
 from harness.private_broker import PrivateBroker
 from harness.rabbit_cluster import RabbitCluster
@@ -20,24 +21,17 @@ from harness.rabbit_cluster import RabbitCluster
 
 def _memory_mb(cluster: RabbitCluster, node: PrivateBroker) -> float:
     """The node's memory as the runtime counts it (``rabbitmqctl status``)."""
-    out = cluster.ctl(node, "status", "--formatter", "json")
+    out = node.ctl("status", "--formatter", "json")
     assert out is not None, f"no status from {node.name}"
     return float(json.loads(out)["memory"]["total"]["erlang"]) / 2**20
 
 
 def _declare(url: str, names: list[str], arguments: dict[str, Any]) -> float:
-    """Declare ``names`` durable, one message in each, pipelined in rounds of 200;
-    returns the seconds it took."""
+    """Declare ``names`` durable, one message in each; returns the seconds it took."""
     started = time.perf_counter()
     with kombu.Connection(url) as conn:
         channel = conn.channel()
-        for i in range(0, len(names), 200):
-            chunk = names[i : i + 200]
-            for name in chunk[:-1]:
-                channel.queue_declare(
-                    name, durable=True, auto_delete=False, arguments=arguments, nowait=True
-                )
-            channel.queue_declare(chunk[-1], durable=True, auto_delete=False, arguments=arguments)
+        declare_queues(channel, names, arguments)
         for name in names:
             channel.basic_publish(channel.prepare_message(b"{}"), exchange="", routing_key=name)
         channel.queue_declare(names[-1], passive=True)  # a round trip after the publishes

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import kombu
 
-from bench.common import AMQP_URL, broker_cpu, carousel, post_all, wait_for
+from bench.common import AMQP_URL, broker_cpu, carousel, declare_queues, post_all, wait_for
 from bench.report import save
 
 
@@ -24,16 +24,12 @@ def rss_mb(pid: int) -> float:
 
 def declare_only(n: int) -> float:
     """Seconds the broker takes to declare ``n`` durable queues for one client that
-    does nothing else (pipelined, 200 per round trip): the floor of creating keys."""
+    does nothing else (pipelined, as the producer declares): the floor of creating keys."""
     names = [f"declare-{uuid.uuid4().hex[:8]}.{i}" for i in range(n)]
     with kombu.Connection(AMQP_URL) as conn:
         channel = conn.channel()
         started = time.perf_counter()
-        for i in range(0, n, 200):
-            chunk = names[i : i + 200]
-            for name in chunk[:-1]:
-                channel.queue_declare(name, durable=True, auto_delete=False, nowait=True)
-            channel.queue_declare(chunk[-1], durable=True, auto_delete=False)
+        declare_queues(channel, names)
         took = time.perf_counter() - started
         for name in names[:-1]:
             channel.queue_delete(name, nowait=True)
@@ -43,6 +39,7 @@ def declare_only(n: int) -> float:
 
 def run(keys: int = 20_000) -> None:
     rows: list[dict[str, Any]] = []
+    alone = declare_only(keys)  # before any of Carousel's runs on the broker
     with carousel(START_PAUSED="true") as (stack, _store):
         stack.producer()
         events = [
@@ -69,7 +66,7 @@ def run(keys: int = 20_000) -> None:
                 "live queues": keys,
                 "producer: keys created s": created,
                 "broker cores meanwhile": cpu / created,
-                "broker alone: as many queues declared s": declare_only(keys),
+                "broker alone: as many queues declared s": alone,
                 "scheduler: start to ready s": ready,
                 "scheduler: start to every head held s": holding,
                 "scheduler RSS MB": rss_mb(svc.proc.pid),

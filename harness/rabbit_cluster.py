@@ -59,15 +59,10 @@ class RabbitCluster:
 
     def running(self, node: PrivateBroker) -> list[str]:
         """The cluster's running nodes as ``node`` sees them (empty if it cannot say)."""
-        out = self.ctl(node, "cluster_status", "--formatter", "json")
+        out = node.ctl("cluster_status", "--formatter", "json")
         if out is None:
             return []
         return sorted(json.loads(out).get("running_nodes", []))
-
-    def ctl(self, node: PrivateBroker, *args: str) -> str | None:
-        """``rabbitmqctl -n <node> args...`` with the cluster's cookie; stdout, or None
-        if it failed."""
-        return node.ctl(*args)
 
     def stop(self) -> None:
         for node in reversed(self.nodes):
