@@ -3,8 +3,8 @@
 The dispatcher holds the ``dispatcher`` lease while it dispatches: a second scheduler
 started beside it (a rolling update, a second ``make up``) waits as a standby and takes
 over once the lease has expired, within about one lease time of the holder's death.
-Every change is one conditional statement, so the database decides who holds it; the
-expiry is wall-clock time of the processes involved (keep their clocks in sync).
+Every change is one conditional statement, so the database decides who holds it, and
+by the database's clock (:mod:`shared.clock`): the schedulers' own clocks may differ.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from shared.clock import NOW
 from shared.db import leases
 from shared.errors import LeaseLost
 
@@ -23,17 +24,17 @@ class Lease:
     holder: str
     seconds: float
 
-    def take(self, conn: sa.Connection, now: float) -> bool:
+    def take(self, conn: sa.Connection) -> bool:
         """Take or renew the lease inside the caller's transaction: True if we hold it
-        until ``now + seconds``; False if another holder's has not expired (or the row
-        was never created: :meth:`create`)."""
+        for ``seconds`` from now by the ledger's clock; False if another holder's has
+        not expired (or the row was never created: :meth:`create`)."""
         res = conn.execute(
             leases.update()
             .where(
                 leases.c.name == self.name,
-                sa.or_(leases.c.holder == self.holder, leases.c.expires_at < now),
+                sa.or_(leases.c.holder == self.holder, leases.c.expires_at < NOW),
             )
-            .values(holder=self.holder, expires_at=now + self.seconds)
+            .values(holder=self.holder, expires_at=NOW + self.seconds)
         )
         return bool(res.rowcount == 1)
 
@@ -43,10 +44,10 @@ class Lease:
             return
         conn.execute(leases.insert().values(name=self.name, holder="", expires_at=0.0))
 
-    def hold(self, conn: sa.Connection, now: float) -> None:
+    def hold(self, conn: sa.Connection) -> None:
         """:meth:`take`, or raise :class:`LeaseLost` (rolling the caller's transaction
         back): the fence around work only the holder may do."""
-        if not self.take(conn, now):
+        if not self.take(conn):
             raise LeaseLost(f"the {self.name} lease is held by another process")
 
     def release(self, conn: sa.Connection) -> None:

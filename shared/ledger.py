@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shared import statements
+from shared import clock, statements
 from shared.db import events
 from shared.errors import Conflict
 from shared.lease import Lease
@@ -161,16 +161,22 @@ class EventLedger:
         return None if row is None else _message(row)
 
     # -- scheduler -----------------------------------------------------------------
-    def take_lease(self, lease: Lease, now: float) -> bool:
+    def take_lease(self, lease: Lease) -> bool:
         """Take or renew ``lease``; False while another holder's has not expired. A renewal
         is one conditional UPDATE; the lease's row is created only when that finds none."""
         with self.engine.begin() as conn:
-            if lease.take(conn, now):
+            if lease.take(conn):
                 return True
         with contextlib.suppress(sa.exc.IntegrityError), self.engine.begin() as conn:
             lease.create(conn)  # a concurrent creator wins the insert: fine
         with self.engine.begin() as conn:
-            return lease.take(conn, now)
+            return lease.take(conn)
+
+    def now(self) -> float:
+        """The ledger's time (:mod:`shared.clock`), for what is shown: every lease is
+        stamped and judged inside its own statement."""
+        with self.engine.connect() as conn:
+            return clock.read(conn)
 
     def release_lease(self, lease: Lease) -> None:
         with self.engine.begin() as conn:
@@ -180,7 +186,6 @@ class EventLedger:
         self,
         event_ids: Sequence[str],
         dispatch_id: str,
-        at: float,
         lease: Lease | None = None,
     ) -> dict[str, Status | None]:
         """pending|queued -> dispatched, for a batch in one transaction. Returns id -> the
@@ -192,9 +197,9 @@ class EventLedger:
             return {}
         with self.engine.begin() as conn:
             if lease is not None:
-                lease.hold(conn, at)
+                lease.hold(conn)
             sql = statements.batch(conn.dialect.name)
-            params = {"ids": list(event_ids), "p_dispatch_id": dispatch_id, "p_at": at}
+            params = {"ids": list(event_ids), "p_dispatch_id": dispatch_id}
             conn.execute(sql.DISPATCH, params)
             rows = conn.execute(sql.STATUSES, params).all()
         before: dict[str, Status | None] = dict.fromkeys(event_ids)
@@ -204,24 +209,23 @@ class EventLedger:
         return before
 
     def overdue(
-        self, now: float, resend_after: float, limit: int = 100, expired_claims: bool = True
+        self, resend_after: float, limit: int = 100, expired_claims: bool = True
     ) -> list[VmEventMessage]:
         """In-flight events whose task message may be lost, for the sweeper: dispatched
         and unclaimed for ``resend_after`` seconds since their task was last sent, or —
         with ``expired_claims`` — running with an expired claim (the holder died) and no
-        task sent since then."""
+        task sent since then. Judged by the ledger's clock, as the claims were stamped."""
         last_sent = events.c.dispatched_at
         expired = sa.func.coalesce(events.c.lease_expires_at, 0.0)
-        overdue = sa.and_(
-            events.c.status == Status.DISPATCHED.value, last_sent < now - resend_after
-        )
+        long_ago = clock.NOW - resend_after
+        overdue = sa.and_(events.c.status == Status.DISPATCHED.value, last_sent < long_ago)
         if expired_claims:
             overdue = sa.or_(
                 overdue,
                 sa.and_(
                     events.c.status == Status.RUNNING.value,
-                    expired < now,
-                    sa.or_(last_sent < expired, last_sent < now - resend_after),
+                    expired < clock.NOW,
+                    sa.or_(last_sent < expired, last_sent < long_ago),
                 ),
             )
         with self.engine.connect() as conn:
@@ -231,7 +235,7 @@ class EventLedger:
         return [_message(r._mapping) for r in rows]
 
     def mark_resent(
-        self, event_ids: Sequence[str], dispatch_id: str, at: float, lease: Lease | None = None
+        self, event_ids: Sequence[str], dispatch_id: str, lease: Lease | None = None
     ) -> list[str]:
         """Record that a task is sent again for these (still in flight) events; returns
         those it applies to. With ``lease``, fenced as :meth:`mark_dispatched_many`."""
@@ -239,7 +243,7 @@ class EventLedger:
             return []
         with self.engine.begin() as conn:
             if lease is not None:
-                lease.hold(conn, at)
+                lease.hold(conn)
             still = list(
                 conn.execute(
                     sa.select(events.c.id).where(
@@ -251,21 +255,21 @@ class EventLedger:
             conn.execute(
                 events.update()
                 .where(events.c.id.in_(still))
-                .values(dispatch_id=dispatch_id, dispatched_at=at)
+                .values(dispatch_id=dispatch_id, dispatched_at=clock.NOW)
             )
         return still
 
     def finished_among(
-        self, event_ids: Sequence[str], finished_before: float | None = None
+        self, event_ids: Sequence[str], finished_for: float | None = None
     ) -> list[str]:
-        """Those of ``event_ids`` that have succeeded or failed (before
-        ``finished_before``, when given)."""
+        """Those of ``event_ids`` that have succeeded or failed (at least
+        ``finished_for`` seconds ago by the ledger's clock, when given)."""
         if not event_ids:
             return []
-        params = {"ids": list(event_ids), "before": finished_before}
+        params = {"ids": list(event_ids), "age": finished_for}
         with self.engine.connect() as conn:
             sql = statements.batch(conn.dialect.name)
-            query = sql.FINISHED_AMONG if finished_before is None else sql.FINISHED_BEFORE
+            query = sql.FINISHED_AMONG if finished_for is None else sql.FINISHED_BEFORE
             return list(conn.execute(query, params).scalars())
 
     def status_of(self, event_id: str) -> Status | None:
@@ -354,13 +358,18 @@ class EventLedger:
             row = conn.execute(sa.select(events).where(events.c.id == event_id)).one()
         return _message(row._mapping)
 
-    def undo_redrive(self, event_id: str, reason: str, at: float) -> None:
+    def undo_redrive(self, event_id: str, reason: str) -> None:
         """Publishing a re-driven event failed: dead-lettered again, as it was."""
         with self.engine.begin() as conn:
             conn.execute(
                 events.update()
                 .where(events.c.id == event_id, events.c.status == Status.QUEUED.value)
-                .values(status=Status.FAILED.value, dead_at=at, error=reason, finished_at=at)
+                .values(
+                    status=Status.FAILED.value,
+                    dead_at=clock.NOW,
+                    error=reason,
+                    finished_at=clock.NOW,
+                )
             )
 
     # -- worker --------------------------------------------------------------------
@@ -369,22 +378,21 @@ class EventLedger:
         event_id: str,
         dispatch_id: str,
         worker: str,
-        at: float,
         lease_seconds: float,
         max_attempts: int | None = None,
     ) -> ClaimResult:
         """dispatched -> running, or running -> running for a new holder once the last
-        holder's lease has expired; the claim holds until ``at + lease_seconds`` unless
-        renewed (:meth:`renew`). Each claim is an attempt: with ``max_attempts``, an event
-        claimed that often already ends ``failed`` (and dead-lettered) instead, in the
-        same transaction, so an action that kills its worker every time ends."""
+        holder's lease has expired; the claim holds for ``lease_seconds`` unless renewed
+        (:meth:`renew`). Both are the ledger's time (:mod:`shared.clock`), never the
+        worker's. Each claim is an attempt: with ``max_attempts``, an event claimed that
+        often already ends ``failed`` (and dead-lettered) instead, in the same
+        transaction, so an action that kills its worker every time ends."""
         params = {
             "event_id": event_id,
-            "at": at,
             "max_attempts": NO_LIMIT if max_attempts is None else max_attempts,
             "p_dispatch_id": dispatch_id,
             "p_worker": worker,
-            "p_lease_expires_at": at + lease_seconds,
+            "lease_seconds": lease_seconds,
         }
         with self.engine.begin() as conn:
             won = conn.execute(statements.CLAIM, params).first()
@@ -408,13 +416,13 @@ class EventLedger:
             return ClaimResult(Claim.HELD)
         return ClaimResult(Claim.UNKNOWN)
 
-    def renew(self, event_id: str, token: int, until: float) -> bool:
-        """Extend the claim of ``token`` to ``until``; False if that claim is over (the
-        event finished, or another holder took it over after the lease expired)."""
+    def renew(self, event_id: str, token: int, lease_seconds: float) -> bool:
+        """Extend the claim of ``token`` to ``lease_seconds`` from now (the ledger's
+        time); False if that claim is over (the event finished, or another holder took it
+        over after the lease expired)."""
+        params = {"event_id": event_id, "token": token, "lease_seconds": lease_seconds}
         with self.engine.begin() as conn:
-            res = conn.execute(
-                statements.RENEW, {"event_id": event_id, "token": token, "p_until": until}
-            )
+            res = conn.execute(statements.RENEW, params)
         return bool(res.rowcount == 1)
 
     def finish(
@@ -423,7 +431,6 @@ class EventLedger:
         token: int,
         ok: bool,
         error: str | None,
-        at: float,
         dead: bool = False,
     ) -> bool:
         """running -> succeeded | failed, by the holder of claim ``token`` only; False
@@ -433,10 +440,9 @@ class EventLedger:
         params = {
             "event_id": event_id,
             "token": token,
-            "at": at,
             "p_status": status.value,
             "p_error": error,
-            "p_dead_at": at if dead else None,
+            "p_dead": dead,
         }
         with self.engine.begin() as conn:
             res = conn.execute(statements.FINISH, params)

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from shared.clock import NOW
 from shared.db import events, hosts, keys, vms
 from shared.models import FINISHED, UNDISPATCHED, Status
 
@@ -22,17 +23,19 @@ from shared.models import FINISHED, UNDISPATCHED, Status
 NO_LIMIT = 2**31 - 1
 
 _ID: sa.BindParameter[str] = sa.bindparam("event_id")
-_AT: sa.BindParameter[float] = sa.bindparam("at")
 _TOKEN: sa.BindParameter[int] = sa.bindparam("token")
+#: a claim's lease, in seconds from the ledger's time (shared.clock) of the statement
+_UNTIL = NOW + sa.bindparam("lease_seconds", type_=sa.Float())
 
 #: the event may be claimed by this message: dispatched, or running with its lease over
+#: by the ledger's clock (never the claimant's: see shared.clock)
 _CLAIMABLE = sa.and_(
     events.c.id == _ID,
     sa.or_(
         events.c.status == Status.DISPATCHED.value,
         sa.and_(
             events.c.status == Status.RUNNING.value,
-            sa.func.coalesce(events.c.lease_expires_at, 0.0) < _AT,
+            sa.func.coalesce(events.c.lease_expires_at, 0.0) < NOW,
         ),
     ),
 )
@@ -45,10 +48,10 @@ CLAIM = (
         status=Status.RUNNING.value,
         dispatch_id=sa.bindparam("p_dispatch_id"),
         worker=sa.bindparam("p_worker"),
-        started_at=_AT,
+        started_at=NOW,
         attempts=events.c.attempts + 1,
         fence=events.c.fence + 1,
-        lease_expires_at=sa.bindparam("p_lease_expires_at"),
+        lease_expires_at=_UNTIL,
         error=None,
     )
     .returning(*events.columns)  # the event as accepted, in the same statement
@@ -63,8 +66,8 @@ EXHAUST = (
         dispatch_id=sa.bindparam("p_dispatch_id"),
         worker=sa.bindparam("p_worker"),
         error=sa.bindparam("p_error"),
-        finished_at=_AT,
-        dead_at=_AT,
+        finished_at=NOW,
+        dead_at=NOW,
     )
 )
 
@@ -79,17 +82,17 @@ _HELD = sa.and_(
 )
 
 #: the holder of ``token`` extends its lease
-RENEW = events.update().where(_HELD).values(lease_expires_at=sa.bindparam("p_until"))
+RENEW = events.update().where(_HELD).values(lease_expires_at=_UNTIL)
 
-#: running -> succeeded | failed, by the holder of ``token``
+#: running -> succeeded | failed, by the holder of ``token``; dead-lettered with ``p_dead``
 FINISH = (
     events.update()
     .where(_HELD)
     .values(
         status=sa.bindparam("p_status"),
         error=sa.bindparam("p_error"),
-        finished_at=_AT,
-        dead_at=sa.bindparam("p_dead_at"),
+        finished_at=NOW,
+        dead_at=sa.case((sa.bindparam("p_dead", type_=sa.Boolean()), NOW), else_=sa.null()),
     )
 )
 
@@ -162,7 +165,7 @@ class Batch:
             .values(
                 status=Status.DISPATCHED.value,
                 dispatch_id=sa.bindparam("p_dispatch_id"),
-                dispatched_at=sa.bindparam("p_at"),
+                dispatched_at=NOW,
             )
         )
         #: what a batch's events are now
@@ -171,9 +174,9 @@ class Batch:
         self.FINISHED_AMONG = sa.select(events.c.id).where(
             ids, events.c.status.in_([s.value for s in FINISHED])
         )
-        #: ... and finished before a time
+        #: ... and finished at least ``age`` seconds ago (by the ledger's clock)
         self.FINISHED_BEFORE = self.FINISHED_AMONG.where(
-            events.c.finished_at < sa.bindparam("before")
+            events.c.finished_at < NOW - sa.bindparam("age", type_=sa.Float())
         )
 
         #: the producer: the removal marks of a request's VMs (``rows("vms", …)``), read

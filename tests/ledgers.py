@@ -53,3 +53,28 @@ def fresh_ledger_url(kind: str, tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+#: the stamps :func:`pass_time` moves, per table
+_STAMPS = {
+    "events": [
+        "accepted_at",
+        "dispatched_at",
+        "started_at",
+        "finished_at",
+        "lease_expires_at",
+        "dead_at",
+    ],
+    "leases": ["expires_at"],
+}
+
+
+def pass_time(engine: sa.Engine, seconds: float) -> None:
+    """Let ``seconds`` pass on the ledger's clock, as far as its rows can tell: every
+    stamp moves that far into the past, so claims and leases expire and finished events
+    age as they would have. (Leases are stamped and judged by the database's own clock,
+    which a test cannot set.)"""
+    with engine.begin() as conn:
+        for table, columns in _STAMPS.items():
+            moved = ", ".join(f"{c} = {c} - :s" for c in columns)
+            conn.execute(sa.text(f"UPDATE {table} SET {moved}"), {"s": seconds})

@@ -11,7 +11,6 @@ re-drive: re-post such an event to the producer.)
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from scheduler.dispatcher.errors import NotDeadLettered, RedriveFailed
@@ -36,7 +35,7 @@ class DeadLetters:
         try:
             self._publish(event)
         except Exception as exc:
-            self.store.undo_redrive(event_id, f"re-drive failed: {exc!r}", time.time())
+            self.store.undo_redrive(event_id, f"re-drive failed: {exc!r}")
             raise RedriveFailed(f"could not publish event {event_id}: {exc!r}") from exc
         return event
 

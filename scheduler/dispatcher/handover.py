@@ -141,9 +141,7 @@ class Handover:
             return
         interval = self.settings.reconcile_interval
         self._next_reconcile = time.monotonic() + interval
-        finished = self.store.finished_among(
-            self.state.in_flight_ids(), finished_before=time.time() - interval
-        )
+        finished = self.store.finished_among(self.state.in_flight_ids(), finished_for=interval)
         if finished:
             self.state.complete(finished)
             log.info("freed %d slots whose completion never arrived", len(finished))
@@ -163,7 +161,7 @@ class Handover:
             dispatch_id = uuid.uuid4().hex
             try:
                 before = self.store.mark_dispatched_many(
-                    [h.event.id for h in picks], dispatch_id, time.time(), lease
+                    [h.event.id for h in picks], dispatch_id, lease
                 )
             except Exception:
                 self.state.give_back(picks)  # nothing changed: they wait, first in line

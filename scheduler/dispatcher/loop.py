@@ -139,7 +139,7 @@ class SchedulerLoop:
     def _take_lease(self) -> bool:
         """Take or renew the lease; log the changes of role, not every attempt."""
         try:
-            held = self.store.take_lease(self.lease, time.time())
+            held = self.store.take_lease(self.lease)
         except Exception as exc:
             log.warning("cannot reach the ledger for the dispatcher lease: %r", exc)
             held = False
@@ -159,7 +159,7 @@ class SchedulerLoop:
         the ledger), losing the lease to another scheduler ends the session."""
         if time.monotonic() < self._next_renewal:
             return
-        held = self.store.take_lease(self.lease, time.time())
+        held = self.store.take_lease(self.lease)
         self._set_role(held)
         if not held:
             raise LeaseLost("another scheduler took the dispatcher lease")

@@ -75,15 +75,14 @@ class Sweeper:
         if time.monotonic() < self._next:
             return 0
         self._next = time.monotonic() + self.settings.sweep_interval
-        now = time.time()
         overdue = self.store.overdue(
-            now, self.settings.resend_after, SWEEP_BATCH, expired_claims=self._judges_claims()
+            self.settings.resend_after, SWEEP_BATCH, expired_claims=self._judges_claims()
         )
         if not overdue:
             return 0
         dispatch_id = uuid.uuid4().hex
         started = time.monotonic()
-        still = set(self.store.mark_resent([e.id for e in overdue], dispatch_id, now, lease))
+        still = set(self.store.mark_resent([e.id for e in overdue], dispatch_id, lease))
         if self.ledger_was_slow(time.monotonic() - started):
             return 0  # a lock just ended: the claims it let expire are not judged now
         batch = [e for e in overdue if e.id in still]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -142,7 +141,6 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> Runtime:
             self.request.hostname or "?",
             store,
             driver,
-            time.time,
             settings.max_attempts,
             settings.claim_lease_seconds,
         )

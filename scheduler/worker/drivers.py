@@ -7,20 +7,22 @@ process running the action as an out-of-memory kill would (for tests and demos).
 ``simcloud`` (:mod:`scheduler.worker.simcloud_driver`) and ``openstack``
 (:mod:`scheduler.worker.openstack_driver`) act on a cloud and wait for the result.
 
-Every call carries the claim's fencing token: it grows with each claim of the event, so
-a cloud API that remembers the largest token it has seen per event can refuse a stale
-holder (a worker whose claim was taken over after it stopped renewing it).
+Every call carries the claim's fencing token (``hold.token``): it grows with each claim
+of the event, so a cloud API that remembers the largest token it has seen per event can
+refuse a stale holder (a worker whose claim was taken over after it stopped renewing
+it). A driver waits with ``hold.wait``, never ``time.sleep``: a holder whose claim is
+over stops there (:mod:`scheduler.worker.hold`).
 """
 
 from __future__ import annotations
 
 import os
-import time
 from typing import Protocol
 
 import httpx
 
 from scheduler.worker.errors import ActionFailed, DriverMisconfigured
+from scheduler.worker.hold import Hold
 from scheduler.worker.settings import WorkerSettings
 from shared.models import VmEventMessage
 
@@ -34,9 +36,9 @@ FENCING_TOKEN = "x-carousel-fencing-token"
 
 
 class Driver(Protocol):
-    def execute(self, event: VmEventMessage, token: int) -> None:
-        """Carry out ``event.action`` under claim ``token``; raise :class:`ActionFailed`
-        if it failed."""
+    def execute(self, event: VmEventMessage, hold: Hold) -> None:
+        """Carry out ``event.action`` under the claim ``hold``; raise
+        :class:`ActionFailed` if it failed (:class:`ClaimLost` once the claim is over)."""
 
 
 class SimulatedDriver:
@@ -44,7 +46,7 @@ class SimulatedDriver:
         self.default = default
         self.per_action = per_action or {}
 
-    def execute(self, event: VmEventMessage, token: int) -> None:
+    def execute(self, event: VmEventMessage, hold: Hold) -> None:
         sim = event.payload.get("simulate")
         if not isinstance(sim, dict):
             sim = {}
@@ -58,7 +60,7 @@ class SimulatedDriver:
                 "simulated action may take"
             )
         if duration > 0:
-            time.sleep(duration)
+            hold.wait(duration)
         if sim.get("crash") is True:
             os._exit(CRASH_EXIT)  # no cleanup, no reply: as the kernel's OOM killer would
         if sim.get("fail"):
@@ -72,7 +74,8 @@ class WebhookDriver:
         self.url = url
         self.client = httpx.Client(timeout=timeout)
 
-    def execute(self, event: VmEventMessage, token: int) -> None:
+    def execute(self, event: VmEventMessage, hold: Hold) -> None:
+        hold.check()
         try:
             response = self.client.post(
                 self.url,
@@ -80,7 +83,7 @@ class WebhookDriver:
                 headers={
                     "content-type": "application/json",
                     IDEMPOTENCY_KEY: event.id,
-                    FENCING_TOKEN: str(token),
+                    FENCING_TOKEN: str(hold.token),
                 },
             )
         except httpx.HTTPError as exc:

@@ -15,3 +15,9 @@ class ActionFailed(WorkerError):
 
 class DriverMisconfigured(WorkerError):
     """A driver cannot run with the settings it was given."""
+
+
+class ClaimLost(WorkerError):
+    """The claim under which an action runs is over (another holder took the event
+    over, or it could not be renewed for a whole lease): the driver stops, and its
+    outcome is not recorded."""

@@ -3,11 +3,12 @@
 The ledger's claim decides: only the task message that claims the event runs the
 driver; a redelivered message whose action already finished only re-announces the
 completion (so the scheduler frees the slot even if the first announcement was lost).
-The claim is a lease with a fencing token: a
+The claim is a lease with a fencing token, timed by the ledger's clock: a
 :class:`~scheduler.worker.renewal.LeaseKeeper` renews it while the action runs and until
 its outcome is recorded; if this worker stops renewing (it died, or
 lost the ledger), another task message may take the event over with a larger token, and
-this worker's late outcome is refused.
+this worker's late outcome is refused. A holder that learns its claim is over stops its
+driver (:class:`~scheduler.worker.hold.Hold`) and records nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from scheduler.worker.drivers import Driver
-from scheduler.worker.errors import ActionFailed
+from scheduler.worker.errors import ActionFailed, ClaimLost
+from scheduler.worker.hold import Hold
 from scheduler.worker.renewal import LeaseKeeper
 from shared.backoff import Backoff
 from shared.models import Completion, Status, VmEventMessage
@@ -82,14 +84,14 @@ def run_event(
     worker: str,
     store: Store,
     driver: Driver,
-    clock: Callable[[], float],
     max_attempts: int | None = None,
     lease_seconds: float = 30.0,
 ) -> Outcome:
     """Claim ``event`` in ``store`` and, if this task message wins the claim, run the
     ledger's copy of it through ``driver`` and record the outcome."""
     extra = {"event_id": event.id, "host": event.host, "vm": event.vm, "policy": event.policy}
-    result = store.claim(event.id, dispatch_id, worker, clock(), lease_seconds, max_attempts)
+    claimed_at = time.monotonic()
+    result = store.claim(event.id, dispatch_id, worker, lease_seconds, max_attempts)
     claim = result.outcome
     if claim is Claim.EXHAUSTED:
         reason = f"gave up after {max_attempts} attempts"
@@ -121,15 +123,28 @@ def run_event(
             extra=extra,
         )
         event = stored
-    with LeaseKeeper(store, event.id, result.token, lease_seconds, clock):
-        began = time.monotonic()  # for the task's result only: the ledger keeps `clock`'s
-        error, dead = _execute(driver, event, result.token, extra)
+    hold = Hold(result.token)
+    with LeaseKeeper(store, event.id, hold, lease_seconds, claimed_at) as keeper:
+        began = time.monotonic()  # for the task's result only: the ledger keeps its own
+        try:
+            error, dead = _execute(driver, event, hold, extra)
+        except ClaimLost as exc:
+            log.error(
+                "event %s: the claim is over (%s); its action stopped and its outcome is "
+                "not recorded: the event's next holder runs it",
+                event.id,
+                exc,
+                extra=extra,
+            )
+            seconds = round(time.monotonic() - began, 3)
+            return Outcome(claim, None, None, event, result.attempt, str(exc), seconds)
         seconds = round(time.monotonic() - began, 3)
         # The action has had its effect: record it here, retrying in place, and keep the
         # claim meanwhile. Raising would make Celery retry the task, whose claim would
         # run the action a second time.
+        keeper.finishing = True
         recorded = _persist(
-            lambda: store.finish(event.id, result.token, error is None, error, clock(), dead),
+            lambda: store.finish(event.id, result.token, error is None, error, dead),
             f"record the outcome of event {event.id}",
         )
     if not recorded:
@@ -156,12 +171,14 @@ def run_event(
 
 
 def _execute(
-    driver: Driver, event: VmEventMessage, token: int, extra: dict[str, str]
+    driver: Driver, event: VmEventMessage, hold: Hold, extra: dict[str, str]
 ) -> tuple[str | None, bool]:
     """Run the action: (the error, or None on success; whether the event is to be
-    dead-lettered, i.e. it ran out of time)."""
+    dead-lettered, i.e. it ran out of time). :class:`ClaimLost` propagates."""
     try:
-        driver.execute(event, token)
+        driver.execute(event, hold)
+    except ClaimLost:
+        raise
     except ActionFailed as exc:
         return str(exc), False
     except SoftTimeLimitExceeded:

@@ -70,6 +70,7 @@ from openstack.compute.v2.server import Server
 from openstack.connection import Connection
 
 from scheduler.worker.errors import ActionFailed, DriverMisconfigured
+from scheduler.worker.hold import Hold
 from shared.models import Action, VmEventMessage
 from shared.openstack_connection import connect_endpoint as shared_connect
 
@@ -183,10 +184,10 @@ class OpenStackDriver:
             self._local.conn = conn
         return conn
 
-    def execute(self, event: VmEventMessage, token: int) -> None:
+    def execute(self, event: VmEventMessage, hold: Hold) -> None:
         what = f"{event.action.value} of {event.vm}"
         try:
-            _Run(self.connection(), event, token, self.max_wait, self.poll_interval).go()
+            _Run(self.connection(), event, hold, self.max_wait, self.poll_interval).go()
         except ActionFailed:
             raise
         except os_exceptions.HttpException as exc:
@@ -212,14 +213,15 @@ class _Run:
         self,
         conn: Connection,
         event: VmEventMessage,
-        token: int,
+        hold: Hold,
         max_wait: float,
         poll_interval: float,
     ) -> None:
         self.conn = conn
         self.compute = conn.compute
         self.event = event
-        self.token = token
+        self.hold = hold
+        self.token = hold.token
         self.deadline = time.monotonic() + max_wait
         self.max_wait = max_wait
         self.poll_interval = poll_interval
@@ -524,7 +526,7 @@ class _Run:
                 errors += 1
                 if errors >= MAX_POLL_ERRORS or time.monotonic() >= self.deadline:
                     raise ActionFailed(f"{what}: lost track of server {server_id}: {exc}") from exc
-                time.sleep(self.poll_interval)
+                self.hold.wait(self.poll_interval)
                 continue
             errors = 0
             if server.status == "ERROR" and not server.task_state:
@@ -542,7 +544,7 @@ class _Run:
                     f"{what}: server {server_id} still {server.status}/{server.task_state} "
                     f"after {self.max_wait:.0f} s"
                 )
-            time.sleep(self.poll_interval)
+            self.hold.wait(self.poll_interval)
 
     @staticmethod
     def moved(server: Server, target: str | None, source: str | None) -> bool:

@@ -7,6 +7,12 @@ waits for the scheduler). The shared thread is started once per process (after a
 again) and never woken for a new claim: it wakes at the earliest renewal due, or every
 third of the shortest lease it has seen, so a claim is renewed at most two thirds of a
 lease after it was taken — before it expires.
+
+A renewal that finds the claim over (taken over, or finished) ends the hold; so does a
+ledger that could not be reached for a whole lease since the last renewal that went
+through, measured from before that renewal was sent: by then the claim may have expired
+by the ledger's clock and another worker taken the event over. Either way the driver
+is told (:class:`~scheduler.worker.hold.Hold`) and stops.
 """
 
 from __future__ import annotations
@@ -15,33 +21,42 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from types import TracebackType
 
+from scheduler.worker.hold import Hold
 from shared.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class LeaseKeeper:
-    """Keeps one claim renewed while the block it guards runs. :attr:`lost` is set if a
-    renewal found the claim over (another holder took it over, or it just finished)."""
+    """Keeps one claim renewed while the block it guards runs; ``hold`` is told when the
+    claim is over (see the module's docstring)."""
 
     def __init__(
         self,
         store: Store,
         event_id: str,
-        token: int,
+        hold: Hold,
         lease_seconds: float,
-        clock: Callable[[], float],
+        claimed_at: float,
     ) -> None:
+        """``claimed_at``: this process's monotonic time just before the claim was sent."""
         self.store = store
         self.event_id = event_id
-        self.token = token
+        self.hold = hold
         self.lease_seconds = lease_seconds
-        self.clock = clock
-        self.lost = threading.Event()
         self.due = 0.0  # monotonic time of the next renewal
+        #: until when the claim surely holds: a lease from before the last renewal that
+        #: went through was sent (monotonic)
+        self.sure_until = claimed_at + lease_seconds
+        #: the outcome is being recorded: a renewal that finds the claim over now is
+        #: not news (the event just finished)
+        self.finishing = False
+
+    @property
+    def lost(self) -> threading.Event:
+        return self.hold.lost
 
     def __enter__(self) -> LeaseKeeper:
         self.due = time.monotonic() + self.lease_seconds / 3
@@ -57,11 +72,22 @@ class LeaseKeeper:
         _renewals().remove(self)
 
     def renew(self) -> None:
+        sent = time.monotonic()
         try:
-            if not self.store.renew(self.event_id, self.token, self.clock() + self.lease_seconds):
-                self.lost.set()
+            held = self.store.renew(self.event_id, self.hold.token, self.lease_seconds)
         except Exception:
-            log.warning("could not renew the claim of event %s", self.event_id, exc_info=True)
+            if time.monotonic() < self.sure_until:
+                log.warning("could not renew the claim of event %s", self.event_id, exc_info=True)
+                return
+            held = False
+            why = f"could not renew the claim for a whole lease ({self.lease_seconds:g} s)"
+        else:
+            why = "another worker took the event over (its claim had expired)"
+        if held:
+            self.sure_until = sent + self.lease_seconds
+        elif not self.hold.lost.is_set() and not self.finishing:
+            log.warning("event %s: %s; stopping its action", self.event_id, why)
+            self.hold.lose(why)
 
 
 class _Renewals:

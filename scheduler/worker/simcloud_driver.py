@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from scheduler.worker.errors import ActionFailed
+from scheduler.worker.hold import Hold
 from shared.backoff import Backoff
 from shared.models import Action, VmEventMessage
 
@@ -33,24 +34,24 @@ class SimcloudDriver:
         self.poll_interval = poll_interval
         self.max_wait = max_wait
 
-    def execute(self, event: VmEventMessage, token: int) -> None:
+    def execute(self, event: VmEventMessage, hold: Hold) -> None:
         kind = "groups" if event.action in GROUP_ACTIONS else "vms"
         params = event.payload.get("params")
         body = {
             "id": event.id,
             "action": event.action.value,
-            "token": token,
+            "token": hold.token,
             "params": params if isinstance(params, dict) else {},
         }
-        response = self._start(f"/v1/{kind}/{event.vm}/actions", body)
+        response = self._start(f"/v1/{kind}/{event.vm}/actions", body, hold)
         if response.status_code != 202:
             raise ActionFailed(f"simcloud refused {event.action}: {_detail(response)}")
-        self._wait(event.id)
+        self._wait(event.id, hold)
 
     def close(self) -> None:
         self.client.close()
 
-    def _start(self, path: str, body: dict[str, Any]) -> httpx.Response:
+    def _start(self, path: str, body: dict[str, Any], hold: Hold) -> httpx.Response:
         """POST the action, again while simcloud is unreachable or answers 5xx (the
         operation id makes a repeat harmless), for up to :data:`START_PATIENCE` s."""
         backoff = Backoff(first=0.2, cap=5.0)
@@ -65,9 +66,9 @@ class SimcloudDriver:
                 problem = f"simcloud answered {_detail(response)}"
             if backoff.waited >= START_PATIENCE:
                 raise ActionFailed(problem)
-            time.sleep(backoff.next())
+            hold.wait(backoff.next())
 
-    def _wait(self, op_id: str) -> None:
+    def _wait(self, op_id: str, hold: Hold) -> None:
         deadline = time.monotonic() + self.max_wait
         errors = 0
         while time.monotonic() < deadline:
@@ -85,7 +86,7 @@ class SimcloudDriver:
                     return
                 if op.get("state") == "failed":
                     raise ActionFailed(f"simcloud: {op.get('error') or 'failed'}")
-            time.sleep(self.poll_interval)
+            hold.wait(self.poll_interval)
         raise ActionFailed(f"operation {op_id} still running after {self.max_wait:.0f} s")
 
 

@@ -65,9 +65,7 @@ def test_event_redelivered_after_a_crash_between_ledger_and_publish(
         queue = kombu_queue(topology.event_queue(Key(host="h1", vm="vm1", policy="p")))
         got = queue(conn.channel()).get(no_ack=False)
         assert got is not None and got.payload["id"] == eid
-        assert (
-            store.mark_dispatched_many([eid], "dead-scheduler", time.time())[eid] is Status.QUEUED
-        )
+        assert store.mark_dispatched_many([eid], "dead-scheduler")[eid] is Status.QUEUED
     # the connection closed without an ack: the broker requeues it, flagged redelivered
     stack.scheduler()
     stack.worker()
@@ -102,7 +100,7 @@ def test_duplicate_task_messages_have_one_effect(
         ],
     )
     store = Store.connect(db_url)
-    assert store.mark_dispatched_many([eid], "first", time.time())[eid] is Status.QUEUED
+    assert store.mark_dispatched_many([eid], "first")[eid] is Status.QUEUED
     body = {
         "id": eid,
         "host": "h1",

@@ -211,10 +211,10 @@ def test_dispatcher_redrive_documents_its_409_and_its_503(
     event = VmEventMessage(id="a", host="h", vm="v", policy="p", action=Action.HEAL, accepted_at=0)
     store.accept([event])
     store.confirm([event])
-    store.mark_dispatched_many(["a"], "d", 1.0)
-    claim = store.claim("a", "d", "w", 2.0, 30.0)
+    store.mark_dispatched_many(["a"], "d")
+    claim = store.claim("a", "d", "w", 30.0)
     assert claim is not None
-    store.finish("a", claim.token, False, "ran past its time limit", 3.0, dead=True)
+    store.finish("a", claim.token, False, "ran past its time limit", dead=True)
     schema = schemathesis.openapi.from_asgi("/openapi.json", admin.app, config=config(token=False))
     op = operation(schema, "POST /dead-letters/{event_id}/redrive")
     for event_id, code in [("nope", 409), ("a", 503)]:

@@ -137,15 +137,15 @@ def test_dead_letters_are_listed_and_a_redrive_needs_the_token(tmp_path: Path) -
     event = VmEventMessage(id="a", host="h", vm="v", policy="p", action=Action.HEAL, accepted_at=0)
     store.accept([event])
     store.confirm([event])
-    store.mark_dispatched_many(["a"], "d", 1.0)
-    claim = store.claim("a", "d", "w", 2.0, 30.0)
-    store.finish("a", claim.token, False, "ran past its time limit", 3.0, dead=True)
+    store.mark_dispatched_many(["a"], "d")
+    claim = store.claim("a", "d", "w", 30.0)
+    store.finish("a", claim.token, False, "ran past its time limit", dead=True)
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
     settings = SchedulerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1//")  # never reached
     app = create_admin_app(state, FakeSession(), "s3cret", DeadLetters(store, settings))
     listed = call(app, "GET", "/dead-letters").json()
     assert [(d["id"], d["error"], d["dead_at"]) for d in listed] == [
-        ("a", "ran past its time limit", 3.0)
+        ("a", "ran past its time limit", store.get("a")["dead_at"])  # type: ignore[index]
     ]
     assert call(app, "POST", "/dead-letters/a/redrive").status_code == 401
     auth = {"Authorization": "Bearer s3cret"}

@@ -9,14 +9,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from scheduler.worker import drivers
 from scheduler.worker.drivers import SimulatedDriver, WebhookDriver, build_driver
-from scheduler.worker.errors import ActionFailed, DriverMisconfigured
+from scheduler.worker.errors import ActionFailed, ClaimLost, DriverMisconfigured
+from scheduler.worker.hold import Hold
 from scheduler.worker.settings import WorkerSettings
 from shared.errors import CarouselError
 from shared.models import Action, VmEventMessage
@@ -41,9 +40,9 @@ def ev(
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Durations the simulated driver asked to sleep (instead of sleeping)."""
+    """Durations the simulated driver asked to wait on its hold (instead of waiting)."""
     asked: list[float] = []
-    monkeypatch.setattr(drivers, "time", SimpleNamespace(sleep=asked.append))
+    monkeypatch.setattr(Hold, "wait", lambda self, seconds: asked.append(seconds))
     return asked
 
 
@@ -83,31 +82,41 @@ def test_simulated_duration(
     event: VmEventMessage,
     expected: list[float],
 ) -> None:
-    SimulatedDriver(default, per_action).execute(event, 1)
+    SimulatedDriver(default, per_action).execute(event, Hold(1))
     assert sleeps == expected
 
 
 @pytest.mark.parametrize("reason", ["x", "no capacity on target host"])
 def test_simulated_failure(sleeps: list[float], reason: str) -> None:
     with pytest.raises(ActionFailed) as info:
-        SimulatedDriver().execute(ev(payload={"simulate": {"fail": reason}}), 1)
+        SimulatedDriver().execute(ev(payload={"simulate": {"fail": reason}}), Hold(1))
     assert str(info.value) == reason
     assert isinstance(info.value, CarouselError)
 
 
 def test_simulated_failure_after_its_duration(sleeps: list[float]) -> None:
     with pytest.raises(ActionFailed, match=r"^late$"):
-        SimulatedDriver().execute(ev(payload={"simulate": {"fail": "late", "duration": 0.01}}), 1)
+        SimulatedDriver().execute(
+            ev(payload={"simulate": {"fail": "late", "duration": 0.01}}), Hold(1)
+        )
     assert sleeps == [0.01]
 
 
 @pytest.mark.parametrize("fail", ["", None, 0, False])
 def test_simulated_falsy_fail_does_not_fail(sleeps: list[float], fail: Any) -> None:
-    SimulatedDriver().execute(ev(payload={"simulate": {"fail": fail}}), 1)
+    SimulatedDriver().execute(ev(payload={"simulate": {"fail": fail}}), Hold(1))
+
+
+def test_a_simulated_action_stops_once_its_claim_is_over() -> None:
+    """It waits on its hold: a holder whose claim was taken over stops at once."""
+    hold = Hold(1)
+    threading.Timer(0.05, hold.lose, ["taken over"]).start()
+    with pytest.raises(ClaimLost, match="taken over"):
+        SimulatedDriver().execute(ev(payload={"simulate": {"duration": 60}}), hold)
 
 
 def test_simulated_driver_really_sleeps_a_tiny_duration() -> None:
-    SimulatedDriver(0.001).execute(ev(), 1)  # the simulated action itself; nothing to assert
+    SimulatedDriver(0.001).execute(ev(), Hold(1))  # the simulated action itself; nothing to assert
 
 
 def test_simulated_defaults() -> None:
@@ -191,7 +200,7 @@ def webhook(endpoint: Endpoint) -> Iterator[WebhookDriver]:
 def test_webhook_2xx_is_success(endpoint: Endpoint, webhook: WebhookDriver, status: int) -> None:
     endpoint.status = status
     event = ev(Action.LIVE_MIGRATE, {"target": "compute-2"}, event_id="evt-42")
-    webhook.execute(event, 1)
+    webhook.execute(event, Hold(1))
     assert len(endpoint.received) == 1
     got = endpoint.received[0]
     assert got.path == "/hook"
@@ -207,15 +216,15 @@ def test_webhook_error_status_is_action_failed(
 ) -> None:
     endpoint.status = status
     with pytest.raises(ActionFailed, match=f"webhook answered {status}: boom"):
-        webhook.execute(ev(), 1)
+        webhook.execute(ev(), Hold(1))
     assert len(endpoint.received) == 1  # no retry inside the driver
 
 
 def test_webhook_same_event_twice_sends_the_same_idempotency_key(
     endpoint: Endpoint, webhook: WebhookDriver
 ) -> None:
-    webhook.execute(ev(event_id="same"), 1)
-    webhook.execute(ev(event_id="same"), 2)
+    webhook.execute(ev(event_id="same"), Hold(1))
+    webhook.execute(ev(event_id="same"), Hold(2))
     assert [r.headers["idempotency-key"] for r in endpoint.received] == ["same", "same"]
     # the claim's fencing token, so the receiving API can refuse a stale holder
     assert [r.headers["x-carousel-fencing-token"] for r in endpoint.received] == ["1", "2"]
@@ -231,7 +240,7 @@ def test_webhook_unreachable_is_action_failed() -> None:
     driver = WebhookDriver(f"http://127.0.0.1:{_closed_port()}/hook", timeout=5.0)
     try:
         with pytest.raises(ActionFailed, match="webhook unreachable"):
-            driver.execute(ev(), 1)
+            driver.execute(ev(), Hold(1))
     finally:
         driver.client.close()
 
@@ -241,7 +250,7 @@ def test_webhook_timeout_is_action_failed(endpoint: Endpoint) -> None:
     driver = WebhookDriver(endpoint.url, timeout=0.05)
     try:
         with pytest.raises(ActionFailed, match="webhook unreachable"):
-            driver.execute(ev(), 1)
+            driver.execute(ev(), Hold(1))
     finally:
         endpoint.release.set()
         driver.client.close()
@@ -302,8 +311,8 @@ def test_build_driver_simulated_with_durations(sleeps: list[float]) -> None:
     )
     driver = build_driver(settings)
     assert isinstance(driver, SimulatedDriver)
-    driver.execute(ev(Action.MIGRATE), 1)
-    driver.execute(ev(Action.STOP), 1)
+    driver.execute(ev(Action.MIGRATE), Hold(1))
+    driver.execute(ev(Action.STOP), Hold(1))
     assert sleeps == [0.02, 0.01]
 
 
@@ -313,7 +322,7 @@ def test_build_driver_reads_the_environment(
     monkeypatch.setenv("DRIVER", "simulated")
     monkeypatch.setenv("SIMULATED_DURATIONS", '{"resize": 0.03}')
     driver = build_driver(WorkerSettings())
-    driver.execute(ev(Action.RESIZE), 1)
+    driver.execute(ev(Action.RESIZE), Hold(1))
     assert sleeps == [0.03]
 
 
@@ -329,4 +338,4 @@ def test_a_simulated_action_may_not_tie_a_worker_up_for_ever(duration: object) -
         accepted_at=0.0,
     )
     with pytest.raises(ActionFailed, match=r"above the 3600\.0 s"):
-        SimulatedDriver().execute(event, 1)
+        SimulatedDriver().execute(event, Hold(1))

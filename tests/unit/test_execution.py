@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +15,14 @@ import sqlalchemy as sa
 from celery.exceptions import SoftTimeLimitExceeded
 
 from harness.processes import wait_until
-from scheduler.worker.errors import ActionFailed
+from scheduler.worker.errors import ActionFailed, ClaimLost
 from scheduler.worker.execution import run_event
+from scheduler.worker.hold import Hold
 from shared.models import Action, Completion, Status, VmEventMessage
 from shared.store import Claim, Store
+from tests.ledgers import pass_time
 
-#: seconds a claim lasts in these tests (the clock ticks once per reading, from 100)
+#: seconds a claim lasts in these tests
 LEASE = 30.0
 
 
@@ -34,9 +34,9 @@ class RecordingDriver:
         self.tokens: list[int] = []
         self.error = error
 
-    def execute(self, event: VmEventMessage, token: int) -> None:
+    def execute(self, event: VmEventMessage, hold: Hold) -> None:
         self.calls.append(event)
-        self.tokens.append(token)
+        self.tokens.append(hold.token)
         if self.error is not None:
             raise self.error
 
@@ -65,23 +65,17 @@ def store(ledger_url: str) -> Iterator[Store]:
     store.engine.dispose()
 
 
-@pytest.fixture
-def clock() -> Callable[[], float]:
-    ticks = itertools.count(100)
-    return lambda: float(next(ticks))
-
-
 def dispatch(store: Store, event: VmEventMessage) -> None:
     store.accept([event])
     store.confirm([event])
-    assert store.mark_dispatched_many([event.id], "scheduler-side", 50.0)[event.id] is Status.QUEUED
+    assert store.mark_dispatched_many([event.id], "scheduler-side")[event.id] is Status.QUEUED
 
 
-def test_claimed_event_runs_once_and_succeeds(store: Store, clock: Callable[[], float]) -> None:
+def test_claimed_event_runs_once_and_succeeds(store: Store) -> None:
     event = ev()
     dispatch(store, event)
     driver = RecordingDriver()
-    outcome = run_event(event, "d1", "worker-1", store, driver, clock)
+    outcome = run_event(event, "d1", "worker-1", store, driver)
     assert outcome.claim is Claim.CLAIMED
     assert outcome.completion == completion(event, "succeeded")
     assert driver.calls == [event]
@@ -91,8 +85,7 @@ def test_claimed_event_runs_once_and_succeeds(store: Store, clock: Callable[[], 
     assert row["error"] is None
     assert row["worker"] == "worker-1"
     assert row["attempts"] == 1
-    assert row["started_at"] == 100.0
-    assert row["finished_at"] == 101.0
+    assert row["started_at"] <= row["finished_at"] <= store.now()  # the ledger's clock
 
 
 @pytest.mark.parametrize(
@@ -103,12 +96,12 @@ def test_claimed_event_runs_once_and_succeeds(store: Store, clock: Callable[[], 
     ],
 )
 def test_action_failed_ends_failed_with_its_text(
-    store: Store, clock: Callable[[], float], error: Exception, stored: str
+    store: Store, error: Exception, stored: str
 ) -> None:
     event = ev()
     dispatch(store, event)
     driver = RecordingDriver(error)
-    outcome = run_event(event, "d1", "worker-1", store, driver, clock)
+    outcome = run_event(event, "d1", "worker-1", store, driver)
     assert outcome.claim is Claim.CLAIMED
     assert outcome.completion == completion(event, "failed")
     assert len(driver.calls) == 1
@@ -125,14 +118,13 @@ def test_action_failed_ends_failed_with_its_text(
 )
 def test_driver_crash_ends_failed_as_driver_error(
     store: Store,
-    clock: Callable[[], float],
     caplog: pytest.LogCaptureFixture,
     error: Exception,
 ) -> None:
     event = ev()
     dispatch(store, event)
     with caplog.at_level(logging.ERROR, logger="scheduler.worker.execution"):
-        outcome = run_event(event, "d1", "worker-1", store, RecordingDriver(error), clock)
+        outcome = run_event(event, "d1", "worker-1", store, RecordingDriver(error))
     assert outcome.completion == completion(event, "failed")
     row = store.get(event.id)
     assert row is not None
@@ -148,33 +140,30 @@ def test_driver_crash_ends_failed_as_driver_error(
 )
 def test_second_message_after_finish_has_no_second_effect_and_reannounces(
     store: Store,
-    clock: Callable[[], float],
     first_error: Exception | None,
     status: str,
 ) -> None:
     event = ev()
     dispatch(store, event)
-    run_event(event, "d1", "worker-1", store, RecordingDriver(first_error), clock)
+    run_event(event, "d1", "worker-1", store, RecordingDriver(first_error))
     before = store.get(event.id)
     driver = RecordingDriver()
     for dispatch_id in ("d2", "d1"):  # another task message, or a redelivery of the first
-        outcome = run_event(event, dispatch_id, "worker-2", store, driver, clock)
+        outcome = run_event(event, dispatch_id, "worker-2", store, driver)
         assert outcome.claim is Claim.FINISHED
         assert outcome.completion == completion(event, status)
     assert driver.calls == []
     assert store.get(event.id) == before
 
 
-def test_concurrently_held_event_is_skipped_without_completion(
-    store: Store, clock: Callable[[], float]
-) -> None:
+def test_concurrently_held_event_is_skipped_without_completion(store: Store) -> None:
     event = ev()
     dispatch(store, event)
-    assert store.claim(event.id, "d1", "worker-1", 100.0, LEASE).outcome is Claim.CLAIMED
+    assert store.claim(event.id, "d1", "worker-1", LEASE).outcome is Claim.CLAIMED
     before = store.get(event.id)
     driver = RecordingDriver()
     for dispatch_id in ("d2", "d1"):  # another message, or the same one redelivered
-        outcome = run_event(event, dispatch_id, "worker-2", store, driver, clock)
+        outcome = run_event(event, dispatch_id, "worker-2", store, driver)
         assert outcome.claim is Claim.HELD
         assert outcome.completion is None
     assert driver.calls == []
@@ -182,20 +171,21 @@ def test_concurrently_held_event_is_skipped_without_completion(
 
 
 def test_an_event_whose_claim_expired_is_taken_over_and_the_old_holder_fenced_off(
-    store: Store, clock: Callable[[], float]
+    store: Store,
 ) -> None:
     """Its first worker stopped renewing (it died, or lost the ledger): a task message
     sent again takes the event over with a larger token; a late outcome of the first
     holder is refused, and only the new holder's completion is announced."""
     event = ev()
     dispatch(store, event)
-    first = store.claim(event.id, "d1", "stalled-worker", 10.0, LEASE)  # expired at 100
+    first = store.claim(event.id, "d1", "stalled-worker", LEASE)
+    pass_time(store.engine, LEASE + 1)  # it expired
     driver = RecordingDriver()
-    outcome = run_event(event, "d2", "worker-2", store, driver, clock, lease_seconds=LEASE)
+    outcome = run_event(event, "d2", "worker-2", store, driver, lease_seconds=LEASE)
     assert outcome.claim is Claim.CLAIMED
     assert outcome.completion == completion(event, "succeeded")
     assert driver.tokens == [first.token + 1]  # the driver is told the new token
-    assert not store.finish(event.id, first.token, False, "late", 200.0)
+    assert not store.finish(event.id, first.token, False, "late")
     row = store.get(event.id)
     assert row is not None
     assert (row["status"], row["attempts"], row["worker"]) == (Status.SUCCEEDED, 2, "worker-2")
@@ -210,16 +200,14 @@ def test_a_holder_taken_over_mid_action_records_nothing_and_announces_nothing(
     dispatch(store, event)
 
     class TakenOverDriver(RecordingDriver):
-        def execute(self, e: VmEventMessage, token: int) -> None:
-            super().execute(e, token)
-            taken = store.claim(e.id, "d2", "worker-2", 1000.0, LEASE)  # after expiry
+        def execute(self, e: VmEventMessage, hold: Hold) -> None:
+            super().execute(e, hold)
+            pass_time(store.engine, 6)  # this claim's lease expired
+            taken = store.claim(e.id, "d2", "worker-2", LEASE)
             assert taken.outcome is Claim.CLAIMED
 
-    times = iter([0.0, 1.0, 2.0])
     with caplog.at_level(logging.ERROR, logger="scheduler.worker.execution"):
-        outcome = run_event(
-            event, "d1", "worker-1", store, TakenOverDriver(), lambda: next(times), lease_seconds=5
-        )
+        outcome = run_event(event, "d1", "worker-1", store, TakenOverDriver(), lease_seconds=5)
     assert outcome.claim is Claim.CLAIMED
     assert outcome.completion is None
     assert store.status_of(event.id) is Status.RUNNING  # the new holder's to finish
@@ -237,15 +225,13 @@ def test_the_claim_is_renewed_while_the_action_runs(store: Store) -> None:
     taken_over: list[Any] = []
 
     class SlowDriver(RecordingDriver):
-        def execute(self, e: VmEventMessage, token: int) -> None:
-            super().execute(e, token)
+        def execute(self, e: VmEventMessage, hold: Hold) -> None:
+            super().execute(e, hold)
             started.set()
             release.wait(30)
 
     runner = threading.Thread(
-        target=lambda: run_event(
-            event, "d1", "w1", store, SlowDriver(), time.time, lease_seconds=lease
-        )
+        target=lambda: run_event(event, "d1", "w1", store, SlowDriver(), lease_seconds=lease)
     )
     runner.start()
     assert started.wait(30)
@@ -255,8 +241,8 @@ def test_the_claim_is_renewed_while_the_action_runs(store: Store) -> None:
         10,
         what="a renewal of the claim",
     )
-    wait_until(lambda: time.time() > first_expiry + lease, 10, what="the first lease to pass")
-    taken_over.append(store.claim(event.id, "d2", "w2", time.time(), lease).outcome)
+    wait_until(lambda: store.now() > first_expiry + lease, 10, what="the first lease to pass")
+    taken_over.append(store.claim(event.id, "d2", "w2", lease).outcome)
     release.set()
     runner.join(30)
     assert taken_over == [Claim.HELD]
@@ -272,7 +258,6 @@ def test_the_claim_is_renewed_while_the_action_runs(store: Store) -> None:
 )
 def test_event_not_dispatched_in_the_ledger_frees_its_slot_as_failed(
     store: Store,
-    clock: Callable[[], float],
     caplog: pytest.LogCaptureFixture,
     setup: Callable[[Store, VmEventMessage], object],
 ) -> None:
@@ -281,7 +266,7 @@ def test_event_not_dispatched_in_the_ledger_frees_its_slot_as_failed(
     before = store.get(event.id)
     driver = RecordingDriver()
     with caplog.at_level(logging.ERROR, logger="scheduler.worker.execution"):
-        outcome = run_event(event, "d1", "worker-1", store, driver, clock)
+        outcome = run_event(event, "d1", "worker-1", store, driver)
     assert outcome.claim is Claim.UNKNOWN
     assert outcome.completion == completion(event, "failed")
     assert driver.calls == []
@@ -289,10 +274,10 @@ def test_event_not_dispatched_in_the_ledger_frees_its_slot_as_failed(
     assert any(r.levelno == logging.ERROR for r in caplog.records)
 
 
-def test_completion_identifies_the_key(store: Store, clock: Callable[[], float]) -> None:
+def test_completion_identifies_the_key(store: Store) -> None:
     event = ev("another")
     dispatch(store, event)
-    outcome = run_event(event, "d1", "w", store, RecordingDriver(), clock)
+    outcome = run_event(event, "d1", "w", store, RecordingDriver())
     assert outcome.completion is not None
     assert outcome.completion.model_dump() == {
         "event_id": "another",
@@ -316,14 +301,14 @@ def test_a_ledger_locked_after_the_action_delays_the_record_but_never_reruns_it(
     locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
     class LockingDriver(RecordingDriver):
-        def execute(self, e: VmEventMessage, token: int) -> None:
-            super().execute(e, token)
+        def execute(self, e: VmEventMessage, hold: Hold) -> None:
+            super().execute(e, hold)
             locker.execute("BEGIN EXCLUSIVE")  # nobody else may write now
 
     driver = LockingDriver()
     outcomes: list[Any] = []
     worker = threading.Thread(
-        target=lambda: outcomes.append(run_event(event, "d1", "w", store, driver, time.time))
+        target=lambda: outcomes.append(run_event(event, "d1", "w", store, driver))
     )
     with caplog.at_level(logging.WARNING, logger="scheduler.worker.execution"):
         worker.start()
@@ -343,14 +328,13 @@ def test_a_ledger_locked_after_the_action_delays_the_record_but_never_reruns_it(
     store.engine.dispose()
 
 
-def test_an_event_out_of_attempts_ends_failed_without_running(
-    store: Store, clock: Callable[[], float]
-) -> None:
+def test_an_event_out_of_attempts_ends_failed_without_running(store: Store) -> None:
     event = ev()
     dispatch(store, event)
-    assert store.claim(event.id, "d1", "w1", 1.0, LEASE).outcome is Claim.CLAIMED  # it died
+    assert store.claim(event.id, "d1", "w1", LEASE).outcome is Claim.CLAIMED  # it died
+    pass_time(store.engine, LEASE + 1)
     driver = RecordingDriver()
-    outcome = run_event(event, "d1", "w2", store, driver, clock, max_attempts=1)
+    outcome = run_event(event, "d1", "w2", store, driver, max_attempts=1)
     assert outcome.claim is Claim.EXHAUSTED
     assert outcome.completion == completion(event, "failed")  # frees the slot
     assert outcome.dead is not None and "gave up after 1 attempts" in outcome.dead
@@ -359,7 +343,7 @@ def test_an_event_out_of_attempts_ends_failed_without_running(
 
 
 def test_the_worker_runs_the_ledgers_event_not_the_task_messages(
-    store: Store, clock: Callable[[], float], caplog: pytest.LogCaptureFixture
+    store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A task message forged on the broker (or altered) cannot choose the action."""
     event = ev()
@@ -367,20 +351,18 @@ def test_the_worker_runs_the_ledgers_event_not_the_task_messages(
     forged = event.model_copy(update={"action": Action.STOP, "payload": {"rm": "-rf"}})
     driver = RecordingDriver()
     with caplog.at_level(logging.WARNING, logger="scheduler.worker.execution"):
-        outcome = run_event(forged, "d1", "w", store, driver, clock)
+        outcome = run_event(forged, "d1", "w", store, driver)
     assert driver.calls == [event]  # the accepted heal, as stored
     assert outcome.completion == completion(event, "succeeded")
     assert any("differs from the ledger" in r.getMessage() for r in caplog.records)
 
 
-def test_an_action_past_its_time_limit_ends_failed_and_dead_lettered(
-    store: Store, clock: Callable[[], float]
-) -> None:
+def test_an_action_past_its_time_limit_ends_failed_and_dead_lettered(store: Store) -> None:
     """Celery's soft time limit interrupts the driver: the event ends failed, listed
     among the dead letters, and its slot is freed."""
     event = ev()
     dispatch(store, event)
-    outcome = run_event(event, "d1", "w", store, RecordingDriver(SoftTimeLimitExceeded()), clock)
+    outcome = run_event(event, "d1", "w", store, RecordingDriver(SoftTimeLimitExceeded()))
     assert outcome.completion == completion(event, "failed")
     assert outcome.dead == "ran past its time limit (ACTION_TIME_LIMIT)"
     row = store.get(event.id)
@@ -389,14 +371,12 @@ def test_an_action_past_its_time_limit_ends_failed_and_dead_lettered(
     assert [d["id"] for d in store.dead_letters()] == [event.id]
 
 
-def test_the_task_result_says_what_happened(store: Store, clock: Callable[[], float]) -> None:
+def test_the_task_result_says_what_happened(store: Store) -> None:
     """What Flower shows as the task's result: the outcome, the event, the attempt, how
     long the action took and why it failed; a second message says it did not run."""
     event = ev()
     dispatch(store, event)
-    first = run_event(
-        event, "d1", "worker-1", store, RecordingDriver(ActionFailed("no room")), clock
-    )
+    first = run_event(event, "d1", "worker-1", store, RecordingDriver(ActionFailed("no room")))
     result = first.result()
     assert result == {
         "outcome": "ran the action",
@@ -410,22 +390,20 @@ def test_the_task_result_says_what_happened(store: Store, clock: Callable[[], fl
         "error": "no room",
     }
     assert isinstance(result["seconds"], float) and result["seconds"] >= 0
-    again = run_event(event, "d1", "worker-1", store, RecordingDriver(), clock).result()
+    again = run_event(event, "d1", "worker-1", store, RecordingDriver()).result()
     assert again["outcome"].startswith("already finished") and again["status"] == "failed"
     assert "attempt" not in again
 
 
-def test_a_skipped_or_taken_over_task_result_still_says_the_events_status(
-    store: Store, clock: Callable[[], float]
-) -> None:
+def test_a_skipped_or_taken_over_task_result_still_says_the_events_status(store: Store) -> None:
     """Flower's result column has a status for every task message, never null: a
     duplicate skipped while another message runs the event says ``running``, as does a
     run taken over mid-action; a message for an event not dispatched says ``unknown``
     (not ``failed``: the ledger has no such outcome). Each result is plain JSON."""
     event = ev()
     dispatch(store, event)
-    assert store.claim(event.id, "d1", "worker-1", 100.0, LEASE).outcome is Claim.CLAIMED
-    held = run_event(event, "d2", "worker-2", store, RecordingDriver(), clock).result()
+    assert store.claim(event.id, "d1", "worker-1", LEASE).outcome is Claim.CLAIMED
+    held = run_event(event, "d2", "worker-2", store, RecordingDriver()).result()
     assert (held["outcome"], held["status"]) == (
         "skipped: another task message is running it",
         "running",
@@ -435,21 +413,91 @@ def test_a_skipped_or_taken_over_task_result_still_says_the_events_status(
     dispatch(store, other)
 
     class TakenOverDriver(RecordingDriver):
-        def execute(self, e: VmEventMessage, token: int) -> None:
-            super().execute(e, token)
-            assert store.claim(e.id, "d3", "worker-3", 1000.0, LEASE).outcome is Claim.CLAIMED
+        def execute(self, e: VmEventMessage, hold: Hold) -> None:
+            super().execute(e, hold)
+            pass_time(store.engine, 6)  # this claim's lease expired
+            assert store.claim(e.id, "d3", "worker-3", LEASE).outcome is Claim.CLAIMED
 
-    times = iter([0.0, 1.0, 2.0])
-    taken = run_event(
-        other, "d1", "worker-1", store, TakenOverDriver(), lambda: next(times), lease_seconds=5
-    ).result()
+    taken = run_event(other, "d1", "worker-1", store, TakenOverDriver(), lease_seconds=5).result()
     assert taken["status"] == "running" and "taken over" in taken["outcome"]
     assert taken["attempt"] == 1
 
-    unknown = run_event(ev("never"), "d1", "worker-1", store, RecordingDriver(), clock).result()
+    unknown = run_event(ev("never"), "d1", "worker-1", store, RecordingDriver()).result()
     assert (unknown["outcome"], unknown["status"]) == (
         "skipped: not dispatched in the ledger",
         "unknown",
     )
     for result in (held, taken, unknown):
         assert json.loads(json.dumps(result)) == result
+
+
+class WaitingDriver(RecordingDriver):
+    """An action that waits on its hold for up to a minute, as a driver polling a cloud
+    operation does; says whether it was stopped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.stopped: list[str] = []
+
+    def execute(self, event: VmEventMessage, hold: Hold) -> None:
+        super().execute(event, hold)
+        self.started.set()
+        try:
+            hold.wait(60)
+        except ClaimLost as exc:
+            self.stopped.append(str(exc))
+            raise
+
+
+def test_a_holder_whose_claim_is_taken_over_stops_its_action_and_records_nothing(
+    store: Store,
+) -> None:
+    """Its renewal finds the claim taken over (the holder stalled, or its clock made its
+    lease look expired to another worker): the driver is told at once and stops, rather
+    than going on beside the new holder."""
+    event = ev()
+    dispatch(store, event)
+    driver = WaitingDriver()
+    outcomes: list[Any] = []
+    runner = threading.Thread(
+        target=lambda: outcomes.append(
+            run_event(event, "d1", "w1", store, driver, lease_seconds=0.6)
+        )
+    )
+    runner.start()
+    assert driver.started.wait(30)
+    pass_time(store.engine, 10)  # the claim expired: another worker takes the event over
+    assert store.claim(event.id, "d2", "w2", LEASE).outcome is Claim.CLAIMED
+    runner.join(30)
+    assert not runner.is_alive()
+    assert driver.stopped and "took the event over" in driver.stopped[0]
+    assert outcomes[0].completion is None  # nothing recorded, nothing announced
+    row = store.get(event.id)
+    assert row is not None
+    assert (row["status"], row["worker"], row["fence"]) == (Status.RUNNING, "w2", 2)
+
+
+def test_a_holder_that_cannot_renew_for_a_whole_lease_stops_its_action(store: Store) -> None:
+    """The ledger is unreachable from this worker: after a whole lease without a renewal
+    the claim may have expired and the event been taken over, so the action stops and
+    nothing is recorded; the event stays running for the sweeper to send again."""
+    event = ev()
+    dispatch(store, event)
+
+    class CutOff(Store):
+        def renew(self, event_id: str, token: int, lease_seconds: float) -> bool:
+            raise sa.exc.OperationalError("UPDATE events", {}, Exception("unreachable"))
+
+    cut = CutOff(store.engine)
+    driver = WaitingDriver()
+    outcomes: list[Any] = []
+    runner = threading.Thread(
+        target=lambda: outcomes.append(run_event(event, "d1", "w1", cut, driver, lease_seconds=0.6))
+    )
+    runner.start()
+    runner.join(30)
+    assert not runner.is_alive()
+    assert driver.stopped and "for a whole lease" in driver.stopped[0]
+    assert outcomes[0].completion is None
+    assert store.status_of(event.id) is Status.RUNNING

@@ -5,7 +5,6 @@ another connection; fakes for the broker's side)."""
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -65,7 +64,7 @@ def test_a_locked_ledger_pauses_dispatching_without_ending_the_session(
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
     celery = FakeCelery()
     loop = SchedulerLoop(SchedulerSettings(), store, state, cast(Any, celery))
-    assert store.take_lease(loop.lease, time.time())
+    assert store.take_lease(loop.lease)
     loop._next_renewal = float("inf")  # renewing it is not what this is about
     message = FakeMessage()
     loop._inbox.append(("event", event.model_dump(mode="json"), cast(Any, message)))

@@ -33,6 +33,7 @@ from producer.monitoring.openstack import (
 from producer.settings import ProducerSettings
 from scheduler.worker.drivers import build_driver
 from scheduler.worker.errors import ActionFailed, DriverMisconfigured
+from scheduler.worker.hold import Hold
 from scheduler.worker.openstack_driver import OpenStackDriver, connect_endpoint
 from scheduler.worker.settings import WorkerSettings
 from shared.models import Action, VmEventMessage
@@ -185,7 +186,7 @@ def test_built_from_clouds_yaml(sim: Sim, tmp_path: Path, monkeypatch: pytest.Mo
     worker = WorkerSettings(driver="openstack", openstack_cloud="sim", action_poll_interval=0.05)
     driver = build_driver(worker)
     assert isinstance(driver, OpenStackDriver)
-    driver.execute(event(Action.STOP, "h1-vm1"), 1)
+    driver.execute(event(Action.STOP, "h1-vm1"), Hold(1))
     assert sim.vm("h1-vm1")["state"] == "STOPPED"
     with pytest.raises(DriverMisconfigured, match="nowhere"):
         OpenStackDriver.from_cloud("nowhere")
@@ -206,7 +207,7 @@ def test_built_from_settings_without_keystone(sim: Sim) -> None:
         openstack_token=sim.token,
         action_poll_interval=0.05,
     )
-    build_driver(worker).execute(event(Action.PAUSE, "h1-vm1"), 1)
+    build_driver(worker).execute(event(Action.PAUSE, "h1-vm1"), Hold(1))
     assert sim.vm("h1-vm1")["state"] == "PAUSED"
     with pytest.raises(DriverMisconfigured):
         build_driver(WorkerSettings(driver="openstack"))
@@ -291,7 +292,7 @@ def test_service_mapping() -> None:
 
 def test_driver_heals_a_down_vm(sim: Sim) -> None:
     sim.fault(kind="vm_down", vm="h1-vm1")
-    sim.driver().execute(event(Action.HEAL, "h1-vm1"), 1)
+    sim.driver().execute(event(Action.HEAL, "h1-vm1"), Hold(1))
     assert sim.vm("h1-vm1")["state"] == "ACTIVE"
 
 
@@ -300,22 +301,22 @@ def test_driver_heals_a_vm_of_a_down_host_by_evacuating_it(sim: Sim) -> None:
     conn = connect_endpoint(sim.compute_url, sim.token)
     assert conn.compute.get_server("h2-vm1").host_status == "DOWN"
     conn.close()
-    sim.driver().execute(event(Action.HEAL, "h2-vm1", host="h2"), 1)
+    sim.driver().execute(event(Action.HEAL, "h2-vm1", host="h2"), Hold(1))
     vm = sim.vm("h2-vm1")
     assert vm["host"] != "h2" and vm["state"] == "ACTIVE"
 
 
 def test_driver_heals_a_stopped_vm_by_starting_it(sim: Sim) -> None:
     driver = sim.driver()
-    driver.execute(event(Action.STOP, "h1-vm2"), 1)
+    driver.execute(event(Action.STOP, "h1-vm2"), Hold(1))
     assert sim.vm("h1-vm2")["state"] == "STOPPED"
-    driver.execute(event(Action.HEAL, "h1-vm2"), 1)
+    driver.execute(event(Action.HEAL, "h1-vm2"), Hold(1))
     assert sim.vm("h1-vm2")["state"] == "ACTIVE"
 
 
 def test_driver_live_migrates_off_a_host_in_maintenance(sim: Sim) -> None:
     sim.fault(kind="host_maintenance", host="h1")
-    sim.driver().execute(event(Action.LIVE_MIGRATE, "h1-vm3", host="h1"), 1)
+    sim.driver().execute(event(Action.LIVE_MIGRATE, "h1-vm3", host="h1"), Hold(1))
     vm = sim.vm("h1-vm3")
     assert vm["host"] in ("h2", "h3") and vm["state"] == "ACTIVE"
     hosts = {h.host: h.state for h in listed(sim).hosts}
@@ -324,7 +325,7 @@ def test_driver_live_migrates_off_a_host_in_maintenance(sim: Sim) -> None:
 
 def test_driver_live_migrates_to_a_given_host(sim: Sim) -> None:
     target = event(Action.LIVE_MIGRATE, "h2-vm1", host="h2", params={"host": "h3"})
-    sim.driver().execute(target, 1)
+    sim.driver().execute(target, Hold(1))
     assert sim.vm("h2-vm1")["host"] == "h3"
 
 
@@ -342,16 +343,16 @@ def test_driver_live_migrates_at_microversion_2_1(sim: Sim) -> None:
         )
 
     driver = OpenStackDriver(old, max_wait=15.0, poll_interval=0.05)
-    driver.execute(event(Action.LIVE_MIGRATE, "h1-vm4"), 1)
+    driver.execute(event(Action.LIVE_MIGRATE, "h1-vm4"), Hold(1))
     assert sim.vm("h1-vm4")["host"] != "h1"
-    driver.execute(event(Action.LIVE_MIGRATE, "h2-vm2", host="h2", params={"host": "h1"}), 1)
+    driver.execute(event(Action.LIVE_MIGRATE, "h2-vm2", host="h2", params={"host": "h1"}), Hold(1))
     assert sim.vm("h2-vm2")["host"] == "h1"
     with pytest.raises(ActionFailed, match=r"2\.56"):  # migrate to a host needs 2.56
-        driver.execute(event(Action.MIGRATE, "h2-vm3", host="h2", params={"host": "h1"}), 1)
+        driver.execute(event(Action.MIGRATE, "h2-vm3", host="h2", params={"host": "h1"}), Hold(1))
 
 
 def test_driver_migrates_and_confirms(sim: Sim) -> None:
-    sim.driver().execute(event(Action.MIGRATE, "h2-vm4", host="h2"), 1)
+    sim.driver().execute(event(Action.MIGRATE, "h2-vm4", host="h2"), Hold(1))
     assert sim.vm("h2-vm4")["host"] != "h2"
     conn = connect_endpoint(sim.compute_url, sim.token)
     assert conn.compute.get_server("h2-vm4").status == "ACTIVE"  # confirmed
@@ -360,8 +361,8 @@ def test_driver_migrates_and_confirms(sim: Sim) -> None:
 
 def test_driver_stops_and_pauses(sim: Sim) -> None:
     driver = sim.driver()
-    driver.execute(event(Action.STOP, "h3-vm1", host="h3"), 1)
-    driver.execute(event(Action.PAUSE, "h3-vm2", host="h3"), 1)
+    driver.execute(event(Action.STOP, "h3-vm1", host="h3"), Hold(1))
+    driver.execute(event(Action.PAUSE, "h3-vm2", host="h3"), Hold(1))
     assert sim.vm("h3-vm1")["state"] == "STOPPED"
     assert sim.vm("h3-vm2")["state"] == "PAUSED"
     states = {v.vm: v.state for v in listed(sim).vms}
@@ -370,7 +371,7 @@ def test_driver_stops_and_pauses(sim: Sim) -> None:
 
 
 def test_driver_resizes_and_confirms(sim: Sim) -> None:
-    sim.driver().execute(event(Action.RESIZE, "h3-vm3", host="h3", flavor="m1.large"), 1)
+    sim.driver().execute(event(Action.RESIZE, "h3-vm3", host="h3", flavor="m1.large"), Hold(1))
     assert sim.vm("h3-vm3")["flavor"] == "m1.large"
     conn = connect_endpoint(sim.compute_url, sim.token)
     assert conn.compute.get_server("h3-vm3").status == "ACTIVE"
@@ -379,11 +380,11 @@ def test_driver_resizes_and_confirms(sim: Sim) -> None:
 
 def test_driver_resize_to_an_unknown_flavor_fails(sim: Sim) -> None:
     with pytest.raises(ActionFailed, match="unknown flavor"):
-        sim.driver().execute(event(Action.RESIZE, "h3-vm3", host="h3", flavor="m9.huge"), 1)
+        sim.driver().execute(event(Action.RESIZE, "h3-vm3", host="h3", flavor="m9.huge"), Hold(1))
 
 
 def test_driver_rebuilds_for_an_update(sim: Sim) -> None:
-    sim.driver().execute(event(Action.UPDATE, "h3-vm4", host="h3", image="v7"), 1)
+    sim.driver().execute(event(Action.UPDATE, "h3-vm4", host="h3", image="v7"), Hold(1))
     vm = sim.vm("h3-vm4")
     assert (vm["image"], vm["state"]) == ("v7", "ACTIVE")
 
@@ -391,48 +392,48 @@ def test_driver_rebuilds_for_an_update(sim: Sim) -> None:
 def test_driver_scales_out_and_in_within_bounds(sim: Sim) -> None:
     driver = sim.driver()
     assert sim.replicas("web") == ["web-1", "web-2"]
-    driver.execute(event(Action.SCALE_OUT, "web"), 1)
+    driver.execute(event(Action.SCALE_OUT, "web"), Hold(1))
     assert sim.replicas("web") == ["web-1", "web-2", "web-3"]
     new = sim.vm("web-3")
     assert (new["state"], new["group"]) == ("ACTIVE", "web")
     with pytest.raises(ActionFailed, match="max"):  # max 3
-        driver.execute(event(Action.SCALE_OUT, "web"), 1)
-    driver.execute(event(Action.SCALE_IN, "web"), 1)
+        driver.execute(event(Action.SCALE_OUT, "web"), Hold(1))
+    driver.execute(event(Action.SCALE_IN, "web"), Hold(1))
     assert sim.replicas("web") == ["web-1", "web-2"]  # the newest one went
-    driver.execute(event(Action.SCALE_IN, "web"), 1)
+    driver.execute(event(Action.SCALE_IN, "web"), Hold(1))
     assert sim.replicas("web") == ["web-1"]
     with pytest.raises(ActionFailed, match="min"):  # min 1
-        driver.execute(event(Action.SCALE_IN, "web"), 1)
+        driver.execute(event(Action.SCALE_IN, "web"), Hold(1))
     assert sim.replicas("web") == ["web-1"]
 
 
 def test_a_stale_fencing_token_is_refused(sim: Sim) -> None:
     driver = sim.driver()
     sim.fault(kind="vm_down", vm="h1-vm1")
-    driver.execute(event(Action.HEAL, "h1-vm1", event_id="heal-1"), 5)
+    driver.execute(event(Action.HEAL, "h1-vm1", event_id="heal-1"), Hold(5))
     with pytest.raises(ActionFailed, match="stale fencing token"):
-        driver.execute(event(Action.HEAL, "h1-vm1", event_id="heal-1"), 3)
-    driver.execute(event(Action.HEAL, "h1-vm1", event_id="heal-1"), 6)  # a newer claim
+        driver.execute(event(Action.HEAL, "h1-vm1", event_id="heal-1"), Hold(3))
+    driver.execute(event(Action.HEAL, "h1-vm1", event_id="heal-1"), Hold(6))  # a newer claim
 
 
 def test_an_event_repeated_runs_its_action_once(sim: Sim) -> None:
     driver = sim.driver()
     out = event(Action.SCALE_OUT, "web", event_id="out-1")
-    driver.execute(out, 1)
-    driver.execute(out, 2)  # a retry (a new claim) of the same event
+    driver.execute(out, Hold(1))
+    driver.execute(out, Hold(2))  # a retry (a new claim) of the same event
     assert sim.replicas("web") == ["web-1", "web-2", "web-3"]
     op = sim.http.get("/v1/operations/out-1").json()
     assert (op["action"], op["state"]) == ("scale_out", "succeeded")
 
     scale_in = event(Action.SCALE_IN, "web", event_id="in-1")
-    driver.execute(scale_in, 1)
-    driver.execute(scale_in, 2)
+    driver.execute(scale_in, Hold(1))
+    driver.execute(scale_in, Hold(2))
     assert sim.replicas("web") == ["web-1", "web-2"]
 
     move = event(Action.MIGRATE, "h1-vm1", event_id="move-1")
-    driver.execute(move, 1)
+    driver.execute(move, Hold(1))
     host = sim.vm("h1-vm1")["host"]
-    driver.execute(move, 2)
+    driver.execute(move, Hold(2))
     assert sim.vm("h1-vm1")["host"] == host  # not moved a second time
 
 
@@ -445,7 +446,7 @@ def test_a_retry_joins_the_action_under_way(slow_sim: Sim) -> None:
     )
     conn.compute.stop_server("h2-vm1")  # the first claim's call; then it "died"
     conn.close()
-    sim.driver().execute(event(Action.STOP, "h2-vm1", host="h2", event_id="stop-1"), 2)
+    sim.driver().execute(event(Action.STOP, "h2-vm1", host="h2", event_id="stop-1"), Hold(2))
     assert sim.vm("h2-vm1")["state"] == "STOPPED"
     op = sim.http.get("/v1/operations/stop-1").json()
     assert op["token"] == 2
@@ -460,20 +461,20 @@ def test_a_retry_finds_the_replica_its_scale_in_is_deleting(slow_sim: Sim) -> No
     )
     conn.compute.delete_server("web-3")  # the first claim's calls; then it "died"
     conn.close()
-    sim.driver().execute(event(Action.SCALE_IN, "web", event_id="in-9"), 2)
+    sim.driver().execute(event(Action.SCALE_IN, "web", event_id="in-9"), Hold(2))
     assert sim.replicas("web") == ["web-1", "web-2"]
 
 
 def test_an_action_the_cloud_refuses_fails(sim: Sim) -> None:
     driver = sim.driver()
-    driver.execute(event(Action.STOP, "h1-vm1"), 1)
+    driver.execute(event(Action.STOP, "h1-vm1"), Hold(1))
     with pytest.raises(ActionFailed, match="cannot pause"):
-        driver.execute(event(Action.PAUSE, "h1-vm1"), 1)
+        driver.execute(event(Action.PAUSE, "h1-vm1"), Hold(1))
 
 
 def test_a_missing_server_fails(sim: Sim) -> None:
     with pytest.raises(ActionFailed, match="no server"):
-        sim.driver().execute(event(Action.HEAL, "nope"), 1)
+        sim.driver().execute(event(Action.HEAL, "nope"), Hold(1))
 
 
 def test_an_unreachable_cloud_fails() -> None:
@@ -481,7 +482,7 @@ def test_an_unreachable_cloud_fails() -> None:
         f"http://127.0.0.1:{free_port()}/compute", None, 2.0, max_wait=2.0, poll_interval=0.05
     )
     with pytest.raises(ActionFailed, match="unreachable"):
-        driver.execute(event(Action.HEAL, "h1-vm1"), 1)
+        driver.execute(event(Action.HEAL, "h1-vm1"), Hold(1))
 
 
 def test_a_failure_during_the_wait_is_reported(slow_sim: Sim) -> None:
@@ -492,7 +493,7 @@ def test_a_failure_during_the_wait_is_reported(slow_sim: Sim) -> None:
 
     def run() -> None:
         try:
-            driver.execute(event(Action.RESIZE, "h1-vm2", flavor="m1.medium"), 1)
+            driver.execute(event(Action.RESIZE, "h1-vm2", flavor="m1.medium"), Hold(1))
             done.append(None)
         except BaseException as exc:  # reported below
             done.append(exc)

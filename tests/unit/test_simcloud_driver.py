@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from scheduler.worker.errors import ActionFailed
+from scheduler.worker.hold import Hold
 from scheduler.worker.simcloud_driver import SimcloudDriver
 from shared.models import Action, VmEventMessage
 from simcloud.model import Cloud, GroupSpec
@@ -52,31 +53,31 @@ def test_a_heal_brings_a_down_vm_back_and_a_repeat_does_nothing_more(
 ) -> None:
     sim.fault(kind="vm_down", vm="h1-vm1")
     heal = event("h1-vm1", Action.HEAL)
-    driver.execute(heal, token=1)
+    driver.execute(heal, Hold(1))
     assert sim.vm("h1-vm1")["state"] == "ACTIVE"
     version = sim.vm("h1-vm1")["version"]
-    driver.execute(heal, token=1)  # the same operation: nothing runs again
+    driver.execute(heal, Hold(1))  # the same operation: nothing runs again
     assert sim.vm("h1-vm1")["version"] == version
 
 
 def test_scaling_acts_on_the_group_and_a_refusal_says_why(sim: Sim, driver: SimcloudDriver) -> None:
-    driver.execute(event("web", Action.SCALE_OUT), token=1)
+    driver.execute(event("web", Action.SCALE_OUT), Hold(1))
     assert len(sim.replicas("web")) == 3
     with pytest.raises(ActionFailed, match="max"):
-        driver.execute(event("web", Action.SCALE_OUT), token=1)
+        driver.execute(event("web", Action.SCALE_OUT), Hold(1))
     assert len(sim.replicas("web")) == 3
 
 
 def test_a_stale_token_and_an_unknown_vm_are_refused(sim: Sim, driver: SimcloudDriver) -> None:
     pause = event("h2-vm1", Action.PAUSE)
-    driver.execute(pause, token=5)
+    driver.execute(pause, Hold(5))
     with pytest.raises(ActionFailed, match="409"):
-        driver.execute(pause, token=4)
+        driver.execute(pause, Hold(4))
     with pytest.raises(ActionFailed, match="404"):
-        driver.execute(event("nope", Action.HEAL), token=1)
+        driver.execute(event("nope", Action.HEAL), Hold(1))
 
 
 def test_a_cloud_failing_for_a_moment_is_waited_out(sim: Sim, driver: SimcloudDriver) -> None:
     sim.fault(kind="api", fail_rate=1.0, duration=1.0)
-    driver.execute(event("h2-vm2", Action.STOP), token=1)
+    driver.execute(event("h2-vm2", Action.STOP), Hold(1))
     assert sim.vm("h2-vm2")["state"] == "STOPPED"

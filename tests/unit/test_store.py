@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from harness.processes import wait_until
+from shared import clock
 from shared.db import keys as keys_table
 from shared.errors import LeaseLost
 from shared.lease import Lease
 from shared.models import Action, Key, Status, VmEventMessage
 from shared.store import Claim, Conflict, InFlight, Store
+from tests.ledgers import pass_time
 
 #: seconds a claim lasts in these tests
 LEASE = 30.0
@@ -68,17 +72,17 @@ def queued(store: Store, *events: VmEventMessage) -> None:
 
 def dispatched(store: Store, event: VmEventMessage, dispatch_id: str = "d0") -> None:
     queued(store, event)
-    assert store.mark_dispatched_many([event.id], dispatch_id, 2.0)[event.id] is Status.QUEUED
+    assert store.mark_dispatched_many([event.id], dispatch_id)[event.id] is Status.QUEUED
 
 
 def running(store: Store, event: VmEventMessage, dispatch_id: str = "d1") -> None:
     dispatched(store, event)
-    assert store.claim(event.id, dispatch_id, "w1", 3.0, LEASE).outcome is Claim.CLAIMED
+    assert store.claim(event.id, dispatch_id, "w1", LEASE).outcome is Claim.CLAIMED
 
 
 def finished(store: Store, event: VmEventMessage, ok: bool) -> None:
     running(store, event, dispatch_id="d1")
-    assert store.finish(event.id, 1, ok, None if ok else "boom", 4.0)
+    assert store.finish(event.id, 1, ok, None if ok else "boom")
 
 
 # -- accept ------------------------------------------------------------------------------
@@ -256,13 +260,14 @@ def test_mark_dispatched(
 ) -> None:
     setup(store)
     before = store.get("a")
-    assert store.mark_dispatched_many(["a"], "dx", 7.0)["a"] is expected
+    earliest = store.now()
+    assert store.mark_dispatched_many(["a"], "dx")["a"] is expected
     after = store.get("a")
     if moved:
         assert after is not None
         assert after["status"] == Status.DISPATCHED
         assert after["dispatch_id"] == "dx"
-        assert after["dispatched_at"] == 7.0
+        assert earliest <= after["dispatched_at"] <= store.now()  # the ledger's clock
     else:
         assert after == before  # a duplicate changes nothing
 
@@ -272,16 +277,17 @@ def test_mark_dispatched(
 
 def test_claim_of_dispatched_event_with_any_dispatch_id(store: Store) -> None:
     dispatched(store, ev("a"), dispatch_id="scheduler-id")
-    got = store.claim("a", "task-id", "worker-1", 3.0, LEASE)
+    earliest = store.now()
+    got = store.claim("a", "task-id", "worker-1", LEASE)
     assert (got.outcome, got.token) == (Claim.CLAIMED, 1)
     row = store.get("a")
     assert row is not None
     assert row["status"] == Status.RUNNING
     assert row["dispatch_id"] == "task-id"
     assert row["worker"] == "worker-1"
-    assert row["started_at"] == 3.0
+    assert earliest <= row["started_at"] <= store.now()  # the ledger's clock
     assert row["attempts"] == 1
-    assert row["lease_expires_at"] == 3.0 + LEASE
+    assert row["lease_expires_at"] == pytest.approx(row["started_at"] + LEASE)
 
 
 @pytest.mark.parametrize("dispatch_id", ["d1", "d2"])
@@ -290,58 +296,65 @@ def test_a_running_event_is_held_while_its_claim_lasts_whatever_the_message(
 ) -> None:
     """Even a redelivery of the claiming message: its first holder may still be running
     the action (a connection loss it did not notice, a consumer timeout)."""
-    running(store, ev("a"), dispatch_id="d1")  # claimed at 3.0
+    running(store, ev("a"), dispatch_id="d1")
+    pass_time(store.engine, LEASE - 1)
     before = store.get("a")
-    assert store.claim("a", dispatch_id, "worker-2", 3.0 + LEASE - 1, LEASE).outcome is Claim.HELD
+    assert store.claim("a", dispatch_id, "worker-2", LEASE).outcome is Claim.HELD
     assert store.get("a") == before
 
 
 def test_an_expired_claim_is_taken_over_with_a_larger_token(store: Store) -> None:
-    running(store, ev("a"), dispatch_id="d1")  # token 1, until 3.0 + LEASE
-    got = store.claim("a", "d1", "worker-2", 3.0 + LEASE + 1, LEASE)
+    running(store, ev("a"), dispatch_id="d1")  # token 1
+    pass_time(store.engine, LEASE + 1)
+    got = store.claim("a", "d1", "worker-2", LEASE)
     assert (got.outcome, got.token) == (Claim.CLAIMED, 2)
     row = store.get("a")
     assert row is not None
-    assert (row["attempts"], row["worker"], row["started_at"]) == (2, "worker-2", 3.0 + LEASE + 1)
+    assert (row["attempts"], row["worker"]) == (2, "worker-2")
     # the first holder is fenced off: it can neither renew nor record an outcome
-    assert not store.renew("a", 1, 100.0)
-    assert not store.finish("a", 1, True, None, 40.0)
-    assert store.renew("a", 2, 100.0)
-    assert store.finish("a", 2, False, "boom", 41.0)
+    assert not store.renew("a", 1, LEASE)
+    assert not store.finish("a", 1, True, None)
+    assert store.renew("a", 2, LEASE)
+    assert store.finish("a", 2, False, "boom")
     assert store.status_of("a") is Status.FAILED
 
 
 def test_renewal_keeps_the_claim(store: Store) -> None:
-    running(store, ev("a"))  # token 1, until 3.0 + LEASE
-    assert store.renew("a", 1, 3.0 + 2 * LEASE)
-    assert store.claim("a", "d2", "w2", 3.0 + LEASE + 1, LEASE).outcome is Claim.HELD
-    assert store.finish("a", 1, True, None, 40.0)
-    assert not store.renew("a", 1, 100.0)  # over once finished
+    running(store, ev("a"))  # token 1
+    pass_time(store.engine, LEASE - 1)
+    assert store.renew("a", 1, LEASE)  # a lease from now, by the ledger's clock
+    pass_time(store.engine, 2)  # past the first lease, within the renewed one
+    assert store.claim("a", "d2", "w2", LEASE).outcome is Claim.HELD
+    assert store.finish("a", 1, True, None)
+    assert not store.renew("a", 1, LEASE)  # over once finished
 
 
 def test_a_claim_past_max_attempts_ends_the_event_failed_and_dead_lettered(
     store: Store,
 ) -> None:
     running(store, ev("a"), dispatch_id="d1")  # attempt 1 (its worker then died)
-    late = 3.0 + LEASE + 1
-    assert store.claim("a", "d1", "w2", late, LEASE, max_attempts=2).outcome is Claim.CLAIMED
-    later = late + LEASE + 1
-    assert store.claim("a", "d1", "w3", later, LEASE, max_attempts=2).outcome is Claim.EXHAUSTED
+    pass_time(store.engine, LEASE + 1)
+    assert store.claim("a", "d1", "w2", LEASE, max_attempts=2).outcome is Claim.CLAIMED
+    pass_time(store.engine, LEASE + 1)
+    earliest = store.now()
+    assert store.claim("a", "d1", "w3", LEASE, max_attempts=2).outcome is Claim.EXHAUSTED
     row = store.get("a")
     assert row is not None
-    assert (row["status"], row["attempts"], row["finished_at"]) == (Status.FAILED, 2, later)
+    assert (row["status"], row["attempts"]) == (Status.FAILED, 2)
+    assert earliest <= row["finished_at"] <= store.now()
     assert "gave up after 2 attempts" in row["error"]
-    assert row["dead_at"] == later
+    assert row["dead_at"] == row["finished_at"]
     assert [d["id"] for d in store.dead_letters()] == ["a"]
-    again = store.claim("a", "d1", "w4", later + 1, LEASE, max_attempts=2)
+    pass_time(store.engine, 1)
+    again = store.claim("a", "d1", "w4", LEASE, max_attempts=2)
     assert again.outcome is Claim.FINISHED  # stays so
     assert store.in_flight() == []  # no slot is held by it
 
 
 def test_max_attempts_leaves_events_it_may_not_claim_alone(store: Store) -> None:
     running(store, ev("a"), dispatch_id="d1")
-    assert store.claim("a", "d1", "w2", 9.0, LEASE, max_attempts=1).outcome is Claim.HELD
-    assert store.claim("unknown", "d", "w", 9.0, LEASE, max_attempts=1).outcome is Claim.UNKNOWN
+    assert store.claim("a", "d1", "w2", LEASE, max_attempts=1).outcome is Claim.HELD
+    assert store.claim("unknown", "d", "w", LEASE, max_attempts=1).outcome is Claim.UNKNOWN
     row = store.get("a")
     assert row is not None and row["status"] == Status.RUNNING
 
@@ -352,19 +365,21 @@ def test_finished_among_can_leave_out_the_just_finished(store: Store) -> None:
     running(store, ev("a"), dispatch_id="d1")
     running(store, ev("b"), dispatch_id="d1")
     running(store, ev("c"), dispatch_id="d1")
-    assert store.finish("a", 1, True, None, 4.0)
-    assert store.finish("b", 1, False, "boom", 9.0)
+    assert store.finish("a", 1, True, None)
+    pass_time(store.engine, 5)
+    assert store.finish("b", 1, False, "boom")
     assert sorted(store.finished_among(["a", "b", "c"])) == ["a", "b"]
-    assert store.finished_among(["a", "b", "c"], finished_before=5.0) == ["a"]
+    assert store.finished_among(["a", "b", "c"], finished_for=4) == ["a"]
 
 
 @pytest.mark.parametrize("ok", [True, False])
 @pytest.mark.parametrize("dispatch_id", ["d1", "d2"])
 def test_claim_after_finish_is_finished(store: Store, ok: bool, dispatch_id: str) -> None:
     running(store, ev("a"), dispatch_id="d1")
-    assert store.finish("a", 1, ok, None if ok else "boom", 4.0)
+    assert store.finish("a", 1, ok, None if ok else "boom")
+    pass_time(store.engine, LEASE + 1)
     before = store.get("a")
-    assert store.claim("a", dispatch_id, "worker-2", 9.0, LEASE).outcome is Claim.FINISHED
+    assert store.claim("a", dispatch_id, "worker-2", LEASE).outcome is Claim.FINISHED
     assert store.get("a") == before
 
 
@@ -381,7 +396,7 @@ def test_claim_of_unknown_or_undispatched_event_is_unknown(
 ) -> None:
     setup(store)
     before = store.get("a")
-    assert store.claim("a", "d1", "w", 3.0, LEASE).outcome is Claim.UNKNOWN
+    assert store.claim("a", "d1", "w", LEASE).outcome is Claim.UNKNOWN
     assert store.get("a") == before
 
 
@@ -393,19 +408,21 @@ def test_finish_with_the_claims_token(
     store: Store, ok: bool, error: str | None, status: Status
 ) -> None:
     running(store, ev("a"), dispatch_id="d1")
-    assert store.finish("a", 1, ok, error, 8.0)
+    earliest = store.now()
+    assert store.finish("a", 1, ok, error)
     row = store.get("a")
     assert row is not None
     assert row["status"] == status
     assert row["error"] == error
-    assert row["finished_at"] == 8.0
-    assert not store.finish("a", 1, True, None, 9.0)  # only once
+    assert earliest <= row["finished_at"] <= store.now()
+    assert row["dead_at"] is None
+    assert not store.finish("a", 1, True, None)  # only once
     assert store.status_of("a") is status
 
 
 def test_finish_with_another_token_changes_nothing(store: Store) -> None:
     running(store, ev("a"), dispatch_id="d1")
-    assert not store.finish("a", 2, True, None, 8.0)
+    assert not store.finish("a", 2, True, None)
     assert store.status_of("a") is Status.RUNNING
 
 
@@ -422,7 +439,7 @@ def test_finish_of_unclaimed_event_changes_nothing(
 ) -> None:
     setup(store)
     before = store.get("a")
-    assert not store.finish("a", 1, True, None, 8.0)
+    assert not store.finish("a", 1, True, None)
     assert store.get("a") == before
 
 
@@ -430,7 +447,8 @@ def test_claim_clears_the_error_of_an_earlier_attempt(store: Store) -> None:
     running(store, ev("a"), dispatch_id="d1")
     with store.engine.begin() as conn:  # an earlier attempt left an error behind
         conn.exec_driver_sql("UPDATE events SET error = 'old' WHERE id = 'a'")
-    assert store.claim("a", "d1", "w", 3.0 + LEASE + 1, LEASE).outcome is Claim.CLAIMED
+    pass_time(store.engine, LEASE + 1)
+    assert store.claim("a", "d1", "w", LEASE).outcome is Claim.CLAIMED
     row = store.get("a")
     assert row is not None
     assert row["error"] is None
@@ -442,7 +460,7 @@ def test_in_flight_lists_dispatched_and_running_only(store: Store) -> None:
     dispatched(store, ev("dispatched", vm="v1"))
     running(store, ev("running", host="h2", vm="v2", policy="p2"))
     running(store, ev("done"))
-    store.finish("done", 1, True, None, 5.0)
+    store.finish("done", 1, True, None)
     got = sorted(store.in_flight(), key=lambda r: r.id)
     assert got == [
         InFlight("dispatched", "h", "v1", "p", Status.DISPATCHED),
@@ -457,7 +475,7 @@ def test_unfinished_count_counts_accepted_not_finished(store: Store) -> None:
     dispatched(store, ev("dispatched"))
     running(store, ev("running"))
     running(store, ev("done"))
-    store.finish("done", 1, False, "x", 5.0)
+    store.finish("done", 1, False, "x")
     queued(store, ev("other-vm", vm="v2"))
     assert store.unfinished_count("h", "v") == 3
     assert store.unfinished_count("h", "v2") == 1
@@ -569,7 +587,7 @@ def test_a_ledger_without_claim_leases_is_migrated(tmp_path: Path) -> None:
         )
     engine.dispose()
     store = Store.connect(url)
-    got = store.claim("a", "d", "w", 5.0, LEASE)
+    got = store.claim("a", "d", "w", LEASE)
     assert (got.outcome, got.token) == (Claim.CLAIMED, 1)
     store.engine.dispose()
 
@@ -578,40 +596,42 @@ def test_a_ledger_without_claim_leases_is_migrated(tmp_path: Path) -> None:
 
 
 def test_overdue_lists_unclaimed_and_expired_in_flight_events(store: Store) -> None:
-    dispatched(store, ev("unclaimed", vm="v1"))  # dispatched at 2.0
-    running(store, ev("expired", vm="v2"))  # claimed at 3.0, until 3.0 + LEASE
+    dispatched(store, ev("unclaimed", vm="v1"))
+    running(store, ev("expired", vm="v2"))
     running(store, ev("live", vm="v3"))
-    assert store.renew("live", 1, 1000.0)
     queued(store, ev("queued", vm="v4"))
-    now = 3.0 + LEASE + 1
-    assert [e.id for e in store.overdue(now, resend_after=now - 2.5)] == ["unclaimed", "expired"]
-    assert [e.id for e in store.overdue(now, resend_after=now)] == ["expired"]
-    assert store.overdue(2.5, resend_after=1.0) == []  # not yet
+    assert store.overdue(resend_after=LEASE) == []  # not yet
+    pass_time(store.engine, LEASE + 1)
+    assert store.renew("live", 1, LEASE)
+    assert [e.id for e in store.overdue(resend_after=LEASE)] == ["unclaimed", "expired"]
+    assert [e.id for e in store.overdue(resend_after=10 * LEASE)] == ["expired"]
 
-    assert sorted(store.mark_resent(["unclaimed", "expired", "queued"], "again", now)) == [
+    assert sorted(store.mark_resent(["unclaimed", "expired", "queued"], "again")) == [
         "expired",
         "unclaimed",
     ]
-    assert store.overdue(now, resend_after=10.0) == []  # sent again just now
-    later = now + 11
-    assert [e.id for e in store.overdue(later, resend_after=10.0)] == ["unclaimed", "expired"]
+    assert store.overdue(resend_after=10.0) == []  # sent again just now
+    pass_time(store.engine, 11)
+    assert sorted(e.id for e in store.overdue(resend_after=10.0)) == ["expired", "unclaimed"]
     row = store.get("unclaimed")
     assert row is not None
-    assert (row["status"], row["dispatch_id"], row["dispatched_at"]) == ("dispatched", "again", now)
+    assert (row["status"], row["dispatch_id"]) == ("dispatched", "again")
 
 
 def test_mark_resent_is_fenced_by_the_dispatcher_lease(store: Store) -> None:
     dispatched(store, ev("a"))
     mine, theirs = Lease("dispatcher", "me", 10.0), Lease("dispatcher", "them", 10.0)
-    assert store.take_lease(theirs, 1.0)
+    assert store.take_lease(theirs)
     with pytest.raises(LeaseLost):
-        store.mark_resent(["a"], "again", 5.0, mine)
+        store.mark_resent(["a"], "again", mine)
     assert store.get("a")["dispatch_id"] == "d0"  # type: ignore[index]
 
 
 def test_redrive_queues_a_dead_letter_afresh_and_undo_restores_it(store: Store) -> None:
     running(store, ev("a", payload={"k": 1}))
-    assert store.finish("a", 1, False, "ran past its time limit", 9.0, dead=True)
+    assert store.finish("a", 1, False, "ran past its time limit", dead=True)
+    dead_at = store.get("a")["dead_at"]  # type: ignore[index]
+    assert dead_at is not None and dead_at <= store.now()
     assert store.redrive("nope") is None
     event = store.redrive("a")
     assert event == ev("a", payload={"k": 1})
@@ -626,13 +646,13 @@ def test_redrive_queues_a_dead_letter_afresh_and_undo_restores_it(store: Store) 
     assert row["fence"] == 1  # tokens keep growing across re-drives
     assert store.dead_letters() == []
     assert store.redrive("a") is None  # once
-    store.undo_redrive("a", "re-drive failed", 10.0)
+    store.undo_redrive("a", "re-drive failed")
     assert [(d["id"], d["error"]) for d in store.dead_letters()] == [("a", "re-drive failed")]
 
 
 def test_a_plain_failure_is_not_dead_lettered(store: Store) -> None:
     running(store, ev("a"))
-    assert store.finish("a", 1, False, "no capacity", 9.0)
+    assert store.finish("a", 1, False, "no capacity")
     assert store.dead_letters() == []
     assert store.redrive("a") is None
 
@@ -697,8 +717,8 @@ def test_snapshot_counts_only_queued_events(store: Store) -> None:
     dispatched(store, ev("dispatched"))
     running(store, ev("running"))
     running(store, ev("done"))
-    store.finish("done", 1, True, None, 5.0)
-    assert store.mark_dispatched_many(["q3"], "d", 3.0)["q3"] is Status.QUEUED
+    store.finish("done", 1, True, None)
+    assert store.mark_dispatched_many(["q3"], "d")["q3"] is Status.QUEUED
     policies = store.snapshot().hosts["h"].vms["v"].policies
     assert policies["p"].queued == 2  # q1, q2
     assert policies["q"].queued == 1
@@ -714,12 +734,12 @@ def test_two_stores_on_one_file_see_each_others_writes(
     producer.accept([ev("a")])
     assert worker.status_of("a") is Status.PENDING
     producer.confirm([ev("a")])
-    assert worker.mark_dispatched_many(["a"], "d0", 2.0)["a"] is Status.QUEUED
+    assert worker.mark_dispatched_many(["a"], "d0")["a"] is Status.QUEUED
     assert producer.status_of("a") is Status.DISPATCHED
-    assert worker.claim("a", "d1", "w", 3.0, LEASE).outcome is Claim.CLAIMED
-    assert producer.claim("a", "d2", "w2", 3.0, LEASE).outcome is Claim.HELD
-    assert worker.finish("a", 1, True, None, 4.0)
-    assert producer.claim("a", "d1", "w", 5.0, LEASE).outcome is Claim.FINISHED
+    assert worker.claim("a", "d1", "w", LEASE).outcome is Claim.CLAIMED
+    assert producer.claim("a", "d2", "w2", LEASE).outcome is Claim.HELD
+    assert worker.finish("a", 1, True, None)
+    assert producer.claim("a", "d1", "w", LEASE).outcome is Claim.FINISHED
 
     producer.ensure_keys([K("h", "v", "p")])
     assert worker.mapping_version() == 1
@@ -743,25 +763,28 @@ def test_reopening_keeps_ledger_and_mapping_version(open_store: Callable[[], Sto
 
 def test_one_holder_of_a_lease_at_a_time_until_it_expires(store: Store) -> None:
     a, b = Lease("dispatcher", "a", 10.0), Lease("dispatcher", "b", 10.0)
-    assert store.take_lease(a, 100.0)
-    assert not store.take_lease(b, 105.0)  # a's runs to 110
-    assert store.take_lease(a, 105.0)  # renewed: to 115
-    assert not store.take_lease(b, 112.0)
-    assert store.take_lease(b, 115.5)  # a stopped renewing: b takes over
-    assert not store.take_lease(a, 116.0)
+    assert store.take_lease(a)
+    pass_time(store.engine, 5)
+    assert not store.take_lease(b)  # a's runs 5 s more
+    assert store.take_lease(a)  # renewed: 10 s from now
+    pass_time(store.engine, 7)
+    assert not store.take_lease(b)
+    pass_time(store.engine, 3.5)
+    assert store.take_lease(b)  # a stopped renewing: b takes over
+    assert not store.take_lease(a)
     store.release_lease(b)  # a clean stop
-    assert store.take_lease(a, 116.5)
+    assert store.take_lease(a)
 
 
 def test_only_the_lease_holder_marks_events_dispatched(store: Store) -> None:
     store.accept([ev("e1")])
     store.confirm([ev("e1")])
     a, b = Lease("dispatcher", "a", 10.0), Lease("dispatcher", "b", 10.0)
-    assert store.take_lease(a, 100.0)
+    assert store.take_lease(a)
     with pytest.raises(LeaseLost):
-        store.mark_dispatched_many(["e1"], "d-b", 101.0, lease=b)
+        store.mark_dispatched_many(["e1"], "d-b", lease=b)
     assert store.status_of("e1") is Status.QUEUED  # nothing changed
-    assert store.mark_dispatched_many(["e1"], "d-a", 102.0, lease=a) == {"e1": Status.QUEUED}
+    assert store.mark_dispatched_many(["e1"], "d-a", lease=a) == {"e1": Status.QUEUED}
     assert store.status_of("e1") is Status.DISPATCHED
 
 
@@ -835,3 +858,17 @@ def test_a_lookup_prepared_on_a_small_table_still_uses_the_index_once_it_grew(
         assert after == before, "the id lookup scanned the whole events table"
     finally:
         store.engine.dispose()
+
+
+# -- the ledger's clock ----------------------------------------------------------------------
+
+
+def test_the_ledger_clock_is_epoch_seconds_with_sub_second_steps(store: Store) -> None:
+    """Leases are stamped and judged with the database's time (shared.clock): on this
+    machine the database and the test share one clock, so the two agree closely, and it
+    moves in steps finer than a second."""
+    with store.engine.connect() as conn:
+        first = clock.read(conn)
+    assert abs(first - time.time()) < 5
+    wait_until(lambda: store.now() != first, 5.0, 0.01, what="the ledger's clock to move")
+    assert 0 < store.now() - first < 1

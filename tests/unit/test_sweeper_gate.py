@@ -16,6 +16,7 @@ from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.sweeper import Sweeper
 from shared.models import Action, VmEventMessage
 from shared.store import Store
+from tests.ledgers import pass_time
 
 
 class FakeSender:
@@ -41,8 +42,9 @@ def running_with_an_expired_claim(store: Store, event_id: str) -> None:
     )
     store.accept([event])
     store.confirm([event])
-    store.mark_dispatched_many([event_id], "d", 1.0)
-    store.claim(event_id, "d", "w", 2.0, lease_seconds=1.0)  # expired long ago
+    store.mark_dispatched_many([event_id], "d")
+    store.claim(event_id, "d", "w", lease_seconds=1.0)
+    pass_time(store.engine, 100)  # expired long ago
 
 
 def test_an_expired_claim_is_judged_only_after_a_lease_of_ledger_health(store: Store) -> None:
