@@ -18,7 +18,11 @@ worker's claim expires.
 
 The ledger failing (locked, read-only, unreachable) does not end the session: the work
 that needs it waits, with capped backoff, while the session keeps its consumers and
-heartbeats; the broker failing does end it, and the loop reconnects.
+heartbeats; the broker failing does end it, and the loop reconnects. Only while the
+dispatcher lease surely holds, though: a scheduler that could not renew it for most of
+a lease gives up its session (:class:`LeaseWatch`), so that every head it holds goes back
+to its queue before a standby may take the lease and consume those queues — else the
+standby would get each key's second event before its first.
 """
 
 from __future__ import annotations
@@ -66,6 +70,54 @@ UNREADABLE = "unreadable"
 #: seconds to wait for a further delivery once one has arrived: only what is already
 #: on the socket (a partial frame stays buffered for the next read)
 DRAIN_MORE = 0.0005
+#: the part of the dispatcher lease that must be left when a session that could not
+#: renew it gives up: its heads must be back in their queues before the lease expires
+LEASE_MARGIN = 1 / 6
+
+
+class LeaseWatch:
+    """Ends a session whose dispatcher lease may be about to expire.
+
+    ``sure_until`` is a lease from before the last renewal that went through was sent
+    (this process's monotonic clock: the lease itself runs on the ledger's, and began
+    after that). A thread of its own watches it, because the loop's thread may be stuck
+    in a ledger call that hangs: when less than :data:`LEASE_MARGIN` of a lease is left,
+    it shuts the session's socket down, and the broker puts every unacked head back."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.sure_until = 0.0
+        self._stop = threading.Event()
+        self.gave_up = False
+
+    def renewed(self, sent: float) -> None:
+        self.sure_until = sent + self.seconds
+
+    def expiring(self, now: float) -> bool:
+        return now >= self.sure_until - self.seconds * LEASE_MARGIN
+
+    def watch(self, conn: kombu.Connection) -> None:
+        """Watch ``conn``'s session until :meth:`stop`."""
+        self._stop.clear()
+        self.gave_up = False
+        threading.Thread(target=self._run, args=(conn,), name="lease-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self, conn: kombu.Connection) -> None:
+        while not self._stop.wait(self.seconds / 12):
+            if not self.expiring(time.monotonic()):
+                continue
+            self.gave_up = True
+            log.warning(
+                "could not renew the dispatcher lease for %.1f s: giving up the session, so "
+                "that its held heads go back to their queues before a standby takes over",
+                time.monotonic() - (self.sure_until - self.seconds),
+            )
+            with contextlib.suppress(Exception):
+                conn.connection.transport.sock.shutdown(socket.SHUT_RDWR)
+            return
 
 
 class SchedulerLoop:
@@ -101,6 +153,7 @@ class SchedulerLoop:
         self.active = False
         self._next_renewal = 0.0
         self._role: str | None = None  # the role last logged
+        self.lease_watch = LeaseWatch(self.lease.seconds)
 
     @property
     def mapping_version(self) -> int:
@@ -138,8 +191,11 @@ class SchedulerLoop:
 
     def _take_lease(self) -> bool:
         """Take or renew the lease; log the changes of role, not every attempt."""
+        sent = time.monotonic()
         try:
             held = self.store.take_lease(self.lease)
+            if held:
+                self.lease_watch.renewed(sent)
         except Exception as exc:
             log.warning("cannot reach the ledger for the dispatcher lease: %r", exc)
             held = False
@@ -159,12 +215,16 @@ class SchedulerLoop:
         the ledger), losing the lease to another scheduler ends the session."""
         if time.monotonic() < self._next_renewal:
             return
+        sent = time.monotonic()
         held = self.store.take_lease(self.lease)
+        if held:
+            self.lease_watch.renewed(sent)
         self._set_role(held)
         if not held:
             raise LeaseLost("another scheduler took the dispatcher lease")
 
     def _end_session(self) -> None:
+        self.lease_watch.stop()
         self.connected.clear()
         self.active = False  # until the lease is taken again
         self.mapping.detach()
@@ -176,6 +236,7 @@ class SchedulerLoop:
     def _session(self, stop: threading.Event) -> None:
         with kombu.Connection(self.settings.amqp_url, heartbeat=30) as conn:
             conn.connect()
+            self.lease_watch.watch(conn)
             ev_channel = conn.channel()
             ev_channel.basic_qos(0, self.settings.prefetch, False)  # per consumer
             ctl_channel = conn.channel()
