@@ -7,6 +7,7 @@ the services share (401, 400, 413, 503)."""
 from __future__ import annotations
 
 import inspect
+import ipaddress
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
@@ -80,6 +81,18 @@ class Readiness(BaseModel):
     """``/readyz``'s body: ``ready``, or why not."""
 
     status: str
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server listening on ``host`` is reachable from this machine only:
+    ``localhost`` or a loopback address (127.0.0.0/8, ``::1``). Any other name counts as
+    reachable from elsewhere (it may resolve to any interface), as does ``""`` (all)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def verify_bearer(expected: str, creds: HTTPAuthorizationCredentials | None) -> None:

@@ -26,6 +26,7 @@ REQUIRED: Mapping[str, str] = {
     "POSTGRES_PASSWORD": "the ledger database's password",
     "FLOWER_BASIC_AUTH": "Flower's user:password",
     "CAROUSEL_API_TOKEN": "the API bearer token",
+    "SIMCLOUD_TOKEN": "simcloud's bearer token",
 }
 
 #: Known placeholders and defaults, compared after :func:`_normalise` (case, punctuation and
@@ -147,18 +148,25 @@ def _check_postgres(value: str | None) -> Problem | None:
     return problem
 
 
+def flower_auth_problem(value: str) -> str | None:
+    """Why ``value`` cannot be Flower's ``--basic-auth`` (a comma-separated list of
+    user:password pairs, each with a real password), or None when it can. Flower's own
+    launcher refuses the same values outside compose."""
+    for entry in value.split(","):
+        user, sep, password = entry.partition(":")
+        if not sep or not user.strip() or not password:
+            return "is not user:password"
+        if is_placeholder(password):
+            return "has a placeholder password"
+    return None
+
+
 def _check_flower(value: str | None) -> Problem | None:
     name = "FLOWER_BASIC_AUTH"
     if value is None or not value.strip():
         return Problem(name, f"is not set ({REQUIRED[name]})")
-    # Flower takes a comma-separated list of user:password pairs.
-    for entry in value.split(","):
-        user, sep, password = entry.partition(":")
-        if not sep or not user.strip() or not password:
-            return Problem(name, "is not user:password")
-        if is_placeholder(password):
-            return Problem(name, "has a placeholder password")
-    return None
+    reason = flower_auth_problem(value)
+    return None if reason is None else Problem(name, reason)
 
 
 def check(env: Mapping[str, str]) -> list[Problem]:
@@ -168,6 +176,7 @@ def check(env: Mapping[str, str]) -> list[Problem]:
         _check_postgres(env.get("POSTGRES_PASSWORD")),
         _check_flower(env.get("FLOWER_BASIC_AUTH")),
         _check_secret("CAROUSEL_API_TOKEN", env.get("CAROUSEL_API_TOKEN")),
+        _check_secret("SIMCLOUD_TOKEN", env.get("SIMCLOUD_TOKEN")),
     ):
         if problem is not None:
             problems.append(problem)

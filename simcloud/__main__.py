@@ -10,6 +10,7 @@ from types import FrameType
 
 import uvicorn
 
+from shared.http import is_loopback
 from simcloud.app import create_app
 from simcloud.errors import Invalid
 from simcloud.model import Cloud, GroupSpec
@@ -45,7 +46,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--host",
         default=_env("HOST", "127.0.0.1"),
-        help="address to listen on (SIMCLOUD_HOST; default 127.0.0.1)",
+        help="address to listen on; any but a loopback one needs --token "
+        "(SIMCLOUD_HOST; default 127.0.0.1)",
     )
     p.add_argument(
         "--port",
@@ -94,7 +96,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--token",
         default=_env("TOKEN", ""),
-        help="bearer token every route but /healthz requires; empty = none (SIMCLOUD_TOKEN)",
+        help="bearer token every route but /healthz requires; empty = none, on a loopback "
+        "--host only (SIMCLOUD_TOKEN)",
     )
     p.add_argument(
         "--seed",
@@ -115,9 +118,24 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def open_door(host: str, token: str) -> str | None:
+    """Why simcloud must not listen on ``host`` with ``token``, or None: without a token
+    anyone who reaches it could inject faults and act on its VMs, which is acceptable on
+    a loopback address only (``make up``)."""
+    if token or is_loopback(host):
+        return None
+    return (
+        f"refusing to listen on {host or 'every interface'} without a token: "
+        "set SIMCLOUD_TOKEN (or --token), or listen on 127.0.0.1"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser()
     args = p.parse_args(argv)
+    refusal = open_door(args.host, args.token)
+    if refusal is not None:
+        p.exit(2, f"{p.prog}: {refusal}\n")
     try:
         groups = args.groups or [_group(g.strip()) for g in args.env_groups]
         times = args.action_times or [_action_time(t.strip()) for t in args.env_action_times]

@@ -13,7 +13,10 @@ class FlowerSettings(CommonSettings):
     flower_port: int = Field(5555, description="Flower port (FLOWER_PORT).")
     flower_address: str = Field("127.0.0.1", description="Flower bind address (FLOWER_ADDRESS).")
     flower_basic_auth: str = Field(
-        "admin:carousel", description="user:password for Flower (FLOWER_BASIC_AUTH)."
+        "",
+        description="user:password for Flower, pairs separated by commas (FLOWER_BASIC_AUTH); "
+        "empty = user admin with a password generated at each start and logged once; a "
+        "placeholder password is refused.",
     )
     flower_purge_offline_workers: int = Field(
         60,

@@ -40,6 +40,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeProject
         "POSTGRES_PASSWORD": secrets.token_hex(12),
         "FLOWER_BASIC_AUTH": f"admin:{secrets.token_hex(12)}",
         "CAROUSEL_API_TOKEN": secrets.token_hex(16),
+        "SIMCLOUD_TOKEN": secrets.token_hex(16),
         # short cloud actions keep the load test brief
         "SIMCLOUD_ACTION_SECONDS": "0.3",
         **{name: str(free_port()) for name in PORTS},

@@ -1,10 +1,12 @@
 """`make up` as a user runs it: simcloud, the producer watching it, scheduler, the
 elasticity worker (which starts the one worker, acting on simcloud) and Flower via honcho;
-Flower behind basic auth; Ctrl-C stops them all, the spawned worker included."""
+Flower behind basic auth, with no FLOWER_BASIC_AUTH a password made for the run and shown in
+its log; Ctrl-C stops them all, the spawned worker included."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -34,13 +36,13 @@ def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
         "AMQP_URL": amqp_url,
         "CAROUSEL_PREFIX": prefix,
         "CAROUSEL_DB_URL": db_url,
-        "FLOWER_BASIC_AUTH": "ops:pw",
         **{k: str(v) for k, v in ports.items()},
         "SIMCLOUD_URL": f"http://127.0.0.1:{ports['SIMCLOUD_PORT']}",
         "SIMCLOUD_ACTION_SECONDS": "0.2",
     }
-    for demo_default in ("MONITOR_SOURCE", "DRIVER"):  # make up's own defaults, not ours
-        env.pop(demo_default, None)
+    # make up's own defaults, not ours; and Flower's password as a first run has it: none
+    for unset in ("MONITOR_SOURCE", "DRIVER", "FLOWER_BASIC_AUTH"):
+        env.pop(unset, None)
     log = tmp_path / "make-up.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -97,8 +99,19 @@ def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
             60,
             what="flower up, asking for credentials",
         )
+        # the README: the password is in Flower's log
+        said = wait_until(
+            lambda: re.search(
+                r"log in to Flower as (\S+) with password (\S+) ", log.read_text(errors="replace")
+            ),
+            30,
+            what="Flower's generated password in the log",
+        )
+        user, password = said.groups()
+        assert user == "admin"
+        assert httpx.get(f"{flower}/api/tasks", auth=("admin", "carousel")).status_code == 401
         tasks = wait_until(
-            lambda: httpx.get(f"{flower}/api/tasks", auth=("ops", "pw")).json(),
+            lambda: httpx.get(f"{flower}/api/tasks", auth=(user, password)).json(),
             60,
             what="flower listing the task",
         )

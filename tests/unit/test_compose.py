@@ -76,10 +76,17 @@ ENV_VARS = (
     "RABBITMQ_MANAGEMENT_PORT",
     "ELASTICITY_PORT",
     "POSTGRES_PASSWORD",
+    "SIMCLOUD_TOKEN",
 )
 
 #: Compose refuses to start without real values for these.
-SECRETS = ("RABBITMQ_DEFAULT_PASS", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "CAROUSEL_API_TOKEN")
+SECRETS = (
+    "RABBITMQ_DEFAULT_PASS",
+    "POSTGRES_PASSWORD",
+    "FLOWER_BASIC_AUTH",
+    "CAROUSEL_API_TOKEN",
+    "SIMCLOUD_TOKEN",
+)
 #: Values that pass every check, standing in for a user's edited .env.
 GOOD_SECRETS: dict[str, str] = {
     "RABBITMQ_DEFAULT_USER": "ci-user",
@@ -87,6 +94,7 @@ GOOD_SECRETS: dict[str, str] = {
     "POSTGRES_PASSWORD": "ci-pg-Pw-7c1",
     "FLOWER_BASIC_AUTH": "ops:fl0wer-Pw",
     "CAROUSEL_API_TOKEN": "ci-token-4f9a2c",
+    "SIMCLOUD_TOKEN": "ci-cloud-token-8e3b",
 }
 #: Host port each service publishes, by container port, and the variable choosing it.
 #: The broker's only with deploy/compose/broker-ports.yml (BROKER_PUBLISHED).
@@ -315,6 +323,8 @@ def test_compose_config_resolves_with_env_file(tmp_path: Path) -> None:
         env = _environment(services[name])
         assert env["AMQP_URL"] == expected_url, name
         assert env["CAROUSEL_API_TOKEN"] == GOOD_SECRETS["CAROUSEL_API_TOKEN"], name
+        assert env["SIMCLOUD_TOKEN"] == GOOD_SECRETS["SIMCLOUD_TOKEN"], name
+    assert _environment(services["simcloud"])["SIMCLOUD_TOKEN"] == GOOD_SECRETS["SIMCLOUD_TOKEN"]
     rabbit_env = _environment(services["rabbitmq"])
     assert rabbit_env["RABBITMQ_DEFAULT_USER"] == "ci-user"
     assert rabbit_env["RABBITMQ_DEFAULT_PASS"] == "ci-s3cret-Pw"
@@ -415,6 +425,7 @@ def test_compose_config_refuses_a_missing_secret(tmp_path: Path, missing: str, h
         ("FLOWER_BASIC_AUTH", "admin:carousel"),
         ("CAROUSEL_API_TOKEN", "changeme"),
         ("CAROUSEL_API_TOKEN", "password"),
+        ("SIMCLOUD_TOKEN", "change-me"),
     ],
 )
 def test_placeholders_get_past_interpolation_but_the_preflight_refuses_them(
@@ -621,9 +632,15 @@ def test_preflight_checks_the_values_the_services_get(compose: dict[str, Any]) -
     for name in APP_SERVICES:
         env = _environment(services[name])
         assert env["CAROUSEL_API_TOKEN"] == checked["CAROUSEL_API_TOKEN"], name
+        # the producer's fetcher and the workers' driver send the token simcloud requires
+        assert env["SIMCLOUD_TOKEN"] == checked["SIMCLOUD_TOKEN"], name
         user, password = checked["RABBITMQ_DEFAULT_USER"], checked["RABBITMQ_DEFAULT_PASS"]
         assert env["AMQP_URL"] == f"amqp://{user}:{password}@rabbitmq:5672//", name
     assert _environment(services["flower"])["FLOWER_BASIC_AUTH"] == checked["FLOWER_BASIC_AUTH"]
+    # simcloud listens on every interface of the compose network: never without its token
+    cloud = _environment(services["simcloud"])
+    assert cloud["SIMCLOUD_HOST"] == "0.0.0.0"
+    assert cloud["SIMCLOUD_TOKEN"] == checked["SIMCLOUD_TOKEN"]
 
 
 def test_secrets_are_required_wherever_they_are_interpolated() -> None:
@@ -765,7 +782,9 @@ def test_preflight_passes_real_secrets(capsys: pytest.CaptureFixture[str]) -> No
         "   ",
     ],
 )
-@pytest.mark.parametrize("variable", ["RABBITMQ_DEFAULT_PASS", "CAROUSEL_API_TOKEN"])
+@pytest.mark.parametrize(
+    "variable", ["RABBITMQ_DEFAULT_PASS", "CAROUSEL_API_TOKEN", "SIMCLOUD_TOKEN"]
+)
 def test_preflight_refuses_placeholders(variable: str, placeholder: str) -> None:
     problems = preflight.check({**GOOD_SECRETS, variable: placeholder})
     assert [p.variable for p in problems] == [variable]

@@ -5,13 +5,17 @@ runs)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from simcloud.__main__ import parser
+from harness.processes import free_port
+from simcloud.__main__ import open_door, parser
 from simcloud.app import create_app
 from simcloud.model import Cloud, Conflict, GroupSpec, Invalid, NotFound, Operation, StaleToken
 
@@ -673,3 +677,46 @@ def test_the_command_line_reads_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert args.groups is None and args.env_groups == ["web:3:1:5", "db:2:2:4"]
     args = parser().parse_args(["--group", "api:1:0:2"])
     assert args.groups == [GroupSpec("api", 1, 0, 2)]
+
+
+@pytest.mark.parametrize(
+    ("host", "token", "refused"),
+    [
+        ("127.0.0.1", "", False),
+        ("127.0.0.2", "", False),
+        ("localhost", "", False),
+        ("::1", "", False),
+        ("[::1]", "", False),
+        ("0.0.0.0", "", True),
+        ("::", "", True),
+        ("", "", True),
+        ("10.1.2.3", "", True),
+        ("simcloud.example", "", True),  # a name may resolve to any interface
+        ("0.0.0.0", "s3cret", False),
+        ("10.1.2.3", "s3cret", False),
+    ],
+)
+def test_without_a_token_only_a_loopback_address_is_served(
+    host: str, token: str, refused: bool
+) -> None:
+    assert (open_door(host, token) is not None) == refused
+
+
+def test_listening_beyond_loopback_without_a_token_is_refused_in_one_line() -> None:
+    """Before seeding or binding anything: the exit code 2 and one line saying what to set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIMCLOUD_")}
+    env["SIMCLOUD_HOST"] = "0.0.0.0"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simcloud", "--port", str(free_port())],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert "refusing to listen on 0.0.0.0 without a token: set SIMCLOUD_TOKEN" in err
