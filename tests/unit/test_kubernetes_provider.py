@@ -4,6 +4,7 @@ deletes pods in the controller's order), not a real cluster."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import pytest
 import yaml
 
 from harness.fake_kubernetes import DELETION_COST, FakeKubernetes, Pod
+from harness.faults.base import Ctx
 from harness.faults.kubernetes import FAILED, PROMPT, SLOW, RetireDrill
+from harness.faults.suite import FAULTS
 from scheduler.elasticity.engine import Engine
 from scheduler.elasticity.kubernetes import KubernetesProvider, is_placeholder
 from scheduler.elasticity.model import ProfileConfig
@@ -169,6 +172,18 @@ def test_retirements_in_a_row_lower_the_replicas_once_each_and_free_their_slots(
         assert not drill.problems, drill.problems
     finally:
         drill.close()
+
+
+def test_the_kubernetes_retire_fault_counts_what_went_wrong(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fault = FAULTS["kubernetes-retire"]
+    ctx = Ctx(stack=None, load=None, rng=random.Random(7), log=lambda s: None)  # type: ignore[arg-type]
+    sound = fault.run(ctx)
+    assert sound.injected == 12 and sound.anomalies == [], sound.anomalies
+    monkeypatch.setattr(KubernetesProvider, "exited", lambda self, handle: False)
+    broken = fault.run(ctx)
+    assert broken.anomalies and {a.kind for a in broken.anomalies} == {"violation"}
 
 
 def test_engine_adopts_the_pod_that_registers(
