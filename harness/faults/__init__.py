@@ -27,7 +27,10 @@ The accounting — over every event id that got a 202, and nothing else
         not one: its first call was abandoned).
     violation
         a call accepted while more than ``PER_VM_LIMIT`` calls with a connected caller
-        were running on its VM, or more than ``MAX_PARALLEL`` overall — counted per call.
+        were running on its VM, or more than ``MAX_PARALLEL`` overall — counted per call;
+        and what a fault checks itself (:attr:`.base.FaultResult.anomalies`): in
+        ``kubernetes-retire`` (:mod:`.kubernetes`), a wrong replica count, a busy pod
+        deleted, or a slot held by a worker whose pod is gone.
     stuck
         not final at the bound.
 

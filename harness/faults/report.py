@@ -109,6 +109,8 @@ def evidence(acc: Accounting, calls: list[Call], log_dir: Path, t0: float) -> st
         out.append(f"{kind}: {len(found)}")
         for a in found[:EVIDENCE_PER_KIND]:
             out.append(f"  {a.event_id} [{a.phase}, +{a.at - t0:.1f}s] {a.detail}")
+            if a.event_id not in acc.statuses:
+                continue  # not about an event: a fault's own check (kubernetes-retire)
             out.append(_row(acc.statuses.get(a.event_id)))
             out.append(_calls_of(calls, a.event_id, t0))
             out.extend(_log_lines(log_dir, a.event_id))

@@ -1,11 +1,14 @@
 """Test doubles of the elasticity worker's adapters, shared by its unit tests: a provider
-whose workers are names in a dict, a remote control that records what it is told, and a
-clock that moves only when a test moves it."""
+whose workers are names in a dict; the remote control and the clock live in
+:mod:`harness.elasticity_doubles` (the fault suite uses them too)."""
 
 from __future__ import annotations
 
+from harness.elasticity_doubles import Clock, FakeControl
 from scheduler.elasticity.model import ProfileConfig
 from scheduler.elasticity.providers import WorkerHandle, node_name
+
+__all__ = ["Clock", "FakeControl", "InMemoryProvider"]
 
 
 class InMemoryProvider:
@@ -30,37 +33,3 @@ class InMemoryProvider:
 
     def exited(self, handle: WorkerHandle) -> bool:
         return handle.name not in self.running
-
-
-class FakeControl:
-    """Celery's remote control: records the calls; ``busy`` nodes hold tasks, ``alive``
-    nodes answer a ping."""
-
-    def __init__(self) -> None:
-        self.busy: set[str] = set()
-        self.alive: set[str] = set()
-        self.calls: list[tuple[str, str]] = []
-
-    def cancel_consumer(self, queue: str, node: str) -> None:
-        self.calls.append(("cancel", node))
-
-    def add_consumer(self, queue: str, node: str) -> None:
-        self.calls.append(("add", node))
-
-    def holds_tasks(self, node: str) -> bool:
-        return node in self.busy
-
-    def shutdown(self, node: str) -> None:
-        self.calls.append(("shutdown", node))
-
-    def ping(self, node: str) -> bool:
-        self.calls.append(("ping", node))
-        return node in self.alive
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
