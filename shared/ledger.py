@@ -24,6 +24,7 @@ from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from shared import statements
@@ -128,7 +129,10 @@ class EventLedger:
     def confirm(self, batch: Sequence[VmEventMessage]) -> None:
         """The broker confirmed these: pending -> queued. A row missing by now (a
         concurrent request for the same id failed and discarded it) is written again:
-        its message is in the broker, so the event is accepted."""
+        its message is in the broker, so the event is accepted. Two requests confirming
+        the same missing id at once may both find it missing: the second insert then
+        does nothing (``ON CONFLICT DO NOTHING``), and that request answers as a re-post
+        of a known id does."""
         ids = [e.id for e in batch]
         if not ids:
             return
@@ -138,7 +142,7 @@ class EventLedger:
             present = set(conn.execute(sql.PRESENT, {"ids": ids}).scalars())
             missing = [e for e in batch if e.id not in present]
             if missing:
-                conn.execute(events.insert(), [_row(e, Status.QUEUED) for e in missing])
+                conn.execute(_insert_new(conn), [_row(e, Status.QUEUED) for e in missing])
 
     def discard(self, ids: Iterable[str]) -> None:
         """Publishing failed: forget these pending events (the client got an error)."""
@@ -441,6 +445,13 @@ class EventLedger:
         with self.engine.begin() as conn:
             res = conn.execute(statements.FINISH, params)
         return bool(res.rowcount == 1)
+
+
+def _insert_new(conn: sa.Connection) -> Any:
+    """An insert of event rows that skips an id already there (both dialects say
+    ``ON CONFLICT (id) DO NOTHING``)."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    return insert(events).on_conflict_do_nothing(index_elements=[events.c.id])
 
 
 def _message(row: Any) -> VmEventMessage:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -628,6 +629,35 @@ def test_redrive_queues_a_dead_letter_afresh_and_undo_restores_it(store: Store) 
     assert store.redrive("a") is None  # once
     store.undo_redrive("a", "re-drive failed", 10.0)
     assert [(d["id"], d["error"]) for d in store.dead_letters()] == [("a", "re-drive failed")]
+
+
+def test_concurrent_confirms_of_a_discarded_id_write_it_once(
+    open_store: Callable[[], Store],
+) -> None:
+    """Two requests for one id published it; the row was discarded meanwhile (a third
+    request failed): both confirm at once, both find it missing, and the second insert
+    must not fail (on PostgreSQL it did: the primary key). Repeated, each round from
+    two processes' worth of connections released together."""
+    stores = [open_store(), open_store()]
+    errors: list[BaseException] = []
+    for round_ in range(40):
+        e = ev(f"r{round_}")
+        start = threading.Barrier(2)
+
+        def confirm(store: Store, e: VmEventMessage = e, start: threading.Barrier = start) -> None:
+            start.wait(10)
+            try:
+                store.confirm([e])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=confirm, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, f"round {round_}: {errors[0]!r}"
+        assert stores[0].status_of(e.id) is Status.QUEUED
 
 
 def test_a_plain_failure_is_not_dead_lettered(store: Store) -> None:
