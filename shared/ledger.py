@@ -155,6 +155,10 @@ class EventLedger:
             )
 
     def get(self, event_id: str) -> dict[str, Any] | None:
+        """The event's row; None if there is none (an id the ledger could not store
+        included: it cannot be one)."""
+        if not _storable(event_id):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(events).where(events.c.id == event_id)).first()
         return None if row is None else dict(row._mapping)
@@ -273,6 +277,8 @@ class EventLedger:
             return list(conn.execute(query, params).scalars())
 
     def status_of(self, event_id: str) -> Status | None:
+        if not _storable(event_id):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(events.c.status).where(events.c.id == event_id)).first()
         return None if row is None else Status(row.status)
@@ -337,6 +343,8 @@ class EventLedger:
     def redrive(self, event_id: str) -> VmEventMessage | None:
         """A dead-lettered event goes back to ``queued`` with its attempts reset, for its
         caller to publish again; None if it is not dead-lettered (nothing changes)."""
+        if not _storable(event_id):
+            return None
         with self.engine.begin() as conn:
             res = conn.execute(
                 events.update()
@@ -445,6 +453,19 @@ class EventLedger:
         with self.engine.begin() as conn:
             res = conn.execute(statements.FINISH, params)
         return bool(res.rowcount == 1)
+
+
+def _storable(text: str) -> bool:
+    """Whether the ledger can hold ``text``: PostgreSQL refuses a NUL in text (SQLite
+    would store it), and neither takes a lone surrogate. An id it cannot hold is no
+    event's, on either backend."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _insert_new(conn: sa.Connection) -> Any:

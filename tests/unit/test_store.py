@@ -631,6 +631,16 @@ def test_redrive_queues_a_dead_letter_afresh_and_undo_restores_it(store: Store) 
     assert [(d["id"], d["error"]) for d in store.dead_letters()] == [("a", "re-drive failed")]
 
 
+@pytest.mark.parametrize("event_id", ["\x00", "a\x00b", "\ud800"])
+def test_an_id_the_ledger_cannot_hold_is_no_event(store: Store, event_id: str) -> None:
+    """PostgreSQL refuses a NUL in text (and both a lone surrogate): such an id is
+    unknown to every lookup, on both backends, instead of an error."""
+    assert store.get(event_id) is None
+    assert store.event(event_id) is None
+    assert store.status_of(event_id) is None
+    assert store.redrive(event_id) is None
+
+
 def test_concurrent_confirms_of_a_discarded_id_write_it_once(
     open_store: Callable[[], Store],
 ) -> None:
