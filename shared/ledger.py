@@ -28,8 +28,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from shared import statements
-from shared.db import events
-from shared.errors import Conflict
+from shared.db import events, keys, vms
+from shared.errors import Conflict, VmRemoved
 from shared.lease import Lease
 from shared.models import FINISHED, IN_FLIGHT, Status, VmEventMessage
 from shared.statements import NO_LIMIT
@@ -342,13 +342,42 @@ class EventLedger:
 
     def redrive(self, event_id: str) -> VmEventMessage | None:
         """A dead-lettered event goes back to ``queued`` with its attempts reset, for its
-        caller to publish again; None if it is not dead-lettered (nothing changes)."""
+        caller to publish again; None if it is not dead-lettered (nothing changes).
+        Raises :class:`VmRemoved` (nothing changes) if its key is no longer in the
+        mapping: no scheduler consumes that key's queue, and publishing would declare it
+        again. Decided in the transaction that queues the event, with the VM's row read
+        FOR SHARE (PostgreSQL) or under the write lock (SQLite): a removal deleting the
+        VM either went first (the row is gone) or waits for this transaction and then
+        counts the event unfinished, and refuses."""
         if not _storable(event_id):
             return None
         with self.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                # the write lock first (pysqlite begins at the first write): no removal
+                # interleaves with the reads below
+                conn.execute(vms.update().where(sa.false()).values(removing_since=None))
+            dead = sa.and_(events.c.id == event_id, events.c.dead_at.is_not(None))
+            found = conn.execute(
+                sa.select(events.c.host, events.c.vm, events.c.policy).where(dead)
+            ).first()
+            if found is None:
+                return None
+            host, vm, policy = found
+            vm_row = conn.execute(
+                sa.select(vms.c.seq)
+                .where(vms.c.host == host, vms.c.vm == vm)
+                .with_for_update(read=True)
+            ).first()
+            key = conn.execute(
+                sa.select(keys.c.seq).where(
+                    keys.c.host == host, keys.c.vm == vm, keys.c.policy == policy
+                )
+            ).first()
+            if vm_row is None or key is None:
+                raise VmRemoved(event_id, host, vm, policy)
             res = conn.execute(
                 events.update()
-                .where(events.c.id == event_id, events.c.dead_at.is_not(None))
+                .where(dead)
                 .values(
                     status=Status.QUEUED.value,
                     dead_at=None,
@@ -361,10 +390,10 @@ class EventLedger:
                     finished_at=None,
                 )
             )
-            if res.rowcount != 1:
+            if res.rowcount != 1:  # a concurrent re-drive took it
                 return None
-            row = conn.execute(sa.select(events).where(events.c.id == event_id)).one()
-        return _message(row._mapping)
+            queued = conn.execute(sa.select(events).where(events.c.id == event_id)).one()
+        return _message(queued._mapping)
 
     def undo_redrive(self, event_id: str, reason: str, at: float) -> None:
         """Publishing a re-driven event failed: dead-lettered again, as it was."""

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from shared.db import keys as keys_table
-from shared.errors import LeaseLost
+from shared.errors import LeaseLost, VmRemoved
 from shared.lease import Lease
 from shared.models import Action, Key, Status, VmEventMessage
 from shared.store import Claim, Conflict, InFlight, Store
@@ -611,6 +611,7 @@ def test_mark_resent_is_fenced_by_the_dispatcher_lease(store: Store) -> None:
 
 
 def test_redrive_queues_a_dead_letter_afresh_and_undo_restores_it(store: Store) -> None:
+    store.ensure_keys([K("h", "v", "p")])  # as the producer's admit does
     running(store, ev("a", payload={"k": 1}))
     assert store.finish("a", 1, False, "ran past its time limit", 9.0, dead=True)
     assert store.redrive("nope") is None
@@ -629,6 +630,25 @@ def test_redrive_queues_a_dead_letter_afresh_and_undo_restores_it(store: Store) 
     assert store.redrive("a") is None  # once
     store.undo_redrive("a", "re-drive failed", 10.0)
     assert [(d["id"], d["error"]) for d in store.dead_letters()] == [("a", "re-drive failed")]
+
+
+def test_a_dead_letter_whose_vm_was_removed_is_not_redriven(store: Store) -> None:
+    """Its queue would be declared again and never consumed: refused, nothing changes;
+    once an event brought the VM and policy back, the re-drive goes through."""
+    store.ensure_keys([K("h", "v", "p")])
+    running(store, ev("a"))
+    assert store.finish("a", 1, False, "ran past its time limit", 9.0, dead=True)
+    before = store.get("a")
+    assert store.remove_vm("h", "v") is not None
+    with pytest.raises(VmRemoved, match="was removed"):
+        store.redrive("a")
+    assert store.get("a") == before
+    store.ensure_keys([K("h", "v", "q")])  # the VM is back, not the event's policy
+    with pytest.raises(VmRemoved):
+        store.redrive("a")
+    store.ensure_keys([K("h", "v", "p")])
+    assert store.redrive("a") == ev("a")
+    assert store.status_of("a") is Status.QUEUED
 
 
 @pytest.mark.parametrize("event_id", ["\x00", "a\x00b", "\ud800"])
