@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -273,3 +274,18 @@ def test_a_redrive_of_an_id_the_ledger_cannot_hold_is_a_409(ledger_url: str, eve
     got = call(app, "POST", f"/dead-letters/{event_id}/redrive")
     assert got.status_code == 409, got.text
     store.engine.dispose()
+
+
+def test_no_nesting_of_a_limits_body_gets_a_500() -> None:
+    """A body nested just under the interpreter's recursion limit was parsed, and the
+    422 echoing it could not be rendered (500): every depth is a 4xx now."""
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
+    app = create_admin_app(state, FakeSession())
+    limit = sys.getrecursionlimit()
+    for depth in range(limit - 120, limit + 10):
+        body = '{"per_vm":' + '{"a":' * depth + "{}" + "}" * depth + "}"
+        got = call(
+            app, "PUT", "/limits", content=body, headers={"content-type": "application/json"}
+        )
+        assert got.status_code in (400, 422), (depth, got.status_code, got.text[:200])
+    assert state.stats()["limits"]["per_vm"] == 1
