@@ -27,7 +27,10 @@ The accounting — over every event id that got a 202, and nothing else
         not one: its first call was abandoned).
     violation
         a call accepted while more than ``PER_VM_LIMIT`` calls with a connected caller
-        were running on its VM, or more than ``MAX_PARALLEL`` overall — counted per call.
+        were running on its VM, or more than ``MAX_PARALLEL`` overall — counted per call;
+        and a re-drive of an event whose VM was removed that was not refused (409), or
+        left the event anything but ``failed``, or put a message in the removed VM's
+        queue (the ``redrive-removed`` fault sees it and reports it).
     stuck
         not final at the bound.
 

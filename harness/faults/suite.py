@@ -36,6 +36,7 @@ FAULTS: dict[str, Fault] = {
         Fault("duplicate-deliveries", messages.duplicate_deliveries, "copies on the queues"),
         Fault("garbage", messages.garbage, "unreadable messages on every queue"),
         Fault("queue-delete", messages.queue_delete, "an event queue deleted"),
+        Fault("redrive-removed", messages.redrive_removed, "re-drive an event of a removed VM"),
         Fault("poison", messages.poison, "actions that always fail or kill their worker"),
         Fault("ledger-lock", ledger.ledger_lock, "BEGIN EXCLUSIVE on the ledger, 20 s"),
         Fault("ledger-lock-long", ledger.ledger_lock_long, "the same, 40 s (past busy timeout)"),
@@ -104,7 +105,7 @@ def run(
         phases.append(("drain", time.time()))
         log("faults done; stopping the load")
         load.stop()
-        acc = _account(stack, load, phases, log)
+        acc = _account(stack, load, results, phases, log)
         text = _report(results, acc, stack, load, t0)
         out(text)
         (base / "report.txt").write_text(text + "\n")
@@ -133,6 +134,7 @@ def _inject(ctx: Ctx, fault: Fault, phases: list[tuple[str, float]]) -> FaultRes
 def _account(
     stack: FaultStack,
     load: LoadGenerator,
+    results: list[FaultResult],
     phases: list[tuple[str, float]],
     log: Callable[[str], None],
 ) -> Accounting:
@@ -153,6 +155,7 @@ def _account(
         stack.profile.max_parallel,
     )
     anomalies += accounting.client_side(load, stack.receiver.calls())
+    anomalies += [a for r in results for a in r.anomalies]
     accounting.charge(anomalies, phases)
     return Accounting(
         events=len(ids),
