@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 
@@ -34,6 +33,7 @@ from producer.schemas import (
 )
 from producer.service import EventService
 from producer.settings import ProducerSettings
+from shared.db import LEDGER_TROUBLE
 from shared.docs import service_app
 from shared.errors import Conflict
 from shared.http import (
@@ -99,9 +99,6 @@ REFUSED: Responses = {
 }
 NOT_FOUND = refused(404, "Unknown")
 
-
-#: the ledger cannot be reached, or is locked past its busy timeout: try again later
-LEDGER_TROUBLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 RETRY_AFTER = {"Retry-After": "1"}
 
 

@@ -131,6 +131,10 @@ class Pool(NamedTuple):
 
 DEFAULT_POOL = Pool()
 
+#: the ledger cannot be reached, or is locked past its busy timeout: try again later (the
+#: services answer 503, never 500)
+LEDGER_TROUBLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+
 
 #: Every PostgreSQL session of the ledger's. psycopg prepares a statement on the server
 #: from its fifth execution, and PostgreSQL may then settle on a generic plan made while

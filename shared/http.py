@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import inspect
 import ipaddress
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -117,17 +119,52 @@ def token_guard(expected: str) -> Callable[[HTTPAuthorizationCredentials | None]
     return guard
 
 
+#: arrays and objects nested deeper than this in a JSON body are refused before it is
+#: parsed (422, ``json_invalid``): the standard parser takes nesting up to the
+#: interpreter's recursion limit, and what handles the parsed body after it — validation,
+#: the rendering of a 422 that echoes the input, a payload's size — recursed too and ran
+#: out of stack (500); pydantic reads and writes JSON only 200 and 255 levels deep
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_A_BRACKET = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_OPENING = frozenset(b"[{")
+
+
+def too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether arrays and objects in ``body`` (its strings left out) nest deeper than
+    ``limit``. Whatever ``body`` is: one that is not JSON is refused by the parser."""
+    depth = 0
+    for c in _JSON_STRING.sub(b"", body).translate(None, _NOT_A_BRACKET):
+        depth += 1 if c in _OPENING else -1
+        if depth > limit:
+            return True
+    return False
+
+
 def token_first(check: TokenCheck) -> type[APIRoute]:
     """A route class that runs ``check`` before FastAPI reads the body, so that a caller
     without the token gets 401 whatever it sent, not a 400 or 422 about a body it may
-    not send (a token dependency alone runs only after the body is parsed)."""
+    not send (a token dependency alone runs only after the body is parsed); then, for a
+    route that reads a body, refuses one nested deeper than :data:`MAX_JSON_DEPTH`."""
 
     class TokenFirstRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handle = super().get_route_handler()
+            reads_a_body = self.body_field is not None
 
             async def checked(request: Request) -> Response:
                 check(request, await bearer(request))
+                if reads_a_body and too_deep(await request.body()):
+                    raise RequestValidationError(
+                        [
+                            {
+                                "type": "json_invalid",
+                                "loc": ("body",),
+                                "msg": f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
+                                "input": {},
+                            }
+                        ]
+                    )
                 return await handle(request)
 
             return checked

@@ -24,11 +24,12 @@ from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from shared import clock, statements
-from shared.db import events
-from shared.errors import Conflict
+from shared.db import events, keys, vms
+from shared.errors import Conflict, VmRemoved
 from shared.lease import Lease
 from shared.models import FINISHED, IN_FLIGHT, Status, VmEventMessage
 from shared.statements import NO_LIMIT
@@ -128,7 +129,10 @@ class EventLedger:
     def confirm(self, batch: Sequence[VmEventMessage]) -> None:
         """The broker confirmed these: pending -> queued. A row missing by now (a
         concurrent request for the same id failed and discarded it) is written again:
-        its message is in the broker, so the event is accepted."""
+        its message is in the broker, so the event is accepted. Two requests confirming
+        the same missing id at once may both find it missing: the second insert then
+        does nothing (``ON CONFLICT DO NOTHING``), and that request answers as a re-post
+        of a known id does."""
         ids = [e.id for e in batch]
         if not ids:
             return
@@ -138,7 +142,7 @@ class EventLedger:
             present = set(conn.execute(sql.PRESENT, {"ids": ids}).scalars())
             missing = [e for e in batch if e.id not in present]
             if missing:
-                conn.execute(events.insert(), [_row(e, Status.QUEUED) for e in missing])
+                conn.execute(_insert_new(conn), [_row(e, Status.QUEUED) for e in missing])
 
     def discard(self, ids: Iterable[str]) -> None:
         """Publishing failed: forget these pending events (the client got an error)."""
@@ -151,6 +155,10 @@ class EventLedger:
             )
 
     def get(self, event_id: str) -> dict[str, Any] | None:
+        """The event's row; None if there is none (an id the ledger could not store
+        included: it cannot be one)."""
+        if not _storable(event_id):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(events).where(events.c.id == event_id)).first()
         return None if row is None else dict(row._mapping)
@@ -273,6 +281,8 @@ class EventLedger:
             return list(conn.execute(query, params).scalars())
 
     def status_of(self, event_id: str) -> Status | None:
+        if not _storable(event_id):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(events.c.status).where(events.c.id == event_id)).first()
         return None if row is None else Status(row.status)
@@ -336,11 +346,42 @@ class EventLedger:
 
     def redrive(self, event_id: str) -> VmEventMessage | None:
         """A dead-lettered event goes back to ``queued`` with its attempts reset, for its
-        caller to publish again; None if it is not dead-lettered (nothing changes)."""
+        caller to publish again; None if it is not dead-lettered (nothing changes).
+        Raises :class:`VmRemoved` (nothing changes) if its key is no longer in the
+        mapping: no scheduler consumes that key's queue, and publishing would declare it
+        again. Decided in the transaction that queues the event, with the VM's row read
+        FOR SHARE (PostgreSQL) or under the write lock (SQLite): a removal deleting the
+        VM either went first (the row is gone) or waits for this transaction and then
+        counts the event unfinished, and refuses."""
+        if not _storable(event_id):
+            return None
         with self.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                # the write lock first (pysqlite begins at the first write): no removal
+                # interleaves with the reads below
+                conn.execute(vms.update().where(sa.false()).values(removing_since=None))
+            dead = sa.and_(events.c.id == event_id, events.c.dead_at.is_not(None))
+            found = conn.execute(
+                sa.select(events.c.host, events.c.vm, events.c.policy).where(dead)
+            ).first()
+            if found is None:
+                return None
+            host, vm, policy = found
+            vm_row = conn.execute(
+                sa.select(vms.c.seq)
+                .where(vms.c.host == host, vms.c.vm == vm)
+                .with_for_update(read=True)
+            ).first()
+            key = conn.execute(
+                sa.select(keys.c.seq).where(
+                    keys.c.host == host, keys.c.vm == vm, keys.c.policy == policy
+                )
+            ).first()
+            if vm_row is None or key is None:
+                raise VmRemoved(event_id, host, vm, policy)
             res = conn.execute(
                 events.update()
-                .where(events.c.id == event_id, events.c.dead_at.is_not(None))
+                .where(dead)
                 .values(
                     status=Status.QUEUED.value,
                     dead_at=None,
@@ -353,10 +394,10 @@ class EventLedger:
                     finished_at=None,
                 )
             )
-            if res.rowcount != 1:
+            if res.rowcount != 1:  # a concurrent re-drive took it
                 return None
-            row = conn.execute(sa.select(events).where(events.c.id == event_id)).one()
-        return _message(row._mapping)
+            queued = conn.execute(sa.select(events).where(events.c.id == event_id)).one()
+        return _message(queued._mapping)
 
     def undo_redrive(self, event_id: str, reason: str) -> None:
         """Publishing a re-driven event failed: dead-lettered again, as it was."""
@@ -447,6 +488,26 @@ class EventLedger:
         with self.engine.begin() as conn:
             res = conn.execute(statements.FINISH, params)
         return bool(res.rowcount == 1)
+
+
+def _storable(text: str) -> bool:
+    """Whether the ledger can hold ``text``: PostgreSQL refuses a NUL in text (SQLite
+    would store it), and neither takes a lone surrogate. An id it cannot hold is no
+    event's, on either backend."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _insert_new(conn: sa.Connection) -> Any:
+    """An insert of event rows that skips an id already there (both dialects say
+    ``ON CONFLICT (id) DO NOTHING``)."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    return insert(events).on_conflict_do_nothing(index_elements=[events.c.id])
 
 
 def _message(row: Any) -> VmEventMessage:

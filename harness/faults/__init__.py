@@ -30,7 +30,10 @@ The accounting — over every event id that got a 202, and nothing else
         were running on its VM, or more than ``MAX_PARALLEL`` overall — counted per call;
         and what a fault checks itself (:attr:`.base.FaultResult.anomalies`): in
         ``kubernetes-retire`` (:mod:`.kubernetes`), a wrong replica count, a busy pod
-        deleted, or a slot held by a worker whose pod is gone.
+        deleted, or a slot held by a worker whose pod is gone;
+        and a re-drive of an event whose VM was removed that was not refused (409), or
+        left the event anything but ``failed``, or put a message in the removed VM's
+        queue (the ``redrive-removed`` fault sees it and reports it).
     stuck
         not final at the bound.
 

@@ -1,5 +1,6 @@
 """Faults made of messages and requests: duplicate posts and deliveries, garbage on every
-queue the system consumes, poison actions, an event queue deleted under the producer."""
+queue the system consumes, poison actions, an event queue deleted under the producer, a
+re-drive of an event whose VM was removed."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from concurrent.futures import wait
 from contextlib import contextmanager, suppress
 from typing import Any
 
+import httpx
 from celery import Celery
 
+from harness.faults.accounting import VIOLATION, Anomaly
 from harness.faults.base import Ctx, FaultResult
 from harness.faults.stack import FaultStack
 from harness.processes import wait_until
@@ -287,4 +290,63 @@ def queue_delete(ctx: Ctx) -> FaultResult:
     if statuses.get(second) not in FINAL:
         res.note = f"the event posted after the deletion is {statuses.get(second)} after 60 s"
     res.recoveries.append(None if dispatched_at is None else dispatched_at - injected)
+    return res
+
+
+# -- re-drive ----------------------------------------------------------------------
+REDRIVE_REMOVED_KEY = ("hr", "vmr", "pr")
+
+
+def redrive_removed(ctx: Ctx) -> FaultResult:
+    """Dead-letter an event of a VM of its own, remove the VM, re-drive the event: the
+    scheduler must refuse (409), the event stay ``failed``, and no message go into the
+    removed VM's queue (a re-drive that declares it again queues the event where no
+    scheduler consumes it). Otherwise a violation is counted. The event fails through
+    its action (webhook 500); it is then marked dead-lettered in the ledger as running
+    out of attempts would (which takes ``MAX_ATTEMPTS`` claim leases)."""
+    stack = ctx.stack
+    res = FaultResult("re-drive of a removed VM's event")
+    host, vm, policy = REDRIVE_REMOVED_KEY
+    [event] = ctx.load.make(1, {"poison": "fail"}, key=REDRIVE_REMOVED_KEY)
+    ids = ctx.load.post([event], "poison-fail")
+    if not ids:
+        res.note = "the event was refused"
+        return res
+    event_id = ids[0]
+    statuses = _wait_final(ctx, ids, 60)
+    if statuses.get(event_id) != "failed":
+        res.note = f"the event is {statuses.get(event_id)}, not failed, after 60 s"
+        return res
+    conn = stack.ledger()
+    try:
+        conn.execute(
+            "UPDATE events SET dead_at = ? WHERE id = ? AND status = 'failed'",
+            (time.time(), event_id),
+        )
+    finally:
+        conn.close()
+    removed = httpx.delete(f"{stack.stack.producer_url}/hosts/{host}/vms/{vm}", timeout=30)
+    if removed.status_code != 200:
+        res.note = f"the VM could not be removed: {removed.status_code} {removed.text[:120]}"
+        return res
+    injected = time.time()
+    res.injected = 1
+    answer = httpx.post(f"{stack.stack.scheduler_url}/dead-letters/{event_id}/redrive", timeout=30)
+    queue = stack.topology.event_queue_name(Key(host=host, vm=vm, policy=policy))
+    queued = stack.depths([queue])[queue]
+    row = stack.event(event_id)
+    status = row["status"] if row else None
+    ctx.log(f"  re-drive answered {answer.status_code}; event {status}; {queue}: {queued}")
+    if answer.status_code != 409 or status != "failed" or queued:
+        res.anomalies.append(
+            Anomaly(
+                VIOLATION,
+                event_id,
+                injected,
+                f"re-drive of an event whose VM was removed answered {answer.status_code} "
+                f"({answer.text[:120]}); the event is {status}; {queued} message(s) in "
+                f"the removed VM's queue {queue}",
+            )
+        )
+    res.recoveries.append(ctx.recovery(injected, injected))
     return res

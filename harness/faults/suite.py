@@ -36,6 +36,7 @@ FAULTS: dict[str, Fault] = {
         Fault("duplicate-deliveries", messages.duplicate_deliveries, "copies on the queues"),
         Fault("garbage", messages.garbage, "unreadable messages on every queue"),
         Fault("queue-delete", messages.queue_delete, "an event queue deleted"),
+        Fault("redrive-removed", messages.redrive_removed, "re-drive an event of a removed VM"),
         Fault("poison", messages.poison, "actions that always fail or kill their worker"),
         Fault("ledger-lock", ledger.ledger_lock, "BEGIN EXCLUSIVE on the ledger, 20 s"),
         Fault("ledger-lock-long", ledger.ledger_lock_long, "the same, 40 s (past busy timeout)"),

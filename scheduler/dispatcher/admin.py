@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.errors import NotDeadLettered, RedriveFailed
 from scheduler.dispatcher.state import DispatcherState
+from shared.db import LEDGER_TROUBLE
 from shared.docs import service_app
+from shared.errors import VmRemoved
 from shared.http import UNDECODABLE, guarded_router, ops_router, refused, unavailable
 
 Stats = Callable[[], dict[str, Any]]
@@ -152,14 +154,28 @@ def dispatcher_controls(state: DispatcherState[Any], token: str) -> APIRouter:
     return router
 
 
+#: the dead-letter routes' answer when the ledger fails (locked, unreachable)
+LEDGER_DOWN = unavailable("The ledger is unavailable; retry")
+RETRY_AFTER = {"Retry-After": "5"}
+
+
+def _ledger_down(exc: Exception) -> HTTPException:
+    return HTTPException(
+        503, f"the ledger is unavailable: {exc.__class__.__name__}", headers=RETRY_AFTER
+    )
+
+
 def dead_letter_views(dead_letters: DeadLetters, token: str) -> APIRouter:
     """GET /dead-letters."""
     router = guarded_router(token)
 
-    @router.get("/dead-letters")
+    @router.get("/dead-letters", responses=LEDGER_DOWN)
     def list_dead_letters(limit: int = Query(100, ge=1, le=10000)) -> list[dict[str, Any]]:
         """Events that ended failed out of attempts or time, newest first."""
-        return dead_letters.recent(limit)
+        try:
+            return dead_letters.recent(limit)
+        except LEDGER_TROUBLE as exc:
+            raise _ledger_down(exc) from exc
 
     return router
 
@@ -171,18 +187,22 @@ def dead_letter_controls(dead_letters: DeadLetters, token: str) -> APIRouter:
     @router.post(
         "/dead-letters/{event_id}/redrive",
         responses={
-            **refused(409, "Not dead-lettered"),
-            **unavailable("Could not be published; retry"),
+            **refused(409, "Not dead-lettered, or its VM was removed from the mapping"),
+            **unavailable("Could not be published, or the ledger is unavailable; retry"),
         },
     )
     def redrive(event_id: str) -> dict[str, Any]:
-        """Queue a dead-lettered event again, attempts reset: it takes its turn anew."""
+        """Queue a dead-lettered event again, attempts reset: it takes its turn anew. An
+        event whose VM was removed is refused (409): post it again under a new id, or
+        bring the VM back (post an event for it) and re-drive."""
         try:
             event = dead_letters.redrive(event_id)
-        except NotDeadLettered as exc:
+        except (NotDeadLettered, VmRemoved) as exc:
             raise HTTPException(409, str(exc)) from exc
         except RedriveFailed as exc:
-            raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from exc
+            raise HTTPException(503, str(exc), headers=RETRY_AFTER) from exc
+        except LEDGER_TROUBLE as exc:
+            raise _ledger_down(exc) from exc
         return {"id": event.id, "status": "queued"}
 
     return router

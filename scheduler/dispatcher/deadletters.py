@@ -4,7 +4,10 @@ and re-driven on request.
 
 A re-drive puts the event back to ``queued`` with its attempts reset and publishes it,
 confirmed, to its key's event queue, where it takes its turn like a new event. If the
-publish fails, the event is dead-lettered again and the caller gets the error. (Messages
+publish fails, the event is dead-lettered again and the caller gets the error. An event
+whose VM was removed from the mapping meanwhile is not re-driven (the ledger raises
+:class:`shared.errors.VmRemoved`): publishing would declare its queue again, and no
+scheduler consumes it. (Messages
 no consumer could read are in the dead-letter *queue*; they have no ledger row to
 re-drive: re-post such an event to the producer.)
 """
@@ -29,6 +32,8 @@ class DeadLetters:
         return [_view(row) for row in self.store.dead_letters(limit)]
 
     def redrive(self, event_id: str) -> VmEventMessage:
+        """Raises :class:`NotDeadLettered`, :class:`VmRemoved` (nothing changed), or
+        :class:`RedriveFailed` (dead-lettered again)."""
         event = self.store.redrive(event_id)
         if event is None:
             raise NotDeadLettered(f"event {event_id} is not dead-lettered")

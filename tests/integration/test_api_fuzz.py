@@ -9,7 +9,10 @@ the test's topology, no mapping delta. Then a stateful run that follows links
 ``CAROUSEL_API_TOKEN`` set where no call carries the token: each is refused with 401.
 
 Hypothesis runs derandomized (the same examples on every run) and bounded
-(``tests.fuzz.FUZZ``). One producer without a token and one with serve the whole module.
+(``tests.fuzz.FUZZ``). Each runs over a SQLite ledger and over a PostgreSQL one (which
+refuses in text what SQLite stores: a NUL); one producer without a token and one with
+serve the whole module for each ledger. Without a PostgreSQL server those cases skip,
+and fail in CI (:mod:`tests.ledgers`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from tests.fuzz import (
     refused_without_the_token,
     validation_error_names_the_field,
 )
+from tests.ledgers import KINDS, fresh_ledger_url
 
 #: every operation the producer serves, as its OpenAPI lists them
 OPERATIONS = labels(create_app(ProducerSettings()).openapi())
@@ -70,8 +74,8 @@ class World:
 
 
 class Probe:
-    """Reads the ledger (the producer's SQLite file) and counts the messages of every event
-    queue of the topology over AMQP; a queue of its own, bound to the mapping fanout,
+    """Reads the producer's ledger (SQLite or PostgreSQL) and counts the messages of every
+    event queue of the topology over AMQP; a queue of its own, bound to the mapping fanout,
     catches every mapping delta. Nothing consumes the event queues (no scheduler runs),
     so their counts move only when the producer publishes."""
 
@@ -190,11 +194,17 @@ class Producer:
     schema: BaseSchema
 
 
-def _run_producer(amqp_url: str, tmp: Path, token: str | None) -> Iterator[Producer]:
-    """A producer process on a private topology and ledger; afterwards every queue and
-    exchange it could have made is deleted."""
+def _run_producer(amqp_url: str, tmp: Path, token: str | None, kind: str) -> Iterator[Producer]:
+    """A producer process on a private topology and a fresh ledger of ``kind``;
+    afterwards every queue and exchange it could have made is deleted."""
+    with fresh_ledger_url(kind, tmp) as db_url:
+        yield from _run_producer_on(amqp_url, tmp, token, db_url)
+
+
+def _run_producer_on(
+    amqp_url: str, tmp: Path, token: str | None, db_url: str
+) -> Iterator[Producer]:
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    db_url = f"sqlite:///{tmp / 'ledger.db'}"
     env = {
         "AMQP_URL": amqp_url,
         "CAROUSEL_PREFIX": prefix,
@@ -224,16 +234,26 @@ def _run_producer(amqp_url: str, tmp: Path, token: str | None) -> Iterator[Produ
         delete_topology(amqp_url, Topology(prefix), seen)
 
 
+@pytest.fixture(scope="module", params=KINDS)
+def ledger_kind(request: pytest.FixtureRequest) -> str:
+    """The ledger's backend: SQLite, then PostgreSQL."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def open_producer(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Producer]:
+def open_producer(
+    amqp_url: str, tmp_path_factory: pytest.TempPathFactory, ledger_kind: str
+) -> Iterator[Producer]:
     """No CAROUSEL_API_TOKEN: no auth."""
-    yield from _run_producer(amqp_url, tmp_path_factory.mktemp("open"), None)
+    yield from _run_producer(amqp_url, tmp_path_factory.mktemp("open"), None, ledger_kind)
 
 
 @pytest.fixture(scope="module")
-def guarded_producer(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Producer]:
+def guarded_producer(
+    amqp_url: str, tmp_path_factory: pytest.TempPathFactory, ledger_kind: str
+) -> Iterator[Producer]:
     """CAROUSEL_API_TOKEN set; the fuzzer never sends it."""
-    yield from _run_producer(amqp_url, tmp_path_factory.mktemp("guarded"), TOKEN)
+    yield from _run_producer(amqp_url, tmp_path_factory.mktemp("guarded"), TOKEN, ledger_kind)
 
 
 # -- the tests -------------------------------------------------------------------------

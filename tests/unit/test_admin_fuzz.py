@@ -14,7 +14,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -135,12 +134,13 @@ def guarded(operations: list[str]) -> list[str]:
 
 
 @pytest.fixture
-def make_admin(tmp_path: Path) -> Iterator[Callable[..., DispatcherAdmin]]:
-    """Builds the admin API over a ledger in ``tmp_path``; closes the ledger after."""
+def make_admin(ledger_url: str) -> Iterator[Callable[..., DispatcherAdmin]]:
+    """Builds the admin API over a fresh ledger, SQLite and PostgreSQL in turn (what one
+    backend accepts as text the other may refuse); closes the ledger after."""
     made: list[DispatcherAdmin] = []
 
     def make(token: str = "") -> DispatcherAdmin:
-        made.append(dispatcher_admin(f"sqlite:///{tmp_path / 'ledger.db'}", token))
+        made.append(dispatcher_admin(ledger_url, token))
         return made[-1]
 
     yield make
@@ -205,19 +205,23 @@ def test_dispatcher_redrive_documents_its_409_and_its_503(
     make_admin: Callable[..., DispatcherAdmin],
 ) -> None:
     """Answers the fuzzing cannot meet (nothing is dead-lettered there): an event not
-    dead-lettered, and one that is but cannot be published (no broker)."""
+    dead-lettered, one whose VM was removed, and one that cannot be published (no broker)."""
     admin = make_admin()
     store = admin.dead_letters.store
-    event = VmEventMessage(id="a", host="h", vm="v", policy="p", action=Action.HEAL, accepted_at=0)
-    store.accept([event])
-    store.confirm([event])
-    store.mark_dispatched_many(["a"], "d")
-    claim = store.claim("a", "d", "w", 30.0)
-    assert claim is not None
-    store.finish("a", claim.token, False, "ran past its time limit", dead=True)
+    for event_id, vm in [("a", "v"), ("gone", "removed")]:
+        event = VmEventMessage(
+            id=event_id, host="h", vm=vm, policy="p", action=Action.HEAL, accepted_at=0
+        )
+        store.ensure_keys([event.key])
+        store.accept([event])
+        store.confirm([event])
+        store.mark_dispatched_many([event_id], "d")
+        claim = store.claim(event_id, "d", "w", 30.0)
+        store.finish(event_id, claim.token, False, "ran past its time limit", dead=True)
+    store.remove_vm("h", "removed")
     schema = schemathesis.openapi.from_asgi("/openapi.json", admin.app, config=config(token=False))
     op = operation(schema, "POST /dead-letters/{event_id}/redrive")
-    for event_id, code in [("nope", 409), ("a", 503)]:
+    for event_id, code in [("nope", 409), ("gone", 409), ("a", 503)]:
         case = op.Case(path_parameters={"event_id": event_id})
         response = case.call()
         assert response.status_code == code, response.text

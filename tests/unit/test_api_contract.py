@@ -13,6 +13,8 @@ the one request that showed it, in process and without a broker:
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher
 from producer.service import EventService
 from producer.settings import ProducerSettings
-from shared.http import PROMETHEUS_TEXT, ops_router
+from shared.http import MAX_JSON_DEPTH, PROMETHEUS_TEXT, ops_router
 from shared.store import Store
 from tests.asgi import call
 from tests.fuzz import CONFORMANCE, config, labels, operation
@@ -172,4 +174,60 @@ def test_availability_must_be_a_json_boolean(
         assert [e["loc"] for e in got.json()["detail"]] == [["body", "available"]]
     # a boolean is fine (and the host unknown)
     got = call(app, "PUT", "/hosts/h/availability", json={"available": True}, headers=AUTH)
+    assert got.status_code == 404, got.text
+
+
+def nested(depth: int) -> str:
+    return '{"a":' * depth + "{}" + "}" * depth
+
+
+@pytest.fixture
+def open_producer(ledger_url: str) -> Iterator[tuple[FastAPI, Store]]:
+    """The producer with the default settings (no token, the default body limit) over a
+    fresh ledger, SQLite and PostgreSQL in turn; its broker never reached."""
+    settings = ProducerSettings(carousel_db_url=ledger_url)
+    store = Store.connect(ledger_url)
+    app = create_app(settings)
+    app.state.settings = settings
+    app.state.metrics = ProducerMetrics()
+    app.state.service = EventService(
+        store, Publisher("amqp://guest:guest@127.0.0.1:1//", settings.topology, 1.0)
+    )
+    yield app, store
+    store.engine.dispose()
+
+
+def test_no_nesting_of_a_body_gets_a_500(open_producer: tuple[FastAPI, Store]) -> None:
+    """A body nested near the interpreter's recursion limit was parsed, then broke
+    what handled it (the payload's size, a 422 echoing the input): a 500 at some depth
+    just under the limit. Every depth up to past it is a documented 4xx now, and a
+    payload nested deeper than the services take is a 422 before anything is stored
+    (pydantic cannot write it to the broker)."""
+    app, store = open_producer
+    limit = sys.getrecursionlimit()
+    for depth in range(limit - 120, limit + 10):
+        for body in (
+            {**EVENT, "payload": "PAYLOAD"},
+            {**EVENT, "host": "PAYLOAD"},
+        ):
+            content = json.dumps(body).replace('"PAYLOAD"', nested(depth))
+            got = call(app, "POST", "/events", content=content, headers=JSON)
+            assert got.status_code in (400, 422), (depth, got.status_code, got.text[:200])
+    deep = json.dumps({**EVENT, "payload": "PAYLOAD"}).replace('"PAYLOAD"', nested(100))
+    got = call(app, "POST", "/events", content=deep, headers=JSON)
+    assert got.status_code == 422, got.text[:200]
+    assert got.json()["detail"][0]["msg"] == f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    conforms(app, "POST /events", got)
+    assert store.get("e1") is None
+    shallow = json.dumps({**EVENT, "payload": "PAYLOAD"}).replace('"PAYLOAD"', nested(60))
+    got = call(app, "POST", "/events", content=shallow, headers=JSON)
+    assert got.status_code == 503, got.text[:200]  # taken: on to the (absent) broker
+
+
+@pytest.mark.parametrize("event_id", ["%00", "a%00b"])
+def test_an_id_the_ledger_cannot_hold_is_a_404(
+    open_producer: tuple[FastAPI, Store], event_id: str
+) -> None:
+    """PostgreSQL refuses a NUL in text: GET /events/%00 was a 500 there."""
+    got = call(open_producer[0], "GET", f"/events/{event_id}")
     assert got.status_code == 404, got.text

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import amqp
+import kombu
 import pytest
+import schemathesis
 from fastapi import FastAPI
 
+from harness.broker import delete_topology
 from scheduler.dispatcher.admin import create_admin_app
 from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
-from shared.models import Action, VmEventMessage
+from shared.db import make_engine
+from shared.models import Action, Key, VmEventMessage
 from shared.store import Store
+from shared.topology import Topology
 from tests.asgi import call
+from tests.fuzz import CONFORMANCE, config, operation
 from tests.unit.admin_doubles import FakeSession
 
 
@@ -132,14 +142,24 @@ def test_with_a_token_the_controls_need_it_and_the_views_stay_open() -> None:
     assert "carousel_scheduler_dead_lettered 3.0" in call(app, "GET", "/metrics").text
 
 
-def test_dead_letters_are_listed_and_a_redrive_needs_the_token(tmp_path: Path) -> None:
-    store = Store.connect(f"sqlite:///{tmp_path / 'l.db'}")
-    event = VmEventMessage(id="a", host="h", vm="v", policy="p", action=Action.HEAL, accepted_at=0)
+def dead_letter(store: Store, event_id: str = "a", vm: str = "v") -> VmEventMessage:
+    """An event of ``vm`` accepted (its key in the mapping, as the producer's admit puts
+    it), run, and dead-lettered past its time limit."""
+    event = VmEventMessage(
+        id=event_id, host="h", vm=vm, policy="p", action=Action.HEAL, accepted_at=0
+    )
+    store.ensure_keys([event.key])
     store.accept([event])
     store.confirm([event])
-    store.mark_dispatched_many(["a"], "d")
-    claim = store.claim("a", "d", "w", 30.0)
-    store.finish("a", claim.token, False, "ran past its time limit", dead=True)
+    store.mark_dispatched_many([event_id], "d")
+    claim = store.claim(event_id, "d", "w", 30.0)
+    store.finish(event_id, claim.token, False, "ran past its time limit", dead=True)
+    return event
+
+
+def test_dead_letters_are_listed_and_a_redrive_needs_the_token(tmp_path: Path) -> None:
+    store = Store.connect(f"sqlite:///{tmp_path / 'l.db'}")
+    dead_letter(store)
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
     settings = SchedulerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1//")  # never reached
     app = create_admin_app(state, FakeSession(), "s3cret", DeadLetters(store, settings))
@@ -167,3 +187,105 @@ def test_with_views_closed_they_need_the_token_too() -> None:
         assert call(app, "GET", path).status_code == 401, path
         assert call(app, "GET", path, headers=auth).status_code == 200, path
     assert call(app, "GET", "/healthz").status_code == 200  # operations stay open
+
+
+@pytest.fixture
+def topology(amqp_url: str) -> Iterator[Topology]:
+    """A topology of the test's own on the real broker; its queues deleted afterwards."""
+    topology = Topology(f"t{uuid.uuid4().hex[:10]}")
+    yield topology
+    delete_topology(amqp_url, topology, [Key(host="h", vm=v, policy="p") for v in ("v", "w")])
+
+
+def queue_depth(amqp_url: str, name: str) -> int | None:
+    """Messages in queue ``name``; None if there is no such queue."""
+    with kombu.Connection(amqp_url) as conn:
+        try:
+            return int(conn.channel().queue_declare(name, passive=True).message_count)
+        except amqp.exceptions.NotFound:
+            return None
+
+
+def test_a_dead_letter_whose_vm_was_removed_is_refused_and_its_queue_not_declared(
+    ledger_url: str, amqp_url: str, topology: Topology
+) -> None:
+    """Re-driving it would declare the removed VM's queue again, where no scheduler
+    consumes it: 409 naming why, nothing changes, no queue appears. Once an event for
+    the VM brought it back, the same re-drive goes through."""
+    store = Store.connect(ledger_url)
+    event = dead_letter(store)
+    dead_letter(store, "b", vm="w")  # another VM's: re-drivable
+    settings = SchedulerSettings(amqp_url=amqp_url, carousel_prefix=topology.prefix)
+    app = create_admin_app(
+        DispatcherState(Dispatcher(Limits(5, 1, 0))),
+        FakeSession(),
+        "",
+        DeadLetters(store, settings),
+    )
+    queue = topology.event_queue_name(event.key)
+    assert store.remove_vm("h", "v") is not None
+    before = store.get("a")
+    refused = call(app, "POST", "/dead-letters/a/redrive")
+    assert refused.status_code == 409, refused.text
+    assert "was removed" in refused.json()["detail"]
+    assert store.get("a") == before
+    assert [d["id"] for d in call(app, "GET", "/dead-letters").json()] == ["b", "a"]  # newest first
+    assert queue_depth(amqp_url, queue) is None
+    assert call(app, "POST", "/dead-letters/b/redrive").status_code == 200
+    store.ensure_keys([event.key])  # an event for the VM brought it back
+    assert call(app, "POST", "/dead-letters/a/redrive").json() == {"id": "a", "status": "queued"}
+    assert queue_depth(amqp_url, queue) == 1
+    store.engine.dispose()
+
+
+def test_with_the_ledger_down_the_dead_letter_routes_answer_503(tmp_path: Path) -> None:
+    """A ledger that cannot be opened (as one unreachable): 503 with Retry-After, as
+    documented, never a 500."""
+    store = Store(make_engine(f"sqlite:///{tmp_path / 'gone' / 'l.db'}"))
+    settings = SchedulerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1//")  # never reached
+    app = create_admin_app(
+        DispatcherState(Dispatcher(Limits(5, 1, 0))),
+        FakeSession(),
+        "",
+        DeadLetters(store, settings),
+    )
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config(token=False))
+    for method, path, label in [
+        ("POST", "/dead-letters/a/redrive", "POST /dead-letters/{event_id}/redrive"),
+        ("GET", "/dead-letters", "GET /dead-letters"),
+    ]:
+        got = call(app, method, path)
+        assert (got.status_code, got.headers.get("retry-after")) == (503, "5"), got.text
+        assert "ledger is unavailable" in got.json()["detail"]
+        operation(schema, label).Case().validate_response(got, checks=CONFORMANCE)
+
+
+@pytest.mark.parametrize("event_id", ["%00", "a%00b"])
+def test_a_redrive_of_an_id_the_ledger_cannot_hold_is_a_409(ledger_url: str, event_id: str) -> None:
+    """PostgreSQL refuses a NUL in text: no such event, as on SQLite (it was a 500)."""
+    store = Store.connect(ledger_url)
+    settings = SchedulerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1//")  # never reached
+    app = create_admin_app(
+        DispatcherState(Dispatcher(Limits(5, 1, 0))),
+        FakeSession(),
+        "",
+        DeadLetters(store, settings),
+    )
+    got = call(app, "POST", f"/dead-letters/{event_id}/redrive")
+    assert got.status_code == 409, got.text
+    store.engine.dispose()
+
+
+def test_no_nesting_of_a_limits_body_gets_a_500() -> None:
+    """A body nested just under the interpreter's recursion limit was parsed, and the
+    422 echoing it could not be rendered (500): every depth is a 4xx now."""
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
+    app = create_admin_app(state, FakeSession())
+    limit = sys.getrecursionlimit()
+    for depth in range(limit - 120, limit + 10):
+        body = '{"per_vm":' + '{"a":' * depth + "{}" + "}" * depth + "}"
+        got = call(
+            app, "PUT", "/limits", content=body, headers={"content-type": "application/json"}
+        )
+        assert got.status_code in (400, 422), (depth, got.status_code, got.text[:200])
+    assert state.stats()["limits"]["per_vm"] == 1

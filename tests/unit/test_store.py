@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from harness.processes import wait_until
 from shared import clock
 from shared.db import keys as keys_table
-from shared.errors import LeaseLost
+from shared.errors import LeaseLost, VmRemoved
 from shared.lease import Lease
 from shared.models import Action, Key, Status, VmEventMessage
 from shared.store import Claim, Conflict, InFlight, Store
@@ -628,6 +629,7 @@ def test_mark_resent_is_fenced_by_the_dispatcher_lease(store: Store) -> None:
 
 
 def test_redrive_queues_a_dead_letter_afresh_and_undo_restores_it(store: Store) -> None:
+    store.ensure_keys([K("h", "v", "p")])  # as the producer's admit does
     running(store, ev("a", payload={"k": 1}))
     assert store.finish("a", 1, False, "ran past its time limit", dead=True)
     dead_at = store.get("a")["dead_at"]  # type: ignore[index]
@@ -648,6 +650,64 @@ def test_redrive_queues_a_dead_letter_afresh_and_undo_restores_it(store: Store) 
     assert store.redrive("a") is None  # once
     store.undo_redrive("a", "re-drive failed")
     assert [(d["id"], d["error"]) for d in store.dead_letters()] == [("a", "re-drive failed")]
+
+
+def test_a_dead_letter_whose_vm_was_removed_is_not_redriven(store: Store) -> None:
+    """Its queue would be declared again and never consumed: refused, nothing changes;
+    once an event brought the VM and policy back, the re-drive goes through."""
+    store.ensure_keys([K("h", "v", "p")])
+    running(store, ev("a"))
+    assert store.finish("a", 1, False, "ran past its time limit", dead=True)
+    before = store.get("a")
+    assert store.remove_vm("h", "v") is not None
+    with pytest.raises(VmRemoved, match="was removed"):
+        store.redrive("a")
+    assert store.get("a") == before
+    store.ensure_keys([K("h", "v", "q")])  # the VM is back, not the event's policy
+    with pytest.raises(VmRemoved):
+        store.redrive("a")
+    store.ensure_keys([K("h", "v", "p")])
+    assert store.redrive("a") == ev("a")
+    assert store.status_of("a") is Status.QUEUED
+
+
+@pytest.mark.parametrize("event_id", ["\x00", "a\x00b", "\ud800"])
+def test_an_id_the_ledger_cannot_hold_is_no_event(store: Store, event_id: str) -> None:
+    """PostgreSQL refuses a NUL in text (and both a lone surrogate): such an id is
+    unknown to every lookup, on both backends, instead of an error."""
+    assert store.get(event_id) is None
+    assert store.event(event_id) is None
+    assert store.status_of(event_id) is None
+    assert store.redrive(event_id) is None
+
+
+def test_concurrent_confirms_of_a_discarded_id_write_it_once(
+    open_store: Callable[[], Store],
+) -> None:
+    """Two requests for one id published it; the row was discarded meanwhile (a third
+    request failed): both confirm at once, both find it missing, and the second insert
+    must not fail (on PostgreSQL it did: the primary key). Repeated, each round from
+    two processes' worth of connections released together."""
+    stores = [open_store(), open_store()]
+    errors: list[BaseException] = []
+    for round_ in range(40):
+        e = ev(f"r{round_}")
+        start = threading.Barrier(2)
+
+        def confirm(store: Store, e: VmEventMessage = e, start: threading.Barrier = start) -> None:
+            start.wait(10)
+            try:
+                store.confirm([e])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=confirm, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, f"round {round_}: {errors[0]!r}"
+        assert stores[0].status_of(e.id) is Status.QUEUED
 
 
 def test_a_plain_failure_is_not_dead_lettered(store: Store) -> None:

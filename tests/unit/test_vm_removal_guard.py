@@ -18,6 +18,7 @@ from scheduler.dispatcher.mapping import MappingFollower
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
 from shared.db import vms
+from shared.errors import VmRemoved
 from shared.mapping_store import RemovalUnderway, UnfinishedEvents
 from shared.models import Action, Key, MappingDelta, Status, VmEventMessage
 from shared.store import Store, events
@@ -227,3 +228,52 @@ def test_deltas_published_out_of_order_lose_nothing(
     # the single-key form of old producers is still read
     follower.apply(MappingDelta(version=4, op="key_added", host="h", vm="v7", policy="p"))
     assert follower.queue_count == 7
+
+
+def test_a_redrive_racing_a_removal_never_queues_an_event_in_a_removed_vm(store: Store) -> None:
+    """A dead-lettered event of a VM is re-driven while the VM is removed, from two
+    threads released together, round after round. Whichever goes first: the event is
+    either queued with its key in the mapping (the removal refused), or still
+    dead-lettered with the VM gone (the re-drive refused) — never queued in a removed VM."""
+    admit(store, ev("x"))
+    store.confirm([ev("x")])
+    seen: set[str] = set()
+
+    def redrive(start: threading.Barrier, outcomes: dict[str, str]) -> None:
+        start.wait(10)
+        try:
+            outcomes["redrive"] = "queued" if store.redrive("x") else "not dead"
+        except VmRemoved:
+            outcomes["redrive"] = "refused"
+
+    def remove(start: threading.Barrier, outcomes: dict[str, str]) -> None:
+        start.wait(10)
+        mark = time.time()
+        store.mark_removing("h", "v", mark, mark - TTL)
+        try:
+            store.remove_marked_vm("h", "v", mark, mark - 300)
+            outcomes["remove"] = "removed"
+        except UnfinishedEvents:
+            store.unmark_removing("h", "v", mark)
+            outcomes["remove"] = "refused"
+
+    for round_ in range(60):
+        with store.engine.begin() as conn:  # dead-lettered, its VM removable
+            conn.execute(
+                events.update().values(
+                    status=Status.FAILED.value, dead_at=time.time(), error="out of attempts"
+                )
+            )
+        start, outcomes = threading.Barrier(2), {}
+        threads = [threading.Thread(target=f, args=(start, outcomes)) for f in (redrive, remove)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        status = store.status_of("x")
+        in_mapping = Key(host="h", vm="v", policy="p") in store.all_keys()
+        assert (status is Status.QUEUED) == in_mapping, (round_, outcomes, status)
+        seen.add(f"{outcomes['redrive']}/{outcomes['remove']}")
+        if not in_mapping:  # the VM comes back, as an event for it would bring it
+            store.ensure_keys([Key(host="h", vm="v", policy="p")])
+    assert seen <= {"queued/refused", "refused/removed"}, seen
