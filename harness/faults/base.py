@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from harness.faults.accounting import Anomaly
 from harness.faults.load import LoadGenerator
 from harness.faults.stack import FaultStack
 from harness.processes import wait_until
@@ -26,6 +27,8 @@ class FaultResult:
     note: str = ""
     skipped: bool = False
     started: float = 0.0  # when the suite began injecting it
+    #: what the fault itself found wrong (e.g. a fault that raised no event: stuck)
+    anomalies: list[Anomaly] = field(default_factory=list)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.faults import accounting, ledger, messages, process, report
+from harness.faults import accounting, cloud, ledger, messages, process, report
 from harness.faults.accounting import Accounting
 from harness.faults.base import Ctx, Fault, FaultResult
 from harness.faults.load import LoadGenerator
@@ -42,6 +42,7 @@ FAULTS: dict[str, Fault] = {
         Fault("broker-restart", process.broker_restart, "stop RabbitMQ gracefully, start; x2"),
         Fault("broker-kill", process.broker_kill, "kill -9 RabbitMQ, start it again; x2"),
         Fault("elasticity-cutoff", process.elasticity_cutoff, "cut the elasticity observer"),
+        Fault("cloud-restart", cloud.cloud_restart, "simcloud restarted between host/VM faults"),
     ]
 }
 
@@ -104,7 +105,7 @@ def run(
         phases.append(("drain", time.time()))
         log("faults done; stopping the load")
         load.stop()
-        acc = _account(stack, load, phases, log)
+        acc = _account(stack, load, phases, log, results)
         text = _report(results, acc, stack, load, t0)
         out(text)
         (base / "report.txt").write_text(text + "\n")
@@ -135,6 +136,7 @@ def _account(
     load: LoadGenerator,
     phases: list[tuple[str, float]],
     log: Callable[[str], None],
+    results: list[FaultResult],
 ) -> Accounting:
     ids = list(load.accepted)
     log(f"waiting up to {FINAL_BOUND:.0f} s for {len(ids)} accepted events to be final")
@@ -153,6 +155,7 @@ def _account(
         stack.profile.max_parallel,
     )
     anomalies += accounting.client_side(load, stack.receiver.calls())
+    anomalies += [a for r in results for a in r.anomalies]
     accounting.charge(anomalies, phases)
     return Accounting(
         events=len(ids),
