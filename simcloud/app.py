@@ -193,7 +193,11 @@ def _router(hub: Hub) -> APIRouter:
     cloud = hub.cloud
     router = APIRouter(responses=GATED)
 
-    @router.get("/v1/state", summary="Every host, VM and group, with the resource version")
+    @router.get(
+        "/v1/state",
+        summary="Every host, VM and group, with the resource version and the incarnation "
+        "(a restarted simcloud has another one, and its versions start again)",
+    )
     async def state() -> Response:
         return JSONResponse(cloud.snapshot())
 
@@ -217,10 +221,14 @@ def _router(hub: Hub) -> APIRouter:
                 raise HTTPException(410, f"resource version {since} is gone: relist")
             if changes:
                 rv = changes[-1]["version"]
-                return JSONResponse({"resource_version": rv, "changes": changes})
+                return JSONResponse(
+                    {"incarnation": cloud.incarnation, "resource_version": rv, "changes": changes}
+                )
             remaining = deadline - loop.time()
             if remaining <= 0 or hub.stopping:
-                return JSONResponse({"resource_version": since, "changes": []})
+                return JSONResponse(
+                    {"incarnation": cloud.incarnation, "resource_version": since, "changes": []}
+                )
             with suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), remaining)
 

@@ -13,6 +13,7 @@ import heapq
 import itertools
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -48,6 +49,7 @@ class Cloud:
         log_size: int = 100_000,
         seed: int = 0,
         ops_size: int = 100_000,
+        incarnation: str | None = None,
     ) -> None:
         per_action = dict(per_action_seconds or {})
         if unknown := set(per_action) - ACTIONS:
@@ -55,6 +57,10 @@ class Cloud:
         if any(not s >= 0 for s in [action_seconds, *per_action.values()]):
             raise Invalid("action durations must be >= 0")
         self.clock = clock
+        #: this cloud's identity: a restarted simcloud starts its versions again, and a
+        #: client tells it from the one before by this (not part of the simulation, so not
+        #: drawn from the seeded random)
+        self.incarnation = incarnation or uuid.uuid4().hex
         self.action_seconds = action_seconds
         self.per_action_seconds = per_action
         self._inv = Inventory(log_size)
@@ -138,8 +144,9 @@ class Cloud:
         return list(self._inv.replicas.get(group, ()))
 
     def snapshot(self) -> dict[str, Any]:
-        """``{"resource_version", "hosts", "vms", "groups"}``: copies, safe to keep."""
-        return self._inv.snapshot()
+        """``{"incarnation", "resource_version", "hosts", "vms", "groups"}``: copies, safe
+        to keep."""
+        return {"incarnation": self.incarnation, **self._inv.snapshot()}
 
     def changes_since(self, rv: int, limit: int | None = None) -> list[Change] | None:
         """The change log's entries with version > ``rv``, oldest first (at most

@@ -148,6 +148,15 @@ class LoadGenerator:
                         e["id"], e["host"], e["vm"], e["policy"], kind, first_try, now
                     )
 
+    def adopt(self, rows: list[tuple[Any, ...]], kind: str) -> None:
+        """Events accepted by someone else (``(id, host, vm, policy, accepted_at)``: the
+        monitoring's), accounted as the load's own."""
+        with self._lock:
+            for eid, host, vm, policy, at in rows:
+                if eid not in self.accepted:
+                    self.sent[eid] = {"id": eid, "host": host, "vm": vm, "policy": policy}
+                    self.accepted[eid] = Accepted(eid, host, vm, policy, kind, at, at)
+
     # -- the steady load -----------------------------------------------------------
     def start(self) -> None:
         for i in range(self.threads):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.faults import accounting, kubernetes, ledger, messages, process, report
+from harness.faults import accounting, cloud, kubernetes, ledger, messages, process, report
 from harness.faults.accounting import Accounting
 from harness.faults.base import Ctx, Fault, FaultResult
 from harness.faults.load import LoadGenerator
@@ -48,6 +48,7 @@ FAULTS: dict[str, Fault] = {
             kubernetes.kubernetes_retire,
             "retire Kubernetes workers, pods slow or failed",
         ),
+        Fault("cloud-restart", cloud.cloud_restart, "simcloud restarted between host/VM faults"),
     ]
 }
 

@@ -44,6 +44,9 @@ class Listing:
     observation: Observation
     #: where to follow the stream from (0 for a source without one)
     resource_version: int
+    #: the source's incarnation (simcloud's id of its process; "" when the source has
+    #: none): a source that restarted has another one, and its versions start again
+    incarnation: str = ""
 
 
 class Fetcher(Protocol):
@@ -64,6 +67,8 @@ class SimcloudFetcher:
     streams = True
 
     def __init__(self, url: str, token: str = "", request_timeout: float = 30.0) -> None:
+        #: the incarnation of the last list: the stream is followed within it
+        self.incarnation = ""
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.AsyncClient(
             base_url=url.rstrip("/"), headers=headers, timeout=request_timeout
@@ -75,13 +80,15 @@ class SimcloudFetcher:
             response.raise_for_status()
             body = response.json()
             rv = int(body["resource_version"])
+            incarnation = str(body.get("incarnation", ""))
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             raise SourceUnavailable(f"simcloud list failed: {exc!r}") from exc
+        self.incarnation = incarnation
         hosts, vms, groups, bad = parse_objects(
             body.get("hosts", []), body.get("vms", []), body.get("groups", [])
         )
         obs = Observation(at=time.time(), full=True, hosts=hosts, vms=vms, groups=groups, bad=bad)
-        return Listing(obs, rv)
+        return Listing(obs, rv, incarnation)
 
     async def watch(self, since: int, timeout: float) -> Listing:
         try:
@@ -100,9 +107,14 @@ class SimcloudFetcher:
             body = response.json()
             rv = int(body["resource_version"])
             changes = list(body["changes"])
+            incarnation = str(body.get("incarnation", ""))
         except (ValueError, KeyError, TypeError) as exc:
             raise StreamBroken(f"watch answered an unreadable body: {exc!r}") from exc
-        return Listing(changes_to_observation(changes), rv)
+        if incarnation != self.incarnation:  # its versions are not those of our list
+            raise StreamGone(
+                f"simcloud restarted (incarnation {incarnation}, listed {self.incarnation})"
+            )
+        return Listing(changes_to_observation(changes), rv, incarnation)
 
     async def close(self) -> None:
         await self.client.aclose()

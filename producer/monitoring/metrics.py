@@ -34,6 +34,11 @@ class MonitorMetrics:
         self.stream_reconnects = counter(
             "stream_reconnects", "Times the change stream broke (then relisted)", ["source"]
         )
+        self.source_restarts = counter(
+            "source_restarts",
+            "Lists that found the source restarted: another incarnation, or versions gone back",
+            ["source"],
+        )
         self.list_errors = counter("list_errors", "Failed lists of the source", ["source"])
         self.relist_seconds = Histogram(
             "carousel_monitor_relist_seconds",

@@ -30,8 +30,9 @@ class HostState(StrEnum):
 @dataclass(frozen=True)
 class VmRecord:
     """One VM as a source reports it. ``version`` orders reports of the same VM (the
-    source's resource version at its last change, or a timestamp): a report with a
-    version below the one last seen for the VM is stale and ignored."""
+    source's resource version at its last change, or a timestamp): a streamed report
+    with a version below the one last seen for the VM is stale and ignored; a full list
+    is taken whatever its versions (see :mod:`producer.monitoring.updater`)."""
 
     vm: str
     host: str
@@ -139,7 +140,7 @@ class Intent:
 @dataclass
 class Diff:
     """What the updater found in one observation: the changes, and the records to write
-    (only those that changed; stale ones are counted, not applied)."""
+    (only those that changed; a delta's stale ones are counted, not applied)."""
 
     changes: list[Change] = field(default_factory=list)
     upsert_vms: list[VmRecord] = field(default_factory=list)
@@ -148,7 +149,11 @@ class Diff:
     delete_vms: list[str] = field(default_factory=list)
     delete_hosts: list[str] = field(default_factory=list)
     delete_groups: list[str] = field(default_factory=list)
+    #: records of a delta older than the view's (ignored)
     stale: int = 0
+    #: records of a full list older than the view's: the source's versions went back
+    #: (a restart, a restored database); the list is taken as it is
+    rewound: int = 0
     #: VMs reported with a newer version but no material change: kept in memory (so the
     #: stale guard compares with the latest version), not written (not in ``writes``)
     touch_vms: list[VmRecord] = field(default_factory=list)

@@ -5,7 +5,8 @@ Every event id is derived from the change that caused it (and never from when it
 seen), so a restart, whose :meth:`Policies.start` finds the same state again, or a relist
 that reports the same change again, asks for the same ids, which the ledger accepts once.
 A new occurrence (a new outage, a new maintenance, another scaling) comes with a new
-version, hence a new id.
+version, hence a new id; and a restarted source, whose versions start again, has another
+incarnation (:attr:`Policies.incarnation`), which is part of every id.
 
 - **auto-heal**: a VM DOWN for ``debounce`` seconds is healed; one back before that was
   a reboot or a flap (counted, not healed). A VM healed less than
@@ -76,6 +77,10 @@ class Policies:
     def __init__(self, rules: Rules, source: str) -> None:
         self.rules = rules
         self.source = source
+        #: the source's incarnation ("" for a source without one, whose versions never
+        #: repeat: OpenStack's are times): part of every id, so the same version seen in a
+        #: restarted source is another change
+        self.incarnation = ""
         self.flaps_suppressed = 0
         self.repeats_ignored = 0
         #: intents dropped because a host, VM or group name is not a valid event name
@@ -211,7 +216,7 @@ class Policies:
                 self.flaps_suppressed += 1
                 continue
             action = Action.HEAL
-            eid = event_id(self.source, policy, vm, action, heal.cause.version)
+            eid = self._id(policy, vm, action, heal.cause.version)
             intent = self._intent(eid, r.host, vm, policy, action, heal.cause, {})
             if intent is not None:
                 out.append(intent)
@@ -224,7 +229,7 @@ class Policies:
         out: list[Intent] = []
         action = rule.event_action
         for r in vms:
-            eid = event_id(self.source, rule.name, r.vm, action, cause.host, cause.version)
+            eid = self._id(rule.name, r.vm, action, cause.host, cause.version)
             intent = self._intent(eid, cause.host, r.vm, rule.name, action, cause, {})
             if intent is not None:
                 out.append(intent)
@@ -276,7 +281,7 @@ class Policies:
             r = max(members, key=lambda m: (m.version, m.vm))
             cause = UtilisationChanged(r.vm, r.host, group, r.cpu, r.ram, r.version, now)
         host = rule.groups_host
-        eid = event_id(self.source, rule.name, group, action, host, n, cause.vm, cause.version)
+        eid = self._id(rule.name, group, action, host, n, cause.vm, cause.version)
         if self._asked.get((rule.name, group)) == eid:
             return []
         payload = {"group": group, "metric": rule.metric, "mean": round(mean, 4), "members": n}
@@ -287,6 +292,10 @@ class Policies:
         return [intent]
 
     # -- building events -------------------------------------------------------------
+    def _id(self, policy: str, vm: str, action: Action, *evidence: object) -> str:
+        also = (self.incarnation,) if self.incarnation else ()
+        return event_id(self.source, policy, vm, action, *evidence, *also)
+
     def _intent(
         self,
         eid: str,

@@ -1,6 +1,12 @@
 """One source's monitoring loop: list, follow the stream, relist; diff each observation,
 raise what the policies ask for, then write what changed.
 
+A list is the truth at its moment: it replaces the view, and the policies start from the
+first one (the state as found, not as remembered). A list from a source that restarted
+(another incarnation, or versions gone back: :meth:`SourceMonitor._incarnation`) is
+logged once and counted, and the policies start again from it, as after a restart of
+the producer.
+
 The order is what makes a crash harmless: events are raised (accepted by the ledger)
 before the repository records the change, so a producer killed in between sees the
 change again when it restarts and raises the same ids, which the ledger accepts once.
@@ -18,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from producer.monitoring import updater
-from producer.monitoring.fetchers import Fetcher, SourceUnavailable, StreamBroken
+from producer.monitoring.fetchers import Fetcher, Listing, SourceUnavailable, StreamBroken
 from producer.monitoring.metrics import MonitorMetrics
 from producer.monitoring.model import Diff, Intent, Observation, View
 from producer.monitoring.policies import Policies
@@ -54,6 +60,10 @@ class SourceStatus:
     #: when the long-poll now outstanding was sent
     watching_since: float | None = None
     reconnects: int = 0
+    #: the source's incarnation as last listed ("" for a source without one)
+    incarnation: str = ""
+    #: lists that found the source restarted (another incarnation, versions gone back)
+    source_restarts: int = 0
     vms: int = 0
     hosts: int = 0
     groups: int = 0
@@ -108,15 +118,14 @@ class SourceMonitor:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()  # a new timer may be due before the timers loop wakes
         self._counted = {"flaps": 0, "repeats": 0}
+        #: the policies have not started: the next list starts them (see _handle)
+        self._starting = True
 
     async def run(self) -> None:
         await in_thread("creating the repository's tables", self.repository.create_schema)
         self.view = await in_thread("loading the repository", self.repository.load)
-        self.policies = Policies(self.rules, self.source)  # from the view, as after a restart
-        self._counted = {"flaps": 0, "repeats": 0}
+        self._starting = True  # the first list starts the policies, as after a restart
         log.info("monitoring %s: %d VMs known from before", self.source, len(self.view.vms))
-        async with self._lock:
-            await self._raise(self.policies.start(self.view, self.clock()))
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._observe())
             tasks.create_task(self._timers())
@@ -165,7 +174,7 @@ class SourceMonitor:
                 log.warning("listing %s failed: %s", self.source, exc)
                 await asyncio.sleep(backoff.next())
                 continue
-            await self._handle(listing.observation)
+            await self._handle(listing.observation, listing)
             took = time.perf_counter() - started
             self.metrics.relist_seconds.labels(self.source).observe(took)
             self.status.last_list_at = self.clock()
@@ -175,12 +184,25 @@ class SourceMonitor:
             self.status.resource_version = listing.resource_version
             return listing
 
-    async def _handle(self, obs: Observation) -> None:
+    async def _handle(self, obs: Observation, listing: Listing | None = None) -> None:
+        """Diff ``obs`` (the observation of ``listing`` when it is a list), raise what the
+        policies ask for, write what changed."""
         async with self._lock:
             diff = updater.diff(self.view, obs, self.utilisation_step)
             updater.apply(self.view, diff, obs.at)
             now = self.clock()
-            intents = self.policies.on_changes(self.view, diff.changes, now)
+            if listing is not None and self._incarnation(listing, diff):
+                self._starting = True
+            self.policies.incarnation = self.status.incarnation
+            if self._starting:
+                # from the list as found: level-triggered, so what the diff found is in it
+                self.policies = Policies(self.rules, self.source)
+                self.policies.incarnation = self.status.incarnation
+                self._counted = {"flaps": 0, "repeats": 0}
+                self._starting = False
+                intents = self.policies.start(self.view, now)
+            else:
+                intents = self.policies.on_changes(self.view, diff.changes, now)
             intents += self.policies.tick(self.view, now)  # a zero debounce is due now
             await self._raise(intents)
             self._wake.set()
@@ -188,6 +210,32 @@ class SourceMonitor:
                 "writing the repository", lambda: self.repository.write(diff, self.view)
             )
             self._count(obs, diff, written)
+
+    def _incarnation(self, listing: Listing, diff: Diff) -> bool:
+        """Whether ``listing`` comes from a source that restarted since the last list:
+        another incarnation, a resource version below the one followed, or records older
+        than the view's (a restarted producer knows only these: its view is from the
+        ledger). Logged once per restart: the next list finds the same incarnation and
+        the versions the view took."""
+        status = self.status
+        other = bool(status.incarnation) and listing.incarnation != status.incarnation
+        back = listing.resource_version < status.resource_version
+        restarted = other or back or diff.rewound > 0
+        if restarted:
+            status.source_restarts += 1
+            self.metrics.source_restarts.labels(self.source).inc()
+            log.warning(
+                "%s restarted (incarnation %s -> %s, resource version %d -> %d, %d records "
+                "older than remembered): its list replaces the view",
+                self.source,
+                status.incarnation or "-",
+                listing.incarnation or "-",
+                status.resource_version,
+                listing.resource_version,
+                diff.rewound,
+            )
+        status.incarnation = listing.incarnation
+        return restarted
 
     # -- timers (the auto-heal debounce) ---------------------------------------------
     async def _timers(self) -> None:

@@ -7,8 +7,14 @@ drift is neither reported nor persisted; the view keeps the last reported figure
 only advances the version), so a slow drift is measured from them and is reported once
 it adds up to a step, instead of creeping by unnoticed.
 
-Versions order the reports of one record: a lower version than the view's is stale (an
-old list answer racing a stream event) and is counted and ignored.
+A full list is the truth at its moment: it replaces the view (as client-go's informers
+do), whatever the versions say; diffing it against the view still yields the changes it
+implies. A listed record with a lower version than the view's means the source's
+versions went backwards — it restarted (simcloud) or its database was restored — and is
+taken and counted (``Diff.rewound``), and written even when nothing else changed, so the
+repository forgets the versions of the source's former incarnation. Versions order only
+the stream's deltas against the list they follow: a delta's record with a lower version
+than the view's is stale (counted, ignored).
 """
 
 from __future__ import annotations
@@ -96,9 +102,11 @@ def _diff_vms(view: View, obs: Observation, step: float, out: Diff) -> None:
             continue
         if old == r:
             continue
-        if r.version < old.version:
+        rewound = r.version < old.version
+        if rewound and not obs.full:
             out.stale += 1
             continue
+        out.rewound += rewound
         moved = r.host != old.host
         if moved or r.state != old.state:
             out.changes.append(
@@ -109,7 +117,7 @@ def _diff_vms(view: View, obs: Observation, step: float, out: Diff) -> None:
         busier = abs(r.cpu - old.cpu) >= step or abs(r.ram - old.ram) >= step
         if busier:
             out.changes.append(_utilisation(r, obs.at))
-        if moved or busier or r.state != old.state or r.group != old.group:
+        if moved or busier or rewound or r.state != old.state or r.group != old.group:
             out.upsert_vms.append(r)
         elif r.version > old.version:
             out.touch_vms.append(replace(old, version=r.version))
@@ -129,8 +137,10 @@ def _diff_hosts(view: View, obs: Observation, out: Diff) -> None:
         if old == h:
             continue
         if old is not None and h.version < old.version:
-            out.stale += 1
-            continue
+            if not obs.full:
+                out.stale += 1
+                continue
+            out.rewound += 1
         if old is None or old.state != h.state:
             out.changes.append(
                 HostStateChanged(
@@ -152,8 +162,10 @@ def _diff_groups(view: View, obs: Observation, out: Diff) -> None:
         if old == g:
             continue
         if old is not None and g.version < old.version:
-            out.stale += 1
-            continue
+            if not obs.full:
+                out.stale += 1
+                continue
+            out.rewound += 1
         out.upsert_groups.append(g)
     out.delete_groups.extend(_gone(known, latest, obs.full, obs.gone_groups))
 

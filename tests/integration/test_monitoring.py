@@ -311,6 +311,37 @@ def test_a_producer_killed_mid_stream_acts_on_no_change_twice(
     assert all((vm(stack, n) or {}).get("state") == "ACTIVE" for n in names)
 
 
+def test_after_the_cloud_restarts_a_maintenance_and_a_vm_down_still_raise_their_events(
+    stack_factory: Callable[..., Stack], tmp_path: Path, ledger: Store
+) -> None:
+    """The README's step twice over a restarted simcloud (a fresh process: its versions
+    start again, below those the view remembers): the second maintenance of h1 empties
+    it again, and a VM down after it is healed."""
+    args = ("--hosts", "3", "--vms-per-host", "3")
+    stack = monitored(stack_factory, tmp_path, *args)
+    fault(stack, kind="host_maintenance", host="h1")
+    wait_until(lambda: finished(ledger, "host-maintenance", 3), 60, what="3 migrations")
+    wait_until(lambda: status(stack)["vms"] == 9, 30, what="the view settled")
+
+    simcloud = next(s for s in stack.services if s.args[:2] == ["-m", "simcloud"])
+    simcloud.stop()
+    stack.simcloud("--action-seconds", "0.3", *args)
+    wait_until(lambda: status(stack)["source_restarts"] == 1, 30, what="the restart seen")
+    assert (vm(stack, "h1-vm1") or {}).get("host") == "h1"  # the fresh cloud: h1 full again
+
+    fault(stack, kind="host_maintenance", host="h1")
+    wait_until(lambda: finished(ledger, "host-maintenance", 6), 60, what="3 more migrations")
+    state = httpx.get(f"{cloud(stack)}/v1/state", timeout=10).json()
+    assert [v["name"] for v in state["vms"] if v["host"] == "h1"] == []
+    fault(stack, kind="vm_down", vm="h2-vm2")
+    wait_until(lambda: finished(ledger, "auto-heal", 1), 60, what="the heal done")
+    assert (vm(stack, "h2-vm2") or {}).get("state") == "ACTIVE"
+    assert "its list replaces the view" in "\n".join(
+        s.log_tail(200) for s in stack.services if s.script == "carousel-producer"
+    )
+    assert status(stack)["source_restarts"] == 1  # logged and counted once
+
+
 def test_over_openstack_a_vm_down_is_healed_through_openstacksdk(
     stack_factory: Callable[..., Stack], tmp_path: Path, ledger: Store
 ) -> None:

@@ -9,12 +9,14 @@ from collections.abc import Callable, Iterator
 import pytest
 import sqlalchemy as sa
 
+from producer.monitoring import updater
 from producer.monitoring.fetchers import changes_to_observation, parse_objects
 from producer.monitoring.model import (
     Diff,
     GroupRecord,
     HostRecord,
     HostState,
+    Observation,
     View,
     VmRecord,
     VmState,
@@ -133,3 +135,29 @@ def test_stream_entries_become_one_delta() -> None:
     assert not obs.full
     assert [v.vm for v in obs.vms] == ["v1"]
     assert (obs.gone_vms, obs.gone_hosts, obs.bad) == (("v9",), ("h4",), 1)
+
+
+def test_a_restarted_source_s_list_replaces_the_restored_view(
+    repo: Callable[..., Repository],
+) -> None:
+    """The README's case: h1 remembered in MAINTENANCE (empty) with higher versions than
+    the restarted cloud's list, which has h1 UP with its VM: the list is the view, in
+    memory and once loaded again (a restarted producer sees no version go back again)."""
+    r = repo()
+    before = Observation(
+        100.0, True, (HostRecord("h1", HostState.MAINTENANCE, 20),), (vm("a", version=21),)
+    )
+    view = r.load()
+    d = updater.diff(view, before)
+    updater.apply(view, d, before.at)
+    r.write(d, view)
+    restarted = Observation(200.0, True, (HostRecord("h1", HostState.UP, 1),), (vm("a"),))
+    view = r.load()
+    d = updater.diff(view, restarted)
+    updater.apply(view, d, restarted.at)
+    assert d.rewound == 2 and r.write(d, view) == 2
+    for seen in (view, r.load()):
+        assert seen.hosts == {"h1": HostRecord("h1", HostState.UP, 1)}
+        assert seen.vms == {"a": vm("a")}
+    again = updater.diff(r.load(), restarted)
+    assert again.rewound == 0 and again.writes == 0 and again.changes == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from producer.monitoring.model import (
     Diff,
     GroupRecord,
@@ -65,20 +67,96 @@ def test_equal_record_is_a_no_op() -> None:
     assert d.changes == [] and d.writes == 0 and d.touch_vms == [] and d.stale == 0
 
 
-def test_stale_and_out_of_order_records_are_ignored() -> None:
+def test_stale_and_out_of_order_stream_records_are_ignored() -> None:
     view = View()
-    step(view, obs(vm(version=5), hosts=(HostRecord("h1", HostState.UP, 5),)))
+    web = GroupRecord("web", 1, 3, 5)
+    step(view, obs(vm(version=5), hosts=(HostRecord("h1", HostState.UP, 5),), groups=(web,)))
     old = obs(
         vm(version=4, state=VmState.DOWN),
         hosts=(HostRecord("h1", HostState.MAINTENANCE, 4),),
-        groups=(),
+        groups=(GroupRecord("web", 1, 2, 4),),
+        full=False,
         at=200.0,
     )
     d = step(view, old)
-    assert d.stale == 2
+    assert d.stale == 3 and d.rewound == 0
     assert d.changes == [] and d.writes == 0
     assert view.vms["vm1"].state == VmState.ACTIVE
     assert view.hosts["h1"].state == HostState.UP
+    assert view.groups["web"].max == 3
+
+
+H1_MAINTENANCE_V20 = (HostRecord("h1", HostState.MAINTENANCE, 20),)
+H1_UP_V1 = (HostRecord("h1", HostState.UP, 1),)
+
+
+@pytest.mark.parametrize(
+    ("remembered", "listed", "changes", "rewound"),
+    [
+        # the README's case: h1 emptied by maintenance, then the cloud restarted: h1 UP
+        # again with its VM, every version lower than the view's
+        (
+            obs(vm(host="h2", version=21), hosts=H1_MAINTENANCE_V20),
+            obs(vm(version=2), hosts=H1_UP_V1, at=200.0),
+            [
+                VmStateChanged("vm1", "h1", VmState.ACTIVE, VmState.ACTIVE, "h2", 2, 200.0),
+                HostStateChanged("h1", HostState.MAINTENANCE, HostState.UP, 1, 200.0),
+            ],
+            2,
+        ),
+        # a host remembered DOWN with its VM, the restarted cloud has both up
+        (
+            obs(vm(state=VmState.DOWN, version=30), hosts=(HostRecord("h1", HostState.DOWN, 29),)),
+            obs(vm(version=2), hosts=H1_UP_V1, at=200.0),
+            [
+                VmStateChanged("vm1", "h1", VmState.DOWN, VmState.ACTIVE, None, 2, 200.0),
+                HostStateChanged("h1", HostState.DOWN, HostState.UP, 1, 200.0),
+            ],
+            2,
+        ),
+        # a restored database: same states, older versions: no change, but the versions
+        # are taken (and written, so a restarted producer does not see them go back again)
+        (
+            obs(vm(version=30), hosts=(HostRecord("h1", HostState.UP, 29),)),
+            obs(vm(version=2), hosts=H1_UP_V1, at=200.0),
+            [],
+            2,
+        ),
+        # the same incarnation, newer versions: an ordinary relist
+        (
+            obs(vm(version=2), hosts=H1_UP_V1),
+            obs(vm(version=3, state=VmState.DOWN), hosts=H1_UP_V1, at=200.0),
+            [VmStateChanged("vm1", "h1", VmState.ACTIVE, VmState.DOWN, None, 3, 200.0)],
+            0,
+        ),
+    ],
+)
+def test_a_full_list_replaces_the_view_whatever_its_versions(
+    remembered: Observation, listed: Observation, changes: list[object], rewound: int
+) -> None:
+    view = View()
+    step(view, remembered)
+    d = step(view, listed)
+    assert [c for c in d.changes if not isinstance(c, UtilisationChanged)] == changes
+    assert d.rewound == rewound and d.stale == 0
+    assert view.vms == {r.vm: r for r in listed.vms}
+    assert view.hosts == {h.host: h for h in listed.hosts}
+    assert d.writes == (rewound or len(changes))  # each record that moved, written once
+    assert d.touch_vms == []
+    # the list after it, the same: nothing new, nothing written
+    again = diff(view, replace(listed, at=300.0))
+    assert again.changes == [] and again.writes == 0 and again.rewound == 0
+
+
+def test_after_a_restart_the_stream_is_ordered_against_the_new_list() -> None:
+    view = View()
+    step(view, obs(vm(version=40), hosts=(HostRecord("h1", HostState.MAINTENANCE, 39),)))
+    step(view, obs(vm(version=2), hosts=H1_UP_V1, at=200.0))  # the restarted cloud
+    maintenance = HostRecord("h1", HostState.MAINTENANCE, 3)
+    d = step(view, obs(hosts=(maintenance,), full=False, at=210.0))
+    assert d.changes == [HostStateChanged("h1", HostState.UP, HostState.MAINTENANCE, 3, 210.0)]
+    d = step(view, obs(vm(version=1, state=VmState.DOWN), full=False, at=220.0))
+    assert d.stale == 1 and d.changes == []  # older than the new list's: stale
 
 
 def test_state_change_and_move() -> None:
@@ -108,11 +186,11 @@ def test_utilisation_step() -> None:
     assert [type(c) for c in d.changes] == [UtilisationChanged]
 
 
-def test_a_touched_version_guards_against_stale_records() -> None:
+def test_a_touched_version_guards_against_stale_stream_records() -> None:
     view = View()
     step(view, obs(vm(version=1)))
     step(view, obs(vm(version=7, cpu=0.51)))  # a version-only change: kept in memory
-    d = diff(view, obs(vm(version=6, state=VmState.DOWN)))
+    d = diff(view, obs(vm(version=6, state=VmState.DOWN), full=False))
     assert d.stale == 1 and d.changes == []
 
 

@@ -471,9 +471,21 @@ def test_http_watch_answers_at_once_when_changes_exist_else_at_its_timeout() -> 
             "DOWN",
         )
         empty = await c.get("/v1/watch", params={"since": rv + 1, "timeout": 0.2})
-        assert empty.json() == {"resource_version": rv + 1, "changes": []}
+        assert empty.json() == {
+            "incarnation": cloud.incarnation,
+            "resource_version": rv + 1,
+            "changes": [],
+        }
 
     serve(cloud, scenario)
+
+
+def test_each_cloud_is_its_own_incarnation_in_the_list_and_the_stream() -> None:
+    """A restarted simcloud starts its versions again: its incarnation tells it apart."""
+    first, second = make()[0], make()[0]
+    assert first.snapshot()["resource_version"] == second.snapshot()["resource_version"]
+    assert first.incarnation != second.incarnation
+    assert first.snapshot()["incarnation"] == first.incarnation
 
 
 def test_http_watch_pages_5000_changes_at_a_time() -> None:
