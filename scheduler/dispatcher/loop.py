@@ -18,7 +18,12 @@ worker's claim expires.
 
 The ledger failing (locked, read-only, unreachable) does not end the session: the work
 that needs it waits, with capped backoff, while the session keeps its consumers and
-heartbeats; the broker failing does end it, and the loop reconnects. Only while the
+heartbeats; the broker failing does end it, and the loop reconnects. Heads wait
+unacked for as long as their VM is busy or unavailable, the scheduler paused, or their
+turn far: every ``HEAD_REFRESH_INTERVAL`` all of them are handed back to their queues
+at once (one ``basic.nack``, requeue) and delivered again in their place, so that no
+delivery outlives the broker's ``consumer_timeout``, which would close the channel and
+end the session. Only while the
 dispatcher lease surely holds, though: a scheduler that could not renew it for most of
 a lease gives up its session (:class:`LeaseWatch`), so that every head it holds goes back
 to its queue before a standby may take the lease and consume those queues — else the
@@ -40,6 +45,7 @@ from typing import Any
 import kombu
 import orjson
 import sqlalchemy as sa
+from amqp import spec
 from celery import Celery
 from kombu.message import Message
 
@@ -154,6 +160,8 @@ class SchedulerLoop:
         self._next_renewal = 0.0
         self._role: str | None = None  # the role last logged
         self.lease_watch = LeaseWatch(self.lease.seconds)
+        #: when the held heads are next handed back to their queues (monotonic)
+        self._next_refresh = 0.0
 
     @property
     def mapping_version(self) -> int:
@@ -260,9 +268,31 @@ class SchedulerLoop:
                 self.mapping.queue_count,
                 self.state.in_flight_count(),
             )
+            self._next_refresh = time.monotonic() + self.settings.head_refresh_interval
             while not stop.is_set():
                 self._ledger_work(producer)
+                self._maybe_refresh_heads(ev_channel)
                 self._drain(conn)
+
+    def _maybe_refresh_heads(self, channel: Any) -> None:
+        """Every ``HEAD_REFRESH_INTERVAL``, hand every delivery of the event channel back
+        to its queue: one ``basic.nack`` (multiple, requeue) for all of them — a nack,
+        not a reject, which RabbitMQ 4.3+ counts against a quorum queue's delivery
+        limit. Each queue puts its head back in front and, its consumer still there,
+        delivers it again at once (redelivered: the ledger says it is still queued, and
+        it is held again). Held copies of events already in flight are acked first."""
+        interval = self.settings.head_refresh_interval
+        if not interval or time.monotonic() < self._next_refresh:
+            return
+        self._next_refresh = time.monotonic() + interval
+        for copy in self.state.take_duplicates():
+            copy.handle.ack()
+        held = len(self.state.drop_held()) + self.handover.drop_parked()
+        # deliveries of the channel not handled yet go back too: forget them
+        self._inbox = deque(item for item in self._inbox if item[2].channel is not channel)
+        # py-amqp sends no basic.nack of its own: the method frame, (tag 0, multiple, requeue)
+        channel.send_method(spec.Basic.Nack, "Lbb", (0, True, True))
+        log.info("handed %d held heads back to their queues (HEAD_REFRESH_INTERVAL)", held)
 
     def _drain(self, conn: kombu.Connection) -> None:
         """Wait up to 50 ms for a delivery, then take every one that has arrived

@@ -43,6 +43,16 @@ class SchedulerSettings(LimitSettings):
         description="Seconds a dispatched event may wait unclaimed before the sweeper "
         "sends its task again (RESEND_AFTER).",
     )
+    head_refresh_interval: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds between hand-backs of every held head to its queue (one "
+        "basic.nack with requeue; the broker delivers each again at once, in its place): "
+        "no delivery stays unacked longer, so the broker's consumer_timeout (30 min by "
+        "default) never closes the session while heads wait for a busy VM, a paused "
+        "scheduler or their turn. Keep it below consumer_timeout; 0 = never "
+        "(HEAD_REFRESH_INTERVAL).",
+    )
     unknown_event_grace: float = Field(
         60.0,
         gt=0,
