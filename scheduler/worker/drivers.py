@@ -11,7 +11,9 @@ Every call carries the claim's fencing token (``hold.token``): it grows with eac
 of the event, so a cloud API that remembers the largest token it has seen per event can
 refuse a stale holder (a worker whose claim was taken over after it stopped renewing
 it). A driver waits with ``hold.wait``, never ``time.sleep``: a holder whose claim is
-over stops there (:mod:`scheduler.worker.hold`).
+over stops there (:mod:`scheduler.worker.hold`). A cloud driver that loses sight of an
+operation does not call it failed: it asks again until it knows
+(:mod:`scheduler.worker.tracking`).
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ FENCING_TOKEN = "x-carousel-fencing-token"
 
 
 class Driver(Protocol):
-    def execute(self, event: VmEventMessage, hold: Hold) -> None:
+    def execute(self, event: VmEventMessage, hold: Hold) -> str | None:
         """Carry out ``event.action`` under the claim ``hold``; raise
-        :class:`ActionFailed` if it failed (:class:`ClaimLost` once the claim is over)."""
+        :class:`ActionFailed` if it failed (:class:`OutcomeUnknown` if whether it did
+        could not be learnt; :class:`ClaimLost` once the claim is over). Returns None,
+        or a note to record with the success (how its outcome was learnt)."""
 
 
 class SimulatedDriver:

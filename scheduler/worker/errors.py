@@ -13,6 +13,13 @@ class ActionFailed(WorkerError):
     """A driver ran the action and it failed; the event ends ``failed``."""
 
 
+class OutcomeUnknown(ActionFailed):
+    """The cloud may still be working on the action, and its outcome could not be learnt
+    within the driver's bound (the cloud unreachable, or the operation still running, at
+    ``ACTION_TIME_LIMIT``): the event ends ``failed`` and is dead-lettered, for an operator
+    to look at, rather than freed as an ordinary failure."""
+
+
 class DriverMisconfigured(WorkerError):
     """A driver cannot run with the settings it was given."""
 

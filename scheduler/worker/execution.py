@@ -9,6 +9,12 @@ its outcome is recorded; if this worker stops renewing (it died, or
 lost the ledger), another task message may take the event over with a larger token, and
 this worker's late outcome is refused. A holder that learns its claim is over stops its
 driver (:class:`~scheduler.worker.hold.Hold`) and records nothing.
+
+An action whose outcome the driver could not learn (:class:`OutcomeUnknown`: the cloud
+may still be working on it), like one past its time limit, ends ``failed`` and
+dead-lettered, for an operator to look at; the VM stays held until then, as the event
+stays running. A success the driver learnt late is recorded with its note (the event's
+``error`` column, which then says how the outcome was learnt, not what went wrong).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from scheduler.worker.drivers import Driver
-from scheduler.worker.errors import ActionFailed, ClaimLost
+from scheduler.worker.errors import ActionFailed, ClaimLost, OutcomeUnknown
 from scheduler.worker.hold import Hold
 from scheduler.worker.renewal import LeaseKeeper
 from shared.backoff import Backoff
@@ -37,7 +43,7 @@ class Outcome:
     claim: Claim
     #: what to announce to the scheduler, or None (another message holds the event)
     completion: Completion | None
-    #: why the event was dead-lettered (out of attempts or time), else None
+    #: why the event was dead-lettered (out of attempts or time, outcome unknown), else None
     dead: str | None = None
     #: the event as run (the ledger's copy when this message claimed it)
     event: VmEventMessage | None = None
@@ -45,6 +51,8 @@ class Outcome:
     attempt: int = 0
     error: str | None = None
     seconds: float | None = None
+    #: a success's note: how its outcome was learnt (late, after the cloud came back)
+    note: str | None = None
 
     def result(self) -> dict[str, Any]:
         """The task's result, as Flower shows it (JSON): what this task message did
@@ -75,6 +83,8 @@ class Outcome:
             out.update(attempt=self.attempt, seconds=self.seconds)
         if self.error or self.dead:
             out["error"] = self.dead or self.error
+        if self.note:
+            out["note"] = self.note
         return out
 
 
@@ -127,7 +137,7 @@ def run_event(
     with LeaseKeeper(store, event.id, hold, lease_seconds, claimed_at) as keeper:
         began = time.monotonic()  # for the task's result only: the ledger keeps its own
         try:
-            error, dead = _execute(driver, event, hold, extra)
+            error, dead, note = _execute(driver, event, hold, extra)
         except ClaimLost as exc:
             log.error(
                 "event %s: the claim is over (%s); its action stopped and its outcome is "
@@ -144,7 +154,9 @@ def run_event(
         # run the action a second time.
         keeper.finishing = True
         recorded = _persist(
-            lambda: store.finish(event.id, result.token, error is None, error, dead),
+            lambda: store.finish(
+                event.id, result.token, error is None, note if error is None else error, dead
+            ),
             f"record the outcome of event {event.id}",
         )
     if not recorded:
@@ -161,33 +173,37 @@ def run_event(
         "event %s %s %s",
         event.id,
         event.action,
-        "succeeded" if error is None else f"failed: {error}",
+        ("succeeded" + (f" ({note})" if note else "")) if error is None else f"failed: {error}",
         extra=extra,
     )
     completion = Completion.of(event, error is None)
     return Outcome(
-        claim, completion, error if dead else None, event, result.attempt, error, seconds
+        claim, completion, error if dead else None, event, result.attempt, error, seconds, note
     )
 
 
 def _execute(
     driver: Driver, event: VmEventMessage, hold: Hold, extra: dict[str, str]
-) -> tuple[str | None, bool]:
+) -> tuple[str | None, bool, str | None]:
     """Run the action: (the error, or None on success; whether the event is to be
-    dead-lettered, i.e. it ran out of time). :class:`ClaimLost` propagates."""
+    dead-lettered — it ran out of time, or its outcome is unknown; the success's note).
+    :class:`ClaimLost` propagates."""
     try:
-        driver.execute(event, hold)
+        note = driver.execute(event, hold)
     except ClaimLost:
         raise
+    except OutcomeUnknown as exc:
+        log.error("event %s: %s; it ends failed", event.id, exc, extra=extra)
+        return str(exc), True, None
     except ActionFailed as exc:
-        return str(exc), False
+        return str(exc), False, None
     except SoftTimeLimitExceeded:
         log.error("event %s ran past its time limit; it ends failed", event.id, extra=extra)
-        return "ran past its time limit (ACTION_TIME_LIMIT)", True
+        return "ran past its time limit (ACTION_TIME_LIMIT): its outcome is unknown", True, None
     except Exception as exc:  # a driver bug must still end the event, not wedge the slot
         log.exception("driver crashed on event %s", event.id, extra=extra)
-        return f"driver error: {exc!r}", False
-    return None, False
+        return f"driver error: {exc!r}", False, None
+    return None, False, note
 
 
 def _persist(

@@ -34,8 +34,11 @@ simcloud driver's place), top level first.
 A server action is "settled" when its ``OS-EXT-STS:task_state`` is empty and its status
 is not transitional (BUILD, MIGRATING, RESIZE, REBUILD, ...): Nova sets the task state
 before it answers 202, so a settled server that is not in the target state means the
-action failed (its ``fault``, if any, is the message). ERROR fails at once; the wait is
-bounded by ``max_wait``.
+action failed (its ``fault``, if any, is the message). ERROR fails at once. A poll that
+fails (a 5xx, the cloud unreachable) is not a failure: the driver keeps reading the
+server's record, backing off, until it shows how the action ended — a success then is
+recorded as learnt late — or ``max_wait`` has passed: then the outcome is unknown
+(:mod:`scheduler.worker.tracking`), as it is for a server still busy at ``max_wait``.
 
 Every action call carries ``X-Carousel-Operation: <event id>`` and
 ``X-Carousel-Fencing-Token: <token>`` (keystoneauth's per-adapter ``additional_headers``
@@ -53,7 +56,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -71,6 +73,7 @@ from openstack.connection import Connection
 
 from scheduler.worker.errors import ActionFailed, DriverMisconfigured
 from scheduler.worker.hold import Hold
+from scheduler.worker.tracking import Tracker
 from shared.models import Action, VmEventMessage
 from shared.openstack_connection import connect_endpoint as shared_connect
 
@@ -94,9 +97,7 @@ NAME_NAMESPACE = uuid.UUID("9b7c2f0e-5d0a-4c1e-9a57-6f1f5b0c2d11")
 TRANSITIONAL = frozenset(
     {"BUILD", "MIGRATING", "RESIZE", "REVERT_RESIZE", "REBUILD", "REBOOT", "HARD_REBOOT"}
 )
-#: errors in a row tolerated while polling a server (a 5xx, a broken connection)
-MAX_POLL_ERRORS = 10
-#: what polling may survive (HTTP errors: 5xx only)
+#: what polling waits out (HTTP errors: 5xx only)
 TRANSIENT: tuple[type[BaseException], ...] = (
     os_exceptions.HttpException,
     ksa_exceptions.ConnectionError,
@@ -184,10 +185,12 @@ class OpenStackDriver:
             self._local.conn = conn
         return conn
 
-    def execute(self, event: VmEventMessage, hold: Hold) -> None:
+    def execute(self, event: VmEventMessage, hold: Hold) -> str | None:
         what = f"{event.action.value} of {event.vm}"
         try:
-            _Run(self.connection(), event, hold, self.max_wait, self.poll_interval).go()
+            run = _Run(self.connection(), event, hold, self.max_wait, self.poll_interval)
+            run.go()
+            return run.late
         except ActionFailed:
             raise
         except os_exceptions.HttpException as exc:
@@ -222,9 +225,9 @@ class _Run:
         self.event = event
         self.hold = hold
         self.token = hold.token
-        self.deadline = time.monotonic() + max_wait
-        self.max_wait = max_wait
-        self.poll_interval = poll_interval
+        self.tracker = Tracker(f"{event.action.value} of {event.vm}", poll_interval, max_wait)
+        #: the note of a success learnt late (the cloud could not be asked for a while)
+        self.late: str | None = None
 
     def go(self) -> None:
         handlers: dict[Action, Callable[[], None]] = {
@@ -512,39 +515,40 @@ class _Run:
         status, nor one of ``busy``); returns it if ``done(server)`` then, raises
         :class:`ActionFailed` if not. ``done`` None: wait for the server to be gone."""
         busy_statuses = TRANSITIONAL | (busy or set())
-        errors = 0
         while True:
             try:
                 server = self.compute.get_server(server_id)
             except os_exceptions.NotFoundException:
+                self.late = self.tracker.seen() or self.late
                 if done is None:
                     return Server(id=server_id)
-                raise ActionFailed(f"{what}: server {server_id} is gone") from None
+                raise ActionFailed(f"{what}: server {server_id} is gone{self.learnt()}") from None
             except TRANSIENT as exc:
                 if isinstance(exc, os_exceptions.HttpException) and not _is_5xx(exc):
                     raise
-                errors += 1
-                if errors >= MAX_POLL_ERRORS or time.monotonic() >= self.deadline:
-                    raise ActionFailed(f"{what}: lost track of server {server_id}: {exc}") from exc
-                self.hold.wait(self.poll_interval)
+                self.tracker.lost(str(exc), self.hold)
                 continue
-            errors = 0
+            late = self.tracker.seen()
             if server.status == "ERROR" and not server.task_state:
-                raise ActionFailed(f"{what}: server {server_id} is in ERROR{_fault(server)}")
+                self.late = late or self.late
+                raise ActionFailed(
+                    f"{what}: server {server_id} is in ERROR{_fault(server)}{self.learnt()}"
+                )
             settled = not server.task_state and server.status not in busy_statuses
+            if settled:
+                self.late = late or self.late
             if settled and done is not None and done(server):
                 return server
             if settled:
                 raise ActionFailed(
                     f"{what} did not happen: server {server_id} is {server.status} on "
-                    f"{server.compute_host}{_fault(server)}"
+                    f"{server.compute_host}{_fault(server)}{self.learnt()}"
                 )
-            if time.monotonic() >= self.deadline:
-                raise ActionFailed(
-                    f"{what}: server {server_id} still {server.status}/{server.task_state} "
-                    f"after {self.max_wait:.0f} s"
-                )
-            self.hold.wait(self.poll_interval)
+            self.tracker.running(f"{server.status}/{server.task_state}", self.hold)
+
+    def learnt(self) -> str:
+        """`` (outcome learnt late: ...)`` if it was, else nothing."""
+        return f" ({self.late})" if self.late else ""
 
     @staticmethod
     def moved(server: Server, target: str | None, source: str | None) -> bool:

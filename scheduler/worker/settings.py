@@ -51,7 +51,9 @@ class WorkerSettings(CommonSettings):
         gt=0,
         description="Seconds an action may run before it is interrupted and its event ends "
         "failed and dead-lettered; its process is killed 30 s later if it has not "
-        "stopped. Enforced by the prefork pool only (ACTION_TIME_LIMIT).",
+        "stopped. Enforced by the prefork pool only. Also how long the simcloud and "
+        "openstack drivers keep asking a cloud that cannot be asked how an operation "
+        "ended before its outcome is called unknown (ACTION_TIME_LIMIT).",
     )
     webhook_timeout: float = Field(
         30.0, gt=0, description="Webhook timeout, seconds (WEBHOOK_TIMEOUT)."

@@ -3,24 +3,26 @@ driver waits for it to finish, so the worker's slot is held as long as the cloud
 
 The operation's id is the event's id (a retried or re-claimed action finds the same
 operation instead of starting a second one) and the claim's fencing token goes with it
-(simcloud refuses a token below one it has seen for the operation: a stale holder)."""
+(simcloud refuses a token below one it has seen for the operation: a stale holder).
+
+A poll that fails is not a failure: the driver keeps asking for the operation's record
+(``/v1/operations/{id}``) until it learns how the operation ended
+(:mod:`scheduler.worker.tracking`)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 
 from scheduler.worker.errors import ActionFailed
 from scheduler.worker.hold import Hold
+from scheduler.worker.tracking import Tracker
 from shared.backoff import Backoff
 from shared.models import Action, VmEventMessage
 
 #: actions whose target is a VM group (the event's ``vm``), not a VM
 GROUP_ACTIONS = frozenset({Action.SCALE_OUT, Action.SCALE_IN})
-#: transport errors tolerated in a row while waiting for an operation
-MAX_POLL_ERRORS = 10
 #: seconds of retrying an action's start while simcloud is unreachable or failing
 START_PATIENCE = 30.0
 
@@ -34,7 +36,7 @@ class SimcloudDriver:
         self.poll_interval = poll_interval
         self.max_wait = max_wait
 
-    def execute(self, event: VmEventMessage, hold: Hold) -> None:
+    def execute(self, event: VmEventMessage, hold: Hold) -> str | None:
         kind = "groups" if event.action in GROUP_ACTIONS else "vms"
         params = event.payload.get("params")
         body = {
@@ -46,7 +48,7 @@ class SimcloudDriver:
         response = self._start(f"/v1/{kind}/{event.vm}/actions", body, hold)
         if response.status_code != 202:
             raise ActionFailed(f"simcloud refused {event.action}: {_detail(response)}")
-        self._wait(event.id, hold)
+        return self._wait(event.id, hold)
 
     def close(self) -> None:
         self.client.close()
@@ -68,26 +70,26 @@ class SimcloudDriver:
                 raise ActionFailed(problem)
             hold.wait(backoff.next())
 
-    def _wait(self, op_id: str, hold: Hold) -> None:
-        deadline = time.monotonic() + self.max_wait
-        errors = 0
-        while time.monotonic() < deadline:
+    def _wait(self, op_id: str, hold: Hold) -> str | None:
+        """Poll the operation until it ends: None if it succeeded, or the note that its
+        success was learnt late; :class:`ActionFailed` if it failed (the cloud says so),
+        :class:`OutcomeUnknown` if that was not learnt within ``max_wait``."""
+        tracker = Tracker(f"operation {op_id}", self.poll_interval, self.max_wait)
+        while True:
             try:
                 response = self.client.get(f"/v1/operations/{op_id}")
                 response.raise_for_status()
                 op: dict[str, Any] = response.json()
             except (httpx.HTTPError, ValueError) as exc:
-                errors += 1
-                if errors >= MAX_POLL_ERRORS:
-                    raise ActionFailed(f"lost track of operation {op_id}: {exc!r}") from exc
-            else:
-                errors = 0
-                if op.get("state") == "succeeded":
-                    return
-                if op.get("state") == "failed":
-                    raise ActionFailed(f"simcloud: {op.get('error') or 'failed'}")
-            hold.wait(self.poll_interval)
-        raise ActionFailed(f"operation {op_id} still running after {self.max_wait:.0f} s")
+                tracker.lost(repr(exc), hold)
+                continue
+            late = tracker.seen()
+            if op.get("state") == "succeeded":
+                return late
+            if op.get("state") == "failed":
+                why = f"simcloud: {op.get('error') or 'failed'}"
+                raise ActionFailed(f"{why} ({late})" if late else why)
+            tracker.running(str(op.get("state")), hold)
 
 
 def _detail(response: httpx.Response) -> str:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from celery.exceptions import SoftTimeLimitExceeded
 
 from harness.processes import wait_until
-from scheduler.worker.errors import ActionFailed, ClaimLost
+from scheduler.worker.errors import ActionFailed, ClaimLost, OutcomeUnknown
 from scheduler.worker.execution import run_event
 from scheduler.worker.hold import Hold
 from shared.models import Action, Completion, Status, VmEventMessage
@@ -364,11 +364,48 @@ def test_an_action_past_its_time_limit_ends_failed_and_dead_lettered(store: Stor
     dispatch(store, event)
     outcome = run_event(event, "d1", "w", store, RecordingDriver(SoftTimeLimitExceeded()))
     assert outcome.completion == completion(event, "failed")
-    assert outcome.dead == "ran past its time limit (ACTION_TIME_LIMIT)"
+    assert outcome.dead == "ran past its time limit (ACTION_TIME_LIMIT): its outcome is unknown"
     row = store.get(event.id)
     assert row is not None
     assert (row["status"], row["error"]) == (Status.FAILED, outcome.dead)
     assert [d["id"] for d in store.dead_letters()] == [event.id]
+
+
+def test_an_unknown_outcome_ends_failed_and_dead_lettered_not_as_an_ordinary_failure(
+    store: Store,
+) -> None:
+    """A driver that could not learn how the cloud's operation ended: the event ends
+    failed with that reason, and is dead-lettered for an operator to look at."""
+    event = ev()
+    dispatch(store, event)
+    unknown = OutcomeUnknown("operation e1: outcome unknown: still running after 1800 s")
+    outcome = run_event(event, "d1", "w", store, RecordingDriver(unknown))
+    assert outcome.completion == completion(event, "failed")
+    assert outcome.dead == str(unknown)
+    row = store.get(event.id)
+    assert row is not None
+    assert (row["status"], row["error"]) == (Status.FAILED, str(unknown))
+    assert [d["id"] for d in store.dead_letters()] == [event.id]
+
+
+def test_a_success_learnt_late_is_recorded_with_its_note(store: Store) -> None:
+    event = ev()
+    dispatch(store, event)
+    note = "outcome learnt late: the cloud could not be asked for 40 s (503)"
+
+    class LateDriver(RecordingDriver):
+        def execute(self, e: VmEventMessage, hold: Hold) -> str | None:
+            super().execute(e, hold)
+            return note
+
+    outcome = run_event(event, "d1", "w", store, LateDriver())
+    assert outcome.completion == completion(event, "succeeded")
+    assert (outcome.dead, outcome.error, outcome.note) == (None, None, note)
+    assert outcome.result()["note"] == note and "error" not in outcome.result()
+    row = store.get(event.id)
+    assert row is not None
+    assert (row["status"], row["error"], row["dead_at"]) == (Status.SUCCEEDED, note, None)
+    assert store.dead_letters() == []
 
 
 def test_the_task_result_says_what_happened(store: Store) -> None:

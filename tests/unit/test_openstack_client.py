@@ -32,7 +32,7 @@ from producer.monitoring.openstack import (
 )
 from producer.settings import ProducerSettings
 from scheduler.worker.drivers import build_driver
-from scheduler.worker.errors import ActionFailed, DriverMisconfigured
+from scheduler.worker.errors import ActionFailed, DriverMisconfigured, OutcomeUnknown
 from scheduler.worker.hold import Hold
 from scheduler.worker.openstack_driver import OpenStackDriver, connect_endpoint
 from scheduler.worker.settings import WorkerSettings
@@ -504,4 +504,67 @@ def test_a_failure_during_the_wait_is_reported(slow_sim: Sim) -> None:
     sim.fault(kind="vm_down", vm="h1-vm2")
     thread.join(15)
     assert done and isinstance(done[0], ActionFailed)
+    assert not isinstance(done[0], OutcomeUnknown)  # the cloud says how it ended
     assert "became DOWN while resize ran" in str(done[0])
+
+
+def operation_runs(sim: Sim, op_id: str) -> bool:
+    answer = sim.http.get(f"/v1/operations/{op_id}")
+    return answer.status_code == 200 and answer.json()["state"] == "running"
+
+
+class Background:
+    """``driver.execute(ev)`` in a thread."""
+
+    def __init__(self, driver: OpenStackDriver, ev: VmEventMessage) -> None:
+        self.result: list[str | None] = []
+        self.error: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self.result.append(driver.execute(ev, Hold(1)))
+            except BaseException as exc:  # reported by outcome()
+                self.error.append(exc)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def outcome(self, timeout: float = 20.0) -> str | None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the driver is still waiting"
+        if self.error:
+            raise self.error[0]
+        return self.result[0]
+
+
+def test_a_cloud_that_cannot_be_asked_while_the_server_is_busy_is_asked_until_it_answers(
+    slow_sim: Sim,
+) -> None:
+    """Every read of the server fails for longer than the stop takes (far more reads
+    than the ten errors the driver used to give up after): the driver waits for Nova's
+    record of the server to answer, and the success is recorded as learnt late."""
+    sim = slow_sim
+    running = Background(sim.driver(), event(Action.STOP, "h2-vm1", "h2", "stop-late"))
+    wait_for(lambda: operation_runs(sim, "stop-late"), "the stop to start")
+    sim.fault(kind="api", fail_rate=1.0, duration=3.0)
+    note = running.outcome()
+    assert note is not None and note.startswith("outcome learnt late"), note
+    assert sim.vm("h2-vm1")["state"] == "STOPPED"
+
+
+def test_an_outcome_not_learnt_within_the_wait_is_unknown(slow_sim: Sim) -> None:
+    sim = slow_sim
+    driver = OpenStackDriver.from_endpoint(
+        sim.compute_url, None, 2.0, max_wait=1.0, poll_interval=0.05
+    )
+    try:
+        running = Background(driver, event(Action.STOP, "h2-vm1", "h2", "stop-lost"))
+        wait_for(lambda: operation_runs(sim, "stop-lost"), "the stop to start")
+        sim.fault(kind="api", fail_rate=1.0)
+        with pytest.raises(OutcomeUnknown, match="outcome unknown: the cloud could not be asked"):
+            running.outcome()
+    finally:
+        sim.http.delete("/v1/faults").raise_for_status()
+    still = OpenStackDriver.from_endpoint(sim.compute_url, None, 2.0, max_wait=0.3)
+    with pytest.raises(OutcomeUnknown, match="outcome unknown: still RESIZE"):
+        still.execute(event(Action.RESIZE, "h1-vm2", flavor="m1.medium"), Hold(1))

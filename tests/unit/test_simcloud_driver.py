@@ -1,17 +1,21 @@
 """The simcloud driver against a real simcloud over HTTP: an action becomes an operation
 named by the event id and the driver waits for its outcome; a repeat is harmless, a
 stale fencing token is refused, a refused or failed operation fails the event with the
-cloud's reason, and a cloud briefly failing is waited out."""
+cloud's reason, and a cloud briefly failing is waited out. A cloud that cannot be asked
+while the operation runs is asked again until the operation's record says how it ended;
+if that is not learnt within the wait, the outcome is unknown (not an ordinary failure)."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from scheduler.worker.errors import ActionFailed
+from scheduler.worker.errors import ActionFailed, OutcomeUnknown
 from scheduler.worker.hold import Hold
 from scheduler.worker.simcloud_driver import SimcloudDriver
 from shared.models import Action, VmEventMessage
@@ -81,3 +85,94 @@ def test_a_cloud_failing_for_a_moment_is_waited_out(sim: Sim, driver: SimcloudDr
     sim.fault(kind="api", fail_rate=1.0, duration=1.0)
     driver.execute(event("h2-vm2", Action.STOP), Hold(1))
     assert sim.vm("h2-vm2")["state"] == "STOPPED"
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+class Running:
+    """``driver.execute(ev)`` in a thread, started once its operation runs in simcloud."""
+
+    def __init__(self, sim: Sim, driver: SimcloudDriver, ev: VmEventMessage) -> None:
+        self.result: list[str | None] = []
+        self.error: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self.result.append(driver.execute(ev, Hold(1)))
+            except BaseException as exc:  # reported by outcome()
+                self.error.append(exc)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+        def running() -> bool:
+            answer = sim.http.get(f"/v1/operations/{ev.id}")
+            return answer.status_code == 200 and answer.json()["state"] == "running"
+
+        wait_for(running, "the operation to start")
+
+    def outcome(self, timeout: float = 15.0) -> str | None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the driver is still waiting"
+        if self.error:
+            raise self.error[0]
+        return self.result[0]
+
+
+def test_a_cloud_that_cannot_be_asked_while_the_operation_runs_is_asked_until_it_answers(
+    sim: Sim, driver: SimcloudDriver
+) -> None:
+    """Every poll fails for longer than the operation takes (far more polls than the ten
+    errors the driver used to give up after): the driver waits for the cloud to answer,
+    and the success is recorded as learnt late."""
+    stop = event("h2-vm2", Action.STOP, params={"duration": 0.5})
+    running = Running(sim, driver, stop)
+    sim.fault(kind="api", fail_rate=1.0, duration=1.5)
+    note = running.outcome()
+    assert note is not None and note.startswith("outcome learnt late"), note
+    assert "503" in note
+    assert sim.vm("h2-vm2")["state"] == "STOPPED"
+
+
+def test_an_outcome_not_learnt_within_the_wait_is_unknown(sim: Sim) -> None:
+    """The cloud cannot be asked until the wait is over: the outcome is unknown (the
+    event is dead-lettered), not an ordinary failure — the cloud may still be working."""
+    driver = SimcloudDriver(sim.url, TOKEN, timeout=5, poll_interval=0.02, max_wait=1.0)
+    try:
+        running = Running(sim, driver, event("h2-vm2", Action.STOP, params={"duration": 5}))
+        sim.fault(kind="api", fail_rate=1.0)
+        with pytest.raises(OutcomeUnknown, match="outcome unknown: the cloud could not be asked"):
+            running.outcome()
+    finally:
+        sim.http.delete("/v1/faults").raise_for_status()
+        driver.close()
+
+
+def test_an_operation_still_running_at_the_end_of_the_wait_is_unknown(sim: Sim) -> None:
+    driver = SimcloudDriver(sim.url, TOKEN, timeout=5, poll_interval=0.02, max_wait=0.5)
+    try:
+        with pytest.raises(OutcomeUnknown, match="outcome unknown: still running after"):
+            driver.execute(event("h2-vm2", Action.STOP, params={"duration": 5}), Hold(1))
+    finally:
+        driver.close()
+
+
+def test_a_failure_the_cloud_reports_after_a_lapse_is_an_ordinary_failure(
+    sim: Sim, driver: SimcloudDriver
+) -> None:
+    """The VM goes down while it is being stopped, and the cloud cannot be asked for a
+    while: the operation's record says it failed, and so does the driver — learnt late."""
+    running = Running(sim, driver, event("h1-vm2", Action.STOP, params={"duration": 0.5}))
+    sim.fault(kind="api", fail_rate=1.0, duration=1.0)
+    sim.fault(kind="vm_down", vm="h1-vm2")
+    with pytest.raises(ActionFailed) as failed:
+        running.outcome()
+    assert not isinstance(failed.value, OutcomeUnknown)
+    assert str(failed.value).startswith("simcloud: "), failed.value
+    assert "outcome learnt late" in str(failed.value)
