@@ -110,6 +110,14 @@ class _Renewals:
 
     def _run(self) -> None:
         while True:
+            try:
+                self._round()
+            except Exception:  # the thread must outlive anything: else no claim is renewed
+                log.exception("claim renewals: a round failed; going on")
+                time.sleep(self._tick)
+
+    def _round(self) -> None:
+        while True:
             now = time.monotonic()
             with self._lock:
                 due = [k for k in self._held.values() if k.due <= now]
