@@ -131,6 +131,16 @@ class Pool(NamedTuple):
 
 DEFAULT_POOL = Pool()
 
+
+def write_lock_first(conn: Connection) -> None:
+    """On SQLite, take the database's write lock now, at the start of ``conn``'s
+    transaction (pysqlite begins one only at the first write): every read after it is
+    of the latest state, and no other writer interleaves. Nothing on PostgreSQL, whose
+    statements lock the rows they need."""
+    if conn.dialect.name == "sqlite":
+        conn.execute(vms.update().where(sa.false()).values(removing_since=None))
+
+
 #: the ledger cannot be reached, or is locked past its busy timeout: try again later (the
 #: services answer 503, never 500)
 LEDGER_TROUBLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)

@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from shared import clock, statements
-from shared.db import events, keys, vms
+from shared.db import events, keys, vms, write_lock_first
 from shared.errors import Conflict, VmRemoved
 from shared.lease import Lease
 from shared.models import FINISHED, IN_FLIGHT, Status, VmEventMessage
@@ -356,10 +356,7 @@ class EventLedger:
         if not _storable(event_id):
             return None
         with self.engine.begin() as conn:
-            if conn.dialect.name == "sqlite":
-                # the write lock first (pysqlite begins at the first write): no removal
-                # interleaves with the reads below
-                conn.execute(vms.update().where(sa.false()).values(removing_since=None))
+            write_lock_first(conn)  # no removal interleaves with the reads below
             dead = sa.and_(events.c.id == event_id, events.c.dead_at.is_not(None))
             found = conn.execute(
                 sa.select(events.c.host, events.c.vm, events.c.policy).where(dead)

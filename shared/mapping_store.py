@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shared import statements
-from shared.db import events, hosts, keys, mapping_version, vms
+from shared.db import events, hosts, keys, mapping_version, vms, write_lock_first
 from shared.errors import CarouselError
 from shared.ledger import Accepted
 from shared.models import (
@@ -85,10 +85,7 @@ class MappingStore:
         batch_vms = list(dict.fromkeys((e.host, e.vm) for e in batch))
         batch_keys = list(dict.fromkeys((e.host, e.vm, e.policy) for e in batch))
         with self.engine.begin() as conn:
-            if conn.dialect.name == "sqlite":
-                # take the write lock first (pysqlite begins at the first write): every
-                # read below is then of the latest state, and no removal interleaves
-                conn.execute(vms.update().where(sa.false()).values(removing_since=None))
+            write_lock_first(conn)  # every read below is of the latest state
             sql = statements.batch(conn.dialect.name)
             marked = conn.execute(sql.MARKED_VMS, sql.rows("vms", batch_vms)).all()
             for r in marked:

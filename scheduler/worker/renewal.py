@@ -54,10 +54,6 @@ class LeaseKeeper:
         #: not news (the event just finished)
         self.finishing = False
 
-    @property
-    def lost(self) -> threading.Event:
-        return self.hold.lost
-
     def __enter__(self) -> LeaseKeeper:
         self.due = time.monotonic() + self.lease_seconds / 3
         _renewals().add(self)

@@ -53,6 +53,7 @@ from tests.fuzz import (
 )
 from tests.unit.admin_doubles import FakeSession
 from tests.unit.elasticity_doubles import Clock, FakeControl, InMemoryProvider
+from tests.unit.test_dispatcher_admin import dead_letter
 
 JSON = {"content-type": "application/json"}
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
@@ -208,16 +209,8 @@ def test_dispatcher_redrive_documents_its_409_and_its_503(
     dead-lettered, one whose VM was removed, and one that cannot be published (no broker)."""
     admin = make_admin()
     store = admin.dead_letters.store
-    for event_id, vm in [("a", "v"), ("gone", "removed")]:
-        event = VmEventMessage(
-            id=event_id, host="h", vm=vm, policy="p", action=Action.HEAL, accepted_at=0
-        )
-        store.ensure_keys([event.key])
-        store.accept([event])
-        store.confirm([event])
-        store.mark_dispatched_many([event_id], "d")
-        claim = store.claim(event_id, "d", "w", 30.0)
-        store.finish(event_id, claim.token, False, "ran past its time limit", dead=True)
+    dead_letter(store, "a", vm="v")
+    dead_letter(store, "gone", vm="removed")
     store.remove_vm("h", "removed")
     schema = schemathesis.openapi.from_asgi("/openapi.json", admin.app, config=config(token=False))
     op = operation(schema, "POST /dead-letters/{event_id}/redrive")
