@@ -154,5 +154,5 @@ class Stack:
         for svc in reversed(self.services):
             svc.stop()
 
-    def logs(self) -> str:
-        return "\n\n".join(f"--- {s.script}\n{s.log_tail(40)}" for s in self.services)
+    def logs(self, lines: int = 40) -> str:
+        return "\n\n".join(f"--- {s.script}\n{s.log_tail(lines)}" for s in self.services)

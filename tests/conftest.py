@@ -100,11 +100,28 @@ def recorder() -> Iterator[EffectRecorder]:
     rec.close()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failing test's report carries the log tails of the services its stacks ran."""
+    report = yield
+    stacks: list[Stack] = getattr(item, "carousel_stacks", [])
+    if report.failed and call.when == "call" and stacks:
+        for n, stack in enumerate(stacks):
+            report.sections.append((f"Carousel services of stack {n}", stack.logs(150)))
+    return report
+
+
 @pytest.fixture
 def stack_factory(
-    amqp_url: str, prefix: str, db_url: str, tmp_path: Path, profiles_used: set[str]
+    request: pytest.FixtureRequest,
+    amqp_url: str,
+    prefix: str,
+    db_url: str,
+    tmp_path: Path,
+    profiles_used: set[str],
 ) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
+    request.node.carousel_stacks = stacks  # read by pytest_runtest_makereport
 
     def make(**env: Any) -> Stack:
         base = {
