@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv up test unit lint fmt bench faults compose-test clean
+.PHONY: venv up test unit lint fmt docs bench faults compose-test clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# the generated parts of docs/: the settings tables (from the settings classes)
+docs: $(STAMP)
+	$(BIN)/python -m harness.settings_doc
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH)
