@@ -35,12 +35,15 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# the generated parts of docs/: the settings tables (from the settings classes)
+# the generated parts of docs/: the settings tables (from the settings classes) and the
+# benchmark figures (from bench/results/*.json)
 docs: $(STAMP)
 	$(BIN)/python -m harness.settings_doc
+	$(BIN)/python -m bench.docs
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH)
+	$(BIN)/python -m bench.docs
 
 # the fault suite against a private RabbitMQ node (~15 min); FAULTS="--fast" for the CI subset
 faults: $(STAMP)

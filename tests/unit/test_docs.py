@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
+from bench import docs as bench_docs
 from harness import settings_doc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +22,12 @@ NAMES = settings_doc.names()
 def test_the_settings_tables_are_generated_from_the_current_code() -> None:
     assert settings_doc.current() == settings_doc.render(), (
         "docs/settings.md is stale: run `make docs`"
+    )
+
+
+def test_the_benchmark_figures_are_generated_from_the_results() -> None:
+    assert bench_docs.current() == bench_docs.render(), (
+        "docs/benchmarks.md differs from bench/results/: run `make docs`"
     )
 
 
