@@ -149,7 +149,7 @@ LEDGER_TROUBLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.Timeout
 #: Every PostgreSQL session of the ledger's. psycopg prepares a statement on the server
 #: from its fifth execution, and PostgreSQL may then settle on a generic plan made while
 #: a table was empty: a lookup of a request's ids became a scan of the whole growing
-#: table (one client's ingest: 640 to 820 events/s; with a plan per execution 2,540). A
+#: table (``BENCH_LEDGER=postgresql make bench BENCH=ingest`` shows the difference). A
 #: plan per execution costs less than that for every statement the ledger runs.
 PG_SESSION = ("SET plan_cache_mode TO force_custom_plan",)
 
