@@ -20,8 +20,10 @@ $(DEV): $(RUN)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# the demo: simcloud, and the producer watching it (MONITOR_SOURCE, DRIVER override)
+# the demo: simcloud, and the producer watching it (MONITOR_SOURCE, DRIVER override).
+# First, with .env read as honcho reads it: does RabbitMQ answer at AMQP_URL?
 up: $(RUN)
+	@$(BIN)/honcho run $(BIN)/python -m shared.brokercheck
 	MONITOR_SOURCE=$${MONITOR_SOURCE-simcloud} DRIVER=$${DRIVER-simcloud} \
 	SIMCLOUD_GROUPS=$${SIMCLOUD_GROUPS-web:3:1:5} \
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/honcho -f Procfile start
