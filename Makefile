@@ -21,11 +21,14 @@ $(DEV): $(RUN)
 	touch $@
 
 # the demo: simcloud, and the producer watching it (MONITOR_SOURCE, DRIVER override).
-# First, with .env read as honcho reads it: does RabbitMQ answer at AMQP_URL?
+# First, with .env read as honcho reads it: does RabbitMQ answer at AMQP_URL? Flower's
+# password is made once per run (unless FLOWER_BASIC_AUTH sets one), for Flower and for
+# the banner, which prints it once every service is ready.
 up: $(RUN)
 	@$(BIN)/honcho run $(BIN)/python -m shared.brokercheck
 	MONITOR_SOURCE=$${MONITOR_SOURCE-simcloud} DRIVER=$${DRIVER-simcloud} \
 	SIMCLOUD_GROUPS=$${SIMCLOUD_GROUPS-web:3:1:5} \
+	FLOWER_BASIC_AUTH=$${FLOWER_BASIC_AUTH:-admin:$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(16))')} \
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/honcho -f Procfile start
 
 test: $(DEV)
