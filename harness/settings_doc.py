@@ -116,7 +116,9 @@ def _cell(text: str) -> str:
 def _simcloud_rows() -> list[list[str]]:
     from simcloud.__main__ import parser
 
-    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("SIMCLOUD_")}
+    # the flags' defaults in a clean environment (--access-log's falls back on ACCESS_LOG)
+    ours = [k for k in os.environ if k.startswith("SIMCLOUD_") or k == "ACCESS_LOG"]
+    saved = {k: os.environ.pop(k) for k in ours}
     try:
         actions = list(_flags(parser()))
     finally:

@@ -66,6 +66,12 @@ class CommonSettings(BaseSettings):
         "kept: their delete-if-empty is not implemented there.",
     )
     log_level: str = Field("INFO", description="Logging level (LOG_LEVEL).")
+    access_log: bool = Field(
+        False,
+        description="Log every HTTP request the producer and the admin APIs answer, one "
+        "line each (uvicorn's access log; simcloud follows it too, Flower logs none); "
+        "false = only what the services themselves have to say (ACCESS_LOG).",
+    )
     carousel_api_token: str = Field(
         "",
         description="Bearer token required on every producer call but health checks, and "
