@@ -164,7 +164,7 @@ def _account(
     anomalies += [a for r in results for a in r.anomalies]  # what faults checked themselves
     accounting.charge(anomalies, phases)
     return Accounting(
-        events=len(ids),
+        events=len(ids) + sum(r.events for r in results),
         anomalies=anomalies,
         statuses=statuses,
         queues_live=live,
