@@ -11,7 +11,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.faults import accounting, cloud, kubernetes, ledger, messages, process, report
+from harness.faults import (
+    accounting,
+    cloud,
+    cloudapi,
+    kubernetes,
+    ledger,
+    messages,
+    process,
+    report,
+)
 from harness.faults.accounting import Accounting
 from harness.faults.base import Ctx, Fault, FaultResult
 from harness.faults.load import LoadGenerator
@@ -49,6 +58,11 @@ FAULTS: dict[str, Fault] = {
             "retire Kubernetes workers, pods slow or failed",
         ),
         Fault("cloud-restart", cloud.cloud_restart, "simcloud restarted between host/VM faults"),
+        Fault(
+            "cloud-api",
+            cloudapi.cloud_api,
+            "simcloud's API failing half its calls, slow, while actions run",
+        ),
     ]
 }
 

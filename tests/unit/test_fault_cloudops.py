@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from harness.faults.cloudapi import DRIVER_TIMEOUT, SLOW, STALLED
 from harness.faults.cloudops import LABEL, Op, judge
+from scheduler.worker.simcloud_driver import START_PATIENCE
 
 T0 = 100.0
 
@@ -143,3 +145,7 @@ def test_an_operation_without_a_label_belongs_to_the_event_its_id_names() -> Non
     assert Op.of(record).event == "e1"
     assert Op.of(record | {"params": {LABEL: "e7"}}).event == "e7"
 
+
+def test_the_fault_is_slow_then_stalled_and_over_before_a_start_is_given_up() -> None:
+    assert SLOW.delay < DRIVER_TIMEOUT < STALLED.delay
+    assert SLOW.seconds + STALLED.seconds < START_PATIENCE
