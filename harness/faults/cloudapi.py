@@ -57,17 +57,18 @@ from harness.processes import Service, free_port, wait_until
 
 PROFILE = "cloudapi"
 ACTION = "upgrade"
-#: few VMs for the worker's processes, and operations that outlast a few failed calls:
-#: a VM freed while its operation runs gets its next event while it still runs
-HOSTS = 3
+HOSTS = 2
 VMS_PER_HOST = 1
 POLICIES = ("p0", "p1")
-EVENTS_PER_KEY = 3
-#: seconds an operation takes in the cloud (each event draws its own)
-OP_SECONDS = (1.0, 2.5)
+EVENTS_PER_KEY = 4
+#: as many worker processes as VMs: a VM freed while its operation runs is the one
+#: whose next event the freed process gets, at once
+WORKER_CONCURRENCY = HOSTS * VMS_PER_HOST
+#: seconds an operation takes in the cloud (each event draws its own): longer than a
+#: few failed calls
+OP_SECONDS = (2.0, 4.0)
 #: the simcloud driver's HTTP timeout for this phase (its ``WEBHOOK_TIMEOUT``)
 DRIVER_TIMEOUT = 2.0
-WORKER_CONCURRENCY = 2
 #: seconds every event of the phase has to be final once the fault is off
 FINAL_BOUND = 120.0
 
