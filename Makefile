@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv up test unit lint fmt bench faults compose-test clean
+.PHONY: venv up test unit lint fmt docs bench faults compose-test clean
 
 venv: $(STAMP)
 
@@ -35,8 +35,15 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# the generated parts of docs/: the settings tables (from the settings classes) and the
+# benchmark figures (from bench/results/*.json)
+docs: $(STAMP)
+	$(BIN)/python -m harness.settings_doc
+	$(BIN)/python -m bench.docs
+
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH)
+	$(BIN)/python -m bench.docs
 
 # the fault suite against a private RabbitMQ node (~15 min); FAULTS="--fast" for the CI subset
 faults: $(STAMP)
