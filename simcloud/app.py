@@ -248,6 +248,14 @@ def _router(hub: Hub) -> APIRouter:
         op = cloud.start_action(body.id, body.action, target, body.token, body.params)
         return op.to_json()
 
+    @router.get(
+        "/v1/operations",
+        summary="Every operation kept (running, and finished within the bound), in the "
+        "order they started",
+    )
+    async def operations() -> dict[str, Any]:
+        return {"operations": [op.to_json() for op in cloud.operations()]}
+
     @router.get("/v1/operations/{op_id}", responses=refused(404, "No such operation"))
     async def operation(op_id: str) -> dict[str, Any]:
         op = cloud.operation(op_id)

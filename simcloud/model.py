@@ -202,6 +202,11 @@ class Cloud:
     def operation(self, op_id: str) -> Operation | None:
         return self._ops.get(op_id)
 
+    def operations(self) -> list[Operation]:
+        """Every operation the cloud keeps (those running, and the finished ones within
+        its bound), in the order they started."""
+        return list(self._ops.values())
+
     def _complete(self, op: Operation) -> None:
         self._end(op, actions.finish(self._inv, op, self._rng))
 

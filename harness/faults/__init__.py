@@ -8,8 +8,8 @@ What runs
     posts events over 4 hosts x 4 VMs x 2 policies and retries every batch with the same
     ids until it gets a 202, as an at-least-once client does. Under that load, faults
     (:mod:`.process`, :mod:`.messages`, :mod:`.ledger`, :mod:`.holds`, :mod:`.cloud`,
-    :mod:`.kubernetes`) are injected one after another (:mod:`.suite`); the load then
-    stops and the accounting (:mod:`.accounting`) runs.
+    :mod:`.cloudapi`, :mod:`.kubernetes`) are injected one after another (:mod:`.suite`);
+    the load then stops and the accounting (:mod:`.accounting`) runs.
 
 The accounting — over every event id that got a 202, and nothing else
     Each event's final view is GET /events/{id}, asked until every one is final
@@ -42,15 +42,25 @@ The accounting — over every event id that got a 202, and nothing else
     stuck
         not final at the bound.
 
+    The ``cloud-api`` fault (:mod:`.cloudapi`) runs events of its own through the
+    ``simcloud`` driver, which the receiver never sees, and accounts them itself against
+    simcloud's operation records (:mod:`.cloudops`), with the same four kinds: lost (the
+    ledger's outcome is not the cloud's: succeeded with no operation that succeeded,
+    failed though the cloud failed none — an outcome reported unknown excepted),
+    duplicate (two operations for one event), violation (an operation started on a VM
+    while another ran there), stuck (not final within its bound). Its events are in the
+    final line's count; the load does not adopt them.
+
     Also reported, and failing the run: *phantom* calls (for an id the load never
     posted: a forged message ran); *refused* ids (a valid post answered with a 4xx —
     the load posts only valid events and re-posts only identical ones); *unanswered*
     ids (still no 202 when the client gave up, 90 s after the load stopped); and queues
-    not drained — every event queue, the actions queue and completions must hold no
-    ready message once the events are final, and none at all (unacked ones come back as
-    ready) once the services are stopped. Reported only: *misreported* events (a poison
-    event that succeeded, or a normal one that failed although its effect completed).
-    Poison events ending ``failed`` are fine.
+    not drained — every event queue, the actions queue (and that of a worker profile a
+    fault added) and completions must hold no ready message once the events are final,
+    and none at all (unacked ones come back as ready) once the services are stopped.
+    Reported only: *misreported* events (a poison event that succeeded, or a normal one
+    that failed although its effect completed). Poison events ending ``failed`` are
+    fine.
 
     Each anomaly is charged to the phase it arose in — the baseline, the fault being
     injected then (until the next one starts), or the drain after the load stopped — by

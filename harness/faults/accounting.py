@@ -154,7 +154,12 @@ def charge(anomalies: list[Anomaly], phases: list[tuple[str, float]]) -> None:
 
 def queues(stack: FaultStack) -> list[str]:
     t = stack.topology
-    return [*stack.event_queue_names(), t.actions_queue.name, t.completions_queue.name]
+    return [
+        *stack.event_queue_names(),
+        t.actions_queue.name,
+        *stack.extra_queues,
+        t.completions_queue.name,
+    ]
 
 
 def nonempty(stack: FaultStack) -> dict[str, int]:

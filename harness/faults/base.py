@@ -30,6 +30,9 @@ class FaultResult:
     #: what the fault itself found wrong (a fault that checks something besides the
     #: events), added to the suite's accounting and charged to the fault's phase
     anomalies: list[Anomaly] = field(default_factory=list)
+    #: events the fault posted and accounted itself (in :attr:`anomalies`), apart from
+    #: the load's: counted in the final line's events
+    events: int = 0
 
 
 @dataclass

@@ -126,6 +126,6 @@ def queues(acc: Accounting) -> str:
     if acc.queues_stopped:
         lines.append(f"queues not empty once the services stopped: {acc.queues_stopped}")
     if not lines:
-        lines.append("queues drained: every event queue, the actions queue and completions")
+        lines.append("queues drained: every event queue, the actions queues and completions")
     lines.append(f"dead-letter queue: {acc.dead_letters or 0} messages (garbage moved aside)")
     return "\n".join(lines)

@@ -94,6 +94,10 @@ class FaultStack:
         self.stack = Stack(env, self.logs)
         self.producer: Service | None = None
         self.scheduler: Service | None = None
+        #: settings a fault gives the scheduler for its phase (kept across its restarts)
+        self.scheduler_env: dict[str, str] = {}
+        #: queues a fault added (a worker profile's actions queue): they must drain too
+        self.extra_queues: list[str] = []
         self.workers: list[Service] = []
         self._worker_seq = 0
 
@@ -101,20 +105,25 @@ class FaultStack:
     def start(self) -> None:
         self.broker.start()
         self.producer = self.stack.producer()
-        self.scheduler = self.stack.scheduler()
+        self.scheduler = self.stack.scheduler(**self.scheduler_env)
         for _ in range(self.profile.workers):
             self.start_worker()
 
     def start_worker(self) -> Service:
+        """One more of the stack's workers (the ones the worker faults pick from)."""
         self._worker_seq += 1
-        name = f"faults-w{self._worker_seq}@%h"
-        worker = self.stack.worker(WORKER_NAME=name)
+        worker = self.worker_process(f"faults-w{self._worker_seq}@%h")
+        self.workers.append(worker)
+        return worker
+
+    def worker_process(self, name: str, **extra: str) -> Service:
+        """A worker named ``name`` with ``extra`` settings, once it is ready."""
+        worker = self.stack.worker(WORKER_NAME=name, **extra)
         wait_until(
             lambda: " ready: " in worker.log_path.read_text(errors="replace"),
             90,
             what=f"worker {name} ready ({worker.log_tail()})",
         )
-        self.workers.append(worker)
         return worker
 
     def stop_services(self) -> None:
@@ -132,8 +141,16 @@ class FaultStack:
         return self.producer
 
     def restart_scheduler(self) -> Service:
-        self.scheduler = self.stack.scheduler()
+        self.scheduler = self.stack.scheduler(**self.scheduler_env)
         return self.scheduler
+
+    def reconfigure_scheduler(self, **extra: str) -> Service:
+        """Stop the scheduler and start it with ``extra`` settings, kept across its later
+        restarts (none: back to the stack's own)."""
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        self.scheduler_env = dict(extra)
+        return self.restart_scheduler()
 
     # -- workers and their processes -----------------------------------------------
     def live_workers(self) -> list[Service]:

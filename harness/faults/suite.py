@@ -14,6 +14,7 @@ from pathlib import Path
 from harness.faults import (
     accounting,
     cloud,
+    cloudapi,
     holds,
     kubernetes,
     ledger,
@@ -63,6 +64,11 @@ FAULTS: dict[str, Fault] = {
             "retire Kubernetes workers, pods slow or failed",
         ),
         Fault("cloud-restart", cloud.cloud_restart, "simcloud restarted between host/VM faults"),
+        Fault(
+            "cloud-api",
+            cloudapi.cloud_api,
+            "simcloud's API failing half its calls, slow, while actions run",
+        ),
     ]
 }
 
@@ -178,7 +184,7 @@ def _account(
     anomalies += [a for r in results for a in r.anomalies]  # what faults checked themselves
     accounting.charge(anomalies, phases)
     return Accounting(
-        events=len(ids),
+        events=len(ids) + sum(r.events for r in results),
         anomalies=anomalies,
         statuses=statuses,
         queues_live=live,

@@ -577,6 +577,29 @@ def test_http_actions_and_operations() -> None:
     serve(cloud, scenario)
 
 
+def test_http_operations_lists_every_operation_kept_in_the_order_they_started() -> None:
+    cloud, clock = make(ops_size=1)
+
+    async def scenario(c: httpx.AsyncClient) -> None:
+        assert (await c.get("/v1/operations")).json() == {"operations": []}
+        for i, vm in enumerate(["h1-vm1", "h2-vm1", "h3-vm1"]):
+            params = {"duration": 1.0 + i, "label": f"l{i}"}
+            body = {"id": f"op-{i}", "action": "upgrade", "params": params}
+            assert (await c.post(f"/v1/vms/{vm}/actions", json=body)).status_code == 202
+        clock.now += 2.5
+        ops = (await c.get("/v1/operations")).json()["operations"]
+        # op-0 and op-1 finished, and the bound keeps one finished operation; op-2 runs
+        assert [(o["id"], o["target"], o["state"]) for o in ops] == [
+            ("op-1", "h2-vm1", "succeeded"),
+            ("op-2", "h3-vm1", "running"),
+        ]
+        assert (ops[0]["started_at"], ops[0]["done_at"]) == (1000.0, 1002.5)
+        assert ops[0]["params"] == {"duration": 2.0, "label": "l1"}
+        assert ops[1]["done_at"] is None
+
+    serve(cloud, scenario)
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
