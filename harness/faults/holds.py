@@ -44,7 +44,7 @@ from harness.faults.accounting import VIOLATION, Anomaly
 from harness.faults.base import RECOVERY_TIMEOUT, Ctx, FaultResult
 from harness.faults.stack import FaultStack
 from harness.private_broker import PrivateBroker
-from harness.processes import Service, wait_until
+from harness.processes import wait_until
 from harness.recorder import RUNNING, Call
 
 #: the broker's consumer_timeout during the phase, in seconds
@@ -90,7 +90,7 @@ def consumer_timeout(ctx: Ctx, refresh: float = REFRESH) -> FaultResult:
             wait_until(lambda: before.grown(BROKER_TIMED_OUT), 30, what="the probe's log line")
             ctx.log(f"  consumer_timeout {SHORT_TIMEOUT:g} s in force (a probe channel closed)")
             marks = Marks(broker_log, [w.log_path for w in fs.live_workers()])
-            scheduler_log = restart_scheduler(fs, HEAD_REFRESH_INTERVAL=f"{refresh:g}").log_path
+            scheduler_log = fs.reconfigure_scheduler(HEAD_REFRESH_INTERVAL=f"{refresh:g}").log_path
             wait_until(lambda: fs.stats()["active"], 60, what="the restarted scheduler active")
             slices.append(Slice("startup", time.time(), 0))
             try:
@@ -102,7 +102,7 @@ def consumer_timeout(ctx: Ctx, refresh: float = REFRESH) -> FaultResult:
                 slices.append(Slice("end", time.time(), _size(scheduler_log)))
     finally:
         if scheduler_log is not None:  # the broker's values are back: the scheduler's
-            restart_scheduler(fs)  # channels must get them too, and its own settings
+            fs.reconfigure_scheduler()  # channels must get them too, and its own settings
     res.anomalies = session_ends(scheduler_log, slices)
     seen = held_heads(scheduler_log, slices)
     assert marks is not None
@@ -240,15 +240,6 @@ def channel_judged(fs: FaultStack, bound: float) -> float | None:
             except conn.channel_errors:
                 return time.monotonic() - began if held else None
     return None
-
-
-def restart_scheduler(fs: FaultStack, **extra: str) -> Service:
-    """Stop the scheduler gracefully (it gives up its lease) and start it again with the
-    stack's settings and ``extra``; it is ready once connected to the broker."""
-    if fs.scheduler is not None:
-        fs.scheduler.stop()
-    fs.scheduler = fs.stack.scheduler(**extra)
-    return fs.scheduler
 
 
 # -- what the logs show --------------------------------------------------------------------
