@@ -1,4 +1,5 @@
-"""Every setting a service reads is documented in the README and in .env.example."""
+"""Every setting a service reads — its built-in drivers' own included — is documented in
+the README and in .env.example."""
 
 from __future__ import annotations
 
@@ -13,15 +14,21 @@ from producer.settings import ProducerSettings
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.elasticity.settings import ElasticitySettings
 from scheduler.flower.settings import FlowerSettings
+from scheduler.worker.drivers import GROUP as DRIVERS
+from scheduler.worker.drivers import driver_class
 from scheduler.worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+#: the drivers Carousel itself registers (an installed plug-in documents its own)
+BUILT_IN_DRIVERS = sorted(PYPROJECT["project"]["entry-points"][DRIVERS])
 SETTINGS: list[type[BaseSettings]] = [
     ProducerSettings,
     SchedulerSettings,
     WorkerSettings,
     FlowerSettings,
     ElasticitySettings,
+    *(driver_class(name).config_model for name in BUILT_IN_DRIVERS),
 ]
 NAMES = sorted({f.upper() for cls in SETTINGS for f in cls.model_fields})
 
@@ -87,7 +94,7 @@ def test_nothing_points_outside_the_repository() -> None:
 
 def test_the_readme_names_each_entry_point_and_its_module() -> None:
     """The package layout, the console scripts and the README's table agree."""
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    scripts = PYPROJECT["project"]["scripts"]
     readme = (ROOT / "README.md").read_text()
     assert len(scripts) == 7
     for script, target in scripts.items():
