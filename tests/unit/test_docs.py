@@ -79,7 +79,7 @@ def test_every_test_the_design_cites_exists() -> None:
 
 
 def test_every_path_the_readme_and_design_name_exists() -> None:
-    for doc in ("README.md", "docs/design.md"):
+    for doc in ("README.md", "docs/design.md", "docs/extending.md"):
         text = (ROOT / doc).read_text()
         for path in re.findall(
             r"`((?:producer|scheduler|shared|harness|bench|docs)/[\w./]+)`", text
@@ -88,7 +88,7 @@ def test_every_path_the_readme_and_design_name_exists() -> None:
 
 
 def test_nothing_points_outside_the_repository() -> None:
-    for doc in ("README.md", "docs/design.md"):
+    for doc in ("README.md", "docs/design.md", "docs/extending.md"):
         assert "../" not in (ROOT / doc).read_text(), doc
 
 
@@ -102,3 +102,24 @@ def test_the_readme_names_each_entry_point_and_its_module() -> None:
         path = module.replace(".", "/") + ".py"
         assert (ROOT / path).exists(), path
         assert f"`{script}` (`{path}`)" in readme, f"README does not list {script} -> {path}"
+
+
+def test_the_code_docs_extending_shows_is_the_code() -> None:
+    """Every Python block of docs/extending.md is verbatim in the module it walks through
+    (the webhook driver, the example plug-in), and every entry-point line of a block is
+    registered: the guide cannot drift from what runs."""
+    text = (ROOT / "docs" / "extending.md").read_text()
+    sources = [
+        (ROOT / "scheduler" / "worker" / "webhook_driver.py").read_text(),
+        (ROOT / "tests" / "plugins" / "carousel_echo" / "carousel_echo.py").read_text(),
+    ]
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        assert any(block in source for source in sources), block[:200]
+    registered = (ROOT / "pyproject.toml").read_text() + (
+        ROOT / "tests" / "plugins" / "carousel_echo" / "pyproject.toml"
+    ).read_text()
+    for block in re.findall(r"```toml\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            assert line in registered, line
