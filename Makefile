@@ -2,48 +2,66 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.installed
+# two installs: what running needs (make up), and the tools on top (tests, lint, ...)
+RUN     := $(VENV)/.installed-run
+DEV     := $(VENV)/.installed-dev
 
-.PHONY: venv up test unit lint fmt bench faults compose-test clean
+.PHONY: venv up test unit lint fmt docs bench faults compose-test clean
 
-venv: $(STAMP)
+venv: $(DEV)
 
-$(STAMP): pyproject.toml
+$(RUN): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/pip install --quiet -e .
+	touch $@
 
-# the demo: simcloud, and the producer watching it (MONITOR_SOURCE, DRIVER override)
-up: $(STAMP)
+$(DEV): $(RUN)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# the demo: simcloud, and the producer watching it (MONITOR_SOURCE, DRIVER override).
+# First, with .env read as honcho reads it: does RabbitMQ answer at AMQP_URL? Flower's
+# password is made once per run (unless FLOWER_BASIC_AUTH sets one), for Flower and for
+# the banner, which prints it once every service is ready.
+up: $(RUN)
+	@$(BIN)/honcho run $(BIN)/python -m shared.brokercheck
 	MONITOR_SOURCE=$${MONITOR_SOURCE-simcloud} DRIVER=$${DRIVER-simcloud} \
 	SIMCLOUD_GROUPS=$${SIMCLOUD_GROUPS-web:3:1:5} \
+	FLOWER_BASIC_AUTH=$${FLOWER_BASIC_AUTH:-admin:$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(16))')} \
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/honcho -f Procfile start
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/pytest
 
-unit: $(STAMP)
+unit: $(DEV)
 	$(BIN)/pytest tests/unit
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-fmt: $(STAMP)
+fmt: $(DEV)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)
+# the generated parts of docs/: the settings tables (from the settings classes) and the
+# benchmark figures (from bench/results/*.json)
+docs: $(DEV)
+	$(BIN)/python -m harness.settings_doc
+	$(BIN)/python -m bench.docs
+
+bench: $(DEV)
 	$(BIN)/python -m bench $(BENCH)
+	$(BIN)/python -m bench.docs
 
 # the fault suite against a private RabbitMQ node (~15 min); FAULTS="--fast" for the CI subset
-faults: $(STAMP)
+faults: $(DEV)
 	$(BIN)/python -m harness.faults $(FAULTS)
 
 # docker-compose.yml run for real (Docker, stand-in base images, a project of its own; ~5 min)
-compose-test: $(STAMP)
+compose-test: $(DEV)
 	bash deploy/compose/test
 
 clean:

@@ -18,6 +18,9 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        # how busy the machine already was (1-minute load average as the run ended):
+        # figures taken beside other work are not comparable with a quiet machine's
+        "load": round(os.getloadavg()[0], 2),
     }
 
 

@@ -5,7 +5,7 @@ names the field."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,23 +18,28 @@ from carousel_cli.events import Event, batches
 #: GETs of event statuses in flight at once while watching
 WATCH_CONCURRENCY = 8
 
+#: each service's port on this machine, and the variable that moves it (the service
+#: reads the same one: under `make up`, from the environment or .env)
+PORTS: Mapping[str, tuple[str, int]] = {
+    "producer": ("PRODUCER_PORT", 8000),
+    "scheduler": ("SCHEDULER_PORT", 8001),
+    "elasticity": ("ELASTICITY_PORT", 8002),
+    "flower": ("FLOWER_PORT", 5555),
+}
+
+
+def local_url(service: str, env: Mapping[str, str] | None = None) -> str:
+    """``service`` on this machine: ``http://127.0.0.1:$PRODUCER_PORT`` (8000), ..."""
+    variable, port = PORTS[service]
+    return f"http://127.0.0.1:{(os.environ if env is None else env).get(variable) or port}"
+
 
 @dataclass(frozen=True)
 class Endpoints:
-    producer: str = "http://127.0.0.1:8000"
-    scheduler: str = "http://127.0.0.1:8001"
-    elasticity: str = "http://127.0.0.1:8002"
+    producer: str = field(default_factory=lambda: local_url("producer"))
+    scheduler: str = field(default_factory=lambda: local_url("scheduler"))
+    elasticity: str = field(default_factory=lambda: local_url("elasticity"))
     token: str = field(default="", repr=False)
-
-    @classmethod
-    def from_env(cls) -> Endpoints:
-        env = os.environ
-        return cls(
-            producer=env.get("CAROUSEL_PRODUCER_URL", cls.producer),
-            scheduler=env.get("CAROUSEL_SCHEDULER_URL", cls.scheduler),
-            elasticity=env.get("CAROUSEL_ELASTICITY_URL", cls.elasticity),
-            token=env.get("CAROUSEL_API_TOKEN", ""),
-        )
 
 
 class Client:
@@ -92,15 +97,18 @@ class Client:
         answer: dict[str, Any] = self._call("GET", self.endpoints.elasticity, "/status")
         return answer
 
-    def ready(self, base: str) -> str:
-        """``ready``, the reason a service gives for not being ready, or ``unreachable``."""
+    def ready(self, base: str, path: str = "/readyz") -> str:
+        """``ready`` once ``path`` answers 2xx; else the reason the service gives for not
+        being ready (its ``status``), or ``unreachable``."""
         try:
-            response = self.http.get(f"{base}/readyz")
+            response = self.http.get(f"{base}{path}")
         except httpx.TransportError:
             return "unreachable"
+        if response.is_success:
+            return "ready"
         try:
             return str(response.json().get("status", response.status_code))
-        except ValueError:
+        except (ValueError, AttributeError):
             return f"answered {response.status_code}"
 
     # -- plumbing --------------------------------------------------------------------

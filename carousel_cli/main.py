@@ -1,14 +1,16 @@
 """Carousel's command line: post events, run a demo burst, watch events drain, see the
-system's status.
+system's status, wait until it is ready.
 
 Every command reads the services' addresses and the token from options or the
 environment (CAROUSEL_PRODUCER_URL, CAROUSEL_SCHEDULER_URL, CAROUSEL_ELASTICITY_URL,
-CAROUSEL_API_TOKEN). Exit codes: 0 done (every watched event succeeded), 1 some failed,
+CAROUSEL_API_TOKEN); an address not given is this machine at the port the service reads
+(PRODUCER_PORT, ...). Exit codes: 0 done (every watched event succeeded), 1 some failed,
 2 bad input, 3 timed out, 4 a service unreachable or refusing."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -19,9 +21,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from carousel_cli import ready as readiness
 from carousel_cli import views, watching
-from carousel_cli.client import Client, Endpoints
-from carousel_cli.errors import CliError, InputError
+from carousel_cli.client import PORTS, Client, Endpoints, local_url
+from carousel_cli.errors import TIMED_OUT, CliError, InputError
 from carousel_cli.events import DEMO_ACTIONS, Burst, Event, read_events, slices
 
 app = typer.Typer(
@@ -32,21 +35,30 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
-DEFAULTS = Endpoints()
+
+
+def _url_option(envvar: str, what: str, port: str) -> Any:
+    return typer.Option(
+        envvar=envvar,
+        help=f"{what} Default: http://127.0.0.1:${port[0]} (port {port[1]} if unset).",
+        show_default=False,
+    )
 
 
 @app.callback()
 def common(
     ctx: typer.Context,
     producer_url: Annotated[
-        str, typer.Option(envvar="CAROUSEL_PRODUCER_URL", help="The producer's REST API.")
-    ] = DEFAULTS.producer,
+        str, _url_option("CAROUSEL_PRODUCER_URL", "The producer's REST API.", PORTS["producer"])
+    ] = "",
     scheduler_url: Annotated[
-        str, typer.Option(envvar="CAROUSEL_SCHEDULER_URL", help="The scheduler's admin API.")
-    ] = DEFAULTS.scheduler,
+        str,
+        _url_option("CAROUSEL_SCHEDULER_URL", "The scheduler's admin API.", PORTS["scheduler"]),
+    ] = "",
     elasticity_url: Annotated[
-        str, typer.Option(envvar="CAROUSEL_ELASTICITY_URL", help="The elasticity admin API.")
-    ] = DEFAULTS.elasticity,
+        str,
+        _url_option("CAROUSEL_ELASTICITY_URL", "The elasticity admin API.", PORTS["elasticity"]),
+    ] = "",
     token: Annotated[
         str,
         typer.Option(
@@ -57,9 +69,9 @@ def common(
     ] = "",
 ) -> None:
     ctx.obj = Endpoints(
-        producer=producer_url.rstrip("/"),
-        scheduler=scheduler_url.rstrip("/"),
-        elasticity=elasticity_url.rstrip("/"),
+        producer=(producer_url or local_url("producer")).rstrip("/"),
+        scheduler=(scheduler_url or local_url("scheduler")).rstrip("/"),
+        elasticity=(elasticity_url or local_url("elasticity")).rstrip("/"),
         token=token,
     )
 
@@ -299,6 +311,69 @@ def status(
             if pools is not None:
                 out.print(views.pools(pools))
         return 0 if all(said == "ready" for _, said in ready.values()) else 4
+
+    _run(ctx, body)
+
+
+@app.command()
+def ready(
+    ctx: typer.Context,
+    flower_url: Annotated[
+        str,
+        typer.Option(
+            envvar="CAROUSEL_FLOWER_URL",
+            help="Flower. Default: http://127.0.0.1:$FLOWER_PORT (port 5555 if unset).",
+            show_default=False,
+        ),
+    ] = "",
+    simcloud_url: Annotated[
+        str, typer.Option(envvar="SIMCLOUD_URL", help="simcloud, the demo cloud.")
+    ] = "http://127.0.0.1:8100",
+    flower_auth: Annotated[
+        str,
+        typer.Option(
+            envvar="FLOWER_BASIC_AUTH", help="Flower's user:password, to show.", show_default=False
+        ),
+    ] = "",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait at most.")] = 120.0,
+    hold: Annotated[
+        bool,
+        typer.Option(
+            help="Keep waiting past --timeout, and keep running once done (honcho, which "
+            "runs it under `make up`, stops everything once one process exits)."
+        ),
+    ] = False,
+) -> None:
+    """Wait until every service answers ready, then print where each is.
+
+    The producer, the scheduler, the elasticity worker, Flower and simcloud; then one
+    block with their addresses, the API reference and Flower's login (the first
+    user:password of FLOWER_BASIC_AUTH). `make up` runs it beside the services. Exit
+    code: 0 all ready, 3 some not within --timeout (each with what it last said)."""
+
+    def body(client: Client) -> int:
+        shown = readiness.services(
+            ctx.obj,
+            (flower_url or local_url("flower")).rstrip("/"),
+            simcloud_url.rstrip("/"),
+            flower_auth,
+        )
+
+        def ask(service: readiness.Service) -> str:
+            return client.ready(service.url, service.check)
+
+        waiting = readiness.wait(ask, shown, timeout)
+        if waiting:
+            said = readiness.not_ready(waiting, timeout)
+            err.print(escape(said), highlight=False, soft_wrap=True)
+            if not hold:
+                return TIMED_OUT
+            readiness.wait(ask, shown, float("inf"))
+        # plain text: a terminal's width does not apply to honcho's pipe
+        print(readiness.banner(shown), flush=True)
+        if hold:
+            threading.Event().wait()  # until honcho's SIGTERM, or Ctrl-C
+        return 0
 
     _run(ctx, body)
 

@@ -30,6 +30,7 @@ def main() -> None:
         host=settings.producer_host,
         port=settings.producer_port,
         log_level=settings.log_level.lower(),
+        access_log=settings.access_log,
         # C event loop and HTTP parser when installed (they are dependencies)
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http="httptools" if importlib.util.find_spec("httptools") else "h11",

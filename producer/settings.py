@@ -25,7 +25,8 @@ class ProducerSettings(CommonSettings):
         ge=1,
         description="Producer worker processes serving the REST API on the same port: more "
         "than one spreads requests over several CPU cores; everything they share is in "
-        "the ledger (PRODUCER_PROCESSES).",
+        "the ledger (PRODUCER_PROCESSES). Not with MONITOR_SOURCE (each process would "
+        "monitor): run a second producer for the REST API instead.",
     )
 
     # -- reactive monitoring (producer/monitoring) -------------------------------------
@@ -55,7 +56,8 @@ class ProducerSettings(CommonSettings):
         10.0,
         gt=0,
         description="Seconds between lists of a source without a stream (OpenStack), or "
-        "with MONITOR_STREAM=false (MONITOR_POLL_INTERVAL).",
+        "with MONITOR_STREAM=false; also the longest wait between relists while the "
+        "stream is broken (MONITOR_POLL_INTERVAL).",
     )
     utilisation_step: float = Field(
         0.05,
@@ -65,10 +67,14 @@ class ProducerSettings(CommonSettings):
         "change (is stored and evaluated by the policies) (UTILISATION_STEP).",
     )
     simcloud_url: str = Field(
-        "http://127.0.0.1:8100", description="simcloud's base URL (SIMCLOUD_URL)."
+        "http://127.0.0.1:8100",
+        description="simcloud's base URL: the monitoring's source and the simcloud "
+        "driver's cloud (SIMCLOUD_URL).",
     )
     simcloud_token: str = Field(
-        "", description="Bearer token simcloud requires; empty = none (SIMCLOUD_TOKEN)."
+        "",
+        description="Bearer token sent to simcloud, which requires it on every route but "
+        "/healthz when it has one (SIMCLOUD_TOKEN); empty = none. Required under compose.",
     )
     openstack_cloud: str = Field(
         "",

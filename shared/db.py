@@ -149,7 +149,7 @@ LEDGER_TROUBLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.Timeout
 #: Every PostgreSQL session of the ledger's. psycopg prepares a statement on the server
 #: from its fifth execution, and PostgreSQL may then settle on a generic plan made while
 #: a table was empty: a lookup of a request's ids became a scan of the whole growing
-#: table (one client's ingest: 640 to 820 events/s; with a plan per execution 2,540). A
+#: table (``BENCH_LEDGER=postgresql make bench BENCH=ingest`` shows the difference). A
 #: plan per execution costs less than that for every statement the ledger runs.
 PG_SESSION = ("SET plan_cache_mode TO force_custom_plan",)
 
@@ -195,36 +195,3 @@ def make_engine(url: str, durable: bool = True, pool: Pool = DEFAULT_POOL) -> En
             dbapi_conn.commit()
 
     return engine
-
-
-def create_schema(engine: Engine) -> None:
-    """Bring the ledger's schema to the newest migration (see :mod:`shared.migrations`)."""
-    from shared.migrations import migrate
-
-    migrate(engine)
-
-
-def upgrade_unversioned(conn: Connection) -> None:
-    """A ledger made before migrations (its tables created directly, up to 0.4), brought
-    to ``shared.db``'s tables (the newest revision's): before 0.2 it stored each key's queue name
-    (``keys.queue``, NOT NULL; names are built by the topology now); before 0.3 it lacked
-    the claim's fence and lease and the dead-letter mark, before 0.4 the VM-removal mark
-    (an existing running row counts as an expired claim). Tables it lacks are created.
-    Runs under the migration lock: nothing races it."""
-    metadata.create_all(conn)  # the tables it lacks
-    inspector = sa.inspect(conn)
-    if "queue" in {c["name"] for c in inspector.get_columns("keys")}:
-        conn.execute(sa.text("ALTER TABLE keys DROP COLUMN queue"))
-    have = {t.name: {c["name"] for c in inspector.get_columns(t.name)} for t in (events, vms)}
-    for table, column in [(t, c) for t in (events, vms) for c in t.columns]:
-        if column.name in have[table.name]:
-            continue
-        ddl = (
-            f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(conn.dialect)}"
-        )
-        default = column.server_default
-        if isinstance(default, sa.DefaultClause):
-            ddl += f" NOT NULL DEFAULT {default.arg}"
-        conn.execute(sa.text(ddl))
-    if conn.execute(sa.select(mapping_version.c.version)).first() is None:
-        conn.execute(mapping_version.insert().values(id=1, version=0))

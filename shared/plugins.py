@@ -19,7 +19,7 @@ a worker asks once at start), so a package installed since is found.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, distribution, entry_points
 from typing import Generic, TypeVar, cast
 
 from shared.errors import CarouselError
@@ -61,6 +61,12 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         """Every registered name, sorted."""
         return sorted({ep.name for ep in entry_points(group=self.group)})
+
+    def names_of(self, package: str) -> list[str]:
+        """The names the installed ``package`` registers, sorted (Carousel's own, for
+        the documents generated from them)."""
+        found = distribution(package).entry_points.select(group=self.group)
+        return sorted(ep.name for ep in found)
 
     def load(self, name: str) -> type[T]:
         """The class registered as ``name``: :class:`UnknownPlugin` (listing the known

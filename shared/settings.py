@@ -20,8 +20,9 @@ class CommonSettings(BaseSettings):
     amqp_url: str = Field(
         "amqp://guest:guest@localhost:5672//",
         description="RabbitMQ URL (AMQP_URL), or the URLs of a cluster's nodes separated "
-        "by ';': a service connects to the first that answers and, when that node goes "
-        "away, to the next.",
+        "by ';' (amqp://a:5672//;amqp://b:5672//): a service connects to the first that "
+        "answers and, when that node goes away, to the next, so list each machine's "
+        "nearest node first. Anything but amqp:// or amqps:// URLs is refused at start.",
     )
     carousel_prefix: str = Field(
         "carousel",
@@ -38,7 +39,9 @@ class CommonSettings(BaseSettings):
         ge=1,
         le=1000,
         description="Connections to a PostgreSQL ledger each process keeps open "
-        "(DB_POOL_SIZE); a worker's every pool child is a process of its own.",
+        "(DB_POOL_SIZE). A worker's pool children are processes of their own, as are "
+        "PRODUCER_PROCESSES: size PostgreSQL's max_connections for all of them (each "
+        "process may add DB_POOL_OVERFLOW).",
     )
     db_pool_overflow: int = Field(
         10,
@@ -59,13 +62,22 @@ class CommonSettings(BaseSettings):
         "queues): classic, or quorum for a RabbitMQ cluster (each queue replicated over "
         "its nodes). Every service must use the same; an existing queue keeps its type, "
         "so a switch needs new queues — a new CAROUSEL_PREFIX or drained, deleted ones "
-        "(QUEUE_TYPE).",
+        "(QUEUE_TYPE). On quorum queues (RabbitMQ before 4.0) a removed VM's queues are "
+        "kept: their delete-if-empty is not implemented there.",
     )
     log_level: str = Field("INFO", description="Logging level (LOG_LEVEL).")
+    access_log: bool = Field(
+        False,
+        description="Log every HTTP request the producer and the admin APIs answer, one "
+        "line each (uvicorn's access log; simcloud follows it too, Flower logs none); "
+        "false = only what the services themselves have to say (ACCESS_LOG).",
+    )
     carousel_api_token: str = Field(
         "",
-        description="Bearer token required on every producer call but health and on the "
-        "scheduler admin API's controls (CAROUSEL_API_TOKEN); empty = no auth.",
+        description="Bearer token required on every producer call but health checks, and "
+        "on the scheduler admin API's POST /pause, POST /resume, PUT /limits and POST "
+        "/dead-letters/{id}/redrive (CAROUSEL_API_TOKEN); empty = no auth. Required "
+        "under compose.",
     )
     claim_lease_seconds: float = Field(
         30.0,
@@ -84,7 +96,9 @@ class CommonSettings(BaseSettings):
     action_profiles: dict[str, list[str]] = Field(
         default_factory=dict,
         description='Worker profiles and their actions, JSON, e.g. {"slow": ["migrate", '
-        '"live_migrate"]}; other actions go to the "default" profile (ACTION_PROFILES).',
+        '"live_migrate"]}; each profile has its own actions queue '
+        "(<prefix>.actions.<profile>) and worker pool; other actions go to the "
+        '"default" profile, <prefix>.actions (ACTION_PROFILES).',
     )
 
     @field_validator("amqp_url")
@@ -132,7 +146,10 @@ class LimitSettings(CommonSettings):
     worker (which grows no profile past what could run at once)."""
 
     max_parallel: int = Field(
-        10, ge=1, description="Actions running at once overall (MAX_PARALLEL)."
+        10,
+        ge=1,
+        description="Actions running at once overall (MAX_PARALLEL); the elasticity "
+        "worker grows no profile past what could run at once.",
     )
 
 

@@ -1,8 +1,8 @@
 """The ledger's statements on the hot path, built once with bound parameters.
 
-Building a SQLAlchemy statement costs more than running it on SQLite: the claim of an
-event took about 0.9 ms per call when built per call, most of it in expression
-construction. These are built at import and executed with a dict of parameters; the
+Building a SQLAlchemy statement costs more than running it on SQLite (the claim, built
+per call, spent most of its time in expression construction: ``make bench
+BENCH=profile``). These are built at import and executed with a dict of parameters; the
 methods of :class:`shared.ledger.EventLedger` that use them say what they mean.
 """
 
@@ -100,9 +100,8 @@ FINISH = (
 # -- statements over a batch: a list bound as one parameter --------------------------
 #
 # On SQLite a list is an ``IN`` list, one bound parameter per value. On PostgreSQL that
-# costs: planning a statement with 100 parameters takes longer than running it (a lookup
-# of a request's 100 ids on an analyzed table: about 1.0 ms as an IN list, 0.5 ms as
-# ``= ANY(array)``; the (host, vm) lookup 1.1 against 0.4 ms). There a list is one array
+# costs: planning a statement with a hundred parameters takes longer than running it
+# (``BENCH_LEDGER=postgresql make bench BENCH=ingest`` shows it). There a list is one array
 # parameter: ``= ANY(:ids)``, and tuples of values ``IN`` the rows of
 # ``unnest(:name_0, :name_1, …)``, one array per column.
 

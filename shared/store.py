@@ -11,7 +11,6 @@ from sqlalchemy.engine import Engine
 from shared.db import (
     DEFAULT_POOL,
     Pool,
-    create_schema,
     events,
     hosts,
     keys,
@@ -22,6 +21,7 @@ from shared.db import (
 from shared.errors import Conflict
 from shared.ledger import Accepted, Claim, ClaimResult, EventLedger, InFlight
 from shared.mapping_store import MappingStore
+from shared.migrations import migrate
 
 __all__ = [
     "Accepted",
@@ -56,4 +56,4 @@ class Store(EventLedger, MappingStore):
         return store
 
     def create_schema(self) -> None:
-        create_schema(self.engine)
+        migrate(self.engine)

@@ -20,6 +20,11 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(f"SIMCLOUD_{name}", default)
 
 
+def _true(text: str) -> bool:
+    """A yes as the services' settings read one (pydantic's booleans)."""
+    return text.strip().lower() in {"1", "true", "t", "yes", "y", "on"}
+
+
 def _group(text: str) -> GroupSpec:
     try:
         return GroupSpec.parse(text)
@@ -109,7 +114,14 @@ def parser() -> argparse.ArgumentParser:
         "--log-level",
         default=_env("LOG_LEVEL", "info").lower(),
         choices=["critical", "error", "warning", "info", "debug"],
-        help="log level; requests are logged at debug (SIMCLOUD_LOG_LEVEL)",
+        help="log level (SIMCLOUD_LOG_LEVEL)",
+    )
+    p.add_argument(
+        "--access-log",
+        action="store_true",
+        default=_true(_env("ACCESS_LOG", os.environ.get("ACCESS_LOG", "false"))),
+        help="log every request, one line each; unset, ACCESS_LOG decides, as for the "
+        "Carousel services (SIMCLOUD_ACCESS_LOG)",
     )
     p.set_defaults(
         env_groups=env_groups,
@@ -151,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
-        access_log=args.log_level == "debug",
+        access_log=args.access_log,
         timeout_graceful_shutdown=5,
     )
     _Server(config, on_exit=app.state.hub.stop).run()

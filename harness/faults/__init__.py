@@ -7,9 +7,9 @@ What runs
     receiver in this process (:mod:`harness.recorder`). A load generator (:mod:`.load`)
     posts events over 4 hosts x 4 VMs x 2 policies and retries every batch with the same
     ids until it gets a 202, as an at-least-once client does. Under that load, faults
-    (:mod:`.process`, :mod:`.messages`, :mod:`.ledger`, :mod:`.cloud`) are injected one
-    after another (:mod:`.suite`); the load then stops and the accounting
-    (:mod:`.accounting`) runs.
+    (:mod:`.process`, :mod:`.messages`, :mod:`.ledger`, :mod:`.holds`, :mod:`.cloud`,
+    :mod:`.kubernetes`) are injected one after another (:mod:`.suite`); the load then
+    stops and the accounting (:mod:`.accounting`) runs.
 
 The accounting — over every event id that got a 202, and nothing else
     Each event's final view is GET /events/{id}, asked until every one is final
@@ -34,7 +34,11 @@ The accounting — over every event id that got a 202, and nothing else
         deleted, or a slot held by a worker whose pod is gone;
         and a re-drive of an event whose VM was removed that was not refused (409), or
         left the event anything but ``failed``, or put a message in the removed VM's
-        queue (the ``redrive-removed`` fault sees it and reports it).
+        queue (the ``redrive-removed`` fault sees it and reports it);
+        and in ``consumer-timeout`` (:mod:`.holds`: the private node's consumer_timeout
+        shortened to seconds, heads held several times that by a paused scheduler, a
+        busy VM and an unavailable host), each of those holds during which the
+        scheduler's log shows its broker session ending.
     stuck
         not final at the bound.
 

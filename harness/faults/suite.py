@@ -11,7 +11,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.faults import accounting, cloud, kubernetes, ledger, messages, process, report
+from harness.faults import (
+    accounting,
+    cloud,
+    holds,
+    kubernetes,
+    ledger,
+    messages,
+    process,
+    report,
+)
 from harness.faults.accounting import Accounting
 from harness.faults.base import Ctx, Fault, FaultResult
 from harness.faults.load import LoadGenerator
@@ -40,6 +49,11 @@ FAULTS: dict[str, Fault] = {
         Fault("poison", messages.poison, "actions that always fail or kill their worker"),
         Fault("ledger-lock", ledger.ledger_lock, "BEGIN EXCLUSIVE on the ledger, 20 s"),
         Fault("ledger-lock-long", ledger.ledger_lock_long, "the same, 40 s (past busy timeout)"),
+        Fault(
+            "consumer-timeout",
+            holds.consumer_timeout,
+            "heads held past a short consumer_timeout: paused, busy VM, host down",
+        ),
         Fault("broker-restart", process.broker_restart, "stop RabbitMQ gracefully, start; x2"),
         Fault("broker-kill", process.broker_kill, "kill -9 RabbitMQ, start it again; x2"),
         Fault("elasticity-cutoff", process.elasticity_cutoff, "cut the elasticity observer"),

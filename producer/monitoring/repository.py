@@ -20,7 +20,8 @@ from producer.monitoring.model import (
     VmRecord,
     VmState,
 )
-from shared.db import create_schema, monitor_groups, monitor_hosts, monitor_vms
+from shared.db import monitor_groups, monitor_hosts, monitor_vms
+from shared.migrations import migrate
 
 #: rows per statement: under SQLite's bound-parameter limit for every table here
 CHUNK = 500
@@ -36,7 +37,7 @@ class Repository:
 
     def create_schema(self) -> None:
         """Its tables are the ledger's (:mod:`shared.migrations` keeps them)."""
-        create_schema(self.engine)
+        migrate(self.engine)
 
     def load(self) -> View:
         view = View()

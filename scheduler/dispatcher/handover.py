@@ -220,11 +220,12 @@ class Handover:
                 log.info("parked event %s is %s: message acked", event_id, status.value)
                 held.handle.ack()
 
-    def drop_parked(self) -> int:
-        """The deliveries are void (the session ended): the broker redelivers them."""
-        count = len(self._parked)
+    def drop_parked(self) -> list[Held[Message]]:
+        """Forget the parked deliveries (the session ended, or they are handed back):
+        the broker delivers them again."""
+        dropped = [held for held, _ in self._parked.values()]
         self._parked.clear()
-        return count
+        return dropped
 
     @property
     def parked(self) -> int:

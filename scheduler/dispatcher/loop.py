@@ -45,11 +45,11 @@ from typing import Any
 import kombu
 import orjson
 import sqlalchemy as sa
-from amqp import spec
 from celery import Celery
 from kombu.message import Message
 
 from scheduler.dispatcher.confirms import ConfirmingProducer
+from scheduler.dispatcher.handback import hand_back
 from scheduler.dispatcher.handover import Handover
 from scheduler.dispatcher.mapping import MappingFollower
 from scheduler.dispatcher.poison import dead_letter
@@ -237,7 +237,7 @@ class SchedulerLoop:
         self.active = False  # until the lease is taken again
         self.mapping.detach()
         self._inbox.clear()
-        dropped = len(self.state.drop_held()) + self.handover.drop_parked()
+        dropped = len(self.state.drop_held()) + len(self.handover.drop_parked())
         if dropped:
             log.info("dropped %d held heads; the broker redelivers them", dropped)
 
@@ -275,24 +275,26 @@ class SchedulerLoop:
                 self._drain(conn)
 
     def _maybe_refresh_heads(self, channel: Any) -> None:
-        """Every ``HEAD_REFRESH_INTERVAL``, hand every delivery of the event channel back
-        to its queue: one ``basic.nack`` (multiple, requeue) for all of them — a nack,
-        not a reject, which RabbitMQ 4.3+ counts against a quorum queue's delivery
-        limit. Each queue puts its head back in front and, its consumer still there,
-        delivers it again at once (redelivered: the ledger says it is still queued, and
-        it is held again). Held copies of events already in flight are acked first."""
+        """Every ``HEAD_REFRESH_INTERVAL``, hand every delivery of the event channel this
+        process holds back to its queue: one ``basic.nack`` (multiple, requeue) through
+        the highest of their tags (:func:`.handback.hand_back`: a delivery on its way is
+        not one of them) — a nack, not a reject, which RabbitMQ 4.3+ counts against a
+        quorum queue's delivery limit. Each queue puts its head back in front and, its
+        consumer still there, delivers it again at once (redelivered: the ledger says it
+        is still queued, and it is held again). Held copies of events already in flight
+        are acked first."""
         interval = self.settings.head_refresh_interval
         if not interval or time.monotonic() < self._next_refresh:
             return
         self._next_refresh = time.monotonic() + interval
         for copy in self.state.take_duplicates():
             copy.handle.ack()
-        held = len(self.state.drop_held()) + self.handover.drop_parked()
+        held = [h.handle for h in (*self.state.drop_held(), *self.handover.drop_parked())]
         # deliveries of the channel not handled yet go back too: forget them
+        unhandled = [item[2] for item in self._inbox if item[2].channel is channel]
         self._inbox = deque(item for item in self._inbox if item[2].channel is not channel)
-        # py-amqp sends no basic.nack of its own: the method frame, (tag 0, multiple, requeue)
-        channel.send_method(spec.Basic.Nack, "Lbb", (0, True, True))
-        log.info("handed %d held heads back to their queues (HEAD_REFRESH_INTERVAL)", held)
+        hand_back(channel, [m.delivery_tag for m in (*held, *unhandled)])
+        log.info("handed %d held heads back to their queues (HEAD_REFRESH_INTERVAL)", len(held))
 
     def _drain(self, conn: kombu.Connection) -> None:
         """Wait up to 50 ms for a delivery, then take every one that has arrived
@@ -353,8 +355,9 @@ class SchedulerLoop:
         be decoded goes there as unreadable, with the reason, instead of raising.
 
         It decodes with orjson, not kombu's registry: a worker's batch of task events
-        (three per task, a completion among them) took 13 % of the scheduler's CPU to
-        decode with the standard library's json and kombu's object hook."""
+        (three per task, a completion among them) decoded with the standard library's json
+        and kombu's object hook was a large share of the scheduler's CPU (``make bench
+        BENCH=profile``)."""
 
         def on_message(message: Message) -> None:
             try:

@@ -45,6 +45,7 @@ def main() -> None:
             host=settings.scheduler_host,
             port=settings.scheduler_port,
             log_level=settings.log_level.lower(),
+            access_log=settings.access_log,
         )
     finally:
         stop.set()

@@ -92,6 +92,7 @@ def main() -> None:
             host=settings.elasticity_host,
             port=settings.elasticity_port,
             log_level=settings.log_level.lower(),
+            access_log=settings.access_log,
         )
     finally:
         stop.set()

@@ -15,8 +15,9 @@ class FlowerSettings(CommonSettings):
     flower_basic_auth: str = Field(
         "",
         description="user:password for Flower, pairs separated by commas (FLOWER_BASIC_AUTH); "
-        "empty = user admin with a password generated at each start and logged once; a "
-        "placeholder password is refused.",
+        "empty = user admin with a password generated at each start and logged once (`make "
+        "up` makes one per run instead, and its banner shows it); a placeholder password is "
+        "refused.",
     )
     flower_purge_offline_workers: int = Field(
         60,

@@ -2,10 +2,9 @@
 
 Every service calls :func:`migrate` when it starts: it brings the ledger to the newest
 revision, one process at a time (a PostgreSQL advisory lock held for the transaction,
-or a lock file next to a SQLite ledger), so services starting together never race. A
-ledger made before migrations existed (its tables created directly, up to 0.4) gets its
-missing tables and columns from ``shared/db.py`` and is stamped with the newest revision
-(``tests/unit/test_migrations.py`` keeps ``shared/db.py`` equal to it).
+or a lock file next to a SQLite ledger), so services starting together never race.
+``shared/db.py`` describes the tables of the newest revision
+(``tests/unit/test_migrations.py`` keeps the two equal).
 
 A schema change is a new revision: ``alembic -c shared/migrations/alembic.ini revision
 -m "what"`` against a scratch ledger, then edit it; ``tests/unit/test_migrations.py``
@@ -33,8 +32,6 @@ from sqlalchemy.engine import Connection, Engine  # noqa: E402
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
-#: tables of a ledger made before migrations (by create_all, up to 0.4)
-LEDGER_TABLES = {"events", "hosts", "vms", "keys", "leases", "mapping_version"}
 #: pg_advisory_xact_lock's key: "carousel" in ASCII, as a 64-bit integer
 LOCK_KEY = 0x6361726F7573656C
 
@@ -69,13 +66,7 @@ def migrate(engine: Engine) -> None:
     newest = head()
     with _one_at_a_time(engine) as conn:
         before = current(conn)
-        if before is None and set(sa.inspect(conn).get_table_names()) & LEDGER_TABLES:
-            from shared.db import upgrade_unversioned
-
-            upgrade_unversioned(conn)  # to shared.db's tables, which are head's
-            command.stamp(config(conn), newest)
-            log.info("ledger made before migrations brought to %s", newest)
-        elif before != newest:
+        if before != newest:
             command.upgrade(config(conn), newest)
             log.info("ledger schema upgraded from %s to %s", before or "nothing", newest)
 

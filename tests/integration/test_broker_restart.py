@@ -45,6 +45,9 @@ def test_broker_kill_9_and_restart(
         DRIVER="webhook",
         WEBHOOK_URL=recorder.url,
         PUBLISH_TIMEOUT=3,
+        # a task the broker took down with it is sent again by the sweeper this long
+        # after its dispatch: inside the wait below, not at its very end (the default)
+        RESEND_AFTER=20,
     )
     stack.producer()
     stack.scheduler()

@@ -1,7 +1,8 @@
 """`make up` as a user runs it: simcloud, the producer watching it, scheduler, the
 elasticity worker (which starts the one worker, acting on simcloud) and Flower via honcho;
-Flower behind basic auth, with no FLOWER_BASIC_AUTH a password made for the run and shown in
-its log; Ctrl-C stops them all, the spawned worker included."""
+once all are ready, one banner with every address and Flower's login (with no
+FLOWER_BASIC_AUTH, a password made for the run); no line per HTTP request; Ctrl-C stops
+them all, the spawned worker included."""
 
 from __future__ import annotations
 
@@ -16,6 +17,16 @@ import httpx
 from harness.processes import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+BANNER = "Carousel is ready:"
+
+
+def _banner(output: str) -> list[str]:
+    """The banner's lines, a heading and one per service, without honcho's ``banner.1 | ``
+    prefix; none until all are printed."""
+    lines = [line.split("| ", 1)[1] for line in output.splitlines() if " banner.1 " in line]
+    start = next((i for i, line in enumerate(lines) if line.startswith(BANNER)), len(lines))
+    block = lines[start : start + 6]
+    return block if len(block) == 6 else []
 
 
 def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
@@ -56,16 +67,22 @@ def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
     producer = f"http://127.0.0.1:{ports['PRODUCER_PORT']}"
     flower = f"http://127.0.0.1:{ports['FLOWER_PORT']}"
     try:
-        wait_until(
-            lambda: httpx.get(f"{producer}/readyz").status_code == 200, 60, what="producer ready"
+        # the README: the banner says when it is ready, where everything is, and the login
+        banner = wait_until(
+            lambda: _banner(log.read_text(errors="replace")), 180, 0.2, what="the banner"
         )
-        wait_until(
-            lambda: (
-                httpx.get(f"http://127.0.0.1:{ports['SCHEDULER_PORT']}/readyz").status_code == 200
-            ),
-            60,
-            what="scheduler ready",
-        )
+        for name, address in [
+            ("producer", f"{producer}   API reference {producer}/docs"),
+            ("scheduler", f"http://127.0.0.1:{ports['SCHEDULER_PORT']}/stats"),
+            ("elasticity", f"http://127.0.0.1:{ports['ELASTICITY_PORT']}/status"),
+            ("flower", f"{flower}   log in as admin, password "),
+            ("simcloud", f"{env['SIMCLOUD_URL']}/v1/state"),
+        ]:
+            assert any(line.split()[:1] == [name] and address in line for line in banner), (
+                f"{name}: {address!r} not in the banner:\n" + "\n".join(banner)
+            )
+        for url in (f"{producer}/readyz", f"{producer}/docs", f"{flower}/healthcheck"):
+            assert httpx.get(url).status_code == 200, url
         r = httpx.post(
             f"{producer}/events",
             json={
@@ -99,14 +116,8 @@ def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
             60,
             what="flower up, asking for credentials",
         )
-        # the README: the password is in Flower's log
-        said = wait_until(
-            lambda: re.search(
-                r"log in to Flower as (\S+) with password (\S+) ", log.read_text(errors="replace")
-            ),
-            30,
-            what="Flower's generated password in the log",
-        )
+        said = re.search(r"log in as (\S+), password (\S+)$", "\n".join(banner), re.M)
+        assert said, banner
         user, password = said.groups()
         assert user == "admin"
         assert httpx.get(f"{flower}/api/tasks", auth=("admin", "carousel")).status_code == 401
@@ -120,6 +131,9 @@ def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
         workers = httpx.get(f"{elastic}/status").json()["profiles"]["default"]["workers"]
         pids = [w["pid"] for w in workers]
         assert len(pids) == 1  # the one worker, started by the elasticity worker
+        output = log.read_text(errors="replace")
+        assert output.count(BANNER) == 1, "the banner is printed once"
+        assert '"GET /events/demo-1' not in output, "no line per HTTP request by default"
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
         proc.wait(30)

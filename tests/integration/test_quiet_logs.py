@@ -2,13 +2,17 @@
 one line (no banner, no "Connected to", no warning about running as root); the
 scheduler, through a burst and more than one reconcile, logs no warning (a completion
 still on its way is not a "slot whose completion never arrived"); a worker retired the
-way the elasticity worker retires one says why, and warns about nothing either."""
+way the elasticity worker retires one says why, and warns about nothing either; and no
+HTTP service logs a line per request unless ACCESS_LOG asks for it."""
 
 from __future__ import annotations
 
 import socket
 import uuid
 from collections.abc import Callable
+
+import httpx
+import pytest
 
 from harness.processes import Stack, wait_until
 from scheduler.dispatcher.settings import SchedulerSettings
@@ -80,3 +84,35 @@ def test_a_worker_retired_by_the_elasticity_worker_says_why_and_warns_about_noth
     worker_log = worker.log_path.read_text(errors="replace")
     assert f"INFO/MainProcess] shutdown asked remotely: {RETIRE_REASON}" in worker_log, worker_log
     assert "WARNING" not in worker_log, worker_log
+
+
+@pytest.mark.parametrize("access_log", [None, "true"])
+def test_requests_are_logged_only_when_access_log_is_on(
+    stack_factory: Callable[..., Stack], access_log: str | None
+) -> None:
+    """Each service that serves HTTP through uvicorn, asked for a page: by default its log
+    has no line for it (a watched burst would otherwise fill `make up` with one line per
+    poll), with ACCESS_LOG=true it has one (simcloud reads ACCESS_LOG too)."""
+    stack = stack_factory(
+        ELASTICITY_PROFILES='{"default": {"min_workers": 0, "max_workers": 1}}',
+        **({"ACCESS_LOG": access_log} if access_log else {}),
+    )
+    cloud = f"http://127.0.0.1:{stack.env['SIMCLOUD_PORT']}"
+    asked = {
+        stack.simcloud(): f"{cloud}/v1/state",
+        stack.producer(): f"{stack.producer_url}/events/no-such-event",
+        stack.scheduler(): f"{stack.scheduler_url}/stats",
+        stack.elasticity(): f"{stack.elasticity_url}/status",
+    }
+    for url in asked.values():
+        assert httpx.get(url, timeout=10).status_code in (200, 404), url
+    if not access_log:
+        stack.stop()  # whatever they had to write is written
+    for service, url in asked.items():
+        name = service.args[-1] if service.args else service.script
+        log = service.log_path.read_text
+        if not access_log:
+            assert '"GET /' not in log(errors="replace"), f"{name}: {log()[-2000:]}"
+            continue
+        line = f'"GET /{url.split("/", 3)[3]} HTTP/1.1"'
+        wait_until(lambda log=log, line=line: line in log(), 30, what=f"{line} in {name}'s log")

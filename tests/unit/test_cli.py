@@ -1,6 +1,7 @@
 """The `carousel` command line's pure parts: reading event files (and saying where they
 are wrong), the demo burst, the watch loop on a fake clock, the summaries and exit
-codes, the one-line refusals; and its argument errors (typer's runner, no service)."""
+codes, the one-line refusals; `carousel ready`'s wait and banner; and its argument
+errors (typer's runner, no service)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from carousel_cli import views, watching
-from carousel_cli.client import _validation
+from carousel_cli import ready, views, watching
+from carousel_cli.client import Endpoints, _validation, local_url
 from carousel_cli.errors import InputError
 from carousel_cli.events import Burst, read_events, slices
 from carousel_cli.main import app
@@ -279,3 +280,71 @@ def test_a_refusal_is_one_line_whatever_it_contains(tmp_path: Path) -> None:
 def test_a_number_out_of_range_is_refused_by_the_parser() -> None:
     result = CliRunner().invoke(app, ["demo", "--events", "0"])
     assert result.exit_code == 2
+
+
+# -- carousel ready ------------------------------------------------------------------
+
+
+def test_each_url_defaults_to_this_machine_at_the_port_its_service_reads() -> None:
+    assert local_url("producer", {}) == "http://127.0.0.1:8000"
+    assert local_url("flower", {"FLOWER_PORT": "5601"}) == "http://127.0.0.1:5601"
+    assert local_url("scheduler", {"SCHEDULER_PORT": ""}) == "http://127.0.0.1:8001"
+
+
+def test_ready_asks_only_the_services_not_ready_yet_until_all_are() -> None:
+    shown = ready.services(Endpoints("p", "s", "e"), "f", "c", "")
+    rounds = [{"p": "starting"}, {"p": "ready"}]
+    asked: list[str] = []
+
+    def ask(service: ready.Service) -> str:
+        asked.append(service.url)
+        return rounds[asked.count("p") - 1].get(service.url, "ready")
+
+    clock = FakeClock()
+    assert ready.wait(ask, shown, 60, 0.5, clock, clock.sleep) == {}
+    assert asked == ["p", "s", "e", "f", "c", "p"] and clock.now == 0.5
+
+
+def test_ready_gives_up_at_its_timeout_saying_what_each_said_last() -> None:
+    shown = ready.services(Endpoints("p", "s", "e"), "f", "c", "")
+    clock = FakeClock()
+    said = {"e": "waiting for 1 worker", "f": "unreachable"}
+    waiting = ready.wait(lambda s: said.get(s.url, "ready"), shown, 5, 1, clock, clock.sleep)
+    assert waiting == {"elasticity": "waiting for 1 worker", "flower": "unreachable"}
+    assert clock.now == 5
+    assert ready.not_ready(waiting, 5) == (
+        "not ready after 5 s: elasticity: waiting for 1 worker; flower: unreachable "
+        "(its own log lines say why)"
+    )
+
+
+def test_the_banner_names_every_address_and_flowers_login() -> None:
+    ends = Endpoints("http://127.0.0.1:8000", "http://127.0.0.1:8001", "http://127.0.0.1:8002")
+    shown = ready.services(
+        ends, "http://127.0.0.1:5555", "http://127.0.0.1:8100", "admin:s3cret-Pw,ops:other"
+    )
+    assert ready.banner(shown).splitlines() == [
+        "Carousel is ready:",
+        "  producer    http://127.0.0.1:8000   API reference http://127.0.0.1:8000/docs",
+        "  scheduler   http://127.0.0.1:8001/stats",
+        "  elasticity  http://127.0.0.1:8002/status",
+        "  flower      http://127.0.0.1:5555   log in as admin, password s3cret-Pw",
+        "  simcloud    http://127.0.0.1:8100/v1/state",
+    ]
+
+
+@pytest.mark.parametrize("configured", ["", "  ", "admin", "admin:"])
+def test_without_a_login_to_show_the_banner_points_at_flowers_log(configured: str) -> None:
+    assert ready.login(configured) == "log in with the password it logged at start"
+
+
+def test_ready_with_nothing_answering_times_out_naming_each_service() -> None:
+    nobody = "http://127.0.0.1:9"
+    urls = ["--producer-url", nobody, "--scheduler-url", nobody, "--elasticity-url", nobody]
+    result = CliRunner().invoke(
+        app,
+        [*urls, "ready", "--flower-url", nobody, "--simcloud-url", nobody, "--timeout", "0"],
+    )
+    assert result.exit_code == 3, result.output
+    assert "not ready after 0 s: producer: unreachable;" in result.output
+    assert "simcloud: unreachable" in result.output and "Carousel is ready" not in result.output

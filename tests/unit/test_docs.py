@@ -1,5 +1,7 @@
-"""Every setting a service reads — its built-in drivers' own included — is documented in
-the README and in .env.example."""
+"""The documents agree with the code: every setting a service reads (its built-in drivers'
+own included) is in the generated tables of docs/settings.md (current) and in
+.env.example; the paths, tests and entry points the README and the design name exist;
+docs/extending.md shows the code that runs."""
 
 from __future__ import annotations
 
@@ -10,32 +12,29 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
-from producer.settings import ProducerSettings
-from scheduler.dispatcher.settings import SchedulerSettings
-from scheduler.elasticity.settings import ElasticitySettings
-from scheduler.flower.settings import FlowerSettings
-from scheduler.worker.drivers import GROUP as DRIVERS
-from scheduler.worker.drivers import driver_class
-from scheduler.worker.settings import WorkerSettings
+from bench import docs as bench_docs
+from harness import settings_doc
 
 ROOT = Path(__file__).resolve().parents[2]
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-#: the drivers Carousel itself registers (an installed plug-in documents its own)
-BUILT_IN_DRIVERS = sorted(PYPROJECT["project"]["entry-points"][DRIVERS])
-SETTINGS: list[type[BaseSettings]] = [
-    ProducerSettings,
-    SchedulerSettings,
-    WorkerSettings,
-    FlowerSettings,
-    ElasticitySettings,
-    *(driver_class(name).config_model for name in BUILT_IN_DRIVERS),
-]
-NAMES = sorted({f.upper() for cls in SETTINGS for f in cls.model_fields})
+SETTINGS: list[type[BaseSettings]] = settings_doc.settings_classes()
+NAMES = settings_doc.names()
+
+
+def test_the_settings_tables_are_generated_from_the_current_code() -> None:
+    assert settings_doc.current() == settings_doc.render(), (
+        "docs/settings.md is stale: run `make docs`"
+    )
+
+
+def test_the_benchmark_figures_are_generated_from_the_results() -> None:
+    assert bench_docs.current() == bench_docs.render(), (
+        "docs/benchmarks.md differs from bench/results/: run `make docs`"
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_setting_is_in_the_readme_table(name: str) -> None:
-    assert f"| `{name}` |" in (ROOT / "README.md").read_text()
+def test_setting_is_in_the_settings_tables(name: str) -> None:
+    assert f"| `{name}` |" in settings_doc.current()
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -78,8 +77,11 @@ def test_every_test_the_design_cites_exists() -> None:
         )
 
 
-def test_every_path_the_readme_and_design_name_exists() -> None:
-    for doc in ("README.md", "docs/design.md", "docs/extending.md"):
+DOCS = ["README.md", *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "docs").glob("*.md")))]
+
+
+def test_every_path_the_documents_name_exists() -> None:
+    for doc in DOCS:
         text = (ROOT / doc).read_text()
         for path in re.findall(
             r"`((?:producer|scheduler|shared|harness|bench|docs)/[\w./]+)`", text
@@ -88,13 +90,19 @@ def test_every_path_the_readme_and_design_name_exists() -> None:
 
 
 def test_nothing_points_outside_the_repository() -> None:
-    for doc in ("README.md", "docs/design.md", "docs/extending.md"):
-        assert "../" not in (ROOT / doc).read_text(), doc
+    for doc in DOCS:
+        text = (ROOT / doc).read_text().replace("](../README.md)", "")
+        assert "../" not in text, doc
+
+
+def test_every_document_the_readme_links_exists() -> None:
+    for target in re.findall(r"\]\((docs/[\w.-]+\.md)", (ROOT / "README.md").read_text()):
+        assert (ROOT / target).exists(), target
 
 
 def test_the_readme_names_each_entry_point_and_its_module() -> None:
     """The package layout, the console scripts and the README's table agree."""
-    scripts = PYPROJECT["project"]["scripts"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     readme = (ROOT / "README.md").read_text()
     assert len(scripts) == 7
     for script, target in scripts.items():

@@ -57,20 +57,3 @@ def test_services_starting_together_migrate_once(
     finally:
         for e in engines:
             e.dispose()
-
-
-def test_a_ledger_made_before_migrations_is_brought_to_head(ledger_url: str) -> None:
-    """A 0.4 ledger, made by create_all (no alembic_version), keeps its rows and is
-    stamped with the newest revision; a later start has nothing to do."""
-    engine = make_engine(ledger_url)
-    try:
-        metadata.create_all(engine)
-        with engine.begin() as conn:
-            conn.execute(sa.text("INSERT INTO mapping_version (id, version) VALUES (1, 7)"))
-        migrations.migrate(engine)
-        migrations.migrate(engine)
-        with engine.connect() as conn:
-            assert migrations.current(conn) == migrations.head()
-            assert conn.execute(sa.text("SELECT version FROM mapping_version")).scalar() == 7
-    finally:
-        engine.dispose()

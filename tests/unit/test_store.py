@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from harness.processes import wait_until
 from shared import clock
@@ -541,59 +540,6 @@ def test_the_ledger_stores_keys_not_queue_names(store: Store) -> None:
     assert "queue" not in {c.name for c in keys_table.columns}
     snap = store.snapshot()
     assert snap.hosts["h"].vms["v"].policies["p"].model_dump() == {"queued": 0}
-
-
-def test_a_ledger_that_stored_queue_names_is_migrated(tmp_path: Path) -> None:
-    """Ledgers made before keys stopped carrying queue names had ``keys.queue NOT NULL``:
-    connecting drops the column, so new keys can be added."""
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "CREATE TABLE keys (seq INTEGER PRIMARY KEY AUTOINCREMENT, host VARCHAR(128) "
-                "NOT NULL, vm VARCHAR(128) NOT NULL, policy VARCHAR(128) NOT NULL, "
-                "queue VARCHAR(255) NOT NULL, UNIQUE (host, vm, policy))"
-            )
-        )
-        conn.execute(sa.text("INSERT INTO keys (host, vm, policy, queue) VALUES ('h','v','p','x')"))
-    engine.dispose()
-    store = Store.connect(url)
-    store.ensure_keys([K("h", "v", "q")])
-    assert store.all_keys() == [K("h", "v", "p"), K("h", "v", "q")]
-    store.engine.dispose()
-
-
-def test_a_ledger_without_claim_leases_is_migrated(tmp_path: Path) -> None:
-    """Ledgers made before fenced claims lack their columns: connecting adds them, and a
-    row running then counts as an expired claim (its holder is unknown) to take over."""
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "CREATE TABLE events (id VARCHAR(128) PRIMARY KEY, host VARCHAR(128) NOT NULL, "
-                "vm VARCHAR(128) NOT NULL, policy VARCHAR(128) NOT NULL, action VARCHAR(32) "
-                "NOT NULL, payload TEXT NOT NULL, status VARCHAR(16) NOT NULL, attempts "
-                "INTEGER NOT NULL, worker VARCHAR(255), error TEXT, dispatch_id VARCHAR(64), "
-                "accepted_at FLOAT NOT NULL, dispatched_at FLOAT, started_at FLOAT, "
-                "finished_at FLOAT)"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO events (id, host, vm, policy, action, payload, status, attempts, "
-                "accepted_at) VALUES ('a', 'h', 'v', 'p', 'heal', '{}', 'running', 1, 1.0)"
-            )
-        )
-    engine.dispose()
-    store = Store.connect(url)
-    got = store.claim("a", "d", "w", LEASE)
-    assert (got.outcome, got.token) == (Claim.CLAIMED, 1)
-    store.engine.dispose()
-
-
-# -- the sweeper and the dead-letter record ------------------------------------------------
 
 
 def test_overdue_lists_unclaimed_and_expired_in_flight_events(store: Store) -> None:
