@@ -10,6 +10,7 @@ of the file is written by hand."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from producer.settings import ProducerSettings
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.elasticity.settings import ElasticitySettings
 from scheduler.flower.settings import FlowerSettings
+from scheduler.worker.drivers import REGISTRY as DRIVER_REGISTRY
 from scheduler.worker.settings import WorkerSettings
 from shared.settings import CommonSettings
 
@@ -43,9 +45,22 @@ SERVICES: list[tuple[str, type[BaseSettings]]] = [
 ]
 
 
+@functools.cache
+def drivers() -> list[tuple[str, type[BaseSettings]]]:
+    """Carousel's own drivers and the settings each reads (its ``config_model``), read
+    by the worker when ``DRIVER`` names it; a plug-in's package documents its own."""
+    registry = DRIVER_REGISTRY
+    return [(name, registry.load(name).config_model) for name in registry.names_of("carousel")]
+
+
+def settings_classes() -> list[type[BaseSettings]]:
+    """The services' settings classes, and the built-in drivers'."""
+    return [cls for _, cls in SERVICES] + [cls for _, cls in drivers()]
+
+
 def names() -> list[str]:
-    """Every environment variable a service reads."""
-    return sorted({n.upper() for _, cls in SERVICES for n in cls.model_fields})
+    """Every environment variable a service (or a built-in driver) reads."""
+    return sorted({n.upper() for cls in settings_classes() for n in cls.model_fields})
 
 
 def render() -> str:
@@ -59,6 +74,8 @@ def render() -> str:
         if fields:
             lines += ["", f"### {service}", ""]
             lines += _table(_rows(cls, fields, None))
+        if cls is WorkerSettings:
+            lines += _drivers_table(seen)
     lines += ["", "### simcloud (the demo's and the tests' cloud; flags win over variables)", ""]
     lines += _table(_simcloud_rows())
     return "\n".join([*lines, "", END])
@@ -69,9 +86,31 @@ def _rows(cls: type[BaseSettings], fields: set[str], used_by: str | None) -> lis
     for name, info in cls.model_fields.items():
         if name not in fields:
             continue
-        readers = used_by or ", ".join(s for s, c in SERVICES if name in c.model_fields)
+        readers = used_by or _readers(name)
         rows.append([f"`{name.upper()}`", _default(info), readers, _meaning(info, name)])
     return rows
+
+
+def _drivers_table(seen: set[str]) -> list[str]:
+    """The built-in drivers' own settings not in a table already, each read by the
+    worker when ``DRIVER`` names a driver that reads it."""
+    rows: list[list[str]] = []
+    for _, cls in drivers():
+        fields = set(cls.model_fields) - seen
+        seen |= fields
+        rows += _rows(cls, fields, None)
+    title = "### worker: the built-in drivers' own (read when `DRIVER` names the driver)"
+    return ["", title, "", *_table(rows)] if rows else []
+
+
+def _readers(name: str) -> str:
+    """The services that read the setting ``name``; for a driver's, which drivers."""
+    services = [s for s, c in SERVICES if name in c.model_fields]
+    readers = [d for d, c in drivers() if name in c.model_fields]
+    if readers:
+        plural = "s" if len(readers) > 1 else ""
+        services.append(f"worker ({', '.join(readers)} driver{plural})")
+    return ", ".join(services)
 
 
 def _table(rows: list[list[str]]) -> list[str]:

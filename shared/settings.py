@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.db import Pool
@@ -159,3 +159,18 @@ def amqp_urls(value: str) -> list[str]:
     if not urls:
         raise ValueError("no broker URL")
     return urls
+
+
+def explain_settings(exc: ValidationError) -> str:
+    """A settings class's validation error in one line, each problem naming its
+    environment variable and the value given (``WEBHOOK_TIMEOUT: Input should be greater
+    than 0 (got '-1')``): what an operator sets, not pydantic's report for programmers."""
+    problems = []
+    for error in exc.errors():
+        name, *rest = [str(part) for part in error["loc"]] or [""]
+        where = ".".join([name.upper(), *rest]) if name else ""
+        message = error["msg"].removeprefix("Value error, ")
+        if where and error["type"] != "missing":
+            message += f" (got {error['input']!r})"
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)

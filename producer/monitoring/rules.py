@@ -1,6 +1,11 @@
 """The monitoring policies file (``POLICIES_FILE``, see ``policies.example.yaml``): its
 schema, and loading it.
 
+Each entry's ``kind`` names a policy kind registered in the entry-point group
+``carousel.policies`` (Carousel's own — ``auto_heal``, ``host_maintenance``,
+``autoscale`` — as an installed plug-in's); the kind's config model validates the rest
+of the entry.
+
 A mistake in the file stops the producer at start with one line per problem, each naming
 the file and the field (``policies.yaml: policies[1].debounce: ...``): a policy that
 silently does nothing, or does the wrong thing, is found far later and at a worse time.
@@ -8,95 +13,49 @@ silently does nothing, or does the wrong thing, is found far later and at a wors
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from shared.models import Action
-from shared.names import Name
+from producer.monitoring.kind import PolicyConfig, PolicyKind
+from shared.plugins import BrokenPlugin, Registry, UnknownPlugin
+
+GROUP = "carousel.policies"
+REGISTRY: Registry[PolicyKind[Any]] = Registry(GROUP, PolicyKind, "policy kind")
 
 
 class PolicyFileError(ValueError):
     """The policies file is missing, unreadable or invalid; the message says where."""
 
 
-class _Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    #: the events' policy name: one queue per (host, VM, policy), so it must be a Name
-    name: Name
-
-
-class AutoHealRule(_Rule):
-    kind: Literal["auto_heal"] = "auto_heal"
-    #: seconds a VM must stay DOWN before it is healed: a reboot reports DOWN, then ACTIVE
-    debounce: float = Field(15.0, ge=0)
-    #: a VM healed less than this ago that goes DOWN again is left alone (0 = off)
-    ignore_repeat_within: float = Field(180.0, ge=0)
-
-
-class HostMaintenanceRule(_Rule):
-    kind: Literal["host_maintenance"] = "host_maintenance"
-    action: Literal["live_migrate", "migrate"] = "live_migrate"
-
-    @property
-    def event_action(self) -> Action:
-        return Action(self.action)
-
-
-class AutoscaleRule(_Rule):
-    kind: Literal["autoscale"] = "autoscale"
-    metric: Literal["cpu", "ram"] = "cpu"
-    high: float = Field(0.8, gt=0, le=1)
-    low: float = Field(0.2, ge=0, lt=1)
-    cooldown: float = Field(60.0, ge=0)
-    #: the pseudo-host whose queues hold the groups' scaling events (vm = the group)
-    groups_host: Name = "vm-groups"
-    #: the groups this rule scales; None = every group
-    groups: tuple[Name, ...] | None = None
-
-    @model_validator(mode="after")
-    def _band(self) -> AutoscaleRule:
-        if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        return self
-
-    def covers(self, group: str) -> bool:
-        return self.groups is None or group in self.groups
-
-
-Rule = AutoHealRule | HostMaintenanceRule | AutoscaleRule
-
-KINDS: dict[str, type[Rule]] = {
-    "auto_heal": AutoHealRule,
-    "host_maintenance": HostMaintenanceRule,
-    "autoscale": AutoscaleRule,
-}
-
-
 @dataclass(frozen=True)
 class Rules:
-    policies: tuple[Rule, ...] = ()
+    """The policies, validated: each entry's config, and the kind that runs it (looked
+    up by the config's ``kind`` when the rules are made, so the pure policies never
+    touch the registry)."""
+
+    policies: tuple[PolicyConfig, ...] = ()
+    kinds: tuple[type[PolicyKind[Any]], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = [r.name for r in self.policies]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate policy names in {names}")
+        object.__setattr__(self, "kinds", tuple(map(kind_of, self.policies)))
 
-    @property
-    def auto_heal(self) -> list[AutoHealRule]:
-        return [r for r in self.policies if isinstance(r, AutoHealRule)]
 
-    @property
-    def host_maintenance(self) -> list[HostMaintenanceRule]:
-        return [r for r in self.policies if isinstance(r, HostMaintenanceRule)]
-
-    @property
-    def autoscale(self) -> list[AutoscaleRule]:
-        return [r for r in self.policies if isinstance(r, AutoscaleRule)]
+def kind_of(config: PolicyConfig) -> type[PolicyKind[Any]]:
+    """The kind registered under ``config.kind``, which must take ``config``'s model."""
+    kind = REGISTRY.load(config.kind)
+    if not isinstance(config, kind.config_model):
+        raise ValueError(
+            f"policy {config.name!r}: kind {config.kind!r} takes a "
+            f"{kind.config_model.__name__}, not a {type(config).__name__}"
+        )
+    return kind
 
 
 class _File(BaseModel):
@@ -131,15 +90,23 @@ def parse_rules(data: object, source: str) -> Rules:
         items = _File.model_validate(data).policies
     except ValidationError as exc:
         raise PolicyFileError(_explain(source, "", exc)) from None
-    rules: list[Rule] = []
+    rules: list[PolicyConfig] = []
     first: dict[str, int] = {}
     for i, item in enumerate(items):
         where = f"policies[{i}]"
         kind = item.get("kind")
-        model = KINDS.get(kind) if isinstance(kind, str) else None
-        if model is None:
+        if not isinstance(kind, str):
             problem = "missing" if kind is None else f"unknown kind {kind!r}"
             raise PolicyFileError(f"{source}: {where}.kind: {problem}; expected one of {_kinds()}")
+        try:
+            model = REGISTRY.load(kind).config_model
+        except UnknownPlugin as exc:
+            raise PolicyFileError(
+                f"{source}: {where}.kind: unknown kind {kind!r}; expected one of "
+                f"{', '.join(exc.known)} (or install the package that provides it)"
+            ) from None
+        except BrokenPlugin as exc:
+            raise PolicyFileError(f"{source}: {where}.kind: {exc}") from None
         try:
             rule = model.model_validate(item)
         except ValidationError as exc:
@@ -166,4 +133,4 @@ def _explain(source: str, where: str, exc: ValidationError) -> str:
 
 
 def _kinds() -> str:
-    return ", ".join(KINDS)
+    return ", ".join(REGISTRY.names())

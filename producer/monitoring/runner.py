@@ -287,7 +287,17 @@ class SourceMonitor:
         self._count_policies()
 
     def _count_policies(self) -> None:
-        """Carry the policies' own counters (pure code keeps plain ints) into metrics."""
+        """Carry the policies' own counters (pure code keeps plain ints) into metrics, and
+        log the policies' calls that raised (each lost its answer; the others went on)."""
+        for failure in self.policies.take_failures():
+            log.error(
+                "monitoring %s: policy %s failed in %s; its other calls go on",
+                self.source,
+                failure.policy,
+                failure.call,
+                exc_info=failure.error,
+                extra={"policy": failure.policy},
+            )
         flaps, repeats = self.policies.flaps_suppressed, self.policies.repeats_ignored
         if flaps > self._counted["flaps"]:
             self.metrics.flaps_suppressed.labels("auto_heal").inc(flaps - self._counted["flaps"])

@@ -13,7 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from celery import Celery, Task
 
-from scheduler.worker.drivers import Driver, build_driver
+from scheduler.worker.driver import Driver
+from scheduler.worker.drivers import build_driver
 from scheduler.worker.execution import run_event
 from scheduler.worker.poison import PoisonArguments, dead_letter, install, parse_arguments
 from scheduler.worker.settings import WorkerSettings

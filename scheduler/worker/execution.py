@@ -27,7 +27,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from scheduler.worker.drivers import Driver
+from scheduler.worker.driver import Driver
 from scheduler.worker.errors import ActionFailed, ClaimLost, OutcomeUnknown
 from scheduler.worker.hold import Hold
 from scheduler.worker.renewal import LeaseKeeper

@@ -6,7 +6,11 @@ healthy run: Celery's warning about running as root guards against pickled task
 messages, which this app never accepts (JSON only), so it is muted — the ready line
 still says "as root", and the image runs workers as an unprivileged user anyway. A
 remote shutdown (how the elasticity worker retires an idle worker) is logged as what
-it is, a deliberate stop, not a warning."""
+it is, a deliberate stop, not a warning.
+
+Bad settings stop the worker at start with one line saying what to fix: a setting out
+of range, a ``DRIVER`` no installed package registers (the line lists those that are),
+or a driver refusing its own settings (:func:`scheduler.worker.drivers.check`)."""
 
 from __future__ import annotations
 
@@ -19,9 +23,14 @@ from typing import Any
 
 from celery import signals
 from celery.platforms import SecurityWarning
+from pydantic import ValidationError
 
+from scheduler.worker import drivers
 from scheduler.worker.app import create_celery, register_tasks
+from scheduler.worker.errors import DriverMisconfigured
 from scheduler.worker.settings import WorkerSettings
+from shared.plugins import PluginError
+from shared.settings import explain_settings
 
 log = logging.getLogger("scheduler.worker")
 
@@ -55,8 +64,21 @@ def remote_shutdown_is_no_warning(record: logging.LogRecord) -> bool:
     return True
 
 
+def checked_settings() -> WorkerSettings:
+    """The worker's settings, its driver built once to check its own: exits with one
+    line saying what to fix if either is wrong."""
+    try:
+        settings = WorkerSettings()
+        drivers.check(settings)
+    except ValidationError as exc:
+        sys.exit(f"carousel-worker: refusing to start: {explain_settings(exc)}")
+    except (PluginError, DriverMisconfigured) as exc:
+        sys.exit(f"carousel-worker: refusing to start: DRIVER={settings.driver}: {exc}")
+    return settings
+
+
 def main(argv: list[str] | None = None) -> None:
-    settings = WorkerSettings()
+    settings = checked_settings()
     # the cloud drivers poll their operations: one INFO line per request is noise
     logging.getLogger("httpx").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=SecurityWarning)

@@ -60,7 +60,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Self
 
 import openstack
 import requests
@@ -70,15 +70,15 @@ from openstack import exceptions as os_exceptions
 from openstack import utils as os_utils
 from openstack.compute.v2.server import Server
 from openstack.connection import Connection
+from pydantic import Field
 
+from scheduler.worker.driver import CloudDriverConfig, DriverPlugin
 from scheduler.worker.errors import ActionFailed, DriverMisconfigured
 from scheduler.worker.hold import Hold
+from scheduler.worker.settings import WorkerSettings
 from scheduler.worker.tracking import Tracker
 from shared.models import Action, VmEventMessage
 from shared.openstack_connection import connect_endpoint as shared_connect
-
-if TYPE_CHECKING:
-    from scheduler.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,25 @@ def connect_endpoint(
         raise DriverMisconfigured(str(exc)) from exc
 
 
-class OpenStackDriver:
+class OpenStackConfig(CloudDriverConfig):
+    openstack_cloud: str = Field(
+        "",
+        description="The clouds.yaml entry the openstack driver connects with "
+        "(OPENSTACK_CLOUD); empty = OPENSTACK_COMPUTE_URL without Keystone.",
+    )
+    openstack_compute_url: str = Field(
+        "",
+        description="A Compute API endpoint used without Keystone, e.g. simcloud's "
+        "http://127.0.0.1:8100/compute (OPENSTACK_COMPUTE_URL).",
+    )
+    openstack_token: str = Field(
+        "", description="Token sent to OPENSTACK_COMPUTE_URL (OPENSTACK_TOKEN)."
+    )
+
+
+class OpenStackDriver(DriverPlugin[OpenStackConfig]):
+    config_model = OpenStackConfig
+
     def __init__(
         self,
         connect: Callable[[], Connection],
@@ -143,9 +161,27 @@ class OpenStackDriver:
         self._local = threading.local()
 
     @classmethod
-    def from_cloud(
-        cls, name: str, *, max_wait: float = 1800.0, poll_interval: float = 2.0
-    ) -> OpenStackDriver:
+    def from_config(cls, config: OpenStackConfig, worker: WorkerSettings) -> Self:
+        """``OPENSTACK_CLOUD`` (a clouds.yaml entry) when set, else
+        ``OPENSTACK_COMPUTE_URL`` (+ ``OPENSTACK_TOKEN``) without Keystone; waits up to
+        ``ACTION_TIME_LIMIT``, polling every ``ACTION_POLL_INTERVAL``, HTTP requests time
+        out after ``WEBHOOK_TIMEOUT``."""
+        if config.openstack_cloud:
+            return cls.from_cloud(
+                config.openstack_cloud,
+                max_wait=worker.action_time_limit,
+                poll_interval=config.action_poll_interval,
+            )
+        return cls.from_endpoint(
+            config.openstack_compute_url,
+            config.openstack_token or None,
+            config.webhook_timeout,
+            max_wait=worker.action_time_limit,
+            poll_interval=config.action_poll_interval,
+        )
+
+    @classmethod
+    def from_cloud(cls, name: str, *, max_wait: float = 1800.0, poll_interval: float = 2.0) -> Self:
         """From the ``clouds.yaml`` entry ``name`` (Keystone, the catalog, the entry's
         auth type); checked at once, connected per thread on first use."""
         try:
@@ -165,7 +201,7 @@ class OpenStackDriver:
         *,
         max_wait: float = 1800.0,
         poll_interval: float = 2.0,
-    ) -> OpenStackDriver:
+    ) -> Self:
         """From a Compute endpoint used without Keystone (see :func:`connect_endpoint`);
         ``timeout``: seconds per HTTP request; ``max_wait``: the longest an action may
         take to settle."""
@@ -596,23 +632,3 @@ def _is_5xx(exc: os_exceptions.HttpException) -> bool:
 
 def _http_detail(exc: os_exceptions.HttpException) -> str:
     return f"{exc.status_code}: {exc.details or exc.message}"
-
-
-def build_openstack_driver(settings: WorkerSettings) -> OpenStackDriver:
-    """``DRIVER=openstack``: ``OPENSTACK_CLOUD`` (a clouds.yaml entry) when set, else
-    ``OPENSTACK_COMPUTE_URL`` (+ ``OPENSTACK_TOKEN``) without Keystone; waits up to
-    ``ACTION_TIME_LIMIT``, polling every ``ACTION_POLL_INTERVAL``, HTTP requests time out
-    after ``WEBHOOK_TIMEOUT``."""
-    if settings.openstack_cloud:
-        return OpenStackDriver.from_cloud(
-            settings.openstack_cloud,
-            max_wait=settings.action_time_limit,
-            poll_interval=settings.action_poll_interval,
-        )
-    return OpenStackDriver.from_endpoint(
-        settings.openstack_compute_url,
-        settings.openstack_token or None,
-        settings.webhook_timeout,
-        max_wait=settings.action_time_limit,
-        poll_interval=settings.action_poll_interval,
-    )

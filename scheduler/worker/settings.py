@@ -1,4 +1,5 @@
-"""Settings of a Celery worker (``carousel-worker``)."""
+"""Settings of a Celery worker (``carousel-worker``). Its driver's settings are the
+driver's own (``config_model`` of each driver, :mod:`scheduler.worker.driver`)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from shared.settings import CommonSettings
 class WorkerSettings(CommonSettings):
     """What ``carousel-worker`` reads."""
 
-    driver: Literal["simulated", "webhook", "simcloud", "openstack"] = Field(
+    driver: str = Field(
         "simulated",
-        description="How actions are executed: simulated (sleeps), webhook (POSTs each "
-        "event to WEBHOOK_URL), simcloud (simcloud's action API at SIMCLOUD_URL) or "
-        "openstack (server actions through openstacksdk) (DRIVER).",
+        description="The name of the driver actions run through, one registered in the "
+        "entry-point group carousel.drivers (checked at start): simulated (sleeps), "
+        "webhook (POSTs each event to WEBHOOK_URL), simcloud (simcloud's action API at "
+        "SIMCLOUD_URL), openstack (server actions through openstacksdk), or an installed "
+        "plug-in's (docs/extending.md). Each driver reads its own settings (DRIVER).",
     )
     worker_concurrency: int = Field(
         4, ge=1, description="Processes per worker (WORKER_CONCURRENCY)."
@@ -29,16 +32,6 @@ class WorkerSettings(CommonSettings):
     )
     worker_name: str = Field(
         "", description="Celery node name; default carousel@<host>.<pid> (WORKER_NAME)."
-    )
-    simulated_duration: float = Field(
-        0.0, ge=0, description="Seconds a simulated action takes (SIMULATED_DURATION)."
-    )
-    simulated_durations: dict[str, float] = Field(
-        default_factory=dict,
-        description='Per-action seconds, JSON, e.g. {"migrate": 2} (SIMULATED_DURATIONS).',
-    )
-    webhook_url: str = Field(
-        "", description="URL the webhook driver POSTs each event to (WEBHOOK_URL)."
     )
     max_attempts: int = Field(
         3,
@@ -54,32 +47,4 @@ class WorkerSettings(CommonSettings):
         "stopped. Enforced by the prefork pool only. Also how long the simcloud and "
         "openstack drivers keep asking a cloud that cannot be asked how an operation "
         "ended before its outcome is called unknown (ACTION_TIME_LIMIT).",
-    )
-    webhook_timeout: float = Field(
-        30.0, gt=0, description="Webhook timeout, seconds (WEBHOOK_TIMEOUT)."
-    )
-    simcloud_url: str = Field(
-        "http://127.0.0.1:8100", description="simcloud's base URL (SIMCLOUD_URL)."
-    )
-    simcloud_token: str = Field(
-        "", description="Bearer token simcloud requires; empty = none (SIMCLOUD_TOKEN)."
-    )
-    action_poll_interval: float = Field(
-        0.2,
-        gt=0,
-        description="Seconds between checks of a cloud operation the simcloud or "
-        "openstack driver waits for (ACTION_POLL_INTERVAL).",
-    )
-    openstack_cloud: str = Field(
-        "",
-        description="The clouds.yaml entry the openstack driver connects with "
-        "(OPENSTACK_CLOUD); empty = OPENSTACK_COMPUTE_URL without Keystone.",
-    )
-    openstack_compute_url: str = Field(
-        "",
-        description="A Compute API endpoint used without Keystone, e.g. simcloud's "
-        "http://127.0.0.1:8100/compute (OPENSTACK_COMPUTE_URL).",
-    )
-    openstack_token: str = Field(
-        "", description="Token sent to OPENSTACK_COMPUTE_URL (OPENSTACK_TOKEN)."
     )

@@ -11,12 +11,15 @@ A poll that fails is not a failure: the driver keeps asking for the operation's 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import httpx
+from pydantic import Field
 
+from scheduler.worker.driver import CloudDriverConfig, DriverPlugin
 from scheduler.worker.errors import ActionFailed
 from scheduler.worker.hold import Hold
+from scheduler.worker.settings import WorkerSettings
 from scheduler.worker.tracking import Tracker
 from shared.backoff import Backoff
 from shared.models import Action, VmEventMessage
@@ -27,7 +30,18 @@ GROUP_ACTIONS = frozenset({Action.SCALE_OUT, Action.SCALE_IN})
 START_PATIENCE = 30.0
 
 
-class SimcloudDriver:
+class SimcloudConfig(CloudDriverConfig):
+    simcloud_url: str = Field(
+        "http://127.0.0.1:8100", description="simcloud's base URL (SIMCLOUD_URL)."
+    )
+    simcloud_token: str = Field(
+        "", description="Bearer token simcloud requires; empty = none (SIMCLOUD_TOKEN)."
+    )
+
+
+class SimcloudDriver(DriverPlugin[SimcloudConfig]):
+    config_model = SimcloudConfig
+
     def __init__(
         self, url: str, token: str, timeout: float, poll_interval: float, max_wait: float
     ) -> None:
@@ -35,6 +49,17 @@ class SimcloudDriver:
         self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
         self.poll_interval = poll_interval
         self.max_wait = max_wait
+
+    @classmethod
+    def from_config(cls, config: SimcloudConfig, worker: WorkerSettings) -> Self:
+        """Waits for an operation up to ``ACTION_TIME_LIMIT``."""
+        return cls(
+            config.simcloud_url,
+            config.simcloud_token,
+            config.webhook_timeout,
+            config.action_poll_interval,
+            worker.action_time_limit,
+        )
 
     def execute(self, event: VmEventMessage, hold: Hold) -> str | None:
         kind = "groups" if event.action in GROUP_ACTIONS else "vms"

@@ -1,5 +1,6 @@
-"""Tests for scheduler.worker.drivers: the simulated driver, the webhook driver (against a loopback
-HTTP server started here) and build_driver."""
+"""Tests for the simulated driver, the webhook driver (against a loopback HTTP server
+started here), and drivers by name (scheduler.worker.drivers): the registry, each
+driver's own settings, and the worker refusing to start on a bad one."""
 
 from __future__ import annotations
 
@@ -13,12 +14,18 @@ from typing import Any
 
 import pytest
 
-from scheduler.worker.drivers import SimulatedDriver, WebhookDriver, build_driver
+from scheduler.worker import drivers
+from scheduler.worker.drivers import build_driver
 from scheduler.worker.errors import ActionFailed, ClaimLost, DriverMisconfigured
 from scheduler.worker.hold import Hold
+from scheduler.worker.main import checked_settings
 from scheduler.worker.settings import WorkerSettings
+from scheduler.worker.simcloud_driver import SimcloudConfig, SimcloudDriver
+from scheduler.worker.simulated_driver import SimulatedConfig, SimulatedDriver
+from scheduler.worker.webhook_driver import WebhookConfig, WebhookDriver
 from shared.errors import CarouselError
 from shared.models import Action, VmEventMessage
+from shared.plugins import UnknownPlugin
 
 
 def ev(
@@ -261,38 +268,67 @@ def test_webhook_without_url_is_misconfigured() -> None:
         WebhookDriver("", timeout=5.0)
 
 
-# -- build_driver ------------------------------------------------------------------------
+# -- drivers by name --------------------------------------------------------------------
+
+DRIVER_ENV = (
+    "DRIVER",
+    "WEBHOOK_URL",
+    "WEBHOOK_TIMEOUT",
+    "SIMULATED_DURATION",
+    "SIMULATED_DURATIONS",
+    "SIMCLOUD_URL",
+    "SIMCLOUD_TOKEN",
+    "ACTION_POLL_INTERVAL",
+    "ACTION_TIME_LIMIT",
+)
 
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "DRIVER",
-        "WEBHOOK_URL",
-        "WEBHOOK_TIMEOUT",
-        "SIMULATED_DURATION",
-        "SIMULATED_DURATIONS",
-    ):
+    for name in DRIVER_ENV:
         monkeypatch.delenv(name, raising=False)
 
 
+def test_the_built_in_drivers_are_registered_by_name() -> None:
+    assert set(drivers.REGISTRY.names()) >= {"simulated", "webhook", "simcloud", "openstack"}
+    assert drivers.driver_class("webhook") is WebhookDriver
+    assert drivers.driver_class("simulated") is SimulatedDriver
+
+
+def test_an_unknown_driver_is_refused_naming_the_known_ones() -> None:
+    with pytest.raises(UnknownPlugin) as raised:
+        drivers.driver_class("webhok")
+    message = str(raised.value)
+    assert message.startswith("unknown driver 'webhok'; known: ")
+    assert "simulated, webhook" in message and "carousel.drivers" in message
+
+
 @pytest.mark.usefixtures("clean_env")
-def test_build_driver_webhook() -> None:
-    settings = WorkerSettings(
-        driver="webhook", webhook_url="http://127.0.0.1:9/hook", webhook_timeout=3.5
-    )
-    driver = build_driver(settings)
+def test_build_driver_webhook(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOK_URL", "http://127.0.0.1:9/hook")
+    monkeypatch.setenv("WEBHOOK_TIMEOUT", "3.5")
+    driver = build_driver(WorkerSettings(driver="webhook"))
     assert isinstance(driver, WebhookDriver)
     try:
         assert driver.url == "http://127.0.0.1:9/hook"
         assert driver.client.timeout.read == 3.5
     finally:
-        driver.client.close()
+        driver.close()
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_build_driver_from_a_given_config() -> None:
+    config = WebhookConfig(webhook_url="http://127.0.0.1:9/hook", webhook_timeout=2.0)
+    driver = build_driver(WorkerSettings(driver="webhook"), config)
+    assert isinstance(driver, WebhookDriver) and driver.client.timeout.read == 2.0
+    driver.close()
+    with pytest.raises(DriverMisconfigured, match="takes a WebhookConfig, not a SimulatedConfig"):
+        build_driver(WorkerSettings(driver="webhook"), SimulatedConfig())
 
 
 @pytest.mark.usefixtures("clean_env")
 def test_build_driver_webhook_without_url_is_misconfigured() -> None:
-    with pytest.raises(DriverMisconfigured):
+    with pytest.raises(DriverMisconfigured, match="WEBHOOK_URL"):
         build_driver(WorkerSettings(driver="webhook"))
 
 
@@ -306,10 +342,8 @@ def test_build_driver_simulated_by_default() -> None:
 
 @pytest.mark.usefixtures("clean_env")
 def test_build_driver_simulated_with_durations(sleeps: list[float]) -> None:
-    settings = WorkerSettings(
-        driver="simulated", simulated_duration=0.01, simulated_durations={"migrate": 0.02}
-    )
-    driver = build_driver(settings)
+    config = SimulatedConfig(simulated_duration=0.01, simulated_durations={"migrate": 0.02})
+    driver = build_driver(WorkerSettings(driver="simulated"), config)
     assert isinstance(driver, SimulatedDriver)
     driver.execute(ev(Action.MIGRATE), Hold(1))
     driver.execute(ev(Action.STOP), Hold(1))
@@ -324,6 +358,68 @@ def test_build_driver_reads_the_environment(
     driver = build_driver(WorkerSettings())
     driver.execute(ev(Action.RESIZE), Hold(1))
     assert sleeps == [0.03]
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_the_simcloud_driver_waits_up_to_the_workers_action_time_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SIMCLOUD_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("ACTION_POLL_INTERVAL", "0.5")
+    monkeypatch.setenv("ACTION_TIME_LIMIT", "42")
+    driver = build_driver(WorkerSettings(driver="simcloud"))
+    assert isinstance(driver, SimcloudDriver)
+    assert (driver.poll_interval, driver.max_wait) == (0.5, 42.0)
+    assert str(driver.client.base_url) == "http://127.0.0.1:9"
+    driver.close()
+    assert SimcloudConfig().simcloud_token == ""
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"DRIVER": "webhok"},
+            "carousel-worker: refusing to start: DRIVER=webhok: unknown driver 'webhok'; known: ",
+        ),
+        (
+            {"DRIVER": "webhook"},
+            "carousel-worker: refusing to start: DRIVER=webhook: the webhook driver needs "
+            "WEBHOOK_URL",
+        ),
+        (
+            {"DRIVER": "webhook", "WEBHOOK_URL": "http://127.0.0.1:9/", "WEBHOOK_TIMEOUT": "-1"},
+            "carousel-worker: refusing to start: DRIVER=webhook: WEBHOOK_TIMEOUT: Input should "
+            "be greater than 0 (got '-1')",
+        ),
+        (
+            {"SIMULATED_DURATIONS": '{"heal": "soon"}'},
+            "carousel-worker: refusing to start: DRIVER=simulated: SIMULATED_DURATIONS.heal: "
+            "Input should be a valid number",
+        ),
+        (
+            {"WORKER_POOL": "gevent"},
+            "carousel-worker: refusing to start: WORKER_POOL: Input should be 'prefork', "
+            "'threads' or 'solo' (got 'gevent')",
+        ),
+    ],
+)
+def test_bad_settings_stop_the_worker_with_one_line_saying_what_to_fix(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    monkeypatch.delenv("WORKER_POOL", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as raised:
+        checked_settings()
+    refusal = str(raised.value.code)
+    assert refusal.startswith(message), refusal
+    assert "\n" not in refusal
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_good_settings_start() -> None:
+    assert checked_settings().driver == "simulated"
 
 
 @pytest.mark.parametrize("duration", [3600.5, 1e12, "inf", "nan"])

@@ -1,5 +1,6 @@
-"""Tests for producer.monitoring.policies and .rules: the pure policies (explicit times)
-and the validation of the policies file."""
+"""Tests for producer.monitoring.policies, the built-in kinds (producer.monitoring.kinds)
+and .rules: the pure policies (explicit times), the validation of the policies file, and
+kinds looked up by name."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from producer.monitoring.kinds.auto_heal import AutoHealConfig
+from producer.monitoring.kinds.autoscale import AutoscaleConfig
+from producer.monitoring.kinds.host_maintenance import HostMaintenanceConfig
 from producer.monitoring.model import (
     GroupRecord,
     HostRecord,
@@ -20,7 +24,7 @@ from producer.monitoring.model import (
     VmStateChanged,
 )
 from producer.monitoring.policies import Policies, PolicyFileError, load_rules, parse_rules
-from producer.monitoring.rules import AutoHealRule, AutoscaleRule, HostMaintenanceRule, Rules
+from producer.monitoring.rules import Rules
 from producer.monitoring.updater import apply, diff
 from shared.models import Action
 from shared.names import is_valid_name
@@ -63,7 +67,7 @@ class Cloud:
         return self.policies.tick(self.view, now)
 
 
-HEAL = AutoHealRule(name="auto-heal", debounce=15, ignore_repeat_within=180)
+HEAL = AutoHealConfig(name="auto-heal", debounce=15, ignore_repeat_within=180)
 
 
 # -- auto-heal -------------------------------------------------------------------------
@@ -138,7 +142,7 @@ def test_ignore_repeat_within() -> None:
 
 
 def test_zero_debounce_and_no_repeat_window() -> None:
-    c = Cloud(AutoHealRule(name="heal-now", debounce=0, ignore_repeat_within=0))
+    c = Cloud(AutoHealConfig(name="heal-now", debounce=0, ignore_repeat_within=0))
     c.see(0.0, vm("a"))
     [heal] = c.see(10.0, vm("a", state=D, version=2))
     c.policies.raised(heal, 9.0)  # the raise's clock may trail the observation's
@@ -148,13 +152,13 @@ def test_zero_debounce_and_no_repeat_window() -> None:
 
 
 def test_invalid_names_are_skipped_and_counted() -> None:
-    c = Cloud(AutoHealRule(name="heal-now", debounce=0))
+    c = Cloud(AutoHealConfig(name="heal-now", debounce=0))
     intents = c.see(0.0, vm("bad/name", state=D), vm("good", state=D))
     assert [i.vm for i in intents] == ["good"] and c.policies.invalid == 1
 
 
 # -- host maintenance --------------------------------------------------------------------
-MAINT = HostMaintenanceRule(name="host-maintenance")
+MAINT = HostMaintenanceConfig(name="host-maintenance")
 
 
 def test_maintenance_migrates_every_vm_with_stable_ids() -> None:
@@ -175,7 +179,7 @@ def test_maintenance_migrates_every_vm_with_stable_ids() -> None:
 
 
 def test_cold_migrate_and_empty_host() -> None:
-    c = Cloud(HostMaintenanceRule(name="drain", action="migrate"))
+    c = Cloud(HostMaintenanceConfig(name="drain", action="migrate"))
     c.see(0.0, vm("a", host="h1"), hosts=(HostRecord("h2", HostState.UP, 1),))
     assert c.see(1.0, hosts=(HostRecord("h2", HostState.MAINTENANCE, 2),)) == []
     [i] = c.see(2.0, hosts=(HostRecord("h1", HostState.MAINTENANCE, 1),))
@@ -183,7 +187,7 @@ def test_cold_migrate_and_empty_host() -> None:
 
 
 # -- autoscale ---------------------------------------------------------------------------
-SCALE = AutoscaleRule(name="autoscale", high=0.8, low=0.2, cooldown=60)
+SCALE = AutoscaleConfig(name="autoscale", high=0.8, low=0.2, cooldown=60)
 
 
 def group_cloud(n: int = 2, lo: int = 1, hi: int = 4, cpu: float = 0.5) -> Cloud:
@@ -251,20 +255,40 @@ def test_only_active_members_count_and_bounds_changes_reevaluate() -> None:
 
 
 def test_groups_filter_and_ram_metric() -> None:
-    c = Cloud(AutoscaleRule(name="ram-scale", metric="ram", groups=("db",), groups_host="g"))
+    c = Cloud(AutoscaleConfig(name="ram-scale", metric="ram", groups=("db",), groups_host="g"))
     c.see(0.0, groups=(GroupRecord("web", 1, 4, 1), GroupRecord("db", 1, 4, 1)))
     assert c.see(10.0, vm("w0", group="web", ram=0.9)) == []
     [out] = c.see(20.0, vm("d0", group="db", ram=0.9, cpu=0.1))
     assert (out.host, out.vm, out.policy) == ("g", "db", "ram-scale")
 
 
+def test_a_scaling_by_one_policy_cools_the_group_down_for_the_others() -> None:
+    """A CPU policy and a RAM policy on one group: after the CPU one scales it out, the
+    RAM one does not scale it back in before its own cooldown is over."""
+    cpu = AutoscaleConfig(name="cpu-scale", metric="cpu", cooldown=60)
+    ram = AutoscaleConfig(name="ram-scale", metric="ram", cooldown=30)
+    c = Cloud(cpu, ram)
+    web = GroupRecord("web", 1, 4, 1)
+    assert c.see(0.0, *[vm(f"w{i}", group="web", ram=0.5) for i in range(2)], groups=(web,)) == []
+    [out] = c.see(10.0, *[vm(f"w{i}", group="web", cpu=0.9, version=2) for i in range(2)])
+    assert (out.action, out.policy) == (Action.SCALE_OUT, "cpu-scale")
+    c.policies.raised(out, 10.0)
+    idle = [vm(f"w{i}", group="web", cpu=0.5, ram=0.1, version=3) for i in range(2)]
+    assert c.see(20.0, *idle) == []  # RAM says scale in: the group is cooling down
+    assert c.policies.next_due() == 40.0
+    [back] = c.tick(40.0)  # the RAM policy's cooldown is over, the group still idle
+    assert (back.action, back.policy) == (Action.SCALE_IN, "ram-scale")
+
+
 # -- the policies file -------------------------------------------------------------------
 def test_example_file_loads() -> None:
     rules = load_rules(ROOT / "policies.example.yaml")
     assert [r.kind for r in rules.policies] == ["auto_heal", "host_maintenance", "autoscale"]
-    assert rules.auto_heal[0] == HEAL
-    assert rules.host_maintenance[0].event_action == Action.LIVE_MIGRATE
-    assert rules.autoscale[0] == SCALE
+    heal, maintenance, scale = rules.policies
+    assert heal == HEAL
+    assert isinstance(maintenance, HostMaintenanceConfig)
+    assert maintenance.event_action == Action.LIVE_MIGRATE
+    assert scale == SCALE
 
 
 def test_defaults_and_several_policies_of_a_kind() -> None:
@@ -277,8 +301,10 @@ def test_defaults_and_several_policies_of_a_kind() -> None:
         },
         "x.yaml",
     )
-    assert [r.name for r in rules.autoscale] == ["scale-web", "scale-db"]
-    assert rules.autoscale[0].groups_host == "vm-groups" and rules.autoscale[0].cooldown == 60
+    assert [r.name for r in rules.policies] == ["scale-web", "scale-db"]
+    web = rules.policies[0]
+    assert isinstance(web, AutoscaleConfig)
+    assert web.groups_host == "vm-groups" and web.cooldown == 60
     assert parse_rules({"policies": []}, "x.yaml").policies == ()
 
 

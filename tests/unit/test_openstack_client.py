@@ -34,7 +34,7 @@ from producer.settings import ProducerSettings
 from scheduler.worker.drivers import build_driver
 from scheduler.worker.errors import ActionFailed, DriverMisconfigured, OutcomeUnknown
 from scheduler.worker.hold import Hold
-from scheduler.worker.openstack_driver import OpenStackDriver, connect_endpoint
+from scheduler.worker.openstack_driver import OpenStackConfig, OpenStackDriver, connect_endpoint
 from scheduler.worker.settings import WorkerSettings
 from shared.models import Action, VmEventMessage
 from simcloud.model import Cloud, GroupSpec
@@ -183,8 +183,8 @@ def test_built_from_clouds_yaml(sim: Sim, tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
     settings = ProducerSettings(monitor_source="openstack", openstack_cloud="sim")
     assert len(observe(polled_openstack_fetcher(settings)).vms) == 14
-    worker = WorkerSettings(driver="openstack", openstack_cloud="sim", action_poll_interval=0.05)
-    driver = build_driver(worker)
+    config = OpenStackConfig(openstack_cloud="sim", action_poll_interval=0.05)
+    driver = build_driver(WorkerSettings(driver="openstack"), config)
     assert isinstance(driver, OpenStackDriver)
     driver.execute(event(Action.STOP, "h1-vm1"), Hold(1))
     assert sim.vm("h1-vm1")["state"] == "STOPPED"
@@ -201,16 +201,17 @@ def test_built_from_settings_without_keystone(sim: Sim) -> None:
     fetcher = polled_openstack_fetcher(settings)
     assert fetcher.streams is False
     assert len(observe(fetcher).vms) == 14
-    worker = WorkerSettings(
-        driver="openstack",
+    config = OpenStackConfig(
         openstack_compute_url=sim.compute_url,
         openstack_token=sim.token,
         action_poll_interval=0.05,
     )
-    build_driver(worker).execute(event(Action.PAUSE, "h1-vm1"), Hold(1))
+    build_driver(WorkerSettings(driver="openstack"), config).execute(
+        event(Action.PAUSE, "h1-vm1"), Hold(1)
+    )
     assert sim.vm("h1-vm1")["state"] == "PAUSED"
     with pytest.raises(DriverMisconfigured):
-        build_driver(WorkerSettings(driver="openstack"))
+        build_driver(WorkerSettings(driver="openstack"), OpenStackConfig())
 
 
 def test_sdk_pages_through_the_servers(sim: Sim) -> None:
