@@ -51,6 +51,7 @@ fmt: $(DEV)
 docs: $(DEV)
 	$(BIN)/python -m harness.settings_doc
 	$(BIN)/python -m bench.docs
+	$(BIN)/python -m harness.faults.docs
 
 bench: $(DEV)
 	$(BIN)/python -m bench $(BENCH)

@@ -40,7 +40,11 @@ ORDER = [
 
 def results(folder: Path = RESULTS) -> list[dict[str, Any]]:
     """Every result file, in :data:`ORDER` (others after, by name)."""
-    found = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    found = {
+        p.stem: json.loads(p.read_text())
+        for p in sorted(folder.glob("*.json"))
+        if not p.stem.startswith("faults-")  # the fault suite's: docs/reliability.md
+    }
     rank = {name: i for i, name in enumerate(ORDER)}
     return [found[n] for n in sorted(found, key=lambda n: (rank.get(n, len(ORDER)), n))]
 

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings
 
 from bench import docs as bench_docs
 from harness import settings_doc
+from harness.faults import docs as fault_docs
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS: list[type[BaseSettings]] = settings_doc.settings_classes()
@@ -29,6 +30,12 @@ def test_the_settings_tables_are_generated_from_the_current_code() -> None:
 def test_the_benchmark_figures_are_generated_from_the_results() -> None:
     assert bench_docs.current() == bench_docs.render(), (
         "docs/benchmarks.md differs from bench/results/: run `make docs`"
+    )
+
+
+def test_the_fault_table_is_generated_from_the_recorded_runs() -> None:
+    assert fault_docs.current() == fault_docs.render(), (
+        "docs/reliability.md differs from bench/results/faults-*.json: run `make docs`"
     )
 
 
