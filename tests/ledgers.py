@@ -3,8 +3,9 @@
 The ledger, mapping and monitoring-repository tests run on both: SQLite in a file of
 their own, PostgreSQL in a database of their own on ``CAROUSEL_TEST_PG`` (default the
 machine's server at 127.0.0.1:5432, user postgres), created for the test and dropped
-after it (:mod:`harness.ledgers`, which the fault suite uses too). Without a PostgreSQL server those cases skip — and fail in CI (``CI=true``),
-where the server is part of the machine.
+after it (by :mod:`harness.ledgers`, which the fault suite uses too). Without a
+PostgreSQL server those cases skip — and fail in CI (``CI=true``), where the server is
+part of the machine.
 """
 
 from __future__ import annotations

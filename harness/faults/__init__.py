@@ -3,13 +3,13 @@
 What runs
     A private RabbitMQ node (:mod:`harness.private_broker`, so broker kills touch only
     it), one producer, one scheduler and one or two Celery workers as real processes
-    (:mod:`.stack`), a SQLite ledger, and ``DRIVER=webhook`` pointed at a recording
-    receiver in this process (:mod:`harness.recorder`). A load generator (:mod:`.load`)
-    posts events over 4 hosts x 4 VMs x 2 policies and retries every batch with the same
-    ids until it gets a 202, as an at-least-once client does. Under that load, faults
-    (:mod:`.process`, :mod:`.messages`, :mod:`.ledger`, :mod:`.cloud`) are injected one
-    after another (:mod:`.suite`); the load then stops and the accounting
-    (:mod:`.accounting`) runs.
+    (:mod:`.stack`), a ledger (:mod:`.ledgerdb`), and ``DRIVER=webhook`` pointed at a
+    recording receiver in this process (:mod:`harness.recorder`). A load generator
+    (:mod:`.load`) posts events over 4 hosts x 4 VMs x 2 policies and retries every
+    batch with the same ids until it gets a 202, as an at-least-once client does. Under
+    that load, faults (:mod:`.process`, :mod:`.messages`, :mod:`.ledger`, :mod:`.cloud`,
+    :mod:`.kubernetes`) are injected one after another (:mod:`.suite`);
+    the load then stops and the accounting (:mod:`.accounting`) runs.
 
 The accounting — over every event id that got a 202, and nothing else
     Each event's final view is GET /events/{id}, asked until every one is final

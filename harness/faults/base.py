@@ -48,7 +48,7 @@ class Ctx:
         def resumed() -> bool:
             if accept and not self.load.accepted_after(restored_at):
                 return False
-            return self.stack.last_dispatch() >= restored_at
+            return self.stack.ledger.last_dispatch() >= restored_at
 
         try:
             wait_until(resumed, RECOVERY_TIMEOUT, 0.05, what="dispatching again")

@@ -205,12 +205,7 @@ def elasticity_cutoff(ctx: Ctx, cut: float = CUTOFF) -> FaultResult:
     try:
         # the stack's workers leave (warm: they finish what they run), so the actions go
         # to the workers the elasticity worker manages
-        for w in stack.live_workers():
-            assert w.proc is not None
-            os.kill(w.proc.pid, signal.SIGTERM)
-        for w in stack.workers:
-            if w.proc is not None:
-                w.proc.wait(90)
+        stack.stop_workers(stack.live_workers())
         elasticity = stack.stack.elasticity(
             AMQP_URL=via_proxy,
             # its workers connect to the broker directly: only the observer is cut off

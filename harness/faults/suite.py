@@ -97,7 +97,10 @@ def run(
     stack = FaultStack(base, profile)
     try:
         stack.start()
-        log(f"stack up: broker {stack.broker.url}, {profile.workers} worker(s)")
+        log(
+            f"stack up: broker {stack.broker.url}, {profile.ledger} ledger, "
+            f"{profile.workers} worker(s)"
+        )
         load = LoadGenerator(stack.stack.producer_url, profile.rate, profile.keys(), seed)
         ctx = Ctx(stack, load, random.Random(seed), log)
         phases = [("baseline", t0)]
