@@ -34,7 +34,22 @@ The accounting — over every event id that got a 202, and nothing else
         deleted, or a slot held by a worker whose pod is gone;
         and a re-drive of an event whose VM was removed that was not refused (409), or
         left the event anything but ``failed``, or put a message in the removed VM's
-        queue (the ``redrive-removed`` fault sees it and reports it).
+        queue (the ``redrive-removed`` fault sees it and reports it);
+        and each key's *order*, counted per pair: events e1 and e2 of one (host, vm,
+        policy), e1's 202 received by the client before any post carrying e2 was sent —
+        so e1 was in the key's queue before e2 existed — must have e1's first completed
+        call begin no later than e2's first call (of any outcome) — the suite's
+        ``PER_VM_LIMIT`` is 1, so a key's events run one after another. An action cut
+        off and run again keeps its place: the key's next event waits for its completed
+        run. A poison event never completes: for it, its first call stands in (its
+        failed and cut-off attempts all come before the key's next event, which the
+        VM's slot holds back until it ends ``failed``), so retried poison is judged, never
+        a false positive. The order is the client's, not the ledger's ``accepted_at``:
+        that stamp is taken when a request begins, before its events are stored and
+        published, so two requests in flight at once may be queued in either order, and
+        neither client waited for the other. Left out: pairs of one batch or of racing
+        posts (no order), events without any call (a lost one is counted as lost), and
+        the monitoring's events (the client never saw their 202).
     stuck
         not final at the bound.
 
@@ -51,8 +66,8 @@ The accounting — over every event id that got a 202, and nothing else
     Each anomaly is charged to the phase it arose in — the baseline, the fault being
     injected then (until the next one starts), or the drain after the load stopped — by
     its time: the end of the first completed call (duplicate), the call's start
-    (violation, phantom), the refusal (refused), or the event's ``dispatched_at``, else
-    its first post (lost, stuck, unanswered).
+    (violation, phantom; for the order, e2's first call), the refusal (refused), or the
+    event's ``dispatched_at``, else its first post (lost, stuck, unanswered).
 
 The report
     A table per fault (injected count, recovery time — from the injection until an

@@ -163,6 +163,7 @@ def _account(
         stack.profile.per_vm,
         stack.profile.max_parallel,
     )
+    anomalies += accounting.order(load.accepted, stack.receiver.calls(), load.first_sent)
     anomalies += accounting.client_side(load, stack.receiver.calls())
     anomalies += [a for r in results for a in r.anomalies]  # what faults checked themselves
     accounting.charge(anomalies, phases)
