@@ -76,6 +76,7 @@ The report
     service log lines naming the id), and the final line
     ``faults: F injected, E events, lost L, duplicates D, violations V, stuck S``.
     ``python -m harness.faults`` exits 0 only if L = D = V = S = 0, there is no phantom
-    call, refused or unanswered id, and the queues drained. The logs, ``report.txt``
-    and ``anomalies.json`` stay in the run's directory.
+    call, refused or unanswered id, the queues drained, and every fault was injected
+    (one that raised is named in the report). The logs, ``report.txt`` and
+    ``anomalies.json`` stay in the run's directory.
 """

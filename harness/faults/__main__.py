@@ -1,7 +1,8 @@
 """``python -m harness.faults [--fast] [--only NAME ...] [--dir DIR] [--seed N]``
 
-Exit status: 0 when nothing was lost, duplicated, stuck or run past a limit and the
-queues drained; 1 otherwise; 2 when the suite could not run (no rabbitmq-server).
+Exit status: 0 when nothing was lost, duplicated, stuck or run past a limit, the
+queues drained and every fault was injected; 1 otherwise; 2 when the suite could not
+run (no rabbitmq-server).
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ class FaultResult:
     recoveries: list[float | None] = field(default_factory=list)
     note: str = ""
     skipped: bool = False
+    #: the fault could not be injected as meant (it raised): the run is not clean
+    error: str = ""
     started: float = 0.0  # when the suite began injecting it
     #: what the fault itself found wrong (a fault that checks something besides the
     #: events), added to the suite's accounting and charged to the fault's phase

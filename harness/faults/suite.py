@@ -73,7 +73,7 @@ class SuiteResult:
 
     @property
     def ok(self) -> bool:
-        return self.accounting.ok
+        return self.accounting.ok and not any(r.error for r in self.results)
 
     def phase(self, name: str) -> dict[str, int]:
         kinds = (accounting.LOST, accounting.DUPLICATE, accounting.VIOLATION, accounting.STUCK)
@@ -133,7 +133,7 @@ def _inject(ctx: Ctx, fault: Fault, phases: list[tuple[str, float]]) -> FaultRes
         result = fault.run(ctx)
     except Exception as exc:
         ctx.log(traceback.format_exc())
-        result = FaultResult(fault.name, note=f"error: {exc!r}"[:200])
+        result = FaultResult(fault.name, note=f"error: {exc!r}"[:200], error=repr(exc))
     result.name, result.started = fault.name, phases[-1][1]
     ctx.log(f"  -> injected {result.injected}, recoveries {result.recoveries} {result.note}")
     time.sleep(SETTLE)  # pacing between faults
@@ -195,6 +195,7 @@ def _report(
         report.evidence(acc, calls, stack.logs, t0),
         "",
         report.queues(acc),
+        *report.errors(results),
         f"load: {load.posts} posts, errors retried {dict(load.errors)}, "
         f"refused {len(load.refused)}, abandoned ids {len(load.abandoned)}",
         f"receiver: {len(calls)} calls {outcomes}",
