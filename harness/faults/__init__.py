@@ -8,8 +8,21 @@ What runs
     (:mod:`.load`) posts events over 4 hosts x 4 VMs x 2 policies and retries every
     batch with the same ids until it gets a 202, as an at-least-once client does. Under
     that load, faults (:mod:`.process`, :mod:`.messages`, :mod:`.ledger`, :mod:`.cloud`,
-    :mod:`.kubernetes`) are injected one after another (:mod:`.suite`);
+    :mod:`.kubernetes`, :mod:`.clock`) are injected one after another (:mod:`.suite`);
     the load then stops and the accounting (:mod:`.accounting`) runs.
+
+Two runs (``make faults``; :func:`.suite.plan`)
+    ``full``: every fault but the two below, on a SQLite ledger (one machine).
+    ``machines``: as processes on several machines would share it, a PostgreSQL ledger —
+    a fresh database on the machine's server (:mod:`harness.ledgers`), which the
+    scheduler reaches through a cuttable proxy — short claim leases (3 s) swept every
+    second; a few cheap faults of the full run again, then ``clock-skew`` (every action
+    claimed by workers whose wall clocks are 60 s behind and ahead, :mod:`.clock`) and
+    ``ledger-cut`` (the active scheduler cut off from PostgreSQL, a standby beside it,
+    :mod:`.ledger`). Each fault names the ledger it needs (:attr:`.base.Fault.ledger`):
+    ``--only NAME`` runs it in that run; ``ledger-lock`` is SQLite's alone and skips on
+    PostgreSQL. ``--fast`` is one short SQLite run. Each run has its own stack,
+    accounting and report; the exit status is 0 only if every run is clean.
 
 The accounting — over every event id that got a 202, and nothing else
     Each event's final view is GET /events/{id}, asked until every one is final
@@ -35,6 +48,8 @@ The accounting — over every event id that got a 202, and nothing else
         and a re-drive of an event whose VM was removed that was not refused (409), or
         left the event anything but ``failed``, or put a message in the removed VM's
         queue (the ``redrive-removed`` fault sees it and reports it);
+        in ``clock-skew``, a call of the phase cut off (abandoned or fenced) although no
+        worker was killed: a claim taken over from a live holder;
         and each key's *order*, counted per pair: events e1 and e2 of one (host, vm,
         policy), e1's 202 received by the client before any post carrying e2 was sent —
         so e1 was in the key's queue before e2 existed — must have e1's first completed
@@ -75,8 +90,10 @@ The report
     anomalies charged to it), the evidence for each anomaly (ledger row, receiver calls,
     service log lines naming the id), and the final line
     ``faults: F injected, E events, lost L, duplicates D, violations V, stuck S``.
-    ``python -m harness.faults`` exits 0 only if L = D = V = S = 0, there is no phantom
-    call, refused or unanswered id, the queues drained, and every fault was injected
-    (one that raised is named in the report). The logs, ``report.txt`` and
-    ``anomalies.json`` stay in the run's directory.
+    A run is clean only if L = D = V = S = 0, there is no phantom call, refused or
+    unanswered id, the queues drained, and every fault was injected (one that raised is
+    named in the report). ``python -m harness.faults`` prints each run's report, then
+    each run's final line, and exits 0 only if every run is clean. The logs,
+    ``report.txt`` and ``anomalies.json`` stay in each run's directory (``full/``,
+    ``machines/``).
 """

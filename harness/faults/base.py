@@ -65,3 +65,5 @@ class Fault:
     name: str
     run: Callable[[Ctx], FaultResult]
     what: str
+    #: the ledger it needs (``SQLITE`` or ``POSTGRESQL`` of :mod:`.ledgerdb`); None: either
+    ledger: str | None = None

@@ -294,8 +294,7 @@ def elasticity_cutoff(ctx: Ctx, cut: float = CUTOFF) -> FaultResult:
         if feeder is not None:
             feeder.join(10)
         # the stack's workers come back, then elasticity stops (its workers warm-stop)
-        for _ in range(stack.profile.workers):
-            stack.start_worker()
+        stack.start_workers(*[("w", {})] * stack.profile.workers)
         if elasticity is not None:
             root_pid = elasticity.proc.pid if elasticity.proc is not None else None
             tree = pids.descendants(root_pid)[1:] if root_pid is not None else []

@@ -17,6 +17,7 @@ Settings a service does not know are ignored by it."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 from collections.abc import Iterator
@@ -111,21 +112,29 @@ class FaultStack:
         self.broker.start()
         self.producer = self.stack.producer()
         self.scheduler = self.restart_scheduler()
-        for _ in range(self.profile.workers):
-            self.start_worker()
+        self.start_workers(*[("w", {})] * self.profile.workers)
 
     def start_worker(self, kind: str = "w", **extra: str) -> Service:
         """Start a worker (``extra``: settings of its own) and wait until it is ready."""
-        self._worker_seq += 1
-        name = f"faults-{kind}{self._worker_seq}@%h"
-        worker = self.stack.worker(WORKER_NAME=name, **extra)
-        wait_until(
-            lambda: " ready: " in worker.log_path.read_text(errors="replace"),
-            90,
-            what=f"worker {name} ready ({worker.log_tail()})",
-        )
-        self.workers.append(worker)
+        [worker] = self.start_workers((kind, extra))
         return worker
+
+    def start_workers(self, *specs: tuple[str, dict[str, str]]) -> list[Service]:
+        """Start a worker per ``(kind, settings of its own)`` side by side, and wait
+        until every one is ready."""
+        started = []
+        for kind, extra in specs:
+            self._worker_seq += 1
+            name = f"faults-{kind}{self._worker_seq}@%h"
+            started.append(self.stack.worker(WORKER_NAME=name, **extra))
+            self.workers.append(started[-1])
+        for worker in started:
+            wait_until(
+                functools.partial(_ready, worker),
+                90,
+                what=f"worker {worker.env['WORKER_NAME']} ready ({worker.log_tail()})",
+            )
+        return started
 
     def stop_workers(self, workers: list[Service]) -> None:
         """Warm-stop ``workers`` at once: each finishes the actions it runs; the tasks
@@ -232,6 +241,10 @@ class FaultStack:
         r.raise_for_status()
         body: dict[str, Any] = r.json()
         return body
+
+
+def _ready(worker: Service) -> bool:
+    return " ready: " in worker.log_path.read_text(errors="replace")
 
 
 def _alive(pid: int) -> bool:

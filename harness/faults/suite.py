@@ -1,5 +1,7 @@
 """The suite: start the stack and the load, inject each fault in turn, stop the load,
-account, report. :data:`FULL` is ``make faults``; :data:`FAST` is the CI subset."""
+account, report. ``make faults`` is two runs (:func:`plan`): :data:`FULL` on a SQLite
+ledger, then :data:`MACHINES` on PostgreSQL with the faults of processes on several
+machines; :data:`FAST` is the CI subset."""
 
 from __future__ import annotations
 
@@ -7,13 +9,23 @@ import json
 import random
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.faults import accounting, cloud, kubernetes, ledger, messages, process, report
+from harness.faults import (
+    accounting,
+    clock,
+    cloud,
+    kubernetes,
+    ledger,
+    messages,
+    process,
+    report,
+)
 from harness.faults.accounting import Accounting
 from harness.faults.base import Ctx, Fault, FaultResult
+from harness.faults.ledgerdb import POSTGRESQL, SQLITE
 from harness.faults.load import LoadGenerator
 from harness.faults.stack import FaultStack, Profile
 from harness.processes import wait_until
@@ -38,8 +50,13 @@ FAULTS: dict[str, Fault] = {
         Fault("queue-delete", messages.queue_delete, "an event queue deleted"),
         Fault("redrive-removed", messages.redrive_removed, "re-drive an event of a removed VM"),
         Fault("poison", messages.poison, "actions that always fail or kill their worker"),
-        Fault("ledger-lock", ledger.ledger_lock, "BEGIN EXCLUSIVE on the ledger, 20 s"),
-        Fault("ledger-lock-long", ledger.ledger_lock_long, "the same, 40 s (past busy timeout)"),
+        Fault("ledger-lock", ledger.ledger_lock, "BEGIN EXCLUSIVE on the ledger, 20 s", SQLITE),
+        Fault(
+            "ledger-lock-long",
+            ledger.ledger_lock_long,
+            "the same, 40 s (past busy timeout)",
+            SQLITE,
+        ),
         Fault("broker-restart", process.broker_restart, "stop RabbitMQ gracefully, start; x2"),
         Fault("broker-kill", process.broker_kill, "kill -9 RabbitMQ, start it again; x2"),
         Fault("elasticity-cutoff", process.elasticity_cutoff, "cut the elasticity observer"),
@@ -49,11 +66,42 @@ FAULTS: dict[str, Fault] = {
             "retire Kubernetes workers, pods slow or failed",
         ),
         Fault("cloud-restart", cloud.cloud_restart, "simcloud restarted between host/VM faults"),
+        Fault(
+            "clock-skew",
+            clock.clock_skew,
+            f"workers {clock.SKEW:.0f} s slow and fast, claim lease {clock.LEASE:.0f} s",
+            POSTGRESQL,
+        ),
+        Fault(
+            "ledger-cut",
+            ledger.ledger_cut,
+            "the active scheduler cut off from PostgreSQL, a standby beside it",
+            POSTGRESQL,
+        ),
     ]
 }
 
 FULL = Profile("full", workers=2, concurrency=3, max_parallel=4, rate=8.0)
-FULL_FAULTS = list(FAULTS)
+FULL_FAULTS = [name for name, f in FAULTS.items() if f.ledger != POSTGRESQL]
+#: processes as on several machines, sharing a PostgreSQL ledger; claims short, swept
+#: every second and their tasks sent again soon, so a claim judged wrongly expired is
+#: taken over at once (as ``tests/integration/test_clock_skew.py`` sets them)
+MACHINES = Profile(
+    "machines",
+    workers=2,
+    concurrency=3,
+    max_parallel=4,
+    rate=6.0,
+    ledger=POSTGRESQL,
+    settings=(("CLAIM_LEASE_SECONDS", "3"), ("SWEEP_INTERVAL", "1"), ("RESEND_AFTER", "2")),
+)
+MACHINES_FAULTS = [
+    "scheduler-kill",
+    "worker-child-kill",
+    "duplicate-deliveries",
+    "clock-skew",
+    "ledger-cut",
+]
 FAST = Profile("fast", workers=1, concurrency=4, max_parallel=3, rate=6.0)
 FAST_FAULTS = [
     Fault("scheduler-kill", lambda c: process.scheduler_kill(c, 2), "kill -9 the scheduler x2"),
@@ -64,8 +112,28 @@ FAST_FAULTS = [
 ]
 
 
+def plan(fast: bool = False, only: Sequence[str] = ()) -> list[tuple[Profile, list[Fault]]]:
+    """The runs of ``python -m harness.faults``: the full suite then the machines one
+    (``fast``: the CI subset alone); with ``only``, those faults, each in the run of the
+    ledger it needs (the SQLite one is :data:`FAST`'s with ``fast``)."""
+    if not only:
+        if fast:
+            return [(FAST, FAST_FAULTS)]
+        return [
+            (FULL, [FAULTS[n] for n in FULL_FAULTS]),
+            (MACHINES, [FAULTS[n] for n in MACHINES_FAULTS]),
+        ]
+    chosen = [FAULTS[n] for n in dict.fromkeys(only)]
+    runs = [
+        (FAST if fast else FULL, [f for f in chosen if f.ledger != POSTGRESQL]),
+        (MACHINES, [f for f in chosen if f.ledger == POSTGRESQL]),
+    ]
+    return [(profile, faults) for profile, faults in runs if faults]
+
+
 @dataclass
 class SuiteResult:
+    profile: Profile
     results: list[FaultResult]
     accounting: Accounting
     text: str
@@ -74,6 +142,10 @@ class SuiteResult:
     @property
     def ok(self) -> bool:
         return self.accounting.ok and not any(r.error for r in self.results)
+
+    @property
+    def final_line(self) -> str:
+        return report.final_line(self.results, self.accounting)
 
     def phase(self, name: str) -> dict[str, int]:
         kinds = (accounting.LOST, accounting.DUPLICATE, accounting.VIOLATION, accounting.STUCK)
@@ -121,7 +193,7 @@ def run(
         (base / "anomalies.json").write_text(
             json.dumps([asdict(a) for a in acc.anomalies], indent=1)
         )
-        return SuiteResult(results, acc, text, base)
+        return SuiteResult(profile, results, acc, text, base)
     finally:
         stack.close()
 

@@ -1,5 +1,5 @@
 """The fault suite's accounting rules on plain data (:mod:`harness.faults.accounting`):
-each key's order."""
+each key's order, and which runs ``python -m harness.faults`` makes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import re
 import pytest
 
 from harness.faults import accounting
+from harness.faults.ledgerdb import POSTGRESQL, SQLITE
 from harness.faults.load import Accepted
+from harness.faults.suite import FAST, FAST_FAULTS, FULL, MACHINES, MACHINES_FAULTS, plan
 from harness.recorder import ABANDONED, COMPLETED, FAILED, FENCED, Call
 
 KEY = ("h1", "vm1", "p1")
@@ -195,3 +197,24 @@ def test_matches_the_rule_on_random_histories() -> None:
             for _ in range(rng.randint(0, 3))
         ]
         assert len(out_of_order(events, calls)) == _reference(events, calls)
+
+
+def test_the_runs_of_make_faults() -> None:
+    [(full, full_faults), (machines, machine_faults)] = plan()
+    assert (full, machines) == (FULL, MACHINES)
+    assert (full.ledger, machines.ledger) == (SQLITE, POSTGRESQL)
+    assert all(f.ledger != POSTGRESQL for f in full_faults)
+    assert [f.name for f in machine_faults] == MACHINES_FAULTS
+    assert all(f.ledger != SQLITE for f in machine_faults)
+
+
+def test_only_runs_each_fault_on_the_ledger_it_needs() -> None:
+    assert [(p, [f.name for f in fs]) for p, fs in plan(only=["clock-skew"])] == [
+        (MACHINES, ["clock-skew"])
+    ]
+    runs = plan(fast=True, only=["ledger-lock", "ledger-cut", "garbage"])
+    assert [(p, [f.name for f in fs]) for p, fs in runs] == [
+        (FAST, ["ledger-lock", "garbage"]),
+        (MACHINES, ["ledger-cut"]),
+    ]
+    assert plan(fast=True) == [(FAST, FAST_FAULTS)]
