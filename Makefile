@@ -38,7 +38,8 @@ fmt: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH)
 
-# the fault suite against a private RabbitMQ node (~15 min); FAULTS="--fast" for the CI subset
+# the fault suite on a private RabbitMQ node (~12 min): a run on a SQLite ledger, then one on
+# a database of its own on the local PostgreSQL; FAULTS="--fast" for the CI subset
 faults: $(STAMP)
 	$(BIN)/python -m harness.faults $(FAULTS)
 

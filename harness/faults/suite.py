@@ -235,7 +235,10 @@ def _account(
         stack.profile.per_vm,
         stack.profile.max_parallel,
     )
-    anomalies += accounting.order(load.accepted, stack.receiver.calls(), load.first_sent)
+    out_of_order, ordered_pairs = accounting.order(
+        load.accepted, stack.receiver.calls(), load.first_sent
+    )
+    anomalies += out_of_order
     anomalies += accounting.client_side(load, stack.receiver.calls())
     anomalies += [a for r in results for a in r.anomalies]  # what faults checked themselves
     accounting.charge(anomalies, phases)
@@ -246,6 +249,8 @@ def _account(
         queues_live=live,
         queues_stopped=stopped,
         dead_letters=dead[stack.topology.dead_letter_queue.name],
+        ordered_pairs=ordered_pairs,
+        out_of_order=len(out_of_order),
     )
 
 
@@ -267,6 +272,8 @@ def _report(
         report.evidence(acc, calls, stack.logs, t0),
         "",
         report.queues(acc),
+        f"each key's order: {acc.ordered_pairs} pairs of events judged (the first's 202 "
+        f"before the second was sent), {acc.out_of_order} out of order (violations)",
         *report.errors(results),
         f"load: {load.posts} posts, errors retried {dict(load.errors)}, "
         f"refused {len(load.refused)}, abandoned ids {len(load.abandoned)}",
