@@ -102,6 +102,7 @@ def ledger_cut(ctx: Ctx) -> FaultResult:
             what=f"the action of {ids[0]} running, heads held",
         )
         held = stack.stats()["held"]
+        log_before = stack.scheduler.log_path.stat().st_size
         injected = time.time()
         closed = proxy.cut()
         res.injected = 1
@@ -119,7 +120,9 @@ def ledger_cut(ctx: Ctx) -> FaultResult:
         back = ctx.recovery(handed_back, handed_back)
         if back is None:
             res.recoveries.append(None)
-        gave_up = GAVE_UP in stack.scheduler.log_path.read_text(errors="replace")
+        with stack.scheduler.log_path.open("rb") as log:
+            log.seek(log_before)
+            gave_up = GAVE_UP.encode() in log.read()
         res.note = (
             f"standby dispatched {dispatched}; the first gave its session up: "
             f"{'yes' if gave_up else 'NO'}; back to the first in "
