@@ -57,7 +57,9 @@ bench: $(DEV)
 	$(BIN)/python -m bench $(BENCH)
 	$(BIN)/python -m bench.docs
 
-# the fault suite against a private RabbitMQ node (~15 min); FAULTS="--fast" for the CI subset
+# the fault suite on a private RabbitMQ node (~12 min): a run on a SQLite ledger, then one on
+# a database of its own on the local PostgreSQL; FAULTS="--fast" for the CI subset. A
+# complete run records its table for docs/reliability.md
 faults: $(DEV)
 	$(BIN)/python -m harness.faults $(FAULTS)
 

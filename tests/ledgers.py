@@ -3,14 +3,14 @@
 The ledger, mapping and monitoring-repository tests run on both: SQLite in a file of
 their own, PostgreSQL in a database of their own on ``CAROUSEL_TEST_PG`` (default the
 machine's server at 127.0.0.1:5432, user postgres), created for the test and dropped
-after it. Without a PostgreSQL server those cases skip — and fail in CI (``CI=true``),
-where the server is part of the machine.
+after it (by :mod:`harness.ledgers`, which the fault suite uses too). Without a
+PostgreSQL server those cases skip — and fail in CI (``CI=true``), where the server is
+part of the machine.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,19 +18,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-PG = os.environ.get("CAROUSEL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
+from harness.ledgers import PG, fresh_pg_database, pg_answers
+
 KINDS = ["sqlite", "postgresql"]
-
-
-def _pg_answers() -> bool:
-    try:
-        engine = sa.create_engine(f"{PG}/postgres", connect_args={"connect_timeout": 2})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except sa.exc.OperationalError:
-        return False
 
 
 @contextmanager
@@ -39,20 +29,12 @@ def fresh_ledger_url(kind: str, tmp_path: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
         return
-    if not _pg_answers():
+    if not pg_answers():
         if os.environ.get("CI") == "true":
             pytest.fail(f"no PostgreSQL at {PG} (CI runs the ledger tests on it)")
         pytest.skip(f"no PostgreSQL at {PG}")
-    name = f"carousel_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{PG}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_pg_database() as url:
+        yield url
 
 
 #: the stamps :func:`pass_time` moves, per table

@@ -3,13 +3,27 @@
 What runs
     A private RabbitMQ node (:mod:`harness.private_broker`, so broker kills touch only
     it), one producer, one scheduler and one or two Celery workers as real processes
-    (:mod:`.stack`), a SQLite ledger, and ``DRIVER=webhook`` pointed at a recording
-    receiver in this process (:mod:`harness.recorder`). A load generator (:mod:`.load`)
-    posts events over 4 hosts x 4 VMs x 2 policies and retries every batch with the same
-    ids until it gets a 202, as an at-least-once client does. Under that load, faults
-    (:mod:`.process`, :mod:`.messages`, :mod:`.ledger`, :mod:`.holds`, :mod:`.cloud`,
-    :mod:`.cloudapi`, :mod:`.kubernetes`) are injected one after another (:mod:`.suite`);
+    (:mod:`.stack`), a ledger (:mod:`.ledgerdb`), and ``DRIVER=webhook`` pointed at a
+    recording receiver in this process (:mod:`harness.recorder`). A load generator
+    (:mod:`.load`) posts events over 4 hosts x 4 VMs x 2 policies and retries every
+    batch with the same ids until it gets a 202, as an at-least-once client does. Under
+    that load, faults (:mod:`.process`, :mod:`.messages`, :mod:`.ledger`, :mod:`.holds`,
+    :mod:`.cloud`, :mod:`.cloudapi`, :mod:`.kubernetes`, :mod:`.clock`) are injected one
+    after another (:mod:`.suite`);
     the load then stops and the accounting (:mod:`.accounting`) runs.
+
+Two runs (``make faults``; :func:`.suite.plan`)
+    ``full``: every fault but the two below, on a SQLite ledger (one machine).
+    ``machines``: as processes on several machines would share it, a PostgreSQL ledger —
+    a fresh database on the machine's server (:mod:`harness.ledgers`), which the
+    scheduler reaches through a cuttable proxy — short claim leases (3 s) swept every
+    second; a few cheap faults of the full run again, then ``clock-skew`` (every action
+    claimed by workers whose wall clocks are 60 s behind and ahead, :mod:`.clock`) and
+    ``ledger-cut`` (the active scheduler cut off from PostgreSQL, a standby beside it,
+    :mod:`.ledger`). Each fault names the ledger it needs (:attr:`.base.Fault.ledger`):
+    ``--only NAME`` runs it in that run; ``ledger-lock`` is SQLite's alone and skips on
+    PostgreSQL. ``--fast`` is one short SQLite run. Each run has its own stack,
+    accounting and report; the exit status is 0 only if every run is clean.
 
 The accounting — over every event id that got a 202, and nothing else
     Each event's final view is GET /events/{id}, asked until every one is final
@@ -35,10 +49,27 @@ The accounting — over every event id that got a 202, and nothing else
         and a re-drive of an event whose VM was removed that was not refused (409), or
         left the event anything but ``failed``, or put a message in the removed VM's
         queue (the ``redrive-removed`` fault sees it and reports it);
-        and in ``consumer-timeout`` (:mod:`.holds`: the private node's consumer_timeout
+        in ``consumer-timeout`` (:mod:`.holds`: the private node's consumer_timeout
         shortened to seconds, heads held several times that by a paused scheduler, a
         busy VM and an unavailable host), each of those holds during which the
-        scheduler's log shows its broker session ending.
+        scheduler's log shows its broker session ending;
+        in ``clock-skew``, a call of the phase cut off (abandoned or fenced) although no
+        worker was killed: a claim taken over from a live holder;
+        and each key's *order*, counted per pair: events e1 and e2 of one (host, vm,
+        policy), e1's 202 received by the client before any post carrying e2 was sent —
+        so e1 was in the key's queue before e2 existed — must have e1's first completed
+        call begin no later than e2's first call (of any outcome) — the suite's
+        ``PER_VM_LIMIT`` is 1, so a key's events run one after another. An action cut
+        off and run again keeps its place: the key's next event waits for its completed
+        run. A poison event never completes: for it, its first call stands in (its
+        failed and cut-off attempts all come before the key's next event, which the
+        VM's slot holds back until it ends ``failed``), so retried poison is judged, never
+        a false positive. The order is the client's, not the ledger's ``accepted_at``:
+        that stamp is taken when a request begins, before its events are stored and
+        published, so two requests in flight at once may be queued in either order, and
+        neither client waited for the other. Left out: pairs of one batch or of racing
+        posts (no order), events without any call (a lost one is counted as lost), and
+        the monitoring's events (the client never saw their 202).
     stuck
         not final at the bound.
 
@@ -65,8 +96,8 @@ The accounting — over every event id that got a 202, and nothing else
     Each anomaly is charged to the phase it arose in — the baseline, the fault being
     injected then (until the next one starts), or the drain after the load stopped — by
     its time: the end of the first completed call (duplicate), the call's start
-    (violation, phantom), the refusal (refused), or the event's ``dispatched_at``, else
-    its first post (lost, stuck, unanswered).
+    (violation, phantom; for the order, e2's first call), the refusal (refused), or the
+    event's ``dispatched_at``, else its first post (lost, stuck, unanswered).
 
 The report
     A table per fault (injected count, recovery time — from the injection until an
@@ -74,7 +105,10 @@ The report
     anomalies charged to it), the evidence for each anomaly (ledger row, receiver calls,
     service log lines naming the id), and the final line
     ``faults: F injected, E events, lost L, duplicates D, violations V, stuck S``.
-    ``python -m harness.faults`` exits 0 only if L = D = V = S = 0, there is no phantom
-    call, refused or unanswered id, and the queues drained. The logs, ``report.txt``
-    and ``anomalies.json`` stay in the run's directory.
+    A run is clean only if L = D = V = S = 0, there is no phantom call, refused or
+    unanswered id, the queues drained, and every fault was injected (one that raised is
+    named in the report). ``python -m harness.faults`` prints each run's report, then
+    each run's final line, and exits 0 only if every run is clean. The logs,
+    ``report.txt`` and ``anomalies.json`` stay in each run's directory (``full/``,
+    ``machines/``).
 """

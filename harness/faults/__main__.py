@@ -1,7 +1,12 @@
 """``python -m harness.faults [--fast] [--only NAME ...] [--dir DIR] [--seed N]``
 
-Exit status: 0 when nothing was lost, duplicated, stuck or run past a limit and the
-queues drained; 1 otherwise; 2 when the suite could not run (no rabbitmq-server).
+Runs the full suite on a SQLite ledger, then the machines suite on PostgreSQL (``--fast``:
+the CI subset alone; ``--only``: those faults, each in the run of the ledger it needs),
+prints each run's report and, last, each run's final line.
+
+Exit status: 0 when every run is clean — nothing lost, duplicated, stuck or run past a
+limit or out of order, the queues drained, every fault injected; 1 otherwise; 2 when the
+suite could not run (no rabbitmq-server, or no PostgreSQL for a run that needs it).
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import private_broker
-from harness.faults.suite import FAST, FAST_FAULTS, FAULTS, FULL, FULL_FAULTS, run
+from harness import ledgers, private_broker
+from harness.faults.ledgerdb import POSTGRESQL
+from harness.faults.suite import FAULTS, SuiteResult, plan, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,13 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     if not private_broker.available():
         print("faults: rabbitmq-server is not installed: no private node to run against")
         return 2
-    profile = FAST if args.fast else FULL
-    faults = FAST_FAULTS if args.fast else [FAULTS[n] for n in FULL_FAULTS]
-    if args.only:
-        faults = [FAULTS[n] for n in args.only]
+    runs = plan(args.fast, args.only or ())
+    if any(p.ledger == POSTGRESQL for p, _ in runs) and not ledgers.pg_answers():
+        print(f"faults: no PostgreSQL at {ledgers.PG} for the machines run")
+        return 2
     base = args.dir or Path(tempfile.mkdtemp(prefix="carousel-faults-"))
-    result = run(profile, faults, base, seed=args.seed)
-    return 0 if result.ok else 1
+    results: list[SuiteResult] = []
+    for profile, faults in runs:
+        results.append(run(profile, faults, base / profile.name, seed=args.seed))
+    print()
+    for r in results:
+        print(f"{r.profile.name} ({r.profile.ledger}): {r.final_line}{'' if r.ok else ' — FAILED'}")
+    return 0 if all(r.ok for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ class Accounting:
     queues_live: dict[str, int]
     queues_stopped: dict[str, int]
     dead_letters: int | None
+    #: pairs of events whose order the order rule judged, and those out of order
+    ordered_pairs: int = 0
+    out_of_order: int = 0
 
     def count(self, kind: str, phase: str | None = None) -> int:
         return sum(1 for a in self.anomalies if a.kind == kind and phase in (None, a.phase))
@@ -125,6 +128,56 @@ def classify(
                 )
             )
     return out
+
+
+def order(
+    accepted: dict[str, Accepted], calls: list[Call], first_sent: dict[str, float]
+) -> tuple[list[Anomaly], int]:
+    """Each key's order, from the client's side: an event e1 whose 202 the client had
+    received before an event e2 of the same (host, vm, policy) was first sent must have
+    its first completed call — or, if none completed (a poison event), its first call —
+    begin no later than e2's first call of any outcome. One violation per pair out of
+    order, charged to e2's first call; and how many pairs were judged. Left out: events
+    without a call (lost ones are counted as lost), and events the client did not post
+    itself (``first_sent`` lacks them: the monitoring's, whose 202 it never saw). See
+    :mod:`harness.faults`."""
+    first_call: dict[str, float] = {}
+    first_done: dict[str, float] = {}
+    for c in calls:
+        if c.started < first_call.get(c.event_id, float("inf")):
+            first_call[c.event_id] = c.started
+        if c.outcome == COMPLETED and c.started < first_done.get(c.event_id, float("inf")):
+            first_done[c.event_id] = c.started
+    #: when each event's run began: its first completed call, else its first call
+    began = {**first_call, **first_done}
+    by_key: dict[tuple[str, str, str], list[Accepted]] = defaultdict(list)
+    for a in accepted.values():
+        if a.id in first_sent and a.id in began:
+            by_key[(a.host, a.vm, a.policy)].append(a)
+    out: list[Anomaly] = []
+    judged = 0
+    for (host, vm, policy), events in by_key.items():
+        earlier = sorted(events, key=lambda a: a.accepted_at)
+        for e2 in events:
+            for e1 in earlier:
+                if e1.accepted_at >= first_sent[e2.id]:
+                    break  # e1's 202 came after e2 was sent: the two raced, no order
+                judged += 1
+                if began[e1.id] > first_call[e2.id]:
+                    which = "first completed call" if e1.id in first_done else "first call"
+                    out.append(
+                        Anomaly(
+                            VIOLATION,
+                            e2.id,
+                            first_call[e2.id],
+                            f"out of order on {host}/{vm}/{policy}: its first call began "
+                            f"{began[e1.id] - first_call[e2.id]:.2f} s before the {which} "
+                            f"of {e1.id}, whose 202 came "
+                            f"{first_sent[e2.id] - e1.accepted_at:.2f} s before it was "
+                            "first sent",
+                        )
+                    )
+    return out, judged
 
 
 def client_side(load: LoadGenerator, calls: list[Call]) -> list[Anomaly]:

@@ -26,6 +26,8 @@ class FaultResult:
     recoveries: list[float | None] = field(default_factory=list)
     note: str = ""
     skipped: bool = False
+    #: the fault could not be injected as meant (it raised): the run is not clean
+    error: str = ""
     started: float = 0.0  # when the suite began injecting it
     #: what the fault itself found wrong (a fault that checks something besides the
     #: events), added to the suite's accounting and charged to the fault's phase
@@ -51,7 +53,7 @@ class Ctx:
         def resumed() -> bool:
             if accept and not self.load.accepted_after(restored_at):
                 return False
-            return self.stack.last_dispatch() >= restored_at
+            return self.stack.ledger.last_dispatch() >= restored_at
 
         try:
             wait_until(resumed, RECOVERY_TIMEOUT, 0.05, what="dispatching again")
@@ -66,3 +68,5 @@ class Fault:
     name: str
     run: Callable[[Ctx], FaultResult]
     what: str
+    #: the ledger it needs (``SQLITE`` or ``POSTGRESQL`` of :mod:`.ledgerdb`); None: either
+    ledger: str | None = None

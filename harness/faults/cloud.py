@@ -104,9 +104,10 @@ def _restart_producer(ctx: Ctx, **extra: str) -> None:
 def _raised(ctx: Ctx, policy: str) -> list[str]:
     """The monitoring's events of ``policy`` in the ledger, adopted by the load so the
     accounting covers them (final, run once, no phantom call)."""
-    rows = ctx.stack.ledger_rows(
-        "SELECT id, host, vm, policy, accepted_at FROM events WHERE id LIKE 'mon-%' AND policy = ?",
-        policy,
+    rows = ctx.stack.ledger.rows(
+        "SELECT id, host, vm, policy, accepted_at FROM events "
+        "WHERE id LIKE 'mon-%' AND policy = :policy",
+        policy=policy,
     )
     ctx.load.adopt(rows, "monitoring")
     return [r[0] for r in rows]

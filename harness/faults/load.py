@@ -68,6 +68,9 @@ class LoadGenerator:
         self._pool = ThreadPoolExecutor(8, thread_name_prefix="post")
         self.accepted: dict[str, Accepted] = {}
         self.sent: dict[str, dict[str, Any]] = {}  # id -> the event as posted
+        #: id -> when a post carrying it was first sent (by any thread): its event cannot
+        #: have been stored, let alone queued, before then
+        self.first_sent: dict[str, float] = {}
         self.errors: Counter[str] = Counter()
         self.refused: list[Refusal] = []
         self.abandoned: list[tuple[str, float]] = []  # (id, first try)
@@ -103,6 +106,7 @@ class LoadGenerator:
         with self._lock:
             for e in events:
                 self.sent.setdefault(e["id"], e)
+                self.first_sent.setdefault(e["id"], first_try)
         with self._rng_lock:
             single = len(events) == 1 and self.rng.random() < 0.5
         body: Any = events[0] if single else {"events": events}

@@ -25,9 +25,9 @@ FINAL = ("succeeded", "failed")
 
 
 def _ledger_event(stack: FaultStack, event_id: str) -> VmEventMessage:
-    [row] = stack.ledger_rows(
-        "SELECT id, host, vm, policy, action, payload, accepted_at FROM events WHERE id = ?",
-        event_id,
+    [row] = stack.ledger.rows(
+        "SELECT id, host, vm, policy, action, payload, accepted_at FROM events WHERE id = :id",
+        id=event_id,
     )
     return VmEventMessage(
         id=row[0],
@@ -99,9 +99,9 @@ def _wait_final(ctx: Ctx, ids: list[str], timeout: float) -> dict[str, str]:
 def _finished_load_events(ctx: Ctx, n: int) -> list[str]:
     done = [
         i
-        for (i,) in ctx.stack.ledger_rows(
-            "SELECT id FROM events WHERE status = 'succeeded' ORDER BY finished_at DESC LIMIT ?",
-            n * 3,
+        for (i,) in ctx.stack.ledger.rows(
+            "SELECT id FROM events WHERE status = 'succeeded' ORDER BY finished_at DESC LIMIT :n",
+            n=n * 3,
         )
         if ctx.load.accepted.get(i) is not None and ctx.load.accepted[i].kind == "load"
     ]
@@ -286,7 +286,9 @@ def queue_delete(ctx: Ctx) -> FaultResult:
     ctx.log(f"  deleted {name}")
     [second] = ctx.load.post(ctx.load.make(1, key=QUEUE_DELETE_KEY), "queue-delete")
     statuses = _wait_final(ctx, [second], 60)
-    [(dispatched_at,)] = stack.ledger_rows("SELECT dispatched_at FROM events WHERE id = ?", second)
+    [(dispatched_at,)] = stack.ledger.rows(
+        "SELECT dispatched_at FROM events WHERE id = :id", id=second
+    )
     if statuses.get(second) not in FINAL:
         res.note = f"the event posted after the deletion is {statuses.get(second)} after 60 s"
     res.recoveries.append(None if dispatched_at is None else dispatched_at - injected)
@@ -317,14 +319,11 @@ def redrive_removed(ctx: Ctx) -> FaultResult:
     if statuses.get(event_id) != "failed":
         res.note = f"the event is {statuses.get(event_id)}, not failed, after 60 s"
         return res
-    conn = stack.ledger()
-    try:
-        conn.execute(
-            "UPDATE events SET dead_at = ? WHERE id = ? AND status = 'failed'",
-            (time.time(), event_id),
-        )
-    finally:
-        conn.close()
+    stack.ledger.write(
+        "UPDATE events SET dead_at = :at WHERE id = :id AND status = 'failed'",
+        at=time.time(),
+        id=event_id,
+    )
     removed = httpx.delete(f"{stack.stack.producer_url}/hosts/{host}/vms/{vm}", timeout=30)
     if removed.status_code != 200:
         res.note = f"the VM could not be removed: {removed.status_code} {removed.text[:120]}"

@@ -205,12 +205,7 @@ def elasticity_cutoff(ctx: Ctx, cut: float = CUTOFF) -> FaultResult:
     try:
         # the stack's workers leave (warm: they finish what they run), so the actions go
         # to the workers the elasticity worker manages
-        for w in stack.live_workers():
-            assert w.proc is not None
-            os.kill(w.proc.pid, signal.SIGTERM)
-        for w in stack.workers:
-            if w.proc is not None:
-                w.proc.wait(90)
+        stack.stop_workers(stack.live_workers())
         elasticity = stack.stack.elasticity(
             AMQP_URL=via_proxy,
             # its workers connect to the broker directly: only the observer is cut off
@@ -299,8 +294,7 @@ def elasticity_cutoff(ctx: Ctx, cut: float = CUTOFF) -> FaultResult:
         if feeder is not None:
             feeder.join(10)
         # the stack's workers come back, then elasticity stops (its workers warm-stop)
-        for _ in range(stack.profile.workers):
-            stack.start_worker()
+        stack.start_workers(*[("w", {})] * stack.profile.workers)
         if elasticity is not None:
             root_pid = elasticity.proc.pid if elasticity.proc is not None else None
             tree = pids.descendants(root_pid)[1:] if root_pid is not None else []

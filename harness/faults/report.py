@@ -119,6 +119,11 @@ def evidence(acc: Accounting, calls: list[Call], log_dir: Path, t0: float) -> st
     return "\n".join(out)
 
 
+def errors(results: list[FaultResult]) -> list[str]:
+    """A line per fault that raised instead of being injected as meant (the run fails)."""
+    return [f"FAULT NOT INJECTED AS MEANT: {r.name}: {r.error}" for r in results if r.error]
+
+
 def queues(acc: Accounting) -> str:
     lines = []
     if acc.queues_live:

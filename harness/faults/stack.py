@@ -1,6 +1,8 @@
 """The stack under test: a private RabbitMQ node, producer, scheduler and workers as real
-processes with ``DRIVER=webhook`` pointed at the recording receiver, and a SQLite ledger,
-all under one base directory (``logs/`` holds every service's log).
+processes with ``DRIVER=webhook`` pointed at the recording receiver, and a ledger —
+SQLite, or a fresh PostgreSQL database that the scheduler reaches through a cuttable
+proxy (:mod:`.ledgerdb`) — all under one base directory (``logs/`` holds every
+service's log).
 
 Settings are the services' defaults but for a few that make recovery fit the suite's
 bounds: a 4 s scheduler lease (a killed scheduler's successor waits that long),
@@ -9,14 +11,15 @@ bounds: a 4 s scheduler lease (a killed scheduler's successor waits that long),
 ``UNKNOWN_EVENT_GRACE`` 15 s (a forged event message is parked that long before it is
 dead-lettered: with the default 60 s, one forged late in the run could still be parked,
 unacked, when the services stop, and count as a message left behind).
+A profile may add settings of its own (:attr:`Profile.settings`).
 Settings a service does not know are ignored by it."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ import httpx
 import kombu
 
 from harness.faults import pids
+from harness.faults.ledgerdb import SQLITE, LedgerDb
 from harness.private_broker import PrivateBroker
 from harness.processes import Service, Stack, free_port, wait_until
 from harness.recorder import Call, Receiver
@@ -47,6 +51,9 @@ class Profile:
     vms: int = 4
     policies: int = 2
     per_vm: int = 1
+    ledger: str = SQLITE  # or POSTGRESQL (see .ledgerdb)
+    #: settings of the services beyond the stack's own (see the module docstring)
+    settings: tuple[tuple[str, str], ...] = ()
 
     def keys(self) -> list[tuple[str, str, str]]:
         return [
@@ -63,7 +70,7 @@ class FaultStack:
         self.profile = profile
         self.logs = base / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.db_path = base / "ledger.db"
+        self.ledger = LedgerDb(profile.ledger, base)
         self.broker = PrivateBroker(base / "rabbit")
         self.receiver = Receiver(on_kill=self.kill_caller)
         self.topology = Topology(PREFIX)
@@ -71,7 +78,7 @@ class FaultStack:
         env = {
             "AMQP_URL": self.broker.url,
             "CAROUSEL_PREFIX": PREFIX,
-            "CAROUSEL_DB_URL": f"sqlite:///{self.db_path}",
+            "CAROUSEL_DB_URL": self.ledger.url,  # set by start() on PostgreSQL
             "CAROUSEL_API_TOKEN": "",
             "PRODUCER_PORT": str(free_port()),
             "SCHEDULER_PORT": str(free_port()),
@@ -90,6 +97,7 @@ class FaultStack:
             "UNKNOWN_EVENT_GRACE": "15",
             "RESEND_AFTER": "30",
             "LOG_LEVEL": "INFO",
+            **dict(profile.settings),
         }
         self.stack = Stack(env, self.logs)
         self.producer: Service | None = None
@@ -103,28 +111,51 @@ class FaultStack:
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
+        self.ledger.open()
+        self.stack.env["CAROUSEL_DB_URL"] = self.ledger.url
         self.broker.start()
         self.producer = self.stack.producer()
-        self.scheduler = self.stack.scheduler(**self.scheduler_env)
-        for _ in range(self.profile.workers):
-            self.start_worker()
+        self.scheduler = self.restart_scheduler()
+        self.start_workers(*[("w", {})] * self.profile.workers)
 
-    def start_worker(self) -> Service:
-        """One more of the stack's workers (the ones the worker faults pick from)."""
-        self._worker_seq += 1
-        worker = self.worker_process(f"faults-w{self._worker_seq}@%h")
-        self.workers.append(worker)
+    def start_worker(self, kind: str = "w", **extra: str) -> Service:
+        """Start a worker (``extra``: settings of its own) and wait until it is ready."""
+        [worker] = self.start_workers((kind, extra))
         return worker
+
+    def start_workers(self, *specs: tuple[str, dict[str, str]]) -> list[Service]:
+        """Start a worker per ``(kind, settings of its own)`` side by side, and wait
+        until every one is ready."""
+        started = []
+        for kind, extra in specs:
+            self._worker_seq += 1
+            name = f"faults-{kind}{self._worker_seq}@%h"
+            started.append(self.stack.worker(WORKER_NAME=name, **extra))
+            self.workers.append(started[-1])
+        for worker in started:
+            wait_until(
+                functools.partial(_ready, worker),
+                90,
+                what=f"worker {worker.env['WORKER_NAME']} ready ({worker.log_tail()})",
+            )
+        return started
 
     def worker_process(self, name: str, **extra: str) -> Service:
-        """A worker named ``name`` with ``extra`` settings, once it is ready."""
+        """A worker of a fault's own (not among :attr:`workers`, which the worker faults
+        pick from) named ``name`` with ``extra`` settings, once it is ready."""
         worker = self.stack.worker(WORKER_NAME=name, **extra)
-        wait_until(
-            lambda: " ready: " in worker.log_path.read_text(errors="replace"),
-            90,
-            what=f"worker {name} ready ({worker.log_tail()})",
-        )
+        wait_until(functools.partial(_ready, worker), 90, what=f"worker {name} ready")
         return worker
+
+    def stop_workers(self, workers: list[Service]) -> None:
+        """Warm-stop ``workers`` at once: each finishes the actions it runs; the tasks
+        it had prefetched go back to the queue."""
+        procs = [w.proc for w in workers if w.proc is not None and w.proc.poll() is None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.wait(90)
 
     def stop_services(self) -> None:
         self.stack.stop()
@@ -135,13 +166,18 @@ class FaultStack:
         with contextlib.suppress(Exception):
             self.broker.stop()
         self.receiver.close()
+        self.ledger.close()
 
     def restart_producer(self) -> Service:
         self.producer = self.stack.producer()
         return self.producer
 
     def restart_scheduler(self) -> Service:
-        self.scheduler = self.stack.scheduler(**self.scheduler_env)
+        """Start the stack's scheduler (on PostgreSQL, through the ledger's proxy), with
+        the settings :meth:`reconfigure_scheduler` gave it."""
+        self.scheduler = self.stack.scheduler(
+            CAROUSEL_DB_URL=self.ledger.scheduler_url, **self.scheduler_env
+        )
         return self.scheduler
 
     def reconfigure_scheduler(self, **extra: str) -> Service:
@@ -210,23 +246,8 @@ class FaultStack:
 
         return [
             self.topology.event_queue_name(Key(host=h, vm=v, policy=p))
-            for h, v, p in self.ledger_rows("SELECT host, vm, policy FROM keys ORDER BY seq")
+            for h, v, p in self.ledger.rows("SELECT host, vm, policy FROM keys ORDER BY seq")
         ]
-
-    # -- the ledger, read (or locked) from the harness -----------------------------
-    def ledger(self, timeout: float = 30.0) -> sqlite3.Connection:
-        return sqlite3.connect(self.db_path, timeout=timeout, isolation_level=None)
-
-    def ledger_rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        conn = self.ledger()
-        try:
-            return list(conn.execute(sql, args).fetchall())
-        finally:
-            conn.close()
-
-    def last_dispatch(self) -> float:
-        [(at,)] = self.ledger_rows("SELECT max(dispatched_at) FROM events")
-        return float(at or 0.0)
 
     # -- the HTTP views --------------------------------------------------------------
     def stats(self, url: str | None = None) -> dict[str, Any]:
@@ -242,6 +263,10 @@ class FaultStack:
         r.raise_for_status()
         body: dict[str, Any] = r.json()
         return body
+
+
+def _ready(worker: Service) -> bool:
+    return " ready: " in worker.log_path.read_text(errors="replace")
 
 
 def _alive(pid: int) -> bool:

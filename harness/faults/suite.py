@@ -1,5 +1,7 @@
 """The suite: start the stack and the load, inject each fault in turn, stop the load,
-account, report. :data:`FULL` is ``make faults``; :data:`FAST` is the CI subset."""
+account, report. ``make faults`` is two runs (:func:`plan`): :data:`FULL` on a SQLite
+ledger, then :data:`MACHINES` on PostgreSQL with the faults of processes on several
+machines; :data:`FAST` is the CI subset."""
 
 from __future__ import annotations
 
@@ -7,12 +9,13 @@ import json
 import random
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness.faults import (
     accounting,
+    clock,
     cloud,
     cloudapi,
     holds,
@@ -24,6 +27,7 @@ from harness.faults import (
 )
 from harness.faults.accounting import Accounting
 from harness.faults.base import Ctx, Fault, FaultResult
+from harness.faults.ledgerdb import POSTGRESQL, SQLITE
 from harness.faults.load import LoadGenerator
 from harness.faults.stack import FaultStack, Profile
 from harness.processes import wait_until
@@ -48,8 +52,13 @@ FAULTS: dict[str, Fault] = {
         Fault("queue-delete", messages.queue_delete, "an event queue deleted"),
         Fault("redrive-removed", messages.redrive_removed, "re-drive an event of a removed VM"),
         Fault("poison", messages.poison, "actions that always fail or kill their worker"),
-        Fault("ledger-lock", ledger.ledger_lock, "BEGIN EXCLUSIVE on the ledger, 20 s"),
-        Fault("ledger-lock-long", ledger.ledger_lock_long, "the same, 40 s (past busy timeout)"),
+        Fault("ledger-lock", ledger.ledger_lock, "BEGIN EXCLUSIVE on the ledger, 20 s", SQLITE),
+        Fault(
+            "ledger-lock-long",
+            ledger.ledger_lock_long,
+            "the same, 40 s (past busy timeout)",
+            SQLITE,
+        ),
         Fault(
             "consumer-timeout",
             holds.consumer_timeout,
@@ -69,11 +78,42 @@ FAULTS: dict[str, Fault] = {
             cloudapi.cloud_api,
             "simcloud's API failing half its calls, slow, while actions run",
         ),
+        Fault(
+            "clock-skew",
+            clock.clock_skew,
+            f"workers {clock.SKEW:.0f} s slow and fast, claim lease {clock.LEASE:.0f} s",
+            POSTGRESQL,
+        ),
+        Fault(
+            "ledger-cut",
+            ledger.ledger_cut,
+            "the active scheduler cut off from PostgreSQL, a standby beside it",
+            POSTGRESQL,
+        ),
     ]
 }
 
 FULL = Profile("full", workers=2, concurrency=3, max_parallel=4, rate=8.0)
-FULL_FAULTS = list(FAULTS)
+FULL_FAULTS = [name for name, f in FAULTS.items() if f.ledger != POSTGRESQL]
+#: processes as on several machines, sharing a PostgreSQL ledger; claims short, swept
+#: every second and their tasks sent again soon, so a claim judged wrongly expired is
+#: taken over at once (as ``tests/integration/test_clock_skew.py`` sets them)
+MACHINES = Profile(
+    "machines",
+    workers=2,
+    concurrency=3,
+    max_parallel=4,
+    rate=6.0,
+    ledger=POSTGRESQL,
+    settings=(("CLAIM_LEASE_SECONDS", "3"), ("SWEEP_INTERVAL", "1"), ("RESEND_AFTER", "2")),
+)
+MACHINES_FAULTS = [
+    "scheduler-kill",
+    "worker-child-kill",
+    "duplicate-deliveries",
+    "clock-skew",
+    "ledger-cut",
+]
 FAST = Profile("fast", workers=1, concurrency=4, max_parallel=3, rate=6.0)
 FAST_FAULTS = [
     Fault("scheduler-kill", lambda c: process.scheduler_kill(c, 2), "kill -9 the scheduler x2"),
@@ -84,8 +124,28 @@ FAST_FAULTS = [
 ]
 
 
+def plan(fast: bool = False, only: Sequence[str] = ()) -> list[tuple[Profile, list[Fault]]]:
+    """The runs of ``python -m harness.faults``: the full suite then the machines one
+    (``fast``: the CI subset alone); with ``only``, those faults, each in the run of the
+    ledger it needs (the SQLite one is :data:`FAST`'s with ``fast``)."""
+    if not only:
+        if fast:
+            return [(FAST, FAST_FAULTS)]
+        return [
+            (FULL, [FAULTS[n] for n in FULL_FAULTS]),
+            (MACHINES, [FAULTS[n] for n in MACHINES_FAULTS]),
+        ]
+    chosen = [FAULTS[n] for n in dict.fromkeys(only)]
+    runs = [
+        (FAST if fast else FULL, [f for f in chosen if f.ledger != POSTGRESQL]),
+        (MACHINES, [f for f in chosen if f.ledger == POSTGRESQL]),
+    ]
+    return [(profile, faults) for profile, faults in runs if faults]
+
+
 @dataclass
 class SuiteResult:
+    profile: Profile
     results: list[FaultResult]
     accounting: Accounting
     text: str
@@ -93,7 +153,11 @@ class SuiteResult:
 
     @property
     def ok(self) -> bool:
-        return self.accounting.ok
+        return self.accounting.ok and not any(r.error for r in self.results)
+
+    @property
+    def final_line(self) -> str:
+        return report.final_line(self.results, self.accounting)
 
     def phase(self, name: str) -> dict[str, int]:
         kinds = (accounting.LOST, accounting.DUPLICATE, accounting.VIOLATION, accounting.STUCK)
@@ -117,7 +181,10 @@ def run(
     stack = FaultStack(base, profile)
     try:
         stack.start()
-        log(f"stack up: broker {stack.broker.url}, {profile.workers} worker(s)")
+        log(
+            f"stack up: broker {stack.broker.url}, {profile.ledger} ledger, "
+            f"{profile.workers} worker(s)"
+        )
         load = LoadGenerator(stack.stack.producer_url, profile.rate, profile.keys(), seed)
         ctx = Ctx(stack, load, random.Random(seed), log)
         phases = [("baseline", t0)]
@@ -138,7 +205,7 @@ def run(
         (base / "anomalies.json").write_text(
             json.dumps([asdict(a) for a in acc.anomalies], indent=1)
         )
-        return SuiteResult(results, acc, text, base)
+        return SuiteResult(profile, results, acc, text, base)
     finally:
         stack.close()
 
@@ -150,7 +217,7 @@ def _inject(ctx: Ctx, fault: Fault, phases: list[tuple[str, float]]) -> FaultRes
         result = fault.run(ctx)
     except Exception as exc:
         ctx.log(traceback.format_exc())
-        result = FaultResult(fault.name, note=f"error: {exc!r}"[:200])
+        result = FaultResult(fault.name, note=f"error: {exc!r}"[:200], error=repr(exc))
     result.name, result.started = fault.name, phases[-1][1]
     ctx.log(f"  -> injected {result.injected}, recoveries {result.recoveries} {result.note}")
     time.sleep(SETTLE)  # pacing between faults
@@ -180,6 +247,10 @@ def _account(
         stack.profile.per_vm,
         stack.profile.max_parallel,
     )
+    out_of_order, ordered_pairs = accounting.order(
+        load.accepted, stack.receiver.calls(), load.first_sent
+    )
+    anomalies += out_of_order
     anomalies += accounting.client_side(load, stack.receiver.calls())
     anomalies += [a for r in results for a in r.anomalies]  # what faults checked themselves
     accounting.charge(anomalies, phases)
@@ -190,6 +261,8 @@ def _account(
         queues_live=live,
         queues_stopped=stopped,
         dead_letters=dead[stack.topology.dead_letter_queue.name],
+        ordered_pairs=ordered_pairs,
+        out_of_order=len(out_of_order),
     )
 
 
@@ -211,6 +284,9 @@ def _report(
         report.evidence(acc, calls, stack.logs, t0),
         "",
         report.queues(acc),
+        f"each key's order: {acc.ordered_pairs} pairs of events judged (the first's 202 "
+        f"before the second was sent), {acc.out_of_order} out of order (violations)",
+        *report.errors(results),
         f"load: {load.posts} posts, errors retried {dict(load.errors)}, "
         f"refused {len(load.refused)}, abandoned ids {len(load.abandoned)}",
         f"receiver: {len(calls)} calls {outcomes}",

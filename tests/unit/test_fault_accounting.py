@@ -1,0 +1,223 @@
+"""The fault suite's accounting rules on plain data (:mod:`harness.faults.accounting`):
+each key's order, and which runs ``python -m harness.faults`` makes."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+
+import pytest
+
+from harness.faults import accounting
+from harness.faults.ledgerdb import POSTGRESQL, SQLITE
+from harness.faults.load import Accepted
+from harness.faults.suite import FAST, FAST_FAULTS, FULL, MACHINES, MACHINES_FAULTS, plan
+from harness.recorder import ABANDONED, COMPLETED, FAILED, FENCED, Call
+
+KEY = ("h1", "vm1", "p1")
+OTHER = ("h1", "vm1", "p2")
+
+_seq = itertools.count(1)
+#: the earlier event an order violation names
+EARLIER = re.compile(r" of (\S+), whose 202 came")
+
+
+def event(
+    eid: str, sent: float, accepted: float, key: tuple[str, str, str] = KEY, kind: str = "load"
+) -> Accepted:
+    return Accepted(eid, *key, kind=kind, first_try=sent, accepted_at=accepted)
+
+
+def call(eid: str, started: float, outcome: str = COMPLETED, token: int = 1) -> Call:
+    return Call(
+        seq=next(_seq),
+        event_id=eid,
+        host=KEY[0],
+        vm=KEY[1],
+        token=token,
+        idempotency_key=eid,
+        client_port=0,
+        poison=None,
+        started=started,
+        ended=started + 0.1,
+        outcome=outcome,
+    )
+
+
+def out_of_order(events: list[Accepted], calls: list[Call]) -> list[str]:
+    """The ids charged with an order violation, e1 -> e2 as the detail names them."""
+    accepted = {e.id: e for e in events}
+    sent = {e.id: e.first_try for e in events if e.kind != "monitoring"}
+    found, _ = accounting.order(accepted, calls, sent)
+    assert all(a.kind == accounting.VIOLATION for a in found)
+    pairs = []
+    for a in found:
+        e1 = EARLIER.search(a.detail)
+        assert e1 is not None, a.detail
+        pairs.append(f"{e1[1]}->{a.event_id}")
+    return sorted(pairs)
+
+
+# (name, events, calls, expected e1->e2 pairs)
+CASES = [
+    (
+        "in order",
+        [event("e1", 0, 1), event("e2", 2, 3)],
+        [call("e1", 5), call("e2", 6)],
+        [],
+    ),
+    (
+        "the later one ran first",
+        [event("e1", 0, 1), event("e2", 2, 3)],
+        [call("e2", 5), call("e1", 6)],
+        ["e1->e2"],
+    ),
+    (
+        "posted before the other's 202: they raced, no order",
+        [event("e1", 0, 3), event("e2", 2, 4)],
+        [call("e2", 5), call("e1", 6)],
+        [],
+    ),
+    (
+        "one batch (one 202 for both): no order",
+        [event("e1", 0, 1), event("e2", 0, 1)],
+        [call("e2", 5), call("e1", 6)],
+        [],
+    ),
+    (
+        "other keys are not compared",
+        [event("e1", 0, 1), event("e2", 2, 3, key=OTHER)],
+        [call("e2", 5), call("e1", 6)],
+        [],
+    ),
+    (
+        "a poison event before, failing: its first call counts",
+        [event("e1", 0, 1, kind="poison-fail"), event("e2", 2, 3)],
+        [call("e1", 5, FAILED), call("e2", 6)],
+        [],
+    ),
+    (
+        "a poison event before, killing its caller every time: its first call counts",
+        [event("e1", 0, 1, kind="poison-kill"), event("e2", 2, 3)],
+        [call("e1", 5, ABANDONED), call("e1", 8, ABANDONED, 2), call("e2", 9)],
+        [],
+    ),
+    (
+        "a poison event overtaken",
+        [event("e1", 0, 1, kind="poison-fail"), event("e2", 2, 3)],
+        [call("e2", 5), call("e1", 6, FAILED)],
+        ["e1->e2"],
+    ),
+    (
+        "a poison event after: its failed calls are its first calls",
+        [event("e1", 0, 1), event("e2", 2, 3, kind="poison-fail")],
+        [call("e2", 5, FAILED), call("e1", 6), call("e2", 7, FAILED)],
+        ["e1->e2"],
+    ),
+    (
+        "cut off, then run again, before the next one: in order",
+        [event("e1", 0, 1), event("e2", 2, 3)],
+        [call("e1", 5, ABANDONED), call("e1", 9, token=2), call("e2", 10)],
+        [],
+    ),
+    (
+        "the next one ran while the first waited for its second claim",
+        [event("e1", 0, 1), event("e2", 2, 3)],
+        [call("e1", 5, ABANDONED), call("e2", 6), call("e1", 9, token=2)],
+        ["e1->e2"],
+    ),
+    (
+        "a fenced stale call after the completed one changes nothing",
+        [event("e1", 0, 1), event("e2", 2, 3)],
+        [call("e1", 5, token=2), call("e2", 6), call("e1", 7, FENCED)],
+        [],
+    ),
+    (
+        "an event without a call (lost: counted as such) is not in the order",
+        [event("e1", 0, 1), event("e2", 2, 3), event("e3", 4, 5)],
+        [call("e1", 6), call("e3", 7)],
+        [],
+    ),
+    (
+        "the monitoring's events (their 202 unseen) are left out",
+        [event("m1", 0, 1, kind="monitoring"), event("e2", 2, 3)],
+        [call("e2", 5), call("m1", 6)],
+        [],
+    ),
+    (
+        "one pair per earlier event overtaken",
+        [event("e1", 0, 1), event("e2", 2, 3), event("e3", 4, 5)],
+        [call("e3", 6), call("e1", 7), call("e2", 8)],
+        ["e1->e3", "e2->e3"],
+    ),
+    (
+        "same start: no later is in order",
+        [event("e1", 0, 1), event("e2", 2, 3)],
+        [call("e1", 5), call("e2", 5)],
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("events", "calls", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_each_keys_order(events: list[Accepted], calls: list[Call], expected: list[str]) -> None:
+    assert out_of_order(events, calls) == expected
+
+
+def _reference(events: list[Accepted], calls: list[Call]) -> tuple[int, int]:
+    """Every pair, straight from the rule's words: (out of order, judged)."""
+    n = judged = 0
+    for e1, e2 in itertools.permutations(events, 2):
+        if (e1.host, e1.vm, e1.policy) != (e2.host, e2.vm, e2.policy):
+            continue
+        if not e1.accepted_at < e2.first_try:
+            continue
+        mine = [c for c in calls if c.event_id == e1.id]
+        done = [c.started for c in mine if c.outcome == COMPLETED] or [c.started for c in mine]
+        began = [c.started for c in calls if c.event_id == e2.id]
+        if done and began:
+            judged += 1
+            n += min(done) > min(began)
+    return n, judged
+
+
+def test_matches_the_rule_on_random_histories() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        events = []
+        for i in range(rng.randint(1, 8)):
+            sent = rng.uniform(0, 10)
+            key = rng.choice([KEY, OTHER])
+            events.append(event(f"e{i}", sent, sent + rng.uniform(0, 3), key=key))
+        calls = [
+            call(e.id, rng.uniform(0, 20), rng.choice([COMPLETED, ABANDONED, FAILED, FENCED]))
+            for e in events
+            for _ in range(rng.randint(0, 3))
+        ]
+        accepted = {e.id: e for e in events}
+        found, judged = accounting.order(accepted, calls, {e.id: e.first_try for e in events})
+        assert (len(found), judged) == _reference(events, calls)
+
+
+def test_the_runs_of_make_faults() -> None:
+    [(full, full_faults), (machines, machine_faults)] = plan()
+    assert (full, machines) == (FULL, MACHINES)
+    assert (full.ledger, machines.ledger) == (SQLITE, POSTGRESQL)
+    assert all(f.ledger != POSTGRESQL for f in full_faults)
+    assert [f.name for f in machine_faults] == MACHINES_FAULTS
+    assert all(f.ledger != SQLITE for f in machine_faults)
+
+
+def test_only_runs_each_fault_on_the_ledger_it_needs() -> None:
+    assert [(p, [f.name for f in fs]) for p, fs in plan(only=["clock-skew"])] == [
+        (MACHINES, ["clock-skew"])
+    ]
+    runs = plan(fast=True, only=["ledger-lock", "ledger-cut", "garbage"])
+    assert [(p, [f.name for f in fs]) for p, fs in runs] == [
+        (FAST, ["ledger-lock", "garbage"]),
+        (MACHINES, ["ledger-cut"]),
+    ]
+    assert plan(fast=True) == [(FAST, FAST_FAULTS)]
