@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from harness import ledgers, private_broker
+from harness.faults import docs as fault_docs
 from harness.faults.ledgerdb import POSTGRESQL
 from harness.faults.suite import FAULTS, SuiteResult, plan, run
 
@@ -44,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for r in results:
         print(f"{r.profile.name} ({r.profile.ledger}): {r.final_line}{'' if r.ok else ' — FAILED'}")
+    if not args.fast and not args.only:  # a complete run: docs/reliability.md shows it
+        for r in results:
+            fault_docs.record(r.profile.name, r.profile.ledger, r.rows(), r.final_line)
+        fault_docs.write()
+        print(f"recorded in {fault_docs.PATH}")
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -154,7 +154,7 @@ def _busy_vm(ctx: Ctx) -> float | None:
     wait_until(lambda: call.outcome != RUNNING, HOLD + 30, 0.1, what=f"{busy}'s call ended")
     restored = call.ended or time.time()
     ctx.log(f"  {host}/{vm} busy {restored - injected:.1f} s ({busy}, {call.outcome})")
-    return _recovery(ctx, injected, restored, "host = ? AND vm = ?", host, vm)
+    return _recovery(ctx, injected, restored, "host = :host AND vm = :vm", host=host, vm=vm)
 
 
 def _host(ctx: Ctx) -> float | None:
@@ -171,23 +171,25 @@ def _host(ctx: Ctx) -> float | None:
         httpx.put(url, json={"available": True}, timeout=10).raise_for_status()
     restored = time.time()
     ctx.log(f"  {host} unavailable {restored - injected:.1f} s")
-    return _recovery(ctx, injected, restored, "host = ?", host)
+    return _recovery(ctx, injected, restored, "host = :host", host=host)
 
 
-def _recovery(ctx: Ctx, injected: float, restored: float, where: str, *args: Any) -> float | None:
+def _recovery(
+    ctx: Ctx, injected: float, restored: float, where: str, **params: Any
+) -> float | None:
     """Seconds from ``injected`` until an event matching ``where`` was dispatched at or
     after ``restored`` (None: not within RECOVERY_TIMEOUT)."""
 
     def resumed() -> bool:
-        [(at,)] = ctx.stack.ledger_rows(
-            f"SELECT max(dispatched_at) FROM events WHERE {where}", *args
+        [(at,)] = ctx.stack.ledger.rows(
+            f"SELECT max(dispatched_at) FROM events WHERE {where}", **params
         )
         return float(at or 0.0) >= restored
 
     try:
         wait_until(resumed, RECOVERY_TIMEOUT, 0.1, what="dispatching there again")
     except AssertionError:
-        ctx.log(f"  no dispatch where {where} {args} within {RECOVERY_TIMEOUT:.0f} s")
+        ctx.log(f"  no dispatch where {where} {params} within {RECOVERY_TIMEOUT:.0f} s")
         return None
     return time.time() - injected
 

@@ -35,7 +35,7 @@ def final_line(results: list[FaultResult], acc: Accounting) -> str:
     )
 
 
-def _recovery(r: FaultResult) -> str:
+def slowest_recovery(r: FaultResult) -> str:
     if not r.recoveries:
         return "-"
     if any(x is None for x in r.recoveries):
@@ -60,7 +60,7 @@ def table(results: list[FaultResult], acc: Accounting, t0: float) -> str:
     for r in results:
         injected = "skipped" if r.skipped else str(r.injected)
         rows.append(
-            f"{r.name:<30} {r.started - t0:>5.0f} {injected:>8} {_recovery(r):>10} "
+            f"{r.name:<30} {r.started - t0:>5.0f} {injected:>8} {slowest_recovery(r):>10} "
             f"{counts(r.name)}  {r.note}"
         )
     rows.append(f"{'drain (load stopped)':<30} {'':>5} {'-':>8} {'-':>10} {counts('drain')}")

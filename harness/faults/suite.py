@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.faults import (
     accounting,
@@ -162,6 +163,25 @@ class SuiteResult:
     def phase(self, name: str) -> dict[str, int]:
         kinds = (accounting.LOST, accounting.DUPLICATE, accounting.VIOLATION, accounting.STUCK)
         return {k: self.accounting.count(k, name) for k in kinds}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The run's table for the documents: per fault what it does, how often it was
+        injected, its slowest recovery and the anomalies charged to it."""
+        out = []
+        for r in self.results:
+            what = FAULTS[r.name].what if r.name in FAULTS else r.name
+            out.append(
+                {
+                    "what": f"`{r.name}`: {what}",
+                    "injected": "skipped" if r.skipped else r.injected,
+                    "recovery": report.slowest_recovery(r),
+                    "counts": list(self.phase(r.name).values()),
+                }
+            )
+        for phase in ("baseline", "drain"):
+            counts = list(self.phase(phase).values())
+            out.append({"what": phase, "injected": "-", "recovery": "-", "counts": counts})
+        return out
 
 
 def run(
