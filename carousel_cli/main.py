@@ -4,7 +4,8 @@ system's status.
 Every command reads the services' addresses and the token from options or the
 environment (CAROUSEL_PRODUCER_URL, CAROUSEL_SCHEDULER_URL, CAROUSEL_ELASTICITY_URL,
 CAROUSEL_API_TOKEN). Exit codes: 0 done (every watched event succeeded), 1 some failed,
-2 bad input, 3 timed out, 4 a service unreachable or refusing."""
+2 bad input, 3 timed out, 4 a service unreachable or refusing, 5 a service not ready
+(`status`)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,19 @@ from rich.markup import escape
 
 from carousel_cli import views, watching
 from carousel_cli.client import Client, Endpoints
-from carousel_cli.errors import CliError, InputError
+from carousel_cli.errors import NOT_READY, SERVICE, CliError, InputError
 from carousel_cli.events import DEMO_ACTIONS, Burst, Event, read_events, slices
+
+#: what `carousel --help` ends with
+EXIT_CODES = (
+    "Exit codes: 0 done (every watched event succeeded, or every service ready); 1 some "
+    "events failed or are unknown; 2 bad input; 3 timed out; 4 a service unreachable or "
+    "refusing; 5 a service not ready (status)."
+)
 
 app = typer.Typer(
     help=__doc__.split("\n\n")[0] if __doc__ else None,
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -270,7 +279,10 @@ def status(
     """Readiness, the scheduler's counters and each worker pool with its decisions.
 
     The services' /readyz, the scheduler's limits and counters, and each elasticity pool:
-    its workers by state, backlog, target, and the last scaling decisions with why."""
+    its workers by state, backlog, target, and the last scaling decisions with why.
+
+    Exit code: 0 every service ready, 4 one unreachable, 5 one not ready (each one's
+    reason is printed, also on stderr)."""
 
     def body(client: Client) -> int:
         ends: Endpoints = ctx.obj
@@ -298,9 +310,20 @@ def status(
                 out.print(views.scheduler(stats))
             if pools is not None:
                 out.print(views.pools(pools))
-        return 0 if all(said == "ready" for _, said in ready.values()) else 4
+        return _readiness_code(ready)
 
     _run(ctx, body)
+
+
+def _readiness_code(ready: dict[str, tuple[str, str]]) -> int:
+    """0 if every service is ready; else say which are not, and why, on stderr: 4 if one
+    is unreachable, else 5."""
+    not_ready = {name: said for name, (_, said) in ready.items() if said != "ready"}
+    for name, said in not_ready.items():
+        err.print(f"[red]{name} not ready:[/] {escape(said)}", highlight=False, soft_wrap=True)
+    if not not_ready:
+        return 0
+    return SERVICE if "unreachable" in not_ready.values() else NOT_READY
 
 
 def _maybe(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:

@@ -49,6 +49,7 @@ from amqp import spec
 from celery import Celery
 from kombu.message import Message
 
+from scheduler.dispatcher import readiness
 from scheduler.dispatcher.confirms import ConfirmingProducer
 from scheduler.dispatcher.handover import Handover
 from scheduler.dispatcher.mapping import MappingFollower
@@ -157,6 +158,10 @@ class SchedulerLoop:
             settings.scheduler_lease_seconds,
         )
         self.active = False
+        #: another scheduler holds the dispatcher lease (the ledger said so)
+        self.standby = False
+        #: why this scheduler is not dispatching, while it is not (see not_ready)
+        self._why_not = readiness.STARTING
         self._next_renewal = 0.0
         self._role: str | None = None  # the role last logged
         self.lease_watch = LeaseWatch(self.lease.seconds)
@@ -175,6 +180,12 @@ class SchedulerLoop:
     def resent_total(self) -> int:
         return self.sweeper.resent_total
 
+    @property
+    def not_ready(self) -> str | None:
+        """None while this scheduler dispatches (its broker session runs, as the lease
+        holder), else why not: a standby, no broker, no ledger (/readyz, /stats)."""
+        return None if self.connected.is_set() else self._why_not
+
     # -- lifecycle -----------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Run sessions until ``stop``, each while holding the dispatcher lease (else wait
@@ -190,6 +201,7 @@ class SchedulerLoop:
                 delay = _next_delay(backoff, started)
             except Exception as exc:
                 delay = _next_delay(backoff, started)
+                self._why_not = readiness.session_ended(exc, self.lease_watch.gave_up)
                 log.warning("broker session ended: %r; reconnecting in %.1f s", exc, delay)
             finally:
                 self._end_session()
@@ -202,20 +214,30 @@ class SchedulerLoop:
         sent = time.monotonic()
         try:
             held = self.store.take_lease(self.lease)
-            if held:
-                self.lease_watch.renewed(sent)
         except Exception as exc:
+            # who holds the lease is unknown: neither active nor, as far as we know, a
+            # standby
             log.warning("cannot reach the ledger for the dispatcher lease: %r", exc)
-            held = False
+            self.active = self.standby = False
+            self._why_not = readiness.ledger_down(exc)
+            self._role = None  # the role is logged again once the ledger answers
+            return False
+        if held:
+            self.lease_watch.renewed(sent)
         self._set_role(held)
         return held
 
     def _set_role(self, held: bool) -> None:
-        role = "active" if held else "standby: another scheduler holds the dispatcher lease"
+        role = "active" if held else readiness.STANDBY
         if role != self._role:
             log.info("scheduler %s", role)
             self._role = role
+            if held:  # until its session is up
+                self._why_not = readiness.STARTING
+        if not held:
+            self._why_not = readiness.STANDBY
         self.active = held
+        self.standby = not held
         self._next_renewal = time.monotonic() + self.lease.seconds / 3
 
     def _maybe_renew(self) -> None:

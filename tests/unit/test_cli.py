@@ -215,9 +215,17 @@ def test_runs_of_alike_decisions_fold_so_a_scale_up_stays_in_view() -> None:
 
 def test_the_scheduler_state_and_limits_read_as_words() -> None:
     assert views.scheduler_state({"active": True, "connected": True}) == "active"
-    assert views.scheduler_state({"active": False, "paused": True, "ledger_ok": False}) == (
+    standby = {"active": False, "standby": True, "paused": True, "ledger_ok": False}
+    assert views.scheduler_state(standby) == (
         "standby (another scheduler leads), paused, ledger failing"
     )
+    no_broker = {
+        "active": False,
+        "standby": False,
+        "connected": False,
+        "not_ready": "not connected to the broker: ConnectionRefusedError (reconnecting)",
+    }
+    assert views.scheduler_state(no_broker) == no_broker["not_ready"]
     limits = {"max_parallel": 10, "per_vm": 1, "per_host": 0, "other": 3}
     assert views.limits(limits) == "10 at once, 1 per VM, no per-host cap, other 3"
     assert "2 per host" in views.limits({"per_host": 2})
