@@ -119,7 +119,10 @@ def post(
     ] = None,
     host: Annotated[str | None, typer.Option(help="The compute host.")] = None,
     vm: Annotated[str | None, typer.Option(help="The VM.")] = None,
-    policy: Annotated[str, typer.Option(help="The policy raising it.")] = "ops",
+    policy: Annotated[
+        str | None,
+        typer.Option(help="The policy raising it (required, as in the REST API and files)."),
+    ] = None,
     action: Annotated[str | None, typer.Option(help="heal, migrate, pause, ... ")] = None,
     event_id: Annotated[
         str | None, typer.Option("--id", help="Idempotency key (generated if absent).")
@@ -129,7 +132,11 @@ def post(
     timeout: Annotated[float, typer.Option(help="Seconds to watch at most.")] = 300.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Post one event (from the options) or a file of them; print the accepted ids."""
+    """Post one event (from the options) or a file of them; print the accepted ids.
+
+    One event needs --host, --vm, --policy and --action, as the REST API and a file's
+    events do: the policy is part of the event's queue (host, VM, policy) and of what a
+    re-post of its id must match."""
 
     def body(client: Client) -> int:
         events = read_events(file) if file else [_one(host, vm, policy, action, event_id, payload)]
@@ -156,12 +163,13 @@ def _keep(ids: Sequence[str]) -> None:
 def _one(
     host: str | None,
     vm: str | None,
-    policy: str,
+    policy: str | None,
     action: str | None,
     event_id: str | None,
     payload: str | None,
 ) -> Event:
-    missing = [f"--{n}" for n, v in (("host", host), ("vm", vm), ("action", action)) if not v]
+    given = (("host", host), ("vm", vm), ("policy", policy), ("action", action))
+    missing = [f"--{n}" for n, v in given if not v]
     if missing:
         raise InputError(f"give {', '.join(missing)} (or --file)")
     event: Event = {"host": host, "vm": vm, "policy": policy, "action": action}

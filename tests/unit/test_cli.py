@@ -50,6 +50,13 @@ def test_a_csv_file_has_a_header_and_json_payloads(tmp_path: Path) -> None:
         ("e.json", '[{"host": "h"}]', "e.json: event 1: missing vm, policy, action"),
         (
             "e.json",
+            '{"host": "h", "vm": "v", "action": "heal", "policy": ""}',
+            "e.json: event 1: missing policy",
+        ),
+        ("e.csv", "host,vm,action\nh,v,heal\n", "e.csv: line 2: missing policy"),
+        ("e.csv", "host,vm,policy,action\nh,v,,heal\n", "e.csv: line 2: missing policy"),
+        (
+            "e.json",
             '[{"host": "h", "vm": "v", "policy": "p", "action": "a", "x": 1}]',
             "unknown field(s) x",
         ),
@@ -247,9 +254,13 @@ def test_a_validation_error_names_the_event_and_its_field() -> None:
 @pytest.mark.parametrize(
     ("args", "said"),
     [
-        (["post", "--host", "h1"], "give --vm, --action (or --file)"),
+        (["post", "--host", "h1"], "give --vm, --policy, --action (or --file)"),
+        (["post", "--host", "h", "--vm", "v", "--action", "heal"], "give --policy (or --file)"),
         (
-            ["post", "--host", "h", "--vm", "v", "--action", "heal", "--payload", "{x"],
+            [
+                *("post", "--host", "h", "--vm", "v", "--policy", "p"),
+                *("--action", "heal", "--payload", "{x"),
+            ],
             "--payload is not JSON",
         ),
         (["demo", "--policies", " , "], "--policies is empty"),
