@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.processes import Stack, free_port
+from shared.names import NAME_RULE
 
 TOKEN = "cli-test-token"
 #: the console script pip installed beside this interpreter
@@ -113,6 +114,8 @@ def test_files_post_and_refusals_are_one_line_with_their_exit_code(
     )
     assert refused.returncode == 2
     assert "(422): event 1: vm:" in refused.stderr and "Traceback" not in refused.stderr
+    assert f"event 1: vm: {NAME_RULE}" in refused.stderr, "the rule in words, not a pattern"
+    assert "event 1:" in refused.stderr and refused.stderr.count("event 1:") == 1
     unknown_action = carousel(
         stack,
         tmp_path,

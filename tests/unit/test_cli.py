@@ -19,7 +19,7 @@ from carousel_cli.client import _validation
 from carousel_cli.errors import InputError
 from carousel_cli.events import Burst, read_events, slices
 from carousel_cli.main import app
-from shared.names import is_valid_name
+from shared.names import NAME_RULE, is_valid_name
 
 
 # -- files ---------------------------------------------------------------------------
@@ -239,15 +239,21 @@ def test_the_scheduler_state_and_limits_read_as_words() -> None:
 
 
 # -- refusals --------------------------------------------------------------------------
-def test_a_validation_error_names_the_event_and_its_field() -> None:
+def test_a_validation_error_names_the_event_and_its_field_in_the_producers_words() -> None:
     body = {
         "detail": [
-            {"loc": ["body", "VmEventIn", "events"], "msg": "Extra inputs are not permitted"},
-            {"loc": ["body", "EventBatchIn", "events", 2, "vm"], "msg": "String should match"},
+            {"loc": ["body", "EventBatchIn", "events", 2, "vm"], "msg": NAME_RULE},
+            {"loc": ["body", "EventBatchIn", "events", 2, "policy"], "msg": "Field required"},
+            {"loc": ["body", "EventBatchIn", "events"], "msg": "List should have at least 1"},
         ]
     }
     response = httpx.Response(422, json=body)
-    assert _validation(response) == "event 3: vm: String should match"
+    assert _validation(response) == (
+        f"event 3: vm: {NAME_RULE}; event 3: policy: Field required; "
+        "events: List should have at least 1"
+    )
+    one = {"detail": [{"loc": ["body", "VmEventIn", "host"], "msg": NAME_RULE}]}
+    assert _validation(httpx.Response(422, json=one)) == f"host: {NAME_RULE}"
 
 
 # -- arguments (no service is called) ----------------------------------------------------
