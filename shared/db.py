@@ -75,6 +75,9 @@ leases = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("holder", sa.String(128), nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
+    #: the holder says whether it is paused (the dispatcher's: what it holds back is no
+    #: backlog the elasticity worker can serve); believed only while the lease holds
+    sa.Column("paused", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
 )
 
 mapping_version = sa.Table(
@@ -209,14 +212,16 @@ def upgrade_unversioned(conn: Connection) -> None:
     to ``shared.db``'s tables (the newest revision's): before 0.2 it stored each key's queue name
     (``keys.queue``, NOT NULL; names are built by the topology now); before 0.3 it lacked
     the claim's fence and lease and the dead-letter mark, before 0.4 the VM-removal mark
-    (an existing running row counts as an expired claim). Tables it lacks are created.
-    Runs under the migration lock: nothing races it."""
+    (an existing running row counts as an expired claim); nor did it have
+    ``leases.paused`` (revision 0002). Tables it lacks are created. Runs under the
+    migration lock: nothing races it."""
     metadata.create_all(conn)  # the tables it lacks
     inspector = sa.inspect(conn)
     if "queue" in {c["name"] for c in inspector.get_columns("keys")}:
         conn.execute(sa.text("ALTER TABLE keys DROP COLUMN queue"))
-    have = {t.name: {c["name"] for c in inspector.get_columns(t.name)} for t in (events, vms)}
-    for table, column in [(t, c) for t in (events, vms) for c in t.columns]:
+    grown = (events, vms, leases)
+    have = {t.name: {c["name"] for c in inspector.get_columns(t.name)} for t in grown}
+    for table, column in [(t, c) for t in grown for c in t.columns]:
         if column.name in have[table.name]:
             continue
         ddl = (
@@ -224,7 +229,9 @@ def upgrade_unversioned(conn: Connection) -> None:
         )
         default = column.server_default
         if isinstance(default, sa.DefaultClause):
-            ddl += f" NOT NULL DEFAULT {default.arg}"
+            arg = default.arg
+            value = arg if isinstance(arg, str) else arg.compile(dialect=conn.dialect)
+            ddl += f" NOT NULL DEFAULT {value}"
         conn.execute(sa.text(ddl))
     if conn.execute(sa.select(mapping_version.c.version)).first() is None:
         conn.execute(mapping_version.insert().values(id=1, version=0))

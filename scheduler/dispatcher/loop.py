@@ -61,7 +61,7 @@ from scheduler.dispatcher.tasks import TaskSender
 from shared.backoff import Backoff
 from shared.errors import LeaseLost
 from shared.kombu_topology import exchange, queue
-from shared.lease import Lease
+from shared.lease import DISPATCHER, Lease
 from shared.models import MappingDelta
 from shared.store import Store
 from shared.topology import COMPLETION_EVENT_KEYS
@@ -153,7 +153,7 @@ class SchedulerLoop:
         self.dead_lettered = 0
         #: only the holder of this lease dispatches; the others wait as standbys
         self.lease = Lease(
-            "dispatcher",
+            DISPATCHER,
             f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}",
             settings.scheduler_lease_seconds,
         )
@@ -163,6 +163,10 @@ class SchedulerLoop:
         #: why this scheduler is not dispatching, while it is not (see not_ready)
         self._why_not = readiness.STARTING
         self._next_renewal = 0.0
+        #: whether paused, as this scheduler last wrote it in its lease row (the
+        #: elasticity worker reads it there; every take of the lease writes it): a
+        #: change is written at once, not at the next renewal
+        self._paused_said = state.paused
         self._role: str | None = None  # the role last logged
         self.lease_watch = LeaseWatch(self.lease.seconds)
         #: when the held heads are next handed back to their queues (monotonic)
@@ -212,8 +216,9 @@ class SchedulerLoop:
     def _take_lease(self) -> bool:
         """Take or renew the lease; log the changes of role, not every attempt."""
         sent = time.monotonic()
+        paused = self.state.paused
         try:
-            held = self.store.take_lease(self.lease)
+            held = self.store.take_lease(self.lease, paused)
         except Exception as exc:
             # who holds the lease is unknown: neither active nor, as far as we know, a
             # standby
@@ -224,6 +229,7 @@ class SchedulerLoop:
             return False
         if held:
             self.lease_watch.renewed(sent)
+            self._paused_said = paused
         self._set_role(held)
         return held
 
@@ -241,14 +247,18 @@ class SchedulerLoop:
         self._next_renewal = time.monotonic() + self.lease.seconds / 3
 
     def _maybe_renew(self) -> None:
-        """Renew the lease in session; a ledger error propagates (the session waits for
-        the ledger), losing the lease to another scheduler ends the session."""
-        if time.monotonic() < self._next_renewal:
+        """Renew the lease in session — when due, or at once when the scheduler was
+        paused or resumed, which the renewal records; a ledger error propagates (the
+        session waits for the ledger), losing the lease to another scheduler ends the
+        session."""
+        paused = self.state.paused
+        if time.monotonic() < self._next_renewal and paused == self._paused_said:
             return
         sent = time.monotonic()
-        held = self.store.take_lease(self.lease)
+        held = self.store.take_lease(self.lease, paused)
         if held:
             self.lease_watch.renewed(sent)
+            self._paused_said = paused
         self._set_role(held)
         if not held:
             raise LeaseLost("another scheduler took the dispatcher lease")

@@ -74,3 +74,43 @@ def test_a_ledger_made_before_migrations_is_brought_to_head(ledger_url: str) -> 
             assert conn.execute(sa.text("SELECT version FROM mapping_version")).scalar() == 7
     finally:
         engine.dispose()
+
+
+def _at_0001(engine: sa.Engine) -> None:
+    """The ledger as revision 0001 made it, a lease taken in it."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.upgrade(migrations.config(conn), "0001")
+        conn.execute(
+            sa.text("INSERT INTO leases (name, holder, expires_at) VALUES ('dispatcher', 'a', 1)")
+        )
+
+
+def test_a_lease_of_0001_is_not_paused_after_0002(ledger_url: str) -> None:
+    engine = make_engine(ledger_url)
+    try:
+        _at_0001(engine)
+        migrations.migrate(engine)
+        with engine.connect() as conn:
+            assert migrations.current(conn) == migrations.head()
+            assert conn.execute(sa.text("SELECT paused FROM leases")).scalar() in (False, 0)
+    finally:
+        engine.dispose()
+
+
+def test_a_ledger_made_before_migrations_gets_the_lease_paused_column(ledger_url: str) -> None:
+    """0.4's leases table (no ``paused``), made without migrations: the column is added
+    as the revisions add it, and the schema is head's."""
+    engine = make_engine(ledger_url)
+    try:
+        _at_0001(engine)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE alembic_version"))
+        migrations.migrate(engine)
+        with engine.connect() as conn:
+            assert migrations.current(conn) == migrations.head()
+            assert conn.execute(sa.text("SELECT paused FROM leases")).scalar() in (False, 0)
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    finally:
+        engine.dispose()
