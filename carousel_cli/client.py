@@ -145,22 +145,21 @@ def _detail(response: httpx.Response) -> str:
 
 
 def _validation(response: httpx.Response) -> str:
-    """``event N: field: message`` for each of FastAPI's validation errors of a batch."""
+    """``event N: field: message`` for each of the producer's validation errors (those
+    of the form the body had: the CLI posts batches), in the producer's words."""
     try:
         errors = response.json()["detail"]
-        # the body is one event or a batch: the errors of the batch reading are ours
-        ours = [e for e in errors if BATCH in e["loc"]] or errors
-        return "; ".join(_where(e["loc"]) + e["msg"] for e in ours)
+        return "; ".join(_where(e["loc"]) + e["msg"] for e in errors)
     except (ValueError, KeyError, TypeError):
         return _detail(response)
 
 
-#: the model name FastAPI puts in an error's location when the body is a union
-BATCH = "EventBatchIn"
+#: the names of the body's forms in an error's location (producer.schemas.EventsIn)
+FORMS = ("EventBatchIn", "VmEventIn")
 
 
 def _where(loc: Sequence[str | int]) -> str:
-    path = [p for p in loc if p not in ("body", BATCH)]
+    path = [p for p in loc if p != "body" and p not in FORMS]
     if len(path) >= 2 and path[0] == "events" and isinstance(path[1], int):
         field = ".".join(str(p) for p in path[2:])
         return f"event {path[1] + 1}: " + (f"{field}: " if field else "")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 #: exit codes: 0 done (all succeeded), 1 some events failed, 2 bad input, 3 timed out,
-#: 4 a service could not be reached or refused the call
-FAILED, BAD_INPUT, TIMED_OUT, SERVICE = 1, 2, 3, 4
+#: 4 a service could not be reached or refused the call, 5 (``status``) every service
+#: answered but one is not ready
+FAILED, BAD_INPUT, TIMED_OUT, SERVICE, NOT_READY = 1, 2, 3, 4, 5
 
 
 class CliError(Exception):

@@ -5,7 +5,8 @@ Every command reads the services' addresses and the token from options or the
 environment (CAROUSEL_PRODUCER_URL, CAROUSEL_SCHEDULER_URL, CAROUSEL_ELASTICITY_URL,
 CAROUSEL_API_TOKEN); an address not given is this machine at the port the service reads
 (PRODUCER_PORT, ...). Exit codes: 0 done (every watched event succeeded), 1 some failed,
-2 bad input, 3 timed out, 4 a service unreachable or refusing."""
+2 bad input, 3 timed out, 4 a service unreachable or refusing, 5 a service not ready
+(`status`)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,19 @@ from rich.markup import escape
 from carousel_cli import ready as readiness
 from carousel_cli import views, watching
 from carousel_cli.client import PORTS, Client, Endpoints, local_url
-from carousel_cli.errors import TIMED_OUT, CliError, InputError
+from carousel_cli.errors import NOT_READY, SERVICE, TIMED_OUT, CliError, InputError
 from carousel_cli.events import DEMO_ACTIONS, Burst, Event, read_events, slices
+
+#: what `carousel --help` ends with
+EXIT_CODES = (
+    "Exit codes: 0 done (every watched event succeeded, or every service ready); 1 some "
+    "events failed or are unknown; 2 bad input; 3 timed out; 4 a service unreachable or "
+    "refusing; 5 a service not ready (status)."
+)
 
 app = typer.Typer(
     help=__doc__.split("\n\n")[0] if __doc__ else None,
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -122,7 +131,10 @@ def post(
     ] = None,
     host: Annotated[str | None, typer.Option(help="The compute host.")] = None,
     vm: Annotated[str | None, typer.Option(help="The VM.")] = None,
-    policy: Annotated[str, typer.Option(help="The policy raising it.")] = "ops",
+    policy: Annotated[
+        str | None,
+        typer.Option(help="The policy raising it (required, as in the REST API and files)."),
+    ] = None,
     action: Annotated[str | None, typer.Option(help="heal, migrate, pause, ... ")] = None,
     event_id: Annotated[
         str | None, typer.Option("--id", help="Idempotency key (generated if absent).")
@@ -132,7 +144,11 @@ def post(
     timeout: Annotated[float, typer.Option(help="Seconds to watch at most.")] = 300.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Post one event (from the options) or a file of them; print the accepted ids."""
+    """Post one event (from the options) or a file of them; print the accepted ids.
+
+    One event needs --host, --vm, --policy and --action, as the REST API and a file's
+    events do: the policy is part of the event's queue (host, VM, policy) and of what a
+    re-post of its id must match."""
 
     def body(client: Client) -> int:
         events = read_events(file) if file else [_one(host, vm, policy, action, event_id, payload)]
@@ -159,12 +175,13 @@ def _keep(ids: Sequence[str]) -> None:
 def _one(
     host: str | None,
     vm: str | None,
-    policy: str,
+    policy: str | None,
     action: str | None,
     event_id: str | None,
     payload: str | None,
 ) -> Event:
-    missing = [f"--{n}" for n, v in (("host", host), ("vm", vm), ("action", action)) if not v]
+    given = (("host", host), ("vm", vm), ("policy", policy), ("action", action))
+    missing = [f"--{n}" for n, v in given if not v]
     if missing:
         raise InputError(f"give {', '.join(missing)} (or --file)")
     event: Event = {"host": host, "vm": vm, "policy": policy, "action": action}
@@ -282,7 +299,10 @@ def status(
     """Readiness, the scheduler's counters and each worker pool with its decisions.
 
     The services' /readyz, the scheduler's limits and counters, and each elasticity pool:
-    its workers by state, backlog, target, and the last scaling decisions with why."""
+    its workers by state, backlog, target, and the last scaling decisions with why.
+
+    Exit code: 0 every service ready, 4 one unreachable, 5 one not ready (each one's
+    reason is printed, also on stderr)."""
 
     def body(client: Client) -> int:
         ends: Endpoints = ctx.obj
@@ -310,7 +330,7 @@ def status(
                 out.print(views.scheduler(stats))
             if pools is not None:
                 out.print(views.pools(pools))
-        return 0 if all(said == "ready" for _, said in ready.values()) else 4
+        return _readiness_code(ready)
 
     _run(ctx, body)
 
@@ -376,6 +396,17 @@ def ready(
         return 0
 
     _run(ctx, body)
+
+
+def _readiness_code(ready: dict[str, tuple[str, str]]) -> int:
+    """0 if every service is ready; else say which are not, and why, on stderr: 4 if one
+    is unreachable, else 5."""
+    not_ready = {name: said for name, (_, said) in ready.items() if said != "ready"}
+    for name, said in not_ready.items():
+        err.print(f"[red]{name} not ready:[/] {escape(said)}", highlight=False, soft_wrap=True)
+    if not not_ready:
+        return 0
+    return SERVICE if "unreachable" in not_ready.values() else NOT_READY
 
 
 def _maybe(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:

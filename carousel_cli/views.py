@@ -28,13 +28,17 @@ def readiness(ready: Mapping[str, tuple[str, str]]) -> Table:
 
 
 def scheduler_state(stats: Mapping[str, Any]) -> str:
-    """``active``, or ``standby ...``, with what else is wrong: paused, no broker, no
-    ledger."""
-    words = ["active" if stats.get("active", True) else "standby (another scheduler leads)"]
+    """``active``; ``standby (another scheduler leads)`` only when the ledger says another
+    scheduler holds the lease; else why it is not dispatching (``not_ready``: no broker,
+    no ledger); then paused and a failing ledger."""
+    if stats.get("standby"):
+        words = ["standby (another scheduler leads)"]
+    elif stats.get("connected", True) and stats.get("active", True):
+        words = ["active"]
+    else:
+        words = [str(stats.get("not_ready") or "not dispatching")]
     if stats.get("paused"):
         words.append("paused")
-    if stats.get("connected") is False:
-        words.append("not connected to the broker")
     if stats.get("ledger_ok") is False:
         words.append("ledger failing")
     return ", ".join(words)

@@ -114,6 +114,7 @@ class Stack:
         self.producer_url = f"http://127.0.0.1:{env['PRODUCER_PORT']}"
         self.scheduler_url = f"http://127.0.0.1:{env['SCHEDULER_PORT']}"
         self.elasticity_url = f"http://127.0.0.1:{env['ELASTICITY_PORT']}"
+        self.flower_url = f"http://127.0.0.1:{env.get('FLOWER_PORT', 5555)}"
         self.services: list[Service] = []
 
     def _start(
@@ -138,6 +139,10 @@ class Stack:
 
     def worker(self, **extra: str) -> Service:
         return self._start("carousel-worker", None, extra)
+
+    def flower(self, **extra: str) -> Service:
+        """``carousel-flower`` on ``FLOWER_PORT`` (its ``/healthcheck`` needs no login)."""
+        return self._start("carousel-flower", f"{self.flower_url}/healthcheck", extra)
 
     def simcloud(self, *args: str, **extra: str) -> Service:
         """The simulated cloud (``python -m simcloud``) on ``SIMCLOUD_PORT``; ``args`` are

@@ -28,8 +28,8 @@ from producer.schemas import (
     AvailabilityIn,
     EventBatchIn,
     EventOut,
+    EventsIn,
     MappingOut,
-    VmEventIn,
 )
 from producer.service import EventService
 from producer.settings import ProducerSettings
@@ -169,7 +169,7 @@ def events_router(metrics: ProducerMetrics) -> APIRouter:
         _: Auth,
         svc: Service,
         body: Annotated[
-            VmEventIn | EventBatchIn,
+            EventsIn,
             Body(description='One event, or {"events": [...]} with 1-1000 events.'),
         ],
     ) -> AcceptedOut:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, Tag, field_validator
+from pydantic_core import PydanticCustomError
 
 from shared.models import Action, Key, MappingSnapshot
 from shared.names import Name
@@ -28,11 +29,13 @@ class VmEventIn(BaseModel):
     @field_validator("payload")
     @classmethod
     def _payload_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if (
-            len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-            > MAX_PAYLOAD_BYTES
-        ):
-            raise ValueError(f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MAX_PAYLOAD_BYTES:
+            raise PydanticCustomError(
+                "payload_too_large",
+                "payload larger than {limit} bytes: {size} bytes of JSON (UTF-8, compact)",
+                {"limit": MAX_PAYLOAD_BYTES, "size": size},
+            )
         return value
 
 
@@ -40,6 +43,30 @@ class EventBatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[VmEventIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+def _form(body: Any) -> str | None:
+    """Which form a body is: a batch (an object with ``events``) or one event (any other
+    object); None for anything else (refused as neither). Each form's errors are then
+    its own: a single event's 422 does not list what a batch would lack."""
+    if not isinstance(body, dict):
+        return None
+    return "EventBatchIn" if "events" in body else "VmEventIn"
+
+
+#: ``POST /events``'s body: one event, or a batch. The forms are told apart by the
+#: ``events`` key; an error's location names the form, as a plain union's did
+#: (``["body", "VmEventIn", "host"]``, ``["body", "EventBatchIn", "events", 0, "host"]``).
+EventsIn = Annotated[
+    Annotated[VmEventIn, Tag("VmEventIn")] | Annotated[EventBatchIn, Tag("EventBatchIn")],
+    Discriminator(
+        _form,
+        custom_error_type="body_form",
+        custom_error_message=(
+            f'must be one event (a JSON object) or {{"events": [...]}} with 1 to {MAX_BATCH} events'
+        ),
+    ),
+]
 
 
 class AcceptedOut(BaseModel):

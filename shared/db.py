@@ -75,6 +75,9 @@ leases = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("holder", sa.String(128), nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
+    #: the holder says whether it is paused (the dispatcher's: what it holds back is no
+    #: backlog the elasticity worker can serve); believed only while the lease holds
+    sa.Column("paused", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
 )
 
 mapping_version = sa.Table(

@@ -17,6 +17,9 @@ from shared.clock import NOW
 from shared.db import leases
 from shared.errors import LeaseLost
 
+#: the scheduler's lease: its holder dispatches, and says in it whether it is paused
+DISPATCHER = "dispatcher"
+
 
 @dataclass(frozen=True)
 class Lease:
@@ -24,17 +27,21 @@ class Lease:
     holder: str
     seconds: float
 
-    def take(self, conn: sa.Connection) -> bool:
+    def take(self, conn: sa.Connection, paused: bool | None = None) -> bool:
         """Take or renew the lease inside the caller's transaction: True if we hold it
         for ``seconds`` from now by the ledger's clock; False if another holder's has
-        not expired (or the row was never created: :meth:`create`)."""
+        not expired (or the row was never created: :meth:`create`). ``paused``, if
+        given, is recorded with it: whether the holder is paused (:func:`holder_paused`)."""
+        values: dict[str, object] = {"holder": self.holder, "expires_at": NOW + self.seconds}
+        if paused is not None:
+            values["paused"] = paused
         res = conn.execute(
             leases.update()
             .where(
                 leases.c.name == self.name,
                 sa.or_(leases.c.holder == self.holder, leases.c.expires_at < NOW),
             )
-            .values(holder=self.holder, expires_at=NOW + self.seconds)
+            .values(**values)
         )
         return bool(res.rowcount == 1)
 
@@ -57,3 +64,12 @@ class Lease:
             .where(leases.c.name == self.name, leases.c.holder == self.holder)
             .values(expires_at=0.0)
         )
+
+
+def holder_paused(conn: sa.Connection, name: str) -> bool:
+    """Whether the holder of lease ``name`` said it is paused, as of its last renewal;
+    False when no one holds it (expired: what a dead holder said is void)."""
+    said = conn.execute(
+        sa.select(leases.c.paused).where(leases.c.name == name, leases.c.expires_at >= NOW)
+    ).scalar()
+    return bool(said)

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from shared import clock, statements
 from shared.db import events, keys, vms, write_lock_first
 from shared.errors import Conflict, VmRemoved
-from shared.lease import Lease
+from shared.lease import Lease, holder_paused
 from shared.models import FINISHED, IN_FLIGHT, Status, VmEventMessage
 from shared.statements import NO_LIMIT
 
@@ -169,16 +169,24 @@ class EventLedger:
         return None if row is None else _message(row)
 
     # -- scheduler -----------------------------------------------------------------
-    def take_lease(self, lease: Lease) -> bool:
+    def take_lease(self, lease: Lease, paused: bool | None = None) -> bool:
         """Take or renew ``lease``; False while another holder's has not expired. A renewal
-        is one conditional UPDATE; the lease's row is created only when that finds none."""
+        is one conditional UPDATE; the lease's row is created only when that finds none.
+        ``paused``, if given, is recorded with it (see :meth:`lease_paused`)."""
         with self.engine.begin() as conn:
-            if lease.take(conn):
+            if lease.take(conn, paused):
                 return True
         with contextlib.suppress(sa.exc.IntegrityError), self.engine.begin() as conn:
             lease.create(conn)  # a concurrent creator wins the insert: fine
         with self.engine.begin() as conn:
-            return lease.take(conn)
+            return lease.take(conn, paused)
+
+    def lease_paused(self, name: str) -> bool:
+        """Whether the live holder of lease ``name`` said it is paused at its last
+        renewal: for ``dispatcher``, whether the active scheduler is paused. False while
+        no one holds it."""
+        with self.engine.connect() as conn:
+            return holder_paused(conn, name)
 
     def now(self) -> float:
         """The ledger's time (:mod:`shared.clock`), for what is shown: every lease is

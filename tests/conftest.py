@@ -131,6 +131,7 @@ def stack_factory(
             "PRODUCER_PORT": str(free_port()),
             "SCHEDULER_PORT": str(free_port()),
             "ELASTICITY_PORT": str(free_port()),
+            "FLOWER_PORT": str(free_port()),
             "SIMCLOUD_PORT": (simcloud_port := str(free_port())),
             "SIMCLOUD_URL": f"http://127.0.0.1:{simcloud_port}",
             "WORKER_CONCURRENCY": "4",

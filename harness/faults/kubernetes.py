@@ -30,7 +30,7 @@ from harness.faults.base import Ctx, FaultResult
 from scheduler.elasticity import policy
 from scheduler.elasticity.engine import Engine
 from scheduler.elasticity.kubernetes import KubernetesProvider, is_placeholder
-from scheduler.elasticity.model import ProfileConfig
+from scheduler.elasticity.model import Backlog, ProfileConfig
 from scheduler.elasticity.tracker import WorkerTracker
 
 PROFILE = "default"
@@ -103,10 +103,10 @@ class RetireDrill:
             clock=self.clock,
         )
 
-    def backlog(self, profile: str, running: int) -> int:
+    def backlog(self, profile: str, running: int) -> Backlog:
         """The running tasks, and 10 waiting per worker asked for beyond the busy ones
         (10 s of 1 s actions: one worker each at the default target latency)."""
-        return running + 10 * max(0, self.demand - len(self.busy))
+        return Backlog(running + 10 * max(0, self.demand - len(self.busy)))
 
     def close(self) -> None:
         self.provider.http.close()

@@ -62,6 +62,12 @@ class Session(Protocol):
     @property
     def ledger_ok(self) -> bool: ...
 
+    @property
+    def standby(self) -> bool: ...
+
+    @property
+    def not_ready(self) -> str | None: ...
+
 
 class LimitsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -98,14 +104,14 @@ def create_admin_app(
         out["parked"] = session.parked
         out["resent_total"] = session.resent_total
         out["ledger_ok"] = session.ledger_ok
+        out["standby"] = session.standby
+        out["not_ready"] = session.not_ready
         return out
 
     def ready() -> str | None:
-        if session.connected.is_set():
-            return None
-        if not session.active:
-            return "standby: another scheduler holds the dispatcher lease"
-        return "not connected to the broker"
+        """Why it is not dispatching — a standby, no broker session, the ledger out of
+        reach — or None (see :mod:`scheduler.dispatcher.readiness`)."""
+        return session.not_ready
 
     registry, refresh = _metrics(stats)
     views_token = "" if views_open else token

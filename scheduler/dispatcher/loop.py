@@ -48,6 +48,7 @@ import sqlalchemy as sa
 from celery import Celery
 from kombu.message import Message
 
+from scheduler.dispatcher import readiness
 from scheduler.dispatcher.confirms import ConfirmingProducer
 from scheduler.dispatcher.handback import hand_back
 from scheduler.dispatcher.handover import Handover
@@ -60,7 +61,7 @@ from scheduler.dispatcher.tasks import TaskSender
 from shared.backoff import Backoff
 from shared.errors import LeaseLost
 from shared.kombu_topology import exchange, queue
-from shared.lease import Lease
+from shared.lease import DISPATCHER, Lease
 from shared.models import MappingDelta
 from shared.store import Store
 from shared.topology import COMPLETION_EVENT_KEYS
@@ -152,12 +153,20 @@ class SchedulerLoop:
         self.dead_lettered = 0
         #: only the holder of this lease dispatches; the others wait as standbys
         self.lease = Lease(
-            "dispatcher",
+            DISPATCHER,
             f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}",
             settings.scheduler_lease_seconds,
         )
         self.active = False
+        #: another scheduler holds the dispatcher lease (the ledger said so)
+        self.standby = False
+        #: why this scheduler is not dispatching, while it is not (see not_ready)
+        self._why_not = readiness.STARTING
         self._next_renewal = 0.0
+        #: whether paused, as this scheduler last wrote it in its lease row (the
+        #: elasticity worker reads it there; every take of the lease writes it): a
+        #: change is written at once, not at the next renewal
+        self._paused_said = state.paused
         self._role: str | None = None  # the role last logged
         self.lease_watch = LeaseWatch(self.lease.seconds)
         #: when the held heads are next handed back to their queues (monotonic)
@@ -175,6 +184,12 @@ class SchedulerLoop:
     def resent_total(self) -> int:
         return self.sweeper.resent_total
 
+    @property
+    def not_ready(self) -> str | None:
+        """None while this scheduler dispatches (its broker session runs, as the lease
+        holder), else why not: a standby, no broker, no ledger (/readyz, /stats)."""
+        return None if self.connected.is_set() else self._why_not
+
     # -- lifecycle -----------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Run sessions until ``stop``, each while holding the dispatcher lease (else wait
@@ -190,6 +205,7 @@ class SchedulerLoop:
                 delay = _next_delay(backoff, started)
             except Exception as exc:
                 delay = _next_delay(backoff, started)
+                self._why_not = readiness.session_ended(exc, self.lease_watch.gave_up)
                 log.warning("broker session ended: %r; reconnecting in %.1f s", exc, delay)
             finally:
                 self._end_session()
@@ -200,33 +216,49 @@ class SchedulerLoop:
     def _take_lease(self) -> bool:
         """Take or renew the lease; log the changes of role, not every attempt."""
         sent = time.monotonic()
+        paused = self.state.paused
         try:
-            held = self.store.take_lease(self.lease)
-            if held:
-                self.lease_watch.renewed(sent)
+            held = self.store.take_lease(self.lease, paused)
         except Exception as exc:
+            # who holds the lease is unknown: neither active nor, as far as we know, a
+            # standby
             log.warning("cannot reach the ledger for the dispatcher lease: %r", exc)
-            held = False
+            self.active = self.standby = False
+            self._why_not = readiness.ledger_down(exc)
+            self._role = None  # the role is logged again once the ledger answers
+            return False
+        if held:
+            self.lease_watch.renewed(sent)
+            self._paused_said = paused
         self._set_role(held)
         return held
 
     def _set_role(self, held: bool) -> None:
-        role = "active" if held else "standby: another scheduler holds the dispatcher lease"
+        role = "active" if held else readiness.STANDBY
         if role != self._role:
             log.info("scheduler %s", role)
             self._role = role
+            if held:  # until its session is up
+                self._why_not = readiness.STARTING
+        if not held:
+            self._why_not = readiness.STANDBY
         self.active = held
+        self.standby = not held
         self._next_renewal = time.monotonic() + self.lease.seconds / 3
 
     def _maybe_renew(self) -> None:
-        """Renew the lease in session; a ledger error propagates (the session waits for
-        the ledger), losing the lease to another scheduler ends the session."""
-        if time.monotonic() < self._next_renewal:
+        """Renew the lease in session — when due, or at once when the scheduler was
+        paused or resumed, which the renewal records; a ledger error propagates (the
+        session waits for the ledger), losing the lease to another scheduler ends the
+        session."""
+        paused = self.state.paused
+        if time.monotonic() < self._next_renewal and paused == self._paused_said:
             return
         sent = time.monotonic()
-        held = self.store.take_lease(self.lease)
+        held = self.store.take_lease(self.lease, paused)
         if held:
             self.lease_watch.renewed(sent)
+            self._paused_said = paused
         self._set_role(held)
         if not held:
             raise LeaseLost("another scheduler took the dispatcher lease")

@@ -129,6 +129,11 @@ class DispatcherState(Generic[H]):
         with self._lock:
             self._dispatcher.paused = False
 
+    @property
+    def paused(self) -> bool:
+        with self._lock:
+            return self._dispatcher.paused
+
     def set_limits(self, changes: Mapping[str, int]) -> dict[str, int]:
         """Change some of the limits live; returns all of them."""
         with self._lock:

@@ -1,5 +1,7 @@
 """How much work waits for a profile: its actions queue, its running tasks, and its
-events still in the per-key queues (held back by the scheduler's limits)."""
+events still in the per-key queues (held back by the scheduler's limits) — and whether
+the scheduler is paused, which holds all of those events back (the dispatcher lease's
+row in the ledger says so)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from urllib.parse import quote, urlparse
 import httpx
 import kombu
 
+from scheduler.elasticity.model import Backlog
 from scheduler.elasticity.settings import ElasticitySettings
+from shared.lease import DISPATCHER
 from shared.store import Store
 
 log = logging.getLogger(__name__)
@@ -22,13 +26,23 @@ class BacklogProbe:
         self.topology = settings.topology
         self._conn: kombu.Connection | None = None
 
-    def __call__(self, profile: str, running: int) -> int:
+    def __call__(self, profile: str, running: int) -> Backlog:
         queue = self.topology.actions_queue_of(profile).name
         if self.settings.rabbitmq_management_url:
             in_queue = self._management(queue)  # ready + unacked: running ones included
         else:
             in_queue = self._ready(queue) + running  # ready only over AMQP, so add running
-        return in_queue + self._waiting(profile)
+        return Backlog(in_queue, self._waiting(profile))
+
+    def scheduler_paused(self) -> bool:
+        """Whether the active scheduler is paused, as its lease says (as of its last
+        renewal, or at once after a pause or resume); False while no scheduler holds the
+        lease or the ledger does not answer (then the backlog counts as before)."""
+        try:
+            return self.store.lease_paused(DISPATCHER)
+        except Exception as exc:
+            log.warning("could not learn whether the scheduler is paused: %r", exc)
+            return False
 
     def _ready(self, queue: str) -> int:
         try:

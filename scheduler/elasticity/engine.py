@@ -24,6 +24,7 @@ from scheduler.elasticity.errors import (
 )
 from scheduler.elasticity.kubernetes import is_placeholder
 from scheduler.elasticity.model import (
+    Backlog,
     Decision,
     Observation,
     ProfileConfig,
@@ -55,7 +56,9 @@ class Engine:
     tracker: WorkerTracker
     control: CeleryControl
     queue_of: Callable[[str], str]  # profile -> actions queue name
-    backlog_of: Callable[[str, int], int]  # (profile, running tasks) -> backlog
+    backlog_of: Callable[[str, int], Backlog]  # (profile, running tasks) -> its backlog
+    #: whether the active scheduler is paused (its waiting events do not count then)
+    paused_of: Callable[[], bool] = lambda: False
     heartbeat_timeout: float = 10.0
     slacker_threshold: float = 60.0
     drain_timeout: float = 120.0
@@ -96,15 +99,18 @@ class Engine:
             judge_heartbeats=since is not None and now - since >= self.heartbeat_timeout,
         )
 
-    def observe(self, profile: str) -> Observation:
+    def observe(self, profile: str, paused: bool = False) -> Observation:
         views = tuple(self.workers(profile))
         nodes = self.tracker.nodes()
         running = sum(nodes[w.name].active for w in views if w.name in nodes)
+        backlog = self.backlog_of(profile, running)
         return Observation(
             profile,
-            self.backlog_of(profile, running),
+            backlog.total,
             views,
             self.tracker.mean_action_seconds(profile),
+            waiting=backlog.waiting,
+            paused=paused,
         )
 
     def is_booting(self, name: str) -> bool:
@@ -123,7 +129,8 @@ class Engine:
 
     # -- deciding ------------------------------------------------------------------
     def evaluate(self) -> list[tuple[Decision, Observation]]:
-        observations = [self.observe(p) for p in self.configs]
+        paused = self.paused_of()
+        observations = [self.observe(p, paused) for p in self.configs]
         decisions = policy.decide(
             observations, self.memories, self.configs, self.budget, self.clock()
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Self
+from typing import NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -69,6 +69,18 @@ class ProfileConfig(PoolSettings):
     name: str
 
 
+class Backlog(NamedTuple):
+    """A profile's work as probed: its tasks (dispatched: ready in its actions queue, or
+    running) and its events still waiting in the per-key queues (not yet dispatched)."""
+
+    tasks: int
+    waiting: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.tasks + self.waiting
+
+
 @dataclass(frozen=True)
 class Observation:
     """What the engine saw of one profile at one evaluation."""
@@ -77,6 +89,10 @@ class Observation:
     backlog: int  # ready + running task messages + events still waiting for this profile
     workers: tuple[WorkerView, ...]
     mean_action_seconds: float | None = None  # learnt from task runtimes, if any
+    #: of ``backlog``, the events still waiting in the per-key queues (not dispatched)
+    waiting: int = 0
+    #: the active scheduler is paused: its waiting events cannot be dispatched
+    paused: bool = False
 
     def count(self, *states: WorkerState) -> int:
         return sum(1 for w in self.workers if w.state in states)

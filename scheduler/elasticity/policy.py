@@ -6,7 +6,9 @@ budget over them, then runs steps 5-6 for each):
 
 1. **target tracking** — the backlog, at the learnt mean action time, should drain within
    ``target_latency``: ``raw = ceil(backlog * seconds / (concurrency * target_latency))``,
-   bounded by ``[min_workers, max_workers]``;
+   bounded by ``[min_workers, max_workers]``. Only work that can run counts: while the
+   scheduler is paused (``Observation.paused``), its waiting events do not — only the
+   tasks it dispatched before — so a paused scheduler's pool goes to its minimum;
 2. **utilisation band** — as the Kubernetes-like deployment it descends from: a pool at
    least 80 % busy with work waiting grows by one even if the backlog alone would not
    ask for it; a pool more than 20 % busy does not shrink;
@@ -57,24 +59,36 @@ class Demand(NamedTuple):
     standing: str
 
 
+def workable(obs: Observation) -> int:
+    """The backlog workers can serve: all of it; while the scheduler is paused, only the
+    tasks it dispatched before (its waiting events cannot be dispatched)."""
+    return obs.backlog - obs.waiting if obs.paused else obs.backlog
+
+
 def raw_workers(obs: Observation, cfg: ProfileConfig) -> Demand:
     """Workers the backlog asks for, bounded by the profile; the action time used; and
-    why that many, naming what decided it: the backlog, the minimum or the maximum."""
+    why that many, naming what decided it: the backlog, the minimum or the maximum —
+    and a paused scheduler, whose waiting events are not counted."""
     learnt = obs.mean_action_seconds
     seconds = cfg.default_action_seconds if learnt is None else learnt
+    backlog = workable(obs)
     want = 0
-    if obs.backlog > 0:
-        want = math.ceil(obs.backlog * seconds / (cfg.concurrency * cfg.target_latency))
+    if backlog > 0:
+        want = math.ceil(backlog * seconds / (cfg.concurrency * cfg.target_latency))
     raw = max(cfg.min_workers, min(cfg.max_workers, want))
     if want < cfg.min_workers:
-        why = f"the minimum is {cfg.min_workers} (backlog {obs.backlog} asks for {want})"
+        why = f"the minimum is {cfg.min_workers} (backlog {backlog} asks for {want})"
         standing = f"the minimum is {cfg.min_workers}"
     elif want > cfg.max_workers:
-        why = f"backlog {obs.backlog} asks for {want}, capped at the maximum {cfg.max_workers}"
+        why = f"backlog {backlog} asks for {want}, capped at the maximum {cfg.max_workers}"
         standing = f"the maximum is {cfg.max_workers}"
     else:
-        why = f"backlog {obs.backlog} asks for {want}"
+        why = f"backlog {backlog} asks for {want}"
         standing = f"the backlog asks for {want}"
+    if obs.paused:
+        held = f", so {obs.waiting} waiting event(s) are not counted" if obs.waiting else ""
+        why = f"the scheduler is paused{held}; {why}"
+        standing = f"the scheduler is paused; {standing}"
     return Demand(raw, seconds, why, standing)
 
 
@@ -82,15 +96,15 @@ def utilisation_band(
     obs: Observation, cfg: ProfileConfig, raw: int, capacity: int
 ) -> tuple[int, str | None]:
     """The Kubernetes-style band, in Celery terms: a pool at least
-    ``scale_up_utilisation`` busy *with work waiting* asks for one more worker (being busy
-    with nothing queued is no reason to grow); a pool more than ``scale_down_utilisation``
-    busy does not shrink."""
+    ``scale_up_utilisation`` busy *with work waiting* (work that can run: see
+    :func:`workable`) asks for one more worker (being busy with nothing queued is no
+    reason to grow); a pool more than ``scale_down_utilisation`` busy does not shrink."""
     up = obs.count(WorkerState.IDLE, WorkerState.BUSY)
     if up == 0:
         return raw, None
     busy = obs.count(WorkerState.BUSY)
     utilisation = busy / up
-    waiting = obs.backlog - busy * cfg.concurrency
+    waiting = workable(obs) - busy * cfg.concurrency
     if (
         utilisation >= cfg.scale_up_utilisation
         and waiting > 0

@@ -1,7 +1,9 @@
 """The Celery app: built by a factory (never at import time) and its one task.
 
-The task is thin: decode, :func:`scheduler.worker.execution.run_event`, return its result
-(its task-succeeded event is the completion the scheduler waits for).
+The task is thin: decode, :func:`scheduler.worker.execution.run_event`, report. An event
+that ended ``failed`` ends the task in Celery's FAILURE state (:class:`EventFailed`, the
+reason as its message); any other outcome is its result. Either way the task's end event
+(task-succeeded or task-failed) is the completion the scheduler waits for.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from celery import Celery, Task
 
 from scheduler.worker.driver import Driver
 from scheduler.worker.drivers import build_driver
+from scheduler.worker.errors import EventFailed
 from scheduler.worker.execution import run_event
 from scheduler.worker.poison import PoisonArguments, dead_letter, install, parse_arguments
 from scheduler.worker.settings import WorkerSettings
@@ -112,16 +115,20 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> Runtime:
     runtime = Runtime(settings)
     install(app, settings.topology.dead_letter_queue)
 
-    # Driver failures end the event (run_event catches them). What escapes is the ledger
-    # or the broker failing: retry with backoff, forever — the claim makes a rerun safe,
-    # and giving up would leave the event's slot taken for good.
+    # Driver failures end the event (run_event catches them), and the task with
+    # EventFailed once the ledger holds the outcome: expected (logged without a
+    # traceback), acked, never retried. What else escapes is the ledger or the broker
+    # failing: retry with backoff, forever — the claim makes a rerun safe, and giving up
+    # would leave the event's slot taken for good.
     @app.task(  # type: ignore[untyped-decorator]
         name=TASK_NAME,
         bind=True,
         acks_late=True,
+        acks_on_failure=True,
         reject_on_worker_lost=True,
+        throws=(EventFailed,),
         autoretry_for=(Exception,),
-        dont_autoretry_for=(PoisonArguments,),
+        dont_autoretry_for=(PoisonArguments, EventFailed),
         retry_backoff=0.5,
         retry_backoff_max=30,
         retry_jitter=True,
@@ -147,6 +154,9 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> Runtime:
         )
         if outcome.dead is not None:  # a copy for whoever watches the dead-letter queue
             dead_letter(app, message.model_dump(mode="json"), outcome.dead)
+        reason = outcome.failure()
+        if reason is not None:  # FAILURE in Flower, the reason as the exception's message
+            raise EventFailed(reason)
         # what Flower shows as the task's result (task_ignore_result: nothing stores it);
         # the task-succeeded event that carries it is also the scheduler's completion
         return outcome.result()

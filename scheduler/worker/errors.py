@@ -20,6 +20,14 @@ class OutcomeUnknown(ActionFailed):
     to look at, rather than freed as an ordinary failure."""
 
 
+class EventFailed(WorkerError):
+    """Raised by the task, after the ledger recorded it, when the event it ran (or found
+    finished) ended ``failed``: Celery then records the task as FAILURE — red in Flower,
+    counted as failed — with the reason as the message. Expected (the task's ``throws``):
+    logged without a traceback, never retried, its message acked; its task-failed event
+    frees the event's slot as a task-succeeded one does."""
+
+
 class DriverMisconfigured(WorkerError):
     """A driver cannot run with the settings it was given."""
 

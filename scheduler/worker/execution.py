@@ -87,6 +87,17 @@ class Outcome:
             out["note"] = self.note
         return out
 
+    def failure(self) -> str | None:
+        """Why the event failed, when this task message leaves it ``failed`` (it ran and
+        failed, ran out of attempts, or found it finished failed): the task then ends in
+        Celery's FAILURE state with this reason. None otherwise — also for a message that
+        skipped the event (``running``) or found none (``unknown``): not failures of it."""
+        if self.claim is Claim.UNKNOWN or self.completion is None:
+            return None
+        if self.completion.status is not Status.FAILED:
+            return None
+        return self.dead or self.error or "the event ended failed"
+
 
 def run_event(
     event: VmEventMessage,
@@ -116,9 +127,17 @@ def run_event(
         )
         return Outcome(claim, None, event=event)
     if claim is Claim.FINISHED:
-        status = store.status_of(event.id)
-        log.info("event %s already finished (%s); no second effect", event.id, status, extra=extra)
-        return Outcome(claim, Completion.of(event, status is Status.SUCCEEDED), event=event)
+        row = store.get(event.id) or {}
+        ok = row.get("status") == Status.SUCCEEDED
+        log.info(
+            "event %s already finished (%s); no second effect",
+            event.id,
+            row.get("status"),
+            extra=extra,
+        )
+        # a success's error column is its note (how its outcome was learnt), not an error
+        error = None if ok else row.get("error")
+        return Outcome(claim, Completion.of(event, ok), event=event, error=error)
     if claim is Claim.UNKNOWN:
         log.error(
             "event %s is not in the ledger as dispatched; freeing its slot", event.id, extra=extra

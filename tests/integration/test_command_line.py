@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.processes import Stack, free_port
+from shared.names import NAME_RULE
 
 TOKEN = "cli-test-token"
 #: the console script pip installed beside this interpreter
@@ -99,24 +100,68 @@ def test_files_post_and_refusals_are_one_line_with_their_exit_code(
         assert set(json.loads(posted.stdout)["statuses"].values()) == {"succeeded"}
 
     refused = carousel(
-        stack, tmp_path, "post", "--host", "h1", "--vm", "bad name", "--action", "heal"
+        stack,
+        tmp_path,
+        "post",
+        "--host",
+        "h1",
+        "--vm",
+        "bad name",
+        "--policy",
+        "ops",
+        "--action",
+        "heal",
     )
     assert refused.returncode == 2
     assert "(422): event 1: vm:" in refused.stderr and "Traceback" not in refused.stderr
+    assert f"event 1: vm: {NAME_RULE}" in refused.stderr, "the rule in words, not a pattern"
+    assert "event 1:" in refused.stderr and refused.stderr.count("event 1:") == 1
     unknown_action = carousel(
-        stack, tmp_path, "post", "--host", "h1", "--vm", "h1-vm1", "--action", "reboot"
+        stack,
+        tmp_path,
+        "post",
+        "--host",
+        "h1",
+        "--vm",
+        "h1-vm1",
+        "--policy",
+        "ops",
+        "--action",
+        "reboot",
     )
     assert unknown_action.returncode == 2
     assert "event 1: action: Input should be 'heal'" in unknown_action.stderr
     assert unknown_action.stderr.count("\n") == 1, "one line, however long"
 
     no_token = carousel(
-        stack, tmp_path, "post", "--host", "h1", "--vm", "h1-vm1", "--action", "heal", token=""
+        stack,
+        tmp_path,
+        "post",
+        "--host",
+        "h1",
+        "--vm",
+        "h1-vm1",
+        "--policy",
+        "ops",
+        "--action",
+        "heal",
+        token="",
     )
     assert no_token.returncode == 4 and "set CAROUSEL_API_TOKEN" in no_token.stderr
 
     failing = carousel(
-        stack, tmp_path, "post", "--host", "h1", "--vm", "h1-vm99", "--action", "heal", "--watch"
+        stack,
+        tmp_path,
+        "post",
+        "--host",
+        "h1",
+        "--vm",
+        "h1-vm99",
+        "--policy",
+        "ops",
+        "--action",
+        "heal",
+        "--watch",
     )
     assert failing.returncode == 1 and "no VM h1-vm99" in failing.stdout
 

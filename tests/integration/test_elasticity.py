@@ -102,6 +102,60 @@ def test_burst_grows_the_pool_drains_it_and_shrinks_back(
     assert kinds.count("spawned") >= 4 and kinds.count("retired") >= 3
 
 
+def test_a_paused_schedulers_backlog_does_not_grow_the_pool(
+    stack_factory: Callable[..., Stack], tmp_path: Path
+) -> None:
+    """200 events a paused scheduler holds cannot be dispatched: the elasticity worker,
+    learning the pause from the dispatcher lease, keeps the pool at its minimum and says
+    why, decision after decision; resumed, the same backlog grows it."""
+    stack = elastic_stack(
+        stack_factory,
+        {"default": {"min_workers": 1, "max_workers": 4}},
+        ELASTICITY_BUDGET=4,
+        MAX_PARALLEL=8,
+        START_PAUSED="true",
+        WORKER_LOG_DIR=tmp_path / "workers",
+    )
+    stack.producer()
+    stack.scheduler()
+    stack.elasticity()
+    wait_until(lambda: profile(stack)["counts"]["idle"] == 1, 60, what="minimum of 1 up")
+    post(
+        stack,
+        [
+            {
+                "host": f"h{i % 5}",
+                "vm": f"vm{i}",
+                "policy": "p",
+                "action": "heal",
+                "payload": {"simulate": {"duration": 0.5}},
+            }
+            for i in range(200)
+        ],
+    )
+
+    def while_paused() -> list[dict[str, Any]]:
+        return [d for d in profile(stack)["decisions"] if d["backlog"] >= 200]
+
+    seen = wait_until(
+        lambda: len(while_paused()) >= 4 and while_paused(),
+        60,
+        what="four decisions over the held backlog",
+    )
+    assert all(d["spawn"] == 0 and d["target"] == 1 for d in seen), seen
+    assert all("the scheduler is paused" in d["reason"] for d in seen), seen
+    now = profile(stack)
+    assert up(now) == 1 and now["counts"]["booting"] == 0
+    assert [e["kind"] for e in now["events"]].count("spawned") == 1  # the minimum's
+
+    assert httpx.post(f"{stack.scheduler_url}/resume", timeout=10).status_code == 200
+    wait_until(
+        lambda: [e["kind"] for e in profile(stack)["events"]].count("spawned") > 1,
+        60,
+        what="the pool growing once resumed",
+    )
+
+
 def test_worker_killed_mid_task_is_redelivered_and_replaced(
     stack_factory: Callable[..., Stack],
     recorder: EffectRecorder,
@@ -248,7 +302,9 @@ def test_steady_load_inside_the_tolerance_does_not_scale(
     stack_factory: Callable[..., Stack],
 ) -> None:
     """A steady backlog that asks for 2 workers: one scale-up to 2, then nothing for
-    10 evaluations — not even when the backlog moves within the band."""
+    10 evaluations — not even when the backlog moves within the band. The backlog stays
+    put because every event is for one VM (one action at a time, PER_VM_LIMIT) whose
+    first action runs for minutes: the rest wait their turn, dispatchable, counted."""
     stack = elastic_stack(
         stack_factory,
         {
@@ -259,21 +315,24 @@ def test_steady_load_inside_the_tolerance_does_not_scale(
                 "scale_down_window": 0,
             }
         },
-        START_PAUSED="true",
     )
     stack.producer()
     stack.scheduler()
     stack.elasticity()
-    # 75 waiting events x 0.2 s / (1 x 10 s) -> ceil(1.5) = 2 workers
-    post(
-        stack, [{"host": "h1", "vm": f"vm{i}", "policy": "p", "action": "heal"} for i in range(75)]
-    )
+    wait_until(lambda: up(profile(stack)) == 1, 60, what="minimum of 1 up")
+
+    def one_vm(count: int) -> list[dict[str, Any]]:
+        long = {"simulate": {"duration": 600}}
+        return [
+            {"host": "h1", "vm": "vm0", "policy": "p", "action": "heal", "payload": long}
+            for _ in range(count)
+        ]
+
+    # 75 events (1 running, 74 waiting) x 0.2 s / (1 x 10 s) -> ceil(1.5) = 2 workers
+    post(stack, one_vm(75))
     wait_until(lambda: up(profile(stack)) == 2, 60, what="scaled to 2")
     seen = len(profile(stack)["decisions"])
-    post(
-        stack,
-        [{"host": "h1", "vm": f"more{i}", "policy": "p", "action": "heal"} for i in range(20)],
-    )  # 95 x 0.2 / 10 = 1.9 -> still 2
+    post(stack, one_vm(20))  # 95 x 0.2 / 10 = 1.9 -> still 2
     wait_until(
         lambda: len(profile(stack)["decisions"]) >= min(seen + 10, 20),
         60,

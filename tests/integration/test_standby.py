@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from harness.processes import Service, Stack, free_port, wait_until
+from scheduler.dispatcher.readiness import STANDBY
 from tests.effects import EffectRecorder
 from tests.integration.test_e2e import all_finished, event, post
 
@@ -37,8 +38,17 @@ def test_a_second_scheduler_waits_as_a_standby_and_takes_over(
         "carousel-scheduler", {**stack.env, "SCHEDULER_PORT": str(port)}, tmp_path, None
     ).start()
     stack.services.append(second)
-    wait_until(lambda: _stats(second_url)["active"] is False, 30, what="second is a standby")
-    assert _stats(stack.scheduler_url)["active"] is True
+    wait_until(lambda: _stats(second_url)["standby"] is True, 30, what="second is a standby")
+    assert _stats(second_url)["active"] is False
+    assert _stats(second_url)["not_ready"] == STANDBY
+    said = httpx.get(f"{second_url}/readyz", timeout=5)
+    assert (said.status_code, said.json()) == (503, {"status": STANDBY})
+    first_stats = _stats(stack.scheduler_url)
+    assert (first_stats["active"], first_stats["standby"], first_stats["not_ready"]) == (
+        True,
+        False,
+        None,
+    )
 
     events = [
         {
@@ -57,6 +67,8 @@ def test_a_second_scheduler_waits_as_a_standby_and_takes_over(
 
     first.kill()  # kill -9: its lease runs out, the standby takes over
     wait_until(lambda: _stats(second_url)["active"] is True, 30, what="the standby took over")
+    wait_until(lambda: _stats(second_url)["not_ready"] is None, 30, what="the standby dispatching")
+    assert _stats(second_url)["standby"] is False
     wait_until(lambda: all_finished(stack, ids), 120, what="every event finished")
     assert {event(stack, i)["status"] for i in ids} == {"succeeded"}
     assert sorted(recorder.calls) == sorted(ids) and set(recorder.calls.values()) == {1}

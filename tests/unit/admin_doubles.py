@@ -15,3 +15,10 @@ class FakeSession:
     parked: int = 0
     resent_total: int = 0
     ledger_ok: bool = True
+    standby: bool = False
+    #: what not_ready says while not connected
+    reason: str = "not connected to the broker"
+
+    @property
+    def not_ready(self) -> str | None:
+        return None if self.connected.is_set() else self.reason

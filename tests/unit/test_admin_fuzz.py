@@ -31,7 +31,7 @@ from scheduler.dispatcher.dispatcher import Dispatcher, Limits
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.elasticity.admin import create_admin_app as create_elasticity_admin
 from scheduler.elasticity.engine import Engine
-from scheduler.elasticity.model import ProfileConfig
+from scheduler.elasticity.model import Backlog, ProfileConfig
 from scheduler.elasticity.tracker import WorkerTracker
 from shared.models import Action, VmEventMessage
 from shared.settings import CommonSettings
@@ -339,7 +339,7 @@ def elasticity_admin(token: str = "") -> FastAPI:
         tracker=tracker,
         control=FakeControl(),  # type: ignore[arg-type]
         queue_of=lambda p: f"q.{p}",
-        backlog_of=lambda p, running: 40,
+        backlog_of=lambda p, running: Backlog(40),
         clock=clock,
     )
     engine.tick()

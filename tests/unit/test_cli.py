@@ -20,7 +20,7 @@ from carousel_cli.client import Endpoints, _validation, local_url
 from carousel_cli.errors import InputError
 from carousel_cli.events import Burst, read_events, slices
 from carousel_cli.main import app
-from shared.names import is_valid_name
+from shared.names import NAME_RULE, is_valid_name
 
 
 # -- files ---------------------------------------------------------------------------
@@ -49,6 +49,13 @@ def test_a_csv_file_has_a_header_and_json_payloads(tmp_path: Path) -> None:
         ("e.json", "[{", "e.json: line 1: not JSON"),
         ("e.json", "[]", "e.json: no events in it"),
         ("e.json", '[{"host": "h"}]', "e.json: event 1: missing vm, policy, action"),
+        (
+            "e.json",
+            '{"host": "h", "vm": "v", "action": "heal", "policy": ""}',
+            "e.json: event 1: missing policy",
+        ),
+        ("e.csv", "host,vm,action\nh,v,heal\n", "e.csv: line 2: missing policy"),
+        ("e.csv", "host,vm,policy,action\nh,v,,heal\n", "e.csv: line 2: missing policy"),
         (
             "e.json",
             '[{"host": "h", "vm": "v", "policy": "p", "action": "a", "x": 1}]',
@@ -216,33 +223,51 @@ def test_runs_of_alike_decisions_fold_so_a_scale_up_stays_in_view() -> None:
 
 def test_the_scheduler_state_and_limits_read_as_words() -> None:
     assert views.scheduler_state({"active": True, "connected": True}) == "active"
-    assert views.scheduler_state({"active": False, "paused": True, "ledger_ok": False}) == (
+    standby = {"active": False, "standby": True, "paused": True, "ledger_ok": False}
+    assert views.scheduler_state(standby) == (
         "standby (another scheduler leads), paused, ledger failing"
     )
+    no_broker = {
+        "active": False,
+        "standby": False,
+        "connected": False,
+        "not_ready": "not connected to the broker: ConnectionRefusedError (reconnecting)",
+    }
+    assert views.scheduler_state(no_broker) == no_broker["not_ready"]
     limits = {"max_parallel": 10, "per_vm": 1, "per_host": 0, "other": 3}
     assert views.limits(limits) == "10 at once, 1 per VM, no per-host cap, other 3"
     assert "2 per host" in views.limits({"per_host": 2})
 
 
 # -- refusals --------------------------------------------------------------------------
-def test_a_validation_error_names_the_event_and_its_field() -> None:
+def test_a_validation_error_names_the_event_and_its_field_in_the_producers_words() -> None:
     body = {
         "detail": [
-            {"loc": ["body", "VmEventIn", "events"], "msg": "Extra inputs are not permitted"},
-            {"loc": ["body", "EventBatchIn", "events", 2, "vm"], "msg": "String should match"},
+            {"loc": ["body", "EventBatchIn", "events", 2, "vm"], "msg": NAME_RULE},
+            {"loc": ["body", "EventBatchIn", "events", 2, "policy"], "msg": "Field required"},
+            {"loc": ["body", "EventBatchIn", "events"], "msg": "List should have at least 1"},
         ]
     }
     response = httpx.Response(422, json=body)
-    assert _validation(response) == "event 3: vm: String should match"
+    assert _validation(response) == (
+        f"event 3: vm: {NAME_RULE}; event 3: policy: Field required; "
+        "events: List should have at least 1"
+    )
+    one = {"detail": [{"loc": ["body", "VmEventIn", "host"], "msg": NAME_RULE}]}
+    assert _validation(httpx.Response(422, json=one)) == f"host: {NAME_RULE}"
 
 
 # -- arguments (no service is called) ----------------------------------------------------
 @pytest.mark.parametrize(
     ("args", "said"),
     [
-        (["post", "--host", "h1"], "give --vm, --action (or --file)"),
+        (["post", "--host", "h1"], "give --vm, --policy, --action (or --file)"),
+        (["post", "--host", "h", "--vm", "v", "--action", "heal"], "give --policy (or --file)"),
         (
-            ["post", "--host", "h", "--vm", "v", "--action", "heal", "--payload", "{x"],
+            [
+                *("post", "--host", "h", "--vm", "v", "--policy", "p"),
+                *("--action", "heal", "--payload", "{x"),
+            ],
             "--payload is not JSON",
         ),
         (["demo", "--policies", " , "], "--policies is empty"),

@@ -61,6 +61,8 @@ def test_stats(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> 
         "parked": 0,
         "resent_total": 0,
         "ledger_ok": True,
+        "standby": False,
+        "not_ready": None,
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from scheduler.elasticity.admin import create_admin_app
 from scheduler.elasticity.engine import Engine
-from scheduler.elasticity.model import ProfileConfig
+from scheduler.elasticity.model import Backlog, ProfileConfig
 from scheduler.elasticity.tracker import WorkerTracker
 from tests.asgi import call, get
 from tests.unit.elasticity_doubles import Clock, FakeControl, InMemoryProvider
@@ -21,7 +21,7 @@ def make() -> tuple[Engine, WorkerTracker, Clock]:
         tracker=tracker,
         control=FakeControl(),  # type: ignore[arg-type]
         queue_of=lambda p: f"q.{p}",
-        backlog_of=lambda p, running: 100,
+        backlog_of=lambda p, running: Backlog(100),
         clock=clock,
     )
     return engine, tracker, clock

@@ -15,7 +15,7 @@ from scheduler.elasticity.errors import (
     NoIdleWorkersError,
     NoTearDownTargets,
 )
-from scheduler.elasticity.model import Condition, ProfileConfig, WorkerState
+from scheduler.elasticity.model import Backlog, Condition, ProfileConfig, WorkerState
 from scheduler.elasticity.tracker import WorkerTracker
 from tests.unit.elasticity_doubles import (
     Clock,
@@ -44,7 +44,7 @@ def make(
         tracker=tracker,
         control=FakeControl(),  # type: ignore[arg-type]
         queue_of=lambda p: f"q.{p}",
-        backlog_of=lambda p, running: backlog[p],
+        backlog_of=lambda p, running: Backlog(backlog[p]),
         dry_run=dry_run,
         clock=clock,
     )

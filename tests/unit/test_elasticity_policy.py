@@ -182,6 +182,105 @@ def test_a_pool_that_keeps_its_size_says_what_holds_it(
     assert decide_one(obs(backlog=backlog, workers=workers), config, budget=20).reason == reason
 
 
+# -- a paused scheduler -----------------------------------------------------------------
+def paused_obs(
+    tasks: int, waiting: int, workers: tuple[WorkerView, ...], paused: bool = True
+) -> Observation:
+    return Observation("p", tasks + waiting, workers=workers, waiting=waiting, paused=paused)
+
+
+@pytest.mark.parametrize(
+    ("tasks", "waiting", "workers", "paused", "target", "spawn", "retire", "reason"),
+    [
+        pytest.param(
+            0,
+            200,
+            pool(idle=1),
+            True,
+            1,
+            0,
+            0,
+            "steady at 1: the scheduler is paused; the minimum is 1",
+            id="paused-waiting-do-not-grow-the-pool",
+        ),
+        pytest.param(
+            0,
+            200,
+            pool(idle=1),
+            False,
+            4,
+            3,
+            0,
+            "backlog 200 asks for 20, capped at the maximum 4",
+            id="the-same-backlog-resumed-grows-it",
+        ),
+        pytest.param(
+            0,
+            200,
+            pool(idle=4),
+            True,
+            1,
+            0,
+            3,
+            "the scheduler is paused, so 200 waiting event(s) are not counted; "
+            "the minimum is 1 (backlog 0 asks for 0)",
+            id="paused-an-idle-pool-shrinks-to-the-minimum",
+        ),
+        pytest.param(
+            30,
+            200,
+            pool(idle=1),
+            True,
+            3,
+            2,
+            0,
+            "the scheduler is paused, so 200 waiting event(s) are not counted; "
+            "backlog 30 asks for 3",
+            id="paused-dispatched-tasks-still-count",
+        ),
+        pytest.param(
+            1,
+            200,
+            pool(busy=1),
+            True,
+            1,
+            0,
+            0,
+            "steady at 1: the scheduler is paused; the backlog asks for 1",
+            id="paused-busy-with-waiting-events-is-no-reason-to-grow",
+        ),
+        pytest.param(
+            0,
+            0,
+            pool(idle=1),
+            True,
+            1,
+            0,
+            0,
+            "steady at 1: the scheduler is paused; the minimum is 1",
+            id="paused-nothing-waiting",
+        ),
+    ],
+)
+def test_a_paused_scheduler_s_waiting_events_do_not_grow_the_pool(
+    tasks: int,
+    waiting: int,
+    workers: tuple[WorkerView, ...],
+    paused: bool,
+    target: int,
+    spawn: int,
+    retire: int,
+    reason: str,
+) -> None:
+    """While the scheduler is paused, the events waiting in the per-key queues cannot be
+    dispatched: only the tasks dispatched before count, so the pool stays at (or goes
+    back to) its minimum, saying why. No windows: the policy's own answer."""
+    config = cfg(min_workers=1, max_workers=4, scale_down_window=0.0)
+    d = decide_one(paused_obs(tasks, waiting, workers, paused), config, budget=8)
+    assert (d.target, d.spawn, d.retire, d.reason) == (target, spawn, retire, reason)
+    assert d.backlog == tasks + waiting, "the decision shows the whole backlog"
+
+
 def test_a_spawn_short_of_room_names_the_budget() -> None:
     a, b = cfg("a"), cfg("b")
     observations = [obs("a", 200, pool("a", busy=3)), obs("b", 200, pool("b"))]

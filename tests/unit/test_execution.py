@@ -427,9 +427,39 @@ def test_the_task_result_says_what_happened(store: Store) -> None:
         "error": "no room",
     }
     assert isinstance(result["seconds"], float) and result["seconds"] >= 0
-    again = run_event(event, "d1", "worker-1", store, RecordingDriver()).result()
+    assert first.failure() == "no room", "the task ends FAILURE with the reason"
+    second = run_event(event, "d1", "worker-1", store, RecordingDriver())
+    again = second.result()
     assert again["outcome"].startswith("already finished") and again["status"] == "failed"
     assert "attempt" not in again
+    assert again["error"] == "no room" and second.failure() == "no room"
+
+
+def test_only_an_event_left_failed_makes_the_task_a_failure(store: Store) -> None:
+    """The task ends in Celery's FAILURE state exactly when its result would say
+    ``failed``: a success (also one announced again) and the harmless duplicates —
+    skipped while another message holds the event, or not dispatched — are not."""
+    ok = ev("ok")
+    dispatch(store, ok)
+    assert run_event(ok, "d1", "w", store, RecordingDriver()).failure() is None
+    assert run_event(ok, "d1", "w", store, RecordingDriver()).failure() is None  # again
+
+    held = ev("held")
+    dispatch(store, held)
+    assert store.claim(held.id, "d1", "worker-1", LEASE).outcome is Claim.CLAIMED
+    skipped = run_event(held, "d2", "worker-2", store, RecordingDriver())
+    assert (skipped.result()["status"], skipped.failure()) == ("running", None)
+
+    unknown = run_event(ev("never"), "d1", "w", store, RecordingDriver())
+    assert (unknown.result()["status"], unknown.failure()) == ("unknown", None)
+
+    exhausted = ev("exhausted")
+    dispatch(store, exhausted)
+    assert store.claim(exhausted.id, "d1", "w", 0.0).outcome is Claim.CLAIMED
+    pass_time(store.engine, 1)
+    out = run_event(exhausted, "d2", "w", store, RecordingDriver(), max_attempts=1)
+    assert out.claim is Claim.EXHAUSTED
+    assert out.failure() == "gave up after 1 attempts" == out.result()["error"]
 
 
 def test_a_skipped_or_taken_over_task_result_still_says_the_events_status(store: Store) -> None:

@@ -17,7 +17,7 @@ from harness.faults.kubernetes import FAILED, PROMPT, SLOW, RetireDrill
 from harness.faults.suite import FAULTS
 from scheduler.elasticity.engine import Engine
 from scheduler.elasticity.kubernetes import KubernetesProvider, is_placeholder
-from scheduler.elasticity.model import ProfileConfig
+from scheduler.elasticity.model import Backlog, ProfileConfig
 from scheduler.elasticity.providers import WorkerHandle
 from scheduler.elasticity.tracker import WorkerTracker
 from tests.unit.elasticity_doubles import Clock, FakeControl
@@ -198,7 +198,7 @@ def test_engine_adopts_the_pod_that_registers(
         tracker=tracker,
         control=FakeControl(),  # type: ignore[arg-type]
         queue_of=lambda p: "q",
-        backlog_of=lambda p, r: 0,
+        backlog_of=lambda p, r: Backlog(0),
         clock=clock,
     )
     engine.tick()

@@ -105,3 +105,23 @@ def test_an_inbox_item_whose_lookup_failed_is_handled_again(
     assert not loop.ledger_ok
     assert [kind for kind, _, _ in loop._inbox] == ["event"]
     assert not message.acked
+
+
+def test_a_pause_is_written_to_the_lease_at_once(
+    ledger: tuple[Store, sqlite3.Connection],
+) -> None:
+    """The elasticity worker learns of a pause from the dispatcher lease: the loop's next
+    round writes it, not the next renewal (a third of a lease later)."""
+    store, _ = ledger
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
+    loop = SchedulerLoop(SchedulerSettings(), store, state, cast(Any, FakeCelery()))
+    producer = cast(Any, FakeProducer())
+    assert loop._take_lease()
+    assert store.lease_paused("dispatcher") is False
+    loop._next_renewal = float("inf")  # no renewal is due
+    state.pause()
+    loop._ledger_work(producer)
+    assert store.lease_paused("dispatcher") is True
+    state.resume()
+    loop._ledger_work(producer)
+    assert store.lease_paused("dispatcher") is False

@@ -57,3 +57,26 @@ def test_services_starting_together_migrate_once(
     finally:
         for e in engines:
             e.dispose()
+
+
+def _at_0001(engine: sa.Engine) -> None:
+    """The ledger as revision 0001 made it, a lease taken in it."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.upgrade(migrations.config(conn), "0001")
+        conn.execute(
+            sa.text("INSERT INTO leases (name, holder, expires_at) VALUES ('dispatcher', 'a', 1)")
+        )
+
+
+def test_a_lease_of_0001_is_not_paused_after_0002(ledger_url: str) -> None:
+    engine = make_engine(ledger_url)
+    try:
+        _at_0001(engine)
+        migrations.migrate(engine)
+        with engine.connect() as conn:
+            assert migrations.current(conn) == migrations.head()
+            assert conn.execute(sa.text("SELECT paused FROM leases")).scalar() in (False, 0)
+    finally:
+        engine.dispose()

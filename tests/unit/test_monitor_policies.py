@@ -342,7 +342,10 @@ def test_defaults_and_several_policies_of_a_kind() -> None:
             "policies:\n  - {name: a, kind: host_maintenance, action: evacuate}",
             "p.yaml: policies[0].action: Input should be 'live_migrate' or 'migrate'",
         ),
-        ("policies:\n  - {name: 'a b', kind: auto_heal}", "p.yaml: policies[0].name: String"),
+        (
+            "policies:\n  - {name: 'a b', kind: auto_heal}",
+            "p.yaml: policies[0].name: must be 1 to 128 characters",
+        ),
         ("policies:\n  - 3", "p.yaml: policies[0]: Input should be a valid dictionary"),
         ("policies: [", "p.yaml: not valid YAML"),
         ("", "p.yaml: expected a mapping with a 'policies' list, got nothing"),

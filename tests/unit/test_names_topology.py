@@ -11,7 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 from producer.schemas import MAX_BATCH, MAX_PAYLOAD_BYTES, EventBatchIn, VmEventIn
 from shared.kombu_topology import queue as kombu_queue
 from shared.models import Key
-from shared.names import NAME_MAX, Name, is_valid_name
+from shared.names import NAME_MAX, NAME_RULE, Name, is_valid_name
 from shared.settings import CommonSettings
 from shared.topology import MAX_QUEUE_NAME, ExchangeSpec, Topology
 
@@ -61,9 +61,14 @@ def test_valid_names_are_accepted(value: str) -> None:
 
 
 @pytest.mark.parametrize("value", INVALID_NAMES)
-def test_invalid_names_are_rejected(value: str) -> None:
+def test_invalid_names_are_rejected_saying_the_rule_in_words(value: str) -> None:
     assert not is_valid_name(value)
     assert not _name_accepted_by_pydantic(value)
+    with pytest.raises(ValidationError) as refused:
+        NAME.validate_python(value)
+    [error] = refused.value.errors()
+    assert error["msg"] == NAME_RULE, "the rule, not the pattern"
+    assert NAME_RULE.startswith("must be 1 to 128 characters of letters, digits")
 
 
 @pytest.mark.parametrize("value", ["a\n", "a" * NAME_MAX + "\n"])

@@ -782,6 +782,27 @@ def test_one_holder_of_a_lease_at_a_time_until_it_expires(store: Store) -> None:
     assert store.take_lease(a)
 
 
+def test_the_lease_says_whether_its_live_holder_is_paused(store: Store) -> None:
+    """What the elasticity worker reads: the holder's word, as of its last take; nothing
+    once the lease expired (a dead scheduler's pause is void); a renewal without a word
+    keeps the last one."""
+    a, b = Lease("dispatcher", "a", 10.0), Lease("dispatcher", "b", 10.0)
+    assert store.lease_paused("dispatcher") is False  # no row yet
+    assert store.take_lease(a, paused=True)
+    assert store.lease_paused("dispatcher") is True
+    assert store.take_lease(a)  # no word: still paused
+    assert store.lease_paused("dispatcher") is True
+    assert not store.take_lease(b, paused=False)  # not the holder: changes nothing
+    assert store.lease_paused("dispatcher") is True
+    assert store.take_lease(a, paused=False)
+    assert store.lease_paused("dispatcher") is False
+    assert store.take_lease(a, paused=True)
+    pass_time(store.engine, 11)
+    assert store.lease_paused("dispatcher") is False  # expired
+    assert store.take_lease(b, paused=False)
+    assert store.lease_paused("dispatcher") is False
+
+
 def test_only_the_lease_holder_marks_events_dispatched(store: Store) -> None:
     store.accept([ev("e1")])
     store.confirm([ev("e1")])
