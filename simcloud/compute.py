@@ -76,6 +76,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from shared.cloud import FENCING_HEADER, GROUP_KEY, GROUP_MAX_KEY, GROUP_MIN_KEY, OPERATION_HEADER
 from simcloud.actions import FLAVORS, Operation
 from simcloud.errors import CloudError, Conflict, Invalid, NotFound, StaleToken
 from simcloud.model import Cloud
@@ -83,13 +84,6 @@ from simcloud.model import Cloud
 #: the microversions this API speaks
 MIN_VERSION = (2, 1)
 MAX_VERSION = (2, 56)
-#: request headers naming the operation, and carrying the claim's fencing token
-OPERATION_HEADER = "x-carousel-operation"
-FENCING_HEADER = "x-carousel-fencing-token"
-#: server metadata this API derives from the cloud
-GROUP_KEY = "carousel.group"
-GROUP_MIN_KEY = "carousel.group.min"
-GROUP_MAX_KEY = "carousel.group.max"
 #: Nova's largest page (osapi_max_limit)
 MAX_LIMIT = 1000
 PROJECT = "carousel"

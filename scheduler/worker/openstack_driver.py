@@ -70,27 +70,26 @@ from openstack import exceptions as os_exceptions
 from openstack import utils as os_utils
 from openstack.compute.v2.server import Server
 from openstack.connection import Connection
-from pydantic import Field
 
 from scheduler.worker.driver import CloudDriverConfig, DriverPlugin
 from scheduler.worker.errors import ActionFailed, DriverMisconfigured
 from scheduler.worker.hold import Hold
 from scheduler.worker.settings import WorkerSettings
 from scheduler.worker.tracking import Tracker
+from shared.cloud import (
+    FENCING_HEADER,
+    GROUP_KEY,
+    GROUP_MAX_KEY,
+    GROUP_MIN_KEY,
+    OPERATION_HEADER,
+    SCALE_IN_KEY,
+    OpenStackConnection,
+)
 from shared.models import Action, VmEventMessage
 from shared.openstack_connection import connect_endpoint as shared_connect
 
 log = logging.getLogger(__name__)
 
-#: request headers of an action call: the event's id (the operation) and the claim's token
-OPERATION_HEADER = "X-Carousel-Operation"
-FENCING_HEADER = "X-Carousel-Fencing-Token"
-#: server metadata naming a server's group, and the group's optional bounds
-GROUP_KEY = "carousel.group"
-GROUP_MIN_KEY = "carousel.group.min"
-GROUP_MAX_KEY = "carousel.group.max"
-#: server metadata marking the replica a scale-in event chose (its value: the event id)
-SCALE_IN_KEY = "carousel.scale_in"
 #: names the scale-out server of an event (uuid5 of the event id in this namespace)
 NAME_NAMESPACE = uuid.UUID("9b7c2f0e-5d0a-4c1e-9a57-6f1f5b0c2d11")
 #: statuses during which a server is still busy, whatever its task state says
@@ -129,20 +128,8 @@ def connect_endpoint(
         raise DriverMisconfigured(str(exc)) from exc
 
 
-class OpenStackConfig(CloudDriverConfig):
-    openstack_cloud: str = Field(
-        "",
-        description="The clouds.yaml entry the openstack driver connects with "
-        "(OPENSTACK_CLOUD); empty = OPENSTACK_COMPUTE_URL without Keystone.",
-    )
-    openstack_compute_url: str = Field(
-        "",
-        description="A Compute API endpoint used without Keystone, e.g. simcloud's "
-        "http://127.0.0.1:8100/compute (OPENSTACK_COMPUTE_URL).",
-    )
-    openstack_token: str = Field(
-        "", description="Token sent to OPENSTACK_COMPUTE_URL (OPENSTACK_TOKEN)."
-    )
+class OpenStackConfig(CloudDriverConfig, OpenStackConnection):
+    """The Compute API to connect to, and how long to wait for it."""
 
 
 class OpenStackDriver(DriverPlugin[OpenStackConfig]):
