@@ -1,8 +1,8 @@
 """A recording webhook receiver: the fault suite's witness of every action's effect.
 
 The webhook driver POSTs each event as JSON (``id host vm policy action payload
-accepted_at``) with the headers ``idempotency-key`` (the event id) and
-``x-carousel-fencing-token`` (an integer that grows with each claim of the same event;
+accepted_at``) with the headers ``Idempotency-Key`` (the event id) and
+``X-Carousel-Fencing-Token`` (an integer that grows with each claim of the same event;
 absent is read as 0). The receiver records one :class:`Call` per request and ends it
 with one outcome:
 
@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-TOKEN_HEADER = "x-carousel-fencing-token"
-KEY_HEADER = "idempotency-key"
+from shared.cloud import FENCING_HEADER, IDEMPOTENCY_HEADER
+
 DEFAULT_HOLD = 0.1
 #: longest a poison-kill call waits for its caller to be killed before answering 500
 KILL_WAIT = 20.0
@@ -153,8 +153,8 @@ class Receiver:
             event_id=str(body.get("id")),
             host=str(body.get("host")),
             vm=str(body.get("vm")),
-            token=_int(h.headers.get(TOKEN_HEADER)),
-            idempotency_key=h.headers.get(KEY_HEADER),
+            token=_int(h.headers.get(FENCING_HEADER)),
+            idempotency_key=h.headers.get(IDEMPOTENCY_HEADER),
             client_port=int(h.client_address[1]),
             poison=poison,
             started=time.time(),

@@ -6,11 +6,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from shared.cloud import CloudSettings
 from shared.settings import CommonSettings
 
 
-class ProducerSettings(CommonSettings):
-    """What ``carousel-producer`` reads."""
+class ProducerSettings(CommonSettings, CloudSettings):
+    """What ``carousel-producer`` reads; the monitoring's source is one of the clouds
+    of :class:`~shared.cloud.CloudSettings`."""
 
     producer_host: str = Field("127.0.0.1", description="Bind address (PRODUCER_HOST).")
     producer_port: int = Field(8000, description="Port of the REST API (PRODUCER_PORT).")
@@ -65,29 +67,6 @@ class ProducerSettings(CommonSettings):
         le=1,
         description="Smallest change of a VM's CPU or RAM utilisation that counts as a "
         "change (is stored and evaluated by the policies) (UTILISATION_STEP).",
-    )
-    simcloud_url: str = Field(
-        "http://127.0.0.1:8100",
-        description="simcloud's base URL: the monitoring's source and the simcloud "
-        "driver's cloud (SIMCLOUD_URL).",
-    )
-    simcloud_token: str = Field(
-        "",
-        description="Bearer token sent to simcloud, which requires it on every route but "
-        "/healthz when it has one (SIMCLOUD_TOKEN); empty = none. Required under compose.",
-    )
-    openstack_cloud: str = Field(
-        "",
-        description="The clouds.yaml entry the OpenStack fetcher connects with "
-        "(OPENSTACK_CLOUD); empty = OPENSTACK_COMPUTE_URL without Keystone.",
-    )
-    openstack_compute_url: str = Field(
-        "",
-        description="A Compute API endpoint used without Keystone, e.g. simcloud's "
-        "http://127.0.0.1:8100/compute (OPENSTACK_COMPUTE_URL).",
-    )
-    openstack_token: str = Field(
-        "", description="Token sent to OPENSTACK_COMPUTE_URL (OPENSTACK_TOKEN)."
     )
 
     @model_validator(mode="after")

@@ -80,27 +80,13 @@ class EventLedger:
     engine: Engine
 
     # -- producer: accepting events ------------------------------------------------
-    def accept(self, batch: Sequence[VmEventMessage]) -> Accepted:
-        """See :meth:`_accept`; a concurrent first post of the same id is retried, so it
-        finds the other's row instead of failing on the primary key."""
-        for attempt in range(3):
-            try:
-                return self._accept(batch)
-            except sa.exc.IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _accept(self, batch: Sequence[VmEventMessage]) -> Accepted:
-        """Record ``batch`` as pending. Ids seen before are not stored twice: a re-post of
-        a confirmed event is accepted without publishing again, a re-post of one never
-        confirmed (the producer died before the broker confirmed) is published again.
-        Raises :class:`Conflict` if a known id comes with other content."""
-        with self.engine.begin() as conn:
-            return self.record_pending(conn, batch)
-
     def record_pending(self, conn: sa.Connection, batch: Sequence[VmEventMessage]) -> Accepted:
-        """:meth:`_accept` within the caller's transaction ``conn``."""
+        """Record ``batch`` as pending, within the caller's transaction ``conn`` (the
+        producer's :meth:`~shared.mapping_store.MappingStore.admit`). Ids seen before are
+        not stored twice: a re-post of a confirmed event is accepted without publishing
+        again, a re-post of one never confirmed (the producer died before the broker
+        confirmed) is published again. Raises :class:`Conflict` if a known id comes with
+        other content."""
         ids = [e.id for e in batch]
         known = {
             r.id: r for r in conn.execute(statements.batch(conn.dialect.name).KNOWN, {"ids": ids})

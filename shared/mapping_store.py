@@ -3,7 +3,7 @@ version that every change bumps."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -14,7 +14,6 @@ from shared.db import events, hosts, keys, mapping_version, vms, write_lock_firs
 from shared.errors import CarouselError
 from shared.ledger import Accepted
 from shared.models import (
-    FINISHED,
     IN_FLIGHT,
     HostView,
     Key,
@@ -67,7 +66,7 @@ class MappingStore:
 
     # -- the producer: events and their new keys in one transaction -----------------
     def admit(self, batch: Sequence[VmEventMessage], marks_after: float) -> Admitted:
-        """Record ``batch`` as pending (see :meth:`EventLedger.accept`) and add the keys
+        """Record ``batch`` as pending (see :meth:`EventLedger.record_pending`) and add the keys
         of it the mapping lacks, with one version for all of them, in one transaction.
         Raises :class:`RemovalUnderway` if a VM of the batch carries a removal mark set
         after ``marks_after`` (an older one is void: its remover died). The VMs' rows are
@@ -156,35 +155,6 @@ class MappingStore:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(mapping_version.c.version)).scalar_one())
 
-    def ensure_keys(self, new_keys: Iterable[Key]) -> list[MappingDelta]:
-        """Add the keys not yet in the mapping (first appearance fixes their order)."""
-        deltas: list[MappingDelta] = []
-        with self.engine.begin() as conn:
-            for key in dict.fromkeys(new_keys):
-                if conn.execute(
-                    sa.select(keys.c.seq).where(
-                        keys.c.host == key.host, keys.c.vm == key.vm, keys.c.policy == key.policy
-                    )
-                ).first():
-                    continue
-                if not conn.execute(sa.select(hosts.c.seq).where(hosts.c.host == key.host)).first():
-                    conn.execute(hosts.insert().values(host=key.host, available=True))
-                if not conn.execute(
-                    sa.select(vms.c.seq).where(vms.c.host == key.host, vms.c.vm == key.vm)
-                ).first():
-                    conn.execute(vms.insert().values(host=key.host, vm=key.vm, available=True))
-                conn.execute(keys.insert().values(host=key.host, vm=key.vm, policy=key.policy))
-                deltas.append(
-                    MappingDelta(
-                        version=self._bump(conn),
-                        op="key_added",
-                        host=key.host,
-                        vm=key.vm,
-                        policy=key.policy,
-                    )
-                )
-        return deltas
-
     def set_host_available(self, host: str, available: bool) -> MappingDelta | None:
         with self.engine.begin() as conn:
             res = conn.execute(
@@ -209,23 +179,6 @@ class MappingStore:
                 host=host,
                 vm=vm,
                 available=available,
-            )
-
-    def unfinished_count(self, host: str, vm: str) -> int:
-        """Events of the VM accepted and not finished. ``pending`` rows do not count:
-        by the time the producer asks, no request for the VM is in progress, so they are
-        leftovers of a producer that died before the broker confirmed (never accepted)."""
-        with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(events)
-                    .where(
-                        events.c.host == host,
-                        events.c.vm == vm,
-                        events.c.status.notin_([s.value for s in (*FINISHED, Status.PENDING)]),
-                    )
-                ).scalar_one()
             )
 
     def all_keys(self) -> list[Key]:

@@ -72,26 +72,6 @@ class VmEventMessage(BaseModel):
         return Key(host=self.host, vm=self.vm, policy=self.policy)
 
 
-class Completion(BaseModel):
-    """Sent by a worker (durably) when an event's action has finished, to free its slot."""
-
-    event_id: str
-    host: str
-    vm: str
-    policy: str
-    status: Literal[Status.SUCCEEDED, Status.FAILED]
-
-    @classmethod
-    def of(cls, event: VmEventMessage, ok: bool) -> Completion:
-        return cls(
-            event_id=event.id,
-            host=event.host,
-            vm=event.vm,
-            policy=event.policy,
-            status=Status.SUCCEEDED if ok else Status.FAILED,
-        )
-
-
 class MappingDelta(BaseModel):
     """One change of the mapping, published on the mapping fanout with its version.
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from shared.cloud import FENCING_HEADER
+
 
 class EffectRecorder:
     """An HTTP endpoint for the webhook driver that records every effect: calls per event
@@ -36,7 +38,7 @@ class EffectRecorder:
                 vm = (body["host"], body["vm"])
                 with lock:
                     recorder.calls[body["id"]] += 1
-                    token = int(self.headers.get("x-carousel-fencing-token") or 0)
+                    token = int(self.headers.get(FENCING_HEADER) or 0)
                     recorder.tokens.setdefault(body["id"], []).append(token)
                     recorder.first_call.setdefault(body["id"], time.time())
                     recorder.order.append(body["id"])

@@ -1,4 +1,6 @@
-"""Fresh ledgers for the tests, on SQLite and on PostgreSQL.
+"""Fresh ledgers for the tests, on SQLite and on PostgreSQL, and what only the tests do
+to one (:func:`accept` events without their keys, :func:`ensure_keys` one at a time,
+count a VM's :func:`unfinished_count`): the services' own calls are the ledger's.
 
 The ledger, mapping and monitoring-repository tests run on both: SQLite in a file of
 their own, PostgreSQL in a database of their own on ``CAROUSEL_TEST_PG`` (default the
@@ -11,7 +13,7 @@ part of the machine.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +21,8 @@ import pytest
 import sqlalchemy as sa
 
 from harness.ledgers import PG, fresh_pg_database, pg_answers
+from shared.models import FINISHED, Key, MappingDelta, Status, VmEventMessage
+from shared.store import Accepted, Store, events, hosts, keys, mapping_version, vms
 
 KINDS = ["sqlite", "postgresql"]
 
@@ -60,3 +64,55 @@ def pass_time(engine: sa.Engine, seconds: float) -> None:
         for table, columns in _STAMPS.items():
             moved = ", ".join(f"{c} = {c} - :s" for c in columns)
             conn.execute(sa.text(f"UPDATE {table} SET {moved}"), {"s": seconds})
+
+
+# -- what only the tests do to a ledger (the services go through admit, claim, finish...) --
+def accept(store: Store, batch: Sequence[VmEventMessage]) -> Accepted:
+    """Record ``batch`` as pending, as the producer's admit does, without its keys."""
+    with store.engine.begin() as conn:
+        return store.record_pending(conn, batch)
+
+
+def ensure_keys(store: Store, new_keys: Iterable[Key]) -> list[MappingDelta]:
+    """Add the keys not yet in the mapping (first appearance fixes their order), one
+    mapping version and one ``key_added`` change each."""
+    deltas: list[MappingDelta] = []
+    with store.engine.begin() as conn:
+        for key in dict.fromkeys(new_keys):
+            if conn.execute(
+                sa.select(keys.c.seq).where(
+                    keys.c.host == key.host, keys.c.vm == key.vm, keys.c.policy == key.policy
+                )
+            ).first():
+                continue
+            if not conn.execute(sa.select(hosts.c.seq).where(hosts.c.host == key.host)).first():
+                conn.execute(hosts.insert().values(host=key.host, available=True))
+            if not conn.execute(
+                sa.select(vms.c.seq).where(vms.c.host == key.host, vms.c.vm == key.vm)
+            ).first():
+                conn.execute(vms.insert().values(host=key.host, vm=key.vm, available=True))
+            conn.execute(keys.insert().values(host=key.host, vm=key.vm, policy=key.policy))
+            conn.execute(mapping_version.update().values(version=mapping_version.c.version + 1))
+            version = int(conn.execute(sa.select(mapping_version.c.version)).scalar_one())
+            deltas.append(
+                MappingDelta(
+                    version=version, op="key_added", host=key.host, vm=key.vm, policy=key.policy
+                )
+            )
+    return deltas
+
+
+def unfinished_count(store: Store, host: str, vm: str) -> int:
+    """Events of the VM accepted and not finished (``pending`` rows do not count)."""
+    with store.engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(events)
+                .where(
+                    events.c.host == host,
+                    events.c.vm == vm,
+                    events.c.status.notin_([s.value for s in (*FINISHED, Status.PENDING)]),
+                )
+            ).scalar_one()
+        )

@@ -66,6 +66,7 @@ from producer.monitoring.model import (
     VmRecord,
     VmState,
 )
+from shared.cloud import GROUP_KEY, GROUP_MAX_KEY, GROUP_MIN_KEY
 from shared.names import is_valid_name
 from shared.openstack_connection import connect_endpoint
 
@@ -73,12 +74,6 @@ if TYPE_CHECKING:
     from producer.settings import ProducerSettings
 
 log = logging.getLogger(__name__)
-
-#: server metadata naming the VM group (microservice) a server is a replica of
-GROUP_KEY = "carousel.group"
-#: server metadata holding the group's bounds (optional)
-GROUP_MIN_KEY = "carousel.group.min"
-GROUP_MAX_KEY = "carousel.group.max"
 
 #: Nova's server status -> the monitoring's VM state (anything else: UNKNOWN)
 STATUS_TO_STATE: dict[str, VmState] = {

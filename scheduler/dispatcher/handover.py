@@ -31,7 +31,7 @@ from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.tasks import TaskSender, event_id_of
 from shared.lease import Lease
-from shared.models import FINISHED, UNDISPATCHED, Completion, Status, VmEventMessage
+from shared.models import FINISHED, UNDISPATCHED, Status, VmEventMessage
 from shared.store import Store
 
 log = logging.getLogger(__name__)
@@ -44,23 +44,20 @@ PARKED_RETRY = 1.0
 TASK_ENDED = frozenset({"task-succeeded", "task-failed"})
 
 
-def completed_ids(body: Any) -> tuple[list[str], bool]:
-    """The events a message on the completions queue says ended, and whether it was an
-    explicit :class:`~shared.models.Completion` (else Celery task events: one, or a
-    worker's buffered batch, of which only those that end a task count). Raises
-    ValueError for anything else."""
-    if isinstance(body, dict) and "event_id" in body:
-        return [Completion.model_validate(body).event_id], True
+def completed_ids(body: Any) -> list[str]:
+    """The events a message on the completions queue says ended: Celery task events
+    (one, or a worker's buffered batch), of which only those that end a task count.
+    Raises ValueError for anything else."""
     batch = body if isinstance(body, list) else [body]
     ids: list[str] = []
     for event in batch:
         if not (isinstance(event, dict) and isinstance(event.get("type"), str)):
-            raise ValueError("neither a completion nor Celery task events")
+            raise ValueError("not Celery task events")
         if event["type"] in TASK_ENDED:
             if not isinstance(event.get("uuid"), str):
                 raise ValueError(f"{event['type']} event without a task id")
             ids.append(event_id_of(event["uuid"]))
-    return ids, False
+    return ids
 
 
 class Handover:
@@ -110,23 +107,17 @@ class Handover:
         ids: list[str] = []
         for body in bodies:
             with contextlib.suppress(ValueError):  # handled (dead-lettered) on its turn
-                ids += completed_ids(body)[0]
+                ids += completed_ids(body)
         self._finished = set(self.store.finished_among(ids)) if ids else set()
 
     def on_completion(self, body: Any, message: Message) -> None:
         """Free the slots of the events a completion names — those the ledger shows
         finished: a completion is a hint, and one forged or misdirected on the broker
         frees nothing. A worker's task events are its completions (a batch of them, in
-        prefork); an explicit :class:`~shared.models.Completion` is still read."""
-        ids, explicit = completed_ids(body)
-        for event_id in ids:
+        prefork)."""
+        for event_id in completed_ids(body):
             if event_id in self._finished or self.store.status_of(event_id) in FINISHED:
                 self.state.complete([event_id])
-            elif explicit:
-                log.warning(
-                    "completion of event %s, which the ledger does not show finished: ignored",
-                    event_id,
-                )
             # a task that skipped an event another task message holds ends too: not
             # a completion of the event
         message.ack()

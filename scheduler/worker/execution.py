@@ -32,7 +32,7 @@ from scheduler.worker.errors import ActionFailed, ClaimLost, OutcomeUnknown
 from scheduler.worker.hold import Hold
 from scheduler.worker.renewal import LeaseKeeper
 from shared.backoff import Backoff
-from shared.models import Completion, Status, VmEventMessage
+from shared.models import Status, VmEventMessage
 from shared.store import Claim, Store
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Outcome:
     claim: Claim
-    #: what to announce to the scheduler, or None (another message holds the event)
-    completion: Completion | None
+    #: how the event ended as this task message reports it (SUCCEEDED or FAILED; FAILED
+    #: too for an event the ledger does not show dispatched), or None: another message
+    #: holds the event
+    finished: Status | None
     #: why the event was dead-lettered (out of attempts or time, outcome unknown), else None
     dead: str | None = None
     #: the event as run (the ledger's copy when this message claimed it)
@@ -69,12 +71,12 @@ class Outcome:
             Claim.EXHAUSTED: "not run: out of attempts",
         }[self.claim]
         if self.claim is Claim.UNKNOWN:
-            status = "unknown"  # the completion says failed only to free the slot
-        elif self.completion is None:
+            status = "unknown"  # reported FAILED, but the ledger has no such dispatched event
+        elif self.finished is None:
             status = Status.RUNNING.value
         else:
-            status = self.completion.status.value
-        if self.claim is Claim.CLAIMED and self.completion is None:
+            status = self.finished.value
+        if self.claim is Claim.CLAIMED and self.finished is None:
             done = "ran the action, then was taken over: its outcome is not recorded"
         out: dict[str, Any] = {"outcome": done, "status": status}
         if event is not None:
@@ -92,9 +94,7 @@ class Outcome:
         failed, ran out of attempts, or found it finished failed): the task then ends in
         Celery's FAILURE state with this reason. None otherwise — also for a message that
         skipped the event (``running``) or found none (``unknown``): not failures of it."""
-        if self.claim is Claim.UNKNOWN or self.completion is None:
-            return None
-        if self.completion.status is not Status.FAILED:
+        if self.claim is Claim.UNKNOWN or self.finished is not Status.FAILED:
             return None
         return self.dead or self.error or "the event ended failed"
 
@@ -117,7 +117,7 @@ def run_event(
     if claim is Claim.EXHAUSTED:
         reason = f"gave up after {max_attempts} attempts"
         log.error("event %s %s; it ends failed", event.id, reason, extra=extra)
-        return Outcome(claim, Completion.of(event, ok=False), dead=reason, event=event)
+        return Outcome(claim, Status.FAILED, dead=reason, event=event)
     if claim is Claim.HELD:
         log.info(
             "event %s is being run by another task message; skipping (if that holder "
@@ -137,12 +137,12 @@ def run_event(
         )
         # a success's error column is its note (how its outcome was learnt), not an error
         error = None if ok else row.get("error")
-        return Outcome(claim, Completion.of(event, ok), event=event, error=error)
+        return Outcome(claim, _ended(ok), event=event, error=error)
     if claim is Claim.UNKNOWN:
         log.error(
             "event %s is not in the ledger as dispatched; freeing its slot", event.id, extra=extra
         )
-        return Outcome(claim, Completion.of(event, ok=False), event=event)
+        return Outcome(claim, Status.FAILED, event=event)
 
     stored = result.event
     if stored is not None and stored != event:
@@ -195,10 +195,20 @@ def run_event(
         ("succeeded" + (f" ({note})" if note else "")) if error is None else f"failed: {error}",
         extra=extra,
     )
-    completion = Completion.of(event, error is None)
     return Outcome(
-        claim, completion, error if dead else None, event, result.attempt, error, seconds, note
+        claim,
+        _ended(error is None),
+        error if dead else None,
+        event,
+        result.attempt,
+        error,
+        seconds,
+        note,
     )
+
+
+def _ended(ok: bool) -> Status:
+    return Status.SUCCEEDED if ok else Status.FAILED
 
 
 def _execute(

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any, Self
 
 import httpx
-from pydantic import Field
 
 from scheduler.worker.driver import CloudDriverConfig, DriverPlugin
 from scheduler.worker.errors import ActionFailed
@@ -22,6 +21,7 @@ from scheduler.worker.hold import Hold
 from scheduler.worker.settings import WorkerSettings
 from scheduler.worker.tracking import Tracker
 from shared.backoff import Backoff
+from shared.cloud import SimcloudConnection
 from shared.models import Action, VmEventMessage
 
 #: actions whose target is a VM group (the event's ``vm``), not a VM
@@ -30,13 +30,8 @@ GROUP_ACTIONS = frozenset({Action.SCALE_OUT, Action.SCALE_IN})
 START_PATIENCE = 30.0
 
 
-class SimcloudConfig(CloudDriverConfig):
-    simcloud_url: str = Field(
-        "http://127.0.0.1:8100", description="simcloud's base URL (SIMCLOUD_URL)."
-    )
-    simcloud_token: str = Field(
-        "", description="Bearer token simcloud requires; empty = none (SIMCLOUD_TOKEN)."
-    )
+class SimcloudConfig(CloudDriverConfig, SimcloudConnection):
+    """simcloud's URL and token, and how long to wait for it."""
 
 
 class SimcloudDriver(DriverPlugin[SimcloudConfig]):

@@ -18,11 +18,8 @@ from scheduler.worker.driver import DriverPlugin, HttpDriverConfig
 from scheduler.worker.errors import ActionFailed, DriverMisconfigured
 from scheduler.worker.hold import Hold
 from scheduler.worker.settings import WorkerSettings
+from shared.cloud import FENCING_HEADER, IDEMPOTENCY_HEADER
 from shared.models import VmEventMessage
-
-#: the request headers naming the event and the claim's fencing token
-IDEMPOTENCY_KEY = "idempotency-key"
-FENCING_TOKEN = "x-carousel-fencing-token"
 
 
 class WebhookConfig(HttpDriverConfig):
@@ -52,8 +49,8 @@ class WebhookDriver(DriverPlugin[WebhookConfig]):
                 content=event.model_dump_json(),
                 headers={
                     "content-type": "application/json",
-                    IDEMPOTENCY_KEY: event.id,
-                    FENCING_TOKEN: str(hold.token),
+                    IDEMPOTENCY_HEADER: event.id,
+                    FENCING_HEADER: str(hold.token),
                 },
             )
         except httpx.HTTPError as exc:

@@ -18,6 +18,7 @@ from shared.store import Store
 from shared.topology import DEAD_REASON, Topology
 from tests.effects import EffectRecorder
 from tests.integration.test_e2e import event, post, stats
+from tests.ledgers import accept
 
 HEAL = {"host": "h1", "vm": "vm1", "policy": "p", "action": "heal"}
 
@@ -115,7 +116,7 @@ def test_an_event_message_the_ledger_does_not_know_waits_for_its_row(
     _publish_event(amqp_url, topology, late)
     wait_until(lambda: stats(stack)["parked"] == 1, 30, what="parked")
     store = Store.connect(db_url)
-    store.accept([late])
+    accept(store, [late])
     store.confirm([late])  # the retry's confirm writes the row
     wait_until(lambda: event(stack, "late")["status"] == "succeeded", 60, what="late ran")
 

@@ -27,6 +27,7 @@ from shared.store import Store
 from shared.topology import Topology
 from tests.asgi import call
 from tests.fuzz import CONFORMANCE, config, operation
+from tests.ledgers import accept, ensure_keys
 from tests.unit.admin_doubles import FakeSession
 
 
@@ -150,8 +151,8 @@ def dead_letter(store: Store, event_id: str = "a", vm: str = "v") -> VmEventMess
     event = VmEventMessage(
         id=event_id, host="h", vm=vm, policy="p", action=Action.HEAL, accepted_at=0
     )
-    store.ensure_keys([event.key])
-    store.accept([event])
+    ensure_keys(store, [event.key])
+    accept(store, [event])
     store.confirm([event])
     store.mark_dispatched_many([event_id], "d")
     claim = store.claim(event_id, "d", "w", 30.0)
@@ -234,7 +235,7 @@ def test_a_dead_letter_whose_vm_was_removed_is_refused_and_its_queue_not_declare
     assert [d["id"] for d in call(app, "GET", "/dead-letters").json()] == ["b", "a"]  # newest first
     assert queue_depth(amqp_url, queue) is None
     assert call(app, "POST", "/dead-letters/b/redrive").status_code == 200
-    store.ensure_keys([event.key])  # an event for the VM brought it back
+    ensure_keys(store, [event.key])  # an event for the VM brought it back
     assert call(app, "POST", "/dead-letters/a/redrive").json() == {"id": "a", "status": "queued"}
     assert queue_depth(amqp_url, queue) == 1
     store.engine.dispose()

@@ -23,6 +23,7 @@ from scheduler.worker.settings import WorkerSettings
 from scheduler.worker.simcloud_driver import SimcloudConfig, SimcloudDriver
 from scheduler.worker.simulated_driver import SimulatedConfig, SimulatedDriver
 from scheduler.worker.webhook_driver import WebhookConfig, WebhookDriver
+from shared.cloud import FENCING_HEADER, IDEMPOTENCY_HEADER
 from shared.errors import CarouselError
 from shared.models import Action, VmEventMessage
 from shared.plugins import UnknownPlugin
@@ -213,7 +214,7 @@ def test_webhook_2xx_is_success(endpoint: Endpoint, webhook: WebhookDriver, stat
     assert got.path == "/hook"
     assert json.loads(got.body) == event.model_dump(mode="json")
     assert json.loads(got.body)["action"] == "live_migrate"
-    assert got.headers["idempotency-key"] == "evt-42"
+    assert got.headers[IDEMPOTENCY_HEADER.lower()] == "evt-42"
     assert got.headers["content-type"] == "application/json"
 
 
@@ -232,9 +233,9 @@ def test_webhook_same_event_twice_sends_the_same_idempotency_key(
 ) -> None:
     webhook.execute(ev(event_id="same"), Hold(1))
     webhook.execute(ev(event_id="same"), Hold(2))
-    assert [r.headers["idempotency-key"] for r in endpoint.received] == ["same", "same"]
+    assert [r.headers[IDEMPOTENCY_HEADER.lower()] for r in endpoint.received] == ["same", "same"]
     # the claim's fencing token, so the receiving API can refuse a stale holder
-    assert [r.headers["x-carousel-fencing-token"] for r in endpoint.received] == ["1", "2"]
+    assert [r.headers[FENCING_HEADER.lower()] for r in endpoint.received] == ["1", "2"]
 
 
 def _closed_port() -> int:

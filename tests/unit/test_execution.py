@@ -18,9 +18,9 @@ from harness.processes import wait_until
 from scheduler.worker.errors import ActionFailed, ClaimLost, OutcomeUnknown
 from scheduler.worker.execution import run_event
 from scheduler.worker.hold import Hold
-from shared.models import Action, Completion, Status, VmEventMessage
+from shared.models import Action, Status, VmEventMessage
 from shared.store import Claim, Store
-from tests.ledgers import pass_time
+from tests.ledgers import accept, pass_time
 
 #: seconds a claim lasts in these tests
 LEASE = 30.0
@@ -53,10 +53,6 @@ def ev(event_id: str = "e1") -> VmEventMessage:
     )
 
 
-def completion(event: VmEventMessage, status: str) -> Completion:
-    return Completion.of(event, status == "succeeded")
-
-
 @pytest.fixture
 def store(ledger_url: str) -> Iterator[Store]:
     """The worker's ledger: SQLite, then PostgreSQL (the ledger_url fixture)."""
@@ -66,7 +62,7 @@ def store(ledger_url: str) -> Iterator[Store]:
 
 
 def dispatch(store: Store, event: VmEventMessage) -> None:
-    store.accept([event])
+    accept(store, [event])
     store.confirm([event])
     assert store.mark_dispatched_many([event.id], "scheduler-side")[event.id] is Status.QUEUED
 
@@ -77,7 +73,7 @@ def test_claimed_event_runs_once_and_succeeds(store: Store) -> None:
     driver = RecordingDriver()
     outcome = run_event(event, "d1", "worker-1", store, driver)
     assert outcome.claim is Claim.CLAIMED
-    assert outcome.completion == completion(event, "succeeded")
+    assert outcome.finished is Status.SUCCEEDED
     assert driver.calls == [event]
     row = store.get(event.id)
     assert row is not None
@@ -103,7 +99,7 @@ def test_action_failed_ends_failed_with_its_text(
     driver = RecordingDriver(error)
     outcome = run_event(event, "d1", "worker-1", store, driver)
     assert outcome.claim is Claim.CLAIMED
-    assert outcome.completion == completion(event, "failed")
+    assert outcome.finished is Status.FAILED
     assert len(driver.calls) == 1
     row = store.get(event.id)
     assert row is not None
@@ -125,7 +121,7 @@ def test_driver_crash_ends_failed_as_driver_error(
     dispatch(store, event)
     with caplog.at_level(logging.ERROR, logger="scheduler.worker.execution"):
         outcome = run_event(event, "d1", "worker-1", store, RecordingDriver(error))
-    assert outcome.completion == completion(event, "failed")
+    assert outcome.finished is Status.FAILED
     row = store.get(event.id)
     assert row is not None
     assert row["status"] == Status.FAILED
@@ -151,7 +147,7 @@ def test_second_message_after_finish_has_no_second_effect_and_reannounces(
     for dispatch_id in ("d2", "d1"):  # another task message, or a redelivery of the first
         outcome = run_event(event, dispatch_id, "worker-2", store, driver)
         assert outcome.claim is Claim.FINISHED
-        assert outcome.completion == completion(event, status)
+        assert outcome.finished is Status(status)
     assert driver.calls == []
     assert store.get(event.id) == before
 
@@ -165,7 +161,7 @@ def test_concurrently_held_event_is_skipped_without_completion(store: Store) -> 
     for dispatch_id in ("d2", "d1"):  # another message, or the same one redelivered
         outcome = run_event(event, dispatch_id, "worker-2", store, driver)
         assert outcome.claim is Claim.HELD
-        assert outcome.completion is None
+        assert outcome.finished is None
     assert driver.calls == []
     assert store.get(event.id) == before
 
@@ -183,7 +179,7 @@ def test_an_event_whose_claim_expired_is_taken_over_and_the_old_holder_fenced_of
     driver = RecordingDriver()
     outcome = run_event(event, "d2", "worker-2", store, driver, lease_seconds=LEASE)
     assert outcome.claim is Claim.CLAIMED
-    assert outcome.completion == completion(event, "succeeded")
+    assert outcome.finished is Status.SUCCEEDED
     assert driver.tokens == [first.token + 1]  # the driver is told the new token
     assert not store.finish(event.id, first.token, False, "late")
     row = store.get(event.id)
@@ -209,7 +205,7 @@ def test_a_holder_taken_over_mid_action_records_nothing_and_announces_nothing(
     with caplog.at_level(logging.ERROR, logger="scheduler.worker.execution"):
         outcome = run_event(event, "d1", "worker-1", store, TakenOverDriver(), lease_seconds=5)
     assert outcome.claim is Claim.CLAIMED
-    assert outcome.completion is None
+    assert outcome.finished is None
     assert store.status_of(event.id) is Status.RUNNING  # the new holder's to finish
     assert any("took the event over" in r.getMessage() for r in caplog.records)
 
@@ -253,7 +249,7 @@ def test_the_claim_is_renewed_while_the_action_runs(store: Store) -> None:
     "setup",
     [
         pytest.param(lambda s, e: None, id="unknown"),
-        pytest.param(lambda s, e: (s.accept([e]), s.confirm([e])), id="queued"),
+        pytest.param(lambda s, e: (accept(s, [e]), s.confirm([e])), id="queued"),
     ],
 )
 def test_event_not_dispatched_in_the_ledger_frees_its_slot_as_failed(
@@ -268,23 +264,26 @@ def test_event_not_dispatched_in_the_ledger_frees_its_slot_as_failed(
     with caplog.at_level(logging.ERROR, logger="scheduler.worker.execution"):
         outcome = run_event(event, "d1", "worker-1", store, driver)
     assert outcome.claim is Claim.UNKNOWN
-    assert outcome.completion == completion(event, "failed")
+    assert outcome.finished is Status.FAILED
     assert driver.calls == []
     assert store.get(event.id) == before
     assert any(r.levelno == logging.ERROR for r in caplog.records)
 
 
-def test_completion_identifies_the_key(store: Store) -> None:
+def test_the_result_identifies_the_event(store: Store) -> None:
     event = ev("another")
     dispatch(store, event)
     outcome = run_event(event, "d1", "w", store, RecordingDriver())
-    assert outcome.completion is not None
-    assert outcome.completion.model_dump() == {
+    assert outcome.finished is Status.SUCCEEDED
+    assert outcome.result() == {
+        "outcome": "ran the action",
+        "status": "succeeded",
         "event_id": "another",
+        "action": "heal",
         "host": "compute-1",
         "vm": "vm-17",
-        "policy": "auto-healing",
-        "status": "succeeded",
+        "attempt": 1,
+        "seconds": outcome.seconds,
     }
 
 
@@ -322,7 +321,7 @@ def test_a_ledger_locked_after_the_action_delays_the_record_but_never_reruns_it(
         worker.join(30)
     assert not worker.is_alive()
     assert driver.calls == [event]  # once
-    assert outcomes[0].completion == completion(event, "succeeded")
+    assert outcomes[0].finished is Status.SUCCEEDED
     assert store.status_of(event.id) is Status.SUCCEEDED
     locker.close()
     store.engine.dispose()
@@ -336,7 +335,7 @@ def test_an_event_out_of_attempts_ends_failed_without_running(store: Store) -> N
     driver = RecordingDriver()
     outcome = run_event(event, "d1", "w2", store, driver, max_attempts=1)
     assert outcome.claim is Claim.EXHAUSTED
-    assert outcome.completion == completion(event, "failed")  # frees the slot
+    assert outcome.finished is Status.FAILED  # frees the slot
     assert outcome.dead is not None and "gave up after 1 attempts" in outcome.dead
     assert driver.calls == []
     assert store.status_of(event.id) is Status.FAILED
@@ -353,7 +352,7 @@ def test_the_worker_runs_the_ledgers_event_not_the_task_messages(
     with caplog.at_level(logging.WARNING, logger="scheduler.worker.execution"):
         outcome = run_event(forged, "d1", "w", store, driver)
     assert driver.calls == [event]  # the accepted heal, as stored
-    assert outcome.completion == completion(event, "succeeded")
+    assert outcome.finished is Status.SUCCEEDED
     assert any("differs from the ledger" in r.getMessage() for r in caplog.records)
 
 
@@ -363,7 +362,7 @@ def test_an_action_past_its_time_limit_ends_failed_and_dead_lettered(store: Stor
     event = ev()
     dispatch(store, event)
     outcome = run_event(event, "d1", "w", store, RecordingDriver(SoftTimeLimitExceeded()))
-    assert outcome.completion == completion(event, "failed")
+    assert outcome.finished is Status.FAILED
     assert outcome.dead == "ran past its time limit (ACTION_TIME_LIMIT): its outcome is unknown"
     row = store.get(event.id)
     assert row is not None
@@ -380,7 +379,7 @@ def test_an_unknown_outcome_ends_failed_and_dead_lettered_not_as_an_ordinary_fai
     dispatch(store, event)
     unknown = OutcomeUnknown("operation e1: outcome unknown: still running after 1800 s")
     outcome = run_event(event, "d1", "w", store, RecordingDriver(unknown))
-    assert outcome.completion == completion(event, "failed")
+    assert outcome.finished is Status.FAILED
     assert outcome.dead == str(unknown)
     row = store.get(event.id)
     assert row is not None
@@ -399,7 +398,7 @@ def test_a_success_learnt_late_is_recorded_with_its_note(store: Store) -> None:
             return note
 
     outcome = run_event(event, "d1", "w", store, LateDriver())
-    assert outcome.completion == completion(event, "succeeded")
+    assert outcome.finished is Status.SUCCEEDED
     assert (outcome.dead, outcome.error, outcome.note) == (None, None, note)
     assert outcome.result()["note"] == note and "error" not in outcome.result()
     row = store.get(event.id)
@@ -539,7 +538,7 @@ def test_a_holder_whose_claim_is_taken_over_stops_its_action_and_records_nothing
     runner.join(30)
     assert not runner.is_alive()
     assert driver.stopped and "took the event over" in driver.stopped[0]
-    assert outcomes[0].completion is None  # nothing recorded, nothing announced
+    assert outcomes[0].finished is None  # nothing recorded, nothing announced
     row = store.get(event.id)
     assert row is not None
     assert (row["status"], row["worker"], row["fence"]) == (Status.RUNNING, "w2", 2)
@@ -566,5 +565,5 @@ def test_a_holder_that_cannot_renew_for_a_whole_lease_stops_its_action(store: St
     runner.join(30)
     assert not runner.is_alive()
     assert driver.stopped and "for a whole lease" in driver.stopped[0]
-    assert outcomes[0].completion is None
+    assert outcomes[0].finished is None
     assert store.status_of(event.id) is Status.RUNNING

@@ -14,7 +14,7 @@ from scheduler.dispatcher.handover import Handover
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.tasks import TaskSender
-from shared.models import Action, Completion, Status, VmEventMessage
+from shared.models import Action, Status, VmEventMessage
 
 Trace = list[tuple[str, Any]]
 
@@ -213,9 +213,9 @@ def test_completion_frees_the_slot() -> None:
     w = World()
     w.deliver(ev("a"), "m")
     w.dispatch()
-    w.store.statuses["a"] = Status.SUCCEEDED  # the worker recorded it, then announced it
-    done = Completion(event_id="a", host="h", vm="v", policy="p", status="succeeded")
-    w.handover.on_completion(done.model_dump(), cast(Any, FakeMessage(w.trace, "c")))
+    w.store.statuses["a"] = Status.SUCCEEDED  # the worker recorded it, then its task ended
+    done = _task_event("task-succeeded", "a")
+    w.handover.on_completion(done, cast(Any, FakeMessage(w.trace, "c")))
     assert w.state.in_flight_ids() == []
     assert w.trace[-1] == ("ack", "c")
 
@@ -230,8 +230,8 @@ def test_a_completion_the_ledger_does_not_back_frees_nothing(status: Status | No
         del w.store.statuses["a"]
     else:
         w.store.statuses["a"] = status
-    done = Completion(event_id="a", host="h", vm="v", policy="p", status="succeeded")
-    w.handover.on_completion(done.model_dump(), cast(Any, FakeMessage(w.trace, "c")))
+    done = _task_event("task-succeeded", "a")
+    w.handover.on_completion(done, cast(Any, FakeMessage(w.trace, "c")))
     assert w.state.in_flight_ids() == ["a"]
     assert w.trace[-1] == ("ack", "c")
 
@@ -269,7 +269,9 @@ def test_a_workers_batch_of_task_events_frees_the_slots_of_the_tasks_that_ended(
         "text",
         ["not an event"],
         [{"type": "task-succeeded"}],  # no task id
-        {"status": "succeeded"},  # neither a completion nor an event
+        {"status": "succeeded"},  # not an event
+        # a completion message of the worker's own, which workers no longer send
+        {"event_id": "a", "host": "h", "vm": "v", "policy": "p", "status": "succeeded"},
     ],
 )
 def test_a_completion_queue_message_of_no_known_shape_is_refused(body: Any) -> None:

@@ -18,6 +18,7 @@ from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
 from shared.models import Action, Status, VmEventMessage
 from shared.store import Store
+from tests.ledgers import accept
 
 
 class FakeMessage:
@@ -59,7 +60,7 @@ def test_a_locked_ledger_pauses_dispatching_without_ending_the_session(
 ) -> None:
     store, locker = ledger
     event = VmEventMessage(id="a", host="h", vm="v", policy="p", action=Action.HEAL, accepted_at=0)
-    store.accept([event])
+    accept(store, [event])
     store.confirm([event])
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
     celery = FakeCelery()

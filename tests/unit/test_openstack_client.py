@@ -36,6 +36,7 @@ from scheduler.worker.errors import ActionFailed, DriverMisconfigured, OutcomeUn
 from scheduler.worker.hold import Hold
 from scheduler.worker.openstack_driver import OpenStackConfig, OpenStackDriver, connect_endpoint
 from scheduler.worker.settings import WorkerSettings
+from shared.cloud import FENCING_HEADER, GROUP_KEY, OPERATION_HEADER, SCALE_IN_KEY
 from shared.models import Action, VmEventMessage
 from simcloud.model import Cloud, GroupSpec
 from tests import simcloud_server
@@ -229,13 +230,13 @@ def test_a_bad_record_is_skipped_and_counted() -> None:
         "name": "vm-a",
         "status": "SHUTOFF",
         "OS-EXT-SRV-ATTR:host": "h1",
-        "metadata": {"carousel.group": "web"},
+        "metadata": {GROUP_KEY: "web"},
         "updated": "2024-05-01T10:00:00Z",
     }
     bad = [
         {"id": "vm-b", "OS-EXT-SRV-ATTR:host": "h1", "updated": "2024-05-01T10:00:00Z"},
         {**good, "id": "vm-c", "updated": "yesterday"},
-        {**good, "id": "vm-d", "metadata": {"carousel.group": "no/slash"}},
+        {**good, "id": "vm-d", "metadata": {GROUP_KEY: "no/slash"}},
         {**good, "id": "vm-e", "status": "ACTIVE", "OS-EXT-SRV-ATTR:host": None},
         "not an object",
     ]
@@ -442,9 +443,7 @@ def test_a_retry_joins_the_action_under_way(slow_sim: Sim) -> None:
     """A worker that died mid-action: the next claim waits for the same operation."""
     sim = slow_sim
     conn = connect_endpoint(sim.compute_url, None)
-    conn.compute.additional_headers.update(
-        {"X-Carousel-Operation": "stop-1", "X-Carousel-Fencing-Token": "1"}
-    )
+    conn.compute.additional_headers.update({OPERATION_HEADER: "stop-1", FENCING_HEADER: "1"})
     conn.compute.stop_server("h2-vm1")  # the first claim's call; then it "died"
     conn.close()
     sim.driver().execute(event(Action.STOP, "h2-vm1", host="h2", event_id="stop-1"), Hold(2))
@@ -456,10 +455,8 @@ def test_a_retry_joins_the_action_under_way(slow_sim: Sim) -> None:
 def test_a_retry_finds_the_replica_its_scale_in_is_deleting(slow_sim: Sim) -> None:
     sim = slow_sim
     conn = connect_endpoint(sim.compute_url, None)
-    conn.compute.set_server_metadata("web-3", **{"carousel.scale_in": "in-9"})
-    conn.compute.additional_headers.update(
-        {"X-Carousel-Operation": "in-9", "X-Carousel-Fencing-Token": "1"}
-    )
+    conn.compute.set_server_metadata("web-3", **{SCALE_IN_KEY: "in-9"})
+    conn.compute.additional_headers.update({OPERATION_HEADER: "in-9", FENCING_HEADER: "1"})
     conn.compute.delete_server("web-3")  # the first claim's calls; then it "died"
     conn.close()
     sim.driver().execute(event(Action.SCALE_IN, "web", event_id="in-9"), Hold(2))

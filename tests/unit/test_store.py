@@ -18,7 +18,7 @@ from shared.errors import LeaseLost, VmRemoved
 from shared.lease import Lease
 from shared.models import Action, Key, Status, VmEventMessage
 from shared.store import Claim, Conflict, InFlight, Store
-from tests.ledgers import pass_time
+from tests.ledgers import accept, ensure_keys, pass_time, unfinished_count
 
 #: seconds a claim lasts in these tests
 LEASE = 30.0
@@ -66,7 +66,7 @@ def store(open_store: Callable[[], Store]) -> Store:
 
 
 def queued(store: Store, *events: VmEventMessage) -> None:
-    store.accept(events)
+    accept(store, events)
     store.confirm(list(events))
 
 
@@ -90,7 +90,7 @@ def finished(store: Store, event: VmEventMessage, ok: bool) -> None:
 
 def test_accept_new_events_stores_them_pending_and_publishes_them(store: Store) -> None:
     a, b = ev("a", payload={"k": [1, 2]}), ev("b", vm="v2", action=Action.MIGRATE, at=5.5)
-    accepted = store.accept([a, b])
+    accepted = accept(store, [a, b])
     assert accepted.to_publish == [a, b]
     assert accepted.ids == ["a", "b"]
     row = store.get("a")
@@ -113,7 +113,7 @@ def test_accept_new_events_stores_them_pending_and_publishes_them(store: Store) 
 
 def test_repost_of_confirmed_event_is_not_published_again(store: Store) -> None:
     queued(store, ev("a"))
-    accepted = store.accept([ev("a", at=99.0)])
+    accepted = accept(store, [ev("a", at=99.0)])
     assert accepted.to_publish == []
     assert accepted.ids == ["a"]
     row = store.get("a")
@@ -123,8 +123,8 @@ def test_repost_of_confirmed_event_is_not_published_again(store: Store) -> None:
 
 
 def test_repost_of_pending_event_is_published_again_but_stored_once(store: Store) -> None:
-    store.accept([ev("a")])
-    accepted = store.accept([ev("a"), ev("b")])
+    accept(store, [ev("a")])
+    accepted = accept(store, [ev("a"), ev("b")])
     assert [e.id for e in accepted.to_publish] == ["a", "b"]
     assert store.status_of("a") is Status.PENDING
 
@@ -132,7 +132,7 @@ def test_repost_of_pending_event_is_published_again_but_stored_once(store: Store
 @pytest.mark.parametrize(
     "status_setup",
     [
-        pytest.param(lambda s: s.accept([ev("a")]), id="pending"),
+        pytest.param(lambda s: accept(s, [ev("a")]), id="pending"),
         pytest.param(lambda s: queued(s, ev("a")), id="queued"),
         pytest.param(lambda s: running(s, ev("a")), id="running"),
     ],
@@ -152,7 +152,7 @@ def test_same_id_with_different_content_is_a_conflict_and_changes_nothing(
     status_setup(store)
     before = store.get("a")
     with pytest.raises(Conflict) as info:
-        store.accept([ev("fresh"), other])
+        accept(store, [ev("fresh"), other])
     assert info.value.event_id == "a"
     assert store.get("fresh") is None  # the whole batch is refused
     assert store.get("a") == before
@@ -161,7 +161,7 @@ def test_same_id_with_different_content_is_a_conflict_and_changes_nothing(
 def test_same_id_with_different_payload_is_not_a_conflict(store: Store) -> None:
     """Documented: only host, VM, policy and action are compared; the first payload stays."""
     queued(store, ev("a", payload={"n": 1}))
-    accepted = store.accept([ev("a", payload={"n": 2})])
+    accepted = accept(store, [ev("a", payload={"n": 2})])
     assert accepted.to_publish == []
     row = store.get("a")
     assert row is not None
@@ -169,21 +169,21 @@ def test_same_id_with_different_payload_is_not_a_conflict(store: Store) -> None:
 
 
 def test_duplicate_id_inside_one_batch_is_stored_and_published_once(store: Store) -> None:
-    accepted = store.accept([ev("a"), ev("b"), ev("a")])
+    accepted = accept(store, [ev("a"), ev("b"), ev("a")])
     assert [e.id for e in accepted.to_publish] == ["a", "b"]
     assert accepted.ids == ["a", "b", "a"]
     assert store.status_of("a") is Status.PENDING
 
 
 def test_duplicate_pending_id_inside_one_batch_is_republished_once(store: Store) -> None:
-    store.accept([ev("a")])
-    accepted = store.accept([ev("a"), ev("a")])
+    accept(store, [ev("a")])
+    accepted = accept(store, [ev("a"), ev("a")])
     assert [e.id for e in accepted.to_publish] == ["a"]
 
 
 def test_same_id_with_different_content_inside_one_batch_is_a_conflict(store: Store) -> None:
     with pytest.raises(Conflict):
-        store.accept([ev("a", vm="v1"), ev("a", vm="v2")])
+        accept(store, [ev("a", vm="v1"), ev("a", vm="v2")])
     assert store.get("a") is None
 
 
@@ -191,7 +191,7 @@ def test_same_id_with_different_content_inside_one_batch_is_a_conflict(store: St
 
 
 def test_confirm_moves_only_pending_to_queued(store: Store) -> None:
-    store.accept([ev("a"), ev("b")])
+    accept(store, [ev("a"), ev("b")])
     dispatched(store, ev("c"))
     store.confirm([ev("a"), ev("c")])
     assert store.status_of("a") is Status.QUEUED
@@ -203,8 +203,8 @@ def test_confirm_moves_only_pending_to_queued(store: Store) -> None:
 def test_confirm_rewrites_a_row_a_concurrent_failure_discarded(store: Store) -> None:
     """Request A inserted X and failed; request B re-posted X and its publish was
     confirmed after A discarded the row: X is in the broker, so it is accepted."""
-    a = store.accept([ev("x")])
-    b = store.accept([ev("x")])
+    a = accept(store, [ev("x")])
+    b = accept(store, [ev("x")])
     assert a.inserted == ["x"] and b.inserted == [] and b.to_publish
     store.discard(a.inserted)
     assert store.get("x") is None
@@ -213,7 +213,7 @@ def test_confirm_rewrites_a_row_a_concurrent_failure_discarded(store: Store) -> 
 
 
 def test_discard_deletes_only_pending_rows(store: Store) -> None:
-    store.accept([ev("a")])
+    accept(store, [ev("a")])
     queued(store, ev("b"))
     dispatched(store, ev("c"))
     store.discard(["a", "b", "c", "unknown"])
@@ -224,9 +224,9 @@ def test_discard_deletes_only_pending_rows(store: Store) -> None:
 
 
 def test_discarded_id_can_be_accepted_again(store: Store) -> None:
-    store.accept([ev("a", vm="v1")])
+    accept(store, [ev("a", vm="v1")])
     store.discard(["a"])
-    accepted = store.accept([ev("a", vm="v2")])  # forgotten entirely: no conflict
+    accepted = accept(store, [ev("a", vm="v2")])  # forgotten entirely: no conflict
     assert [e.vm for e in accepted.to_publish] == ["v2"]
 
 
@@ -236,7 +236,7 @@ def test_discarded_id_can_be_accepted_again(store: Store) -> None:
 @pytest.mark.parametrize(
     ("setup", "expected", "moved"),
     [
-        pytest.param(lambda s: s.accept([ev("a")]), Status.QUEUED, True, id="pending"),
+        pytest.param(lambda s: accept(s, [ev("a")]), Status.QUEUED, True, id="pending"),
         pytest.param(lambda s: queued(s, ev("a")), Status.QUEUED, True, id="queued"),
         pytest.param(lambda s: dispatched(s, ev("a")), Status.DISPATCHED, False, id="dispatched"),
         pytest.param(lambda s: running(s, ev("a")), Status.RUNNING, False, id="running"),
@@ -387,7 +387,7 @@ def test_claim_after_finish_is_finished(store: Store, ok: bool, dispatch_id: str
     "setup",
     [
         pytest.param(lambda s: None, id="unknown"),
-        pytest.param(lambda s: s.accept([ev("a")]), id="pending"),
+        pytest.param(lambda s: accept(s, [ev("a")]), id="pending"),
         pytest.param(lambda s: queued(s, ev("a")), id="queued"),
     ],
 )
@@ -455,7 +455,7 @@ def test_claim_clears_the_error_of_an_earlier_attempt(store: Store) -> None:
 
 
 def test_in_flight_lists_dispatched_and_running_only(store: Store) -> None:
-    store.accept([ev("pending")])
+    accept(store, [ev("pending")])
     queued(store, ev("queued"))
     dispatched(store, ev("dispatched", vm="v1"))
     running(store, ev("running", host="h2", vm="v2", policy="p2"))
@@ -470,16 +470,16 @@ def test_in_flight_lists_dispatched_and_running_only(store: Store) -> None:
 
 def test_unfinished_count_counts_accepted_not_finished(store: Store) -> None:
     """pending rows are never-confirmed leftovers, not accepted events."""
-    store.accept([ev("pending")])
+    accept(store, [ev("pending")])
     queued(store, ev("queued"))
     dispatched(store, ev("dispatched"))
     running(store, ev("running"))
     running(store, ev("done"))
     store.finish("done", 1, False, "x")
     queued(store, ev("other-vm", vm="v2"))
-    assert store.unfinished_count("h", "v") == 3
-    assert store.unfinished_count("h", "v2") == 1
-    assert store.unfinished_count("h", "nope") == 0
+    assert unfinished_count(store, "h", "v") == 3
+    assert unfinished_count(store, "h", "v2") == 1
+    assert unfinished_count(store, "h", "nope") == 0
 
 
 # -- mapping -----------------------------------------------------------------------------
@@ -497,14 +497,15 @@ def test_fresh_store_has_an_empty_mapping_at_version_zero(store: Store) -> None:
 
 
 def test_ensure_keys_keeps_first_appearance_order_at_every_level(store: Store) -> None:
-    store.ensure_keys([K("zeta", "vm9", "pol-b"), K("alpha", "vm2", "pol-z")])
-    store.ensure_keys(
+    ensure_keys(store, [K("zeta", "vm9", "pol-b"), K("alpha", "vm2", "pol-z")])
+    ensure_keys(
+        store,
         [
             K("zeta", "vm1", "pol-a"),
             K("zeta", "vm9", "pol-a"),
             K("mid", "vmX", "p"),
             K("alpha", "vm2", "pol-a"),
-        ]
+        ],
     )
     snap = store.snapshot()
     assert list(snap.hosts) == ["zeta", "alpha", "mid"]
@@ -517,7 +518,7 @@ def test_ensure_keys_keeps_first_appearance_order_at_every_level(store: Store) -
 
 def test_ensure_keys_bumps_version_once_per_new_key(store: Store) -> None:
     keys = [K("h", "v", "p1"), K("h", "v", "p2"), K("h2", "v", "p1")]
-    deltas = store.ensure_keys([*keys, keys[0]])  # a repeat inside one call counts once
+    deltas = ensure_keys(store, [*keys, keys[0]])  # a repeat inside one call counts once
     assert [d.version for d in deltas] == [1, 2, 3]
     assert [(d.op, d.host, d.vm, d.policy) for d in deltas] == [
         ("key_added", k.host, k.vm, k.policy) for k in keys
@@ -525,17 +526,17 @@ def test_ensure_keys_bumps_version_once_per_new_key(store: Store) -> None:
     assert all("queue" not in d.model_dump() for d in deltas)  # names are the topology's
     assert store.mapping_version() == 3
 
-    assert store.ensure_keys(keys) == []  # known keys: no delta, no bump
+    assert ensure_keys(store, keys) == []  # known keys: no delta, no bump
     assert store.mapping_version() == 3
 
-    deltas = store.ensure_keys([keys[1], K("h", "v", "p3")])
+    deltas = ensure_keys(store, [keys[1], K("h", "v", "p3")])
     assert [(d.version, d.policy) for d in deltas] == [(4, "p3")]
     assert store.mapping_version() == 4
 
 
 def test_the_ledger_stores_keys_not_queue_names(store: Store) -> None:
     long_key = K("h" * 128, "v" * 128, "p" * 128)
-    store.ensure_keys([K("h", "v", "p"), long_key])
+    ensure_keys(store, [K("h", "v", "p"), long_key])
     assert store.all_keys() == [K("h", "v", "p"), long_key]  # first-appearance order
     assert "queue" not in {c.name for c in keys_table.columns}
     snap = store.snapshot()
@@ -575,7 +576,7 @@ def test_mark_resent_is_fenced_by_the_dispatcher_lease(store: Store) -> None:
 
 
 def test_redrive_queues_a_dead_letter_afresh_and_undo_restores_it(store: Store) -> None:
-    store.ensure_keys([K("h", "v", "p")])  # as the producer's admit does
+    ensure_keys(store, [K("h", "v", "p")])  # as the producer's admit does
     running(store, ev("a", payload={"k": 1}))
     assert store.finish("a", 1, False, "ran past its time limit", dead=True)
     dead_at = store.get("a")["dead_at"]  # type: ignore[index]
@@ -601,7 +602,7 @@ def test_redrive_queues_a_dead_letter_afresh_and_undo_restores_it(store: Store) 
 def test_a_dead_letter_whose_vm_was_removed_is_not_redriven(store: Store) -> None:
     """Its queue would be declared again and never consumed: refused, nothing changes;
     once an event brought the VM and policy back, the re-drive goes through."""
-    store.ensure_keys([K("h", "v", "p")])
+    ensure_keys(store, [K("h", "v", "p")])
     running(store, ev("a"))
     assert store.finish("a", 1, False, "ran past its time limit", dead=True)
     before = store.get("a")
@@ -609,10 +610,10 @@ def test_a_dead_letter_whose_vm_was_removed_is_not_redriven(store: Store) -> Non
     with pytest.raises(VmRemoved, match="was removed"):
         store.redrive("a")
     assert store.get("a") == before
-    store.ensure_keys([K("h", "v", "q")])  # the VM is back, not the event's policy
+    ensure_keys(store, [K("h", "v", "q")])  # the VM is back, not the event's policy
     with pytest.raises(VmRemoved):
         store.redrive("a")
-    store.ensure_keys([K("h", "v", "p")])
+    ensure_keys(store, [K("h", "v", "p")])
     assert store.redrive("a") == ev("a")
     assert store.status_of("a") is Status.QUEUED
 
@@ -665,7 +666,7 @@ def test_a_plain_failure_is_not_dead_lettered(store: Store) -> None:
 
 @pytest.mark.parametrize("available", [False, True])
 def test_availability_setters(store: Store, available: bool) -> None:
-    store.ensure_keys([K("h", "v", "p")])
+    ensure_keys(store, [K("h", "v", "p")])
     host_delta = store.set_host_available("h", available)
     assert host_delta is not None
     assert (host_delta.op, host_delta.host, host_delta.available, host_delta.version) == (
@@ -690,7 +691,7 @@ def test_availability_setters(store: Store, available: bool) -> None:
 
 
 def test_availability_setters_return_none_for_unknown_names(store: Store) -> None:
-    store.ensure_keys([K("h", "v", "p")])
+    ensure_keys(store, [K("h", "v", "p")])
     assert store.set_host_available("nope", False) is None
     assert store.set_vm_available("h", "nope", False) is None
     assert store.set_vm_available("nope", "v", False) is None
@@ -698,7 +699,7 @@ def test_availability_setters_return_none_for_unknown_names(store: Store) -> Non
 
 
 def test_remove_vm(store: Store) -> None:
-    store.ensure_keys([K("h", "v1", "p"), K("h", "v1", "q"), K("h", "v2", "p")])
+    ensure_keys(store, [K("h", "v1", "p"), K("h", "v1", "q"), K("h", "v2", "p")])
     delta = store.remove_vm("h", "v1")
     assert delta is not None
     assert (delta.op, delta.host, delta.vm, delta.version) == ("vm_removed", "h", "v1", 4)
@@ -711,14 +712,14 @@ def test_remove_vm(store: Store) -> None:
     assert store.mapping_version() == 4
 
     # a re-created VM is a new appearance: it comes after the VMs already known
-    deltas = store.ensure_keys([K("h", "v1", "p")])
+    deltas = ensure_keys(store, [K("h", "v1", "p")])
     assert [d.version for d in deltas] == [5]
     assert list(store.snapshot().hosts["h"].vms) == ["v2", "v1"]
 
 
 def test_snapshot_counts_only_queued_events(store: Store) -> None:
-    store.ensure_keys([K("h", "v", "p"), K("h", "v", "q")])
-    store.accept([ev("pending")])
+    ensure_keys(store, [K("h", "v", "p"), K("h", "v", "q")])
+    accept(store, [ev("pending")])
     queued(store, ev("q1"), ev("q2"), ev("q3"), ev("other", policy="q"))
     dispatched(store, ev("dispatched"))
     running(store, ev("running"))
@@ -737,7 +738,7 @@ def test_two_stores_on_one_file_see_each_others_writes(
     open_store: Callable[[], Store],
 ) -> None:
     producer, worker = open_store(), open_store()
-    producer.accept([ev("a")])
+    accept(producer, [ev("a")])
     assert worker.status_of("a") is Status.PENDING
     producer.confirm([ev("a")])
     assert worker.mark_dispatched_many(["a"], "d0")["a"] is Status.QUEUED
@@ -747,9 +748,9 @@ def test_two_stores_on_one_file_see_each_others_writes(
     assert worker.finish("a", 1, True, None)
     assert producer.claim("a", "d1", "w", LEASE).outcome is Claim.FINISHED
 
-    producer.ensure_keys([K("h", "v", "p")])
+    ensure_keys(producer, [K("h", "v", "p")])
     assert worker.mapping_version() == 1
-    assert worker.ensure_keys([K("h", "v", "p")]) == []  # known through the other one
+    assert ensure_keys(worker, [K("h", "v", "p")]) == []  # known through the other one
     worker.set_vm_available("h", "v", False)
     assert producer.snapshot().hosts["h"].vms["v"].available is False
     assert producer.mapping_version() == 2
@@ -757,7 +758,7 @@ def test_two_stores_on_one_file_see_each_others_writes(
 
 def test_reopening_keeps_ledger_and_mapping_version(open_store: Callable[[], Store]) -> None:
     first = open_store()
-    first.ensure_keys([K("h", "v", "p"), K("h", "v", "q")])
+    ensure_keys(first, [K("h", "v", "p"), K("h", "v", "q")])
     queued(first, ev("a"))
     second = open_store()  # create_schema again on an existing file
     assert second.mapping_version() == 2
@@ -804,7 +805,7 @@ def test_the_lease_says_whether_its_live_holder_is_paused(store: Store) -> None:
 
 
 def test_only_the_lease_holder_marks_events_dispatched(store: Store) -> None:
-    store.accept([ev("e1")])
+    accept(store, [ev("e1")])
     store.confirm([ev("e1")])
     a, b = Lease("dispatcher", "a", 10.0), Lease("dispatcher", "b", 10.0)
     assert store.take_lease(a)
@@ -870,7 +871,7 @@ def test_a_lookup_prepared_on_a_small_table_still_uses_the_index_once_it_grew(
     store = Store.connect(ledger_url, pool=Pool(size=1, overflow=0))  # one session
     try:
         for i in range(15):  # the id lookup prepared, and planned, on a tiny table
-            store.accept([ev(f"small-{i}")])
+            accept(store, [ev(f"small-{i}")])
         with store.engine.begin() as conn:
             rows = [
                 {**ev(f"grown-{i}").model_dump(), "action": "heal", "payload": "{}"}

@@ -16,7 +16,7 @@ from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.sweeper import Sweeper
 from shared.models import Action, VmEventMessage
 from shared.store import Store
-from tests.ledgers import pass_time
+from tests.ledgers import accept, pass_time
 
 
 class FakeSender:
@@ -40,7 +40,7 @@ def running_with_an_expired_claim(store: Store, event_id: str) -> None:
     event = VmEventMessage(
         id=event_id, host="h", vm=event_id, policy="p", action=Action.HEAL, accepted_at=0
     )
-    store.accept([event])
+    accept(store, [event])
     store.confirm([event])
     store.mark_dispatched_many([event_id], "d")
     store.claim(event_id, "d", "w", lease_seconds=1.0)
