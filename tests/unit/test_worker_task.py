@@ -16,6 +16,7 @@ from scheduler.worker.errors import EventFailed
 from scheduler.worker.settings import WorkerSettings
 from shared.models import Action, Status, VmEventMessage
 from shared.store import Store
+from tests.ledgers import accept
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def dispatched(store: Store, event_id: str, payload: dict[str, Any]) -> list[Any
         payload=payload,
         accepted_at=1.0,
     )
-    store.accept([event])
+    accept(store, [event])
     store.confirm([event])
     store.mark_dispatched_many([event.id], "d1")
     return [event.model_dump(mode="json"), "d1"]
