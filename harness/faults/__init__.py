@@ -39,7 +39,11 @@ The accounting — over every event id that got a 202, and nothing else
         not a poison event (an accepted event whose effect never happened).
     duplicate
         more than one completed call for it (an action cut off mid-way and run again is
-        not one: its first call was abandoned).
+        not one: its first call was abandoned). Nor is a second completed call, with a
+        larger fencing token, whose first one ended less than a second before the
+        harness killed a worker: that worker died between the cloud's answer and the
+        ledger's record, and the takeover runs the action again, as documented — such
+        events are reported as *repeated*, with their evidence, and do not fail the run.
     violation
         a call accepted while more than ``PER_VM_LIMIT`` calls with a connected caller
         were running on its VM, or more than ``MAX_PARALLEL`` overall — counted per call;

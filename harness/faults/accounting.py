@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,11 @@ from harness.recorder import COMPLETED, Call
 FINAL = ("succeeded", "failed")
 LOST, DUPLICATE, VIOLATION, STUCK = "lost", "duplicate", "violation", "stuck"
 PHANTOM, MISREPORTED = "phantom", "misreported"
+#: an action run again because its worker was killed after the call's answer and before
+#: the ledger recorded it: the documented repeat of a cut-off action (reported only)
+REPEATED = "repeated"
+#: seconds after a completed call within which a kill of a worker cut off its record
+KILL_GRACE = 1.0
 REFUSED, UNANSWERED = "refused", "unanswered"
 #: kinds that fail the run (MISREPORTED is only reported)
 FAILING = (LOST, DUPLICATE, VIOLATION, STUCK, PHANTOM, REFUSED, UNANSWERED)
@@ -80,7 +86,13 @@ def classify(
     posted: set[str],
     per_vm: int,
     max_parallel: int,
+    kills: Sequence[float] = (),
 ) -> list[Anomaly]:
+    """The anomalies of every accepted event (see the package's docstring). ``kills``:
+    when the harness killed a worker process: a second completed call, with a larger
+    fencing token, of an event whose first completed call ended less than
+    :data:`KILL_GRACE` before such a kill is :data:`REPEATED`, not a duplicate — its
+    worker died between the cloud's answer and the ledger's record."""
     by_event: dict[str, list[Call]] = defaultdict(list)
     for c in calls:
         by_event[c.event_id].append(c)
@@ -104,7 +116,7 @@ def classify(
             tokens = ", ".join(str(c.token) for c in done)
             out.append(
                 Anomaly(
-                    DUPLICATE,
+                    REPEATED if _cut_off(done, kills) else DUPLICATE,
                     eid,
                     done[0].ended or done[0].started,
                     f"{len(done)} completed calls, tokens {tokens}",
@@ -231,3 +243,12 @@ def wait_drained(stack: FaultStack, bound: float) -> dict[str, int]:
     with contextlib.suppress(AssertionError):
         wait_until(drained, bound, 1.0, what="queues drained")
     return left
+
+
+def _cut_off(done: list[Call], kills: Sequence[float]) -> bool:
+    """Two completed calls, the first's worker killed just after its answer (before the
+    ledger could record it), the second a takeover (a larger fencing token)."""
+    if len(done) != 2 or not done[1].token > done[0].token:
+        return False
+    ended = done[0].ended or done[0].started
+    return any(ended <= k <= ended + KILL_GRACE for k in kills)

@@ -12,6 +12,7 @@ from harness.faults.accounting import (
     MISREPORTED,
     PHANTOM,
     REFUSED,
+    REPEATED,
     STUCK,
     UNANSWERED,
     VIOLATION,
@@ -102,7 +103,8 @@ def _row(row: dict[str, Any] | None) -> str:
 
 def evidence(acc: Accounting, calls: list[Call], log_dir: Path, t0: float) -> str:
     out: list[str] = []
-    for kind in (LOST, DUPLICATE, VIOLATION, STUCK, PHANTOM, REFUSED, UNANSWERED, MISREPORTED):
+    kinds = (LOST, DUPLICATE, VIOLATION, STUCK, PHANTOM, REFUSED, UNANSWERED, MISREPORTED, REPEATED)
+    for kind in kinds:
         found: list[Anomaly] = [a for a in acc.anomalies if a.kind == kind]
         if not found:
             continue

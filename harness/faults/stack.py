@@ -20,6 +20,7 @@ import contextlib
 import functools
 import os
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,8 @@ class FaultStack:
         self.receiver = Receiver(on_kill=self.kill_caller)
         self.topology = Topology(PREFIX)
         self.killed_callers: list[tuple[str, int]] = []  # (event id, pid) killed on request
+        #: when the harness killed a worker process (a pool child or a main process)
+        self.kill_times: list[float] = []
         env = {
             "AMQP_URL": self.broker.url,
             "CAROUSEL_PREFIX": PREFIX,
@@ -207,6 +210,7 @@ class FaultStack:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+            self.kill_times.append(time.time())
             self.killed_callers.append((call.event_id, pid))
             call.notes.append(f"caller pid {pid} killed")
 
@@ -216,6 +220,7 @@ class FaultStack:
         assert worker.proc is not None
         tree = pids.descendants(worker.proc.pid)
         os.kill(worker.proc.pid, signal.SIGKILL)
+        self.kill_times.append(time.time())
         worker.proc.wait(10)
         wait_until(lambda: not any(_alive(p) for p in tree[1:]), 30, what="pool children gone")
         return tree

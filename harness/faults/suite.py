@@ -266,6 +266,7 @@ def _account(
         set(load.sent),
         stack.profile.per_vm,
         stack.profile.max_parallel,
+        stack.kill_times,
     )
     out_of_order, ordered_pairs = accounting.order(
         load.accepted, stack.receiver.calls(), load.first_sent
@@ -313,7 +314,9 @@ def _report(
         f"phantom calls (ids never posted): {acc.count(accounting.PHANTOM)}; "
         f"valid posts refused: {acc.count(accounting.REFUSED)}; "
         f"ids never answered 202: {acc.count(accounting.UNANSWERED)}; "
-        f"misreported outcomes: {acc.count(accounting.MISREPORTED)}",
+        f"misreported outcomes: {acc.count(accounting.MISREPORTED)}; "
+        f"actions run again after their worker was killed between the cloud's answer and "
+        f"the ledger's record (documented): {acc.count(accounting.REPEATED)}",
         f"logs: {stack.logs}",
         report.final_line(results, acc),
     ]

@@ -221,3 +221,25 @@ def test_only_runs_each_fault_on_the_ledger_it_needs() -> None:
         (MACHINES, ["ledger-cut"]),
     ]
     assert plan(fast=True) == [(FAST, FAST_FAULTS)]
+
+
+@pytest.mark.parametrize(
+    ("kills", "second_token", "kind"),
+    [
+        ([], 2, accounting.DUPLICATE),  # no kill: two effects
+        ([10.15], 2, accounting.REPEATED),  # killed just after the answer: a takeover repeats
+        ([10.15], 1, accounting.DUPLICATE),  # the same token: not a takeover
+        ([9.0], 2, accounting.DUPLICATE),  # a kill before the call ended cut nothing of it
+        ([12.0], 2, accounting.DUPLICATE),  # a kill long after: the record had time
+    ],
+)
+def test_a_second_effect_counts_as_a_duplicate_unless_its_first_worker_was_just_killed(
+    kills: list[float], second_token: int, kind: str
+) -> None:
+    """The first call answered at 10.1; its worker killed before the ledger recorded it
+    is the documented repeat of an action cut off (reported), anything else a duplicate."""
+    e = event("e1", 1.0, 1.1)
+    calls = [call("e1", 10.0, token=1), call("e1", 20.0, token=second_token)]
+    statuses = {"e1": {"status": "succeeded", "dispatched_at": 9.0, "error": None}}
+    found = accounting.classify({"e1": e}, statuses, calls, {"e1"}, 1, 4, kills)
+    assert [a.kind for a in found] == [kind]
