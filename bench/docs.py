@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import RESULTS
+from harness import generated
 
 PATH = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 BEGIN = "<!-- generated from bench/results/*.json by `make bench` / `make docs` -->"
@@ -98,12 +99,11 @@ def _cell(v: Any) -> str:
 
 
 def current(path: Path = PATH) -> str:
-    text = path.read_text()
-    return text[text.index(BEGIN) : text.index(END) + len(END)]
+    return generated.current(path, BEGIN, END)
 
 
 def write(path: Path = PATH, folder: Path = RESULTS) -> None:
-    path.write_text(path.read_text().replace(current(path), render(folder)))
+    generated.write(path, BEGIN, END, render(folder))
 
 
 if __name__ == "__main__":

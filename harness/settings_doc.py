@@ -23,6 +23,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined, to_jsonable_python
 from pydantic_settings import BaseSettings
 
+from harness import generated
 from producer.settings import ProducerSettings
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.elasticity.settings import ElasticitySettings
@@ -179,15 +180,11 @@ def _flags(p: argparse.ArgumentParser) -> Iterator[argparse.Action]:
 
 
 def current(path: Path = PATH) -> str:
-    """What ``path`` holds between the markers (and the markers)."""
-    text = path.read_text()
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    return text[start:end]
+    return generated.current(path, BEGIN, END)
 
 
 def write(path: Path = PATH) -> None:
-    text = path.read_text()
-    path.write_text(text.replace(current(path), render()))
+    generated.write(path, BEGIN, END, render())
 
 
 if __name__ == "__main__":

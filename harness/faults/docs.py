@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import RESULTS, machine
+from harness import generated
 
 PATH = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 BEGIN = "<!-- generated from bench/results/faults-*.json by `make faults` / `make docs` -->"
@@ -58,12 +59,11 @@ def render(folder: Path = RESULTS) -> str:
 
 
 def current(path: Path = PATH) -> str:
-    text = path.read_text()
-    return text[text.index(BEGIN) : text.index(END) + len(END)]
+    return generated.current(path, BEGIN, END)
 
 
 def write(path: Path = PATH, folder: Path = RESULTS) -> None:
-    path.write_text(path.read_text().replace(current(path), render(folder)))
+    generated.write(path, BEGIN, END, render(folder))
 
 
 if __name__ == "__main__":
