@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("skewclock.c")
@@ -38,3 +40,17 @@ def build(directory: Path) -> Path:
 def skewed(library: Path, seconds: float) -> dict[str, str]:
     """The environment that puts a process's wall clock ``seconds`` off."""
     return {"LD_PRELOAD": str(library), "SKEWCLOCK_SECONDS": str(seconds)}
+
+
+def offset(env: dict[str, str]) -> float:
+    """How far a Python process started with ``env`` finds the wall clock from ours."""
+    before = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", "import time; print(time.time())"],
+        env={**os.environ, **env},
+        capture_output=True,
+        check=True,
+        text=True,
+        timeout=30,
+    )
+    return float(out.stdout) - (before + time.time()) / 2

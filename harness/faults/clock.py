@@ -20,14 +20,12 @@ skewed ones warm-stop.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 
 from harness import skewclock
 from harness.faults.accounting import VIOLATION, Anomaly, wait_final
 from harness.faults.base import Ctx, FaultResult
-from harness.processes import BIN, Service
+from harness.processes import Service
 from harness.recorder import ABANDONED, FENCED
 
 #: how far each skewed worker's wall clock is off, in seconds
@@ -47,7 +45,7 @@ def clock_skew(ctx: Ctx) -> FaultResult:
     res = FaultResult("workers' clocks off")
     library = skewclock.build(stack.base)
     envs = {"slow": skewclock.skewed(library, -SKEW), "fast": skewclock.skewed(library, SKEW)}
-    offsets = {kind: _offset(env) for kind, env in envs.items()}
+    offsets = {kind: skewclock.offset(env) for kind, env in envs.items()}
     for kind, off in offsets.items():
         want = SKEW if kind == "fast" else -SKEW
         if abs(off - want) > TOLERANCE:
@@ -94,17 +92,3 @@ def clock_skew(ctx: Ctx) -> FaultResult:
     retried = {i: a for i, (a, _) in runs.items() if a != 1}
     res.note = f"held actions ran by {ran_by}; attempts other than 1: {retried or 'none'}"
     return res
-
-
-def _offset(env: dict[str, str]) -> float:
-    """How far a process started with ``env`` finds the wall clock from ours."""
-    before = time.time()
-    out = subprocess.run(
-        [str(BIN / "python"), "-c", "import time; print(time.time())"],
-        env={**os.environ, **env},
-        capture_output=True,
-        check=True,
-        text=True,
-        timeout=30,
-    )
-    return float(out.stdout) - (before + time.time()) / 2
