@@ -163,7 +163,7 @@ def amqp_urls(value: str) -> list[str]:
 
 def explain_settings(exc: ValidationError) -> str:
     """A settings class's validation error in one line, each problem naming its
-    environment variable and the value given (``WEBHOOK_TIMEOUT: Input should be greater
+    environment variable and the value given (``DRIVER_HTTP_TIMEOUT: Input should be greater
     than 0 (got '-1')``): what an operator sets, not pydantic's report for programmers."""
     problems = []
     for error in exc.errors():

@@ -67,7 +67,7 @@ WORKER_CONCURRENCY = HOSTS * VMS_PER_HOST
 #: seconds an operation takes in the cloud (each event draws its own): longer than a
 #: few failed calls
 OP_SECONDS = (2.0, 4.0)
-#: the simcloud driver's HTTP timeout for this phase (its ``WEBHOOK_TIMEOUT``)
+#: the simcloud driver's HTTP timeout for this phase (its ``DRIVER_HTTP_TIMEOUT``)
 DRIVER_TIMEOUT = 2.0
 #: seconds every event of the phase has to be final once the fault is off
 FINAL_BOUND = 120.0
@@ -115,7 +115,7 @@ def cloud_api(ctx: Ctx) -> FaultResult:
             SIMCLOUD_URL=url,
             WORKER_PROFILE=PROFILE,
             ACTION_PROFILES=profiles,
-            WEBHOOK_TIMEOUT=str(DRIVER_TIMEOUT),
+            DRIVER_HTTP_TIMEOUT=str(DRIVER_TIMEOUT),
             WORKER_CONCURRENCY=str(WORKER_CONCURRENCY),
         )
         fs.reconfigure_scheduler(ACTION_PROFILES=profiles)

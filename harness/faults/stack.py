@@ -88,7 +88,7 @@ class FaultStack:
             "ELASTICITY_PORT": str(free_port()),
             "DRIVER": "webhook",
             "WEBHOOK_URL": self.receiver.url,
-            "WEBHOOK_TIMEOUT": "60",
+            "DRIVER_HTTP_TIMEOUT": "60",
             "MAX_PARALLEL": str(profile.max_parallel),
             "PER_VM_LIMIT": str(profile.per_vm),
             "WORKER_CONCURRENCY": str(profile.concurrency),

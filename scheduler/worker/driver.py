@@ -46,11 +46,12 @@ class DriverConfig(BaseSettings):
 class HttpDriverConfig(DriverConfig):
     """Settings of the drivers that call an HTTP API."""
 
-    webhook_timeout: float = Field(
+    driver_http_timeout: float = Field(
         30.0,
         gt=0,
-        description="Seconds one HTTP request of the webhook, simcloud or openstack driver "
-        "may take (WEBHOOK_TIMEOUT).",
+        description="Seconds one HTTP request of a driver that calls an HTTP API (the "
+        "webhook, simcloud and openstack drivers, and a plug-in built on HttpDriverConfig) "
+        "may take (DRIVER_HTTP_TIMEOUT).",
     )
 
 

@@ -128,7 +128,7 @@ class OpenStackDriver(DriverPlugin[OpenStackConfig]):
         """``OPENSTACK_CLOUD`` (a clouds.yaml entry) when set, else
         ``OPENSTACK_COMPUTE_URL`` (+ ``OPENSTACK_TOKEN``) without Keystone; waits up to
         ``ACTION_TIME_LIMIT``, polling every ``ACTION_POLL_INTERVAL``, HTTP requests time
-        out after ``WEBHOOK_TIMEOUT``."""
+        out after ``DRIVER_HTTP_TIMEOUT``."""
         if config.openstack_cloud:
             return cls.from_cloud(
                 config.openstack_cloud,
@@ -138,7 +138,7 @@ class OpenStackDriver(DriverPlugin[OpenStackConfig]):
         return cls.from_endpoint(
             config.openstack_compute_url,
             config.openstack_token or None,
-            config.webhook_timeout,
+            config.driver_http_timeout,
             max_wait=worker.action_time_limit,
             poll_interval=config.action_poll_interval,
         )

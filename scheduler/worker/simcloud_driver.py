@@ -51,7 +51,7 @@ class SimcloudDriver(DriverPlugin[SimcloudConfig]):
         return cls(
             config.simcloud_url,
             config.simcloud_token,
-            config.webhook_timeout,
+            config.driver_http_timeout,
             config.action_poll_interval,
             worker.action_time_limit,
         )

@@ -39,7 +39,7 @@ class WebhookDriver(DriverPlugin[WebhookConfig]):
 
     @classmethod
     def from_config(cls, config: WebhookConfig, worker: WorkerSettings) -> Self:
-        return cls(config.webhook_url, config.webhook_timeout)
+        return cls(config.webhook_url, config.driver_http_timeout)
 
     def execute(self, event: VmEventMessage, hold: Hold) -> None:
         hold.check()

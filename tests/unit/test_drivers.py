@@ -274,7 +274,7 @@ def test_webhook_without_url_is_misconfigured() -> None:
 DRIVER_ENV = (
     "DRIVER",
     "WEBHOOK_URL",
-    "WEBHOOK_TIMEOUT",
+    "DRIVER_HTTP_TIMEOUT",
     "SIMULATED_DURATION",
     "SIMULATED_DURATIONS",
     "SIMCLOUD_URL",
@@ -307,7 +307,7 @@ def test_an_unknown_driver_is_refused_naming_the_known_ones() -> None:
 @pytest.mark.usefixtures("clean_env")
 def test_build_driver_webhook(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEBHOOK_URL", "http://127.0.0.1:9/hook")
-    monkeypatch.setenv("WEBHOOK_TIMEOUT", "3.5")
+    monkeypatch.setenv("DRIVER_HTTP_TIMEOUT", "3.5")
     driver = build_driver(WorkerSettings(driver="webhook"))
     assert isinstance(driver, WebhookDriver)
     try:
@@ -319,7 +319,7 @@ def test_build_driver_webhook(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("clean_env")
 def test_build_driver_from_a_given_config() -> None:
-    config = WebhookConfig(webhook_url="http://127.0.0.1:9/hook", webhook_timeout=2.0)
+    config = WebhookConfig(webhook_url="http://127.0.0.1:9/hook", driver_http_timeout=2.0)
     driver = build_driver(WorkerSettings(driver="webhook"), config)
     assert isinstance(driver, WebhookDriver) and driver.client.timeout.read == 2.0
     driver.close()
@@ -389,8 +389,12 @@ def test_the_simcloud_driver_waits_up_to_the_workers_action_time_limit(
             "WEBHOOK_URL",
         ),
         (
-            {"DRIVER": "webhook", "WEBHOOK_URL": "http://127.0.0.1:9/", "WEBHOOK_TIMEOUT": "-1"},
-            "carousel-worker: refusing to start: DRIVER=webhook: WEBHOOK_TIMEOUT: Input should "
+            {
+                "DRIVER": "webhook",
+                "WEBHOOK_URL": "http://127.0.0.1:9/",
+                "DRIVER_HTTP_TIMEOUT": "-1",
+            },
+            "carousel-worker: refusing to start: DRIVER=webhook: DRIVER_HTTP_TIMEOUT: Input should "
             "be greater than 0 (got '-1')",
         ),
         (
