@@ -165,7 +165,7 @@ def _simcloud_rows() -> list[list[str]]:
         os.environ.update(saved)
     rows = []
     for action in actions:
-        found = re.search(r"\((SIMCLOUD_\w+)[^)]*\)", action.help or "")
+        found = re.search(r"\((SIMCLOUD_\w+)(?:[^()]|\([^)]*\))*\)", action.help or "")
         var = found.group(1) if found else f"SIMCLOUD_{action.dest.upper()}"
         meaning = _cell((action.help or "").replace(found.group(0) if found else "", ""))
         flag = action.option_strings[-1]

@@ -52,25 +52,25 @@ def parser() -> argparse.ArgumentParser:
         "--host",
         default=_env("HOST", "127.0.0.1"),
         help="address to listen on; any but a loopback one needs --token "
-        "(SIMCLOUD_HOST; default 127.0.0.1)",
+        "(SIMCLOUD_HOST; default %(default)s)",
     )
     p.add_argument(
         "--port",
         type=int,
         default=_env("PORT", "8100"),
-        help="port to listen on (SIMCLOUD_PORT; default 8100)",
+        help="port to listen on (SIMCLOUD_PORT; default %(default)s)",
     )
     p.add_argument(
         "--hosts",
         type=int,
         default=_env("HOSTS", "3"),
-        help="hosts h1..hN to seed (SIMCLOUD_HOSTS; default 3)",
+        help="hosts h1..hN to seed (SIMCLOUD_HOSTS; default %(default)s)",
     )
     p.add_argument(
         "--vms-per-host",
         type=int,
         default=_env("VMS_PER_HOST", "4"),
-        help="VMs <host>-vm1..M seeded on each host (SIMCLOUD_VMS_PER_HOST; default 4)",
+        help="VMs <host>-vm1..M seeded on each host (SIMCLOUD_VMS_PER_HOST; default %(default)s)",
     )
     env_groups = [g for g in _env("GROUPS", "").split(",") if g.strip()]
     p.add_argument(
@@ -87,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
         "--action-seconds",
         type=float,
         default=_env("ACTION_SECONDS", "1"),
-        help="how long an action takes (SIMCLOUD_ACTION_SECONDS; default 1)",
+        help="how long an action takes (SIMCLOUD_ACTION_SECONDS; default %(default)s)",
     )
     p.add_argument(
         "--action-time",
@@ -108,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=_env("SEED", "0"),
-        help="seed of the host-choice tie-breaks and API fault draws (SIMCLOUD_SEED; default 0)",
+        help="seed of the host-choice tie-breaks and API fault draws (SIMCLOUD_SEED; default %(default)s)",
     )
     p.add_argument(
         "--log-level",

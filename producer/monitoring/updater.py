@@ -90,6 +90,16 @@ def _newest(records: Iterable[R], name: Callable[[R], str]) -> dict[str, R]:
     return latest
 
 
+def _stale(rewound: bool, obs: Observation, out: Diff) -> bool:
+    """A record older than the one known (``rewound``): from a stream it is stale, counted
+    and skipped; a full relist is the truth, so it wins and is counted as a rewind."""
+    if rewound and not obs.full:
+        out.stale += 1
+        return True
+    out.rewound += rewound
+    return False
+
+
 def _diff_vms(view: View, obs: Observation, step: float, out: Diff) -> None:
     latest = _newest(obs.vms, lambda r: r.vm)
     known = view.vms
@@ -103,10 +113,8 @@ def _diff_vms(view: View, obs: Observation, step: float, out: Diff) -> None:
         if old == r:
             continue
         rewound = r.version < old.version
-        if rewound and not obs.full:
-            out.stale += 1
+        if _stale(rewound, obs, out):
             continue
-        out.rewound += rewound
         moved = r.host != old.host
         if moved or r.state != old.state:
             out.changes.append(
@@ -134,13 +142,8 @@ def _diff_hosts(view: View, obs: Observation, out: Diff) -> None:
     known = view.hosts
     for h in latest.values():
         old = known.get(h.host)
-        if old == h:
+        if old == h or _stale(old is not None and h.version < old.version, obs, out):
             continue
-        if old is not None and h.version < old.version:
-            if not obs.full:
-                out.stale += 1
-                continue
-            out.rewound += 1
         if old is None or old.state != h.state:
             out.changes.append(
                 HostStateChanged(
@@ -159,13 +162,8 @@ def _diff_groups(view: View, obs: Observation, out: Diff) -> None:
     known = view.groups
     for g in latest.values():
         old = known.get(g.group)
-        if old == g:
+        if old == g or _stale(old is not None and g.version < old.version, obs, out):
             continue
-        if old is not None and g.version < old.version:
-            if not obs.full:
-                out.stale += 1
-                continue
-            out.rewound += 1
         out.upsert_groups.append(g)
     out.delete_groups.extend(_gone(known, latest, obs.full, obs.gone_groups))
 
