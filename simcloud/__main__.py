@@ -108,7 +108,8 @@ def parser() -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=_env("SEED", "0"),
-        help="seed of the host-choice tie-breaks and API fault draws (SIMCLOUD_SEED; default %(default)s)",
+        help="seed of the host-choice tie-breaks and API fault draws "
+        "(SIMCLOUD_SEED; default %(default)s)",
     )
     p.add_argument(
         "--log-level",
