@@ -46,10 +46,11 @@ fmt: $(DEV)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# the generated parts of docs/: the settings tables (from the settings classes) and the
-# benchmark figures (from bench/results/*.json)
+# the generated parts of docs/ and .env.example: the settings (from the settings classes),
+# the benchmark figures (from bench/results/*.json) and the fault table
 docs: $(DEV)
 	$(BIN)/python -m harness.settings_doc
+	$(BIN)/python -m harness.env_example
 	$(BIN)/python -m bench.docs
 	$(BIN)/python -m harness.faults.docs
 

@@ -119,11 +119,16 @@ def _table(rows: list[list[str]]) -> list[str]:
     return head + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def _default(info: FieldInfo) -> str:
+def default_of(info: FieldInfo) -> Any:
+    """A field's default (its factory's value, for a factory)."""
     value: Any = info.default
     if value is PydanticUndefined:
         value = info.default_factory() if info.default_factory else None  # type: ignore[call-arg]
-    return _shown(value)
+    return value
+
+
+def _default(info: FieldInfo) -> str:
+    return _shown(default_of(info))
 
 
 def _shown(value: Any) -> str:

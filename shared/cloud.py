@@ -12,7 +12,9 @@ the worker's drivers, simcloud (which plays the cloud) and the tests:
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from shared.settings import ENVIRONMENT
 
 #: request header naming the operation of an action call (the event's id): a retried
 #: call with the same id joins the first instead of running twice
@@ -30,14 +32,12 @@ GROUP_MAX_KEY = "carousel.group.max"
 #: server metadata marking the replica a scale-in event chose (its value: the event id)
 SCALE_IN_KEY = "carousel.scale_in"
 
-_CONFIG = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
-
 
 class SimcloudConnection(BaseSettings):
     """How to reach simcloud: the producer's monitoring source and the simcloud driver's
     cloud."""
 
-    model_config = _CONFIG
+    model_config = ENVIRONMENT
 
     simcloud_url: str = Field(
         "http://127.0.0.1:8100",
@@ -55,7 +55,7 @@ class OpenStackConnection(BaseSettings):
     """How to reach an OpenStack Compute API: the producer's monitoring source and the
     openstack driver's cloud."""
 
-    model_config = _CONFIG
+    model_config = ENVIRONMENT
 
     openstack_cloud: str = Field(
         "",

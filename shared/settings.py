@@ -13,9 +13,17 @@ from shared.db import Pool
 from shared.models import Action
 from shared.topology import DEFAULT_PROFILE, PREFIX_PATTERN, Topology
 
+#: how every settings class of Carousel reads the environment: no .env file of its own
+#: (`make up` and compose provide the variables), unknown variables ignored, and an empty
+#: variable means the default (docker-compose.yml passes ``${NAME:-}`` through, and the
+#: defaults are written once: in the Field)
+ENVIRONMENT = SettingsConfigDict(
+    env_file=None, extra="ignore", populate_by_name=True, env_ignore_empty=True
+)
+
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+    model_config = ENVIRONMENT
 
     amqp_url: str = Field(
         "amqp://guest:guest@localhost:5672//",

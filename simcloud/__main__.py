@@ -17,7 +17,7 @@ from simcloud.model import Cloud, GroupSpec
 
 
 def _env(name: str, default: str) -> str:
-    return os.environ.get(f"SIMCLOUD_{name}", default)
+    return os.environ.get(f"SIMCLOUD_{name}") or default  # empty: the default
 
 
 def _true(text: str) -> bool:

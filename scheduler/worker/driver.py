@@ -17,11 +17,12 @@ from abc import ABC, abstractmethod
 from typing import ClassVar, Generic, Protocol, Self, TypeVar
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 from scheduler.worker.hold import Hold
 from scheduler.worker.settings import WorkerSettings
 from shared.models import VmEventMessage
+from shared.settings import ENVIRONMENT
 
 
 class Driver(Protocol):
@@ -40,7 +41,7 @@ class DriverConfig(BaseSettings):
     names its variable; the worker reads them at start and refuses to start, naming the
     variable, if one is invalid."""
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+    model_config = ENVIRONMENT
 
 
 class HttpDriverConfig(DriverConfig):

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from harness import env_example, settings_doc
 from shared import preflight
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -730,23 +731,77 @@ def test_console_script_target_resolves(script: str) -> None:
 # ------------------------------------------------------------------------ .env.example
 
 
+def _env_example_lines() -> dict[str, str]:
+    """Every variable .env.example shows, set (``NAME=value``) or at its default
+    (``# NAME=value``), with the value shown."""
+    shown: dict[str, str] = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        found = re.match(r"^(?:# )?([A-Z_][A-Z0-9_]*)=(.*)$", line)
+        if found:
+            shown[found.group(1)] = found.group(2)
+    return shown
+
+
 def test_env_example_documents_every_variable() -> None:
     lines = ENV_EXAMPLE.read_text().splitlines()
-    keys = [line.partition("=")[0] for line in lines if re.match(r"^[A-Z_][A-Z0-9_]*=", line)]
-    missing = [var for var in ENV_VARS if var not in keys]
+    missing = [var for var in ENV_VARS if var not in _env_example_lines()]
     assert not missing, f".env.example lacks: {missing}"
     for i, line in enumerate(lines):
-        if re.match(r"^[A-Z_][A-Z0-9_]*=", line):
+        if re.match(r"^(# )?[A-Z_][A-Z0-9_]*=", line):
             assert i > 0 and lines[i - 1].startswith("#"), f"no comment above {line!r}"
-    values = _env_example()
-    assert values["RABBITMQ_DEFAULT_USER"] not in ("", "guest")
-    assert "guest" not in values["AMQP_URL"]
-    assert values["CAROUSEL_BIND_ADDRESS"] == "127.0.0.1"
+    assert _env_example_lines()["RABBITMQ_DEFAULT_USER"] not in ("", "guest")
+
+
+def _compose_fallbacks(literals: bool = True) -> dict[str, str]:
+    """``NAME: ${NAME:-fallback}`` entries of docker-compose.yml, by name, and (with
+    ``literals``) ``NAME: value`` ones."""
+    entries: dict[str, str] = {}
+    for line in COMPOSE_FILE.read_text().splitlines():
+        found = re.match(r"^\s+([A-Z_][A-Z0-9_]*): (.+)$", line)
+        if found:
+            name, given = found.groups()
+            given = given.strip().strip('"')
+            fallback = re.fullmatch(r"\$\{" + name + r":-([^}]*)\}", given)
+            if fallback or literals:
+                entries[name] = fallback.group(1) if fallback else given
+    return entries
+
+
+def test_compose_repeats_no_default() -> None:
+    """A setting compose passes on is passed through (``${NAME:-}``: empty means the
+    default) or given a value of compose's own: never the default written again."""
+    defaults = {
+        name.upper(): env_example.value(info)
+        for cls in settings_doc.settings_classes()
+        for name, info in cls.model_fields.items()
+    }
+    repeated = {
+        name: given
+        for name, given in _compose_fallbacks().items()
+        if name in defaults and given != "" and given == defaults[name]
+    }
+    assert not repeated, f"docker-compose.yml repeats these defaults: {repeated}"
+
+
+def test_env_example_shows_the_compose_fallbacks() -> None:
+    """What .env.example shows for a compose-only variable (not a setting: those are
+    generated from the settings classes) is what compose falls back on."""
+    fallbacks = _compose_fallbacks(literals=False)
+    settings = set(settings_doc.names())
+    compose_only = {n: v for n, v in _env_example_lines().items() if n not in settings}
+    assert "SIMCLOUD_ACTION_SECONDS" in compose_only
+    differ = {
+        name: (value, fallbacks[name])
+        for name, value in compose_only.items()
+        if fallbacks.get(name) and value != fallbacks[name]
+    }
+    assert not differ, f".env.example shows other values than compose uses: {differ}"
 
 
 def test_an_unedited_env_example_cannot_start() -> None:
-    """Its secrets are empty or placeholders: the preflight names every one of them."""
-    problems = preflight.check(_env_example())
+    """Its secrets are empty or placeholders: the preflight names every one of them
+    (the other variables at the values it shows, as compose falls back on them)."""
+    problems = preflight.check(_env_example_lines())
     assert sorted({p.variable for p in problems}) == sorted(SECRETS)
 
 
@@ -904,3 +959,18 @@ def test_preflight_runs_as_the_compose_command() -> None:
     bad = run({**GOOD_SECRETS, "CAROUSEL_API_TOKEN": "change-me"})
     assert bad.returncode == 1
     assert bad.stderr.count("\n") == 1 and "set CAROUSEL_API_TOKEN in .env" in bad.stderr
+
+
+def test_an_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``${NAME:-}`` passes on for an unset variable: every settings class (a
+    driver's too) and simcloud read an empty one as unset."""
+    from scheduler.worker.webhook_driver import WebhookConfig
+    from shared.settings import LimitSettings
+    from simcloud.__main__ import parser
+
+    for name in ("MAX_PARALLEL", "LOG_LEVEL", "DRIVER_HTTP_TIMEOUT", "SIMCLOUD_HOSTS"):
+        monkeypatch.setenv(name, "")
+    limits = LimitSettings()
+    assert (limits.max_parallel, limits.log_level) == (10, "INFO")
+    assert WebhookConfig().driver_http_timeout == 30
+    assert parser().parse_args([]).hosts == 3
