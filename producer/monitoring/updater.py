@@ -19,7 +19,7 @@ than the view's is stale (counted, ignored).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import TypeVar
 
@@ -90,31 +90,34 @@ def _newest(records: Iterable[R], name: Callable[[R], str]) -> dict[str, R]:
     return latest
 
 
-def _stale(rewound: bool, obs: Observation, out: Diff) -> bool:
-    """A record older than the one known (``rewound``): from a stream it is stale, counted
-    and skipped; a full relist is the truth, so it wins and is counted as a rewind."""
-    if rewound and not obs.full:
-        out.stale += 1
-        return True
-    out.rewound += rewound
-    return False
+def _changed(
+    latest: Mapping[str, R], known: Mapping[str, R], obs: Observation, out: Diff
+) -> Iterator[tuple[R, R | None]]:
+    """Each newest record that differs from the known one (None: new), but for the
+    stale: a record older than the known one, from a stream, is counted and skipped; a
+    full relist is the truth, so there it wins and is counted as a rewind."""
+    for name, r in latest.items():
+        old = known.get(name)
+        if old == r:
+            continue
+        if old is not None and r.version < old.version:
+            if not obs.full:
+                out.stale += 1
+                continue
+            out.rewound += 1
+        yield r, old
 
 
 def _diff_vms(view: View, obs: Observation, step: float, out: Diff) -> None:
     latest = _newest(obs.vms, lambda r: r.vm)
     known = view.vms
-    for r in latest.values():
-        old = known.get(r.vm)
+    for r, old in _changed(latest, known, obs, out):
         if old is None:
             out.changes.append(VmStateChanged(r.vm, r.host, None, r.state, None, r.version, obs.at))
             out.changes.append(_utilisation(r, obs.at))
             out.upsert_vms.append(r)
             continue
-        if old == r:
-            continue
         rewound = r.version < old.version
-        if _stale(rewound, obs, out):
-            continue
         moved = r.host != old.host
         if moved or r.state != old.state:
             out.changes.append(
@@ -140,10 +143,7 @@ def _diff_vms(view: View, obs: Observation, step: float, out: Diff) -> None:
 def _diff_hosts(view: View, obs: Observation, out: Diff) -> None:
     latest = _newest(obs.hosts, lambda h: h.host)
     known = view.hosts
-    for h in latest.values():
-        old = known.get(h.host)
-        if old == h or _stale(old is not None and h.version < old.version, obs, out):
-            continue
+    for h, old in _changed(latest, known, obs, out):
         if old is None or old.state != h.state:
             out.changes.append(
                 HostStateChanged(
@@ -160,11 +160,7 @@ def _diff_hosts(view: View, obs: Observation, out: Diff) -> None:
 def _diff_groups(view: View, obs: Observation, out: Diff) -> None:
     latest = _newest(obs.groups, lambda g: g.group)
     known = view.groups
-    for g in latest.values():
-        old = known.get(g.group)
-        if old == g or _stale(old is not None and g.version < old.version, obs, out):
-            continue
-        out.upsert_groups.append(g)
+    out.upsert_groups.extend(g for g, _ in _changed(latest, known, obs, out))
     out.delete_groups.extend(_gone(known, latest, obs.full, obs.gone_groups))
 
 
