@@ -3,9 +3,14 @@ processes on a real broker, actions recorded by a webhook receiver (EffectRecord
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +19,8 @@ from harness.processes import Stack, wait_until
 from tests.effects import EffectRecorder
 
 ENDED = ("succeeded", "failed", "cancelled")
+#: the console script pip installed beside this interpreter
+CAROUSEL = str(Path(sys.executable).parent / "carousel")
 
 
 def post(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
@@ -143,3 +150,40 @@ def test_coalescing_events_are_answered_with_the_waiting_one(
     assert all(n == 1 for n in recorder.calls.values())
     # a dispatched event is no longer joined: the next copy is queued
     assert post(stack, ev("i", coalesce=True)) == {"ids": ["i"], "coalesced": [False]}
+
+
+def test_carousel_cancel_and_watch(stack_factory: Callable[..., Stack], tmp_path: Path) -> None:
+    """The command line, as a user runs it: `carousel cancel` cancels (exit 0), says
+    which it could not (exit 1), and `carousel watch` ends at cancelled with exit 0."""
+    stack = stack_factory()
+    stack.producer()
+    post(stack, {"events": [ev("c-1"), ev("c-2")]})
+    done = carousel(stack, tmp_path, "cancel", "c-2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "c-2: cancelled" in done.stdout
+    unknown = carousel(stack, tmp_path, "cancel", "c-2", "nope", "--json")
+    assert unknown.returncode == 1, unknown.stdout + unknown.stderr
+    assert json.loads(unknown.stdout) == {"statuses": {"c-2": "cancelled", "nope": "unknown"}}
+    watched = carousel(stack, tmp_path, "watch", "c-2", "--json", "--timeout", "30")
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert json.loads(watched.stdout)["statuses"] == {"c-2": "cancelled"}
+
+    stack.scheduler()
+    stack.worker()
+    wait_until(lambda: status(stack, "c-1") == "succeeded", 60, what="c-1 ran")
+    late = carousel(stack, tmp_path, "cancel", "c-1")
+    assert late.returncode == 1
+    assert "c-1: succeeded already, not cancelled" in late.stdout
+
+
+def carousel(stack: Stack, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "CAROUSEL_PRODUCER_URL": stack.producer_url,
+        "CAROUSEL_SCHEDULER_URL": stack.scheduler_url,
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [CAROUSEL, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
