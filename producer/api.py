@@ -186,9 +186,8 @@ def events_router(metrics: ProducerMetrics) -> APIRouter:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers=RETRY_AFTER
             ) from exc
-        coalesced = sum(answer.coalesced)
-        metrics.accepted.inc(len(answer.ids) - coalesced)
-        metrics.coalesced.inc(coalesced)
+        metrics.accepted.inc(len(answer.ids))
+        metrics.coalesced.inc(sum(answer.coalesced))
         metrics.accept_seconds.observe(time.perf_counter() - started)
         return AcceptedOut(ids=answer.ids, coalesced=answer.coalesced)
 

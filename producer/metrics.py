@@ -16,7 +16,7 @@ class ProducerMetrics:
         )
         self.coalesced = Counter(
             "carousel_events_coalesced",
-            "Events answered with a waiting event's id instead of being queued (202)",
+            "Events accepted (202) by answering with a waiting event's id instead of queueing them",
             registry=self.registry,
         )
         self.cancelled = Counter(

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from shared.models import Status
+from shared.models import Key, Status
 from shared.store import Cancel, Claim, Store
-from tests.ledgers import accept, at_once
+from tests.ledgers import accept, at_once, ensure_keys
 from tests.unit.test_store import LEASE, dispatched, ev, queued, running
 
 
@@ -33,7 +33,9 @@ def store(open_store: Callable[[], Store]) -> Store:
 
 
 def test_a_queued_event_is_cancelled_and_never_dispatched(store: Store) -> None:
+    ensure_keys(store, [Key(host="h", vm="v", policy="p")])
     queued(store, ev("a"))
+    assert store.snapshot().hosts["h"].vms["v"].policies["p"].queued == 1
     got = store.cancel("a")
     assert (got.status, got.now) == (Status.CANCELLED, True)
     row = store.get("a")
@@ -42,7 +44,10 @@ def test_a_queued_event_is_cancelled_and_never_dispatched(store: Store) -> None:
     # the dispatcher's mark refuses it: it reports the status, and changes nothing
     assert store.mark_dispatched_many(["a"], "d1") == {"a": Status.CANCELLED}
     assert store.status_of("a") is Status.CANCELLED
+    # no backlog: not for the elasticity worker, not in the mapping, not for a removal
     assert store.queued_by_action() == {}
+    assert store.snapshot().hosts["h"].vms["v"].policies["p"].queued == 0
+    assert store.unfinished_of([("h", "v", "p")]) == {}
 
 
 def test_a_second_cancel_finds_it_cancelled(store: Store) -> None:
