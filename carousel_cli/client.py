@@ -79,6 +79,17 @@ class Client:
         found: dict[str, Any] = self._json(response, url)
         return found
 
+    def cancel(self, event_id: str) -> str:
+        """Cancel the event; its status afterwards: ``cancelled``, or the status that
+        refused the cancel (``dispatched``, ``running``, ...), or ``unknown``."""
+        url = self.endpoints.producer
+        response = self._send("DELETE", url, f"/events/{event_id}")
+        if response.status_code == 404:
+            return "unknown"
+        if response.status_code == 409:
+            return str(self._body(response, url).get("status", "dispatched"))
+        return str(self._json(response, url)["status"])
+
     def status(self, event_id: str) -> str:
         """The event's status; ``unknown`` if the producer does not know the id."""
         found = self.event(event_id)
@@ -119,6 +130,15 @@ class Client:
             raise ServiceError(
                 f"cannot reach {base} ({type(exc).__name__}): is it running?"
             ) from None
+
+    def _body(self, response: httpx.Response, base: str) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            raise ServiceError(
+                f"{base} answered {response.status_code}: {_detail(response)}"
+            ) from None
+        return body if isinstance(body, dict) else {}
 
     def _call(self, method: str, base: str, path: str, **kwargs: Any) -> Any:
         return self._json(self._send(method, base, path, **kwargs), base)

@@ -1,5 +1,5 @@
-"""Carousel's command line: post events, run a demo burst, watch events drain, see the
-system's status, wait until it is ready.
+"""Carousel's command line: post events, run a demo burst, watch events drain, cancel
+events, see the system's status, wait until it is ready.
 
 Every command reads the services' addresses and the token from options or the
 environment (CAROUSEL_PRODUCER_URL, CAROUSEL_SCHEDULER_URL, CAROUSEL_ELASTICITY_URL,
@@ -268,14 +268,15 @@ def watch_command(
     timeout: Annotated[float, typer.Option(help="Seconds to watch at most.")] = 300.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Follow events until each has succeeded or failed, with a live progress bar.
+    """Follow events until each has succeeded, failed or been cancelled, with a live
+    progress bar.
 
     `carousel watch ID ...` follows those events; `carousel watch` or `carousel watch
     --batch` the last `post` or `demo` (its ids are kept in
     $XDG_CACHE_HOME/carousel/last-batch.json); `carousel watch --batch FILE` the ids of
     a batch file. At the end, a table of the counts by status and why each failed event
     failed. An id the producer does not know is `not found` after 5 s. Exit code: 0 all
-    succeeded, 1 some failed or not found, 3 timed out."""
+    succeeded (or were cancelled), 1 some failed or not found, 3 timed out."""
 
     def body(client: Client) -> int:
         if batch and len(ids or []) > 1:
@@ -287,6 +288,39 @@ def watch_command(
         if not chosen:
             raise InputError("no event ids to watch")
         return _follow(client, chosen, timeout, as_json)
+
+    _run(ctx, body)
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context,
+    ids: Annotated[list[str], typer.Argument(help="Event ids.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Cancel events not yet dispatched: each ends `cancelled` and never runs.
+
+    An event dispatched already (dispatched, running or finished) is not cancelled: its
+    status is printed instead. Works while no scheduler runs. Exit code: 0 every event
+    cancelled (now or before), 1 some dispatched already or unknown."""
+
+    def body(client: Client) -> int:
+        said = {event_id: client.cancel(event_id) for event_id in ids}
+        if as_json:
+            print(json.dumps({"statuses": said}))
+        for event_id, status_ in said.items():
+            if as_json:
+                break
+            if status_ == "cancelled":
+                out.print(f"{escape(event_id)}: cancelled", highlight=False)
+            elif status_ == "unknown":
+                out.print(f"[red]{escape(event_id)}: no such event[/]", highlight=False)
+            else:
+                out.print(
+                    f"[yellow]{escape(event_id)}: {status_} already, not cancelled[/]",
+                    highlight=False,
+                )
+        return 0 if all(s == "cancelled" for s in said.values()) else 1
 
     _run(ctx, body)
 

@@ -24,9 +24,18 @@ from carousel_cli.errors import InputError
 NOT_FOUND = "not found"
 NOT_FOUND_AFTER = 5.0
 #: an event in one of these will not change again
-FINISHED = frozenset({"succeeded", "failed", NOT_FOUND})
+FINISHED = frozenset({"succeeded", "failed", "cancelled", NOT_FOUND})
 #: the order statuses are shown in (the event's path)
-ORDER = ("unknown", "queued", "dispatched", "running", "succeeded", "failed", NOT_FOUND)
+ORDER = (
+    "unknown",
+    "queued",
+    "dispatched",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    NOT_FOUND,
+)
 
 
 def summary(statuses: Mapping[str, str]) -> Counter[str]:
@@ -44,11 +53,12 @@ def describe(counts: Counter[str]) -> str:
 
 
 def outcome(statuses: Mapping[str, str]) -> int:
-    """The exit code: 0 when every event succeeded, 1 when any failed (or was not
-    found), 3 when some are not finished."""
+    """The exit code: 0 when every event succeeded (or was cancelled: an operator's
+    choice, not a failure), 1 when any failed (or was not found), 3 when some are not
+    finished."""
     if finished(statuses) < len(statuses):
         return 3
-    return 0 if all(s == "succeeded" for s in statuses.values()) else 1
+    return 0 if all(s in ("succeeded", "cancelled") for s in statuses.values()) else 1
 
 
 def watch(

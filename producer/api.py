@@ -26,6 +26,7 @@ from producer.publisher import Publisher
 from producer.schemas import (
     AcceptedOut,
     AvailabilityIn,
+    CancelRefused,
     EventBatchIn,
     EventOut,
     EventsIn,
@@ -134,7 +135,7 @@ def _lifespan(
             await publisher.start()
         except BrokerUnavailable:
             log.warning("broker not reachable at start; /readyz will say so until it is")
-        service = EventService(store, publisher)
+        service = EventService(store, publisher, settings.coalescing_policies)
         app.state.service = service
         app.state.settings = settings
         app.state.metrics = metrics
@@ -153,7 +154,7 @@ def _lifespan(
 
 
 def events_router(metrics: ProducerMetrics) -> APIRouter:
-    """``POST /events`` and ``GET /events/{id}``."""
+    """``POST /events``, ``GET /events/{id}`` and ``DELETE /events/{id}`` (cancel)."""
     router = APIRouter(tags=["events"], route_class=AuthorizedRoute, responses=REFUSED)
 
     @router.post(
@@ -176,7 +177,7 @@ def events_router(metrics: ProducerMetrics) -> APIRouter:
         started = time.perf_counter()
         events = body.events if isinstance(body, EventBatchIn) else [body]
         try:
-            ids = await svc.accept(events)
+            answer = await svc.accept(events)
         except (Conflict, VmBeingRemoved) as exc:
             metrics.rejected.labels("conflict").inc()
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
@@ -185,9 +186,10 @@ def events_router(metrics: ProducerMetrics) -> APIRouter:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers=RETRY_AFTER
             ) from exc
-        metrics.accepted.inc(len(ids))
+        metrics.accepted.inc(len(answer.ids))
+        metrics.coalesced.inc(sum(answer.coalesced))
         metrics.accept_seconds.observe(time.perf_counter() - started)
-        return AcceptedOut(ids=ids)
+        return AcceptedOut(ids=answer.ids, coalesced=answer.coalesced)
 
     @router.get("/events/{event_id}", response_model=EventOut, responses=NOT_FOUND)
     async def get_event(_: Auth, svc: Service, event_id: str) -> Any:
@@ -195,6 +197,36 @@ def events_router(metrics: ProducerMetrics) -> APIRouter:
         if row is None or row["status"] == Status.PENDING:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}")
         return row
+
+    @router.delete(
+        "/events/{event_id}",
+        response_model=EventOut,
+        responses={
+            **NOT_FOUND,
+            409: {
+                "model": CancelRefused,
+                "description": "Dispatched already: not cancelled, nothing changed",
+            },
+        },
+    )
+    async def cancel_event(_: Auth, svc: Service, event_id: str) -> Any:
+        """Cancel an event not yet dispatched: it ends ``cancelled`` and never runs;
+        again for a cancelled one. Decided by the ledger alone (no scheduler needed)."""
+        got = await asyncio.to_thread(svc.store.cancel, event_id)
+        if got.status is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}")
+        if got.status is not Status.CANCELLED:
+            refused = CancelRefused(
+                detail=f"event {event_id!r} is {got.status.value}: only an event not yet "
+                "dispatched can be cancelled",
+                id=event_id,
+                status=got.status.value,
+            )
+            return JSONResponse(refused.model_dump(), status.HTTP_409_CONFLICT)
+        if got.now:
+            metrics.cancelled.inc()
+            log.info("event %s cancelled", event_id, extra={"event_id": event_id})
+        return await asyncio.to_thread(svc.store.get, event_id)
 
     return router
 

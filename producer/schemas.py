@@ -25,6 +25,12 @@ class VmEventIn(BaseModel):
     action: Action
     id: Name | None = Field(None, description="Idempotency key; generated when absent.")
     payload: dict[str, Any] = Field(default_factory=dict, description="JSON object, <= 64 KiB.")
+    coalesce: StrictBool | None = Field(
+        None,
+        description="Coalesce: if an event for the same host, VM, policy and action is "
+        "waiting (not yet dispatched), answer with its id instead of queueing a second "
+        "copy. Absent: true for the policies of COALESCE_POLICIES.",
+    )
 
     @field_validator("payload")
     @classmethod
@@ -70,7 +76,22 @@ EventsIn = Annotated[
 
 
 class AcceptedOut(BaseModel):
-    ids: list[str]
+    ids: list[str] = Field(
+        description="In request order; a coalesced event's is the id of the waiting event "
+        "that answers it."
+    )
+    coalesced: list[bool] = Field(
+        description="For each of ids: the event was coalesced into a waiting one (not "
+        "queued again)."
+    )
+
+
+class CancelRefused(BaseModel):
+    """``DELETE /events/{id}``'s 409: the event was dispatched already."""
+
+    detail: str
+    id: str
+    status: str = Field(description="The event's status, unchanged by the refused cancel.")
 
 
 class EventOut(BaseModel):
@@ -83,14 +104,16 @@ class EventOut(BaseModel):
         description="As posted; for an event the monitoring raised, ``cause`` is the "
         "change that raised it."
     )
-    status: str
+    status: str = Field(description="queued, dispatched, running, succeeded, failed or cancelled.")
     attempts: int
     worker: str | None
     error: str | None
     accepted_at: float
     dispatched_at: float | None
     started_at: float | None
-    finished_at: float | None
+    finished_at: float | None = Field(
+        description="When it finished (succeeded or failed), or was cancelled."
+    )
 
     @field_validator("payload", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from producer.errors import BrokerUnavailable, VmBeingRemoved, VmHasUnfinishedEvents
 from producer.publisher import Publisher
@@ -21,6 +22,14 @@ log = logging.getLogger(__name__)
 REMOVAL_MARK_SECONDS = 60.0
 
 
+class Answer(NamedTuple):
+    """What ``POST /events`` answers: the ids in request order (a coalesced event's is
+    the id of the event that answers it), and which were coalesced."""
+
+    ids: list[str]
+    coalesced: list[bool]
+
+
 class EventService:
     """One per producer process; everything shared between processes is in the ledger.
 
@@ -31,16 +40,22 @@ class EventService:
     included — in the transaction that deletes it. So a removal never races an event
     into a VM it is deleting, whichever producer process serves either request."""
 
-    def __init__(self, store: Store, publisher: Publisher) -> None:
+    def __init__(
+        self, store: Store, publisher: Publisher, coalescing: frozenset[str] = frozenset()
+    ) -> None:
         self.store = store
         self.publisher = publisher
+        #: the policies whose events coalesce unless an event says otherwise
+        self.coalescing = coalescing
         #: a pending row younger than this may be a request still publishing it
         self.pending_grace = 3 * publisher.timeout + 60.0
 
-    async def accept(self, events_in: Sequence[VmEventIn]) -> list[str]:
+    async def accept(self, events_in: Sequence[VmEventIn]) -> Answer:
         """Store, publish and await confirms; only then return the ids (202). The
         request's new keys are stored with its events (one transaction, one mapping
-        version), declared in one pipelined round and announced in one delta."""
+        version), declared in one pipelined round and announced in one delta. An event
+        that coalesces and finds one waiting for the same action is answered with that
+        one's id (see :mod:`shared.coalescing`)."""
         now = time.time()
         batch = [
             # fields validated by VmEventIn already: no second validation per event
@@ -55,8 +70,15 @@ class EventService:
             )
             for e in events_in
         ]
+        coalesce = {
+            m.id
+            for m, e in zip(batch, events_in, strict=True)
+            if (e.policy in self.coalescing if e.coalesce is None else e.coalesce)
+        }
         try:
-            admitted = await asyncio.to_thread(self.store.admit, batch, now - REMOVAL_MARK_SECONDS)
+            admitted = await asyncio.to_thread(
+                self.store.admit, batch, now - REMOVAL_MARK_SECONDS, coalesce
+            )
         except RemovalUnderway as exc:
             raise VmBeingRemoved(exc.host, exc.vm) from exc
         accepted = admitted.accepted
@@ -67,15 +89,16 @@ class EventService:
             except BaseException:
                 await asyncio.to_thread(self.store.discard, accepted.inserted)
                 raise
+        answer = Answer(accepted.ids, accepted.coalesced)
         if not accepted.to_publish:
-            return accepted.ids
+            return answer
         try:
             await self.publisher.publish_events(accepted.to_publish)
         except BaseException:
             await asyncio.to_thread(self.store.discard, accepted.inserted)
             raise
         await asyncio.to_thread(self.store.confirm, accepted.to_publish)
-        return accepted.ids
+        return answer
 
     async def set_host_available(self, host: str, available: bool) -> MappingDelta | None:
         delta = await asyncio.to_thread(self.store.set_host_available, host, available)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from shared.cloud import CloudSettings
+from shared.names import is_valid_name
 from shared.settings import CommonSettings
 
 
@@ -30,6 +31,28 @@ class ProducerSettings(CommonSettings, CloudSettings):
         "the ledger (PRODUCER_PROCESSES). Not with MONITOR_SOURCE (each process would "
         "monitor): run a second producer for the REST API instead.",
     )
+
+    coalesce_policies: str = Field(
+        "",
+        description="Policies whose events coalesce unless an event says otherwise "
+        "(its coalesce field), comma-separated, e.g. auto-heal,resize: a new event with "
+        "the same host, VM, policy and action as one still waiting (not yet dispatched) "
+        "is answered with the waiting one's id instead of queueing a second copy "
+        "(COALESCE_POLICIES). A monitoring policy says it with its own coalesce field.",
+    )
+
+    @field_validator("coalesce_policies")
+    @classmethod
+    def _policy_names(cls, value: str) -> str:
+        for name in _names(value):
+            if not is_valid_name(name):
+                raise ValueError(f"not a policy name: {name!r}")
+        return value
+
+    @property
+    def coalescing_policies(self) -> frozenset[str]:
+        """COALESCE_POLICIES as a set of names."""
+        return frozenset(_names(self.coalesce_policies))
 
     # -- reactive monitoring (producer/monitoring) -------------------------------------
     monitor_source: Literal["", "simcloud", "openstack"] = Field(
@@ -77,3 +100,7 @@ class ProducerSettings(CommonSettings, CloudSettings):
                 "monitoring; run a second producer for the REST API instead"
             )
         return self
+
+
+def _names(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]

@@ -9,7 +9,16 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from shared.models import UNDISPATCHED
+
 metadata = sa.MetaData()
+
+#: the rows ``ux_events_coalesce`` covers: events that coalesce (see shared.ledger) and are
+#: not dispatched yet. Its text is also the conflict target's ``WHERE`` of the insert that
+#: relies on it (SQLite matches a partial index by it)
+COALESCING = sa.text(
+    "coalescing AND status IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(UNDISPATCHED)))
+)
 
 events = sa.Table(
     "events",
@@ -34,8 +43,23 @@ events = sa.Table(
     sa.Column("lease_expires_at", sa.Float),
     #: when the event was dead-lettered (out of attempts or time): listed, re-drivable
     sa.Column("dead_at", sa.Float),
+    #: the event coalesces: while it is pending or queued, a coalescing event with the same
+    #: host, VM, policy and action is answered with it instead of being stored
+    sa.Column("coalescing", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     sa.Index("ix_events_status", "status"),
     sa.Index("ix_events_key_status", "host", "vm", "policy", "status"),
+    #: at most one coalescing event not yet dispatched per (host, VM, policy, action): the
+    #: database, not timing, decides which of two concurrent ones is stored
+    sa.Index(
+        "ux_events_coalesce",
+        "host",
+        "vm",
+        "policy",
+        "action",
+        unique=True,
+        sqlite_where=COALESCING,
+        postgresql_where=COALESCING,
+    ),
 )
 
 hosts = sa.Table(

@@ -5,6 +5,11 @@ between redeliveries:
 
     pending --confirm--> queued --scheduler--> dispatched --worker claim--> running
         --> succeeded | failed
+    pending | queued --cancel--> cancelled
+
+A cancel and the dispatcher's mark race for an event not yet dispatched: whichever
+UPDATE comes first wins, and the other finds it no longer ``pending|queued``. A cancelled
+event is never dispatched, hence never claimed.
 
 A claim is a lease: a worker may claim a ``dispatched`` event, or take over a
 ``running`` one whose holder let its lease expire (it died, or lost the ledger); each
@@ -17,8 +22,7 @@ holder's event is taken over instead of stranded.
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -27,11 +31,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from shared import clock, statements
+from shared import clock, coalescing, statements
 from shared.db import events, keys, vms, write_lock_first
 from shared.errors import Conflict, VmRemoved
 from shared.lease import Lease, holder_paused
 from shared.models import FINISHED, IN_FLIGHT, Status, VmEventMessage
+from shared.rows import event_message as _message
+from shared.rows import event_row as _row
 from shared.statements import NO_LIMIT
 
 
@@ -61,10 +67,22 @@ class ClaimResult:
 class Accepted:
     #: events to publish now (new ones, and re-posts of ones never confirmed)
     to_publish: list[VmEventMessage]
-    #: ids in request order
+    #: ids in request order; a coalesced event's is the id of the event that answers it
     ids: list[str]
     #: ids this call inserted: the only ones its caller may discard on failure
     inserted: list[str]
+    #: for each of ``ids``, whether the event was coalesced into another
+    coalesced: list[bool]
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """What :meth:`EventLedger.cancel` found."""
+
+    #: the event's status after the call; None: no such event
+    status: Status | None
+    #: this call cancelled it (it was pending or queued)
+    now: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,19 +98,26 @@ class EventLedger:
     engine: Engine
 
     # -- producer: accepting events ------------------------------------------------
-    def record_pending(self, conn: sa.Connection, batch: Sequence[VmEventMessage]) -> Accepted:
+    def record_pending(
+        self,
+        conn: sa.Connection,
+        batch: Sequence[VmEventMessage],
+        coalesce: Collection[str] = (),
+    ) -> Accepted:
         """Record ``batch`` as pending, within the caller's transaction ``conn`` (the
         producer's :meth:`~shared.mapping_store.MappingStore.admit`). Ids seen before are
-        not stored twice: a re-post of a confirmed event is accepted without publishing
-        again, a re-post of one never confirmed (the producer died before the broker
-        confirmed) is published again. Raises :class:`Conflict` if a known id comes with
-        other content."""
+        not stored twice: a re-post of a confirmed (or cancelled) event is accepted without
+        publishing again, a re-post of one never confirmed (the producer died before the
+        broker confirmed) is published again. Raises :class:`Conflict` if a known id comes
+        with other content. A new event whose id is in ``coalesce`` is answered with an
+        event waiting for the same host, VM, policy and action, if there is one
+        (:mod:`shared.coalescing`); a pending one is then published again, as a re-post."""
         ids = [e.id for e in batch]
         known = {
             r.id: r for r in conn.execute(statements.batch(conn.dialect.name).KNOWN, {"ids": ids})
         }
         fresh: list[VmEventMessage] = []
-        to_publish: list[VmEventMessage] = []
+        publishable: list[VmEventMessage] = []  # new ones and re-posts, request order
         first: dict[str, tuple[str, str, str, str]] = {}  # id -> content, this batch
         for e in batch:
             content = (e.host, e.vm, e.policy, e.action.value)
@@ -105,12 +130,26 @@ class EventLedger:
             first[e.id] = content
             if old is None:
                 fresh.append(e)
-                to_publish.append(e)
+                publishable.append(e)
             elif old.status == Status.PENDING:
-                to_publish.append(e)
-        if fresh:
-            conn.execute(events.insert(), [_row(e, Status.PENDING) for e in fresh])
-        return Accepted(to_publish=to_publish, ids=ids, inserted=[e.id for e in fresh])
+                publishable.append(e)
+        stored = coalescing.store(conn, fresh, coalesce)
+        # a coalesced event is not published; where the event answering it is pending
+        # and not of this request, that one is, in its place
+        again = {e.id: e for e in stored.republish}
+        to_publish: dict[str, VmEventMessage] = {}
+        for e in publishable:
+            if e.id not in stored.joined:
+                to_publish.setdefault(e.id, e)
+            elif (into := again.pop(stored.joined[e.id].id, None)) is not None:
+                to_publish.setdefault(into.id, into)
+        answers = [stored.joined[i].id if i in stored.joined else i for i in ids]
+        return Accepted(
+            to_publish=list(to_publish.values()),
+            ids=answers,
+            inserted=stored.inserted,
+            coalesced=[i in stored.joined for i in ids],
+        )
 
     def confirm(self, batch: Sequence[VmEventMessage]) -> None:
         """The broker confirmed these: pending -> queued. A row missing by now (a
@@ -139,6 +178,20 @@ class EventLedger:
             conn.execute(
                 events.delete().where(events.c.id.in_(ids), events.c.status == Status.PENDING.value)
             )
+
+    def cancel(self, event_id: str) -> Cancel:
+        """pending|queued -> cancelled, in one conditional UPDATE: refused (nothing
+        changes) for an event dispatched already, whatever happens to it next. Needs no
+        scheduler or worker: the cancelled event's message is skipped when it reaches the
+        dispatcher, whose mark finds it cancelled. Cancelling a cancelled event again
+        finds it so."""
+        if not _storable(event_id):
+            return Cancel(None)
+        with self.engine.begin() as conn:
+            if conn.execute(statements.CANCEL, {"event_id": event_id}).rowcount == 1:
+                return Cancel(Status.CANCELLED, now=True)
+            row = conn.execute(statements.STATUS, {"event_id": event_id}).first()
+        return Cancel(None if row is None else Status(row.status))
 
     def get(self, event_id: str) -> dict[str, Any] | None:
         """The event's row; None if there is none (an id the ledger could not store
@@ -375,6 +428,9 @@ class EventLedger:
                 .where(dead)
                 .values(
                     status=Status.QUEUED.value,
+                    # back among the waiting events, not coalescing: another coalescing
+                    # one may wait for the same action now
+                    coalescing=False,
                     dead_at=None,
                     attempts=0,
                     error=None,
@@ -499,30 +555,3 @@ def _insert_new(conn: sa.Connection) -> Any:
     ``ON CONFLICT (id) DO NOTHING``)."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     return insert(events).on_conflict_do_nothing(index_elements=[events.c.id])
-
-
-def _message(row: Any) -> VmEventMessage:
-    return VmEventMessage(
-        id=row["id"],
-        host=row["host"],
-        vm=row["vm"],
-        policy=row["policy"],
-        action=row["action"],
-        payload=json.loads(row["payload"]),
-        accepted_at=row["accepted_at"],
-    )
-
-
-def _row(e: VmEventMessage, status: Status) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "host": e.host,
-        "vm": e.vm,
-        "policy": e.policy,
-        "action": e.action.value,
-        "payload": json.dumps(e.payload),
-        "status": status.value,
-        "attempts": 0,
-        "fence": 0,
-        "accepted_at": e.accepted_at,
-    }

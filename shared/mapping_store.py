@@ -3,7 +3,7 @@ version that every change bumps."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -61,12 +61,20 @@ class Admitted:
 class MappingStore:
     engine: Engine
 
-    def record_pending(self, conn: sa.Connection, batch: Sequence[VmEventMessage]) -> Accepted:
+    def record_pending(
+        self,
+        conn: sa.Connection,
+        batch: Sequence[VmEventMessage],
+        coalesce: Collection[str] = (),
+    ) -> Accepted:
         raise NotImplementedError  # shared.ledger.EventLedger's
 
     # -- the producer: events and their new keys in one transaction -----------------
-    def admit(self, batch: Sequence[VmEventMessage], marks_after: float) -> Admitted:
-        """Record ``batch`` as pending (see :meth:`EventLedger.record_pending`) and add the keys
+    def admit(
+        self, batch: Sequence[VmEventMessage], marks_after: float, coalesce: Collection[str] = ()
+    ) -> Admitted:
+        """Record ``batch`` as pending (see :meth:`EventLedger.record_pending`, which
+        ``coalesce`` goes to) and add the keys
         of it the mapping lacks, with one version for all of them, in one transaction.
         Raises :class:`RemovalUnderway` if a VM of the batch carries a removal mark set
         after ``marks_after`` (an older one is void: its remover died). The VMs' rows are
@@ -74,13 +82,15 @@ class MappingStore:
         waits for this transaction, and this transaction sees a mark set before it."""
         for attempt in range(3):
             try:
-                return self._admit(batch, marks_after)
+                return self._admit(batch, marks_after, coalesce)
             except sa.exc.IntegrityError:  # a concurrent first post of the same id
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def _admit(self, batch: Sequence[VmEventMessage], marks_after: float) -> Admitted:
+    def _admit(
+        self, batch: Sequence[VmEventMessage], marks_after: float, coalesce: Collection[str]
+    ) -> Admitted:
         batch_vms = list(dict.fromkeys((e.host, e.vm) for e in batch))
         batch_keys = list(dict.fromkeys((e.host, e.vm, e.policy) for e in batch))
         with self.engine.begin() as conn:
@@ -104,7 +114,7 @@ class MappingStore:
                     conn.execute(
                         mapping_version.update().values(version=mapping_version.c.version - 1)
                     )
-            accepted = self.record_pending(conn, batch)
+            accepted = self.record_pending(conn, batch, coalesce)
         return Admitted(accepted, [Key(host=h, vm=v, policy=p) for h, v, p in new], delta)
 
     @staticmethod

@@ -35,13 +35,17 @@ class Status(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    #: cancelled before it was dispatched (``DELETE /events/{id}``): never runs
+    CANCELLED = "cancelled"
 
 
-#: not yet handed to a worker: the scheduler may dispatch these
+#: not yet handed to a worker: the scheduler may dispatch these, and a cancel may end them
 UNDISPATCHED = frozenset({Status.PENDING, Status.QUEUED})
 #: handed to a worker and not finished: each holds a slot of the limits
 IN_FLIGHT = frozenset({Status.DISPATCHED, Status.RUNNING})
 FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED})
+#: will never change again: finished, or cancelled before it ran
+ENDED = FINISHED | {Status.CANCELLED}
 
 
 class Key(BaseModel):

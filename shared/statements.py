@@ -74,6 +74,14 @@ EXHAUST = (
 #: the status of one event
 STATUS = sa.select(events.c.status).where(events.c.id == _ID)
 
+#: pending | queued -> cancelled: only before the dispatcher's mark, which is conditional
+#: on the same statuses, so exactly one of the two moves the event
+CANCEL = (
+    events.update()
+    .where(events.c.id == _ID, events.c.status.in_([s.value for s in UNDISPATCHED]))
+    .values(status=Status.CANCELLED.value, finished_at=NOW)
+)
+
 #: the event is running under claim ``token``
 _HELD = sa.and_(
     events.c.id == _ID,

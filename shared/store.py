@@ -19,12 +19,13 @@ from shared.db import (
     vms,
 )
 from shared.errors import Conflict
-from shared.ledger import Accepted, Claim, ClaimResult, EventLedger, InFlight
+from shared.ledger import Accepted, Cancel, Claim, ClaimResult, EventLedger, InFlight
 from shared.mapping_store import MappingStore
 from shared.migrations import migrate
 
 __all__ = [
     "Accepted",
+    "Cancel",
     "Claim",
     "ClaimResult",
     "Conflict",

@@ -13,18 +13,23 @@ part of the machine.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import sqlalchemy as sa
 
 from harness.ledgers import PG, fresh_pg_database, pg_answers
+from shared.db import write_lock_first
 from shared.models import FINISHED, Key, MappingDelta, Status, VmEventMessage
 from shared.store import Accepted, Store, events, hosts, keys, mapping_version, vms
 
 KINDS = ["sqlite", "postgresql"]
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -67,10 +72,14 @@ def pass_time(engine: sa.Engine, seconds: float) -> None:
 
 
 # -- what only the tests do to a ledger (the services go through admit, claim, finish...) --
-def accept(store: Store, batch: Sequence[VmEventMessage]) -> Accepted:
-    """Record ``batch`` as pending, as the producer's admit does, without its keys."""
+def accept(
+    store: Store, batch: Sequence[VmEventMessage], coalesce: Collection[str] = ()
+) -> Accepted:
+    """Record ``batch`` as pending, as the producer's admit does, without its keys (on
+    SQLite with the write lock taken first, as admit does)."""
     with store.engine.begin() as conn:
-        return store.record_pending(conn, batch)
+        write_lock_first(conn)
+        return store.record_pending(conn, batch, coalesce)
 
 
 def ensure_keys(store: Store, new_keys: Iterable[Key]) -> list[MappingDelta]:
@@ -116,3 +125,27 @@ def unfinished_count(store: Store, host: str, vm: str) -> int:
                 )
             ).scalar_one()
         )
+
+
+def at_once(*calls: Callable[[], T]) -> list[T]:
+    """Run ``calls`` in threads released together (a barrier); their results in order.
+    An exception of one is raised here."""
+    start = threading.Barrier(len(calls))
+    results: list[T | BaseException | None] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        start.wait(10)
+        try:
+            results[i] = calls[i]()
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results  # type: ignore[return-value]

@@ -44,6 +44,9 @@ class PolicyConfig(BaseModel):
     name: Name
     #: the kind's registered name (its entry point in ``carousel.policies``)
     kind: str
+    #: the policy's events coalesce (an event for a VM and action already waiting is
+    #: answered with that one); None: as COALESCE_POLICIES says
+    coalesce: bool | None = None
 
 
 @dataclass
@@ -72,6 +75,7 @@ class PolicyContext:
         action: Action,
         cause: Change,
         extra: dict[str, Any],
+        coalesce: bool | None = None,
     ) -> Intent | None:
         """The event, its payload carrying its cause; ``None`` (counted as ``invalid``)
         if a name would make the event invalid: a cloud may name things the ledger
@@ -80,7 +84,7 @@ class PolicyContext:
             self.counts["invalid"] += 1
             return None
         payload = {"cause": describe(cause), "source": self.source, **extra}
-        return Intent(eid, host, vm, policy, action, cause, payload)
+        return Intent(eid, host, vm, policy, action, cause, payload, coalesce)
 
 
 C = TypeVar("C", bound=PolicyConfig)
@@ -146,4 +150,6 @@ class PolicyKind(ABC, Generic[C]):
         extra: dict[str, Any] | None = None,
     ) -> Intent | None:
         """This policy's event (see :meth:`PolicyContext.intent`)."""
-        return self.context.intent(eid, host, vm, self.name, action, cause, extra or {})
+        return self.context.intent(
+            eid, host, vm, self.name, action, cause, extra or {}, self.config.coalesce
+        )

@@ -135,6 +135,8 @@ class Intent:
     action: Action
     cause: Change
     payload: dict[str, Any] = field(default_factory=dict)
+    #: the event coalesces (None: as COALESCE_POLICIES says): its policy's ``coalesce``
+    coalesce: bool | None = None
 
 
 @dataclass

@@ -60,7 +60,7 @@ class Raiser:
         return out
 
     async def _accept(self, intents: list[Intent], out: Raised) -> None:
-        events = [_event(i) for i in intents]
+        events = [as_event(i) for i in intents]
         try:
             await until_done(
                 f"raising {len(events)} monitoring events", lambda: self.service.accept(events)
@@ -76,7 +76,8 @@ class Raiser:
         out.raised.extend(intents)
 
 
-def _event(intent: Intent) -> VmEventIn:
+def as_event(intent: Intent) -> VmEventIn:
+    """The REST event an intent is raised as (through the producer's own accept)."""
     return VmEventIn(
         id=intent.id,
         host=intent.host,
@@ -84,4 +85,5 @@ def _event(intent: Intent) -> VmEventIn:
         policy=intent.policy,
         action=intent.action,
         payload=intent.payload,
+        coalesce=intent.coalesce,
     )

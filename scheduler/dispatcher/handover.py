@@ -4,7 +4,8 @@ In: an event's delivery is held by the dispatcher, or — when the ledger alread
 the event — handled as :mod:`scheduler.dispatcher.redelivery` plans; a completion frees a
 slot (and a periodic reconcile frees those whose completion never arrived). Out: a batch
 of picks is marked dispatched in the ledger, published as Celery tasks with pipelined
-confirms, and only then acked.
+confirms, and only then acked. A pick the ledger refuses to mark — dispatched already by
+another message, or cancelled — is acked without a task, its slot freed at once.
 
 An event message whose id the ledger does not know is never acked as a duplicate: its
 row may yet appear (a producer request that timed out discarded it while a retry of the
@@ -171,6 +172,10 @@ class Handover:
                     h.handle.ack()
                 elif was is None:
                     self._park(h)
+                elif was is Status.CANCELLED:  # its slot back at once, its key moves on
+                    self.state.abort([h.event.id])
+                    log.info("event %s was cancelled: message acked, nothing sent", h.event.id)
+                    h.handle.ack()
                 else:  # a second message for an event another message already carries
                     self.state.abort([h.event.id])
                     log.info("event %s is %s already; duplicate message acked", h.event.id, was)

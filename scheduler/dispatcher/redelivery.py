@@ -10,7 +10,8 @@ redelivered     dispatcher    ledger status           plan
 ==============  ============  ======================  ================
 yes             any           dispatched              REPUBLISH
 yes             any           running                 COUNT
-yes             any           succeeded, failed       ACK
+yes             any           succeeded, failed,      ACK
+                              cancelled
 any             new           (any other)             HOLD
 any             held          (any other)             DUPLICATE
 any             in flight     pending, queued         REPLACE_STALE
@@ -20,6 +21,10 @@ any             in flight     (any other), unknown    DUPLICATE
 A redelivered event the ledger says is dispatched is never offered to the round-robin:
 its task may be lost (the crash came before the publish), so it is counted in flight and
 published again; the worker's claim makes a second task message harmless.
+
+A first delivery is held without asking the ledger, a cancelled event's too: the ledger's
+conditional mark refuses it when it is picked, and the handover acks it then, sending
+nothing (:meth:`~scheduler.dispatcher.handover.Handover.dispatch`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from __future__ import annotations
 from enum import Enum
 
 from scheduler.dispatcher.dispatcher import Known
-from shared.models import FINISHED, UNDISPATCHED, Status
+from shared.models import ENDED, UNDISPATCHED, Status
 
 
 class Plan(Enum):
@@ -40,7 +45,7 @@ class Plan(Enum):
     REPUBLISH = "republish"
     #: count it in flight (a worker runs it), ack
     COUNT = "count"
-    #: finished already: ack
+    #: finished or cancelled already: ack
     ACK = "ack"
     #: another delivery carries the event: ack (and log it)
     DUPLICATE = "duplicate"
@@ -59,7 +64,7 @@ def plan(redelivered: bool, known: Known, status: Status | None) -> Plan:
             return Plan.REPUBLISH
         if status is Status.RUNNING:
             return Plan.COUNT
-        if status in FINISHED:
+        if status in ENDED:
             return Plan.ACK
     if known is Known.NEW:
         return Plan.HOLD

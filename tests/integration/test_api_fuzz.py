@@ -317,13 +317,15 @@ def with_links(openapi: dict[str, Any]) -> dict[str, Any]:
 
 class EventModel:
     """What the producer must show of the events this run got accepted: each one can be
-    read back as it was posted, ``queued`` (nothing dispatches here); its VM cannot be
-    removed (409: nothing is ever dropped)."""
+    read back as it was posted, ``queued`` (nothing dispatches here) or ``cancelled`` once
+    a cancel of it was answered 200; its VM cannot be removed while one of them is queued
+    (409: nothing is ever dropped)."""
 
     FIELDS = ("host", "vm", "policy", "action")
 
     def __init__(self) -> None:
         self.events: dict[str, dict[str, Any]] = {}
+        self.cancelled: set[str] = set()
         #: calls that named an accepted event or its VM, by operation
         self.followed: dict[str, int] = {}
 
@@ -341,13 +343,21 @@ class EventModel:
                 assert code == 200, f"an accepted event is gone: {response.text}"
                 got = response.json()
                 assert {f: got[f] for f in self.FIELDS} == expected, got
-                assert got["status"] == "queued", got
+                event_id = got["id"]
+                assert got["status"] == ("cancelled" if event_id in self.cancelled else "queued")
+        elif label == "DELETE /events/{event_id}":
+            event_id = str((case.path_parameters or {}).get("event_id"))
+            if event_id in self.events:
+                self._followed(label)
+                assert code == 200, f"an accepted event not cancelled: {response.text}"
+                self.cancelled.add(event_id)
         elif label.startswith("PUT /hosts/") and code == 200:
             self._followed(label)
         elif label == "DELETE /hosts/{host}/vms/{vm}":
             params = case.path_parameters or {}
             named = (params.get("host"), params.get("vm"))
-            if any((e["host"], e["vm"]) == named for e in self.events.values()):
+            queued = (e for i, e in self.events.items() if i not in self.cancelled)
+            if any((e["host"], e["vm"]) == named for e in queued):
                 self._followed(label)
                 assert code == 409, f"a VM with queued events: {code} {response.text}"
 

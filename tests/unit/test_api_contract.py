@@ -44,6 +44,7 @@ MAX_BODY_BYTES = 1024
 PRODUCER_CONTRACT = {
     ("post", "/events"): {"400", "401", "409", "413", "503"},
     ("get", "/events/{event_id}"): {"401", "404", "413", "503"},
+    ("delete", "/events/{event_id}"): {"401", "404", "409", "413", "503"},
     ("get", "/mapping"): {"401", "413", "503"},
     ("put", "/hosts/{host}/availability"): {"400", "401", "404", "413", "503"},
     ("put", "/hosts/{host}/vms/{vm}/availability"): {"400", "401", "404", "413", "503"},

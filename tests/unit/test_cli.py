@@ -169,6 +169,20 @@ def test_an_id_the_producer_never_knows_is_not_found_after_a_grace() -> None:
     assert watching.outcome(final) == 1
 
 
+def test_cancelled_is_an_end_and_not_a_failure() -> None:
+    clock = FakeClock()
+    console = Console(file=io.StringIO())
+    final = watching.watch(
+        lambda ids: dict.fromkeys(ids, "cancelled"), ["a"], console, 60, 1, clock, clock.sleep
+    )
+    assert final == {"a": "cancelled"} and clock.now == 0
+    assert watching.outcome({"a": "succeeded", "b": "cancelled"}) == 0
+    assert watching.outcome({"a": "failed", "b": "cancelled"}) == 1
+    assert watching.describe(watching.summary({"a": "cancelled", "b": "failed"})) == (
+        "failed 1 · cancelled 1"
+    )
+
+
 def test_the_summary_reads_in_the_events_path_order() -> None:
     counts = watching.summary({"a": "failed", "b": "queued", "c": "queued", "d": "succeeded"})
     assert watching.describe(counts) == "queued 2 · succeeded 1 · failed 1"

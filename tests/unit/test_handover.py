@@ -164,7 +164,7 @@ def test_redelivered_running_is_counted_and_acked() -> None:
     assert w.state.in_flight_ids() == ["a"]
 
 
-@pytest.mark.parametrize("status", [Status.SUCCEEDED, Status.FAILED])
+@pytest.mark.parametrize("status", [Status.SUCCEEDED, Status.FAILED, Status.CANCELLED])
 def test_redelivered_finished_is_acked(status: Status) -> None:
     w = World({"a": status})
     w.deliver(ev("a"), "m", redelivered=True)
@@ -332,6 +332,29 @@ def test_dispatch_acks_without_publishing_an_event_dispatched_already() -> None:
     ]
     assert w.state.in_flight_ids() == ["new"]
     assert [d["event_id"] for d in w.state.recent_dispatches(10)] == ["new"]
+
+
+def test_a_cancelled_head_is_acked_without_a_task_its_slot_freed_and_its_key_moves_on() -> None:
+    """The ledger refuses to mark a cancelled event: its message is acked, no task is
+    sent, the slot is not kept, and the key's next event goes in the same round."""
+    w = World({"c": Status.CANCELLED})
+    w.state.set_limits({"max_parallel": 1})
+    w.deliver(ev("c"), "m1")
+    w.dispatch()
+    assert w.trace == [("mark", ["c"]), ("confirmed", 0), ("ack", "m1")]
+    assert w.state.in_flight_ids() == []
+    stats = w.state.stats()
+    assert (stats["dispatched_total"], stats["held"]) == (0, 0)
+    assert w.state.recent_dispatches(10) == []
+    w.deliver(ev("next"), "m2")  # the queue's next head, after the ack
+    w.dispatch()
+    assert w.trace[-4:] == [
+        ("mark", ["next"]),
+        ("publish", "next"),
+        ("confirmed", 1),
+        ("ack", "m2"),
+    ]
+    assert w.state.in_flight_ids() == ["next"]
 
 
 def test_a_ledger_failure_holds_the_picks_again_first_in_line_and_acks_nothing() -> None:

@@ -24,6 +24,7 @@ from producer.monitoring.model import (
     VmStateChanged,
 )
 from producer.monitoring.policies import Policies, PolicyFileError, load_rules, parse_rules
+from producer.monitoring.raiser import as_event as raised_event
 from producer.monitoring.rules import Rules
 from producer.monitoring.updater import apply, diff
 from shared.models import Action
@@ -83,6 +84,27 @@ def test_down_then_due_gives_one_heal() -> None:
     assert heal.payload["cause"]["new"] == "DOWN" and heal.payload["source"] == "sim"
     assert is_valid_name(heal.id)
     assert c.tick(200.0) == [] and c.policies.next_due() is None
+
+
+def test_a_policys_coalesce_goes_with_its_events_to_the_rest_field() -> None:
+    """``coalesce`` in the policies file: each intent carries it, and the raiser posts
+    it as the event's coalesce field (absent: COALESCE_POLICIES decides)."""
+    rules = parse_rules(
+        {"policies": [{"name": "auto-heal", "kind": "auto_heal", "debounce": 0, "coalesce": True}]},
+        "policies.yaml",
+    )
+    c = Cloud(*rules.policies)
+    c.see(0.0, vm("a"))
+    [heal] = c.see(1.0, vm("a", state=D, version=2))
+    assert heal.coalesce is True
+    assert raised_event(heal).coalesce is True
+    [plain] = Cloud(HEAL.model_copy(update={"debounce": 0})).see(0.0, vm("a", state=D))
+    assert plain.coalesce is None and raised_event(plain).coalesce is None
+    with pytest.raises(PolicyFileError, match=r"policies\[0\]\.coalesce"):
+        parse_rules(
+            {"policies": [{"name": "x", "kind": "auto_heal", "coalesce": "often"}]},
+            "policies.yaml",
+        )
 
 
 def test_a_flap_inside_the_debounce_is_not_healed() -> None:

@@ -20,8 +20,8 @@ TABLE: list[tuple[bool, Known, Status | None, Plan]] = [
     # redelivered, and the ledger says a worker has it or may have it: never offered
     *((True, k, S.DISPATCHED, Plan.REPUBLISH) for k in Known),
     *((True, k, S.RUNNING, Plan.COUNT) for k in Known),
-    # redelivered and finished: nothing to do
-    *((True, k, s, Plan.ACK) for k in Known for s in (S.SUCCEEDED, S.FAILED)),
+    # redelivered and finished or cancelled: nothing to do
+    *((True, k, s, Plan.ACK) for k in Known for s in (S.SUCCEEDED, S.FAILED, S.CANCELLED)),
     # redelivered, not yet handed over (or unknown to the ledger): as a first delivery
     *((True, NEW, s, Plan.HOLD) for s in UNDISPATCHED_OR_UNKNOWN),
     *((True, HELD, s, Plan.DUPLICATE) for s in UNDISPATCHED_OR_UNKNOWN),
@@ -37,6 +37,7 @@ TABLE: list[tuple[bool, Known, Status | None, Plan]] = [
     (False, IN_FLIGHT, S.RUNNING, Plan.DUPLICATE),
     (False, IN_FLIGHT, S.SUCCEEDED, Plan.DUPLICATE),
     (False, IN_FLIGHT, S.FAILED, Plan.DUPLICATE),
+    (False, IN_FLIGHT, S.CANCELLED, Plan.DUPLICATE),
     (False, IN_FLIGHT, None, Plan.DUPLICATE),
 ]
 
