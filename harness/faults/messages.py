@@ -47,8 +47,8 @@ def _queue_of(stack: FaultStack, event: VmEventMessage) -> str:
 @contextmanager
 def _celery(stack: FaultStack) -> Iterator[Celery]:
     """A Celery app on the stack's broker and topology, to publish task messages."""
+    from scheduler.celery_app import create_celery
     from scheduler.dispatcher.settings import SchedulerSettings
-    from scheduler.worker.app import create_celery
 
     settings = SchedulerSettings(amqp_url=stack.broker.url, carousel_prefix=stack.topology.prefix)
     app = create_celery(settings)
@@ -130,7 +130,7 @@ def duplicate_deliveries(ctx: Ctx) -> FaultResult:
     """Copies of event messages straight into their event queues, and second Celery task
     messages (new dispatch ids) on the actions queue — for events still waiting or
     running and for finished ones."""
-    from scheduler.worker.app import TASK_NAME
+    from scheduler.celery_app import TASK_NAME
 
     res = FaultResult("duplicate deliveries")
     injected = time.time()
@@ -167,7 +167,7 @@ def garbage(ctx: Ctx) -> FaultResult:
     """Non-JSON and wrong-schema bodies, and well-formed ones the system never issued
     (an unknown event id, a completion for an event still running), on every queue the
     system consumes: event queues, completions, the mapping fanout, the actions queue."""
-    from scheduler.worker.app import TASK_NAME
+    from scheduler.celery_app import TASK_NAME
 
     stack = ctx.stack
     res = FaultResult("garbage messages")

@@ -8,13 +8,13 @@ from typing import Any
 
 import uvicorn
 
+from scheduler.celery_app import create_celery
 from scheduler.dispatcher.admin import create_admin_app
 from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
 from scheduler.dispatcher.loop import SchedulerLoop
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.state import DispatcherState
-from scheduler.worker.app import create_celery
 from shared.store import Store
 
 log = logging.getLogger(__name__)

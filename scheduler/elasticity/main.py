@@ -9,6 +9,7 @@ from pathlib import Path
 
 import uvicorn
 
+from scheduler.celery_app import create_celery
 from scheduler.elasticity.admin import create_admin_app
 from scheduler.elasticity.backlog import BacklogProbe
 from scheduler.elasticity.control import CeleryControl
@@ -18,7 +19,6 @@ from scheduler.elasticity.model import PoolSettings, ProfileConfig
 from scheduler.elasticity.providers import LocalProvider
 from scheduler.elasticity.settings import ElasticitySettings
 from scheduler.elasticity.tracker import WorkerTracker
-from scheduler.worker.app import create_celery
 from shared.store import Store
 
 

@@ -78,8 +78,8 @@ def test_unreadable_task_messages_are_dead_lettered_and_the_worker_goes_on(
 ) -> None:
     """On the actions queue: Celery's own handling would log and drop these (or, for
     wrong arguments, retry them for ever); each is moved to the dead letters instead."""
+    from scheduler.celery_app import TASK_NAME, create_celery
     from scheduler.dispatcher.settings import SchedulerSettings
-    from scheduler.worker.app import TASK_NAME, create_celery
 
     stack = stack_factory()
     stack.producer()

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from harness.processes import Stack, wait_until
+from scheduler.celery_app import create_celery
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.elasticity.control import RETIRE_REASON, CeleryControl
-from scheduler.worker.app import create_celery
 from tests.integration.test_e2e import all_finished, post
 
 

@@ -81,8 +81,8 @@ def test_duplicate_task_messages_have_one_effect(
     prefix: str,
 ) -> None:
     """Two task messages for one event (a republish after a crash): one effect."""
+    from scheduler.celery_app import TASK_NAME, create_celery
     from scheduler.dispatcher.settings import SchedulerSettings
-    from scheduler.worker.app import TASK_NAME, create_celery
 
     stack = stack_factory(DRIVER="webhook", WEBHOOK_URL=recorder.url, START_PAUSED="true")
     stack.producer()

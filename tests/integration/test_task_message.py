@@ -9,10 +9,10 @@ import time
 
 import kombu
 
+from scheduler.celery_app import TASK_NAME, create_celery
 from scheduler.dispatcher.confirms import ConfirmingProducer
 from scheduler.dispatcher.settings import SchedulerSettings
 from scheduler.dispatcher.tasks import TaskSender
-from scheduler.worker.app import TASK_NAME, create_celery
 from scheduler.worker.poison import parse_arguments
 from shared.kombu_topology import queue
 from shared.models import Action, VmEventMessage
