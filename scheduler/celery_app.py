@@ -33,17 +33,17 @@ def create_celery(settings: CommonSettings) -> Celery:
         # ours lives: let ours finish and record its outcome. Cancelling it would kill
         # an action that may have had its effect, to be run again once its claim expires.
         worker_cancel_long_running_tasks_on_connection_loss=False,
-        # the task events are Flower's, and the scheduler's completions: a task-succeeded
+        # the task events are Flower's, and the dispatcher's completions: a task-succeeded
         # event frees the event's slot (see Topology.completions_queue)
         worker_send_task_events=True,
         event_exchange=topology.events_exchange.name,
-        # task-sent: the scheduler would publish one more message per task, only for
+        # task-sent: the dispatcher would publish one more message per task, only for
         # Flower's "sent" state (its "received" state comes from the worker)
         task_send_sent_event=getattr(settings, "task_sent_events", False),
         task_serializer="json",
         accept_content=["json"],
         # A task event lost on the way (events are not confirmed) only delays freeing a
-        # slot until the scheduler's reconcile (RECONCILE_INTERVAL).
+        # slot until the dispatcher's reconcile (RECONCILE_INTERVAL).
         broker_connection_retry_on_startup=True,
         broker_heartbeat=30,
         worker_hijack_root_logger=True,

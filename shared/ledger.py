@@ -3,7 +3,7 @@
 Every state change is one conditional UPDATE, so the ledger — not timing — decides races
 between redeliveries:
 
-    pending --confirm--> queued --scheduler--> dispatched --worker claim--> running
+    pending --confirm--> queued --dispatcher--> dispatched --worker claim--> running
         --> succeeded | failed
 
 A claim is a lease: a worker may claim a ``dispatched`` event, or take over a
@@ -154,7 +154,7 @@ class EventLedger:
         row = self.get(event_id)
         return None if row is None else _message(row)
 
-    # -- scheduler -----------------------------------------------------------------
+    # -- dispatcher ----------------------------------------------------------------
     def take_lease(self, lease: Lease, paused: bool | None = None) -> bool:
         """Take or renew ``lease``; False while another holder's has not expired. A renewal
         is one conditional UPDATE; the lease's row is created only when that finds none.
@@ -169,7 +169,7 @@ class EventLedger:
 
     def lease_paused(self, name: str) -> bool:
         """Whether the live holder of lease ``name`` said it is paused at its last
-        renewal: for ``dispatcher``, whether the active scheduler is paused. False while
+        renewal: for ``dispatcher``, whether the active dispatcher is paused. False while
         no one holds it."""
         with self.engine.connect() as conn:
             return holder_paused(conn, name)
@@ -317,7 +317,7 @@ class EventLedger:
         return found
 
     def in_flight(self) -> list[InFlight]:
-        """Events dispatched and not finished: what a restarted scheduler must count."""
+        """Events dispatched and not finished: what a restarted dispatcher must count."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(
@@ -342,7 +342,7 @@ class EventLedger:
         """A dead-lettered event goes back to ``queued`` with its attempts reset, for its
         caller to publish again; None if it is not dead-lettered (nothing changes).
         Raises :class:`VmRemoved` (nothing changes) if its key is no longer in the
-        mapping: no scheduler consumes that key's queue, and publishing would declare it
+        mapping: no dispatcher consumes that key's queue, and publishing would declare it
         again. Decided in the transaction that queues the event, with the VM's row read
         FOR SHARE (PostgreSQL) or under the write lock (SQLite): a removal deleting the
         VM either went first (the row is gone) or waits for this transaction and then

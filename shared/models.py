@@ -37,7 +37,7 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
-#: not yet handed to a worker: the scheduler may dispatch these
+#: not yet handed to a worker: the dispatcher may dispatch these
 UNDISPATCHED = frozenset({Status.PENDING, Status.QUEUED})
 #: handed to a worker and not finished: each holds a slot of the limits
 IN_FLIGHT = frozenset({Status.DISPATCHED, Status.RUNNING})

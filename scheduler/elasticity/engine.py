@@ -57,7 +57,7 @@ class Engine:
     control: CeleryControl
     queue_of: Callable[[str], str]  # profile -> actions queue name
     backlog_of: Callable[[str, int], Backlog]  # (profile, running tasks) -> its backlog
-    #: whether the active scheduler is paused (its waiting events do not count then)
+    #: whether the active dispatcher is paused (its waiting events do not count then)
     paused_of: Callable[[], bool] = lambda: False
     heartbeat_timeout: float = 10.0
     slacker_threshold: float = 60.0

@@ -65,7 +65,7 @@ def main() -> None:
         control=CeleryControl(app),
         queue_of=lambda p: settings.topology.actions_queue_of(p).name,
         backlog_of=(probe := BacklogProbe(settings, store)),
-        paused_of=probe.scheduler_paused,
+        paused_of=probe.dispatcher_paused,
         heartbeat_timeout=settings.elasticity_heartbeat_timeout,
         slacker_threshold=settings.slacker_threshold,
         drain_timeout=settings.drain_timeout,

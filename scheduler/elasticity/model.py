@@ -91,7 +91,7 @@ class Observation:
     mean_action_seconds: float | None = None  # learnt from task runtimes, if any
     #: of ``backlog``, the events still waiting in the per-key queues (not dispatched)
     waiting: int = 0
-    #: the active scheduler is paused: its waiting events cannot be dispatched
+    #: the active dispatcher is paused: its waiting events cannot be dispatched
     paused: bool = False
 
     def count(self, *states: WorkerState) -> int:

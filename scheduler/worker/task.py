@@ -4,7 +4,7 @@
 The task is thin: decode, :func:`scheduler.worker.execution.run_event`, report. An event
 that ended ``failed`` ends the task in Celery's FAILURE state (:class:`EventFailed`, the
 reason as its message); any other outcome is its result. Either way the task's end event
-(task-succeeded or task-failed) is the completion the scheduler waits for.
+(task-succeeded or task-failed) is the completion the dispatcher waits for.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> Runtime:
         if reason is not None:  # FAILURE in Flower, the reason as the exception's message
             raise EventFailed(reason)
         # what Flower shows as the task's result (task_ignore_result: nothing stores it);
-        # the task-succeeded event that carries it is also the scheduler's completion
+        # the task-succeeded event that carries it is also the dispatcher's completion
         return outcome.result()
 
     return runtime

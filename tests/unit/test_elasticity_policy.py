@@ -182,7 +182,7 @@ def test_a_pool_that_keeps_its_size_says_what_holds_it(
     assert decide_one(obs(backlog=backlog, workers=workers), config, budget=20).reason == reason
 
 
-# -- a paused scheduler -----------------------------------------------------------------
+# -- a paused dispatcher -----------------------------------------------------------------
 def paused_obs(
     tasks: int, waiting: int, workers: tuple[WorkerView, ...], paused: bool = True
 ) -> Observation:
@@ -200,7 +200,7 @@ def paused_obs(
             1,
             0,
             0,
-            "steady at 1: the scheduler is paused; the minimum is 1",
+            "steady at 1: the dispatcher is paused; the minimum is 1",
             id="paused-waiting-do-not-grow-the-pool",
         ),
         pytest.param(
@@ -222,7 +222,7 @@ def paused_obs(
             1,
             0,
             3,
-            "the scheduler is paused, so 200 waiting event(s) are not counted; "
+            "the dispatcher is paused, so 200 waiting event(s) are not counted; "
             "the minimum is 1 (backlog 0 asks for 0)",
             id="paused-an-idle-pool-shrinks-to-the-minimum",
         ),
@@ -234,7 +234,7 @@ def paused_obs(
             3,
             2,
             0,
-            "the scheduler is paused, so 200 waiting event(s) are not counted; "
+            "the dispatcher is paused, so 200 waiting event(s) are not counted; "
             "backlog 30 asks for 3",
             id="paused-dispatched-tasks-still-count",
         ),
@@ -246,7 +246,7 @@ def paused_obs(
             1,
             0,
             0,
-            "steady at 1: the scheduler is paused; the backlog asks for 1",
+            "steady at 1: the dispatcher is paused; the backlog asks for 1",
             id="paused-busy-with-waiting-events-is-no-reason-to-grow",
         ),
         pytest.param(
@@ -257,12 +257,12 @@ def paused_obs(
             1,
             0,
             0,
-            "steady at 1: the scheduler is paused; the minimum is 1",
+            "steady at 1: the dispatcher is paused; the minimum is 1",
             id="paused-nothing-waiting",
         ),
     ],
 )
-def test_a_paused_scheduler_s_waiting_events_do_not_grow_the_pool(
+def test_a_paused_dispatcher_s_waiting_events_do_not_grow_the_pool(
     tasks: int,
     waiting: int,
     workers: tuple[WorkerView, ...],
@@ -272,7 +272,7 @@ def test_a_paused_scheduler_s_waiting_events_do_not_grow_the_pool(
     retire: int,
     reason: str,
 ) -> None:
-    """While the scheduler is paused, the events waiting in the per-key queues cannot be
+    """While the dispatcher is paused, the events waiting in the per-key queues cannot be
     dispatched: only the tasks dispatched before count, so the pool stays at (or goes
     back to) its minimum, saying why. No windows: the policy's own answer."""
     config = cfg(min_workers=1, max_workers=4, scale_down_window=0.0)
