@@ -1,5 +1,5 @@
-"""How many workers each profile should have: pure functions of what was observed and
-the time. No clock, no I/O, no Celery.
+"""The scaling rules: how many workers each profile should have, as pure functions of
+what was observed and the time. No clock, no I/O, no Celery.
 
 Per profile, in order (:func:`decide` runs steps 1-4 for every profile, then shares the
 budget over them, then runs steps 5-6 for each):

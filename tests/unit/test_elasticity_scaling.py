@@ -1,6 +1,6 @@
-"""Tests for scheduler.elasticity.policy: the pure elasticity policy (no clock, no I/O).
+"""Tests for scheduler.elasticity.scaling: the pure scaling rules (no clock, no I/O).
 
-References the policy descends from: a Celery elasticity provider (needs from the queue
+References the scaling rules descend from: a Celery elasticity provider (needs from the queue
 length and idle workers, an egalitarian budget), a Kubernetes-like deployment (min/max,
 one scaling event at a time, failed instances recovered), the HPA algorithm (ceil,
 tolerance 0.1, scale-up window takes the MIN, scale-down window the MAX) and KEDA.
@@ -22,7 +22,7 @@ from scheduler.elasticity.model import (
     WorkerState,
     WorkerView,
 )
-from scheduler.elasticity.policy import (
+from scheduler.elasticity.scaling import (
     allot,
     classify,
     decide,
@@ -274,7 +274,7 @@ def test_a_paused_dispatcher_s_waiting_events_do_not_grow_the_pool(
 ) -> None:
     """While the dispatcher is paused, the events waiting in the per-key queues cannot be
     dispatched: only the tasks dispatched before count, so the pool stays at (or goes
-    back to) its minimum, saying why. No windows: the policy's own answer."""
+    back to) its minimum, saying why. No windows: the scaling rules' own answer."""
     config = cfg(min_workers=1, max_workers=4, scale_down_window=0.0)
     d = decide_one(paused_obs(tasks, waiting, workers, paused), config, budget=8)
     assert (d.target, d.spawn, d.retire, d.reason) == (target, spawn, retire, reason)
