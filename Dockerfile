@@ -1,5 +1,5 @@
 # One image for every Carousel service; docker-compose.yml builds it once and picks the
-# console script per service (carousel-producer, carousel-scheduler, carousel-worker,
+# console script per service (carousel-producer, carousel-dispatcher, carousel-worker,
 # carousel-elasticity, carousel-flower, and simcloud for the demo cloud); it runs
 # `python -m shared.preflight` as its one-shot check of the secrets before any of them
 # starts, and `python -m shared.healthcheck` / `python -m scheduler.worker.ping` as the

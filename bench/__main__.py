@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from bench import (
     broker_floor,
+    dispatcher_cost,
     elasticity,
     fairness,
     goals,
@@ -15,12 +16,11 @@ from bench import (
     profile,
     queue_memory,
     scale,
-    scheduler_cost,
     throughput,
 )
 
 MEASUREMENTS: dict[str, Callable[[], None]] = {
-    "scheduler_cost": scheduler_cost.run,
+    "dispatcher_cost": dispatcher_cost.run,
     "ingest": ingest.run,
     "throughput": throughput.run,
     "fairness": fairness.run,

@@ -5,7 +5,7 @@ the way Carousel's services do, and nothing else happens to them:
 
 - a *producer* publishes each event, persistent and confirmed (pipelined), to its key's
   durable queue (500 keys);
-- a *relay* (the scheduler's part) consumes every key queue, one head per queue
+- a *relay* (the dispatcher's part) consumes every key queue, one head per queue
   (per-consumer prefetch 1), publishes a persistent, confirmed task per head to one
   actions queue, acks the head, and consumes the completions;
 - a *worker* consumes the actions queue (prefetch 1, acks late) and per task publishes

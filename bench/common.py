@@ -59,7 +59,7 @@ def ledger_url(workdir: Path) -> Iterator[str]:
 
 @contextmanager
 def carousel(**env: Any) -> Iterator[tuple[Stack, Store]]:
-    """Producer + scheduler (+ what the caller starts) on a private prefix and ledger."""
+    """Producer + dispatcher (+ what the caller starts) on a private prefix and ledger."""
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     workdir = Path(tempfile.mkdtemp(prefix="carousel-bench-"))
     with ledger_url(workdir) as db, _carousel(prefix, workdir, db, env) as pair:
@@ -75,7 +75,7 @@ def _carousel(
         "CAROUSEL_PREFIX": prefix,
         "CAROUSEL_DB_URL": db,
         "PRODUCER_PORT": str(free_port()),
-        "SCHEDULER_PORT": str(free_port()),
+        "DISPATCHER_PORT": str(free_port()),
         "ELASTICITY_PORT": str(free_port()),
         "LOG_LEVEL": "WARNING",
     }

@@ -29,7 +29,7 @@ ORDER = [
     "fairness",
     "fairness_split",
     "scale",
-    "scheduler_cost",
+    "dispatcher_cost",
     "elasticity",
     "monitoring_latency",
     "monitoring_relist",

@@ -24,7 +24,7 @@ def run(events: int = 200, interval: float = 1.0, down_window: float = 5.0) -> N
     }
     with carousel(**env) as (stack, store):
         stack.producer()
-        stack.scheduler()
+        stack.dispatcher()
         stack.elasticity()
 
         def up() -> int:

@@ -63,7 +63,7 @@ def carousel_quiet_wait(flood: int, quiet: int, known: bool = False) -> dict[str
     }
     with carousel(**env) as (stack, store):
         stack.producer()
-        stack.scheduler()
+        stack.dispatcher()
         stack.worker()
         if known:
             earlier = [{**e, "id": f"earlier-{e['id']}"} for e in quiet_events(quiet)]
@@ -140,7 +140,7 @@ def splitting_share(flood_vms: int = 200, per_vm: int = 20) -> dict[str, Any]:
     }
     with carousel(**env) as (stack, store):
         stack.producer()
-        stack.scheduler()
+        stack.dispatcher()
         stack.worker()
         flood = [
             {"host": "A", "vm": f"a{v}", "policy": "p", "action": "heal"}
@@ -159,13 +159,13 @@ def splitting_share(flood_vms: int = 200, per_vm: int = 20) -> dict[str, Any]:
 
         held = flood_vms + 100
         wait_for(
-            lambda: httpx.get(f"{stack.scheduler_url}/stats").json()["held"] >= held,
+            lambda: httpx.get(f"{stack.dispatcher_url}/stats").json()["held"] >= held,
             120,
             "heads held",
         )
-        httpx.post(f"{stack.scheduler_url}/resume")
+        httpx.post(f"{stack.dispatcher_url}/resume")
         wait_for(lambda: _done(store, "o") == len(others), 300, "other hosts drained")
-        dispatches = httpx.get(f"{stack.scheduler_url}/dispatches", params={"limit": 10000}).json()
+        dispatches = httpx.get(f"{stack.dispatcher_url}/dispatches", params={"limit": 10000}).json()
     # the window in which the other hosts still had work
     last_other = max(i for i, d in enumerate(dispatches) if d["host"] != "A")
     window = dispatches[: last_other + 1]

@@ -1,7 +1,7 @@
 """Where the cycles go per event: the throughput scenario with every Carousel process
 sampled by py-spy and its CPU time read from /proc.
 
-For each process group (producer, scheduler, worker parent and children) and for the
+For each process group (producer, dispatcher, worker parent and children) and for the
 broker (the local RabbitMQ's ``beam.smp``) and the load generator (this process), it
 reports CPU milliseconds per event, and sorts the sampled stacks of each Carousel
 process into a few categories by the lowest frame that belongs to a known library (a
@@ -91,7 +91,7 @@ def run(n: int = 5000, concurrency: int = 2) -> None:
     with carousel(MAX_PARALLEL=64, WORKER_CONCURRENCY=concurrency) as (stack, store):
         services = {
             "producer": stack.producer(),
-            "scheduler": stack.scheduler(),
+            "dispatcher": stack.dispatcher(),
             "worker": stack.worker(),
         }
         pgids = {name: svc.proc.pid for name, svc in services.items() if svc.proc}

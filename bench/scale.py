@@ -1,4 +1,4 @@
-"""The scheduler with many live per-key queues: its memory and the time from its start
+"""The dispatcher with many live per-key queues: its memory and the time from its start
 to holding the head of every queue (declares and consumes pipelined)."""
 
 from __future__ import annotations
@@ -52,11 +52,11 @@ def run(keys: int = 20_000) -> None:
         )
         cpu = broker_cpu() - cpu
         started = time.perf_counter()
-        svc = stack.scheduler()
+        svc = stack.dispatcher()
         ready = time.perf_counter() - started
         assert svc.proc is not None
         wait_for(
-            lambda: httpx.get(f"{stack.scheduler_url}/stats").json()["held"] == keys,
+            lambda: httpx.get(f"{stack.dispatcher_url}/stats").json()["held"] == keys,
             900,
             "every head held",
         )
@@ -67,12 +67,12 @@ def run(keys: int = 20_000) -> None:
                 "producer: keys created s": created,
                 "broker cores meanwhile": cpu / created,
                 "broker alone: as many queues declared s": alone,
-                "scheduler: start to ready s": ready,
-                "scheduler: start to every head held s": holding,
-                "scheduler RSS MB": rss_mb(svc.proc.pid),
+                "dispatcher: start to ready s": ready,
+                "dispatcher: start to every head held s": holding,
+                "dispatcher RSS MB": rss_mb(svc.proc.pid),
             }
         )
-    save("scale", f"Scheduler with {keys:,} live per-key queues (paused, heads held)", rows)
+    save("scale", f"Dispatcher with {keys:,} live per-key queues (paused, heads held)", rows)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def carousel_rate(n: int, concurrency: int, pool: str = "prefork") -> dict[str, 
         store,
     ):
         stack.producer()
-        stack.scheduler()
+        stack.dispatcher()
         stack.worker()
         started = time.perf_counter()
         ingest = post_all(stack.producer_url, batches)

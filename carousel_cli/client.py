@@ -22,7 +22,7 @@ WATCH_CONCURRENCY = 8
 #: reads the same one: under `make up`, from the environment or .env)
 PORTS: Mapping[str, tuple[str, int]] = {
     "producer": ("PRODUCER_PORT", 8000),
-    "scheduler": ("SCHEDULER_PORT", 8001),
+    "dispatcher": ("DISPATCHER_PORT", 8001),
     "elasticity": ("ELASTICITY_PORT", 8002),
     "flower": ("FLOWER_PORT", 5555),
 }
@@ -37,7 +37,7 @@ def local_url(service: str, env: Mapping[str, str] | None = None) -> str:
 @dataclass(frozen=True)
 class Endpoints:
     producer: str = field(default_factory=lambda: local_url("producer"))
-    scheduler: str = field(default_factory=lambda: local_url("scheduler"))
+    dispatcher: str = field(default_factory=lambda: local_url("dispatcher"))
     elasticity: str = field(default_factory=lambda: local_url("elasticity"))
     token: str = field(default="", repr=False)
 
@@ -101,7 +101,7 @@ class Client:
 
     # -- the admin APIs --------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        answer: dict[str, Any] = self._call("GET", self.endpoints.scheduler, "/stats")
+        answer: dict[str, Any] = self._call("GET", self.endpoints.dispatcher, "/stats")
         return answer
 
     def elasticity(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 events, see the system's status, wait until it is ready.
 
 Every command reads the services' addresses and the token from options or the
-environment (CAROUSEL_PRODUCER_URL, CAROUSEL_SCHEDULER_URL, CAROUSEL_ELASTICITY_URL,
+environment (CAROUSEL_PRODUCER_URL, CAROUSEL_DISPATCHER_URL, CAROUSEL_ELASTICITY_URL,
 CAROUSEL_API_TOKEN); an address not given is this machine at the port the service reads
 (PRODUCER_PORT, ...). Exit codes: 0 done (every watched event succeeded), 1 some failed,
 2 bad input, 3 timed out, 4 a service unreachable or refusing, 5 a service not ready
@@ -60,9 +60,9 @@ def common(
     producer_url: Annotated[
         str, _url_option("CAROUSEL_PRODUCER_URL", "The producer's REST API.", PORTS["producer"])
     ] = "",
-    scheduler_url: Annotated[
+    dispatcher_url: Annotated[
         str,
-        _url_option("CAROUSEL_SCHEDULER_URL", "The scheduler's admin API.", PORTS["scheduler"]),
+        _url_option("CAROUSEL_DISPATCHER_URL", "The dispatcher's admin API.", PORTS["dispatcher"]),
     ] = "",
     elasticity_url: Annotated[
         str,
@@ -79,7 +79,7 @@ def common(
 ) -> None:
     ctx.obj = Endpoints(
         producer=(producer_url or local_url("producer")).rstrip("/"),
-        scheduler=(scheduler_url or local_url("scheduler")).rstrip("/"),
+        dispatcher=(dispatcher_url or local_url("dispatcher")).rstrip("/"),
         elasticity=(elasticity_url or local_url("elasticity")).rstrip("/"),
         token=token,
     )
@@ -301,7 +301,7 @@ def cancel(
     """Cancel events not yet dispatched: each ends `cancelled` and never runs.
 
     An event dispatched already (dispatched, running or finished) is not cancelled: its
-    status is printed instead. Works while no scheduler runs. Exit code: 0 every event
+    status is printed instead. Works while no dispatcher runs. Exit code: 0 every event
     cancelled (now or before), 1 some dispatched already or unknown."""
 
     def body(client: Client) -> int:
@@ -330,9 +330,9 @@ def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Readiness, the scheduler's counters and each worker pool with its decisions.
+    """Readiness, the dispatcher's counters and each worker pool with its decisions.
 
-    The services' /readyz, the scheduler's limits and counters, and each elasticity pool:
+    The services' /readyz, the dispatcher's limits and counters, and each elasticity pool:
     its workers by state, backlog, target, and the last scaling decisions with why.
 
     Exit code: 0 every service ready, 4 one unreachable, 5 one not ready (each one's
@@ -342,18 +342,18 @@ def status(
         ends: Endpoints = ctx.obj
         urls = {
             "producer": ends.producer,
-            "scheduler": ends.scheduler,
+            "dispatcher": ends.dispatcher,
             "elasticity": ends.elasticity,
         }
         ready = {name: (url, client.ready(url)) for name, url in urls.items()}
-        stats = _maybe(client.stats) if ready["scheduler"][1] != "unreachable" else None
+        stats = _maybe(client.stats) if ready["dispatcher"][1] != "unreachable" else None
         pools = _maybe(client.elasticity) if ready["elasticity"][1] != "unreachable" else None
         if as_json:
             print(
                 json.dumps(
                     {
                         "ready": {k: v[1] for k, v in ready.items()},
-                        "scheduler": stats,
+                        "dispatcher": stats,
                         "elasticity": pools,
                     }
                 )
@@ -361,7 +361,7 @@ def status(
         else:
             out.print(views.readiness(ready))
             if stats is not None:
-                out.print(views.scheduler(stats))
+                out.print(views.dispatcher(stats))
             if pools is not None:
                 out.print(views.pools(pools))
         return _readiness_code(ready)
@@ -400,7 +400,7 @@ def ready(
 ) -> None:
     """Wait until every service answers ready, then print where each is.
 
-    The producer, the scheduler, the elasticity worker, Flower and simcloud; then one
+    The producer, the dispatcher, the elasticity worker, Flower and simcloud; then one
     block with their addresses, the API reference and Flower's login (the first
     user:password of FLOWER_BASIC_AUTH). `make up` runs it beside the services. Exit
     code: 0 all ready, 3 some not within --timeout (each with what it last said)."""

@@ -1,4 +1,4 @@
-"""``carousel status``: the services' readiness, the scheduler's limits and counters, and
+"""``carousel status``: the services' readiness, the dispatcher's limits and counters, and
 each elasticity pool with its workers and its last decisions, in one view."""
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ def readiness(ready: Mapping[str, tuple[str, str]]) -> Table:
     return out
 
 
-def scheduler_state(stats: Mapping[str, Any]) -> str:
-    """``active``; ``standby (another scheduler leads)`` only when the ledger says another
-    scheduler holds the lease; else why it is not dispatching (``not_ready``: no broker,
+def dispatcher_state(stats: Mapping[str, Any]) -> str:
+    """``active``; ``standby (another dispatcher leads)`` only when the ledger says another
+    dispatcher holds the lease; else why it is not dispatching (``not_ready``: no broker,
     no ledger); then paused and a failing ledger."""
     if stats.get("standby"):
-        words = ["standby (another scheduler leads)"]
+        words = ["standby (another dispatcher leads)"]
     elif stats.get("connected", True) and stats.get("active", True):
         words = ["active"]
     else:
@@ -56,12 +56,12 @@ def limits(values: Mapping[str, Any]) -> str:
     return ", ".join(said)
 
 
-def scheduler(stats: Mapping[str, Any]) -> Table:
-    out = Table(title="scheduler", title_justify="left", show_header=False)
+def dispatcher(stats: Mapping[str, Any]) -> Table:
+    out = Table(title="dispatcher", title_justify="left", show_header=False)
     out.add_column("what")
     out.add_column("value")
     limit = stats.get("limits", {}).get("max_parallel")
-    out.add_row("state", scheduler_state(stats))
+    out.add_row("state", dispatcher_state(stats))
     out.add_row("limits", limits(stats.get("limits", {})))
     out.add_row(
         "in flight", f"{stats.get('in_flight')}" + (f" of {limit}" if limit is not None else "")

@@ -21,7 +21,7 @@ HEALTHY = (
     "postgres",
     "simcloud",
     "producer",
-    "scheduler",
+    "dispatcher",
     "worker",
     "elasticity",
     "flower",

@@ -106,13 +106,13 @@ class Service:
 
 
 class Stack:
-    """Producer, scheduler and workers of one test, as real processes."""
+    """Producer, dispatcher and workers of one test, as real processes."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env = env
         self.log_dir = log_dir
         self.producer_url = f"http://127.0.0.1:{env['PRODUCER_PORT']}"
-        self.scheduler_url = f"http://127.0.0.1:{env['SCHEDULER_PORT']}"
+        self.dispatcher_url = f"http://127.0.0.1:{env['DISPATCHER_PORT']}"
         self.elasticity_url = f"http://127.0.0.1:{env['ELASTICITY_PORT']}"
         self.flower_url = f"http://127.0.0.1:{env.get('FLOWER_PORT', 5555)}"
         self.services: list[Service] = []
@@ -131,8 +131,8 @@ class Stack:
     def producer(self, **extra: str) -> Service:
         return self._start("carousel-producer", f"{self.producer_url}/readyz", extra)
 
-    def scheduler(self, **extra: str) -> Service:
-        return self._start("carousel-scheduler", f"{self.scheduler_url}/readyz", extra)
+    def dispatcher(self, **extra: str) -> Service:
+        return self._start("carousel-dispatcher", f"{self.dispatcher_url}/readyz", extra)
 
     def elasticity(self, **extra: str) -> Service:
         return self._start("carousel-elasticity", f"{self.elasticity_url}/readyz", extra)

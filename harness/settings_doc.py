@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings
 
 from harness import generated
 from producer.settings import ProducerSettings
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.elasticity.settings import ElasticitySettings
 from scheduler.flower.settings import FlowerSettings
 from scheduler.worker.drivers import REGISTRY as DRIVER_REGISTRY
@@ -39,7 +39,7 @@ END = "<!-- end of the generated part -->"
 #: each service and the settings class its entry point builds, in the tables' order
 SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("producer", ProducerSettings),
-    ("scheduler", SchedulerSettings),
+    ("dispatcher", DispatcherSettings),
     ("worker", WorkerSettings),
     ("elasticity", ElasticitySettings),
     ("flower", FlowerSettings),

@@ -211,7 +211,7 @@ def events_router(metrics: ProducerMetrics) -> APIRouter:
     )
     async def cancel_event(_: Auth, svc: Service, event_id: str) -> Any:
         """Cancel an event not yet dispatched: it ends ``cancelled`` and never runs;
-        again for a cancelled one. Decided by the ledger alone (no scheduler needed)."""
+        again for a cancelled one. Decided by the ledger alone (no dispatcher needed)."""
         got = await asyncio.to_thread(svc.store.cancel, event_id)
         if got.status is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}")

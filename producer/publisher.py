@@ -274,7 +274,7 @@ class Publisher:
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     ),
                     routing_key="",
-                    mandatory=False,  # no scheduler bound yet is fine: it starts from a snapshot
+                    mandatory=False,  # no dispatcher bound yet is fine: it starts from a snapshot
                 )
 
 

@@ -83,7 +83,7 @@ class EventService:
             raise VmBeingRemoved(exc.host, exc.vm) from exc
         accepted = admitted.accepted
         if admitted.new_keys:
-            try:  # so the first event is routable, and the scheduler consumes the queues
+            try:  # so the first event is routable, and the dispatcher consumes the queues
                 await self.publisher.declare_keys(admitted.new_keys)
                 await self.publisher.publish_deltas([admitted.delta] if admitted.delta else [])
             except BaseException:
@@ -113,7 +113,7 @@ class EventService:
     async def remove_vm(self, host: str, vm: str) -> MappingDelta | None:
         """Remove a VM from the mapping, refusing while it has unfinished events. New
         events for it are refused (409) while this runs, by every producer process. Its
-        queues, empty by then, are deleted by the scheduler once it has stopped
+        queues, empty by then, are deleted by the dispatcher once it has stopped
         consuming them."""
         mark = time.time()
         try:
@@ -141,16 +141,16 @@ class EventService:
 
     async def _announce(self, delta: MappingDelta | None) -> None:
         """Publish a mapping change already stored in the ledger. If the broker is away
-        the change still stands: schedulers find it at their next resync. Versions are
+        the change still stands: dispatchers find it at their next resync. Versions are
         given in the ledger; two requests (or processes) may announce theirs out of
-        order, and a scheduler that sees a gap resyncs from the ledger."""
+        order, and a dispatcher that sees a gap resyncs from the ledger."""
         if delta is None:
             return
         try:
             await self.publisher.publish_deltas([delta])
         except BrokerUnavailable as exc:
             log.warning(
-                "mapping change %d stored but not announced (%s); schedulers will "
+                "mapping change %d stored but not announced (%s); dispatchers will "
                 "find it at their next resync",
                 delta.version,
                 exc,

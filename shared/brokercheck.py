@@ -42,7 +42,7 @@ class Answer:
 
 def ask(url: str, topology: Topology, timeout: float = TIMEOUT) -> Answer:
     """Connect to ``url`` and log in; then count the consumers on the queues a running
-    stack of ``topology`` consumes: the completions (its scheduler) and the default
+    stack of ``topology`` consumes: the completions (its dispatcher) and the default
     actions queue (its workers)."""
     conn = kombu.Connection(url, connect_timeout=timeout)
     shown = conn.as_uri()

@@ -21,7 +21,7 @@ class Conflict(CarouselError):
 
 class VmRemoved(CarouselError):
     """A dead-lettered event cannot be re-driven: its key is no longer in the mapping (its
-    VM was removed), so no scheduler would consume the queue it would be published to."""
+    VM was removed), so no dispatcher would consume the queue it would be published to."""
 
     def __init__(self, event_id: str, host: str, vm: str, policy: str) -> None:
         super().__init__(

@@ -1,4 +1,4 @@
-"""kombu objects for the specs of :mod:`shared.topology` (used by the scheduler and the
+"""kombu objects for the specs of :mod:`shared.topology` (used by the dispatcher and the
 Celery workers; the producer declares the same specs through aio-pika), and a one-off
 confirmed publish to one of them."""
 

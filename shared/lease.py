@@ -1,10 +1,10 @@
 """Leases in the ledger: one holder at a time of a named role, for a bounded time.
 
-The dispatcher holds the ``dispatcher`` lease while it dispatches: a second scheduler
+The dispatcher holds the ``dispatcher`` lease while it dispatches: a second dispatcher
 started beside it (a rolling update, a second ``make up``) waits as a standby and takes
 over once the lease has expired, within about one lease time of the holder's death.
 Every change is one conditional statement, so the database decides who holds it, and
-by the database's clock (:mod:`shared.clock`): the schedulers' own clocks may differ.
+by the database's clock (:mod:`shared.clock`): the dispatchers' own clocks may differ.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from shared.clock import NOW
 from shared.db import leases
 from shared.errors import LeaseLost
 
-#: the scheduler's lease: its holder dispatches, and says in it whether it is paused
+#: the dispatcher's lease: its holder dispatches, and says in it whether it is paused
 DISPATCHER = "dispatcher"
 
 

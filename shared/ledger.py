@@ -3,7 +3,7 @@
 Every state change is one conditional UPDATE, so the ledger — not timing — decides races
 between redeliveries:
 
-    pending --confirm--> queued --scheduler--> dispatched --worker claim--> running
+    pending --confirm--> queued --dispatcher--> dispatched --worker claim--> running
         --> succeeded | failed
     pending | queued --cancel--> cancelled
 
@@ -182,7 +182,7 @@ class EventLedger:
     def cancel(self, event_id: str) -> Cancel:
         """pending|queued -> cancelled, in one conditional UPDATE: refused (nothing
         changes) for an event dispatched already, whatever happens to it next. Needs no
-        scheduler or worker: the cancelled event's message is skipped when it reaches the
+        dispatcher or worker: the cancelled event's message is skipped when it reaches the
         dispatcher, whose mark finds it cancelled. Cancelling a cancelled event again
         finds it so."""
         if not _storable(event_id):
@@ -207,7 +207,7 @@ class EventLedger:
         row = self.get(event_id)
         return None if row is None else _message(row)
 
-    # -- scheduler -----------------------------------------------------------------
+    # -- dispatcher ----------------------------------------------------------------
     def take_lease(self, lease: Lease, paused: bool | None = None) -> bool:
         """Take or renew ``lease``; False while another holder's has not expired. A renewal
         is one conditional UPDATE; the lease's row is created only when that finds none.
@@ -222,7 +222,7 @@ class EventLedger:
 
     def lease_paused(self, name: str) -> bool:
         """Whether the live holder of lease ``name`` said it is paused at its last
-        renewal: for ``dispatcher``, whether the active scheduler is paused. False while
+        renewal: for ``dispatcher``, whether the active dispatcher is paused. False while
         no one holds it."""
         with self.engine.connect() as conn:
             return holder_paused(conn, name)
@@ -370,7 +370,7 @@ class EventLedger:
         return found
 
     def in_flight(self) -> list[InFlight]:
-        """Events dispatched and not finished: what a restarted scheduler must count."""
+        """Events dispatched and not finished: what a restarted dispatcher must count."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(
@@ -395,7 +395,7 @@ class EventLedger:
         """A dead-lettered event goes back to ``queued`` with its attempts reset, for its
         caller to publish again; None if it is not dead-lettered (nothing changes).
         Raises :class:`VmRemoved` (nothing changes) if its key is no longer in the
-        mapping: no scheduler consumes that key's queue, and publishing would declare it
+        mapping: no dispatcher consumes that key's queue, and publishing would declare it
         again. Decided in the transaction that queues the event, with the VM's row read
         FOR SHARE (PostgreSQL) or under the write lock (SQLite): a removal deleting the
         VM either went first (the row is gone) or waits for this transaction and then

@@ -321,7 +321,7 @@ class MappingStore:
 
 
 def _keys_delta(version: int, new: list[tuple[str, str, str]]) -> MappingDelta:
-    """One key: the single-key form every scheduler reads; more: ``keys_added``."""
+    """One key: the single-key form every dispatcher reads; more: ``keys_added``."""
     if len(new) == 1:
         host, vm, policy = new[0]
         return MappingDelta(version=version, op="key_added", host=host, vm=vm, policy=policy)

@@ -39,7 +39,7 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
 
 
-#: not yet handed to a worker: the scheduler may dispatch these, and a cancel may end them
+#: not yet handed to a worker: the dispatcher may dispatch these, and a cancel may end them
 UNDISPATCHED = frozenset({Status.PENDING, Status.QUEUED})
 #: handed to a worker and not finished: each holds a slot of the limits
 IN_FLIGHT = frozenset({Status.DISPATCHED, Status.RUNNING})

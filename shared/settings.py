@@ -83,7 +83,7 @@ class CommonSettings(BaseSettings):
     carousel_api_token: str = Field(
         "",
         description="Bearer token required on every producer call but health checks, and "
-        "on the scheduler admin API's POST /pause, POST /resume, PUT /limits and POST "
+        "on the dispatcher admin API's POST /pause, POST /resume, PUT /limits and POST "
         "/dead-letters/{id}/redrive (CAROUSEL_API_TOKEN); empty = no auth. Required "
         "under compose.",
     )
@@ -92,12 +92,12 @@ class CommonSettings(BaseSettings):
         gt=0,
         description="Seconds a worker's claim on an event lasts unless renewed (it renews "
         "every third of it while the action runs); once it expires, the event may be "
-        "taken over by another task message. The scheduler's sweeper takes over expired "
+        "taken over by another task message. The dispatcher's sweeper takes over expired "
         "claims only after the ledger has answered it for this long (CLAIM_LEASE_SECONDS).",
     )
     admin_views_open: bool = Field(
         True,
-        description="The admin APIs' views (scheduler GET /stats, /dispatches, "
+        description="The admin APIs' views (dispatcher GET /stats, /dispatches, "
         "/dead-letters; elasticity GET /status) answer without the token; false = they "
         "need it too (ADMIN_VIEWS_OPEN).",
     )

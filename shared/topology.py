@@ -66,7 +66,7 @@ PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 class Topology:
     prefix: str = "carousel"
     #: the type of every durable queue (``QUEUE_TYPE``): the event queues, the actions,
-    #: completions and dead-letter queues; a scheduler's own mapping queue stays classic
+    #: completions and dead-letter queues; a dispatcher's own mapping queue stays classic
     queue_type: str = "classic"
 
     def __post_init__(self) -> None:
@@ -117,7 +117,7 @@ class Topology:
 
     @property
     def completions_queue(self) -> QueueSpec:
-        """Workers -> scheduler: an action finished, free its slot. It is also bound to
+        """Workers -> dispatcher: an action finished, free its slot. It is also bound to
         :attr:`events_exchange` by :data:`COMPLETION_EVENT_KEYS`: a worker's task-succeeded
         event is the completion (no message of its own)."""
         return QueueSpec(f"{self.prefix}.completions", arguments=self._durable())
@@ -125,7 +125,7 @@ class Topology:
     @property
     def events_exchange(self) -> ExchangeSpec:
         """Celery's event exchange of this topology (Celery's ``event_exchange``): task
-        and worker events, for Flower, the elasticity worker and the scheduler."""
+        and worker events, for Flower, the elasticity worker and the dispatcher."""
         return ExchangeSpec(f"{self.prefix}.events", "topic")
 
     @property
@@ -136,13 +136,13 @@ class Topology:
 
     @property
     def mapping_exchange(self) -> ExchangeSpec:
-        """Producer -> schedulers: mapping deltas, each with its version."""
+        """Producer -> dispatchers: mapping deltas, each with its version."""
         return ExchangeSpec(f"{self.prefix}.mapping", "fanout")
 
-    def mapping_queue_of(self, scheduler: str) -> QueueSpec:
-        """One scheduler's own queue on the mapping fanout: gone with its connection."""
+    def mapping_queue_of(self, dispatcher: str) -> QueueSpec:
+        """One dispatcher's own queue on the mapping fanout: gone with its connection."""
         return QueueSpec(
-            f"{self.prefix}.mapping.{scheduler}",
+            f"{self.prefix}.mapping.{dispatcher}",
             durable=False,
             exclusive=True,
             auto_delete=True,

@@ -129,7 +129,7 @@ def stack_factory(
             "CAROUSEL_PREFIX": prefix,
             "CAROUSEL_DB_URL": db_url,
             "PRODUCER_PORT": str(free_port()),
-            "SCHEDULER_PORT": str(free_port()),
+            "DISPATCHER_PORT": str(free_port()),
             "ELASTICITY_PORT": str(free_port()),
             "FLOWER_PORT": str(free_port()),
             "SIMCLOUD_PORT": (simcloud_port := str(free_port())),

@@ -2,7 +2,7 @@
 
 What runs
     A private RabbitMQ node (:mod:`harness.private_broker`, so broker kills touch only
-    it), one producer, one scheduler and one or two Celery workers as real processes
+    it), one producer, one dispatcher and one or two Celery workers as real processes
     (:mod:`.stack`), a ledger (:mod:`.ledgerdb`), and ``DRIVER=webhook`` pointed at a
     recording receiver in this process (:mod:`harness.recorder`). A load generator
     (:mod:`.load`) posts events over 4 hosts x 4 VMs x 2 policies and retries every
@@ -16,10 +16,10 @@ Two runs (``make faults``; :func:`.suite.plan`)
     ``full``: every fault but the two below, on a SQLite ledger (one machine).
     ``machines``: as processes on several machines would share it, a PostgreSQL ledger —
     a fresh database on the machine's server (:mod:`harness.ledgers`), which the
-    scheduler reaches through a cuttable proxy — short claim leases (3 s) swept every
+    dispatcher reaches through a cuttable proxy — short claim leases (3 s) swept every
     second; a few cheap faults of the full run again, then ``clock-skew`` (every action
     claimed by workers whose wall clocks are 60 s behind and ahead, :mod:`.clock`) and
-    ``ledger-cut`` (the active scheduler cut off from PostgreSQL, a standby beside it,
+    ``ledger-cut`` (the active dispatcher cut off from PostgreSQL, a standby beside it,
     :mod:`.ledger`). Each fault names the ledger it needs (:attr:`.base.Fault.ledger`):
     ``--only NAME`` runs it in that run; ``ledger-lock`` is SQLite's alone and skips on
     PostgreSQL. ``--fast`` is one short SQLite run. Each run has its own stack,
@@ -54,9 +54,9 @@ The accounting — over every event id that got a 202, and nothing else
         left the event anything but ``failed``, or put a message in the removed VM's
         queue (the ``redrive-removed`` fault sees it and reports it);
         in ``consumer-timeout`` (:mod:`.holds`: the private node's consumer_timeout
-        shortened to seconds, heads held several times that by a paused scheduler, a
+        shortened to seconds, heads held several times that by a paused dispatcher, a
         busy VM and an unavailable host), each of those holds during which the
-        scheduler's log shows its broker session ending;
+        dispatcher's log shows its broker session ending;
         in ``clock-skew``, a call of the phase cut off (abandoned or fenced) although no
         worker was killed: a claim taken over from a live holder;
         and each key's *order*, counted per pair: events e1 and e2 of one (host, vm,

@@ -7,7 +7,7 @@ phase — the steady load's, and a few of the fault's own that hold several clai
 at the receiver, so their claims are renewed many times while the sweeper looks for
 expired ones — is claimed, renewed and finished by a skewed clock. Every lease is
 stamped and judged by the ledger's clock (``shared/clock.py``): had a process used its
-own, the slow worker's claims would look expired to the scheduler's sweeper as soon as
+own, the slow worker's claims would look expired to the dispatcher's sweeper as soon as
 made — the machines profile sweeps every second and sends a task again once it has
 waited a few seconds — be taken over by the fast worker, and their actions run twice, at
 once, on one VM (a duplicate or a per-VM violation in the accounting). A takeover the

@@ -3,7 +3,7 @@ while actions run on it, through the ``simcloud`` driver.
 
 The design. For this phase a simcloud process (:data:`HOSTS` hosts, :data:`VMS_PER_HOST`
 VMs each) and one more worker with ``DRIVER=simcloud`` join the stack; the worker serves a
-profile of its own (:data:`PROFILE`), to which the scheduler, restarted with
+profile of its own (:data:`PROFILE`), to which the dispatcher, restarted with
 ``ACTION_PROFILES`` for the phase, routes one action (:data:`ACTION`, which the load never
 posts). Events with that action are posted for simcloud's VMs — several per VM, under two
 policies, on every host — each asking the cloud for an operation of its own length
@@ -92,7 +92,7 @@ STALLED = ApiStep("stalled", fail_rate=0.5, delay=DRIVER_TIMEOUT + 1.0, seconds=
 
 
 def cloud_api(ctx: Ctx) -> FaultResult:
-    """simcloud, its worker and the scheduler's routing up; the first round of events
+    """simcloud, its worker and the dispatcher's routing up; the first round of events
     posted; the API :data:`SLOW` (the other rounds posted), then :data:`STALLED`, then
     well; every event final, judged against the cloud's records (:mod:`.cloudops`)."""
     res = FaultResult("cloud API failing and slow")
@@ -118,7 +118,7 @@ def cloud_api(ctx: Ctx) -> FaultResult:
             DRIVER_HTTP_TIMEOUT=str(DRIVER_TIMEOUT),
             WORKER_CONCURRENCY=str(WORKER_CONCURRENCY),
         )
-        fs.reconfigure_scheduler(ACTION_PROFILES=profiles)
+        fs.reconfigure_dispatcher(ACTION_PROFILES=profiles)
         first, *rest = _rounds(ctx)
         _post(fs, first, posted)
         wait_until(lambda: _operations(url), 60, 0.1, what="an operation under way in simcloud")
@@ -232,8 +232,8 @@ def _wind_down(
     worker: Service | None,
     simcloud: Service,
 ) -> None:
-    """Back to the stack's own scheduler; the worker and simcloud stopped — unless an
-    event of the phase is not final: then they stay, and the scheduler keeps routing the
+    """Back to the stack's own dispatcher; the worker and simcloud stopped — unless an
+    event of the phase is not final: then they stay, and the dispatcher keeps routing the
     action to them (a webhook worker must not run it), until the suite ends."""
     fs = ctx.stack
     final = all(
@@ -246,8 +246,8 @@ def _wind_down(
     queue = fs.topology.actions_queue_of(PROFILE).name
     with contextlib.suppress(AssertionError):
         wait_until(lambda: fs.depths([queue])[queue] == 0, 30, 0.5, what=f"{queue} drained")
-    if fs.scheduler_env:
-        fs.reconfigure_scheduler()
+    if fs.dispatcher_env:
+        fs.reconfigure_dispatcher()
     if worker is not None:
         worker.stop()
     simcloud.stop()

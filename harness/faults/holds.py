@@ -2,23 +2,23 @@
 
 RabbitMQ closes a channel (PRECONDITION_FAILED) one of whose deliveries stayed unacked
 past ``consumer_timeout``. The dispatcher holds each key's head unacked while its VM is
-busy or unavailable, while the scheduler is paused, or while the key waits its turn, and
+busy or unavailable, while the dispatcher is paused, or while the key waits its turn, and
 hands every held head back each ``HEAD_REFRESH_INTERVAL`` (one ``basic.nack``, multiple,
 requeue). This fault shortens the private node's ``consumer_timeout`` to
 :data:`SHORT_TIMEOUT` (channels then judge their deliveries every :data:`TICK_MS`) and, under the
 steady load, holds heads for :data:`HOLD` — several times that — in three ways: the
-scheduler paused; a VM busy with an action the receiver holds, events queued behind it;
+dispatcher paused; a VM busy with an action the receiver holds, events queued behind it;
 a host unavailable. Then the broker's own values come back.
 
 A runtime ``application:set_env(rabbit, consumer_timeout, N)`` reaches only channels
 opened after it: a channel reads the value once, when it opens (a channel opened before
 keeps its timeout; :func:`channel_judged` shows a channel opened after gets the short
-one). So the scheduler is restarted after the change, with ``HEAD_REFRESH_INTERVAL`` at
+one). So the dispatcher is restarted after the change, with ``HEAD_REFRESH_INTERVAL`` at
 :data:`REFRESH`, and again after the values are restored; the workers, connected
 before, keep the broker's timeout (an action outlasting it is a documented gap, not this
 fault's subject).
 
-What it checks itself: the phase's scheduler log shows no ``broker session ended`` nor
+What it checks itself: the phase's dispatcher log shows no ``broker session ended`` nor
 ``PRECONDITION_FAILED`` — each sub-phase that does is a *violation*, with the log lines
 as evidence. Every event stays accounted by the suite as usual. Its note says how many
 hand-backs each sub-phase saw and how many heads they held at most (a sub-phase that held
@@ -52,13 +52,13 @@ SHORT_TIMEOUT = 5.0
 #: how often channels judge their deliveries' age during the phase, in ms (RabbitMQ's
 #: ``channel_tick_interval``; its default is a minute)
 TICK_MS = 1000
-#: the scheduler's HEAD_REFRESH_INTERVAL during the phase: well below SHORT_TIMEOUT
+#: the dispatcher's HEAD_REFRESH_INTERVAL during the phase: well below SHORT_TIMEOUT
 REFRESH = 1.0
 #: how long heads are held in each sub-phase: several times SHORT_TIMEOUT
 HOLD = 3 * SHORT_TIMEOUT
 #: events posted behind the busy VM's action, and onto the unavailable host
 BEHIND = 4
-#: what the scheduler logs when its broker session ends, and the broker's reason
+#: what the dispatcher logs when its broker session ends, and the broker's reason
 SESSION_ENDED = ("broker session ended", "PRECONDITION_FAILED")
 HANDED_BACK = re.compile(r"handed (\d+) held heads back")
 #: the broker's log line for a delivery it timed out
@@ -68,7 +68,7 @@ WORKER_CLOSED = "PRECONDITION_FAILED"
 
 
 def consumer_timeout(ctx: Ctx, refresh: float = REFRESH) -> FaultResult:
-    """The fault (see the module's docstring); ``refresh`` is the scheduler's
+    """The fault (see the module's docstring); ``refresh`` is the dispatcher's
     HEAD_REFRESH_INTERVAL for the phase: one larger than :data:`SHORT_TIMEOUT` shows the
     check failing."""
     res = FaultResult("heads held past consumer_timeout")
@@ -76,7 +76,7 @@ def consumer_timeout(ctx: Ctx, refresh: float = REFRESH) -> FaultResult:
     broker_log = fs.broker.base / "log" / f"{fs.broker.name}.log"
     marks: Marks | None = None
     slices: list[Slice] = []
-    scheduler_log: Path | None = None
+    dispatcher_log: Path | None = None
     try:
         with broker_env(
             fs.broker, consumer_timeout=int(SHORT_TIMEOUT * 1000), channel_tick_interval=TICK_MS
@@ -90,21 +90,23 @@ def consumer_timeout(ctx: Ctx, refresh: float = REFRESH) -> FaultResult:
             wait_until(lambda: before.grown(BROKER_TIMED_OUT), 30, what="the probe's log line")
             ctx.log(f"  consumer_timeout {SHORT_TIMEOUT:g} s in force (a probe channel closed)")
             marks = Marks(broker_log, [w.log_path for w in fs.live_workers()])
-            scheduler_log = fs.reconfigure_scheduler(HEAD_REFRESH_INTERVAL=f"{refresh:g}").log_path
-            wait_until(lambda: fs.stats()["active"], 60, what="the restarted scheduler active")
+            dispatcher_log = fs.reconfigure_dispatcher(
+                HEAD_REFRESH_INTERVAL=f"{refresh:g}"
+            ).log_path
+            wait_until(lambda: fs.stats()["active"], 60, what="the restarted dispatcher active")
             slices.append(Slice("startup", time.time(), 0))
             try:
                 for name, hold in (("pause", _pause), ("busy-vm", _busy_vm), ("host-down", _host)):
-                    slices.append(Slice(name, time.time(), _size(scheduler_log)))
+                    slices.append(Slice(name, time.time(), _size(dispatcher_log)))
                     res.recoveries.append(hold(ctx))
                     res.injected += 1
             finally:
-                slices.append(Slice("end", time.time(), _size(scheduler_log)))
+                slices.append(Slice("end", time.time(), _size(dispatcher_log)))
     finally:
-        if scheduler_log is not None:  # the broker's values are back: the scheduler's
-            fs.reconfigure_scheduler()  # channels must get them too, and its own settings
-    res.anomalies = session_ends(scheduler_log, slices)
-    seen = held_heads(scheduler_log, slices)
+        if dispatcher_log is not None:  # the broker's values are back: the dispatcher's
+            fs.reconfigure_dispatcher()  # channels must get them too, and its own settings
+    res.anomalies = session_ends(dispatcher_log, slices)
+    seen = held_heads(dispatcher_log, slices)
     assert marks is not None
     timed_out, workers = marks.grown(BROKER_TIMED_OUT), marks.grown(WORKER_CLOSED, workers=True)
     res.note = (
@@ -122,8 +124,8 @@ def consumer_timeout(ctx: Ctx, refresh: float = REFRESH) -> FaultResult:
 
 # -- the three holds -----------------------------------------------------------------
 def _pause(ctx: Ctx) -> float | None:
-    """Pause the scheduler (the admin API) for :data:`HOLD`, under the load, then resume."""
-    url = ctx.stack.stack.scheduler_url
+    """Pause the dispatcher (the admin API) for :data:`HOLD`, under the load, then resume."""
+    url = ctx.stack.stack.dispatcher_url
     httpx.post(f"{url}/pause", timeout=10).raise_for_status()
     injected = time.time()
     try:
@@ -194,7 +196,7 @@ def _recovery(
     return time.time() - injected
 
 
-# -- the broker's settings and the scheduler ---------------------------------------------
+# -- the broker's settings and the dispatcher --------------------------------------------
 @contextlib.contextmanager
 def broker_env(broker: PrivateBroker, **values: int) -> Iterator[None]:
     """Set the ``rabbit`` application's ``values`` on the running node, and put back
@@ -247,7 +249,7 @@ def channel_judged(fs: FaultStack, bound: float) -> float | None:
 # -- what the logs show --------------------------------------------------------------------
 @dataclass(frozen=True)
 class Slice:
-    """A sub-phase: its name, when it began, and where the scheduler's log stood then."""
+    """A sub-phase: its name, when it began, and where the dispatcher's log stood then."""
 
     name: str
     at: float
@@ -268,7 +270,7 @@ def _pieces(log: Path, slices: list[Slice]) -> Iterator[tuple[Slice, list[str]]]
 
 
 def session_ends(log: Path | None, slices: list[Slice]) -> list[Anomaly]:
-    """A violation for each sub-phase whose scheduler log shows its session ending."""
+    """A violation for each sub-phase whose dispatcher log shows its session ending."""
     if log is None:
         return []
     out = []
@@ -281,7 +283,7 @@ def session_ends(log: Path | None, slices: list[Slice]) -> list[Anomaly]:
                     VIOLATION,
                     f"consumer-timeout/{s.name}",
                     s.at,
-                    f"the scheduler's broker session ended {len(ended)}x with heads held "
+                    f"the dispatcher's broker session ended {len(ended)}x with heads held "
                     f"past consumer_timeout ({log.name}): {evidence}",
                 )
             )
@@ -289,7 +291,7 @@ def session_ends(log: Path | None, slices: list[Slice]) -> list[Anomaly]:
 
 
 def held_heads(log: Path | None, slices: list[Slice]) -> dict[str, tuple[int, int]]:
-    """Per sub-phase: the hand-backs the scheduler logged and the most heads one held."""
+    """Per sub-phase: the hand-backs the dispatcher logged and the most heads one held."""
     if log is None:
         return {}
     out = {}

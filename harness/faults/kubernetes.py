@@ -27,7 +27,7 @@ from harness.elasticity_doubles import Clock, FakeControl
 from harness.fake_kubernetes import TERMINAL, FakeKubernetes
 from harness.faults.accounting import VIOLATION, Anomaly
 from harness.faults.base import Ctx, FaultResult
-from scheduler.elasticity import policy
+from scheduler.elasticity import scaling
 from scheduler.elasticity.engine import Engine
 from scheduler.elasticity.kubernetes import KubernetesProvider, is_placeholder
 from scheduler.elasticity.model import Backlog, ProfileConfig
@@ -121,7 +121,7 @@ class RetireDrill:
         return len(self.engine.handles)
 
     def capacity(self) -> int:
-        return sum(w.state in policy.CAPACITY for w in self.engine.workers(PROFILE))
+        return sum(w.state in scaling.CAPACITY for w in self.engine.workers(PROFILE))
 
     # -- one evaluation, and what the cluster does after it --------------------------------
     def tick(self) -> None:

@@ -1,5 +1,5 @@
 """Faults of the ledger: the shared SQLite file locked by the harness, and the active
-scheduler cut off from a PostgreSQL ledger (``ledger-cut``, see :func:`ledger_cut`).
+dispatcher cut off from a PostgreSQL ledger (``ledger-cut``, see :func:`ledger_cut`).
 
 ``BEGIN EXCLUSIVE`` on the ledger file from the harness process: in WAL mode readers go
 on, every writer waits (the services' busy timeout is 30 s). Held 20 s, the services
@@ -57,36 +57,36 @@ def ledger_lock_long(ctx: Ctx) -> FaultResult:
     return ledger_lock(ctx, 40.0)
 
 
-# -- the active scheduler cut off from a PostgreSQL ledger ---------------------------
+# -- the active dispatcher cut off from a PostgreSQL ledger --------------------------
 #: the VM of this fault's own events: one long action, the key's next events behind it
 CUT_KEYS = [("hc", "vmc", "pc0"), ("hc", "vmc", "pc1")]
 #: how long the first action holds at the receiver (it runs through the cut), and the rest
 CUT_FIRST_HOLD, CUT_HOLD = 8.0, 0.3
 #: how long the proxy stays cut once the standby took over: it works under the load
 CUT_AFTER_TAKEOVER = 10.0
-#: the scheduler's log line when its lease watch gives up its session
+#: the dispatcher's log line when its lease watch gives up its session
 GAVE_UP = "giving up the session"
 
 
 def ledger_cut(ctx: Ctx) -> FaultResult:
-    """A standby scheduler beside the active one, which reaches PostgreSQL through the
+    """A standby dispatcher beside the active one, which reaches PostgreSQL through the
     ledger's proxy; while the active one holds heads (one action of this fault's VM runs
     long, the VM's next events wait behind it), the proxy is cut. The active one must
     give its heads back to their queues (its lease watch ends its broker session) before
     the standby takes the expired dispatcher lease and dispatches them — each key's
     order is the accounting's to check. The proxy stays cut a while, is restored, and
-    the standby is stopped: the first scheduler takes the lease back."""
+    the standby is stopped: the first dispatcher takes the lease back."""
     stack = ctx.stack
-    res = FaultResult("scheduler cut off from the ledger")
+    res = FaultResult("dispatcher cut off from the ledger")
     proxy = stack.ledger.proxy
-    if proxy is None or stack.scheduler is None:
+    if proxy is None or stack.dispatcher is None:
         res.skipped = True
-        res.note = "PostgreSQL only: a SQLite ledger is a file on the scheduler's machine"
+        res.note = "PostgreSQL only: a SQLite ledger is a file on the dispatcher's machine"
         return res
     port = free_port()
     standby_url = f"http://127.0.0.1:{port}"
     standby = Service(
-        "carousel-scheduler", {**stack.stack.env, "SCHEDULER_PORT": str(port)}, stack.logs
+        "carousel-dispatcher", {**stack.stack.env, "DISPATCHER_PORT": str(port)}, stack.logs
     ).start()
     stack.stack.services.append(standby)
     try:
@@ -102,7 +102,7 @@ def ledger_cut(ctx: Ctx) -> FaultResult:
             what=f"the action of {ids[0]} running, heads held",
         )
         held = stack.stats()["held"]
-        log_before = stack.scheduler.log_path.stat().st_size
+        log_before = stack.dispatcher.log_path.stat().st_size
         injected = time.time()
         closed = proxy.cut()
         res.injected = 1
@@ -112,15 +112,15 @@ def ledger_cut(ctx: Ctx) -> FaultResult:
         res.recoveries.append(ctx.recovery(injected, injected))
         time.sleep(CUT_AFTER_TAKEOVER)  # the fault's duration
         proxy.restore()
-        wait_until(lambda: proxy.connections() > 0, 60, what="the first scheduler reconnected")
+        wait_until(lambda: proxy.connections() > 0, 60, what="the first dispatcher reconnected")
         dispatched = stack.stats(standby_url)["dispatched_total"]
         standby.stop()  # it releases the lease: the first takes it back
         handed_back = time.time()
-        wait_until(lambda: stack.stats()["active"], 60, what="the first scheduler active again")
+        wait_until(lambda: stack.stats()["active"], 60, what="the first dispatcher active again")
         back = ctx.recovery(handed_back, handed_back)
         if back is None:
             res.recoveries.append(None)
-        with stack.scheduler.log_path.open("rb") as log:
+        with stack.dispatcher.log_path.open("rb") as log:
             log.seek(log_before)
             gave_up = GAVE_UP.encode() in log.read()
         res.note = (

@@ -3,10 +3,10 @@ the machine's PostgreSQL (:mod:`harness.ledgers`); and the harness's own reads a
 writes of it, through SQLAlchemy so that one SQL text (``:name`` parameters) runs on
 both.
 
-On PostgreSQL the stack's scheduler reaches the server through a
-:class:`~harness.faults.proxy.CuttableProxy` (:attr:`LedgerDb.scheduler_url`), so a
+On PostgreSQL the stack's dispatcher reaches the server through a
+:class:`~harness.faults.proxy.CuttableProxy` (:attr:`LedgerDb.dispatcher_url`), so a
 fault can cut that one process off from the ledger while every other process — a
-standby scheduler included — keeps its direct connection.
+standby dispatcher included — keeps its direct connection.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class LedgerDb:
         self.url = f"sqlite:///{self.sqlite_path}" if self.sqlite_path else ""
 
     def open(self) -> None:
-        """Create the PostgreSQL database and the scheduler's proxy (nothing on SQLite:
+        """Create the PostgreSQL database and the dispatcher's proxy (nothing on SQLite:
         the services create the file)."""
         if self.kind != POSTGRESQL or self.url:
             return
@@ -48,8 +48,8 @@ class LedgerDb:
         self._exit.callback(self.proxy.close)
 
     @property
-    def scheduler_url(self) -> str:
-        """The URL the stack's (active) scheduler is given: through the proxy on
+    def dispatcher_url(self) -> str:
+        """The URL the stack's (active) dispatcher is given: through the proxy on
         PostgreSQL."""
         if self.proxy is None:
             return self.url

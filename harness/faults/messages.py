@@ -47,10 +47,10 @@ def _queue_of(stack: FaultStack, event: VmEventMessage) -> str:
 @contextmanager
 def _celery(stack: FaultStack) -> Iterator[Celery]:
     """A Celery app on the stack's broker and topology, to publish task messages."""
-    from scheduler.dispatcher.settings import SchedulerSettings
-    from scheduler.worker.app import create_celery
+    from scheduler.celery_app import create_celery
+    from scheduler.dispatcher.settings import DispatcherSettings
 
-    settings = SchedulerSettings(amqp_url=stack.broker.url, carousel_prefix=stack.topology.prefix)
+    settings = DispatcherSettings(amqp_url=stack.broker.url, carousel_prefix=stack.topology.prefix)
     app = create_celery(settings)
     try:
         yield app
@@ -130,7 +130,7 @@ def duplicate_deliveries(ctx: Ctx) -> FaultResult:
     """Copies of event messages straight into their event queues, and second Celery task
     messages (new dispatch ids) on the actions queue — for events still waiting or
     running and for finished ones."""
-    from scheduler.worker.app import TASK_NAME
+    from scheduler.celery_app import TASK_NAME
 
     res = FaultResult("duplicate deliveries")
     injected = time.time()
@@ -167,7 +167,7 @@ def garbage(ctx: Ctx) -> FaultResult:
     """Non-JSON and wrong-schema bodies, and well-formed ones the system never issued
     (an unknown event id, a completion for an event still running), on every queue the
     system consumes: event queues, completions, the mapping fanout, the actions queue."""
-    from scheduler.worker.app import TASK_NAME
+    from scheduler.celery_app import TASK_NAME
 
     stack = ctx.stack
     res = FaultResult("garbage messages")
@@ -301,9 +301,9 @@ REDRIVE_REMOVED_KEY = ("hr", "vmr", "pr")
 
 def redrive_removed(ctx: Ctx) -> FaultResult:
     """Dead-letter an event of a VM of its own, remove the VM, re-drive the event: the
-    scheduler must refuse (409), the event stay ``failed``, and no message go into the
+    dispatcher must refuse (409), the event stay ``failed``, and no message go into the
     removed VM's queue (a re-drive that declares it again queues the event where no
-    scheduler consumes it). Otherwise a violation is counted. The event fails through
+    dispatcher consumes it). Otherwise a violation is counted. The event fails through
     its action (webhook 500); it is then marked dead-lettered in the ledger as running
     out of attempts would (which takes ``MAX_ATTEMPTS`` claim leases)."""
     stack = ctx.stack
@@ -330,7 +330,7 @@ def redrive_removed(ctx: Ctx) -> FaultResult:
         return res
     injected = time.time()
     res.injected = 1
-    answer = httpx.post(f"{stack.stack.scheduler_url}/dead-letters/{event_id}/redrive", timeout=30)
+    answer = httpx.post(f"{stack.stack.dispatcher_url}/dead-letters/{event_id}/redrive", timeout=30)
     queue = stack.topology.event_queue_name(Key(host=host, vm=vm, policy=policy))
     queued = stack.depths([queue])[queue]
     row = stack.event(event_id)

@@ -1,4 +1,4 @@
-"""Faults that kill, restart or add processes: producer, scheduler, workers, broker."""
+"""Faults that kill, restart or add processes: producer, dispatcher, workers, broker."""
 
 from __future__ import annotations
 
@@ -40,17 +40,17 @@ def producer_kill(ctx: Ctx, times: int = 2) -> FaultResult:
     return res
 
 
-def scheduler_kill(ctx: Ctx, times: int = 3) -> FaultResult:
-    """kill -9 the scheduler at a random moment after a burst (so it is likely between
+def dispatcher_kill(ctx: Ctx, times: int = 3) -> FaultResult:
+    """kill -9 the dispatcher at a random moment after a burst (so it is likely between
     consuming and dispatching, or publishing and acking), then start it again."""
-    res = FaultResult("scheduler kill -9")
+    res = FaultResult("dispatcher kill -9")
     for _ in range(times):
         ctx.load.post_async(ctx.load.make(20))
         time.sleep(ctx.rng.uniform(0.0, 1.0))
         injected = time.time()
-        assert ctx.stack.scheduler is not None
-        ctx.stack.scheduler.kill()
-        ctx.stack.restart_scheduler()
+        assert ctx.stack.dispatcher is not None
+        ctx.stack.dispatcher.kill()
+        ctx.stack.restart_dispatcher()
         res.injected += 1
         res.recoveries.append(ctx.recovery(injected, time.time()))
     return res
@@ -122,13 +122,13 @@ def worker_main_kill(ctx: Ctx, times: int = 1) -> FaultResult:
     return res
 
 
-def second_scheduler(ctx: Ctx, hold: float = 8.0) -> FaultResult:
-    """Start a second scheduler beside the first; it must stay a standby; stop it."""
-    res = FaultResult("second scheduler")
+def second_dispatcher(ctx: Ctx, hold: float = 8.0) -> FaultResult:
+    """Start a second dispatcher beside the first; it must stay a standby; stop it."""
+    res = FaultResult("second dispatcher")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**ctx.stack.stack.env, "SCHEDULER_PORT": str(port)}
-    second = Service("carousel-scheduler", env, ctx.stack.logs).start()
+    env = {**ctx.stack.stack.env, "DISPATCHER_PORT": str(port)}
+    second = Service("carousel-dispatcher", env, ctx.stack.logs).start()
     ctx.stack.stack.services.append(second)
     injected = time.time()
     res.injected = 1
@@ -136,9 +136,9 @@ def second_scheduler(ctx: Ctx, hold: float = 8.0) -> FaultResult:
     time.sleep(hold)  # the fault's duration
     second_stats = ctx.stack.stats(url)
     if second_stats["active"] or second_stats["dispatched_total"]:
-        res.note = f"the second scheduler dispatched: {second_stats}"
+        res.note = f"the second dispatcher dispatched: {second_stats}"
     if not ctx.stack.stats()["active"]:
-        res.note += " the first scheduler lost the lease"
+        res.note += " the first dispatcher lost the lease"
     second.stop()
     res.recoveries.append(ctx.recovery(injected, time.time()))
     return res

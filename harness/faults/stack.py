@@ -1,11 +1,11 @@
-"""The stack under test: a private RabbitMQ node, producer, scheduler and workers as real
+"""The stack under test: a private RabbitMQ node, producer, dispatcher and workers as real
 processes with ``DRIVER=webhook`` pointed at the recording receiver, and a ledger —
-SQLite, or a fresh PostgreSQL database that the scheduler reaches through a cuttable
+SQLite, or a fresh PostgreSQL database that the dispatcher reaches through a cuttable
 proxy (:mod:`.ledgerdb`) — all under one base directory (``logs/`` holds every
 service's log).
 
 Settings are the services' defaults but for a few that make recovery fit the suite's
-bounds: a 4 s scheduler lease (a killed scheduler's successor waits that long),
+bounds: a 4 s dispatcher lease (a killed dispatcher's successor waits that long),
 ``RESEND_AFTER`` 30 s (the sweeper re-sends a dispatched event's lost task within the
 120 s the accounting waits), ``RECONCILE_INTERVAL`` 2 s, ``RESYNC_INTERVAL`` 10 s and
 ``UNKNOWN_EVENT_GRACE`` 15 s (a forged event message is parked that long before it is
@@ -84,7 +84,7 @@ class FaultStack:
             "CAROUSEL_DB_URL": self.ledger.url,  # set by start() on PostgreSQL
             "CAROUSEL_API_TOKEN": "",
             "PRODUCER_PORT": str(free_port()),
-            "SCHEDULER_PORT": str(free_port()),
+            "DISPATCHER_PORT": str(free_port()),
             "ELASTICITY_PORT": str(free_port()),
             "DRIVER": "webhook",
             "WEBHOOK_URL": self.receiver.url,
@@ -94,7 +94,7 @@ class FaultStack:
             "WORKER_CONCURRENCY": str(profile.concurrency),
             "MAX_ATTEMPTS": "3",
             "PUBLISH_TIMEOUT": "5",
-            "SCHEDULER_LEASE_SECONDS": "4",
+            "DISPATCHER_LEASE_SECONDS": "4",
             "RESYNC_INTERVAL": "10",
             "RECONCILE_INTERVAL": "2",
             "UNKNOWN_EVENT_GRACE": "15",
@@ -104,9 +104,9 @@ class FaultStack:
         }
         self.stack = Stack(env, self.logs)
         self.producer: Service | None = None
-        self.scheduler: Service | None = None
-        #: settings a fault gives the scheduler for its phase (kept across its restarts)
-        self.scheduler_env: dict[str, str] = {}
+        self.dispatcher: Service | None = None
+        #: settings a fault gives the dispatcher for its phase (kept across its restarts)
+        self.dispatcher_env: dict[str, str] = {}
         #: queues a fault added (a worker profile's actions queue): they must drain too
         self.extra_queues: list[str] = []
         self.workers: list[Service] = []
@@ -118,7 +118,7 @@ class FaultStack:
         self.stack.env["CAROUSEL_DB_URL"] = self.ledger.url
         self.broker.start()
         self.producer = self.stack.producer()
-        self.scheduler = self.restart_scheduler()
+        self.dispatcher = self.restart_dispatcher()
         self.start_workers(*[("w", {})] * self.profile.workers)
 
     def start_worker(self, kind: str = "w", **extra: str) -> Service:
@@ -175,21 +175,21 @@ class FaultStack:
         self.producer = self.stack.producer()
         return self.producer
 
-    def restart_scheduler(self) -> Service:
-        """Start the stack's scheduler (on PostgreSQL, through the ledger's proxy), with
-        the settings :meth:`reconfigure_scheduler` gave it."""
-        self.scheduler = self.stack.scheduler(
-            CAROUSEL_DB_URL=self.ledger.scheduler_url, **self.scheduler_env
+    def restart_dispatcher(self) -> Service:
+        """Start the stack's dispatcher (on PostgreSQL, through the ledger's proxy), with
+        the settings :meth:`reconfigure_dispatcher` gave it."""
+        self.dispatcher = self.stack.dispatcher(
+            CAROUSEL_DB_URL=self.ledger.dispatcher_url, **self.dispatcher_env
         )
-        return self.scheduler
+        return self.dispatcher
 
-    def reconfigure_scheduler(self, **extra: str) -> Service:
-        """Stop the scheduler and start it with ``extra`` settings, kept across its later
+    def reconfigure_dispatcher(self, **extra: str) -> Service:
+        """Stop the dispatcher and start it with ``extra`` settings, kept across its later
         restarts (none: back to the stack's own)."""
-        if self.scheduler is not None:
-            self.scheduler.stop()
-        self.scheduler_env = dict(extra)
-        return self.restart_scheduler()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+        self.dispatcher_env = dict(extra)
+        return self.restart_dispatcher()
 
     # -- workers and their processes -----------------------------------------------
     def live_workers(self) -> list[Service]:
@@ -257,7 +257,7 @@ class FaultStack:
     # -- the HTTP views --------------------------------------------------------------
     def stats(self, url: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = httpx.get(
-            f"{url or self.stack.scheduler_url}/stats", timeout=5
+            f"{url or self.stack.dispatcher_url}/stats", timeout=5
         ).json()
         return body
 

@@ -43,10 +43,10 @@ FAULTS: dict[str, Fault] = {
     f.name: f
     for f in [
         Fault("producer-kill", process.producer_kill, "kill -9 the producer mid-burst"),
-        Fault("scheduler-kill", process.scheduler_kill, "kill -9 the scheduler, 3 times"),
+        Fault("dispatcher-kill", process.dispatcher_kill, "kill -9 the dispatcher, 3 times"),
         Fault("worker-child-kill", process.worker_child_kill, "kill -9 a pool child mid-action"),
         Fault("worker-main-kill", process.worker_main_kill, "kill -9 a worker mid-action"),
-        Fault("second-scheduler", process.second_scheduler, "a second scheduler beside"),
+        Fault("second-dispatcher", process.second_dispatcher, "a second dispatcher beside"),
         Fault("duplicate-posts", messages.duplicate_posts, "the same ids posted again"),
         Fault("duplicate-deliveries", messages.duplicate_deliveries, "copies on the queues"),
         Fault("garbage", messages.garbage, "unreadable messages on every queue"),
@@ -88,7 +88,7 @@ FAULTS: dict[str, Fault] = {
         Fault(
             "ledger-cut",
             ledger.ledger_cut,
-            "the active scheduler cut off from PostgreSQL, a standby beside it",
+            "the active dispatcher cut off from PostgreSQL, a standby beside it",
             POSTGRESQL,
         ),
     ]
@@ -109,7 +109,7 @@ MACHINES = Profile(
     settings=(("CLAIM_LEASE_SECONDS", "3"), ("SWEEP_INTERVAL", "1"), ("RESEND_AFTER", "2")),
 )
 MACHINES_FAULTS = [
-    "scheduler-kill",
+    "dispatcher-kill",
     "worker-child-kill",
     "duplicate-deliveries",
     "clock-skew",
@@ -117,7 +117,7 @@ MACHINES_FAULTS = [
 ]
 FAST = Profile("fast", workers=1, concurrency=4, max_parallel=3, rate=6.0)
 FAST_FAULTS = [
-    Fault("scheduler-kill", lambda c: process.scheduler_kill(c, 2), "kill -9 the scheduler x2"),
+    Fault("dispatcher-kill", lambda c: process.dispatcher_kill(c, 2), "kill -9 the dispatcher x2"),
     Fault("worker-child-kill", lambda c: process.worker_child_kill(c, 2), "pool child x2"),
     FAULTS["garbage"],
     FAULTS["duplicate-posts"],

@@ -1,4 +1,4 @@
-"""The dispatcher (``carousel-scheduler``).
+"""The dispatcher (``carousel-dispatcher``).
 
 Pure core: :mod:`.roundrobin` (the nested round-robin), :mod:`.dispatcher` (limits and
 in-flight counting), :mod:`.redelivery` (what to do with a head the ledger already

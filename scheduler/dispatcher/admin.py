@@ -1,4 +1,4 @@
-"""The scheduler's admin API (port 8001): the dispatcher's views and controls, and the
+"""The dispatcher's admin API (port 8001): the dispatcher's views and controls, and the
 operations routes (/healthz, /readyz, /metrics) of :func:`shared.http.ops_router`, and
 the dead-letter record (list, re-drive). With ``CAROUSEL_API_TOKEN`` set, the controls
 (pause, resume, limits, re-drive) need it, checked before the body is read; the views
@@ -93,7 +93,7 @@ def create_admin_app(
     dead_letters: DeadLetters | None = None,
     views_open: bool = True,
 ) -> FastAPI:
-    app = service_app(title="Carousel scheduler admin", version="0.1.0")
+    app = service_app(title="Carousel dispatcher admin", version="0.1.0")
 
     def stats() -> dict[str, Any]:
         out = state.stats()
@@ -215,11 +215,11 @@ def dead_letter_controls(dead_letters: DeadLetters, token: str) -> APIRouter:
 
 
 def _metrics(stats: Stats) -> tuple[CollectorRegistry, Callable[[], None]]:
-    """A registry of the scheduler's gauges, and the refresh that sets them from
+    """A registry of the dispatcher's gauges, and the refresh that sets them from
     ``stats()`` before a scrape."""
     registry = CollectorRegistry()
     gauges = {
-        name: Gauge(f"carousel_scheduler_{name}", help_, registry=registry)
+        name: Gauge(f"carousel_dispatcher_{name}", help_, registry=registry)
         for name, help_ in GAUGES
     }
 

@@ -7,7 +7,7 @@ confirmed, to its key's event queue, where it takes its turn like a new event. I
 publish fails, the event is dead-lettered again and the caller gets the error. An event
 whose VM was removed from the mapping meanwhile is not re-driven (the ledger raises
 :class:`shared.errors.VmRemoved`): publishing would declare its queue again, and no
-scheduler consumes it. (Messages
+dispatcher consumes it. (Messages
 no consumer could read are in the dead-letter *queue*; they have no ledger row to
 re-drive: re-post such an event to the producer.)
 """

@@ -1,4 +1,4 @@
-"""Errors of the dispatcher (``carousel-scheduler``)."""
+"""Errors of the dispatcher (``carousel-dispatcher``)."""
 
 from __future__ import annotations
 

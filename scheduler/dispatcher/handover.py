@@ -1,4 +1,4 @@
-"""Heads in, picks out: the deliveries the scheduler holds and the tasks it hands over.
+"""Heads in, picks out: the deliveries the dispatcher holds and the tasks it hands over.
 
 In: an event's delivery is held by the dispatcher, or — when the ledger already knows
 the event — handled as :mod:`scheduler.dispatcher.redelivery` plans; a completion frees a
@@ -28,7 +28,7 @@ from kombu.message import Message
 from scheduler.dispatcher.confirms import ConfirmingProducer
 from scheduler.dispatcher.dispatcher import Held
 from scheduler.dispatcher.redelivery import Plan, ledger_needed, plan
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.tasks import TaskSender, event_id_of
 from shared.lease import Lease
@@ -64,7 +64,7 @@ def completed_ids(body: Any) -> list[str]:
 class Handover:
     def __init__(
         self,
-        settings: SchedulerSettings,
+        settings: DispatcherSettings,
         store: Store,
         state: DispatcherState[Message],
         tasks: TaskSender,

@@ -1,4 +1,4 @@
-"""The scheduler's AMQP session: connect, consume, run the loop body, reconnect.
+"""The dispatcher's AMQP session: connect, consume, run the loop body, reconnect.
 
 One thread owns the connection. Broker callbacks only put deliveries in an inbox; the
 loop body handles the inbox, then dispatches while the Dispatcher gives, then waits for
@@ -6,7 +6,7 @@ more frames. The jobs live beside this module: :mod:`.mapping` (which queues to 
 :mod:`.handover` (heads in, picks out), :mod:`.confirms` (pipelined publisher confirms);
 the dispatcher itself is reached through :mod:`.state`. Per dispatch, in this order:
 
-1. the ledger marks the event ``dispatched`` (so a restarted scheduler counts it),
+1. the ledger marks the event ``dispatched`` (so a restarted dispatcher counts it),
 2. the Celery task (id = event id) is published with a confirm,
 3. the event's delivery is acked.
 
@@ -19,12 +19,12 @@ worker's claim expires.
 The ledger failing (locked, read-only, unreachable) does not end the session: the work
 that needs it waits, with capped backoff, while the session keeps its consumers and
 heartbeats; the broker failing does end it, and the loop reconnects. Heads wait
-unacked for as long as their VM is busy or unavailable, the scheduler paused, or their
+unacked for as long as their VM is busy or unavailable, the dispatcher paused, or their
 turn far: every ``HEAD_REFRESH_INTERVAL`` all of them are handed back to their queues
 at once (one ``basic.nack``, requeue) and delivered again in their place, so that no
 delivery outlives the broker's ``consumer_timeout``, which would close the channel and
 end the session. Only while the
-dispatcher lease surely holds, though: a scheduler that could not renew it for most of
+dispatcher lease surely holds, though: a dispatcher that could not renew it for most of
 a lease gives up its session (:class:`LeaseWatch`), so that every head it holds goes back
 to its queue before a standby may take the lease and consume those queues — else the
 standby would get each key's second event before its first.
@@ -54,7 +54,7 @@ from scheduler.dispatcher.handback import hand_back
 from scheduler.dispatcher.handover import Handover
 from scheduler.dispatcher.mapping import MappingFollower
 from scheduler.dispatcher.poison import dead_letter
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.sweeper import Sweeper
 from scheduler.dispatcher.tasks import TaskSender
@@ -127,10 +127,10 @@ class LeaseWatch:
             return
 
 
-class SchedulerLoop:
+class DispatcherLoop:
     def __init__(
         self,
-        settings: SchedulerSettings,
+        settings: DispatcherSettings,
         store: Store,
         state: DispatcherState[Message],
         celery: Celery,
@@ -155,15 +155,15 @@ class SchedulerLoop:
         self.lease = Lease(
             DISPATCHER,
             f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}",
-            settings.scheduler_lease_seconds,
+            settings.dispatcher_lease_seconds,
         )
         self.active = False
-        #: another scheduler holds the dispatcher lease (the ledger said so)
+        #: another dispatcher holds the dispatcher lease (the ledger said so)
         self.standby = False
-        #: why this scheduler is not dispatching, while it is not (see not_ready)
+        #: why this dispatcher is not dispatching, while it is not (see not_ready)
         self._why_not = readiness.STARTING
         self._next_renewal = 0.0
-        #: whether paused, as this scheduler last wrote it in its lease row (the
+        #: whether paused, as this dispatcher last wrote it in its lease row (the
         #: elasticity worker reads it there; every take of the lease writes it): a
         #: change is written at once, not at the next renewal
         self._paused_said = state.paused
@@ -186,7 +186,7 @@ class SchedulerLoop:
 
     @property
     def not_ready(self) -> str | None:
-        """None while this scheduler dispatches (its broker session runs, as the lease
+        """None while this dispatcher dispatches (its broker session runs, as the lease
         holder), else why not: a standby, no broker, no ledger (/readyz, /stats)."""
         return None if self.connected.is_set() else self._why_not
 
@@ -236,7 +236,7 @@ class SchedulerLoop:
     def _set_role(self, held: bool) -> None:
         role = "active" if held else readiness.STANDBY
         if role != self._role:
-            log.info("scheduler %s", role)
+            log.info("dispatcher %s", role)
             self._role = role
             if held:  # until its session is up
                 self._why_not = readiness.STARTING
@@ -247,9 +247,9 @@ class SchedulerLoop:
         self._next_renewal = time.monotonic() + self.lease.seconds / 3
 
     def _maybe_renew(self) -> None:
-        """Renew the lease in session — when due, or at once when the scheduler was
+        """Renew the lease in session — when due, or at once when the dispatcher was
         paused or resumed, which the renewal records; a ledger error propagates (the
-        session waits for the ledger), losing the lease to another scheduler ends the
+        session waits for the ledger), losing the lease to another dispatcher ends the
         session."""
         paused = self.state.paused
         if time.monotonic() < self._next_renewal and paused == self._paused_said:
@@ -261,7 +261,7 @@ class SchedulerLoop:
             self._paused_said = paused
         self._set_role(held)
         if not held:
-            raise LeaseLost("another scheduler took the dispatcher lease")
+            raise LeaseLost("another dispatcher took the dispatcher lease")
 
     def _end_session(self) -> None:
         self.lease_watch.stop()
@@ -296,7 +296,7 @@ class SchedulerLoop:
             self.mapping.resync()
             self.connected.set()
             log.info(
-                "scheduler connected: %d event queues, %d in flight",
+                "dispatcher connected: %d event queues, %d in flight",
                 self.mapping.queue_count,
                 self.state.in_flight_count(),
             )
@@ -388,7 +388,7 @@ class SchedulerLoop:
 
         It decodes with orjson, not kombu's registry: a worker's batch of task events
         (three per task, a completion among them) decoded with the standard library's json
-        and kombu's object hook was a large share of the scheduler's CPU (``make bench
+        and kombu's object hook was a large share of the dispatcher's CPU (``make bench
         BENCH=profile``)."""
 
         def on_message(message: Message) -> None:

@@ -1,4 +1,4 @@
-"""Entry point: ``carousel-scheduler`` — the AMQP loop in a thread, the admin API in front."""
+"""Entry point: ``carousel-dispatcher`` — the AMQP loop in a thread, the admin API in front."""
 
 from __future__ import annotations
 
@@ -8,20 +8,20 @@ from typing import Any
 
 import uvicorn
 
+from scheduler.celery_app import create_celery
 from scheduler.dispatcher.admin import create_admin_app
 from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
-from scheduler.dispatcher.loop import SchedulerLoop
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.loop import DispatcherLoop
+from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
-from scheduler.worker.app import create_celery
 from shared.store import Store
 
 log = logging.getLogger(__name__)
 
 
 def main() -> None:
-    settings = SchedulerSettings()
+    settings = DispatcherSettings()
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -34,7 +34,7 @@ def main() -> None:
     state: DispatcherState[Any] = DispatcherState(
         Dispatcher(limits, paused=settings.start_paused, log_size=settings.dispatch_log_size)
     )
-    loop = SchedulerLoop(settings, store, state, create_celery(settings))
+    loop = DispatcherLoop(settings, store, state, create_celery(settings))
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), name="amqp-loop", daemon=True)
     thread.start()
@@ -42,8 +42,8 @@ def main() -> None:
     try:
         uvicorn.run(
             app,
-            host=settings.scheduler_host,
-            port=settings.scheduler_port,
+            host=settings.dispatcher_host,
+            port=settings.dispatcher_port,
             log_level=settings.log_level.lower(),
             access_log=settings.access_log,
         )

@@ -1,4 +1,4 @@
-"""Following the mapping: which event queues the scheduler consumes, and what the
+"""Following the mapping: which event queues the dispatcher consumes, and what the
 dispatcher knows of hosts, VMs and keys.
 
 A snapshot from the ledger at connect (and whenever a delta is missed), then the deltas
@@ -15,7 +15,7 @@ import time
 import kombu
 from kombu.message import Message
 
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from shared.kombu_topology import queue
 from shared.models import Key, MappingDelta
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 class MappingFollower:
     def __init__(
-        self, settings: SchedulerSettings, store: Store, state: DispatcherState[Message]
+        self, settings: DispatcherSettings, store: Store, state: DispatcherState[Message]
     ) -> None:
         self.settings = settings
         self.topology = settings.topology

@@ -1,8 +1,8 @@
-"""Why a scheduler is not dispatching, in words: what ``/readyz`` answers and ``/stats``
+"""Why a dispatcher is not dispatching, in words: what ``/readyz`` answers and ``/stats``
 shows as ``not_ready`` (None while its broker session runs, as the lease holder).
 
 Each cause is named as it is, so that an operator is not sent after the wrong one: a
-standby waits because another scheduler holds the dispatcher lease; a scheduler that
+standby waits because another dispatcher holds the dispatcher lease; a dispatcher that
 holds it (or could not ask the ledger) but has no broker session says so, with the
 broker's error."""
 
@@ -14,7 +14,7 @@ from shared.errors import LeaseLost
 
 #: before the first session
 STARTING = "starting: connecting to the broker"
-STANDBY = "standby: another scheduler holds the dispatcher lease"
+STANDBY = "standby: another dispatcher holds the dispatcher lease"
 
 
 def broker_down(exc: BaseException) -> str:

@@ -1,7 +1,7 @@
 """What to do with a head the ledger may already know, pure: no I/O, no clock.
 
 A delivery of an event can arrive more than once: the broker redelivers what a crashed
-or disconnected scheduler never acked, and a producer may publish an event twice. The
+or disconnected dispatcher never acked, and a producer may publish an event twice. The
 adapter (:mod:`scheduler.dispatcher.handover`) asks :func:`ledger_needed` whether the
 ledger's status matters, looks it up only then, and carries out the :func:`plan`:
 

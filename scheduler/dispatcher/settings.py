@@ -1,4 +1,4 @@
-"""Settings of the dispatcher (``carousel-scheduler``)."""
+"""Settings of the dispatcher (``carousel-dispatcher``)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ from pydantic import Field
 from shared.settings import LimitSettings
 
 
-class SchedulerSettings(LimitSettings):
-    """What ``carousel-scheduler`` reads."""
+class DispatcherSettings(LimitSettings):
+    """What ``carousel-dispatcher`` reads."""
 
     per_vm_limit: int = Field(1, ge=1, description="Actions at once per VM (PER_VM_LIMIT).")
     per_host_limit: int = Field(
         0, ge=0, description="Actions at once per host, 0 = no limit (PER_HOST_LIMIT)."
     )
     prefetch: int = Field(1, ge=1, description="Heads held per event queue (PREFETCH).")
-    scheduler_host: str = Field("127.0.0.1", description="Admin API bind address (SCHEDULER_HOST).")
-    scheduler_port: int = Field(8001, description="Admin API port (SCHEDULER_PORT).")
+    dispatcher_host: str = Field(
+        "127.0.0.1", description="Admin API bind address (DISPATCHER_HOST)."
+    )
+    dispatcher_port: int = Field(8001, description="Admin API port (DISPATCHER_PORT).")
     start_paused: bool = Field(False, description="Start with dispatching paused (START_PAUSED).")
     resync_interval: float = Field(
         30.0,
@@ -50,7 +52,7 @@ class SchedulerSettings(LimitSettings):
         "basic.nack with requeue; the broker delivers each again at once, in its place): "
         "no delivery stays unacked longer, so the broker's consumer_timeout (30 min by "
         "default) never closes the session while heads wait for a busy VM, a paused "
-        "scheduler or their turn. Keep it below consumer_timeout; 0 = never "
+        "dispatcher or their turn. Keep it below consumer_timeout; 0 = never "
         "(HEAD_REFRESH_INTERVAL).",
     )
     unknown_event_grace: float = Field(
@@ -67,12 +69,12 @@ class SchedulerSettings(LimitSettings):
         "transaction and per round of pipelined confirms "
         "(DISPATCH_BATCH).",
     )
-    scheduler_lease_seconds: float = Field(
+    dispatcher_lease_seconds: float = Field(
         10.0,
         gt=0,
-        description="Seconds the dispatcher lease lasts unless renewed: one scheduler "
+        description="Seconds the dispatcher lease lasts unless renewed: one dispatcher "
         "dispatches, others wait and take over this long after it dies "
-        "(SCHEDULER_LEASE_SECONDS).",
+        "(DISPATCHER_LEASE_SECONDS).",
     )
     task_sent_events: bool = Field(
         False,

@@ -4,7 +4,7 @@ Once the dispatcher has acked an event, its Celery task message is the only thin
 will run it. If that message is lost (revoked from Flower, purged, rejected by a worker
 that could not publish its retry) or its worker died holding the claim, the event would
 stay ``dispatched`` or ``running`` for ever, holding its VM and a ``MAX_PARALLEL`` slot.
-Every ``SWEEP_INTERVAL`` the active scheduler asks the ledger for such events — dispatched
+Every ``SWEEP_INTERVAL`` the active dispatcher asks the ledger for such events — dispatched
 and unclaimed for ``RESEND_AFTER`` seconds, or running with an expired claim — and sends
 their task again. The worker's claim makes a second task message harmless, and each
 claim is an attempt, so an event that kills its worker ends failed after
@@ -26,7 +26,7 @@ import uuid
 from typing import Any
 
 from scheduler.dispatcher.confirms import ConfirmingProducer
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.tasks import TaskSender
 from shared.lease import Lease
@@ -41,7 +41,7 @@ SWEEP_BATCH = 100
 class Sweeper:
     def __init__(
         self,
-        settings: SchedulerSettings,
+        settings: DispatcherSettings,
         store: Store,
         state: DispatcherState[Any],
         tasks: TaskSender,

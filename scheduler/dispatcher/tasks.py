@@ -14,9 +14,9 @@ from typing import Any
 import kombu
 from celery import Celery
 
+from scheduler.celery_app import TASK_NAME
 from scheduler.dispatcher.confirms import ConfirmingProducer
-from scheduler.dispatcher.settings import SchedulerSettings
-from scheduler.worker.app import TASK_NAME
+from scheduler.dispatcher.settings import DispatcherSettings
 from shared.models import VmEventMessage
 
 #: between the event id and the dispatch id in a resent task's id: never part of an event
@@ -30,7 +30,7 @@ def event_id_of(task_id: str) -> str:
 
 
 class TaskSender:
-    def __init__(self, settings: SchedulerSettings, celery: Celery) -> None:
+    def __init__(self, settings: DispatcherSettings, celery: Celery) -> None:
         self.settings = settings
         self.celery = celery
 

@@ -1,6 +1,6 @@
 """How much work waits for a profile: its actions queue, its running tasks, and its
-events still in the per-key queues (held back by the scheduler's limits) — and whether
-the scheduler is paused, which holds all of those events back (the dispatcher lease's
+events still in the per-key queues (held back by the dispatcher's limits) — and whether
+the dispatcher is paused, which holds all of those events back (the dispatcher lease's
 row in the ledger says so)."""
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ class BacklogProbe:
             in_queue = self._ready(queue) + running  # ready only over AMQP, so add running
         return Backlog(in_queue, self._waiting(profile))
 
-    def scheduler_paused(self) -> bool:
-        """Whether the active scheduler is paused, as its lease says (as of its last
-        renewal, or at once after a pause or resume); False while no scheduler holds the
+    def dispatcher_paused(self) -> bool:
+        """Whether the active dispatcher is paused, as its lease says (as of its last
+        renewal, or at once after a pause or resume); False while no dispatcher holds the
         lease or the ledger does not answer (then the backlog counts as before)."""
         try:
             return self.store.lease_paused(DISPATCHER)
         except Exception as exc:
-            log.warning("could not learn whether the scheduler is paused: %r", exc)
+            log.warning("could not learn whether the dispatcher is paused: %r", exc)
             return False
 
     def _ready(self, queue: str) -> int:

@@ -1,4 +1,4 @@
-"""The elasticity control loop: observe, decide (pure policy), act through a provider.
+"""The elasticity control loop: observe, decide (the pure scaling rules), act through a provider.
 
 The method names follow the elasticity provider it descends from: ``check_slackers``,
 ``spawn``, ``teardown``, ``is_booting``, ``launch``.
@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from scheduler.elasticity import policy
+from scheduler.elasticity import scaling
 from scheduler.elasticity.control import CeleryControl
 from scheduler.elasticity.errors import (
     ElasticityError,
@@ -57,7 +57,7 @@ class Engine:
     control: CeleryControl
     queue_of: Callable[[str], str]  # profile -> actions queue name
     backlog_of: Callable[[str, int], Backlog]  # (profile, running tasks) -> its backlog
-    #: whether the active scheduler is paused (its waiting events do not count then)
+    #: whether the active dispatcher is paused (its waiting events do not count then)
     paused_of: Callable[[], bool] = lambda: False
     heartbeat_timeout: float = 10.0
     slacker_threshold: float = 60.0
@@ -88,7 +88,7 @@ class Engine:
         spawned = {n: h.spawned_at for n, h in self.handles.items() if h.profile == profile}
         now = self.clock()
         since = self.tracker.stream_since()
-        return policy.classify(
+        return scaling.classify(
             profile,
             spawned,
             self.tracker.nodes(),
@@ -131,7 +131,7 @@ class Engine:
     def evaluate(self) -> list[tuple[Decision, Observation]]:
         paused = self.paused_of()
         observations = [self.observe(p, paused) for p in self.configs]
-        decisions = policy.decide(
+        decisions = scaling.decide(
             observations, self.memories, self.configs, self.budget, self.clock()
         )
         return list(zip(decisions, observations, strict=True))
@@ -150,12 +150,12 @@ class Engine:
         views = self.workers(profile)
         if not views:
             raise NoTearDownTargets(f"profile {profile} has no workers")
-        up = [w for w in views if w.state in policy.CAPACITY]
+        up = [w for w in views if w.state in scaling.CAPACITY]
         if len(up) <= self.configs[profile].min_workers:
             raise MinimumWorkersReached(
                 f"profile {profile} is at its minimum of {self.configs[profile].min_workers}"
             )
-        for candidate in policy.retire_order(views):
+        for candidate in scaling.retire_order(views):
             if self._retire(candidate):
                 return candidate.name
         raise NoIdleWorkersError(f"no idle worker of profile {profile}")
@@ -181,7 +181,7 @@ class Engine:
         replaced by the next decision, as capacity dropped)."""
         killed = []
         for profile in self.configs:
-            for w in policy.slackers(self.workers(profile), self.clock(), self.slacker_threshold):
+            for w in scaling.slackers(self.workers(profile), self.clock(), self.slacker_threshold):
                 self.provider.stop(self.handles[w.name], graceful=False)
                 self._drop(w.name)
                 self._note(profile, "slacker", f"{w.name} never registered; killed")

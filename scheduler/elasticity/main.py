@@ -9,6 +9,7 @@ from pathlib import Path
 
 import uvicorn
 
+from scheduler.celery_app import create_celery
 from scheduler.elasticity.admin import create_admin_app
 from scheduler.elasticity.backlog import BacklogProbe
 from scheduler.elasticity.control import CeleryControl
@@ -18,7 +19,6 @@ from scheduler.elasticity.model import PoolSettings, ProfileConfig
 from scheduler.elasticity.providers import LocalProvider
 from scheduler.elasticity.settings import ElasticitySettings
 from scheduler.elasticity.tracker import WorkerTracker
-from scheduler.worker.app import create_celery
 from shared.store import Store
 
 
@@ -65,7 +65,7 @@ def main() -> None:
         control=CeleryControl(app),
         queue_of=lambda p: settings.topology.actions_queue_of(p).name,
         backlog_of=(probe := BacklogProbe(settings, store)),
-        paused_of=probe.scheduler_paused,
+        paused_of=probe.dispatcher_paused,
         heartbeat_timeout=settings.elasticity_heartbeat_timeout,
         slacker_threshold=settings.slacker_threshold,
         drain_timeout=settings.drain_timeout,

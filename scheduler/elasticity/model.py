@@ -1,4 +1,4 @@
-"""Value types shared by the elasticity policy and its adapters. No I/O here."""
+"""Value types shared by the scaling rules and their adapters. No I/O here."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class PoolSettings(BaseModel):
 
 
 class ProfileConfig(PoolSettings):
-    """A profile's pool settings with the profile's name: what the policy and the
+    """A profile's pool settings with the profile's name: what the scaling rules and the
     providers read."""
 
     name: str
@@ -91,7 +91,7 @@ class Observation:
     mean_action_seconds: float | None = None  # learnt from task runtimes, if any
     #: of ``backlog``, the events still waiting in the per-key queues (not dispatched)
     waiting: int = 0
-    #: the active scheduler is paused: its waiting events cannot be dispatched
+    #: the active dispatcher is paused: its waiting events cannot be dispatched
     paused: bool = False
 
     def count(self, *states: WorkerState) -> int:
@@ -100,8 +100,8 @@ class Observation:
 
 @dataclass
 class ProfileMemory:
-    """What the policy remembers of one profile between evaluations (owned by the
-    engine, changed only by :func:`scheduler.elasticity.policy.decide`)."""
+    """What the scaling rules remember of one profile between evaluations (owned by the
+    engine, changed only by :func:`scheduler.elasticity.scaling.decide`)."""
 
     recommendations: list[tuple[float, int]] = field(default_factory=list)
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from tornado.log import enable_pretty_logging
 
+from scheduler.celery_app import create_celery
 from scheduler.flower.settings import FlowerSettings
-from scheduler.worker.app import create_celery
 from shared.preflight import flower_auth_problem
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 The ledger's claim decides: only the task message that claims the event runs the
 driver; a redelivered message whose action already finished only re-announces the
-completion (so the scheduler frees the slot even if the first announcement was lost).
+completion (so the dispatcher frees the slot even if the first announcement was lost).
 The claim is a lease with a fencing token, timed by the ledger's clock: a
 :class:`~scheduler.worker.renewal.LeaseKeeper` renews it while the action runs and until
 its outcome is recorded; if this worker stops renewing (it died, or
@@ -121,7 +121,7 @@ def run_event(
     if claim is Claim.HELD:
         log.info(
             "event %s is being run by another task message; skipping (if that holder "
-            "dies, the scheduler's sweeper sends the event again once its claim expires)",
+            "dies, the dispatcher's sweeper sends the event again once its claim expires)",
             event.id,
             extra=extra,
         )

@@ -25,10 +25,11 @@ from celery import signals
 from celery.platforms import SecurityWarning
 from pydantic import ValidationError
 
+from scheduler.celery_app import create_celery
 from scheduler.worker import drivers
-from scheduler.worker.app import create_celery, register_tasks
 from scheduler.worker.errors import DriverMisconfigured
 from scheduler.worker.settings import WorkerSettings
+from scheduler.worker.task import register_tasks
 from shared.plugins import PluginError
 from shared.settings import explain_settings
 

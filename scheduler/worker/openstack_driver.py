@@ -11,7 +11,7 @@ stop          ``os-stop`` (nothing when SHUTOFF already); waits for SHUTOFF
 pause         ``pause`` (nothing when PAUSED already); waits for PAUSED
 migrate       ``migrate`` (payload ``host``: needs microversion 2.56); waits until the
               server is on another host, confirming the resize Nova then asks for
-live_migrate  ``os-migrateLive`` (payload ``host`` or the scheduler's choice,
+live_migrate  ``os-migrateLive`` (payload ``host`` or Nova's scheduler's choice,
               ``block_migration`` "auto" where the cloud allows); waits until ACTIVE on
               another host (the given one, if any). Both do nothing when the server is
               ACTIVE and off the event's host already (a retry after the move)

@@ -111,7 +111,7 @@ class Run(Watch):
             log.info("%s is off %s already: nothing to live-migrate", server.id, self.event.host)
             return
         block = self.param("block_migration")
-        # a target host bypasses the scheduler before 2.30 whatever we ask: say so
+        # a target host bypasses Nova's scheduler before 2.30 whatever we ask: say so
         force = bool(target) and not os_utils.supports_microversion(self.compute, "2.30")
         with self.headers():
             self.compute.live_migrate_server(

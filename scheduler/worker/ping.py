@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 import sys
 
-from scheduler.worker.app import create_celery
+from scheduler.celery_app import create_celery
 from scheduler.worker.settings import WorkerSettings
 
 

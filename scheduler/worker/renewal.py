@@ -3,7 +3,7 @@ in it, each every third of its lease, until the claim's holder lets go.
 
 A thread per action would cost a thread start and join per event (measured: a quarter
 of the end-to-end rate on a busy 2-core machine, where each hand-off between threads
-waits for the scheduler). The shared thread is started once per process (after a fork,
+waits for the dispatcher). The shared thread is started once per process (after a fork,
 again) and never woken for a new claim: it wakes at the earliest renewal due, or every
 third of the shortest lease it has seen, so a claim is renewed at most two thirds of a
 lease after it was taken — before it expires.

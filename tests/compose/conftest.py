@@ -21,7 +21,7 @@ REQUIRED = os.environ.get("CAROUSEL_COMPOSE_REQUIRED", "") == "1"
 #: host port variable of each published service, and its port inside the compose network
 PORTS = {
     "PRODUCER_PORT": 8000,
-    "SCHEDULER_PORT": 8001,
+    "DISPATCHER_PORT": 8001,
     "ELASTICITY_PORT": 8002,
     "FLOWER_PORT": 5555,
     "SIMCLOUD_PORT": 8100,

@@ -1,6 +1,6 @@
 """docker-compose.yml run for real (``make compose-test``), driven as the README tells a
 user: its quick-start commands run as written, Flower's API behind its password, the
-healthchecks gating on readiness, a worker killed and the scheduler restarted under load
+healthchecks gating on readiness, a worker killed and the dispatcher restarted under load
 with nothing lost, history kept across ``down``/``up``, and ``down -v`` leaving nothing.
 
 The tests share one compose project (tests/compose/conftest.py) and run in file order:
@@ -143,7 +143,7 @@ def test_every_service_is_healthy_and_nothing_is_published_but_the_apis(
     assert published("worker") == []
     for var, service in (
         ("PRODUCER_PORT", "producer"),
-        ("SCHEDULER_PORT", "scheduler"),
+        ("DISPATCHER_PORT", "dispatcher"),
         ("ELASTICITY_PORT", "elasticity"),
         ("FLOWER_PORT", "flower"),
         ("SIMCLOUD_PORT", "simcloud"),
@@ -263,7 +263,7 @@ def test_the_producer_is_unready_while_the_broker_refuses_its_login(
     project.wait_healthy(["producer"], timeout=120)
 
 
-def test_nothing_is_lost_when_the_worker_is_killed_and_the_scheduler_restarted(
+def test_nothing_is_lost_when_the_worker_is_killed_and_the_dispatcher_restarted(
     project: ComposeProject, producer: httpx.Client
 ) -> None:
     vms = [(f"h{h}", f"h{h}-vm{v}") for h in (1, 2, 3) for v in (1, 2, 3, 4)]
@@ -281,9 +281,9 @@ def test_nothing_is_lost_when_the_worker_is_killed_and_the_scheduler_restarted(
         lambda: list(statuses(producer, ids[:30]).values()).count("succeeded") >= 5,
     )
     project.run("kill", "worker")
-    project.run("restart", "scheduler")
+    project.run("restart", "dispatcher")
     project.run("start", "worker")
-    project.wait_healthy(["scheduler", "worker"], timeout=240)
+    project.wait_healthy(["dispatcher", "worker"], timeout=240)
 
     def all_done() -> bool:
         return all(s in TERMINAL for s in statuses(producer, ids).values())

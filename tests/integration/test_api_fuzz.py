@@ -76,7 +76,7 @@ class World:
 class Probe:
     """Reads the producer's ledger (SQLite or PostgreSQL) and counts the messages of every
     event queue of the topology over AMQP; a queue of its own, bound to the mapping fanout,
-    catches every mapping delta. Nothing consumes the event queues (no scheduler runs),
+    catches every mapping delta. Nothing consumes the event queues (no dispatcher runs),
     so their counts move only when the producer publishes."""
 
     LEDGER = (events, hosts, vms, keys, mapping_version)
@@ -98,7 +98,7 @@ class Probe:
 
     def keys_ever_seen(self) -> set[Key]:
         """Keys of the mapping and of every event row: a VM removed from the mapping
-        leaves its queues for the scheduler to delete, and none runs here."""
+        leaves its queues for the dispatcher to delete, and none runs here."""
         with self.engine.connect() as conn:
             rows = [
                 *conn.execute(sa.select(keys.c.host, keys.c.vm, keys.c.policy)),
@@ -211,7 +211,7 @@ def _run_producer_on(
         "CAROUSEL_DB_URL": db_url,
         "CAROUSEL_API_TOKEN": token or "",
         "PRODUCER_PORT": str(free_port()),
-        "SCHEDULER_PORT": str(free_port()),
+        "DISPATCHER_PORT": str(free_port()),
         "ELASTICITY_PORT": str(free_port()),
         "LOG_LEVEL": "INFO",
     }

@@ -67,7 +67,7 @@ def test_a_stack_already_on_the_prefix_draws_a_warning_not_a_failure(
     assert (quiet.returncode, quiet.stderr) == (0, "")
 
     stack = stack_factory()
-    stack.scheduler()  # consumes <prefix>.completions
+    stack.dispatcher()  # consumes <prefix>.completions
     done = brokercheck(AMQP_URL=amqp_url, CAROUSEL_PREFIX=prefix)
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith(

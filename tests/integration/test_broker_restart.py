@@ -50,7 +50,7 @@ def test_broker_kill_9_and_restart(
         RESEND_AFTER=20,
     )
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     ids = post(
         stack,
@@ -85,7 +85,7 @@ def test_broker_kill_9_and_restart(
         60,
         what="producer reconnected",
     )
-    wait_until(lambda: stats(stack)["connected"], 60, what="scheduler reconnected")
+    wait_until(lambda: stats(stack)["connected"], 60, what="dispatcher reconnected")
     ids += post(
         stack, [{"host": "h9", "vm": "vm9", "policy": "p", "action": "stop", "id": "after"}]
     )
@@ -114,7 +114,7 @@ def test_an_action_running_through_a_broker_restart_runs_once(
     action on connection loss would have it run again once the claim expired."""
     stack = stack_factory(AMQP_URL=broker.url, DRIVER="webhook", WEBHOOK_URL=recorder.url)
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     action = {"host": "h", "vm": "vm", "policy": "p", "action": "migrate"}
     [eid] = post(stack, [{**action, "id": "through-restart", "payload": {"delay": 3}}])

@@ -1,4 +1,4 @@
-"""Cancel and coalesce end to end: producer, scheduler and Celery workers as real
+"""Cancel and coalesce end to end: producer, dispatcher and Celery workers as real
 processes on a real broker, actions recorded by a webhook receiver (EffectRecorder)."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def status(stack: Stack, event_id: str) -> str:
 
 
 def stats(stack: Stack) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.get(f"{stack.scheduler_url}/stats", timeout=10).json()
+    body: dict[str, Any] = httpx.get(f"{stack.dispatcher_url}/stats", timeout=10).json()
     return body
 
 
@@ -52,8 +52,8 @@ def ev(event_id: str, vm: str = "vm1", **extra: Any) -> dict[str, Any]:
 def test_a_cancelled_event_is_skipped_when_its_key_is_served(
     stack_factory: Callable[..., Stack], recorder: EffectRecorder
 ) -> None:
-    """Three events on one key while no scheduler runs; the middle one is cancelled (the
-    ledger alone decides). Once the scheduler and a worker start, the first and third
+    """Three events on one key while no dispatcher runs; the middle one is cancelled (the
+    ledger alone decides). Once the dispatcher and a worker start, the first and third
     run, in order; the second stays cancelled and never reaches the cloud."""
     stack = stack_factory(DRIVER="webhook", WEBHOOK_URL=recorder.url, MAX_PARALLEL=1)
     stack.producer()
@@ -64,7 +64,7 @@ def test_a_cancelled_event_is_skipped_when_its_key_is_served(
     assert got.json()["status"] == "cancelled"
     assert cancel(stack, "k-2").status_code == 200  # again: the same
 
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     wait_until(lambda: all(status(stack, i) in ENDED for i in ids), 60, what="every event ended")
     assert [status(stack, i) for i in ids] == ["succeeded", "cancelled", "succeeded"]
@@ -87,7 +87,7 @@ def test_cancel_racing_dispatch_either_cancels_or_runs_once(
         DRIVER="webhook", WEBHOOK_URL=recorder.url, MAX_PARALLEL=3, WORKER_CONCURRENCY=4
     )
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     rng = random.Random(21)
     answers: dict[str, int] = {}
@@ -123,7 +123,7 @@ def test_cancel_racing_dispatch_either_cancels_or_runs_once(
 def test_coalescing_events_are_answered_with_the_waiting_one(
     stack_factory: Callable[..., Stack], recorder: EffectRecorder
 ) -> None:
-    """While no scheduler runs: a coalescing event for the same VM, policy and action as
+    """While no dispatcher runs: a coalescing event for the same VM, policy and action as
     a waiting one is answered with its id, in the single and the batch form, by the
     event's own field or by COALESCE_POLICIES; it runs once."""
     stack = stack_factory(DRIVER="webhook", WEBHOOK_URL=recorder.url, COALESCE_POLICIES="auto")
@@ -142,7 +142,7 @@ def test_coalescing_events_are_answered_with_the_waiting_one(
     for never in ("b", "c", "g"):
         assert httpx.get(f"{stack.producer_url}/events/{never}", timeout=10).status_code == 404
 
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     ran = ["a", "d", "e", "f", "h"]
     wait_until(lambda: all(status(stack, i) == "succeeded" for i in ran), 60, what="all ran")
@@ -168,7 +168,7 @@ def test_carousel_cancel_and_watch(stack_factory: Callable[..., Stack], tmp_path
     assert watched.returncode == 0, watched.stdout + watched.stderr
     assert json.loads(watched.stdout)["statuses"] == {"c-2": "cancelled"}
 
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     wait_until(lambda: status(stack, "c-1") == "succeeded", 60, what="c-1 ran")
     late = carousel(stack, tmp_path, "cancel", "c-1")
@@ -180,7 +180,7 @@ def carousel(stack: Stack, tmp_path: Path, *args: str) -> subprocess.CompletedPr
     env = {
         **os.environ,
         "CAROUSEL_PRODUCER_URL": stack.producer_url,
-        "CAROUSEL_SCHEDULER_URL": stack.scheduler_url,
+        "CAROUSEL_DISPATCHER_URL": stack.dispatcher_url,
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
         "COLUMNS": "200",
     }

@@ -74,7 +74,7 @@ def test_workers_on_skewed_clocks_run_every_action_once(
         WORKER_CONCURRENCY=VMS,
     )
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     name = stack.env["CAROUSEL_PREFIX"]  # node names are the broker's, not the topology's
     stack.worker(WORKER_NAME=f"{name}-slow@%h", **slow)
     stack.worker(WORKER_NAME=f"{name}-fast@%h", **fast)

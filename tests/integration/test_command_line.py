@@ -1,5 +1,5 @@
 """The `carousel` command line, run as a user runs it (the installed console script)
-against a real stack: simcloud, producer, scheduler, a worker acting on simcloud and the
+against a real stack: simcloud, producer, dispatcher, a worker acting on simcloud and the
 elasticity worker, with an API token. A demo burst drains with every event succeeded,
 `watch` follows the last batch (or a batch file), `status` shows every service (and one
 unreachable), files post, an unknown id is not found, and refusals are one clear line
@@ -33,7 +33,7 @@ def stack(stack_factory: Callable[..., Stack]) -> Stack:
     )
     stack.simcloud("--action-seconds", "0.1")
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     stack.elasticity()
     return stack
@@ -45,7 +45,7 @@ def carousel(
     env = {
         **os.environ,
         "CAROUSEL_PRODUCER_URL": stack.producer_url,
-        "CAROUSEL_SCHEDULER_URL": stack.scheduler_url,
+        "CAROUSEL_DISPATCHER_URL": stack.dispatcher_url,
         "CAROUSEL_ELASTICITY_URL": stack.elasticity_url,
         "CAROUSEL_API_TOKEN": token,
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
@@ -72,8 +72,8 @@ def test_a_demo_burst_drains_and_status_shows_the_system(stack: Stack, tmp_path:
     status = carousel(stack, tmp_path, "status", "--json")
     assert status.returncode == 0, status.stdout + status.stderr
     shown = json.loads(status.stdout)
-    assert shown["ready"] == {"producer": "ready", "scheduler": "ready", "elasticity": "ready"}
-    assert shown["scheduler"]["dispatched_total"] >= 40
+    assert shown["ready"] == {"producer": "ready", "dispatcher": "ready", "elasticity": "ready"}
+    assert shown["dispatcher"]["dispatched_total"] >= 40
     assert "default" in shown["elasticity"]["profiles"]
     table = carousel(stack, tmp_path, "status")
     assert "pool default" in table.stdout and "dispatched / completed" in table.stdout
@@ -82,7 +82,7 @@ def test_a_demo_burst_drains_and_status_shows_the_system(stack: Stack, tmp_path:
     partial = carousel(stack, tmp_path, "--elasticity-url", nobody, "status", "--json")
     assert partial.returncode == 4, partial.stdout + partial.stderr
     assert json.loads(partial.stdout)["ready"]["elasticity"] == "unreachable"
-    assert json.loads(partial.stdout)["scheduler"]["dispatched_total"] >= 40
+    assert json.loads(partial.stdout)["dispatcher"]["dispatched_total"] >= 40
 
 
 def test_files_post_and_refusals_are_one_line_with_their_exit_code(

@@ -1,4 +1,4 @@
-"""End to end: producer, scheduler and Celery workers as real processes on a real broker."""
+"""End to end: producer, dispatcher and Celery workers as real processes on a real broker."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def event(stack: Stack, event_id: str) -> dict[str, Any]:
 
 
 def stats(stack: Stack) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.get(f"{stack.scheduler_url}/stats", timeout=10).json()
+    body: dict[str, Any] = httpx.get(f"{stack.dispatcher_url}/stats", timeout=10).json()
     return body
 
 
@@ -38,7 +38,7 @@ def all_finished(stack: Stack, ids: list[str]) -> bool:
 def test_design_order_and_every_event_succeeds(stack_factory: Callable[..., Stack]) -> None:
     stack = stack_factory(MAX_PARALLEL=1, START_PAUSED="true")
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     events = [
         {"host": h, "vm": v, "policy": p, "action": "heal", "id": f"{h}-{v}-{p}"}
@@ -47,14 +47,14 @@ def test_design_order_and_every_event_succeeds(stack_factory: Callable[..., Stac
         for p in ("pol1", "pol2")
     ]
     ids = post(stack, events)
-    wait_until(lambda: stats(stack)["held"] == 12, what="scheduler holding all 12 heads")
+    wait_until(lambda: stats(stack)["held"] == 12, what="dispatcher holding all 12 heads")
     assert stats(stack)["dispatched_total"] == 0  # paused
-    assert httpx.post(f"{stack.scheduler_url}/resume").status_code == 200
+    assert httpx.post(f"{stack.dispatcher_url}/resume").status_code == 200
     wait_until(lambda: all_finished(stack, ids), 60, what="all events finished")
 
     order = [
         d["event_id"]
-        for d in httpx.get(f"{stack.scheduler_url}/dispatches", params={"limit": 100}).json()
+        for d in httpx.get(f"{stack.dispatcher_url}/dispatches", params={"limit": 100}).json()
     ]
     expected = [
         f"{h}-{v}-{p}" for p in ("pol1", "pol2") for v in ("VM1", "VM2") for h in ("C1", "C2", "C3")
@@ -77,7 +77,7 @@ def test_flooding_vm_does_not_starve_its_neighbours(
         WORKER_CONCURRENCY=6,
     )
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     flood = [
         {
@@ -103,12 +103,12 @@ def test_flooding_vm_does_not_starve_its_neighbours(
     ]
     ids = post(stack, flood) + post(stack, quiet)
     wait_until(lambda: stats(stack)["held"] == 21, what="one head per VM held")
-    httpx.post(f"{stack.scheduler_url}/resume")
+    httpx.post(f"{stack.dispatcher_url}/resume")
     wait_until(lambda: all_finished(stack, ids), 90, what="all events finished")
 
     order = [
         d["event_id"]
-        for d in httpx.get(f"{stack.scheduler_url}/dispatches", params={"limit": 1000}).json()
+        for d in httpx.get(f"{stack.dispatcher_url}/dispatches", params={"limit": 1000}).json()
     ]
     assert sorted(order) == sorted(ids)
     second_flood = order.index("flood-1")
@@ -120,14 +120,14 @@ def test_flooding_vm_does_not_starve_its_neighbours(
     assert flood_order == [f"flood-{i}" for i in range(30)]  # FIFO per key
 
 
-def test_scheduler_kill_9_loses_nothing_and_runs_nothing_twice(
+def test_dispatcher_kill_9_loses_nothing_and_runs_nothing_twice(
     stack_factory: Callable[..., Stack], recorder: EffectRecorder
 ) -> None:
     stack = stack_factory(
         MAX_PARALLEL=4, DRIVER="webhook", WEBHOOK_URL=recorder.url, WORKER_CONCURRENCY=6
     )
     stack.producer()
-    scheduler = stack.scheduler()
+    dispatcher = stack.dispatcher()
     stack.worker()
     events = [
         {
@@ -142,9 +142,9 @@ def test_scheduler_kill_9_loses_nothing_and_runs_nothing_twice(
     ]
     ids = post(stack, events)
     wait_until(lambda: stats(stack)["in_flight"] >= 3, what="actions in flight")
-    scheduler.kill()
-    scheduler_again = stack.scheduler()
-    assert scheduler_again.proc is not None
+    dispatcher.kill()
+    dispatcher_again = stack.dispatcher()
+    assert dispatcher_again.proc is not None
     wait_until(lambda: all_finished(stack, ids), 120, what="all events finished")
 
     for i in ids:
@@ -197,12 +197,12 @@ def test_bad_input_and_missing_token(stack_factory: Callable[..., Stack]) -> Non
     r = httpx.post(f"{stack.producer_url}/events", json=ok, headers=auth)
     assert r.status_code == 202
 
-    # the scheduler's controls need the same token; its views do not
-    stack.scheduler()
-    assert httpx.post(f"{stack.scheduler_url}/pause").status_code == 401
-    assert httpx.put(f"{stack.scheduler_url}/limits", json={"per_vm": 2}).status_code == 401
+    # the dispatcher's controls need the same token; its views do not
+    stack.dispatcher()
+    assert httpx.post(f"{stack.dispatcher_url}/pause").status_code == 401
+    assert httpx.put(f"{stack.dispatcher_url}/limits", json={"per_vm": 2}).status_code == 401
     assert stats(stack)["paused"] is False and stats(stack)["limits"]["per_vm"] == 1
-    assert httpx.post(f"{stack.scheduler_url}/pause", headers=auth).status_code == 200
+    assert httpx.post(f"{stack.dispatcher_url}/pause", headers=auth).status_code == 200
     assert stats(stack)["paused"] is True
 
 
@@ -212,7 +212,7 @@ def test_a_workers_task_events_free_the_slots(stack_factory: Callable[..., Stack
     event ends only if each task event frees its slot."""
     stack = stack_factory(MAX_PARALLEL=1, RECONCILE_INTERVAL="3600")
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     ids = post(
         stack,

@@ -63,7 +63,7 @@ def test_burst_grows_the_pool_drains_it_and_shrinks_back(
         WORKER_LOG_DIR=tmp_path / "workers",
     )
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.elasticity()
     wait_until(lambda: profile(stack)["counts"]["idle"] == 1, 60, what="minimum of 1 up")
 
@@ -102,10 +102,10 @@ def test_burst_grows_the_pool_drains_it_and_shrinks_back(
     assert kinds.count("spawned") >= 4 and kinds.count("retired") >= 3
 
 
-def test_a_paused_schedulers_backlog_does_not_grow_the_pool(
+def test_a_paused_dispatchers_backlog_does_not_grow_the_pool(
     stack_factory: Callable[..., Stack], tmp_path: Path
 ) -> None:
-    """200 events a paused scheduler holds cannot be dispatched: the elasticity worker,
+    """200 events a paused dispatcher holds cannot be dispatched: the elasticity worker,
     learning the pause from the dispatcher lease, keeps the pool at its minimum and says
     why, decision after decision; resumed, the same backlog grows it."""
     stack = elastic_stack(
@@ -117,7 +117,7 @@ def test_a_paused_schedulers_backlog_does_not_grow_the_pool(
         WORKER_LOG_DIR=tmp_path / "workers",
     )
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.elasticity()
     wait_until(lambda: profile(stack)["counts"]["idle"] == 1, 60, what="minimum of 1 up")
     post(
@@ -143,12 +143,12 @@ def test_a_paused_schedulers_backlog_does_not_grow_the_pool(
         what="four decisions over the held backlog",
     )
     assert all(d["spawn"] == 0 and d["target"] == 1 for d in seen), seen
-    assert all("the scheduler is paused" in d["reason"] for d in seen), seen
+    assert all("the dispatcher is paused" in d["reason"] for d in seen), seen
     now = profile(stack)
     assert up(now) == 1 and now["counts"]["booting"] == 0
     assert [e["kind"] for e in now["events"]].count("spawned") == 1  # the minimum's
 
-    assert httpx.post(f"{stack.scheduler_url}/resume", timeout=10).status_code == 200
+    assert httpx.post(f"{stack.dispatcher_url}/resume", timeout=10).status_code == 200
     wait_until(
         lambda: [e["kind"] for e in profile(stack)["events"]].count("spawned") > 1,
         60,
@@ -167,7 +167,7 @@ def test_worker_killed_mid_task_is_redelivered_and_replaced(
         WEBHOOK_URL=recorder.url,
     )
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.elasticity()
     [first] = wait_until(
         lambda: [w for w in profile(stack)["workers"] if w["state"] == "idle"],
@@ -218,7 +218,7 @@ def test_worker_that_never_registers_is_replaced(
         SLACKER_THRESHOLD=3,
     )
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     svc = stack.elasticity(**{})
     assert svc.proc is not None
     wait_until(
@@ -245,7 +245,7 @@ def test_two_profiles_share_the_budget_and_lend_it(
         WEBHOOK_URL=recorder.url,
     )
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.elasticity()
     fast = post(
         stack,
@@ -317,7 +317,7 @@ def test_steady_load_inside_the_tolerance_does_not_scale(
         },
     )
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.elasticity()
     wait_until(lambda: up(profile(stack)) == 1, 60, what="minimum of 1 up")
 

@@ -1,6 +1,6 @@
 """The fault suite's fast subset (:mod:`harness.faults`, ``FAST``), run once for the module.
 
-Under a steady load, on a private RabbitMQ node: the scheduler is killed -9 twice, pool
+Under a steady load, on a private RabbitMQ node: the dispatcher is killed -9 twice, pool
 children are killed -9 mid-action, garbage goes onto every queue the system consumes,
 and ids are posted and delivered twice. Each test checks what was charged to one fault
 (see the accounting in :mod:`harness.faults`): nothing lost, nothing run twice to
@@ -42,8 +42,8 @@ def _check(suite: SuiteResult, fault: str) -> None:
     assert suite.phase(fault) == ZERO, suite.text
 
 
-def test_scheduler_kill_9(suite: SuiteResult) -> None:
-    _check(suite, "scheduler-kill")
+def test_dispatcher_kill_9(suite: SuiteResult) -> None:
+    _check(suite, "dispatcher-kill")
 
 
 def test_worker_pool_child_kill_9_mid_action(suite: SuiteResult) -> None:

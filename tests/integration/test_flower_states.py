@@ -27,7 +27,7 @@ def test_a_failed_event_is_a_failure_in_flower_and_a_succeeded_one_a_success(
         MAX_PARALLEL=1, RECONCILE_INTERVAL=3600, FLOWER_BASIC_AUTH=f"ops:{password}"
     )
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     worker = stack.worker()
     stack.flower()
     auth = ("ops", password)

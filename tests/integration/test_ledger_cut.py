@@ -1,6 +1,6 @@
-"""A scheduler cut off from the ledger gives its heads back before a standby takes the
+"""A dispatcher cut off from the ledger gives its heads back before a standby takes the
 dispatcher lease: each key's events still run in order (the ledger on PostgreSQL, the
-active scheduler reaching it through a proxy the test cuts)."""
+active dispatcher reaching it through a proxy the test cuts)."""
 
 from __future__ import annotations
 
@@ -34,21 +34,21 @@ def _stats(url: str) -> dict[str, Any]:
     return body
 
 
-def test_a_scheduler_cut_off_from_the_ledger_gives_its_heads_back_before_a_standby_takes_over(
+def test_a_dispatcher_cut_off_from_the_ledger_gives_its_heads_back_before_a_standby_takes_over(
     stack_factory: Callable[..., Stack], recorder: EffectRecorder, db_url: str, tmp_path: Path
 ) -> None:
-    """The active scheduler holds a key's first event (paused) when it loses the ledger.
+    """The active dispatcher holds a key's first event (paused) when it loses the ledger.
     Its lease runs out and a standby takes it; had the first kept its session, the
     standby would get the key's second event first and the first event never."""
     host, port = PG_ADDRESS.split(":")
     proxy = CuttableProxy((host, int(port)))
     stack = stack_factory(
-        DRIVER="webhook", WEBHOOK_URL=recorder.url, MAX_PARALLEL=4, SCHEDULER_LEASE_SECONDS=3
+        DRIVER="webhook", WEBHOOK_URL=recorder.url, MAX_PARALLEL=4, DISPATCHER_LEASE_SECONDS=3
     )
     stack.producer()
-    stack.scheduler(CAROUSEL_DB_URL=db_url.replace(PG_ADDRESS, proxy.address))
+    stack.dispatcher(CAROUSEL_DB_URL=db_url.replace(PG_ADDRESS, proxy.address))
     stack.worker()
-    assert httpx.post(f"{stack.scheduler_url}/pause").status_code == 200
+    assert httpx.post(f"{stack.dispatcher_url}/pause").status_code == 200
     ids = post(
         stack,
         [
@@ -56,13 +56,13 @@ def test_a_scheduler_cut_off_from_the_ledger_gives_its_heads_back_before_a_stand
             for i in range(3)
         ],
     )
-    wait_until(lambda: _stats(stack.scheduler_url)["held"] == 1, 30, what="e0 held")
+    wait_until(lambda: _stats(stack.dispatcher_url)["held"] == 1, 30, what="e0 held")
 
-    proxy.cut()  # the active scheduler loses the ledger, and a standby comes
+    proxy.cut()  # the active dispatcher loses the ledger, and a standby comes
     second_port = free_port()
     second_url = f"http://127.0.0.1:{second_port}"
     second = Service(
-        "carousel-scheduler", {**stack.env, "SCHEDULER_PORT": str(second_port)}, tmp_path, None
+        "carousel-dispatcher", {**stack.env, "DISPATCHER_PORT": str(second_port)}, tmp_path, None
     ).start()
     stack.services.append(second)
     wait_until(lambda: _stats(second_url)["active"] is True, 60, what="the standby took over")

@@ -1,6 +1,6 @@
-"""Heads held past the broker's consumer_timeout do not end the scheduler's session: a
+"""Heads held past the broker's consumer_timeout do not end the dispatcher's session: a
 private RabbitMQ node with a consumer_timeout of 3 s (checked every second), a paused
-scheduler holding heads for longer than that."""
+dispatcher holding heads for longer than that."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def node(tmp_path: Path) -> Iterator[PrivateBroker]:
 def test_heads_held_past_the_consumer_timeout_keep_the_session(
     stack_factory: Callable[..., Stack], node: PrivateBroker, recorder: EffectRecorder
 ) -> None:
-    """Paused, the scheduler holds each key's head for longer than the broker lets a
+    """Paused, the dispatcher holds each key's head for longer than the broker lets a
     delivery go unacked. Handed back every second (HEAD_REFRESH_INTERVAL), none gets
     that old: the session is never closed, and once resumed every event runs once, in
     its key's order. Without the hand-backs the broker closes the channel
@@ -53,7 +53,7 @@ def test_heads_held_past_the_consumer_timeout_keep_the_session(
         HEAD_REFRESH_INTERVAL=1,
     )
     stack.producer()
-    scheduler = stack.scheduler()
+    dispatcher = stack.dispatcher()
     stack.worker()
     events = [
         {"id": f"{vm}-{i}", "host": "h1", "vm": vm, "policy": "p", "action": "heal"}
@@ -63,16 +63,16 @@ def test_heads_held_past_the_consumer_timeout_keep_the_session(
     ids = post(stack, events)
 
     def log() -> str:
-        return scheduler.log_path.read_text(errors="replace")
+        return dispatcher.log_path.read_text(errors="replace")
 
     wait_until(
         lambda: log().count("held heads back") >= 8 or "session ended" in log(),
         60,
         what="eight hand-backs (past the consumer timeout), or the session's end",
     )
-    assert "session ended" not in log(), scheduler.log_tail()
+    assert "session ended" not in log(), dispatcher.log_tail()
     assert "PRECONDITION_FAILED" not in log()
-    assert httpx.post(f"{stack.scheduler_url}/resume").status_code == 200
+    assert httpx.post(f"{stack.dispatcher_url}/resume").status_code == 200
     wait_until(lambda: all_finished(stack, ids), 60, what="every event finished")
     assert sorted(recorder.order) == sorted(ids)  # each once
     for vm in ("vm1", "vm2"):

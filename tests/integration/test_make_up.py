@@ -1,4 +1,4 @@
-"""`make up` as a user runs it: simcloud, the producer watching it, scheduler, the
+"""`make up` as a user runs it: simcloud, the producer watching it, dispatcher, the
 elasticity worker (which starts the one worker, acting on simcloud) and Flower via honcho;
 once all are ready, one banner with every address and Flower's login (with no
 FLOWER_BASIC_AUTH, a password made for the run); no line per HTTP request; Ctrl-C stops
@@ -36,7 +36,7 @@ def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
         name: free_port()
         for name in (
             "PRODUCER_PORT",
-            "SCHEDULER_PORT",
+            "DISPATCHER_PORT",
             "ELASTICITY_PORT",
             "FLOWER_PORT",
             "SIMCLOUD_PORT",
@@ -73,7 +73,7 @@ def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
         )
         for name, address in [
             ("producer", f"{producer}   API reference {producer}/docs"),
-            ("scheduler", f"http://127.0.0.1:{ports['SCHEDULER_PORT']}/stats"),
+            ("dispatcher", f"http://127.0.0.1:{ports['DISPATCHER_PORT']}/stats"),
             ("elasticity", f"http://127.0.0.1:{ports['ELASTICITY_PORT']}/status"),
             ("flower", f"{flower}   log in as admin, password "),
             ("simcloud", f"{env['SIMCLOUD_URL']}/v1/state"),

@@ -1,4 +1,4 @@
-"""Reactive monitoring end to end: simcloud, the producer watching it, the scheduler and
+"""Reactive monitoring end to end: simcloud, the producer watching it, the dispatcher and
 a worker running actions through the simcloud driver — all real processes, on a real
 broker. Each test injects a fault on simcloud and waits for what Carousel does about it."""
 
@@ -42,7 +42,7 @@ def policies(tmp_path: Path, debounce: float = 0.5, cooldown: float = 3) -> str:
 def monitored(
     stack_factory: Callable[..., Stack], tmp_path: Path, *simcloud_args: str, **env: Any
 ) -> Stack:
-    """simcloud with ``simcloud_args``, then producer (watching it), scheduler, worker."""
+    """simcloud with ``simcloud_args``, then producer (watching it), dispatcher, worker."""
     settings = {
         "MONITOR_SOURCE": "simcloud",
         "MONITOR_RESYNC_INTERVAL": "5",
@@ -57,7 +57,7 @@ def monitored(
     stack.env.setdefault("OPENSTACK_COMPUTE_URL", f"{stack.env['SIMCLOUD_URL']}/compute")
     stack.simcloud("--action-seconds", "0.3", *simcloud_args)
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     wait_until(
         lambda: status(stack)["stream"] in ("following", "polling"), 30, what="monitor running"
@@ -173,12 +173,12 @@ def test_host_maintenance_empties_the_host_fairly_among_other_hosts_events(
     fault(stack, kind="host_maintenance", host="h1")
     wait_until(lambda: len(raised(ledger, "host-maintenance")) == 10, 30, what="10 migrations")
     assert {e["action"] for e in raised(ledger, "host-maintenance")} == {"live_migrate"}
-    assert httpx.post(f"{stack.scheduler_url}/resume", timeout=10).status_code == 200
+    assert httpx.post(f"{stack.dispatcher_url}/resume", timeout=10).status_code == 200
     wait_until(lambda: finished(ledger, "host-maintenance", 10), 120, what="migrations done")
 
     order = [
         d["host"]
-        for d in httpx.get(f"{stack.scheduler_url}/dispatches", params={"limit": 100}).json()
+        for d in httpx.get(f"{stack.dispatcher_url}/dispatches", params={"limit": 100}).json()
     ]
     first = order[:18]  # while all three hosts have events: one each in turn
     assert all(first.count(h) == 6 for h in ("h1", "h2", "h3")), order

@@ -95,7 +95,7 @@ def test_a_driver_from_an_installed_package_runs_events_end_to_end(
     out = tmp_path / "echo.jsonl"
     stack = stack_factory(DRIVER="echo", ECHO_FILE=out, PYTHONPATH=plugin_path)
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     posted = [
         {"host": "h1", "vm": f"vm{i}", "policy": "ops", "action": "resize", "id": f"echo-{i}"}
@@ -134,7 +134,7 @@ def test_a_policy_kind_from_an_installed_package_raises_events(
     )
     stack.simcloud("--hosts", "2", "--vms-per-host", "2")
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     sources = f"{stack.producer_url}/monitor/status"
     wait_until(

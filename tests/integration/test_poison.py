@@ -1,5 +1,5 @@
 """Poison messages: what no handler can read is moved to the dead-letter queue with the
-reason, and the scheduler goes on dispatching (real RabbitMQ, real processes)."""
+reason, and the dispatcher goes on dispatching (real RabbitMQ, real processes)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_unreadable_messages_are_dead_lettered_and_dispatching_goes_on(
 ) -> None:
     stack = stack_factory()
     stack.producer()
-    scheduler = stack.scheduler()
+    dispatcher = stack.dispatcher()
     stack.worker()
     topology = Topology(stack.env["CAROUSEL_PREFIX"])
     post(stack, [{**HEAL, "id": "before"}])
@@ -69,8 +69,8 @@ def test_unreadable_messages_are_dead_lettered_and_dispatching_goes_on(
     assert sum(r.startswith("undecodable completion message") for r in reasons) == 1, reasons
     assert sum(r.startswith("invalid mapping message") for r in reasons) == 1, reasons
     assert b"\x00garbage" in bodies and b"nope" in bodies  # kept as they came
-    log = scheduler.log_path.read_text()
-    assert log.count("scheduler connected") == 1, "a poison message reset the session"
+    log = dispatcher.log_path.read_text()
+    assert log.count("dispatcher connected") == 1, "a poison message reset the session"
 
 
 def test_unreadable_task_messages_are_dead_lettered_and_the_worker_goes_on(
@@ -78,16 +78,16 @@ def test_unreadable_task_messages_are_dead_lettered_and_the_worker_goes_on(
 ) -> None:
     """On the actions queue: Celery's own handling would log and drop these (or, for
     wrong arguments, retry them for ever); each is moved to the dead letters instead."""
-    from scheduler.dispatcher.settings import SchedulerSettings
-    from scheduler.worker.app import TASK_NAME, create_celery
+    from scheduler.celery_app import TASK_NAME, create_celery
+    from scheduler.dispatcher.settings import DispatcherSettings
 
     stack = stack_factory()
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     topology = Topology(stack.env["CAROUSEL_PREFIX"])
     actions = topology.actions_queue.name
-    app = create_celery(SchedulerSettings(AMQP_URL=amqp_url, CAROUSEL_PREFIX=topology.prefix))
+    app = create_celery(DispatcherSettings(AMQP_URL=amqp_url, CAROUSEL_PREFIX=topology.prefix))
     with kombu.Connection(amqp_url) as conn:
         producer = conn.Producer()
         # not a format the worker accepts

@@ -20,7 +20,7 @@ def test_a_removal_in_one_process_never_races_an_event_into_the_vm_in_another(
 ) -> None:
     stack = stack_factory()
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     other_port = str(free_port())
     stack.producer(PRODUCER_PORT=other_port, PRODUCER_PROCESSES="2")

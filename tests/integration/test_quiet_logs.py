@@ -1,6 +1,6 @@
 """A healthy run says what matters and warns about nothing: a worker announces itself in
 one line (no banner, no "Connected to", no warning about running as root); the
-scheduler, through a burst and more than one reconcile, logs no warning (a completion
+dispatcher, through a burst and more than one reconcile, logs no warning (a completion
 still on its way is not a "slot whose completion never arrived"); a worker retired the
 way the elasticity worker retires one says why, and warns about nothing either; and no
 HTTP service logs a line per request unless ACCESS_LOG asks for it."""
@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from harness.processes import Stack, wait_until
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.celery_app import create_celery
+from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.elasticity.control import RETIRE_REASON, CeleryControl
-from scheduler.worker.app import create_celery
 from tests.integration.test_e2e import all_finished, post
 
 
@@ -28,7 +28,7 @@ def test_a_healthy_run_logs_one_ready_line_per_worker_and_no_warning(
     # completion many times over
     stack = stack_factory(RECONCILE_INTERVAL="0.2", SIMULATED_DURATION="0.05")
     stack.producer()
-    scheduler = stack.scheduler()
+    dispatcher = stack.dispatcher()
     worker = stack.worker()
     ids = post(
         stack,
@@ -52,9 +52,9 @@ def test_a_healthy_run_logs_one_ready_line_per_worker_and_no_warning(
         "Connected to",
     ):
         assert noise not in worker_log, f"{noise!r} in the worker's output"
-    scheduler_log = scheduler.log_path.read_text(errors="replace")
-    assert "WARNING" not in scheduler_log, scheduler_log[-3000:]
-    assert "never arrived" not in scheduler_log
+    dispatcher_log = dispatcher.log_path.read_text(errors="replace")
+    assert "WARNING" not in dispatcher_log, dispatcher_log[-3000:]
+    assert "never arrived" not in dispatcher_log
 
 
 def test_a_worker_retired_by_the_elasticity_worker_says_why_and_warns_about_nothing(
@@ -71,7 +71,7 @@ def test_a_worker_retired_by_the_elasticity_worker_says_why_and_warns_about_noth
         60,
         what=f"the worker ready ({worker.log_tail()})",
     )
-    settings = SchedulerSettings(
+    settings = DispatcherSettings(
         AMQP_URL=stack.env["AMQP_URL"], CAROUSEL_PREFIX=stack.env["CAROUSEL_PREFIX"]
     )
     control = CeleryControl(create_celery(settings))
@@ -101,7 +101,7 @@ def test_requests_are_logged_only_when_access_log_is_on(
     asked = {
         stack.simcloud(): f"{cloud}/v1/state",
         stack.producer(): f"{stack.producer_url}/events/no-such-event",
-        stack.scheduler(): f"{stack.scheduler_url}/stats",
+        stack.dispatcher(): f"{stack.dispatcher_url}/stats",
         stack.elasticity(): f"{stack.elasticity_url}/status",
     }
     for url in asked.values():

@@ -113,7 +113,7 @@ def test_a_node_killed_under_load_loses_nothing(
                     **common,
                     "AMQP_URL": cluster.url_from(i),
                     "PRODUCER_PORT": str(free_port()),
-                    "SCHEDULER_PORT": str(free_port()),
+                    "DISPATCHER_PORT": str(free_port()),
                     "ELASTICITY_PORT": str(free_port()),
                 },
                 tmp_path / f"machine{i}",
@@ -123,7 +123,7 @@ def test_a_node_killed_under_load_loses_nothing(
         for m in machines:
             m.log_dir.mkdir()
         try:
-            machines[0].scheduler()
+            machines[0].dispatcher()
             machines[0].producer()
             machines[1].producer()
             for m in machines[1:]:

@@ -31,7 +31,7 @@ def _declared_as(amqp_url: str, name: str, queue_type: str) -> bool:
 def test_the_pipeline_runs_on_quorum_queues(stack_factory: Callable[..., Stack]) -> None:
     stack = stack_factory(QUEUE_TYPE="quorum", MAX_PARALLEL=2)
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     worker = stack.worker()
     events = [
         {"host": f"h{i % 2}", "vm": f"v{i % 5}", "policy": "p", "action": "heal"} for i in range(30)

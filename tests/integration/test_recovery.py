@@ -19,7 +19,7 @@ from tests.effects import EffectRecorder
 from tests.integration.test_e2e import all_finished, event, post, stats
 
 
-def test_scheduler_started_after_events_were_posted(stack_factory: Callable[..., Stack]) -> None:
+def test_dispatcher_started_after_events_were_posted(stack_factory: Callable[..., Stack]) -> None:
     stack = stack_factory()
     stack.producer()
     ids = post(
@@ -39,7 +39,7 @@ def test_scheduler_started_after_events_were_posted(stack_factory: Callable[...,
         )
         == 40
     )
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     wait_until(lambda: all_finished(stack, ids), 60, what="all events finished")
     assert {event(stack, i)["status"] for i in ids} == {"succeeded"}
@@ -52,7 +52,7 @@ def test_event_redelivered_after_a_crash_between_ledger_and_publish(
     prefix: str,
     db_url: str,
 ) -> None:
-    """The scheduler marked the event dispatched and died before publishing its task:
+    """The dispatcher marked the event dispatched and died before publishing its task:
     the redelivered event must be published (once) and run (once)."""
     stack = stack_factory(DRIVER="webhook", WEBHOOK_URL=recorder.url)
     stack.producer()
@@ -61,13 +61,13 @@ def test_event_redelivered_after_a_crash_between_ledger_and_publish(
     )
     topology = Topology(prefix)
     store = Store.connect(db_url)
-    with kombu.Connection(amqp_url) as conn:  # take the delivery, as the dead scheduler did
+    with kombu.Connection(amqp_url) as conn:  # take the delivery, as the dead dispatcher did
         queue = kombu_queue(topology.event_queue(Key(host="h1", vm="vm1", policy="p")))
         got = queue(conn.channel()).get(no_ack=False)
         assert got is not None and got.payload["id"] == eid
-        assert store.mark_dispatched_many([eid], "dead-scheduler")[eid] is Status.QUEUED
+        assert store.mark_dispatched_many([eid], "dead-dispatcher")[eid] is Status.QUEUED
     # the connection closed without an ack: the broker requeues it, flagged redelivered
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     wait_until(lambda: event(stack, eid)["status"] == "succeeded", 60, what="event succeeded")
     assert recorder.calls[eid] == 1
@@ -81,8 +81,8 @@ def test_duplicate_task_messages_have_one_effect(
     prefix: str,
 ) -> None:
     """Two task messages for one event (a republish after a crash): one effect."""
-    from scheduler.dispatcher.settings import SchedulerSettings
-    from scheduler.worker.app import TASK_NAME, create_celery
+    from scheduler.celery_app import TASK_NAME, create_celery
+    from scheduler.dispatcher.settings import DispatcherSettings
 
     stack = stack_factory(DRIVER="webhook", WEBHOOK_URL=recorder.url, START_PAUSED="true")
     stack.producer()
@@ -111,14 +111,14 @@ def test_duplicate_task_messages_have_one_effect(
         "accepted_at": time.time(),
     }
     topology = Topology(prefix)
-    app = create_celery(SchedulerSettings(AMQP_URL=stack.env["AMQP_URL"], CAROUSEL_PREFIX=prefix))
+    app = create_celery(DispatcherSettings(AMQP_URL=stack.env["AMQP_URL"], CAROUSEL_PREFIX=prefix))
     # two at once: one claims and runs, the other finds it held by another message
     for dispatch_id in ("d1", "d2"):
         app.send_task(TASK_NAME, args=[body, dispatch_id], task_id=eid)
     stack.worker()
     wait_until(lambda: event(stack, eid)["status"] == "succeeded", 60, what="succeeded")
     # one after: finds it finished, runs nothing (its task-succeeded event is a
-    # completion again, which the scheduler checks against the ledger)
+    # completion again, which the dispatcher checks against the ledger)
     app.send_task(TASK_NAME, args=[body, "d3"], task_id=eid)
     wait_until(
         lambda: _depth(stack.env["AMQP_URL"], topology.actions_queue.name) == 0 and _idle(app),
@@ -135,7 +135,7 @@ def test_worker_kill_9_mid_action_is_redelivered(
 ) -> None:
     stack = stack_factory(DRIVER="webhook", WEBHOOK_URL=recorder.url)
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     worker = stack.worker()
     [eid] = post(
         stack,
@@ -164,7 +164,7 @@ def test_unavailable_host_and_vm_are_skipped_and_kept(
 ) -> None:
     stack = stack_factory()
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     post(
         stack,
@@ -220,12 +220,12 @@ def test_delete_vm_refuses_while_events_are_unfinished(
 ) -> None:
     stack = stack_factory(START_PAUSED="true")
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     post(stack, [{"host": "h1", "vm": "gone", "policy": "p", "action": "stop", "id": "g1"}])
     r = httpx.delete(f"{stack.producer_url}/hosts/h1/vms/gone")
     assert r.status_code == 409 and "1 unfinished" in r.text
-    httpx.post(f"{stack.scheduler_url}/resume")
+    httpx.post(f"{stack.dispatcher_url}/resume")
     wait_until(lambda: all_finished(stack, ["g1"]), 30, what="g1 done")
     assert httpx.delete(f"{stack.producer_url}/hosts/h1/vms/gone").status_code == 200
     mapping = httpx.get(f"{stack.producer_url}/mapping").json()
@@ -241,8 +241,8 @@ def test_delete_vm_refuses_while_events_are_unfinished(
                 return True
             return False
 
-    wait_until(queue_gone, 30, what="the scheduler deleted the removed VM's queue")
-    assert stats(stack)["connected"]  # the scheduler's session survived the removal
+    wait_until(queue_gone, 30, what="the dispatcher deleted the removed VM's queue")
+    assert stats(stack)["connected"]  # the dispatcher's session survived the removal
     post(stack, [{"host": "h1", "vm": "gone", "policy": "p", "action": "stop", "id": "g2"}])
     wait_until(lambda: all_finished(stack, ["g2"]), 30, what="a re-added VM runs again")
 
@@ -253,7 +253,7 @@ def test_repost_of_an_id_is_idempotent(
 ) -> None:
     stack = stack_factory(DRIVER="webhook", WEBHOOK_URL=recorder.url)
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     ev = {"host": "h1", "vm": "vm1", "policy": "p", "action": "upgrade", "id": "once"}
     assert post(stack, [ev]) == ["once"]
@@ -289,7 +289,7 @@ def test_an_action_that_kills_its_worker_every_time_ends_failed(
     holds its VM and a MAX_PARALLEL slot for ever."""
     stack = stack_factory(MAX_ATTEMPTS=2)
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     worker = stack.worker()
     heal = {"host": "h1", "vm": "vm1", "policy": "p", "action": "heal"}
     post(stack, [{**heal, "id": "crasher", "payload": {"simulate": {"crash": True}}}])

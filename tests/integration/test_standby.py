@@ -1,4 +1,4 @@
-"""One active scheduler: a second one beside it (a rolling update, a second ``make up``)
+"""One active dispatcher: a second one beside it (a rolling update, a second ``make up``)
 waits as a standby and takes over when the first dies; limits hold throughout."""
 
 from __future__ import annotations
@@ -20,22 +20,22 @@ def _stats(url: str) -> dict[str, Any]:
     return body
 
 
-def test_a_second_scheduler_waits_as_a_standby_and_takes_over(
+def test_a_second_dispatcher_waits_as_a_standby_and_takes_over(
     stack_factory: Callable[..., Stack], recorder: EffectRecorder, tmp_path: Path
 ) -> None:
     stack = stack_factory(
         DRIVER="webhook",
         WEBHOOK_URL=recorder.url,
         MAX_PARALLEL=4,
-        SCHEDULER_LEASE_SECONDS=2,
+        DISPATCHER_LEASE_SECONDS=2,
     )
     stack.producer()
-    first = stack.scheduler()
+    first = stack.dispatcher()
     stack.worker()
     port = free_port()
     second_url = f"http://127.0.0.1:{port}"
     second = Service(
-        "carousel-scheduler", {**stack.env, "SCHEDULER_PORT": str(port)}, tmp_path, None
+        "carousel-dispatcher", {**stack.env, "DISPATCHER_PORT": str(port)}, tmp_path, None
     ).start()
     stack.services.append(second)
     wait_until(lambda: _stats(second_url)["standby"] is True, 30, what="second is a standby")
@@ -43,7 +43,7 @@ def test_a_second_scheduler_waits_as_a_standby_and_takes_over(
     assert _stats(second_url)["not_ready"] == STANDBY
     said = httpx.get(f"{second_url}/readyz", timeout=5)
     assert (said.status_code, said.json()) == (503, {"status": STANDBY})
-    first_stats = _stats(stack.scheduler_url)
+    first_stats = _stats(stack.dispatcher_url)
     assert (first_stats["active"], first_stats["standby"], first_stats["not_ready"]) == (
         True,
         False,

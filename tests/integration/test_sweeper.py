@@ -26,11 +26,11 @@ HEAL = {"host": "h1", "vm": "vm1", "policy": "p", "action": "heal"}
 def test_a_task_message_lost_after_the_ack_is_sent_again(
     stack_factory: Callable[..., Stack], amqp_url: str, db_url: str
 ) -> None:
-    """Purged (or revoked from Flower) after the scheduler acked its event: without the
+    """Purged (or revoked from Flower) after the dispatcher acked its event: without the
     sweeper the event would stay dispatched, holding its VM, for ever."""
     stack = stack_factory(RESEND_AFTER=2)
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     [eid] = post(stack, [{**HEAL, "id": "lost-task"}])
     store = Store.connect(db_url)
     wait_until(lambda: store.status_of(eid) is Status.DISPATCHED, 30, what="dispatched")
@@ -55,7 +55,7 @@ def test_a_stalled_claim_holder_is_taken_over_and_fenced_off(
     cloud API can refuse the stale one."""
     stack = stack_factory(DRIVER="webhook", WEBHOOK_URL=recorder.url)
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     # one process: a stopped worker with free prefetch slots would also take (and sit
     # on) the task sent again, until the broker's heartbeat check drops it
     first = stack.worker(WORKER_CONCURRENCY="1")
@@ -102,11 +102,11 @@ def test_an_event_message_the_ledger_does_not_know_waits_for_its_row(
     stack_factory: Callable[..., Stack], amqp_url: str, db_url: str
 ) -> None:
     """A producer request that timed out discarded its pending row while a retry of it
-    published a second copy and is about to confirm the row again. The scheduler must
+    published a second copy and is about to confirm the row again. The dispatcher must
     not ack that copy as a duplicate: it parks it until the row appears."""
     stack = stack_factory(UNKNOWN_EVENT_GRACE=3)
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     topology = Topology(stack.env["CAROUSEL_PREFIX"])
     post(stack, [{**HEAL, "id": "first"}])  # the key and its queue exist
@@ -140,19 +140,19 @@ def test_an_event_out_of_attempts_is_dead_lettered_and_can_be_redriven(
 
     stack = stack_factory(MAX_ATTEMPTS=1)
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     crash = {**HEAL, "id": "crasher", "payload": {"simulate": {"crash": True}}}
     post(stack, [crash])
     wait_until(lambda: event(stack, "crasher")["status"] == "failed", 60, what="given up")
-    dead_letters = httpx.get(f"{stack.scheduler_url}/dead-letters").json()
+    dead_letters = httpx.get(f"{stack.dispatcher_url}/dead-letters").json()
     assert [(d["id"], d["attempts"]) for d in dead_letters] == [("crasher", 1)]
     assert "gave up after 1 attempts" in dead_letters[0]["error"]
     # a copy for whoever watches the queue
     got = _next_dead_letter(amqp_url, Topology(stack.env["CAROUSEL_PREFIX"]))
     assert got.headers[DEAD_REASON] == "gave up after 1 attempts"
 
-    redrive = f"{stack.scheduler_url}/dead-letters/crasher/redrive"
+    redrive = f"{stack.dispatcher_url}/dead-letters/crasher/redrive"
     assert httpx.post(redrive).json() == {"id": "crasher", "status": "queued"}
     assert httpx.post(redrive).status_code == 409  # not dead any more
     wait_until(lambda: event(stack, "crasher")["attempts"] == 1, 60, what="re-run")
@@ -170,7 +170,7 @@ def test_an_action_past_its_time_limit_ends_failed_and_dead_lettered(
 
     stack = stack_factory(ACTION_TIME_LIMIT=1)
     stack.producer()
-    stack.scheduler()
+    stack.dispatcher()
     stack.worker()
     post(stack, [{**HEAL, "id": "slow", "payload": {"simulate": {"duration": 30}}}])
     wait_until(lambda: event(stack, "slow")["status"] == "failed", 60, what="timed out")
@@ -178,7 +178,7 @@ def test_an_action_past_its_time_limit_ends_failed_and_dead_lettered(
     limit = "ran past its time limit (ACTION_TIME_LIMIT): its outcome is unknown"
     assert got["error"] == limit, got
     assert got["attempts"] == 1
-    listed = httpx.get(f"{stack.scheduler_url}/dead-letters").json()
+    listed = httpx.get(f"{stack.dispatcher_url}/dead-letters").json()
     assert [d["id"] for d in listed] == ["slow"]
     post(stack, [{**HEAL, "id": "next"}])
     wait_until(lambda: event(stack, "next")["status"] == "succeeded", 60, what="its VM free")

@@ -1,4 +1,4 @@
-"""The task message the scheduler hands over, as the real broker holds it: the arguments
+"""The task message the dispatcher hands over, as the real broker holds it: the arguments
 Flower shows are readable, and the wire format the worker reads is unchanged (a message
 sent before this change is read the same way)."""
 
@@ -9,10 +9,10 @@ import time
 
 import kombu
 
+from scheduler.celery_app import TASK_NAME, create_celery
 from scheduler.dispatcher.confirms import ConfirmingProducer
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.tasks import TaskSender
-from scheduler.worker.app import TASK_NAME, create_celery
 from scheduler.worker.poison import parse_arguments
 from shared.kombu_topology import queue
 from shared.models import Action, VmEventMessage
@@ -21,7 +21,7 @@ from shared.models import Action, VmEventMessage
 def test_flower_shows_readable_arguments_and_the_worker_reads_the_same_message(
     amqp_url: str, prefix: str
 ) -> None:
-    settings = SchedulerSettings(AMQP_URL=amqp_url, CAROUSEL_PREFIX=prefix)
+    settings = DispatcherSettings(AMQP_URL=amqp_url, CAROUSEL_PREFIX=prefix)
     actions = settings.topology.actions_queue
     event = VmEventMessage(
         id="demo-1",

@@ -1,4 +1,4 @@
-"""A stand-in for the scheduler's AMQP session, as the admin API sees it."""
+"""A stand-in for the dispatcher's AMQP session, as the admin API sees it."""
 
 from __future__ import annotations
 

@@ -235,11 +235,11 @@ def test_runs_of_alike_decisions_fold_so_a_scale_up_stays_in_view() -> None:
     assert len(views.decision_runs(spawns)) == 2, "decisions that act are never folded"
 
 
-def test_the_scheduler_state_and_limits_read_as_words() -> None:
-    assert views.scheduler_state({"active": True, "connected": True}) == "active"
+def test_the_dispatcher_state_and_limits_read_as_words() -> None:
+    assert views.dispatcher_state({"active": True, "connected": True}) == "active"
     standby = {"active": False, "standby": True, "paused": True, "ledger_ok": False}
-    assert views.scheduler_state(standby) == (
-        "standby (another scheduler leads), paused, ledger failing"
+    assert views.dispatcher_state(standby) == (
+        "standby (another dispatcher leads), paused, ledger failing"
     )
     no_broker = {
         "active": False,
@@ -247,7 +247,7 @@ def test_the_scheduler_state_and_limits_read_as_words() -> None:
         "connected": False,
         "not_ready": "not connected to the broker: ConnectionRefusedError (reconnecting)",
     }
-    assert views.scheduler_state(no_broker) == no_broker["not_ready"]
+    assert views.dispatcher_state(no_broker) == no_broker["not_ready"]
     limits = {"max_parallel": 10, "per_vm": 1, "per_host": 0, "other": 3}
     assert views.limits(limits) == "10 at once, 1 per VM, no per-host cap, other 3"
     assert "2 per host" in views.limits({"per_host": 2})
@@ -327,7 +327,7 @@ def test_a_number_out_of_range_is_refused_by_the_parser() -> None:
 def test_each_url_defaults_to_this_machine_at_the_port_its_service_reads() -> None:
     assert local_url("producer", {}) == "http://127.0.0.1:8000"
     assert local_url("flower", {"FLOWER_PORT": "5601"}) == "http://127.0.0.1:5601"
-    assert local_url("scheduler", {"SCHEDULER_PORT": ""}) == "http://127.0.0.1:8001"
+    assert local_url("dispatcher", {"DISPATCHER_PORT": ""}) == "http://127.0.0.1:8001"
 
 
 def test_ready_asks_only_the_services_not_ready_yet_until_all_are() -> None:
@@ -365,7 +365,7 @@ def test_the_banner_names_every_address_and_flowers_login() -> None:
     assert ready.banner(shown).splitlines() == [
         "Carousel is ready:",
         "  producer    http://127.0.0.1:8000   API reference http://127.0.0.1:8000/docs",
-        "  scheduler   http://127.0.0.1:8001/stats",
+        "  dispatcher  http://127.0.0.1:8001/stats",
         "  elasticity  http://127.0.0.1:8002/status",
         "  flower      http://127.0.0.1:5555   log in as admin, password s3cret-Pw",
         "  simcloud    http://127.0.0.1:8100/v1/state",
@@ -379,7 +379,7 @@ def test_without_a_login_to_show_the_banner_points_at_flowers_log(configured: st
 
 def test_ready_with_nothing_answering_times_out_naming_each_service() -> None:
     nobody = "http://127.0.0.1:9"
-    urls = ["--producer-url", nobody, "--scheduler-url", nobody, "--elasticity-url", nobody]
+    urls = ["--producer-url", nobody, "--dispatcher-url", nobody, "--elasticity-url", nobody]
     result = CliRunner().invoke(
         app,
         [*urls, "ready", "--flower-url", nobody, "--simcloud-url", nobody, "--timeout", "0"],

@@ -36,17 +36,17 @@ PROCFILE = ROOT / "Procfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 PYPROJECT = ROOT / "pyproject.toml"
 
-APP_SERVICES = ("producer", "scheduler", "worker", "elasticity", "flower")
+APP_SERVICES = ("producer", "dispatcher", "worker", "elasticity", "flower")
 #: `make up` runs these; its workers are spawned by the elasticity worker (minimum 1)
-PROCFILE_PROCESSES = ("simcloud", "producer", "scheduler", "elasticity", "flower")
+PROCFILE_PROCESSES = ("simcloud", "producer", "dispatcher", "elasticity", "flower")
 ALL_SERVICES = ("preflight", "rabbitmq", "postgres", "simcloud", *APP_SERVICES)
 #: The services that wait for the one-shot check directly; the others wait for them.
 FIRST_SERVICES = ("rabbitmq", "postgres", "simcloud")
-LEDGER_SERVICES = ("producer", "scheduler", "worker", "elasticity")
+LEDGER_SERVICES = ("producer", "dispatcher", "worker", "elasticity")
 #: Who waits for whose healthcheck: the start order.
 START_ORDER: dict[str, set[str]] = {
     "producer": {"rabbitmq", "postgres", "simcloud"},
-    "scheduler": {"producer"},
+    "dispatcher": {"producer"},
     "worker": {"producer"},
     "elasticity": {"producer"},
     "flower": {"worker"},
@@ -61,7 +61,7 @@ ENV_VARS = (
     "LOG_LEVEL",
     "CAROUSEL_API_TOKEN",
     "PRODUCER_PORT",
-    "SCHEDULER_PORT",
+    "DISPATCHER_PORT",
     "MAX_PARALLEL",
     "PER_VM_LIMIT",
     "PER_HOST_LIMIT",
@@ -102,7 +102,7 @@ GOOD_SECRETS: dict[str, str] = {
 BROKER_PUBLISHED = {5672: ("RABBITMQ_PORT", 5672), 15672: ("RABBITMQ_MANAGEMENT_PORT", 15672)}
 PUBLISHED: dict[str, dict[int, tuple[str, int]]] = {
     "producer": {8000: ("PRODUCER_PORT", 8000)},
-    "scheduler": {8001: ("SCHEDULER_PORT", 8001)},
+    "dispatcher": {8001: ("DISPATCHER_PORT", 8001)},
     "elasticity": {8002: ("ELASTICITY_PORT", 8002)},
     "flower": {5555: ("FLOWER_PORT", 5555)},
     "simcloud": {8100: ("SIMCLOUD_PORT", 8100)},
@@ -491,7 +491,7 @@ def test_the_image_is_built_once(compose: dict[str, Any]) -> None:
     ("name", "probe"),
     [
         ("producer", "http://localhost:8000/readyz"),
-        ("scheduler", "http://localhost:8001/readyz"),
+        ("dispatcher", "http://localhost:8001/readyz"),
         ("elasticity", "http://localhost:8002/readyz"),
         ("simcloud", "http://localhost:8100/healthz"),
         ("flower", "http://localhost:5555/healthcheck"),
@@ -540,7 +540,7 @@ def test_published_ports(compose: dict[str, Any]) -> None:
     services = _services(compose)
     for name, port, bind_var in (
         ("producer", 8000, "PRODUCER_HOST"),
-        ("scheduler", 8001, "SCHEDULER_HOST"),
+        ("dispatcher", 8001, "DISPATCHER_HOST"),
         ("elasticity", 8002, "ELASTICITY_HOST"),
         ("flower", 5555, "FLOWER_ADDRESS"),
     ):
@@ -885,7 +885,7 @@ def test_preflight_refuses_rabbitmq_users_that_cannot_work(user: str) -> None:
 
 
 def _amqp_url_carries(user: str, password: str) -> bool:
-    """Whether kombu (scheduler, worker) and yarl (the producer's aio-pika) both read back
+    """Whether kombu (dispatcher, worker) and yarl (the producer's aio-pika) both read back
     ``user`` and ``password`` from the AMQP_URL compose builds from them."""
     from kombu.utils.url import url_to_parts
     from yarl import URL

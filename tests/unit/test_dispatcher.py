@@ -8,12 +8,12 @@ import random
 import pytest
 
 from scheduler.dispatcher.dispatcher import Dispatcher, Held, Known, Limits
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.settings import DispatcherSettings
 from shared.models import Action, VmEventMessage
 
 # Limits has no defaults of its own (the service builds it from its settings): these are
 # the settings' defaults.
-_FIELDS = SchedulerSettings.model_fields
+_FIELDS = DispatcherSettings.model_fields
 MAX_PARALLEL: int = _FIELDS["max_parallel"].default
 PER_VM: int = _FIELDS["per_vm_limit"].default
 PER_HOST: int = _FIELDS["per_host_limit"].default

@@ -19,7 +19,7 @@ from harness.broker import delete_topology
 from scheduler.dispatcher.admin import create_admin_app
 from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from shared.db import make_engine
 from shared.models import Action, Key, VmEventMessage
@@ -118,8 +118,8 @@ def test_ops_routes(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]
     call(app, "POST", "/pause")
     metrics = call(app, "GET", "/metrics")
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
-    assert "carousel_scheduler_paused 1.0" in metrics.text
-    assert "carousel_scheduler_in_flight 0.0" in metrics.text
+    assert "carousel_dispatcher_paused 1.0" in metrics.text
+    assert "carousel_dispatcher_in_flight 0.0" in metrics.text
 
 
 def test_with_a_token_the_controls_need_it_and_the_views_stay_open() -> None:
@@ -142,7 +142,7 @@ def test_with_a_token_the_controls_need_it_and_the_views_stay_open() -> None:
     assert call(app, "PUT", "/limits", json={"max_parallel": 1}, headers=auth).status_code == 200
     assert call(app, "GET", "/stats").json()["dead_lettered"] == 3  # views: no token
     assert call(app, "GET", "/dispatches").status_code == 200
-    assert "carousel_scheduler_dead_lettered 3.0" in call(app, "GET", "/metrics").text
+    assert "carousel_dispatcher_dead_lettered 3.0" in call(app, "GET", "/metrics").text
 
 
 def dead_letter(store: Store, event_id: str = "a", vm: str = "v") -> VmEventMessage:
@@ -164,7 +164,7 @@ def test_dead_letters_are_listed_and_a_redrive_needs_the_token(tmp_path: Path) -
     store = Store.connect(f"sqlite:///{tmp_path / 'l.db'}")
     dead_letter(store)
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
-    settings = SchedulerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1//")  # never reached
+    settings = DispatcherSettings(amqp_url="amqp://guest:guest@127.0.0.1:1//")  # never reached
     app = create_admin_app(state, FakeSession(), "s3cret", DeadLetters(store, settings))
     listed = call(app, "GET", "/dead-letters").json()
     assert [(d["id"], d["error"], d["dead_at"]) for d in listed] == [
@@ -212,13 +212,13 @@ def queue_depth(amqp_url: str, name: str) -> int | None:
 def test_a_dead_letter_whose_vm_was_removed_is_refused_and_its_queue_not_declared(
     ledger_url: str, amqp_url: str, topology: Topology
 ) -> None:
-    """Re-driving it would declare the removed VM's queue again, where no scheduler
+    """Re-driving it would declare the removed VM's queue again, where no dispatcher
     consumes it: 409 naming why, nothing changes, no queue appears. Once an event for
     the VM brought it back, the same re-drive goes through."""
     store = Store.connect(ledger_url)
     event = dead_letter(store)
     dead_letter(store, "b", vm="w")  # another VM's: re-drivable
-    settings = SchedulerSettings(amqp_url=amqp_url, carousel_prefix=topology.prefix)
+    settings = DispatcherSettings(amqp_url=amqp_url, carousel_prefix=topology.prefix)
     app = create_admin_app(
         DispatcherState(Dispatcher(Limits(5, 1, 0))),
         FakeSession(),
@@ -245,7 +245,7 @@ def test_with_the_ledger_down_the_dead_letter_routes_answer_503(tmp_path: Path) 
     """A ledger that cannot be opened (as one unreachable): 503 with Retry-After, as
     documented, never a 500."""
     store = Store(make_engine(f"sqlite:///{tmp_path / 'gone' / 'l.db'}"))
-    settings = SchedulerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1//")  # never reached
+    settings = DispatcherSettings(amqp_url="amqp://guest:guest@127.0.0.1:1//")  # never reached
     app = create_admin_app(
         DispatcherState(Dispatcher(Limits(5, 1, 0))),
         FakeSession(),
@@ -267,7 +267,7 @@ def test_with_the_ledger_down_the_dead_letter_routes_answer_503(tmp_path: Path) 
 def test_a_redrive_of_an_id_the_ledger_cannot_hold_is_a_409(ledger_url: str, event_id: str) -> None:
     """PostgreSQL refuses a NUL in text: no such event, as on SQLite (it was a 500)."""
     store = Store.connect(ledger_url)
-    settings = SchedulerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1//")  # never reached
+    settings = DispatcherSettings(amqp_url="amqp://guest:guest@127.0.0.1:1//")  # never reached
     app = create_admin_app(
         DispatcherState(Dispatcher(Limits(5, 1, 0))),
         FakeSession(),

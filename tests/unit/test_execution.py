@@ -64,7 +64,7 @@ def store(ledger_url: str) -> Iterator[Store]:
 def dispatch(store: Store, event: VmEventMessage) -> None:
     accept(store, [event])
     store.confirm([event])
-    assert store.mark_dispatched_many([event.id], "scheduler-side")[event.id] is Status.QUEUED
+    assert store.mark_dispatched_many([event.id], "dispatcher-side")[event.id] is Status.QUEUED
 
 
 def test_claimed_event_runs_once_and_succeeds(store: Store) -> None:

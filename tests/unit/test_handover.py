@@ -11,7 +11,7 @@ import pytest
 from harness.processes import wait_until
 from scheduler.dispatcher.dispatcher import Dispatcher, Known, Limits
 from scheduler.dispatcher.handover import Handover
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.tasks import TaskSender
 from shared.models import Action, Status, VmEventMessage
@@ -102,7 +102,7 @@ class World:
         self.store = FakeStore(self.trace, statuses)
         self.state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 10, 0)))
         self.producer = FakeProducer(self.trace)
-        settings = SchedulerSettings(
+        settings = DispatcherSettings(
             dispatch_batch=batch, reconcile_interval=5.0, unknown_event_grace=grace
         )
         self.celery = FakeCelery(self.trace)
@@ -237,7 +237,7 @@ def test_a_completion_the_ledger_does_not_back_frees_nothing(status: Status | No
 
 
 def _task_event(kind: str, task_id: str) -> dict[str, Any]:
-    """A task event as a Celery worker sends it (the fields the scheduler reads)."""
+    """A task event as a Celery worker sends it (the fields the dispatcher reads)."""
     return {"type": kind, "uuid": task_id, "hostname": "w@h", "timestamp": time.time()}
 
 

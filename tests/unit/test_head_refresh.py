@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 from scheduler.dispatcher.dispatcher import Dispatcher, Held, Known, Limits
-from scheduler.dispatcher.loop import SchedulerLoop
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.loop import DispatcherLoop
+from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from shared.models import Action, VmEventMessage
 from shared.store import Store
@@ -45,7 +45,7 @@ def test_held_parked_and_unhandled_deliveries_go_back_through_the_highest_tag() 
     inbox, on the other channel, stays. With nothing held, nothing is sent."""
     events, other = FakeChannel(), FakeChannel()
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0), paused=True))
-    loop = SchedulerLoop(SchedulerSettings(), cast(Store, None), state, cast(Any, None))
+    loop = DispatcherLoop(DispatcherSettings(), cast(Store, None), state, cast(Any, None))
     for event_id, vm, tag in (("a", "v1", 3), ("b", "v2", 7)):
         assert state.offer(ev(event_id, vm), FakeMessage(events, tag))
     loop.handover._park(Held(ev("c", "v3"), cast(Any, FakeMessage(events, 9))))

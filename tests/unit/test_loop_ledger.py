@@ -1,4 +1,4 @@
-"""The scheduler's session outlives a ledger failure: the work that needs the ledger
+"""The dispatcher's session outlives a ledger failure: the work that needs the ledger
 waits with backoff, nothing is acked or lost meanwhile (a real SQLite ledger, locked by
 another connection; fakes for the broker's side)."""
 
@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from scheduler.dispatcher.dispatcher import Dispatcher, Known, Limits
-from scheduler.dispatcher.loop import SchedulerLoop
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.loop import DispatcherLoop
+from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from shared.models import Action, Status, VmEventMessage
 from shared.store import Store
@@ -64,7 +64,7 @@ def test_a_locked_ledger_pauses_dispatching_without_ending_the_session(
     store.confirm([event])
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
     celery = FakeCelery()
-    loop = SchedulerLoop(SchedulerSettings(), store, state, cast(Any, celery))
+    loop = DispatcherLoop(DispatcherSettings(), store, state, cast(Any, celery))
     assert store.take_lease(loop.lease)
     loop._next_renewal = float("inf")  # renewing it is not what this is about
     message = FakeMessage()
@@ -93,7 +93,7 @@ def test_an_inbox_item_whose_lookup_failed_is_handled_again(
     back to the front of the inbox instead of being dropped."""
     store, _ = ledger
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
-    loop = SchedulerLoop(SchedulerSettings(), store, state, cast(Any, FakeCelery()))
+    loop = DispatcherLoop(DispatcherSettings(), store, state, cast(Any, FakeCelery()))
     loop._next_renewal = float("inf")
     event = VmEventMessage(id="a", host="h", vm="v", policy="p", action=Action.HEAL, accepted_at=0)
     message = FakeMessage()
@@ -115,7 +115,7 @@ def test_a_pause_is_written_to_the_lease_at_once(
     round writes it, not the next renewal (a third of a lease later)."""
     store, _ = ledger
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
-    loop = SchedulerLoop(SchedulerSettings(), store, state, cast(Any, FakeCelery()))
+    loop = DispatcherLoop(DispatcherSettings(), store, state, cast(Any, FakeCelery()))
     producer = cast(Any, FakeProducer())
     assert loop._take_lease()
     assert store.lease_paused("dispatcher") is False

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
 from scheduler.dispatcher.mapping import MappingFollower
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from shared.models import Action, Key, MappingDelta, VmEventMessage
 from shared.topology import Topology
@@ -75,7 +75,7 @@ def test_a_removed_vms_queue_whose_head_was_given_back_is_not_deleted(monkeypatc
     monkeypatch.setattr(mapping, "queue", lambda spec: lambda channel: Bound(spec.name))
     log: list[tuple[str, str]] = []
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
-    follower = MappingFollower(SchedulerSettings(), cast(Any, None), state)
+    follower = MappingFollower(DispatcherSettings(), cast(Any, None), state)
     follower.attach(cast(Any, FakeConsumer(log)))
     for version, policy in enumerate(["held", "empty"], start=1):
         follower.apply(

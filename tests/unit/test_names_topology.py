@@ -223,7 +223,7 @@ def test_actions_queues_are_bound_to_a_direct_exchange_of_their_name() -> None:
         assert spec.routing_key == name
 
 
-def test_a_schedulers_mapping_queue_is_its_own_and_transient() -> None:
+def test_a_dispatchers_mapping_queue_is_its_own_and_transient() -> None:
     spec = Topology("carousel").mapping_queue_of("abc")
     assert spec.name == "carousel.mapping.abc"
     assert spec.exchange == Topology("carousel").mapping_exchange

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from producer.api import create_app as producer_app
 from producer.settings import ProducerSettings
-from scheduler.dispatcher.admin import create_admin_app as scheduler_app
+from scheduler.dispatcher.admin import create_admin_app as dispatcher_app
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.elasticity.admin import create_admin_app as elasticity_app
@@ -32,13 +32,13 @@ def _apps() -> dict[str, FastAPI]:
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
     return {
         "producer": producer_app(ProducerSettings(carousel_api_token=TOKEN)),
-        "scheduler": scheduler_app(state, FakeSession(), token=TOKEN, views_open=False),
+        "dispatcher": dispatcher_app(state, FakeSession(), token=TOKEN, views_open=False),
         "elasticity": elasticity_app(elasticity_engine()[0], False, views_token=TOKEN),
         "simcloud": simcloud_app(Cloud(), token=TOKEN),
     }
 
 
-@pytest.fixture(params=["producer", "scheduler", "elasticity", "simcloud"])
+@pytest.fixture(params=["producer", "dispatcher", "elasticity", "simcloud"])
 def app(request: pytest.FixtureRequest) -> FastAPI:
     return _apps()[request.param]
 

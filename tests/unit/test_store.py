@@ -276,7 +276,7 @@ def test_mark_dispatched(
 
 
 def test_claim_of_dispatched_event_with_any_dispatch_id(store: Store) -> None:
-    dispatched(store, ev("a"), dispatch_id="scheduler-id")
+    dispatched(store, ev("a"), dispatch_id="dispatcher-id")
     earliest = store.now()
     got = store.claim("a", "task-id", "worker-1", LEASE)
     assert (got.outcome, got.token) == (Claim.CLAIMED, 1)
@@ -785,7 +785,7 @@ def test_one_holder_of_a_lease_at_a_time_until_it_expires(store: Store) -> None:
 
 def test_the_lease_says_whether_its_live_holder_is_paused(store: Store) -> None:
     """What the elasticity worker reads: the holder's word, as of its last take; nothing
-    once the lease expired (a dead scheduler's pause is void); a renewal without a word
+    once the lease expired (a dead dispatcher's pause is void); a renewal without a word
     keeps the last one."""
     a, b = Lease("dispatcher", "a", 10.0), Lease("dispatcher", "b", 10.0)
     assert store.lease_paused("dispatcher") is False  # no row yet

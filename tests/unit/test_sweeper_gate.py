@@ -11,7 +11,7 @@ import pytest
 
 from harness.processes import wait_until
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.sweeper import Sweeper
 from shared.models import Action, VmEventMessage
@@ -51,7 +51,7 @@ def test_an_expired_claim_is_judged_only_after_a_lease_of_ledger_health(store: S
     """Its lease may have run out because the ledger was down and nobody could renew: a
     living holder gets one whole lease after the ledger is back to renew or finish."""
     running_with_an_expired_claim(store, "a")
-    settings = SchedulerSettings(sweep_interval=0.001, claim_lease_seconds=0.3)
+    settings = DispatcherSettings(sweep_interval=0.001, claim_lease_seconds=0.3)
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
     sender = FakeSender()
     sweeper = Sweeper(settings, store, state, cast(Any, sender))
@@ -69,7 +69,7 @@ def test_a_ledger_that_made_the_sweeper_wait_defers_the_judgement(store: Store) 
     """A lock shorter than the busy timeout raises nothing, it only blocks: a write that
     waited a third of a lease means claims may have run out for want of a renewal."""
     running_with_an_expired_claim(store, "a")
-    settings = SchedulerSettings(sweep_interval=0.001, claim_lease_seconds=0.3)
+    settings = DispatcherSettings(sweep_interval=0.001, claim_lease_seconds=0.3)
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
     sender = FakeSender()
     sweeper = Sweeper(settings, store, state, cast(Any, sender))

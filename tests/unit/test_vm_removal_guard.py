@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
 from scheduler.dispatcher.mapping import MappingFollower
-from scheduler.dispatcher.settings import SchedulerSettings
+from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from shared.db import vms
 from shared.errors import VmRemoved
@@ -199,7 +199,7 @@ def test_deltas_published_out_of_order_lose_nothing(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two producer processes take versions 1 and 2 in the ledger and publish them in
-    the other order: the scheduler sees 2 after 0, resyncs from the ledger (which has
+    the other order: the dispatcher sees 2 after 0, resyncs from the ledger (which has
     every committed version), then ignores 1. Every key ends up consumed."""
     import scheduler.dispatcher.mapping as mapping
 
@@ -215,7 +215,7 @@ def test_deltas_published_out_of_order_lose_nothing(
     second = admit(store, ev("c", vm="v3"), ev("d", vm="v4")).delta
     assert (first.version, second.version) == (1, 2)
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
-    follower = MappingFollower(SchedulerSettings(), store, state)
+    follower = MappingFollower(DispatcherSettings(), store, state)
     consumer = _Consumer()
     follower.attach(cast(Any, consumer))
     follower.apply(MappingDelta.model_validate_json(second.model_dump_json()))  # v2 first

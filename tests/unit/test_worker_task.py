@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from scheduler.worker.app import TASK_NAME, create_celery, register_tasks
+from scheduler.celery_app import TASK_NAME, create_celery
 from scheduler.worker.errors import EventFailed
 from scheduler.worker.settings import WorkerSettings
+from scheduler.worker.task import register_tasks
 from shared.models import Action, Status, VmEventMessage
 from shared.store import Store
 from tests.ledgers import accept

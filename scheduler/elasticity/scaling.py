@@ -1,5 +1,5 @@
-"""How many workers each profile should have: pure functions of what was observed and
-the time. No clock, no I/O, no Celery.
+"""The scaling rules: how many workers each profile should have, as pure functions of
+what was observed and the time. No clock, no I/O, no Celery.
 
 Per profile, in order (:func:`decide` runs steps 1-4 for every profile, then shares the
 budget over them, then runs steps 5-6 for each):
@@ -7,8 +7,8 @@ budget over them, then runs steps 5-6 for each):
 1. **target tracking** — the backlog, at the learnt mean action time, should drain within
    ``target_latency``: ``raw = ceil(backlog * seconds / (concurrency * target_latency))``,
    bounded by ``[min_workers, max_workers]``. Only work that can run counts: while the
-   scheduler is paused (``Observation.paused``), its waiting events do not — only the
-   tasks it dispatched before — so a paused scheduler's pool goes to its minimum;
+   dispatcher is paused (``Observation.paused``), its waiting events do not — only the
+   tasks it dispatched before — so a paused dispatcher's pool goes to its minimum;
 2. **utilisation band** — as the Kubernetes-like deployment it descends from: a pool at
    least 80 % busy with work waiting grows by one even if the backlog alone would not
    ask for it; a pool more than 20 % busy does not shrink;
@@ -60,7 +60,7 @@ class Demand(NamedTuple):
 
 
 def workable(obs: Observation) -> int:
-    """The backlog workers can serve: all of it; while the scheduler is paused, only the
+    """The backlog workers can serve: all of it; while the dispatcher is paused, only the
     tasks it dispatched before (its waiting events cannot be dispatched)."""
     return obs.backlog - obs.waiting if obs.paused else obs.backlog
 
@@ -68,7 +68,7 @@ def workable(obs: Observation) -> int:
 def raw_workers(obs: Observation, cfg: ProfileConfig) -> Demand:
     """Workers the backlog asks for, bounded by the profile; the action time used; and
     why that many, naming what decided it: the backlog, the minimum or the maximum —
-    and a paused scheduler, whose waiting events are not counted."""
+    and a paused dispatcher, whose waiting events are not counted."""
     learnt = obs.mean_action_seconds
     seconds = cfg.default_action_seconds if learnt is None else learnt
     backlog = workable(obs)
@@ -87,8 +87,8 @@ def raw_workers(obs: Observation, cfg: ProfileConfig) -> Demand:
         standing = f"the backlog asks for {want}"
     if obs.paused:
         held = f", so {obs.waiting} waiting event(s) are not counted" if obs.waiting else ""
-        why = f"the scheduler is paused{held}; {why}"
-        standing = f"the scheduler is paused; {standing}"
+        why = f"the dispatcher is paused{held}; {why}"
+        standing = f"the dispatcher is paused; {standing}"
     return Demand(raw, seconds, why, standing)
 
 

@@ -1,9 +1,10 @@
-"""The Celery app: built by a factory (never at import time) and its one task.
+"""Carousel's one task, registered on the shared Celery app
+(:func:`scheduler.celery_app.create_celery`), and the runtime its processes share.
 
 The task is thin: decode, :func:`scheduler.worker.execution.run_event`, report. An event
 that ended ``failed`` ends the task in Celery's FAILURE state (:class:`EventFailed`, the
 reason as its message); any other outcome is its result. Either way the task's end event
-(task-succeeded or task-failed) is the completion the scheduler waits for.
+(task-succeeded or task-failed) is the completion the dispatcher waits for.
 """
 
 from __future__ import annotations
@@ -15,56 +16,19 @@ from typing import Any
 import sqlalchemy as sa
 from celery import Celery, Task
 
+from scheduler.celery_app import TASK_NAME
 from scheduler.worker.driver import Driver
 from scheduler.worker.drivers import build_driver
 from scheduler.worker.errors import EventFailed
 from scheduler.worker.execution import run_event
 from scheduler.worker.poison import PoisonArguments, dead_letter, install, parse_arguments
 from scheduler.worker.settings import WorkerSettings
-from shared.kombu_topology import queue
-from shared.settings import CommonSettings
 from shared.store import Store
 
-TASK_NAME = "carousel.execute"
 #: seconds between an action's soft time limit (it is interrupted) and its hard one
 #: (its process is killed)
 HARD_LIMIT_GRACE = 30.0
 log = logging.getLogger(__name__)
-
-
-def create_celery(settings: CommonSettings) -> Celery:
-    topology = settings.topology
-    queues = [queue(topology.actions_queue_of(p)) for p in settings.profiles]
-    app = Celery("carousel", broker=settings.amqp_url, set_as_current=False)
-    app.conf.update(
-        task_queues=queues,
-        task_default_queue=topology.actions_queue.name,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        task_ignore_result=True,
-        worker_prefetch_multiplier=1,
-        # On connection loss the broker redelivers unacked tasks, but the claim's lease
-        # (in the ledger, not on this connection) keeps a second copy from running while
-        # ours lives: let ours finish and record its outcome. Cancelling it would kill
-        # an action that may have had its effect, to be run again once its claim expires.
-        worker_cancel_long_running_tasks_on_connection_loss=False,
-        # the task events are Flower's, and the scheduler's completions: a task-succeeded
-        # event frees the event's slot (see Topology.completions_queue)
-        worker_send_task_events=True,
-        event_exchange=topology.events_exchange.name,
-        # task-sent: the scheduler would publish one more message per task, only for
-        # Flower's "sent" state (its "received" state comes from the worker)
-        task_send_sent_event=getattr(settings, "task_sent_events", False),
-        task_serializer="json",
-        accept_content=["json"],
-        # A task event lost on the way (events are not confirmed) only delays freeing a
-        # slot until the scheduler's reconcile (RECONCILE_INTERVAL).
-        broker_connection_retry_on_startup=True,
-        broker_heartbeat=30,
-        worker_hijack_root_logger=True,
-        enable_utc=True,
-    )
-    return app
 
 
 class Runtime:
@@ -158,7 +122,7 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> Runtime:
         if reason is not None:  # FAILURE in Flower, the reason as the exception's message
             raise EventFailed(reason)
         # what Flower shows as the task's result (task_ignore_result: nothing stores it);
-        # the task-succeeded event that carries it is also the scheduler's completion
+        # the task-succeeded event that carries it is also the dispatcher's completion
         return outcome.result()
 
     return runtime

@@ -1,6 +1,6 @@
-"""Tests for scheduler.elasticity.policy: the pure elasticity policy (no clock, no I/O).
+"""Tests for scheduler.elasticity.scaling: the pure scaling rules (no clock, no I/O).
 
-References the policy descends from: a Celery elasticity provider (needs from the queue
+References the scaling rules descend from: a Celery elasticity provider (needs from the queue
 length and idle workers, an egalitarian budget), a Kubernetes-like deployment (min/max,
 one scaling event at a time, failed instances recovered), the HPA algorithm (ceil,
 tolerance 0.1, scale-up window takes the MIN, scale-down window the MAX) and KEDA.
@@ -22,7 +22,7 @@ from scheduler.elasticity.model import (
     WorkerState,
     WorkerView,
 )
-from scheduler.elasticity.policy import (
+from scheduler.elasticity.scaling import (
     allot,
     classify,
     decide,
@@ -182,7 +182,7 @@ def test_a_pool_that_keeps_its_size_says_what_holds_it(
     assert decide_one(obs(backlog=backlog, workers=workers), config, budget=20).reason == reason
 
 
-# -- a paused scheduler -----------------------------------------------------------------
+# -- a paused dispatcher -----------------------------------------------------------------
 def paused_obs(
     tasks: int, waiting: int, workers: tuple[WorkerView, ...], paused: bool = True
 ) -> Observation:
@@ -200,7 +200,7 @@ def paused_obs(
             1,
             0,
             0,
-            "steady at 1: the scheduler is paused; the minimum is 1",
+            "steady at 1: the dispatcher is paused; the minimum is 1",
             id="paused-waiting-do-not-grow-the-pool",
         ),
         pytest.param(
@@ -222,7 +222,7 @@ def paused_obs(
             1,
             0,
             3,
-            "the scheduler is paused, so 200 waiting event(s) are not counted; "
+            "the dispatcher is paused, so 200 waiting event(s) are not counted; "
             "the minimum is 1 (backlog 0 asks for 0)",
             id="paused-an-idle-pool-shrinks-to-the-minimum",
         ),
@@ -234,7 +234,7 @@ def paused_obs(
             3,
             2,
             0,
-            "the scheduler is paused, so 200 waiting event(s) are not counted; "
+            "the dispatcher is paused, so 200 waiting event(s) are not counted; "
             "backlog 30 asks for 3",
             id="paused-dispatched-tasks-still-count",
         ),
@@ -246,7 +246,7 @@ def paused_obs(
             1,
             0,
             0,
-            "steady at 1: the scheduler is paused; the backlog asks for 1",
+            "steady at 1: the dispatcher is paused; the backlog asks for 1",
             id="paused-busy-with-waiting-events-is-no-reason-to-grow",
         ),
         pytest.param(
@@ -257,12 +257,12 @@ def paused_obs(
             1,
             0,
             0,
-            "steady at 1: the scheduler is paused; the minimum is 1",
+            "steady at 1: the dispatcher is paused; the minimum is 1",
             id="paused-nothing-waiting",
         ),
     ],
 )
-def test_a_paused_scheduler_s_waiting_events_do_not_grow_the_pool(
+def test_a_paused_dispatcher_s_waiting_events_do_not_grow_the_pool(
     tasks: int,
     waiting: int,
     workers: tuple[WorkerView, ...],
@@ -272,9 +272,9 @@ def test_a_paused_scheduler_s_waiting_events_do_not_grow_the_pool(
     retire: int,
     reason: str,
 ) -> None:
-    """While the scheduler is paused, the events waiting in the per-key queues cannot be
+    """While the dispatcher is paused, the events waiting in the per-key queues cannot be
     dispatched: only the tasks dispatched before count, so the pool stays at (or goes
-    back to) its minimum, saying why. No windows: the policy's own answer."""
+    back to) its minimum, saying why. No windows: the scaling rules' own answer."""
     config = cfg(min_workers=1, max_workers=4, scale_down_window=0.0)
     d = decide_one(paused_obs(tasks, waiting, workers, paused), config, budget=8)
     assert (d.target, d.spawn, d.retire, d.reason) == (target, spawn, retire, reason)

@@ -1,4 +1,4 @@
-"""Scheduler cost per decision (pick + completion) as the number of keys grows.
+"""Dispatcher cost per decision (pick + completion) as the number of keys grows.
 
 Pure, in-process: the Dispatcher over N keys of which 1,000 hold a head; the other
 keys are idle. The cost must stay flat as idle keys grow.
@@ -57,7 +57,7 @@ def run(sizes: tuple[int, ...] = (1_000, 10_000, 100_000), decisions: int = 50_0
                 "decisions/s": decisions / took,
             }
         )
-    save("scheduler_cost", "Scheduler cost: pick + completion + next head, per decision", rows)
+    save("dispatcher_cost", "Dispatcher cost: pick + completion + next head, per decision", rows)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Why a scheduler is not dispatching, as /readyz and /stats say it
+"""Why a dispatcher is not dispatching, as /readyz and /stats say it
 (scheduler.dispatcher.readiness): each cause named as it is."""
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ def test_a_session_that_ended_says_why(exc: Exception, gave_up: bool, said: str)
 
 
 def test_only_another_holder_of_the_lease_makes_a_standby() -> None:
-    """The broker out of reach is not a standby (a scheduler pointed at a closed port
+    """The broker out of reach is not a standby (a dispatcher pointed at a closed port
     once said it was), nor is the ledger out of reach."""
     down = readiness.broker_down(OperationalError("[Errno 111] Connection refused"))
-    assert "standby" not in down and "another scheduler" not in down
+    assert "standby" not in down and "another dispatcher" not in down
     ledger = readiness.ledger_down(sa.exc.OperationalError("SELECT 1", {}, Exception("gone")))
     assert ledger.startswith("cannot reach the ledger") and "standby" not in ledger
-    assert readiness.STANDBY.startswith("standby: another scheduler holds")
+    assert readiness.STANDBY.startswith("standby: another dispatcher holds")
