@@ -3,10 +3,11 @@ and builds it in its entry point, never at import time."""
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.db import Pool
@@ -22,8 +23,28 @@ ENVIRONMENT = SettingsConfigDict(
 )
 
 
+#: variables renamed since 0.1.0, each with its new name: a service refuses to start while
+#: an old one is set, rather than ignore a value someone meant
+RENAMED = {
+    "SCHEDULER_HOST": "DISPATCHER_HOST",
+    "SCHEDULER_PORT": "DISPATCHER_PORT",
+    "SCHEDULER_LEASE_SECONDS": "DISPATCHER_LEASE_SECONDS",
+    "WEBHOOK_TIMEOUT": "DRIVER_HTTP_TIMEOUT",
+}
+
+
 class CommonSettings(BaseSettings):
     model_config = ENVIRONMENT
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_old_names(cls, data: object) -> object:
+        old = [name for name in RENAMED if os.environ.get(name)]
+        if old:
+            raise ValueError(
+                "; ".join(f"{name} is now called {RENAMED[name]}: rename it" for name in old)
+            )
+        return data
 
     amqp_url: str = Field(
         "amqp://guest:guest@localhost:5672//",

@@ -974,3 +974,18 @@ def test_an_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch) ->
     assert (limits.max_parallel, limits.log_level) == (10, "INFO")
     assert WebhookConfig().driver_http_timeout == 30
     assert parser().parse_args([]).hosts == 3
+
+
+def test_a_renamed_variable_stops_a_service_naming_the_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    from shared.settings import LimitSettings, explain_settings
+
+    monkeypatch.setenv("SCHEDULER_PORT", "9001")
+    with pytest.raises(ValidationError) as caught:
+        LimitSettings()
+    assert (
+        explain_settings(caught.value) == "SCHEDULER_PORT is now called DISPATCHER_PORT: rename it"
+    )
