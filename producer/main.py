@@ -5,15 +5,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-import uvicorn
-
 from producer.settings import ProducerSettings
+from shared import service
 
 
 def configure_logging(settings: ProducerSettings) -> None:
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    service.configure_logging(settings)
     # the monitoring long-polls its source: one INFO line per request is noise
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -23,14 +20,13 @@ def main() -> None:
     configure_logging(settings)
     # PRODUCER_PROCESSES workers share the port; each builds its app from the
     # environment (producer.api:app_factory), as does the single process
-    uvicorn.run(
+    service.serve(
         "producer.api:app_factory",
+        settings.producer_host,
+        settings.producer_port,
+        settings,
         factory=True,
         workers=settings.producer_processes if settings.producer_processes > 1 else None,
-        host=settings.producer_host,
-        port=settings.producer_port,
-        log_level=settings.log_level.lower(),
-        access_log=settings.access_log,
         # C event loop and HTTP parser when installed (they are dependencies)
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http="httptools" if importlib.util.find_spec("httptools") else "h11",

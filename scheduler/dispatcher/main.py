@@ -6,8 +6,6 @@ import logging
 import threading
 from typing import Any
 
-import uvicorn
-
 from scheduler.celery_app import create_celery
 from scheduler.dispatcher.admin import create_admin_app
 from scheduler.dispatcher.deadletters import DeadLetters
@@ -15,6 +13,7 @@ from scheduler.dispatcher.dispatcher import Dispatcher, Limits
 from scheduler.dispatcher.loop import DispatcherLoop
 from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
+from shared.service import configure_logging, serve
 from shared.store import Store
 
 log = logging.getLogger(__name__)
@@ -22,9 +21,7 @@ log = logging.getLogger(__name__)
 
 def main() -> None:
     settings = DispatcherSettings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings)
     store = Store.connect(settings.carousel_db_url, pool=settings.db_pool)
     limits = Limits(
         max_parallel=settings.max_parallel,
@@ -40,13 +37,7 @@ def main() -> None:
     thread.start()
     app = create_admin_app(state, loop, settings.carousel_api_token, DeadLetters(store, settings))
     try:
-        uvicorn.run(
-            app,
-            host=settings.dispatcher_host,
-            port=settings.dispatcher_port,
-            log_level=settings.log_level.lower(),
-            access_log=settings.access_log,
-        )
+        serve(app, settings.dispatcher_host, settings.dispatcher_port, settings)
     finally:
         stop.set()
         thread.join(timeout=5)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 from pathlib import Path
-
-import uvicorn
 
 from scheduler.celery_app import create_celery
 from scheduler.elasticity.admin import create_admin_app
@@ -19,6 +16,7 @@ from scheduler.elasticity.model import PoolSettings, ProfileConfig
 from scheduler.elasticity.providers import LocalProvider
 from scheduler.elasticity.settings import ElasticitySettings
 from scheduler.elasticity.tracker import WorkerTracker
+from shared.service import configure_logging, serve
 from shared.store import Store
 
 
@@ -41,9 +39,7 @@ def profile_configs(settings: ElasticitySettings) -> dict[str, ProfileConfig]:
 
 def main() -> None:
     settings = ElasticitySettings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings)
     store = Store.connect(settings.carousel_db_url, pool=settings.db_pool)
     app = create_celery(settings)
     tracker = WorkerTracker(app)
@@ -84,17 +80,9 @@ def main() -> None:
     for t in threads:
         t.start()
     try:
-        uvicorn.run(
-            create_admin_app(
-                engine,
-                settings.elasticity_dry_run,
-                "" if settings.admin_views_open else settings.carousel_api_token,
-            ),
-            host=settings.elasticity_host,
-            port=settings.elasticity_port,
-            log_level=settings.log_level.lower(),
-            access_log=settings.access_log,
-        )
+        token = "" if settings.admin_views_open else settings.carousel_api_token
+        admin = create_admin_app(engine, settings.elasticity_dry_run, token)
+        serve(admin, settings.elasticity_host, settings.elasticity_port, settings)
     finally:
         stop.set()
         for t in threads:
