@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 
 from shared.models import Action, Key, MappingSnapshot
 from shared.names import Name
+from shared.priority import Priority
 from shared.topology import Topology
 
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -25,6 +26,13 @@ class VmEventIn(BaseModel):
     action: Action
     id: Name | None = Field(None, description="Idempotency key; generated when absent.")
     payload: dict[str, Any] = Field(default_factory=dict, description="JSON object, <= 64 KiB.")
+    priority: Priority | None = Field(
+        None,
+        description="The event's class: urgent, normal or background. Absent: its policy's "
+        "class (the scheduler's POLICY_PRIORITIES), normal by default. A higher class is "
+        "dispatched first, a lower one still gets its minimum share (CLASS_MIN_SHARES); "
+        "FIFO within a (host, VM, policy) holds whatever the classes.",
+    )
 
     @field_validator("payload")
     @classmethod

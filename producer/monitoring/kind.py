@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from producer.monitoring.model import Change, Intent, View, describe
 from shared.models import Action
 from shared.names import Name, is_valid_name
+from shared.priority import Priority
 
 
 def event_id(source: str, policy: str, vm: str, action: Action, *evidence: object) -> str:
@@ -44,6 +45,8 @@ class PolicyConfig(BaseModel):
     name: Name
     #: the kind's registered name (its entry point in ``carousel.policies``)
     kind: str
+    #: the class stamped on the policy's events (a kind may change the default)
+    priority: Priority = Priority.NORMAL
 
 
 @dataclass
@@ -72,6 +75,7 @@ class PolicyContext:
         action: Action,
         cause: Change,
         extra: dict[str, Any],
+        priority: Priority | None = None,
     ) -> Intent | None:
         """The event, its payload carrying its cause; ``None`` (counted as ``invalid``)
         if a name would make the event invalid: a cloud may name things the ledger
@@ -80,7 +84,7 @@ class PolicyContext:
             self.counts["invalid"] += 1
             return None
         payload = {"cause": describe(cause), "source": self.source, **extra}
-        return Intent(eid, host, vm, policy, action, cause, payload)
+        return Intent(eid, host, vm, policy, action, cause, payload, priority)
 
 
 C = TypeVar("C", bound=PolicyConfig)
@@ -145,5 +149,7 @@ class PolicyKind(ABC, Generic[C]):
         cause: Change,
         extra: dict[str, Any] | None = None,
     ) -> Intent | None:
-        """This policy's event (see :meth:`PolicyContext.intent`)."""
-        return self.context.intent(eid, host, vm, self.name, action, cause, extra or {})
+        """This policy's event (see :meth:`PolicyContext.intent`), of its class."""
+        return self.context.intent(
+            eid, host, vm, self.name, action, cause, extra or {}, self.config.priority
+        )

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.models import Action
+from shared.priority import Priority
 
 
 class VmState(StrEnum):
@@ -135,6 +136,8 @@ class Intent:
     action: Action
     cause: Change
     payload: dict[str, Any] = field(default_factory=dict)
+    #: the class its policy stamps on it (``priority`` in the policies file)
+    priority: Priority | None = None
 
 
 @dataclass

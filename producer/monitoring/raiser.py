@@ -84,4 +84,5 @@ def _event(intent: Intent) -> VmEventIn:
         policy=intent.policy,
         action=intent.action,
         payload=intent.payload,
+        priority=intent.priority,
     )

@@ -197,6 +197,10 @@ class Dispatcher(Generic[H]):
         self.rr.set_min_shares(classes.min_shares)
         self.classes = classes
 
+    @property
+    def weights(self) -> Weights:
+        return self.rr.weights
+
     def set_weights(self, weights: Weights) -> None:
         self.rr.set_weights(weights)
 
