@@ -28,6 +28,8 @@ ORDER = [
     "ingest-postgresql",
     "fairness",
     "fairness_split",
+    "urgency",
+    "urgency_weights",
     "scale",
     "scheduler_cost",
     "elasticity",
