@@ -50,6 +50,35 @@ def _heal_times(store: Store) -> tuple[float, float] | None:
     return min(r.accepted_at for r in rows), max(r.dispatched_at for r in rows)
 
 
+def _warm_up(stack: Any, store: Store, parallel: int) -> None:
+    """Instant events on other keys first, until they have all succeeded: both runs then
+    start from a stack that has dispatched and run actions (workers started, connections
+    open), not from a cold one."""
+    warm = [
+        {
+            "host": "warm",
+            "vm": f"warm-vm{i}",
+            "policy": "ops",
+            "action": "update",
+            "id": f"warm-{i}",
+            "payload": {"simulate": {"duration": 0}},
+        }
+        for i in range(2 * parallel)
+    ]
+    post_all(stack.producer_url, [warm], clients=1)
+
+    def done() -> bool:
+        with store.engine.connect() as conn:
+            n = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(events)
+                .where(events.c.id.like("warm-%"), events.c.status == "succeeded")
+            ).scalar_one()
+        return int(n) == len(warm)
+
+    wait_for(done, 120, "the warm-up events succeeded")
+
+
 def heals(parallel: int, flood: bool) -> dict[str, Any]:
     env = {
         "MAX_PARALLEL": parallel,
@@ -60,6 +89,7 @@ def heals(parallel: int, flood: bool) -> dict[str, Any]:
         stack.producer()
         stack.scheduler()
         stack.worker()
+        _warm_up(stack, store, parallel)
         if flood:
             upgrades = [
                 {
