@@ -46,20 +46,12 @@ def validate_shares(shares: Mapping[Priority, float]) -> dict[Priority, float]:
     return dict(shares)
 
 
-class _Runs(Generic[T]):
-    """What one key holds: ``n`` items of class ``cls`` in that class's round-robin, and
-    the later items (each with its class) behind them."""
-
-    __slots__ = ("behind", "cls", "n")
-
-    def __init__(self, cls: Priority) -> None:
-        self.cls = cls
-        self.n = 0
-        self.behind: deque[tuple[Priority, T]] = deque()
-
-
 class ClassScheduler(Generic[T]):
-    """Picks across classes by credit, and within a class by weighted nested round-robin."""
+    """Picks across classes by credit, and within a class by weighted nested round-robin.
+
+    A key's oldest run sits in its class's round-robin (its *home*); later runs of
+    other classes wait in ``_behind``, which is empty unless some key holds runs of two
+    classes at once, so the common path keeps no per-key state of its own."""
 
     def __init__(
         self, min_shares: Mapping[Priority, float] | None = None, weights: Weights | None = None
@@ -67,12 +59,11 @@ class ClassScheduler(Generic[T]):
         self._order = Order()
         self._weights = weights if weights is not None else Weights()
         self._rr: dict[Priority, NestedRoundRobin[T]] = {}
+        self._ordered: list[tuple[Priority, NestedRoundRobin[T]]] = []  # ORDER's order
         self._shares: dict[Priority, int] = {}
         self.set_min_shares(min_shares or {})
         self._credit: dict[Priority, int] = dict.fromkeys(ORDER, 0)
-        self._keys: dict[KeyT, _Runs[T]] = {}
-        self._held_host: dict[str, int] = {}
-        self._held_vm: dict[tuple[str, str], int] = {}
+        self._behind: dict[KeyT, deque[tuple[Priority, T]]] = {}
         self._len = 0
         self.served: dict[Priority, int] = dict.fromkeys(ORDER, 0)
         # the flags, kept here too, for a class's round-robin made after they were set
@@ -117,61 +108,64 @@ class ClassScheduler(Generic[T]):
     ) -> None:
         """Append item of class ``cls`` to the key's FIFO (``front``: put it back at its
         head)."""
+        self._len += 1
+        if len(self._ordered) == 1 and not self._behind and cls in self._rr:  # one class
+            self._rr[cls].push(host, vm, policy, item, front=front)
+            return
         key = (host, vm, policy)
-        runs = self._keys.get(key)
-        if runs is None:
-            runs = self._keys[key] = _Runs(cls)
-            self._into(key, runs, cls, [item])
-        elif front and runs.cls != cls:
-            moved = self._class(runs.cls).take_key(host, vm, policy)
-            runs.behind.extendleft((runs.cls, it) for it in reversed(moved))
-            runs.cls, runs.n = cls, 0
-            self._into(key, runs, cls, [item], front=True)
-        elif front or (runs.cls == cls and not runs.behind):
-            self._into(key, runs, cls, [item], front=front)
+        home = self._home(key)
+        if home is None or (home == cls and (front or key not in self._behind)):
+            self._class(cls).push(host, vm, policy, item, front=front)
+        elif front:  # a give-back of another class: it goes first, the run behind it
+            moved = self._rr[home].take_key(host, vm, policy)
+            self._behind.setdefault(key, deque()).extendleft((home, it) for it in reversed(moved))
+            self._class(cls).push(host, vm, policy, item)
         else:
-            runs.behind.append((cls, item))
-        self._count(host, vm, 1)
+            self._behind.setdefault(key, deque()).append((cls, item))
 
     def next(self) -> tuple[str, str, str, T] | None:
         """Pop and return (host, vm, policy, item) of the class whose turn it is, or None."""
         cls = self._choose()
         if cls is None:
             return None
-        got = self._rr[cls].next()
+        rr = self._rr[cls]
+        got = rr.next()
         assert got is not None, "class with a ready host gave nothing"
-        host, vm, policy, _item = got
-        key = (host, vm, policy)
-        runs = self._keys[key]
-        runs.n -= 1
-        if runs.n == 0:
-            if runs.behind:
-                self._promote(key, runs)
-            else:
-                del self._keys[key]
-        self._count(host, vm, -1)
+        if self._behind:
+            key = (got[0], got[1], got[2])
+            if key in self._behind and not rr.key_len(*key):
+                self._promote(key)
+        self._len -= 1
         self.served[cls] += 1
         return got
 
     def _choose(self) -> Priority | None:
         """The class to serve now, by credit (see the module's docstring); pays for it."""
-        ready = [cls for cls in ORDER if (rr := self._rr.get(cls)) is not None and rr.ready_hosts()]
+        credit, shares = self._credit, self._shares
         chosen: Priority | None = None
-        for cls in ORDER:
-            if cls not in ready:
-                self._credit[cls] = 0
+        first: Priority | None = None
+        for cls, rr in self._ordered:
+            if not rr.ready_hosts():
+                credit[cls] = 0
                 continue
-            self._credit[cls] += self._shares[cls]
-        for cls in ready:
-            if self._credit[cls] >= UNIT:
+            c = credit[cls] = credit[cls] + shares[cls]
+            if first is None:
+                first = cls
+            if chosen is None and c >= UNIT:
                 chosen = cls
-                break
         if chosen is None:
-            if not ready:
-                return None
-            chosen = ready[0]
-        self._credit[chosen] = max(0, self._credit[chosen] - UNIT)
+            chosen = first
+        if chosen is not None:
+            c = credit[chosen]
+            credit[chosen] = c - UNIT if c >= UNIT else 0
         return chosen
+
+    def _home(self, key: KeyT) -> Priority | None:
+        """The class whose round-robin holds the key's oldest items, if any."""
+        for cls, rr in self._ordered:
+            if rr.key_len(*key):
+                return cls
+        return None
 
     def _class(self, cls: Priority) -> NestedRoundRobin[T]:
         rr = self._rr.get(cls)
@@ -185,63 +179,49 @@ class ClassScheduler(Generic[T]):
                 rr.set_vm_available(host, vm, False)
             for host, vm in self._vm_blocked:
                 rr.set_vm_blocked(host, vm, True)
+            self._ordered = [(c, self._rr[c]) for c in ORDER if c in self._rr]
         return rr
 
-    def _into(
-        self, key: KeyT, runs: _Runs[T], cls: Priority, items: list[T], front: bool = False
-    ) -> None:
+    def _promote(self, key: KeyT) -> None:
+        """The key's oldest run is spent: the next one moves into its class's round-robin."""
+        behind = self._behind[key]
+        cls = behind[0][0]
         rr = self._class(cls)
-        for item in items:
-            rr.push(*key, item, front=front)
-        runs.n += len(items)
-
-    def _promote(self, key: KeyT, runs: _Runs[T]) -> None:
-        """The oldest run is spent: the next one moves into its class's round-robin."""
-        cls = runs.behind[0][0]
-        items: list[T] = []
-        while runs.behind and runs.behind[0][0] == cls:
-            items.append(runs.behind.popleft()[1])
-        runs.cls = cls
-        self._into(key, runs, cls, items)
-
-    def _count(self, host: str, vm: str, n: int) -> None:
-        self._len += n
-        self._held_host[host] = self._held_host.get(host, 0) + n
-        self._held_vm[(host, vm)] = self._held_vm.get((host, vm), 0) + n
+        while behind and behind[0][0] == cls:
+            rr.push(*key, behind.popleft()[1])
+        if not behind:
+            del self._behind[key]
 
     # -- flags: the same in every class ---------------------------------------------
     def set_host_available(self, host: str, available: bool) -> None:
-        _toggle(self._host_unavailable, host, not available)
-        for rr in self._rr.values():
-            rr.set_host_available(host, available)
+        if _toggle(self._host_unavailable, host, not available):
+            for rr in self._rr.values():
+                rr.set_host_available(host, available)
 
     def set_host_blocked(self, host: str, blocked: bool) -> None:
-        _toggle(self._host_blocked, host, blocked)
-        for rr in self._rr.values():
-            rr.set_host_blocked(host, blocked)
+        if _toggle(self._host_blocked, host, blocked):
+            for rr in self._rr.values():
+                rr.set_host_blocked(host, blocked)
 
     def set_vm_available(self, host: str, vm: str, available: bool) -> None:
-        _toggle(self._vm_unavailable, (host, vm), not available)
-        for rr in self._rr.values():
-            rr.set_vm_available(host, vm, available)
+        if _toggle(self._vm_unavailable, (host, vm), not available):
+            for rr in self._rr.values():
+                rr.set_vm_available(host, vm, available)
 
     def set_vm_blocked(self, host: str, vm: str, blocked: bool) -> None:
-        _toggle(self._vm_blocked, (host, vm), blocked)
-        for rr in self._rr.values():
-            rr.set_vm_blocked(host, vm, blocked)
+        if _toggle(self._vm_blocked, (host, vm), blocked):
+            for rr in self._rr.values():
+                rr.set_vm_blocked(host, vm, blocked)
 
     # -- removal ---------------------------------------------------------------------
     def remove_vm(self, host: str, vm: str) -> list[T]:
         """Drop the VM and its keys; return its items (policy order, FIFO)."""
         items: list[T] = []
         for policy in self._order.policies(host, vm):
-            items.extend(self._take(host, vm, policy))
+            items.extend(self._take((host, vm, policy)))
         for rr in self._rr.values():
             rr.remove_vm(host, vm)
         self._order.forget_vm(host, vm)
-        if items:
-            self._count(host, vm, -len(items))
-        self._held_vm.pop((host, vm), None)
         return items
 
     def clear_items(self) -> list[T]:
@@ -250,25 +230,26 @@ class ClassScheduler(Generic[T]):
         for host, hplace in self._order.hosts.items():
             for vm, vplace in hplace.children.items():
                 for policy in vplace.children:
-                    dropped.extend(self._take(host, vm, policy))
-        self._keys.clear()
-        self._held_host.clear()
-        self._held_vm.clear()
-        self._len = 0
+                    dropped.extend(self._take((host, vm, policy)))
         return dropped
 
-    def _take(self, host: str, vm: str, policy: str) -> list[T]:
-        runs = self._keys.pop((host, vm, policy), None)
-        if runs is None:
+    def _take(self, key: KeyT) -> list[T]:
+        home = self._home(key)
+        if home is None:
             return []
-        return self._rr[runs.cls].take_key(host, vm, policy) + [it for _, it in runs.behind]
+        items = self._rr[home].take_key(*key)
+        items += [it for _, it in self._behind.pop(key, ())]
+        self._len -= len(items)
+        return items
 
     # -- views -----------------------------------------------------------------------
     def held(self, host: str, vm: str | None = None) -> int:
         """Number of items held under a host (or one of its VMs)."""
-        if vm is None:
-            return self._held_host.get(host, 0)
-        return self._held_vm.get((host, vm), 0)
+        n = sum(rr.held(host, vm) for rr in self._rr.values())
+        for (h, v, _), behind in self._behind.items():
+            if h == host and (vm is None or v == vm):
+                n += len(behind)
+        return n
 
     def ready_hosts(self) -> int:
         """Number of hosts able to give in some class."""
@@ -278,22 +259,19 @@ class ClassScheduler(Generic[T]):
 
     def ready_keys(self) -> int:
         """Number of keys holding at least one item."""
-        return len(self._keys)
+        return sum(rr.ready_keys() for rr in self._rr.values())
 
     def class_stats(self) -> dict[str, dict[str, float | int]]:
         """Per class: items held, keys it serves now, picks served since start, its
         minimum share and its credit (in picks)."""
-        held: dict[Priority, int] = dict.fromkeys(ORDER, 0)
-        keys: dict[Priority, int] = dict.fromkeys(ORDER, 0)
-        for runs in self._keys.values():
-            keys[runs.cls] += 1
-            held[runs.cls] += runs.n
-            for cls, _ in runs.behind:
-                held[cls] += 1
+        held = {cls: len(rr) for cls, rr in self._rr.items()}
+        for behind in self._behind.values():
+            for cls, _ in behind:
+                held[cls] = held.get(cls, 0) + 1
         return {
             cls.value: {
-                "held": held[cls],
-                "keys": keys[cls],
+                "held": held.get(cls, 0),
+                "keys": self._rr[cls].ready_keys() if cls in self._rr else 0,
                 "served": self.served[cls],
                 "min_share": self._shares[cls] / UNIT,
                 "credit": self._credit[cls] / UNIT,
@@ -302,8 +280,12 @@ class ClassScheduler(Generic[T]):
         }
 
 
-def _toggle(flags: set[F], key: F, on: bool) -> None:
+def _toggle(flags: set[F], key: F, on: bool) -> bool:
+    """Set or clear a flag; True if that changed it."""
+    if (key in flags) == on:
+        return False
     if on:
         flags.add(key)
     else:
         flags.discard(key)
+    return True

@@ -105,14 +105,15 @@ K = TypeVar("K")
 class _Ring(Generic[C]):
     """Children in order of first appearance; the ready ones rotate behind a cursor."""
 
-    __slots__ = ("_cursor", "_live", "_ready", "_served", "children")
+    __slots__ = ("_cursor", "_live", "_ready", "_served", "_turn", "children")
 
     def __init__(self) -> None:
         self.children: dict[str, C] = {}
         self._ready: SortedList[int] = SortedList()
         self._live: dict[int, C] = {}  # ready ordinal -> child
         self._cursor = -1  # ordinal last served
-        self._served = 0  # consecutive picks of the cursor's child
+        self._turn: C | None = None  # the child last served
+        self._served = 0  # its consecutive picks
 
     def __len__(self) -> int:
         return len(self._ready)
@@ -148,15 +149,16 @@ class _Ring(Generic[C]):
         else the first ready child after the cursor (wrapping), moving the cursor to it."""
         if not self._ready:
             return None
-        current = self._live.get(self._cursor)
-        if current is not None and self._served < current.weight:
+        turn = self._turn
+        if turn is not None and self._served < turn.weight and turn.ordinal in self._live:
             self._served += 1
-            return current
+            return turn
         i = self._ready.bisect_right(self._cursor)
         ordinal = self._ready[i if i < len(self._ready) else 0]
         self._cursor = ordinal
         self._served = 1
-        return self._live[ordinal]
+        turn = self._turn = self._live[ordinal]
+        return turn
 
 
 class _Policy(_Node, Generic[T]):
@@ -294,6 +296,13 @@ class NestedRoundRobin(Generic[T]):
     def set_vm_blocked(self, host: str, vm: str, blocked: bool) -> None:
         if _toggle(self._vm_blocked, (host, vm), blocked):
             self._refresh_named(host, vm)
+
+    def key_len(self, host: str, vm: str, policy: str) -> int:
+        """Number of items the key holds."""
+        h = self._hosts.children.get(host)
+        v = h.ring.children.get(vm) if h is not None else None
+        p = v.ring.children.get(policy) if v is not None else None
+        return 0 if p is None else len(p.items)
 
     def take_key(self, host: str, vm: str, policy: str) -> list[T]:
         """Take every item out of one key (FIFO), keeping the key and its place."""
