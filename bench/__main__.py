@@ -17,6 +17,7 @@ from bench import (
     queue_memory,
     scale,
     throughput,
+    urgency,
 )
 
 MEASUREMENTS: dict[str, Callable[[], None]] = {
@@ -24,6 +25,7 @@ MEASUREMENTS: dict[str, Callable[[], None]] = {
     "ingest": ingest.run,
     "throughput": throughput.run,
     "fairness": fairness.run,
+    "urgency": urgency.run,
     "scale": scale.run,
     "elasticity": elasticity.run,
     "monitoring": monitoring.run,

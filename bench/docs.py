@@ -28,6 +28,8 @@ ORDER = [
     "ingest-postgresql",
     "fairness",
     "fairness_split",
+    "urgency",
+    "urgency_weights",
     "scale",
     "dispatcher_cost",
     "elasticity",

@@ -297,6 +297,7 @@ def _body(event: VmEventMessage) -> bytes:
                 "action": event.action,
                 "payload": event.payload,
                 "accepted_at": event.accepted_at,
+                "priority": event.priority,
             }
         )
     except orjson.JSONEncodeError:

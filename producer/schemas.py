@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 
 from shared.models import Action, Key, MappingSnapshot
 from shared.names import Name
+from shared.priority import Priority
 from shared.topology import Topology
 
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -30,6 +31,13 @@ class VmEventIn(BaseModel):
         description="Coalesce: if an event for the same host, VM, policy and action is "
         "waiting (not yet dispatched), answer with its id instead of queueing a second "
         "copy. Absent: true for the policies of COALESCE_POLICIES.",
+    )
+    priority: Priority | None = Field(
+        None,
+        description="The event's class: urgent, normal or background. Absent: its policy's "
+        "class (the dispatcher's POLICY_PRIORITIES), normal by default. A higher class is "
+        "dispatched first, a lower one still gets its minimum share (CLASS_MIN_SHARES); "
+        "FIFO within a (host, VM, policy) holds whatever the classes.",
     )
 
     @field_validator("payload")

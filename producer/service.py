@@ -67,6 +67,7 @@ class EventService:
                 action=e.action,
                 payload=e.payload,
                 accepted_at=now,
+                priority=e.priority,
             )
             for e in events_in
         ]

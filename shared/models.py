@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.names import Name
+from shared.priority import Priority
 
 
 class Action(StrEnum):
@@ -70,6 +71,8 @@ class VmEventMessage(BaseModel):
     action: Action
     payload: dict[str, Any] = Field(default_factory=dict)
     accepted_at: float
+    #: the event's class; None = its policy's (the dispatcher's POLICY_PRIORITIES)
+    priority: Priority | None = None
 
     @property
     def key(self) -> Key:

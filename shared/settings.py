@@ -104,9 +104,9 @@ class CommonSettings(BaseSettings):
     carousel_api_token: str = Field(
         "",
         description="Bearer token required on every producer call but health checks, and "
-        "on the dispatcher admin API's POST /pause, POST /resume, PUT /limits and POST "
-        "/dead-letters/{id}/redrive (CAROUSEL_API_TOKEN); empty = no auth. Required "
-        "under compose.",
+        "on the dispatcher admin API's POST /pause, POST /resume, PUT /limits, PUT "
+        "/classes, PUT /weights and POST /dead-letters/{id}/redrive (CAROUSEL_API_TOKEN); "
+        "empty = no auth. Required under compose.",
     )
     claim_lease_seconds: float = Field(
         30.0,

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from producer.monitoring.model import Change, Intent, View, describe
 from shared.models import Action
 from shared.names import Name, is_valid_name
+from shared.priority import Priority
 
 
 def event_id(source: str, policy: str, vm: str, action: Action, *evidence: object) -> str:
@@ -47,6 +48,8 @@ class PolicyConfig(BaseModel):
     #: the policy's events coalesce (an event for a VM and action already waiting is
     #: answered with that one); None: as COALESCE_POLICIES says
     coalesce: bool | None = None
+    #: the class stamped on the policy's events (a kind may change the default)
+    priority: Priority = Priority.NORMAL
 
 
 @dataclass
@@ -76,6 +79,7 @@ class PolicyContext:
         cause: Change,
         extra: dict[str, Any],
         coalesce: bool | None = None,
+        priority: Priority | None = None,
     ) -> Intent | None:
         """The event, its payload carrying its cause; ``None`` (counted as ``invalid``)
         if a name would make the event invalid: a cloud may name things the ledger
@@ -84,7 +88,7 @@ class PolicyContext:
             self.counts["invalid"] += 1
             return None
         payload = {"cause": describe(cause), "source": self.source, **extra}
-        return Intent(eid, host, vm, policy, action, cause, payload, coalesce)
+        return Intent(eid, host, vm, policy, action, cause, payload, coalesce, priority)
 
 
 C = TypeVar("C", bound=PolicyConfig)
@@ -149,7 +153,15 @@ class PolicyKind(ABC, Generic[C]):
         cause: Change,
         extra: dict[str, Any] | None = None,
     ) -> Intent | None:
-        """This policy's event (see :meth:`PolicyContext.intent`)."""
+        """This policy's event (see :meth:`PolicyContext.intent`), of its class."""
         return self.context.intent(
-            eid, host, vm, self.name, action, cause, extra or {}, self.config.coalesce
+            eid,
+            host,
+            vm,
+            self.name,
+            action,
+            cause,
+            extra or {},
+            self.config.coalesce,
+            self.config.priority,
         )

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.models import Action
+from shared.priority import Priority
 
 
 class VmState(StrEnum):
@@ -137,6 +138,8 @@ class Intent:
     payload: dict[str, Any] = field(default_factory=dict)
     #: the event coalesces (None: as COALESCE_POLICIES says): its policy's ``coalesce``
     coalesce: bool | None = None
+    #: the class its policy stamps on it (``priority`` in the policies file)
+    priority: Priority | None = None
 
 
 @dataclass

@@ -86,4 +86,5 @@ def as_event(intent: Intent) -> VmEventIn:
         action=intent.action,
         payload=intent.payload,
         coalesce=intent.coalesce,
+        priority=intent.priority,
     )

@@ -1,26 +1,32 @@
 """The dispatcher's admin API (port 8001): the dispatcher's views and controls, and the
 operations routes (/healthz, /readyz, /metrics) of :func:`shared.http.ops_router`, and
 the dead-letter record (list, re-drive). With ``CAROUSEL_API_TOKEN`` set, the controls
-(pause, resume, limits, re-drive) need it, checked before the body is read; the views
-need it too unless ``ADMIN_VIEWS_OPEN`` (the default)."""
+(pause, resume, limits, classes, weights, re-drive) need it, checked before the body is
+read; the views need it too unless ``ADMIN_VIEWS_OPEN`` (the default)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query
 from prometheus_client import CollectorRegistry, Gauge
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
 
+from scheduler.dispatcher.classes import validate_shares
 from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.errors import NotDeadLettered, RedriveFailed
+from scheduler.dispatcher.roundrobin import Weights
+from scheduler.dispatcher.settings import MAX_WEIGHT
 from scheduler.dispatcher.state import DispatcherState
 from shared.db import LEDGER_TROUBLE
 from shared.docs import service_app
 from shared.errors import VmRemoved
 from shared.http import UNDECODABLE, guarded_router, ops_router, refused, unavailable
+from shared.names import NAME_PATTERN, is_valid_name
+from shared.priority import Priority
 
 Stats = Callable[[], dict[str, Any]]
 
@@ -69,6 +75,14 @@ class Session(Protocol):
     def not_ready(self) -> str | None: ...
 
 
+def _json_integer(value: object) -> object:
+    """A JSON integer (``2`` or ``2.0``), not ``true`` or ``"2"``, which lax mode would
+    take as 1 and 2."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
 class LimitsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -76,14 +90,95 @@ class LimitsIn(BaseModel):
     per_vm: int | None = Field(None, ge=1)
     per_host: int | None = Field(None, ge=0, description="0 = no per-host limit")
 
-    @field_validator("max_parallel", "per_vm", "per_host", mode="before")
+    _a_json_integer = field_validator("max_parallel", "per_vm", "per_host", mode="before")(
+        _json_integer
+    )
+
+
+#: a minimum share: a JSON number in [0, 1]
+Share = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
+
+
+#: a weight: a JSON integer in 1..MAX_WEIGHT
+Weight = Annotated[int, Field(ge=1, le=MAX_WEIGHT), BeforeValidator(_json_integer)]
+#: the most entries one table of a body may have
+MAX_ENTRIES = 100_000
+_NAME = NAME_PATTERN.strip("^$")
+#: a table's keys in the OpenAPI: names (pydantic's patternProperties would let others
+#: through with any value), or ``host/vm``
+NAME_KEYS: JsonDict = {"propertyNames": {"pattern": NAME_PATTERN}}
+VM_KEYS: JsonDict = {"propertyNames": {"pattern": f"^{_NAME}/{_NAME}$"}}
+
+
+def _names(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    for key in value or {}:
+        if not is_valid_name(key):
+            raise ValueError(f"{key!r} is not a valid name")
+    return value
+
+
+class ClassesIn(BaseModel):
+    """Each table given replaces the current one whole; one left out is kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policies: dict[str, Priority] | None = Field(
+        None,
+        max_length=MAX_ENTRIES,
+        json_schema_extra=NAME_KEYS,
+        description="The class of each policy's events that name none; others are normal. "
+        "Applies to heads held from now on.",
+    )
+    min_shares: dict[Priority, Share] | None = Field(
+        None,
+        max_length=len(Priority),
+        description="Each class's minimum share of the dispatches while it has ready "
+        "work, each in [0, 1], their sum at most 1 (else 409, nothing changed); a class "
+        "left out has none.",
+    )
+
+    _policy_names = field_validator("policies")(_names)
+
+
+class WeightsIn(BaseModel):
+    """Each table given replaces the current one whole; one left out is kept. A host, VM
+    or policy not named has weight 1."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hosts: dict[str, Weight] | None = Field(
+        None, max_length=MAX_ENTRIES, json_schema_extra=NAME_KEYS
+    )
+    vms: dict[str, Weight] | None = Field(
+        None, max_length=MAX_ENTRIES, json_schema_extra=VM_KEYS, description='Keyed "host/vm".'
+    )
+    policies: dict[str, Weight] | None = Field(
+        None, max_length=MAX_ENTRIES, json_schema_extra=NAME_KEYS
+    )
+
+    _names = field_validator("hosts", "policies")(_names)
+
+    @field_validator("vms")
     @classmethod
-    def _a_json_integer(cls, value: object) -> object:
-        """A JSON integer (``2`` or ``2.0``), not ``true`` or ``"2"``, which lax mode
-        would take as 1 and 2."""
-        if isinstance(value, bool | str):
-            raise ValueError("must be a JSON integer")
+    def _host_slash_vm(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        for key in value or {}:
+            host, sep, vm = key.partition("/")
+            if not (sep and is_valid_name(host) and is_valid_name(vm)):
+                raise ValueError(f"{key!r} is not host/vm (two valid names)")
         return value
+
+    def vm_table(self) -> dict[tuple[str, str], int] | None:
+        if self.vms is None:
+            return None
+        return {(k.partition("/")[0], k.partition("/")[2]): w for k, w in self.vms.items()}
+
+
+def weights_out(weights: Weights) -> dict[str, dict[str, int]]:
+    return {
+        "hosts": dict(weights.hosts),
+        "vms": {f"{host}/{vm}": w for (host, vm), w in weights.vms.items()},
+        "policies": dict(weights.policies),
+    }
 
 
 def create_admin_app(
@@ -136,11 +231,22 @@ def dispatcher_views(state: DispatcherState[Any], stats: Stats, token: str) -> A
     def get_dispatches(limit: int = Query(100, ge=1, le=10000)) -> list[dict[str, Any]]:
         return state.recent_dispatches(limit)
 
+    @router.get("/classes")
+    def get_classes() -> dict[str, Any]:
+        """The policies' classes, and per class: heads held, keys it serves now, picks
+        served since start, its minimum share and its credit."""
+        return state.classes()
+
+    @router.get("/weights")
+    def get_weights() -> dict[str, dict[str, int]]:
+        """The weights of hosts, VMs (``host/vm``) and policies that are not 1."""
+        return weights_out(state.weights())
+
     return router
 
 
 def dispatcher_controls(state: DispatcherState[Any], token: str) -> APIRouter:
-    """/pause, /resume and /limits."""
+    """/pause, /resume, /limits, /classes and /weights."""
     router = guarded_router(token)
 
     @router.post("/pause")
@@ -156,6 +262,28 @@ def dispatcher_controls(state: DispatcherState[Any], token: str) -> APIRouter:
     @router.put("/limits", responses=UNDECODABLE)
     def put_limits(body: LimitsIn) -> dict[str, Any]:
         return state.set_limits(body.model_dump(exclude_none=True))
+
+    @router.put(
+        "/classes",
+        responses={**UNDECODABLE, **refused(409, "The minimum shares add up to more than 1")},
+    )
+    def put_classes(body: ClassesIn) -> dict[str, Any]:
+        """Change the policies' classes and/or the classes' minimum shares, live (until
+        a restart, which reads POLICY_PRIORITIES and CLASS_MIN_SHARES again). Shares that
+        each fit but add up to more than 1 are refused with 409 (a schema cannot say so):
+        nothing changes."""
+        if body.min_shares is not None:
+            try:
+                validate_shares(body.min_shares)
+            except ValueError as exc:
+                raise HTTPException(409, f"min_shares: {exc}") from exc
+        return state.set_classes(body.policies, body.min_shares)
+
+    @router.put("/weights", responses=UNDECODABLE)
+    def put_weights(body: WeightsIn) -> dict[str, dict[str, int]]:
+        """Change weights of hosts, VMs and/or policies, live (until a restart, which
+        reads HOST_WEIGHTS, VM_WEIGHTS and POLICY_WEIGHTS again)."""
+        return weights_out(state.set_weights(body.hosts, body.vm_table(), body.policies))
 
     return router
 

@@ -5,18 +5,22 @@ thread-safe :mod:`scheduler.dispatcher.state`) hands in events, completions and 
 carries out what comes back. ``H`` is the adapter's handle of a delivery.
 
 Whether a VM or host is blocked (at its limit) is kept once, in the round-robin; this module
-keeps the counts that decide it.
+keeps the counts that decide it. Held heads are served by class, then by weighted nested
+round-robin (:mod:`scheduler.dispatcher.classes`); the limits hold across classes.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-from scheduler.dispatcher.roundrobin import NestedRoundRobin
+from scheduler.dispatcher.classes import ClassScheduler
+from scheduler.dispatcher.roundrobin import Weights
 from shared.models import VmEventMessage
+from shared.priority import DEFAULT, Priority
 
 H = TypeVar("H")
 
@@ -28,6 +32,15 @@ class Limits:
     max_parallel: int
     per_vm: int
     per_host: int  # 0 = no per-host limit
+
+
+@dataclass(frozen=True)
+class Classes:
+    """The class of each policy's events that name none (else :data:`DEFAULT`), and each
+    class's minimum share of the picks while it has ready work."""
+
+    policies: Mapping[str, Priority] = field(default_factory=dict)
+    min_shares: Mapping[Priority, float] = field(default_factory=dict)
 
 
 class Known(Enum):
@@ -55,10 +68,18 @@ class Dispatch:
 
 
 class Dispatcher(Generic[H]):
-    def __init__(self, limits: Limits, paused: bool = False, log_size: int = 10000) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        paused: bool = False,
+        log_size: int = 10000,
+        classes: Classes | None = None,
+        weights: Weights | None = None,
+    ) -> None:
         self.limits = limits
         self.paused = paused
-        self.rr: NestedRoundRobin[Held[H]] = NestedRoundRobin()
+        self.classes = classes if classes is not None else Classes()
+        self.rr: ClassScheduler[Held[H]] = ClassScheduler(self.classes.min_shares, weights)
         self.in_flight: dict[str, tuple[str, str]] = {}  # event id -> (host, vm)
         self._per_vm: Counter[tuple[str, str]] = Counter()
         self._per_host: Counter[str] = Counter()
@@ -86,8 +107,12 @@ class Dispatcher(Generic[H]):
         if event.id in self.in_flight or event.id in self._held_ids:
             return False
         self._held_ids.add(event.id)
-        self.rr.push(event.host, event.vm, event.policy, Held(event, handle))
+        self.rr.push(event.host, event.vm, event.policy, self.class_of(event), Held(event, handle))
         return True
+
+    def class_of(self, event: VmEventMessage) -> Priority:
+        """The event's own class, else its policy's, else the default."""
+        return event.priority or self.classes.policies.get(event.policy, DEFAULT)
 
     def pick(self, now: float) -> Held[H] | None:
         """The next event to dispatch, counted in flight at once; None if paused, at the
@@ -134,7 +159,7 @@ class Dispatcher(Generic[H]):
         self.abort(held.event.id)
         e = held.event
         self._held_ids.add(e.id)
-        self.rr.push(e.host, e.vm, e.policy, held, front=True)
+        self.rr.push(e.host, e.vm, e.policy, self.class_of(e), held, front=True)
 
     def complete(self, event_id: str, count: bool = True) -> bool:
         """An action finished: free its slots. False if it was not in flight."""
@@ -166,6 +191,18 @@ class Dispatcher(Generic[H]):
             self._refresh(host, vm)
         for host in list(self._per_host):
             self._refresh_host(host)
+
+    def set_classes(self, classes: Classes) -> None:
+        """New policy classes (for heads offered from now on) and minimum shares, live."""
+        self.rr.set_min_shares(classes.min_shares)
+        self.classes = classes
+
+    @property
+    def weights(self) -> Weights:
+        return self.rr.weights
+
+    def set_weights(self, weights: Weights) -> None:
+        self.rr.set_weights(weights)
 
     def set_host_available(self, host: str, available: bool) -> None:
         self.rr.set_host_available(host, available)
@@ -215,6 +252,13 @@ class Dispatcher(Generic[H]):
             "dispatched_total": self.dispatched_total,
             "completed_total": self.completed_total,
             "hosts": hosts,
+        }
+
+    def class_view(self) -> dict[str, Any]:
+        """The policies' classes and, per class, its share, credit and what it holds."""
+        return {
+            "policies": {p: c.value for p, c in self.classes.policies.items()},
+            "classes": self.rr.class_stats(),
         }
 
     def recent_dispatches(self, limit: int) -> list[dict[str, Any]]:

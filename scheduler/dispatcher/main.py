@@ -29,7 +29,13 @@ def main() -> None:
         per_host=settings.per_host_limit,
     )
     state: DispatcherState[Any] = DispatcherState(
-        Dispatcher(limits, paused=settings.start_paused, log_size=settings.dispatch_log_size)
+        Dispatcher(
+            limits,
+            paused=settings.start_paused,
+            log_size=settings.dispatch_log_size,
+            classes=settings.classes,
+            weights=settings.weights,
+        )
     )
     loop = DispatcherLoop(settings, store, state, create_celery(settings))
     stop = threading.Event()

@@ -1,15 +1,20 @@
 """Nested round-robin over (host, vm, policy) FIFOs.
 
 Three levels (hosts -> VMs -> policies). Every level keeps its children in order of first
-appearance (a monotonically increasing ordinal) and a ring holding only the children that can
-give right now, plus a cursor (the ordinal last served). A pick takes the first ready ordinal
-after the cursor, wrapping, so children that cannot give are skipped without losing their place,
-and a pick costs O(log ready) regardless of how many idle keys exist.
+appearance (a monotonically increasing ordinal, from an :class:`Order` that several
+round-robins may share) and a ring holding only the children that can give right now, plus a
+cursor (the ordinal last served). A pick serves the cursor's child again while it has picks
+left of its weight and can still give (deficit round-robin: ``weight`` consecutive picks a
+turn), else the first ready ordinal after the cursor, wrapping; so children that cannot give
+are skipped without losing their place, all weights 1 is plain round-robin, and a pick costs
+O(log ready) regardless of how many idle keys exist.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from sortedcontainers import SortedList
@@ -17,14 +22,80 @@ from sortedcontainers import SortedList
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Weights:
+    """Weights (integers >= 1) of hosts, VMs (by host and VM) and policies; 1 where none
+    is given. A weight is the number of consecutive picks a child gets at its level while
+    it can give, so under saturation each level's shares follow its weights."""
+
+    hosts: Mapping[str, int] = field(default_factory=dict)
+    vms: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    policies: Mapping[str, int] = field(default_factory=dict)
+
+    def host(self, host: str) -> int:
+        return self.hosts.get(host, 1)
+
+    def vm(self, host: str, vm: str) -> int:
+        return self.vms.get((host, vm), 1)
+
+    def policy(self, policy: str) -> int:
+        return self.policies.get(policy, 1)
+
+
+class _Place:
+    """A name's ordinal of first appearance, and its children's."""
+
+    __slots__ = ("children", "ordinal")
+
+    def __init__(self, ordinal: int) -> None:
+        self.ordinal = ordinal
+        self.children: dict[str, _Place] = {}
+
+
+class Order:
+    """Order of first appearance of hosts, VMs and policies: one ordinal each, increasing.
+    Round-robins sharing one Order rank their children alike, whichever saw a child first;
+    a forgotten VM that comes back is a new appearance, after every other."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, _Place] = {}
+        self._next = 0
+
+    def _place(self, within: dict[str, _Place], name: str) -> _Place:
+        place = within.get(name)
+        if place is None:
+            place = within[name] = _Place(self._next)
+            self._next += 1
+        return place
+
+    def key(self, host: str, vm: str, policy: str) -> tuple[int, int, int]:
+        """The ordinals of the host, its VM and the VM's policy, given on first sight."""
+        h = self._place(self.hosts, host)
+        v = self._place(h.children, vm)
+        p = self._place(v.children, policy)
+        return h.ordinal, v.ordinal, p.ordinal
+
+    def policies(self, host: str, vm: str) -> list[str]:
+        """The VM's policies in order of first appearance."""
+        h = self.hosts.get(host)
+        v = h.children.get(vm) if h is not None else None
+        return [] if v is None else list(v.children)
+
+    def forget_vm(self, host: str, vm: str) -> None:
+        h = self.hosts.get(host)
+        if h is not None:
+            h.children.pop(vm, None)
+
+
 class _Node:
-    """A named child with its ordinal of first appearance within its parent."""
+    """A named child with its ordinal of first appearance and its weight."""
 
-    __slots__ = ("name", "ordinal")
+    __slots__ = ("name", "ordinal", "weight")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, weight: int = 1) -> None:
         self.name = name
         self.ordinal = -1
+        self.weight = weight
 
 
 C = TypeVar("C", bound=_Node)
@@ -34,24 +105,28 @@ K = TypeVar("K")
 class _Ring(Generic[C]):
     """Children in order of first appearance; the ready ones rotate behind a cursor."""
 
-    __slots__ = ("_cursor", "_live", "_next_ordinal", "_ready", "children")
+    __slots__ = ("_cursor", "_live", "_ready", "_served", "_turn", "children")
 
     def __init__(self) -> None:
         self.children: dict[str, C] = {}
         self._ready: SortedList[int] = SortedList()
         self._live: dict[int, C] = {}  # ready ordinal -> child
         self._cursor = -1  # ordinal last served
-        self._next_ordinal = 0
+        self._turn: C | None = None  # the child last served
+        self._served = 0  # its consecutive picks
 
     def __len__(self) -> int:
         return len(self._ready)
 
-    def add(self, child: C) -> C:
-        """Append a new child (not ready) at the end of the order."""
-        child.ordinal = self._next_ordinal
-        self._next_ordinal += 1
+    def add(self, child: C, ordinal: int) -> C:
+        """Add a new child (not ready) at its ordinal of first appearance."""
+        child.ordinal = ordinal
         self.children[child.name] = child
         return child
+
+    def ready(self) -> list[C]:
+        """The children that can give now."""
+        return list(self._live.values())
 
     def remove(self, name: str) -> C | None:
         """Forget a child entirely; a later add() is a new appearance."""
@@ -70,28 +145,35 @@ class _Ring(Generic[C]):
             self._ready.remove(child.ordinal)
 
     def take(self) -> C | None:
-        """Serve the first ready child after the cursor (wrapping) and move the cursor to it."""
+        """Serve the cursor's child again if it is ready and has picks left of its weight;
+        else the first ready child after the cursor (wrapping), moving the cursor to it."""
         if not self._ready:
             return None
+        turn = self._turn
+        if turn is not None and self._served < turn.weight and turn.ordinal in self._live:
+            self._served += 1
+            return turn
         i = self._ready.bisect_right(self._cursor)
         ordinal = self._ready[i if i < len(self._ready) else 0]
         self._cursor = ordinal
-        return self._live[ordinal]
+        self._served = 1
+        turn = self._turn = self._live[ordinal]
+        return turn
 
 
 class _Policy(_Node, Generic[T]):
     __slots__ = ("items",)
 
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, weight: int = 1) -> None:
+        super().__init__(name, weight)
         self.items: deque[T] = deque()
 
 
 class _Vm(_Node, Generic[T]):
     __slots__ = ("held", "ring")
 
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, weight: int = 1) -> None:
+        super().__init__(name, weight)
         self.ring: _Ring[_Policy[T]] = _Ring()
         self.held = 0
 
@@ -99,8 +181,8 @@ class _Vm(_Node, Generic[T]):
 class _Host(_Node, Generic[T]):
     __slots__ = ("held", "ring")
 
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, weight: int = 1) -> None:
+        super().__init__(name, weight)
         self.ring: _Ring[_Vm[T]] = _Ring()
         self.held = 0
 
@@ -109,10 +191,14 @@ class NestedRoundRobin(Generic[T]):
     """Fair picks across hosts, then each host's VMs, then each VM's policies.
 
     Availability/blocked flags live apart from the nodes: they may be set before a host/VM is
-    first seen and they survive remove_vm() (a re-created VM gets them back).
+    first seen and they survive remove_vm() (a re-created VM gets them back). ``order`` may
+    be shared with other round-robins (one per class: :mod:`scheduler.dispatcher.classes`),
+    so all of them rank children alike.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, weights: Weights | None = None, order: Order | None = None) -> None:
+        self._weights = weights if weights is not None else Weights()
+        self._order = order if order is not None else Order()
         self._hosts: _Ring[_Host[T]] = _Ring()
         self._host_unavailable: set[str] = set()
         self._host_blocked: set[str] = set()
@@ -133,10 +219,30 @@ class NestedRoundRobin(Generic[T]):
         return list(self._hosts.children)
 
     def _node(self, host: str, vm: str, policy: str) -> tuple[_Host[T], _Vm[T], _Policy[T]]:
-        h = self._hosts.children.get(host) or self._hosts.add(_Host(host))
-        v = h.ring.children.get(vm) or h.ring.add(_Vm(vm))
-        p = v.ring.children.get(policy) or v.ring.add(_Policy(policy))
+        h = self._hosts.children.get(host)
+        v = h.ring.children.get(vm) if h is not None else None
+        p = v.ring.children.get(policy) if v is not None else None
+        if p is not None:
+            assert h is not None and v is not None
+            return h, v, p
+        ho, vo, po = self._order.key(host, vm, policy)
+        w = self._weights
+        if h is None:
+            h = self._hosts.add(_Host(host, w.host(host)), ho)
+        if v is None:
+            v = h.ring.add(_Vm(vm, w.vm(host, vm)), vo)
+        p = v.ring.add(_Policy(policy, w.policy(policy)), po)
         return h, v, p
+
+    def set_weights(self, weights: Weights) -> None:
+        """Apply new weights to every host, VM and policy, live."""
+        self._weights = weights
+        for h in self._hosts.children.values():
+            h.weight = weights.host(h.name)
+            for v in h.ring.children.values():
+                v.weight = weights.vm(h.name, v.name)
+                for p in v.ring.children.values():
+                    p.weight = weights.policy(p.name)
 
     def push(self, host: str, vm: str, policy: str, item: T, front: bool = False) -> None:
         """Append item to the key's FIFO (``front``: put it back at its head), creating
@@ -191,8 +297,34 @@ class NestedRoundRobin(Generic[T]):
         if _toggle(self._vm_blocked, (host, vm), blocked):
             self._refresh_named(host, vm)
 
+    def key_len(self, host: str, vm: str, policy: str) -> int:
+        """Number of items the key holds."""
+        h = self._hosts.children.get(host)
+        v = h.ring.children.get(vm) if h is not None else None
+        p = v.ring.children.get(policy) if v is not None else None
+        return 0 if p is None else len(p.items)
+
+    def take_key(self, host: str, vm: str, policy: str) -> list[T]:
+        """Take every item out of one key (FIFO), keeping the key and its place."""
+        h = self._hosts.children.get(host)
+        v = h.ring.children.get(vm) if h is not None else None
+        p = v.ring.children.get(policy) if v is not None else None
+        if h is None or v is None or p is None or not p.items:
+            return []
+        items = list(p.items)
+        p.items.clear()
+        v.held -= len(items)
+        h.held -= len(items)
+        self._len -= len(items)
+        self._ready_keys -= 1
+        v.ring.mark(p, False)
+        self._refresh(h, v)
+        return items
+
     def remove_vm(self, host: str, vm: str) -> list[T]:
-        """Drop the VM and its keys from the rotation; return its items (policy order, FIFO)."""
+        """Drop the VM and its keys from the rotation (and from the order: a re-created VM
+        is a new appearance); return its items (policy order, FIFO)."""
+        self._order.forget_vm(host, vm)
         h = self._hosts.children.get(host)
         v = h.ring.remove(vm) if h is not None else None
         if h is None or v is None:
@@ -232,6 +364,10 @@ class NestedRoundRobin(Generic[T]):
     def ready_hosts(self) -> int:
         """Number of hosts currently able to give."""
         return len(self._hosts)
+
+    def ready_host_names(self) -> set[str]:
+        """The hosts currently able to give."""
+        return {h.name for h in self._hosts.ready()}
 
     def ready_keys(self) -> int:
         """Number of (host, vm, policy) keys holding at least one item."""

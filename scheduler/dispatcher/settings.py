@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from scheduler.dispatcher.classes import validate_shares
+from scheduler.dispatcher.dispatcher import Classes
+from scheduler.dispatcher.roundrobin import Weights
+from shared.names import is_valid_name
+from shared.priority import Priority, parse_table
 from shared.settings import LimitSettings
+
+#: the largest weight a host, VM or policy may have
+MAX_WEIGHT = 10_000
 
 
 class DispatcherSettings(LimitSettings):
@@ -85,3 +93,137 @@ class DispatcherSettings(LimitSettings):
     dispatch_log_size: int = Field(
         10000, ge=1, description="Dispatches kept for GET /dispatches (DISPATCH_LOG_SIZE)."
     )
+    policy_priorities: str = Field(
+        "",
+        description="The class (urgent, normal or background) of each policy's events that "
+        "name none, as policy=class,... (e.g. auto-heal=urgent,upgrade=background); a "
+        "policy not named is normal. An event's own priority wins; the monitoring's "
+        "policies stamp theirs (policies.yaml). PUT /classes changes it live "
+        "(POLICY_PRIORITIES).",
+    )
+    class_min_shares: str = Field(
+        "normal=0.2,background=0.1",
+        description="Each class's minimum share of the dispatches while it has ready work, "
+        "as class=share,... (each in [0, 1], their sum at most 1; a class not named has "
+        "none): a higher class goes first, but never starves a lower one below its share. "
+        "A class without ready work lends its share, and banks nothing. PUT /classes "
+        "changes it live (CLASS_MIN_SHARES).",
+    )
+    host_weights: str = Field(
+        "",
+        description="Weights (integers >= 1, default 1) of hosts, as host=weight,...: under "
+        "saturation each host's share of the dispatches follows its weight, however many "
+        "VMs and policies its events are spread over. PUT /weights changes it live "
+        "(HOST_WEIGHTS).",
+    )
+    vm_weights: str = Field(
+        "",
+        description="Weights (integers >= 1, default 1) of VMs within their host, as "
+        "host/vm=weight,... A weight is the number of consecutive turns a VM gets while it "
+        "can take them: with PER_VM_LIMIT 1 a VM is busy after each dispatch, so its "
+        "weight shows only with PER_VM_LIMIT above 1. PUT /weights changes it live "
+        "(VM_WEIGHTS).",
+    )
+    policy_weights: str = Field(
+        "",
+        description="Weights (integers >= 1, default 1) of policies within each VM, as "
+        "policy=weight,... PUT /weights changes it live (POLICY_WEIGHTS).",
+    )
+
+    @field_validator("policy_priorities")
+    @classmethod
+    def _policy_classes(cls, value: str) -> str:
+        policy_classes(value)
+        return value
+
+    @field_validator("class_min_shares")
+    @classmethod
+    def _min_shares(cls, value: str) -> str:
+        min_shares(value)
+        return value
+
+    @field_validator("host_weights")
+    @classmethod
+    def _host_weights(cls, value: str) -> str:
+        weights_of(value, "HOST_WEIGHTS")
+        return value
+
+    @field_validator("vm_weights")
+    @classmethod
+    def _vm_weights(cls, value: str) -> str:
+        vm_weights(value)
+        return value
+
+    @field_validator("policy_weights")
+    @classmethod
+    def _policy_weights(cls, value: str) -> str:
+        weights_of(value, "POLICY_WEIGHTS")
+        return value
+
+    @property
+    def classes(self) -> Classes:
+        """POLICY_PRIORITIES and CLASS_MIN_SHARES."""
+        return Classes(policy_classes(self.policy_priorities), min_shares(self.class_min_shares))
+
+    @property
+    def weights(self) -> Weights:
+        """HOST_WEIGHTS, VM_WEIGHTS and POLICY_WEIGHTS."""
+        return Weights(
+            hosts=weights_of(self.host_weights, "HOST_WEIGHTS"),
+            vms=vm_weights(self.vm_weights),
+            policies=weights_of(self.policy_weights, "POLICY_WEIGHTS"),
+        )
+
+
+def _name(name: str, what: str) -> str:
+    if not is_valid_name(name):
+        raise ValueError(f"{what}: {name!r} is not a valid name")
+    return name
+
+
+def policy_classes(text: str) -> dict[str, Priority]:
+    out: dict[str, Priority] = {}
+    for policy, value in parse_table(text, "POLICY_PRIORITIES").items():
+        try:
+            out[_name(policy, "POLICY_PRIORITIES")] = Priority(value)
+        except ValueError:
+            classes = ", ".join(p.value for p in Priority)
+            raise ValueError(
+                f"POLICY_PRIORITIES: {policy}={value}: the class must be one of {classes}"
+            ) from None
+    return out
+
+
+def min_shares(text: str) -> dict[Priority, float]:
+    out: dict[Priority, float] = {}
+    for name, value in parse_table(text, "CLASS_MIN_SHARES").items():
+        try:
+            cls = Priority(name)
+            share = float(value)
+        except ValueError:
+            raise ValueError(
+                f"CLASS_MIN_SHARES: {name}={value} is not class=share (a class of "
+                f"{', '.join(p.value for p in Priority)}, a number)"
+            ) from None
+        out[cls] = share
+    return validate_shares(out)
+
+
+def weights_of(text: str, what: str, names: bool = True) -> dict[str, int]:
+    """``name=weight,...``; ``names``: each name must be a valid name."""
+    out: dict[str, int] = {}
+    for name, value in parse_table(text, what).items():
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_WEIGHT:
+            raise ValueError(f"{what}: {name}={value}: a weight is an integer 1..{MAX_WEIGHT}")
+        out[_name(name, what) if names else name] = int(value)
+    return out
+
+
+def vm_weights(text: str) -> dict[tuple[str, str], int]:
+    out: dict[tuple[str, str], int] = {}
+    for name, weight in weights_of(text, "VM_WEIGHTS", names=False).items():
+        host, sep, vm = name.partition("/")
+        if not sep:
+            raise ValueError(f"VM_WEIGHTS: {name!r} is not host/vm")
+        out[(_name(host, "VM_WEIGHTS"), _name(vm, "VM_WEIGHTS"))] = weight
+    return out

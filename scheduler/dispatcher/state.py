@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, replace
 from typing import Any, Generic
 
-from scheduler.dispatcher.dispatcher import Dispatcher, H, Held, Known
+from scheduler.dispatcher.dispatcher import Classes, Dispatcher, H, Held, Known
+from scheduler.dispatcher.roundrobin import Weights
 from shared.models import MappingSnapshot, VmEventMessage
+from shared.priority import Priority
 
 
 class DispatcherState(Generic[H]):
@@ -140,6 +142,49 @@ class DispatcherState(Generic[H]):
             limits = replace(self._dispatcher.limits, **changes)
             self._dispatcher.set_limits(limits)
         return asdict(limits)
+
+    def classes(self) -> dict[str, Any]:
+        """The policies' classes and each class's share, credit and work."""
+        with self._lock:
+            return self._dispatcher.class_view()
+
+    def set_classes(
+        self,
+        policies: Mapping[str, Priority] | None = None,
+        min_shares: Mapping[Priority, float] | None = None,
+    ) -> dict[str, Any]:
+        """Replace the policy classes and/or the minimum shares (each given table whole);
+        raises ValueError, changing nothing, for shares that do not fit."""
+        with self._lock:
+            now = self._dispatcher.classes
+            self._dispatcher.set_classes(
+                Classes(
+                    policies=dict(now.policies if policies is None else policies),
+                    min_shares=dict(now.min_shares if min_shares is None else min_shares),
+                )
+            )
+            return self._dispatcher.class_view()
+
+    def weights(self) -> Weights:
+        with self._lock:
+            return self._dispatcher.weights
+
+    def set_weights(
+        self,
+        hosts: Mapping[str, int] | None = None,
+        vms: Mapping[tuple[str, str], int] | None = None,
+        policies: Mapping[str, int] | None = None,
+    ) -> Weights:
+        """Replace some of the weight tables (each given one whole); returns them all."""
+        with self._lock:
+            now = self._dispatcher.weights
+            new = Weights(
+                hosts=dict(now.hosts if hosts is None else hosts),
+                vms=dict(now.vms if vms is None else vms),
+                policies=dict(now.policies if policies is None else policies),
+            )
+            self._dispatcher.set_weights(new)
+            return new
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

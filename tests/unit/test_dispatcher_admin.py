@@ -292,3 +292,134 @@ def test_no_nesting_of_a_limits_body_gets_a_500() -> None:
         )
         assert got.status_code in (400, 422), (depth, got.status_code, got.text[:200])
     assert state.stats()["limits"]["per_vm"] == 1
+
+
+def test_classes_round_trip(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> None:
+    app, state, _ = parts
+    got = call(app, "GET", "/classes").json()
+    assert got["policies"] == {}
+    assert set(got["classes"]) == {"urgent", "normal", "background"}
+    body = {"policies": {"auto-heal": "urgent", "upgrade": "background"}}
+    changed = call(app, "PUT", "/classes", json=body).json()
+    assert changed["policies"] == body["policies"]
+    shares = call(app, "PUT", "/classes", json={"min_shares": {"background": 0.25}}).json()
+    assert shares["policies"] == body["policies"]  # a table left out is kept
+    assert shares["classes"]["background"]["min_share"] == 0.25
+    assert shares["classes"]["normal"]["min_share"] == 0.0  # a class left out has none
+    assert call(app, "GET", "/classes").json() == shares
+    # a policy's class applies to the heads held from then on
+    state.offer(
+        VmEventMessage(
+            id="u", host="h", vm="v", policy="upgrade", action=Action.UPGRADE, accepted_at=0
+        ),
+        "m",
+    )
+    assert call(app, "GET", "/classes").json()["classes"]["background"]["held"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "code"),
+    [
+        ({"policies": {"auto-heal": "asap"}}, "policies", 422),
+        ({"policies": {"bad name": "urgent"}}, "policies", 422),
+        ({"min_shares": {"background": 1.5}}, "min_shares", 422),
+        ({"min_shares": {"later": 0.1}}, "min_shares", 422),
+        ({"min_shares": {"normal": 0.6, "background": 0.5}}, "min_shares", 409),
+        ({"other": 1}, "other", 422),
+    ],
+)
+def test_bad_classes_are_refused_and_change_nothing(
+    parts: tuple[FastAPI, DispatcherState[Any], threading.Event],
+    body: dict[str, Any],
+    field: str,
+    code: int,
+) -> None:
+    app, _state, _ = parts
+    before = call(app, "GET", "/classes").json()
+    got = call(app, "PUT", "/classes", json=body)
+    assert got.status_code == code, got.text
+    assert field in got.text
+    assert call(app, "GET", "/classes").json() == before
+
+
+def test_weights_round_trip(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> None:
+    app, state, _ = parts
+    assert call(app, "GET", "/weights").json() == {"hosts": {}, "vms": {}, "policies": {}}
+    body = {"hosts": {"a": 1, "b": 2, "c": 4}, "vms": {"a/v1": 3}}
+    assert call(app, "PUT", "/weights", json=body).json() == {**body, "policies": {}}
+    got = call(app, "PUT", "/weights", json={"policies": {"heal": 2.0}}).json()
+    assert got == {**body, "policies": {"heal": 2}}
+    assert state.weights().vm("a", "v1") == 3 and state.weights().host("c") == 4
+    assert call(app, "GET", "/weights").json() == got
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"hosts": {"a": 0}}, "hosts"),
+        ({"hosts": {"a": 1.5}}, "hosts"),
+        ({"hosts": {"a": True}}, "hosts"),
+        ({"hosts": {"a": "2"}}, "hosts"),
+        ({"hosts": {"a": 10_001}}, "hosts"),
+        ({"hosts": {"bad name": 2}}, "hosts"),
+        ({"vms": {"novm": 2}}, "vms"),
+        ({"vms": {"a/b/c": 2}}, "vms"),
+        ({"policies": {"p": -1}}, "policies"),
+    ],
+)
+def test_bad_weights_are_refused_with_422_and_change_nothing(
+    parts: tuple[FastAPI, DispatcherState[Any], threading.Event],
+    body: dict[str, Any],
+    field: str,
+) -> None:
+    app, _state, _ = parts
+    call(app, "PUT", "/weights", json={"hosts": {"x": 3}})
+    got = call(app, "PUT", "/weights", json=body)
+    assert got.status_code == 422, got.text
+    assert any(field in err["loc"] for err in got.json()["detail"]), got.text
+    assert call(app, "GET", "/weights").json() == {"hosts": {"x": 3}, "vms": {}, "policies": {}}
+
+
+def test_classes_and_weights_need_the_token() -> None:
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
+    app = create_admin_app(state, FakeSession(), token="s3cret")
+    assert call(app, "PUT", "/weights", json={"hosts": {"a": 2}}).status_code == 401
+    assert call(app, "PUT", "/classes", json={"policies": {"p": "urgent"}}).status_code == 401
+    assert state.weights().hosts == {} and state.classes()["policies"] == {}
+    auth = {"Authorization": "Bearer s3cret"}
+    assert call(app, "PUT", "/weights", json={"hosts": {"a": 2}}, headers=auth).status_code == 200
+    assert call(app, "GET", "/weights").status_code == 200  # views: no token
+
+
+def test_settings_give_the_classes_and_weights() -> None:
+    settings = DispatcherSettings(
+        policy_priorities="auto-heal=urgent, upgrade=background",
+        class_min_shares="background=0.1",
+        host_weights="a=1,b=2,c=4",
+        vm_weights="a/v1=3",
+        policy_weights="heal=2",
+    )
+    assert settings.classes.policies == {"auto-heal": "urgent", "upgrade": "background"}
+    assert settings.classes.min_shares == {"background": 0.1}
+    assert settings.weights.hosts == {"a": 1, "b": 2, "c": 4}
+    assert settings.weights.vms == {("a", "v1"): 3}
+    assert settings.weights.policies == {"heal": 2}
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"policy_priorities": "auto-heal=asap"}, "POLICY_PRIORITIES"),
+        ({"policy_priorities": "auto-heal"}, "POLICY_PRIORITIES"),
+        ({"class_min_shares": "normal=0.7,background=0.5"}, "add up to"),
+        ({"class_min_shares": "background=-0.1"}, "background"),
+        ({"class_min_shares": "background=lots"}, "CLASS_MIN_SHARES"),
+        ({"host_weights": "a=0"}, "HOST_WEIGHTS"),
+        ({"host_weights": "a=1,a=2"}, "twice"),
+        ({"vm_weights": "v=2"}, "VM_WEIGHTS"),
+        ({"policy_weights": "p=1.5"}, "POLICY_WEIGHTS"),
+    ],
+)
+def test_bad_class_and_weight_settings_stop_the_start(env: dict[str, str], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        DispatcherSettings(**env)  # type: ignore[arg-type]

@@ -109,3 +109,12 @@ def test_the_openapi_documents_the_two_forms(producer: tuple[FastAPI, Store]) ->
     assert [f["$ref"].rsplit("/", 1)[1] for f in forms] == ["VmEventIn", "EventBatchIn"]
     host = app.openapi()["components"]["schemas"]["VmEventIn"]["properties"]["host"]
     assert host["pattern"] == "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$" and host["maxLength"] == 128
+
+
+def test_a_bad_priority_is_named(producer: tuple[FastAPI, Store]) -> None:
+    app, _store = producer
+    [(loc, msg)] = refused(app, {**EVENT, "priority": "asap"})
+    assert loc == ["body", "VmEventIn", "priority"]
+    assert msg == "Input should be 'urgent', 'normal' or 'background'"
+    [(loc, _)] = refused(app, {"events": [EVENT, {**EVENT, "priority": 1}]})
+    assert loc == ["body", "EventBatchIn", "events", 1, "priority"]

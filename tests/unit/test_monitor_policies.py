@@ -29,6 +29,7 @@ from producer.monitoring.rules import Rules
 from producer.monitoring.updater import apply, diff
 from shared.models import Action
 from shared.names import is_valid_name
+from shared.priority import Priority
 
 ROOT = Path(__file__).resolve().parents[2]
 A, D = VmState.ACTIVE, VmState.DOWN
@@ -388,3 +389,38 @@ def test_bad_files_give_clear_errors(
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(PolicyFileError, match=r"nope\.yaml: no such file"):
         load_rules(tmp_path / "nope.yaml")
+
+
+# -- priority classes ------------------------------------------------------------------
+def test_heals_are_urgent_and_maintenance_normal_by_default() -> None:
+    c = Cloud(HEAL, HostMaintenanceConfig(name="maint"))
+    c.see(0.0, vm("a"), vm("b"), hosts=(HostRecord("h1", HostState.UP, 1),))
+    c.see(1.0, vm("a", state=D, version=2))
+    [heal] = c.tick(16.0)
+    assert heal.priority == Priority.URGENT
+    moves = c.see(20.0, hosts=(HostRecord("h1", HostState.MAINTENANCE, 2),))
+    assert moves and {(m.policy, m.priority) for m in moves} == {("maint", Priority.NORMAL)}
+
+
+def test_a_policys_priority_is_set_in_the_file() -> None:
+    rules = parse_rules(
+        {"policies": [{"name": "heal-later", "kind": "auto_heal", "priority": "background"}]},
+        "x.yaml",
+    )
+    c = Cloud(*rules.policies)
+    c.see(0.0, vm("a"))
+    c.see(1.0, vm("a", state=D, version=2))
+    [heal] = c.tick(100.0)
+    assert heal.priority == Priority.BACKGROUND
+
+
+def test_a_bad_priority_in_the_file_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("p.yaml").write_text("policies:\n  - {name: a, kind: autoscale, priority: asap}")
+    with pytest.raises(PolicyFileError) as raised:
+        load_rules("p.yaml")
+    assert str(raised.value).startswith(
+        "p.yaml: policies[0].priority: Input should be 'urgent', 'normal' or 'background'"
+    ), str(raised.value)

@@ -14,6 +14,7 @@ from pydantic import Field
 from producer.monitoring.kind import PolicyConfig, PolicyContext, PolicyKind
 from producer.monitoring.model import Change, Intent, View, VmState, VmStateChanged
 from shared.models import Action
+from shared.priority import Priority
 
 
 class AutoHealConfig(PolicyConfig):
@@ -22,6 +23,8 @@ class AutoHealConfig(PolicyConfig):
     debounce: float = Field(15.0, ge=0)
     #: a VM healed less than this ago that goes DOWN again is left alone (0 = off)
     ignore_repeat_within: float = Field(180.0, ge=0)
+    #: heals go before maintenance and scaling
+    priority: Priority = Priority.URGENT
 
 
 @dataclass(frozen=True)
