@@ -27,6 +27,7 @@ from shared.errors import VmRemoved
 from shared.http import UNDECODABLE, guarded_router, ops_router, refused, unavailable
 from shared.names import NAME_PATTERN, is_valid_name
 from shared.priority import Priority
+from shared.waiting import Waiting
 
 Stats = Callable[[], dict[str, Any]]
 
@@ -81,6 +82,15 @@ def _json_integer(value: object) -> object:
     if isinstance(value, bool | str):
         raise ValueError("must be a JSON integer")
     return value
+
+
+class WaitingOut(BaseModel):
+    """``GET /waiting/{id}``: what the dispatcher knows of an event, and for a head it
+    holds, what holds it."""
+
+    event_id: str
+    known: str = Field(description="held, in_flight, or new (neither held nor in flight).")
+    waiting: Waiting | None = Field(None, description="For a held head: what holds it.")
 
 
 class LimitsIn(BaseModel):
@@ -220,7 +230,8 @@ def create_admin_app(
 
 
 def dispatcher_views(state: DispatcherState[Any], stats: Stats, token: str) -> APIRouter:
-    """/stats and /dispatches over the dispatcher."""
+    """/stats, /dispatches, /classes, /weights, /limits and /waiting/{id} over the
+    dispatcher."""
     router = guarded_router(token)
 
     @router.get("/stats")
@@ -241,6 +252,20 @@ def dispatcher_views(state: DispatcherState[Any], stats: Stats, token: str) -> A
     def get_weights() -> dict[str, dict[str, int]]:
         """The weights of hosts, VMs (``host/vm``) and policies that are not 1."""
         return weights_out(state.weights())
+
+    @router.get("/limits")
+    def get_limits() -> dict[str, Any]:
+        """Each limit with its current use: slots in flight of MAX_PARALLEL, and the
+        busiest VM and host with how many VMs and hosts are at their limit."""
+        return state.limits_use()
+
+    @router.get("/waiting/{event_id}", response_model=WaitingOut)
+    def get_waiting(event_id: str) -> WaitingOut:
+        """What holds a head this dispatcher holds (``held``: true, and ``waiting``);
+        else what it knows of the event: ``in_flight`` (dispatched), or ``new`` (not
+        held here: no delivery of it has reached this dispatcher, or it is a standby)."""
+        known, why = state.why(event_id)
+        return WaitingOut(event_id=event_id, known=known.value, waiting=why)
 
     return router
 

@@ -66,6 +66,8 @@ class ClassScheduler(Generic[T]):
         self._behind: dict[KeyT, deque[tuple[Priority, T]]] = {}
         self._len = 0
         self.served: dict[Priority, int] = dict.fromkeys(ORDER, 0)
+        #: the class of the last pick
+        self.last: Priority | None = None
         # the flags, kept here too, for a class's round-robin made after they were set
         self._host_unavailable: set[str] = set()
         self._host_blocked: set[str] = set()
@@ -137,6 +139,7 @@ class ClassScheduler(Generic[T]):
                 self._promote(key)
         self._len -= 1
         self.served[cls] += 1
+        self.last = cls
         return got
 
     def _choose(self) -> Priority | None:
@@ -260,6 +263,49 @@ class ClassScheduler(Generic[T]):
     def ready_keys(self) -> int:
         """Number of keys holding at least one item."""
         return sum(rr.ready_keys() for rr in self._rr.values())
+
+    # -- why a head waits (scheduler.dispatcher.waiting): each O(classes) --------------
+    def host_available(self, host: str) -> bool:
+        return host not in self._host_unavailable
+
+    def vm_available(self, host: str, vm: str) -> bool:
+        return (host, vm) not in self._vm_unavailable
+
+    def key_items(self, host: str, vm: str, policy: str) -> list[T]:
+        """The items the key holds, FIFO, whatever their classes."""
+        key = (host, vm, policy)
+        home = self._home(key)
+        if home is None:
+            return []
+        return [*self._rr[home].key_items(*key), *(it for _, it in self._behind.get(key, ()))]
+
+    def home(self, host: str, vm: str, policy: str) -> Priority | None:
+        """The class the key is served in now (that of its oldest item), if it holds any."""
+        return self._home((host, vm, policy))
+
+    def waits_behind(self, cls: Priority) -> list[Priority]:
+        """The higher classes with ready work that the next pick serves before ``cls``:
+        none if ``cls``'s credit reaches a pick at the next choice."""
+        if self._credit[cls] + self._shares[cls] >= UNIT:
+            return []
+        rank = ORDER.index(cls)
+        return [c for c, rr in self._ordered if ORDER.index(c) < rank and rr.ready_hosts()]
+
+    def class_states(self) -> dict[str, dict[str, float | int]]:
+        """Per class, highest first: keys ready, minimum share and credit (in picks)."""
+        return {
+            cls.value: {
+                "ready_keys": self._rr[cls].ready_keys() if cls in self._rr else 0,
+                "min_share": self._shares[cls] / UNIT,
+                "credit": self._credit[cls] / UNIT,
+            }
+            for cls in ORDER
+        }
+
+    def ready_in(self, cls: Priority) -> int:
+        """Keys of class ``cls`` with a held head."""
+        rr = self._rr.get(cls)
+        return 0 if rr is None else rr.ready_keys()
 
     def class_stats(self) -> dict[str, dict[str, float | int]]:
         """Per class: items held, keys it serves now, picks served since start, its

@@ -17,10 +17,12 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
+from scheduler.dispatcher import waiting
 from scheduler.dispatcher.classes import ClassScheduler
 from scheduler.dispatcher.roundrobin import Weights
 from shared.models import VmEventMessage
-from shared.priority import DEFAULT, Priority
+from shared.priority import DEFAULT, ORDER, Priority
+from shared.waiting import Waiting
 
 H = TypeVar("H")
 
@@ -65,6 +67,7 @@ class Dispatch:
     policy: str
     action: str
     at: float
+    priority: str  # the class it was served in
 
 
 class Dispatcher(Generic[H]):
@@ -81,12 +84,15 @@ class Dispatcher(Generic[H]):
         self.classes = classes if classes is not None else Classes()
         self.rr: ClassScheduler[Held[H]] = ClassScheduler(self.classes.min_shares, weights)
         self.in_flight: dict[str, tuple[str, str]] = {}  # event id -> (host, vm)
-        self._per_vm: Counter[tuple[str, str]] = Counter()
+        #: each VM's events in flight, in the order they started (its count: the length)
+        self._on_vm: dict[tuple[str, str], dict[str, None]] = {}
         self._per_host: Counter[str] = Counter()
         self.dispatches: deque[Dispatch] = deque(maxlen=log_size)
+        #: the dispatch log's count of each class
+        self._logged: Counter[str] = Counter()
         self.dispatched_total = 0
         self.completed_total = 0
-        self._held_ids: set[str] = set()
+        self._held: dict[str, VmEventMessage] = {}  # held heads by id
         self._duplicates: list[Held[H]] = []  # held copies of events counted in flight
 
     # -- inputs --------------------------------------------------------------------
@@ -98,15 +104,15 @@ class Dispatcher(Generic[H]):
         """In flight wins over held: restore() may count an id a delivery of which is held."""
         if event_id in self.in_flight:
             return Known.IN_FLIGHT
-        return Known.HELD if event_id in self._held_ids else Known.NEW
+        return Known.HELD if event_id in self._held else Known.NEW
 
     def offer(self, event: VmEventMessage, handle: H) -> bool:
         """Hold the head of a key queue. False if that event id is already held or in
         flight: a duplicate message, which the caller acks without dispatching (the
         message already held or dispatched carries the event)."""
-        if event.id in self.in_flight or event.id in self._held_ids:
+        if event.id in self.in_flight or event.id in self._held:
             return False
-        self._held_ids.add(event.id)
+        self._held[event.id] = event
         self.rr.push(event.host, event.vm, event.policy, self.class_of(event), Held(event, handle))
         return True
 
@@ -124,7 +130,7 @@ class Dispatcher(Generic[H]):
             if got is None:
                 return None
             host, vm, policy, held = got
-            self._held_ids.discard(held.event.id)
+            self._held.pop(held.event.id, None)
             if held.event.id in self.in_flight:
                 self._duplicates.append(held)
                 continue
@@ -139,7 +145,13 @@ class Dispatcher(Generic[H]):
 
     def _dispatch(self, held: Held[H], host: str, vm: str, policy: str, now: float) -> Held[H]:
         self._start(held.event.id, host, vm)
-        self.dispatches.append(Dispatch(held.event.id, host, vm, policy, held.event.action, now))
+        cls = self.rr.last or self.class_of(held.event)
+        if len(self.dispatches) == self.dispatches.maxlen:
+            self._logged[self.dispatches[0].priority] -= 1
+        self.dispatches.append(
+            Dispatch(held.event.id, host, vm, policy, held.event.action, now, cls.value)
+        )
+        self._logged[cls.value] += 1
         self.dispatched_total += 1
         return held
 
@@ -150,6 +162,7 @@ class Dispatcher(Generic[H]):
             self.dispatched_total -= 1
             for i in range(len(self.dispatches) - 1, -1, -1):
                 if self.dispatches[i].event_id == event_id:
+                    self._logged[self.dispatches[i].priority] -= 1
                     del self.dispatches[i]
                     break
 
@@ -158,7 +171,7 @@ class Dispatcher(Generic[H]):
         unreachable): hold it again at the head of its key, to be picked again."""
         self.abort(held.event.id)
         e = held.event
-        self._held_ids.add(e.id)
+        self._held[e.id] = e
         self.rr.push(e.host, e.vm, e.policy, self.class_of(e), held, front=True)
 
     def complete(self, event_id: str, count: bool = True) -> bool:
@@ -167,10 +180,11 @@ class Dispatcher(Generic[H]):
         if where is None:
             return False
         host, vm = where
-        self._per_vm[where] -= 1
+        on_vm = self._on_vm.get(where, {})
+        on_vm.pop(event_id, None)
         self._per_host[host] -= 1
-        if self._per_vm[where] <= 0:
-            del self._per_vm[where]
+        if not on_vm:
+            self._on_vm.pop(where, None)
         if self._per_host[host] <= 0:
             del self._per_host[host]
         self._refresh(host, vm)
@@ -187,7 +201,7 @@ class Dispatcher(Generic[H]):
         """Apply new limits live. Only a VM or host with actions in flight can be blocked,
         so refreshing those is enough to block and unblock correctly."""
         self.limits = limits
-        for host, vm in list(self._per_vm):
+        for host, vm in list(self._on_vm):
             self._refresh(host, vm)
         for host in list(self._per_host):
             self._refresh_host(host)
@@ -212,25 +226,26 @@ class Dispatcher(Generic[H]):
 
     def remove_vm(self, host: str, vm: str) -> list[Held[H]]:
         held = self.rr.remove_vm(host, vm)
-        self._held_ids.difference_update(h.event.id for h in held)
+        for h in held:
+            self._held.pop(h.event.id, None)
         return held
 
     def drop_held(self) -> list[Held[H]]:
         """The deliveries are void (connection lost): forget every held head."""
-        self._held_ids.clear()
+        self._held.clear()
         return [*self.take_duplicates(), *self.rr.clear_items()]
 
     # -- internals -----------------------------------------------------------------
     def _start(self, event_id: str, host: str, vm: str) -> None:
         self.in_flight[event_id] = (host, vm)
-        self._per_vm[(host, vm)] += 1
+        self._on_vm.setdefault((host, vm), {})[event_id] = None
         self._per_host[host] += 1
         self._refresh(host, vm)
 
     def _refresh(self, host: str, vm: str) -> None:
         """Tell the round-robin whether this VM and its host may give now (it keeps the
         flags; setting one unchanged costs a set lookup)."""
-        self.rr.set_vm_blocked(host, vm, self._per_vm.get((host, vm), 0) >= self.limits.per_vm)
+        self.rr.set_vm_blocked(host, vm, len(self._on_vm.get((host, vm), ())) >= self.limits.per_vm)
         self._refresh_host(host)
 
     def _refresh_host(self, host: str) -> None:
@@ -238,6 +253,57 @@ class Dispatcher(Generic[H]):
         self.rr.set_host_blocked(host, limit > 0 and self._per_host.get(host, 0) >= limit)
 
     # -- views ---------------------------------------------------------------------
+    def why(self, event_id: str) -> Waiting | None:
+        """What holds the held head ``event_id`` (:mod:`scheduler.dispatcher.waiting`);
+        None if it is not held here."""
+        event = self._held.get(event_id)
+        return None if event is None else waiting.why(self, event)
+
+    def on_vm(self, host: str, vm: str) -> list[str]:
+        """The VM's events in flight, oldest first."""
+        return list(self._on_vm.get((host, vm), ()))
+
+    def host_in_flight(self, host: str) -> int:
+        return self._per_host.get(host, 0)
+
+    def limits_use(self) -> dict[str, Any]:
+        """Each limit and its current use: the global one's slots in flight, and the
+        busiest VM's and host's (O(actions in flight))."""
+        busiest_vm = max(self._on_vm.items(), key=lambda kv: len(kv[1]), default=None)
+        busiest_host = max(self._per_host.items(), key=lambda kv: kv[1], default=None)
+        return {
+            "max_parallel": {"limit": self.limits.max_parallel, "in_use": len(self.in_flight)},
+            "per_vm": {
+                "limit": self.limits.per_vm,
+                "max_in_use": len(busiest_vm[1]) if busiest_vm else 0,
+                "busiest": "/".join(busiest_vm[0]) if busiest_vm else None,
+                "at_limit": sum(len(on) >= self.limits.per_vm for on in self._on_vm.values()),
+            },
+            "per_host": {
+                "limit": self.limits.per_host,
+                "max_in_use": busiest_host[1] if busiest_host else 0,
+                "busiest": busiest_host[0] if busiest_host else None,
+                "at_limit": sum(n >= self.limits.per_host > 0 for n in self._per_host.values()),
+            },
+            # issue 21 part 3 adds "per_action" and "per_group" here: each limit with
+            # its current use
+        }
+
+    def recent_shares(self) -> dict[str, Any]:
+        """Per class: dispatches in the dispatch log (the last DISPATCH_LOG_SIZE) and
+        their share of it."""
+        total = len(self.dispatches)
+        return {
+            "window": total,
+            "classes": {
+                cls.value: {
+                    "dispatched": self._logged[cls.value],
+                    "share": self._logged[cls.value] / total if total else 0.0,
+                }
+                for cls in ORDER
+            },
+        }
+
     def stats(self) -> dict[str, Any]:
         hosts: dict[str, dict[str, int]] = {}
         for host in self.rr.hosts():
@@ -252,13 +318,20 @@ class Dispatcher(Generic[H]):
             "dispatched_total": self.dispatched_total,
             "completed_total": self.completed_total,
             "hosts": hosts,
+            "limits_use": self.limits_use(),
         }
 
     def class_view(self) -> dict[str, Any]:
-        """The policies' classes and, per class, its share, credit and what it holds."""
+        """The policies' classes and, per class, its share, credit and what it holds,
+        and what it was dispatched over the dispatch log (``window`` dispatches)."""
+        classes = self.rr.class_stats()
+        recent = self.recent_shares()
+        for name, view in classes.items():
+            view.update(recent["classes"][name])
         return {
             "policies": {p: c.value for p, c in self.classes.policies.items()},
-            "classes": self.rr.class_stats(),
+            "classes": classes,
+            "window": recent["window"],
         }
 
     def recent_dispatches(self, limit: int) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ O(log ready) regardless of how many idle keys exist.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -303,6 +303,13 @@ class NestedRoundRobin(Generic[T]):
         v = h.ring.children.get(vm) if h is not None else None
         p = v.ring.children.get(policy) if v is not None else None
         return 0 if p is None else len(p.items)
+
+    def key_items(self, host: str, vm: str, policy: str) -> Sequence[T]:
+        """The items the key holds, FIFO (a view: do not change it)."""
+        h = self._hosts.children.get(host)
+        v = h.ring.children.get(vm) if h is not None else None
+        p = v.ring.children.get(policy) if v is not None else None
+        return () if p is None else p.items
 
     def take_key(self, host: str, vm: str, policy: str) -> list[T]:
         """Take every item out of one key (FIFO), keeping the key and its place."""

@@ -16,6 +16,7 @@ from scheduler.dispatcher.dispatcher import Classes, Dispatcher, H, Held, Known
 from scheduler.dispatcher.roundrobin import Weights
 from shared.models import MappingSnapshot, VmEventMessage
 from shared.priority import Priority
+from shared.waiting import Waiting
 
 
 class DispatcherState(Generic[H]):
@@ -189,6 +190,15 @@ class DispatcherState(Generic[H]):
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return self._dispatcher.stats()
+
+    def why(self, event_id: str) -> tuple[Known, Waiting | None]:
+        """What the dispatcher knows of the event, and what holds it if it is held."""
+        with self._lock:
+            return self._dispatcher.knows(event_id), self._dispatcher.why(event_id)
+
+    def limits_use(self) -> dict[str, Any]:
+        with self._lock:
+            return self._dispatcher.limits_use()
 
     def recent_dispatches(self, limit: int) -> list[dict[str, Any]]:
         with self._lock:

@@ -399,9 +399,33 @@ def test_dispatch_log_records_order_and_the_time_passed_in() -> None:
     for now in (10.0, 20.5, 30.25):
         assert d.pick(now) is not None
     assert d.recent_dispatches(10) == [
-        {"event_id": "a", "host": "h1", "vm": "v", "policy": "p", "action": "migrate", "at": 10.0},
-        {"event_id": "b", "host": "h2", "vm": "v", "policy": "p", "action": "resize", "at": 20.5},
-        {"event_id": "c", "host": "h1", "vm": "v", "policy": "q", "action": "stop", "at": 30.25},
+        {
+            "event_id": "a",
+            "host": "h1",
+            "vm": "v",
+            "policy": "p",
+            "action": "migrate",
+            "at": 10.0,
+            "priority": "normal",
+        },
+        {
+            "event_id": "b",
+            "host": "h2",
+            "vm": "v",
+            "policy": "p",
+            "action": "resize",
+            "at": 20.5,
+            "priority": "normal",
+        },
+        {
+            "event_id": "c",
+            "host": "h1",
+            "vm": "v",
+            "policy": "q",
+            "action": "stop",
+            "at": 30.25,
+            "priority": "normal",
+        },
     ]
     assert [r["event_id"] for r in d.recent_dispatches(2)] == ["b", "c"]
     assert d.recent_dispatches(0) == []
@@ -429,6 +453,11 @@ def test_stats_shape() -> None:
         "dispatched_total": 1,
         "completed_total": 0,
         "hosts": {"h1": {"in_flight": 1, "held": 1}, "h2": {"in_flight": 0, "held": 1}},
+        "limits_use": {
+            "max_parallel": {"limit": 5, "in_use": 1},
+            "per_vm": {"limit": 1, "max_in_use": 1, "busiest": "h1/v1", "at_limit": 1},
+            "per_host": {"limit": 0, "max_in_use": 1, "busiest": "h1", "at_limit": 0},
+        },
     }
 
 

@@ -55,6 +55,11 @@ def test_stats(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> 
         "dispatched_total": 0,
         "completed_total": 0,
         "hosts": {"h": {"in_flight": 0, "held": 1}},
+        "limits_use": {
+            "max_parallel": {"limit": 5, "in_use": 0},
+            "per_vm": {"limit": 1, "max_in_use": 0, "busiest": None, "at_limit": 0},
+            "per_host": {"limit": 0, "max_in_use": 0, "busiest": None, "at_limit": 0},
+        },
         "connected": True,
         "mapping_version": 7,
         "dead_lettered": 0,
@@ -101,6 +106,7 @@ def test_dispatches(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]
             "policy": "p",
             "action": "stop",
             "at": 1.5,
+            "priority": "normal",
         }
         for i in (1, 2)
     ]
@@ -423,3 +429,38 @@ def test_settings_give_the_classes_and_weights() -> None:
 def test_bad_class_and_weight_settings_stop_the_start(env: dict[str, str], says: str) -> None:
     with pytest.raises(ValueError, match=says):
         DispatcherSettings(**env)  # type: ignore[arg-type]
+
+
+def test_waiting_and_limits(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> None:
+    app, state, _ = parts
+    for i, policy in enumerate(("p", "q")):
+        event = VmEventMessage(
+            id=f"e{i}", host="h", vm="v", policy=policy, action=Action.STOP, accepted_at=0
+        )
+        state.offer(event, i)
+    state.pick_batch(1, lambda: 1.0)
+    body = call(app, "GET", "/waiting/e1").json()
+    assert body["known"] == "held"
+    assert body["waiting"]["reason"] == "vm_busy"
+    assert body["waiting"]["event"] == "e0"
+    assert call(app, "GET", "/waiting/e0").json() == {
+        "event_id": "e0",
+        "known": "in_flight",
+        "waiting": None,
+    }
+    assert call(app, "GET", "/waiting/nope").json()["known"] == "new"
+    use = call(app, "GET", "/limits").json()
+    assert use["max_parallel"] == {"limit": 5, "in_use": 1}
+    assert use["per_vm"]["busiest"] == "h/v"
+    classes = call(app, "GET", "/classes").json()
+    assert classes["window"] == 1
+    assert classes["classes"]["normal"]["dispatched"] == 1
+    assert classes["classes"]["normal"]["share"] == 1.0
+
+
+def test_waiting_needs_the_token_when_views_are_closed() -> None:
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
+    app = create_admin_app(state, FakeSession(), token="s3cret", views_open=False)
+    assert call(app, "GET", "/waiting/x").status_code == 401
+    answer = call(app, "GET", "/waiting/x", headers={"Authorization": "Bearer s3cret"})
+    assert answer.status_code == 200
