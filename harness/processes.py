@@ -129,6 +129,8 @@ class Stack:
         return svc.start()
 
     def producer(self, **extra: str) -> Service:
+        """The producer, asking this stack's dispatcher what holds a queued event."""
+        extra = {"DISPATCHER_URL": self.dispatcher_url, **extra}
         return self._start("carousel-producer", f"{self.producer_url}/readyz", extra)
 
     def dispatcher(self, **extra: str) -> Service:

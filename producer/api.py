@@ -34,6 +34,7 @@ from producer.schemas import (
 )
 from producer.service import EventService
 from producer.settings import ProducerSettings
+from producer.waiting import DispatcherClient
 from shared.db import LEDGER_TROUBLE
 from shared.docs import service_app
 from shared.errors import Conflict
@@ -135,7 +136,12 @@ def _lifespan(
             await publisher.start()
         except BrokerUnavailable:
             log.warning("broker not reachable at start; /readyz will say so until it is")
-        service = EventService(store, publisher, settings.coalescing_policies)
+        dispatcher = None
+        if settings.dispatcher_url:
+            dispatcher = DispatcherClient(
+                settings.dispatcher_url, settings.dispatcher_timeout, settings.carousel_api_token
+            )
+        service = EventService(store, publisher, settings.coalescing_policies, dispatcher)
         app.state.service = service
         app.state.settings = settings
         app.state.metrics = metrics
@@ -193,8 +199,9 @@ def events_router(metrics: ProducerMetrics) -> APIRouter:
 
     @router.get("/events/{event_id}", response_model=EventOut, responses=NOT_FOUND)
     async def get_event(_: Auth, svc: Service, event_id: str) -> Any:
-        row = await asyncio.to_thread(svc.store.get, event_id)
-        if row is None or row["status"] == Status.PENDING:
+        """The event; while it is queued, ``waiting`` says what holds it."""
+        row = await svc.view(event_id)
+        if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}")
         return row
 

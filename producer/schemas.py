@@ -12,6 +12,7 @@ from shared.models import Action, Key, MappingSnapshot
 from shared.names import Name
 from shared.priority import Priority
 from shared.topology import Topology
+from shared.waiting import Waiting
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_BATCH = 1000
@@ -121,6 +122,12 @@ class EventOut(BaseModel):
     started_at: float | None
     finished_at: float | None = Field(
         description="When it finished (succeeded or failed), or was cancelled."
+    )
+    waiting: Waiting | None = Field(
+        None,
+        description="While it is queued: what holds it (its place in its key, the "
+        "dispatcher paused, its host or VM unavailable, a limit, its class, its turn); "
+        "null for any other status.",
     )
 
     @field_validator("payload", mode="before")

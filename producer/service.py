@@ -7,13 +7,14 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from producer.errors import BrokerUnavailable, VmBeingRemoved, VmHasUnfinishedEvents
 from producer.publisher import Publisher
 from producer.schemas import VmEventIn
+from producer.waiting import DispatcherClient, explain
 from shared.mapping_store import RemovalUnderway, UnfinishedEvents
-from shared.models import MappingDelta, VmEventMessage
+from shared.models import MappingDelta, Status, VmEventMessage
 from shared.store import Store
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,16 @@ class EventService:
     into a VM it is deleting, whichever producer process serves either request."""
 
     def __init__(
-        self, store: Store, publisher: Publisher, coalescing: frozenset[str] = frozenset()
+        self,
+        store: Store,
+        publisher: Publisher,
+        coalescing: frozenset[str] = frozenset(),
+        dispatcher: DispatcherClient | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
+        #: asked what holds a queued event the ledger finds first in its key; None: none
+        self.dispatcher = dispatcher
         #: the policies whose events coalesce unless an event says otherwise
         self.coalescing = coalescing
         #: a pending row younger than this may be a request still publishing it
@@ -100,6 +107,17 @@ class EventService:
             raise
         await asyncio.to_thread(self.store.confirm, accepted.to_publish)
         return answer
+
+    async def view(self, event_id: str) -> dict[str, Any] | None:
+        """The event as ``GET /events/{id}`` shows it, with what holds it while it is
+        queued (:mod:`producer.waiting`); None if unknown (or not yet accepted)."""
+        row = await asyncio.to_thread(self.store.get, event_id)
+        if row is None or row["status"] == Status.PENDING:
+            return None
+        if row["status"] == Status.QUEUED:
+            holds = await asyncio.to_thread(self.store.holds, row)
+            row["waiting"] = await explain(row, holds, self.dispatcher)
+        return row
 
     async def set_host_available(self, host: str, available: bool) -> MappingDelta | None:
         delta = await asyncio.to_thread(self.store.set_host_available, host, available)

@@ -32,6 +32,20 @@ class ProducerSettings(CommonSettings, CloudSettings):
         "monitor): run a second producer for the REST API instead.",
     )
 
+    dispatcher_url: str = Field(
+        "http://127.0.0.1:8001",
+        description="The dispatcher's admin API, asked what holds a queued event that is "
+        "first in its key (GET /events/{id}'s waiting: a limit, its class, its turn); "
+        "set it with a moved DISPATCHER_PORT; empty = ask none, the ledger's reasons only "
+        "(DISPATCHER_URL).",
+    )
+    dispatcher_timeout: float = Field(
+        0.5,
+        gt=0,
+        description="Seconds to wait for the dispatcher's answer before saying it did not "
+        "answer (DISPATCHER_TIMEOUT).",
+    )
+
     coalesce_policies: str = Field(
         "",
         description="Policies whose events coalesce unless an event says otherwise "

@@ -1,7 +1,8 @@
 """The ledger of events and the mapping, as one object (one database).
 
 See :mod:`shared.ledger` for the event state machine and :mod:`shared.mapping_store` for
-the mapping; :mod:`shared.db` holds the schema.
+the mapping, :mod:`shared.holding` for what holds a queued event; :mod:`shared.db`
+holds the schema.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from shared.db import (
     vms,
 )
 from shared.errors import Conflict
+from shared.holding import HoldLedger, Holds
 from shared.ledger import Accepted, Cancel, Claim, ClaimResult, EventLedger, InFlight
 from shared.mapping_store import MappingStore
 from shared.migrations import migrate
@@ -29,6 +31,7 @@ __all__ = [
     "Claim",
     "ClaimResult",
     "Conflict",
+    "Holds",
     "InFlight",
     "Store",
     "events",
@@ -40,7 +43,7 @@ __all__ = [
 ]
 
 
-class Store(EventLedger, MappingStore):
+class Store(EventLedger, MappingStore, HoldLedger):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
