@@ -14,6 +14,8 @@ import httpx
 
 from carousel_cli.errors import InputError, ServiceError
 from carousel_cli.events import Event, batches
+from carousel_cli.watching import Seen
+from shared.waiting import title
 
 #: GETs of event statuses in flight at once while watching
 WATCH_CONCURRENCY = 8
@@ -98,6 +100,20 @@ class Client:
     def statuses(self, ids: Sequence[str]) -> dict[str, str]:
         with ThreadPoolExecutor(WATCH_CONCURRENCY) as pool:
             return dict(zip(ids, pool.map(self.status, ids), strict=True))
+
+    def seen(self, event_id: str) -> Seen:
+        """The event's status and, while it is queued, what holds it."""
+        found = self.event(event_id)
+        if found is None:
+            return Seen("unknown")
+        why = found.get("waiting") or {}
+        reason = why.get("reason")
+        return Seen(str(found["status"]), title(str(reason)) if reason else None, why.get("text"))
+
+    def progress(self, ids: Sequence[str]) -> dict[str, Seen]:
+        """:meth:`seen` of each, a few at a time."""
+        with ThreadPoolExecutor(WATCH_CONCURRENCY) as pool:
+            return dict(zip(ids, pool.map(self.seen, ids), strict=True))
 
     # -- the admin APIs --------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""Carousel's command line: post events, run a demo burst, watch events drain, cancel
-events, see the system's status, wait until it is ready.
+"""Carousel's command line: post events, run a demo burst, watch events drain, show or
+cancel events, see the system's status, wait until it is ready.
 
 Every command reads the services' addresses and the token from options or the
 environment (CAROUSEL_PRODUCER_URL, CAROUSEL_DISPATCHER_URL, CAROUSEL_ELASTICITY_URL,
@@ -99,7 +99,7 @@ def _run(ctx: typer.Context, body: Callable[[Client], int]) -> None:
 
 
 def _follow(client: Client, ids: Sequence[str], timeout: float, as_json: bool) -> int:
-    statuses = watching.watch(client.statuses, ids, err if as_json else out, timeout)
+    statuses = watching.watch(client.progress, ids, err if as_json else out, timeout)
     failed = [i for i, s in statuses.items() if s in ("failed", watching.NOT_FOUND)][:20]
     errors = {
         i: "the producer knows no such event"
@@ -321,6 +321,32 @@ def cancel(
                     highlight=False,
                 )
         return 0 if all(s == "cancelled" for s in said.values()) else 1
+
+    _run(ctx, body)
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    ids: Annotated[list[str], typer.Argument(help="Event ids.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show events: status, key, action, times, error, and for a queued one what holds
+    it (its place in its key, a busy VM, a limit, its class, a pause...).
+
+    Exit code: 0 every event found, 1 some unknown."""
+
+    def body(client: Client) -> int:
+        found = {event_id: client.event(event_id) for event_id in ids}
+        if as_json:
+            print(json.dumps({"events": found}))
+        else:
+            for event_id, event in found.items():
+                if event is None:
+                    out.print(f"[red]{escape(event_id)}: no such event[/]", highlight=False)
+                else:
+                    out.print(views.event(event))
+        return 0 if all(e is not None for e in found.values()) else 1
 
     _run(ctx, body)
 

@@ -1,5 +1,6 @@
 """``carousel status``: the services' readiness, the dispatcher's limits and counters, and
-each elasticity pool with its workers and its last decisions, in one view."""
+each elasticity pool with its workers and its last decisions, in one view; ``carousel
+show``: one event."""
 
 from __future__ import annotations
 
@@ -73,6 +74,31 @@ def dispatcher(stats: Mapping[str, Any]) -> Table:
     )
     out.add_row("sent again (sweeper)", str(stats.get("resent_total", 0)))
     out.add_row("dead-lettered", str(stats.get("dead_lettered", 0)))
+    return out
+
+
+def event(found: Mapping[str, Any]) -> Table:
+    """One event as ``GET /events/{id}`` shows it; a queued one with what holds it."""
+    out = Table(title=f"event {found.get('id')}", title_justify="left", show_header=False)
+    out.add_column("what")
+    out.add_column("value")
+    out.add_row("status", Text(str(found.get("status"))))
+    waiting = found.get("waiting")
+    if waiting:
+        out.add_row("waiting", Text(f"{waiting.get('text')} ({waiting.get('source')})"))
+    out.add_row(
+        "key", Text(f"host {found.get('host')}, vm {found.get('vm')}, policy {found.get('policy')}")
+    )
+    out.add_row("action", Text(str(found.get("action"))))
+    for name in ("accepted_at", "dispatched_at", "started_at", "finished_at"):
+        if found.get(name) is not None:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(found[name])))
+            out.add_row(name.removesuffix("_at"), stamp)
+    if found.get("attempts"):
+        out.add_row("attempts", str(found["attempts"]))
+    for name in ("worker", "error"):
+        if found.get(name):
+            out.add_row(name, Text(str(found[name])))
     return out
 
 

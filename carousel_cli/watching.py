@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -38,6 +39,32 @@ ORDER = (
 )
 
 
+#: the most reasons shown for the queued events, most common first
+REASONS_SHOWN = 3
+
+
+class Seen(NamedTuple):
+    """An event's status and, while it is queued, what holds it (``GET /events/{id}``'s
+    ``waiting``: its kind's title and its text)."""
+
+    status: str
+    reason: str | None = None
+    text: str | None = None
+
+
+def waiting_line(reasons: Mapping[str, tuple[str, str]]) -> str:
+    """What holds the queued events: one event's text, or the most common reasons with
+    their counts (``behind in its key 10, VM busy 2``); empty for none."""
+    if not reasons:
+        return ""
+    if len(reasons) == 1:
+        return next(iter(reasons.values()))[1]
+    counts = Counter(kind for kind, _ in reasons.values())
+    shown = [f"{kind} {n}" for kind, n in counts.most_common(REASONS_SHOWN)]
+    more = len(counts) - REASONS_SHOWN
+    return ", ".join(shown) + (f", {more} other reason{'s' * (more > 1)}" if more > 0 else "")
+
+
 def summary(statuses: Mapping[str, str]) -> Counter[str]:
     return Counter(statuses.values())
 
@@ -46,10 +73,17 @@ def finished(statuses: Mapping[str, str]) -> int:
     return sum(status in FINISHED for status in statuses.values())
 
 
-def describe(counts: Counter[str]) -> str:
-    """``queued 12 · running 4 · succeeded 80``: the non-zero counts, in path order."""
+def describe(counts: Counter[str], reasons: Mapping[str, tuple[str, str]] | None = None) -> str:
+    """``queued 12 · running 4 · succeeded 80``: the non-zero counts, in path order;
+    with ``reasons`` (of the queued events), what holds them after the queued count:
+    ``queued 12 (behind in its key 10, VM busy 2) · running 4``."""
     names = [*ORDER, *sorted(set(counts) - set(ORDER))]
-    return " · ".join(f"{name} {counts[name]}" for name in names if counts[name])
+    why = waiting_line(reasons or {})
+    return " · ".join(
+        f"{name} {counts[name]}" + (f" ({why})" if name == "queued" and why else "")
+        for name in names
+        if counts[name]
+    )
 
 
 def outcome(statuses: Mapping[str, str]) -> int:
@@ -62,7 +96,7 @@ def outcome(statuses: Mapping[str, str]) -> int:
 
 
 def watch(
-    poll: Callable[[Sequence[str]], dict[str, str]],
+    poll: Callable[[Sequence[str]], Mapping[str, str | Seen]],
     ids: Sequence[str],
     console: Console,
     timeout: float,
@@ -74,8 +108,10 @@ def watch(
     """Poll the unfinished of ``ids`` every ``interval`` until all are finished or
     ``timeout`` seconds passed; the last status of each. ``poll`` says ``unknown`` for an
     id the producer does not know; after ``not_found_after`` seconds of that it is
-    ``not found``."""
+    ``not found``. A :class:`Seen` with a reason shows, beside the queued count, what
+    holds the queued events."""
     statuses = dict.fromkeys(ids, "unknown")
+    reasons: dict[str, tuple[str, str]] = {}  # queued id -> (kind's title, text)
     unknown_since: dict[str, float] = {}
     deadline = clock() + timeout
     columns = (
@@ -88,12 +124,18 @@ def watch(
         task = progress.add_task("events", total=len(ids), counts="")
         while True:
             pending = [i for i, s in statuses.items() if s not in FINISHED]
-            for event_id, said in poll(pending).items():
+            for event_id, answer in poll(pending).items():
+                said = answer if isinstance(answer, str) else answer.status
+                if isinstance(answer, Seen) and answer.reason and answer.text:
+                    reasons[event_id] = (answer.reason, answer.text)
+                else:
+                    reasons.pop(event_id, None)
                 if said == "unknown":
                     since = unknown_since.setdefault(event_id, clock())
                     said = NOT_FOUND if clock() - since >= not_found_after else said
                 statuses[event_id] = said
-            progress.update(task, completed=finished(statuses), counts=describe(summary(statuses)))
+            counts = describe(summary(statuses), reasons)
+            progress.update(task, completed=finished(statuses), counts=counts)
             if finished(statuses) == len(statuses) or clock() >= deadline:
                 return statuses
             sleep(interval)

@@ -183,6 +183,66 @@ def test_cancelled_is_an_end_and_not_a_failure() -> None:
     )
 
 
+def test_watch_shows_what_holds_the_queued_events() -> None:
+    busy = watching.Seen("queued", "VM busy", "VM v busy with a (1/1 per VM)")
+    rounds: list[dict[str, str | watching.Seen]] = [
+        {
+            "a": "running",
+            "b": busy,
+            "c": watching.Seen("queued", "behind in its key", "2nd in its key: behind b"),
+            "d": watching.Seen("queued", "behind in its key", "2nd in its key: behind x"),
+        },
+        {"a": "succeeded", "b": busy, "c": "running", "d": "succeeded"},
+        {"b": "succeeded", "c": "succeeded"},
+    ]
+    shown = io.StringIO()
+    clock = FakeClock()
+    console = Console(file=shown, width=200)
+    final = watching.watch(
+        lambda ids: rounds.pop(0), ["a", "b", "c", "d"], console, 1, 1, clock, clock.sleep
+    )
+    assert final == {"a": "succeeded", "b": "queued", "c": "running", "d": "succeeded"}
+    assert "queued 1 (VM v busy with a (1/1 per VM))" in shown.getvalue()  # the last round
+    first = {"b": ("VM busy", ""), "c": ("behind in its key", ""), "d": ("behind in its key", "")}
+    counts = watching.summary({"a": "running", "b": "queued", "c": "queued", "d": "queued"})
+    assert watching.describe(counts, first) == (
+        "queued 3 (behind in its key 2, VM busy 1) · running 1"
+    )
+
+
+def test_the_waiting_line_shows_the_most_common_reasons() -> None:
+    reasons = {str(i): (f"kind{i % 5}", "t") for i in range(20)}
+    reasons.update({"x": ("kind0", "t"), "y": ("kind0", "t"), "z": ("kind1", "t")})
+    assert watching.waiting_line(reasons) == "kind0 6, kind1 5, kind2 4, 2 other reasons"
+    assert watching.waiting_line({}) == ""
+
+
+def test_show_renders_what_holds_a_queued_event() -> None:
+    shown = io.StringIO()
+    Console(file=shown, width=200).print(
+        views.event(
+            {
+                "id": "e1",
+                "status": "queued",
+                "host": "h",
+                "vm": "v",
+                "policy": "p",
+                "action": "heal",
+                "accepted_at": 0.0,
+                "attempts": 0,
+                "waiting": {
+                    "reason": "paused",
+                    "text": "the dispatcher is paused",
+                    "source": "ledger",
+                },
+            }
+        )
+    )
+    text = shown.getvalue()
+    assert "the dispatcher is paused (ledger)" in text
+    assert "host h, vm v, policy p" in text
+
+
 def test_the_summary_reads_in_the_events_path_order() -> None:
     counts = watching.summary({"a": "failed", "b": "queued", "c": "queued", "d": "succeeded"})
     assert watching.describe(counts) == "queued 2 · succeeded 1 · failed 1"
