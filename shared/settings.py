@@ -118,7 +118,8 @@ class CommonSettings(BaseSettings):
     )
     admin_views_open: bool = Field(
         True,
-        description="The admin APIs' views (dispatcher GET /stats, /dispatches, "
+        description="The admin APIs' views (dispatcher GET /stats, /dispatches, /classes, "
+        "/weights, /limits, /waiting/{id}, "
         "/dead-letters; elasticity GET /status) answer without the token; false = they "
         "need it too (ADMIN_VIEWS_OPEN).",
     )
