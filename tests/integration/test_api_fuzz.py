@@ -367,8 +367,12 @@ class EventModel:
 
 def test_stateful_links_from_an_accepted_event(open_producer: Producer) -> None:
     raw = httpx.get(f"{open_producer.url}/openapi.json", timeout=10).json()
+    # DELETE /events/{id} cancels: the event stays readable, ``cancelled`` (design §4),
+    # which ``use_after_free`` would take for a deleted resource still served; the
+    # event model checks what a cancel must leave instead
     schema = schemathesis.openapi.from_dict(
-        with_links(raw), config=config(token=False, **{"base-url": open_producer.url})
+        with_links(raw),
+        config=config(token=False, off={"use_after_free"}, **{"base-url": open_producer.url}),
     )
     probe, model = open_producer.probe, EventModel()
 
