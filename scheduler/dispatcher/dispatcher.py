@@ -7,6 +7,11 @@ carries out what comes back. ``H`` is the adapter's handle of a delivery.
 Whether a VM or host is blocked (at its limit) is kept once, in the round-robin; this module
 keeps the counts that decide it. Held heads are served by class, then by weighted nested
 round-robin (:mod:`scheduler.dispatcher.classes`); the limits hold across classes.
+
+The limits an operator names (per action, per VM group: :mod:`scheduler.dispatcher.limits`)
+hold a key rather than a VM or host: a head whose action or group is at its limit blocks
+its key, checked when the key comes up in the rotation, and its key is unblocked when
+that limit frees a slot. With none set, no head is checked.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from scheduler.dispatcher.classes import ClassScheduler
+from scheduler.dispatcher.limits import NamedCounts, NamedLimits
 from scheduler.dispatcher.roundrobin import Weights
 from shared.models import VmEventMessage
 from shared.priority import DEFAULT, Priority
@@ -75,12 +81,16 @@ class Dispatcher(Generic[H]):
         log_size: int = 10000,
         classes: Classes | None = None,
         weights: Weights | None = None,
+        named: NamedLimits | None = None,
     ) -> None:
         self.limits = limits
         self.paused = paused
         self.classes = classes if classes is not None else Classes()
         self.rr: ClassScheduler[Held[H]] = ClassScheduler(self.classes.min_shares, weights)
         self.in_flight: dict[str, tuple[str, str]] = {}  # event id -> (host, vm)
+        #: event id -> (action, group) of what in_flight holds; action None: not known
+        self._kinds: dict[str, tuple[str | None, str | None]] = {}
+        self.named = NamedCounts(named)
         self._per_vm: Counter[tuple[str, str]] = Counter()
         self._per_host: Counter[str] = Counter()
         self.dispatches: deque[Dispatch] = deque(maxlen=log_size)
@@ -119,8 +129,9 @@ class Dispatcher(Generic[H]):
         global limit, or nothing can go. A held copy of an event counted in flight
         meanwhile (:meth:`restore`) is not a dispatch: it goes to
         :meth:`take_duplicates`, and the pick goes on."""
+        gate = self._gate if self.named.limits.any else None
         while not self.paused and len(self.in_flight) < self.limits.max_parallel:
-            got = self.rr.next()
+            got = self.rr.next(gate)
             if got is None:
                 return None
             host, vm, policy, held = got
@@ -131,6 +142,22 @@ class Dispatcher(Generic[H]):
             return self._dispatch(held, host, vm, policy, now)
         return None
 
+    def _gate(self, host: str, vm: str, policy: str, held: Held[H]) -> bool:
+        """Whether a key's head may go now as far as the named limits go; if not, the
+        key is indexed under the limits that hold it (the round-robin blocks it)."""
+        e = held.event
+        if e.id in self.in_flight:
+            return True  # a held copy of an event in flight: let it out, to be acked
+        holds = self.named.holds((host, vm), e.action.value, e.group)
+        if holds:
+            self.named.wait((host, vm, policy), holds)
+        return not holds
+
+    def limit_holds(self, host: str, vm: str, policy: str) -> list[str]:
+        """What holds the key's head among the named limits, as an operator reads it:
+        ``action limit live_migrate 2/2``, ``group web budget 1/1``; empty if nothing."""
+        return [self.named.describe(h) for h in self.named.held_by((host, vm, policy))]
+
     def take_duplicates(self) -> list[Held[H]]:
         """Held copies of events that were counted in flight while held: the caller acks
         them (the event is carried by another delivery)."""
@@ -138,7 +165,7 @@ class Dispatcher(Generic[H]):
         return out
 
     def _dispatch(self, held: Held[H], host: str, vm: str, policy: str, now: float) -> Held[H]:
-        self._start(held.event.id, host, vm)
+        self._start(held.event.id, host, vm, held.event.action.value, held.event.group)
         self.dispatches.append(Dispatch(held.event.id, host, vm, policy, held.event.action, now))
         self.dispatched_total += 1
         return held
@@ -160,6 +187,7 @@ class Dispatcher(Generic[H]):
         e = held.event
         self._held_ids.add(e.id)
         self.rr.push(e.host, e.vm, e.policy, self.class_of(e), held, front=True)
+        self._unblock([(e.host, e.vm, e.policy)])  # a new head: checked when its turn comes
 
     def complete(self, event_id: str, count: bool = True) -> bool:
         """An action finished: free its slots. False if it was not in flight."""
@@ -167,6 +195,9 @@ class Dispatcher(Generic[H]):
         if where is None:
             return False
         host, vm = where
+        action, _ = self._kinds.pop(event_id)
+        if action is not None:
+            self._unblock(self.named.finish(where, action), known=True)
         self._per_vm[where] -= 1
         self._per_host[host] -= 1
         if self._per_vm[where] <= 0:
@@ -178,10 +209,23 @@ class Dispatcher(Generic[H]):
             self.completed_total += 1
         return True
 
-    def restore(self, event_id: str, host: str, vm: str) -> None:
-        """Count an event found in flight in the ledger (after a restart or reconnect)."""
+    def restore(
+        self,
+        event_id: str,
+        host: str,
+        vm: str,
+        action: str | None = None,
+        group: str | None = None,
+    ) -> None:
+        """Count an event found in flight in the ledger (after a restart or reconnect),
+        against its action's limit and its group's budget too when they are given."""
         if event_id not in self.in_flight:
-            self._start(event_id, host, vm)
+            self._start(event_id, host, vm, action, group)
+
+    def set_named_limits(self, named: NamedLimits) -> None:
+        """Apply new action limits and group budgets live: keys held only by limits no
+        longer full go again; a limit now full holds heads from their next turn."""
+        self._unblock(self.named.set_limits(named), known=True)
 
     def set_limits(self, limits: Limits) -> None:
         """Apply new limits live. Only a VM or host with actions in flight can be blocked,
@@ -211,6 +255,7 @@ class Dispatcher(Generic[H]):
         self.rr.set_vm_available(host, vm, available)
 
     def remove_vm(self, host: str, vm: str) -> list[Held[H]]:
+        self._unblock([k for k in self.named.waiting() if k[0] == host and k[1] == vm])
         held = self.rr.remove_vm(host, vm)
         self._held_ids.difference_update(h.event.id for h in held)
         return held
@@ -218,14 +263,27 @@ class Dispatcher(Generic[H]):
     def drop_held(self) -> list[Held[H]]:
         """The deliveries are void (connection lost): forget every held head."""
         self._held_ids.clear()
+        self._unblock(self.named.waiting())
         return [*self.take_duplicates(), *self.rr.clear_items()]
 
     # -- internals -----------------------------------------------------------------
-    def _start(self, event_id: str, host: str, vm: str) -> None:
+    def _start(
+        self, event_id: str, host: str, vm: str, action: str | None, group: str | None
+    ) -> None:
         self.in_flight[event_id] = (host, vm)
+        self._kinds[event_id] = (action, group)
+        if action is not None:
+            self.named.start((host, vm), action, group)
         self._per_vm[(host, vm)] += 1
         self._per_host[host] += 1
         self._refresh(host, vm)
+
+    def _unblock(self, keys: list[tuple[str, str, str]], known: bool = False) -> None:
+        """Unblock keys in the round-robin (``known``: the named limits dropped them
+        from their index already)."""
+        for key in keys:
+            if known or self.named.forget(key):
+                self.rr.set_key_blocked(*key, False)
 
     def _refresh(self, host: str, vm: str) -> None:
         """Tell the round-robin whether this VM and its host may give now (it keeps the
@@ -252,6 +310,7 @@ class Dispatcher(Generic[H]):
             "dispatched_total": self.dispatched_total,
             "completed_total": self.completed_total,
             "hosts": hosts,
+            "named_limits": self.named.view(),
         }
 
     def class_view(self) -> dict[str, Any]:

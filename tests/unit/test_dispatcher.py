@@ -429,6 +429,8 @@ def test_stats_shape() -> None:
         "dispatched_total": 1,
         "completed_total": 0,
         "hosts": {"h1": {"in_flight": 1, "held": 1}, "h2": {"in_flight": 0, "held": 1}},
+        # the action limits and group budgets (none set), with their use
+        "named_limits": {"actions": {}, "groups": {}, "default_group_budget": 0},
     }
 
 

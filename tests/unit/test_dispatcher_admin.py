@@ -55,6 +55,7 @@ def test_stats(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> 
         "dispatched_total": 0,
         "completed_total": 0,
         "hosts": {"h": {"in_flight": 0, "held": 1}},
+        "named_limits": {"actions": {}, "groups": {}, "default_group_budget": 0},
         "connected": True,
         "mapping_version": 7,
         "dead_lettered": 0,
