@@ -26,9 +26,10 @@ answers 500 every time; ``{"poison": "kill"}`` calls ``on_kill(call)`` (the faul
 kills the worker process that made the call) and waits for the caller to go.
 
 Limits: when a call is accepted, the calls in progress whose caller is still connected
-are counted — overall and on the call's (host, VM) — and stored with the call
-(``running_all``, ``running_vm``), so a limit violation is seen by the receiver, not
-taken from the ledger.
+are counted — overall, on the call's (host, VM), of the call's action, and the VMs of
+the call's group (its ``group`` field) — and stored with the call (``running_all``,
+``running_vm``, ``running_action``, ``running_group``), so a limit violation is seen by
+the receiver, not taken from the ledger.
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ class Call:
     #: calls in progress with a connected caller when this one was accepted, itself included
     running_all: int = 0
     running_vm: int = 0
+    action: str = ""
+    group: str | None = None
+    #: calls of the same action in progress, itself included
+    running_action: int = 0
+    #: VMs of the call's group with a call in progress, its own included (0: no group)
+    running_group: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -158,6 +165,8 @@ class Receiver:
             client_port=int(h.client_address[1]),
             poison=poison,
             started=time.time(),
+            action=str(body.get("action")),
+            group=body.get("group") if isinstance(body.get("group"), str) else None,
         )
         if not self._accept(call, sock):
             self._answer(h, call, 409, FENCED)
@@ -191,6 +200,9 @@ class Receiver:
             live = [c for c, s in self._open.values() if c is call or peer_alive(s)]
             call.running_all = len(live)
             call.running_vm = sum(1 for c in live if (c.host, c.vm) == (call.host, call.vm))
+            call.running_action = sum(1 for c in live if c.action == call.action)
+            if call.group is not None:
+                call.running_group = len({(c.host, c.vm) for c in live if c.group == call.group})
             return True
 
     @staticmethod

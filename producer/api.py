@@ -148,6 +148,7 @@ def _lifespan(
         monitor = None
         if settings.monitor_source:  # a bad policies file stops the start here, named
             monitor = Monitor.build(settings, service, metrics.registry)
+            service.group_of = monitor.group_of
             monitor.start()
         app.state.monitor = monitor
         yield

@@ -298,6 +298,7 @@ def _body(event: VmEventMessage) -> bytes:
                 "payload": event.payload,
                 "accepted_at": event.accepted_at,
                 "priority": event.priority,
+                "group": event.group,
             }
         )
     except orjson.JSONEncodeError:

@@ -40,6 +40,12 @@ class VmEventIn(BaseModel):
         "dispatched first, a lower one still gets its minimum share (CLASS_MIN_SHARES); "
         "FIFO within a (host, VM, policy) holds whatever the classes.",
     )
+    group: Name | None = Field(
+        None,
+        description="The VM's group (a name), for its disruption budget: at most "
+        "GROUP_BUDGETS' number of a group's VMs are in action at once. Absent: the group "
+        "the monitoring last saw the VM in, if the producer monitors a source; else none.",
+    )
 
     @field_validator("payload")
     @classmethod

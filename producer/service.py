@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from producer.errors import BrokerUnavailable, VmBeingRemoved, VmHasUnfinishedEvents
@@ -18,6 +18,9 @@ from shared.models import MappingDelta, Status, VmEventMessage
 from shared.store import Store
 
 log = logging.getLogger(__name__)
+
+#: (host, vm) -> the VM's group as last observed, or None
+GroupOf = Callable[[str, str], str | None]
 
 #: a removal's mark on its VM is void after this long (its remover died meanwhile)
 REMOVAL_MARK_SECONDS = 60.0
@@ -54,6 +57,8 @@ class EventService:
         self.dispatcher = dispatcher
         #: the policies whose events coalesce unless an event says otherwise
         self.coalescing = coalescing
+        #: the group of a VM an event names none for (the monitoring's, when it runs)
+        self.group_of: GroupOf | None = None
         #: a pending row younger than this may be a request still publishing it
         self.pending_grace = 3 * publisher.timeout + 60.0
 
@@ -64,6 +69,7 @@ class EventService:
         that coalesces and finds one waiting for the same action is answered with that
         one's id (see :mod:`shared.coalescing`)."""
         now = time.time()
+        group_of = self.group_of
         batch = [
             # fields validated by VmEventIn already: no second validation per event
             VmEventMessage.model_construct(
@@ -75,6 +81,7 @@ class EventService:
                 payload=e.payload,
                 accepted_at=now,
                 priority=e.priority,
+                group=e.group or (group_of(e.host, e.vm) if group_of is not None else None),
             )
             for e in events_in
         ]

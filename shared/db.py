@@ -46,6 +46,9 @@ events = sa.Table(
     #: the event coalesces: while it is pending or queued, a coalescing event with the same
     #: host, VM, policy and action is answered with it instead of being stored
     sa.Column("coalescing", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    #: the VM's group as the event named it or the monitoring last saw it (None: none): a
+    #: restarted dispatcher counts the group's disruption budget from the events in flight
+    sa.Column("grp", sa.String(128)),
     sa.Index("ix_events_status", "status"),
     sa.Index("ix_events_key_status", "host", "vm", "policy", "status"),
     #: at most one coalescing event not yet dispatched per (host, VM, policy, action): the

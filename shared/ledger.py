@@ -92,6 +92,9 @@ class InFlight:
     vm: str
     policy: str
     status: Status
+    action: str = ""
+    #: the VM's group the event counts against (None: none)
+    group: str | None = None
 
 
 class EventLedger:
@@ -374,10 +377,18 @@ class EventLedger:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(
-                    events.c.id, events.c.host, events.c.vm, events.c.policy, events.c.status
+                    events.c.id,
+                    events.c.host,
+                    events.c.vm,
+                    events.c.policy,
+                    events.c.status,
+                    events.c.action,
+                    events.c.grp,
                 ).where(events.c.status.in_([s.value for s in IN_FLIGHT]))
             ).all()
-        return [InFlight(r.id, r.host, r.vm, r.policy, Status(r.status)) for r in rows]
+        return [
+            InFlight(r.id, r.host, r.vm, r.policy, Status(r.status), r.action, r.grp) for r in rows
+        ]
 
     # -- dead letters (the admin API) -------------------------------------------------
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:

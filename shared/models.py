@@ -73,6 +73,8 @@ class VmEventMessage(BaseModel):
     accepted_at: float
     #: the event's class; None = its policy's (the dispatcher's POLICY_PRIORITIES)
     priority: Priority | None = None
+    #: the VM's group, for its disruption budget (GROUP_BUDGETS); None = no group
+    group: Name | None = None
 
     @property
     def key(self) -> Key:

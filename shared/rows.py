@@ -18,6 +18,7 @@ def event_message(row: Any) -> VmEventMessage:
         action=row["action"],
         payload=json.loads(row["payload"]),
         accepted_at=row["accepted_at"],
+        group=row.get("grp"),
     )
 
 
@@ -35,4 +36,5 @@ def event_row(e: VmEventMessage, status: Status, coalescing: bool = False) -> di
         "fence": 0,
         "accepted_at": e.accepted_at,
         "coalescing": coalescing,
+        "grp": e.group,
     }

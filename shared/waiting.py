@@ -2,9 +2,9 @@
 API and the producer's ``GET /events/{id}`` share (docs/design.md §4, §7).
 
 The kinds are an open set: a service names one with its text, and a client that does
-not know a kind shows the text. A new limit (per action, per group: issue 21 part 3)
-adds its member here, its title in :data:`TITLES`, and its check in the dispatcher's
-registry (:data:`scheduler.dispatcher.waiting.CHECKS`).
+not know a kind shows the text. A new limit adds its member here, its title in
+:data:`TITLES`, and its check in the dispatcher's registry
+(:data:`scheduler.dispatcher.waiting.CHECKS`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ class Reason(StrEnum):
     #: the dispatcher's, for a head it holds
     VM_BUSY = "vm_busy"
     HOST_LIMIT = "host_limit"
-    # issue 21 part 3 plugs in here: ACTION_LIMIT = "action_limit" ("action limit
-    # live_migrate 2/2"), GROUP_BUDGET = "group_budget" ("group web budget 1/1")
+    ACTION_LIMIT = "action_limit"
+    GROUP_BUDGET = "group_budget"
     GLOBAL_LIMIT = "global_limit"
     CLASS_BEHIND = "class_behind"
     NEXT_IN_TURN = "next_in_turn"
@@ -44,6 +44,8 @@ TITLES: dict[Reason, str] = {
     Reason.BEHIND_IN_KEY: "behind in its key",
     Reason.VM_BUSY: "VM busy",
     Reason.HOST_LIMIT: "host at its limit",
+    Reason.ACTION_LIMIT: "action at its limit",
+    Reason.GROUP_BUDGET: "group at its budget",
     Reason.GLOBAL_LIMIT: "all slots busy",
     Reason.CLASS_BEHIND: "class behind a higher one",
     Reason.NEXT_IN_TURN: "next in turn",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,12 +87,16 @@ def classify(
     per_vm: int,
     max_parallel: int,
     kills: Sequence[float] = (),
+    action_limits: Mapping[str, int] | None = None,
+    group_budgets: Mapping[str, int] | None = None,
 ) -> list[Anomaly]:
     """The anomalies of every accepted event (see the package's docstring). ``kills``:
     when the harness killed a worker process: a second completed call, with a larger
     fencing token, of an event whose first completed call ended less than
     :data:`KILL_GRACE` before such a kill is :data:`REPEATED`, not a duplicate — its
-    worker died between the cloud's answer and the ledger's record."""
+    worker died between the cloud's answer and the ledger's record. ``action_limits`` and
+    ``group_budgets``: the run's ACTION_LIMITS and GROUP_BUDGETS, judged like the per-VM
+    limit, per call (:func:`named_violations`)."""
     by_event: dict[str, list[Call]] = defaultdict(list)
     for c in calls:
         by_event[c.event_id].append(c)
@@ -139,6 +143,24 @@ def classify(
                     f"{c.running_all} overall (limit {max_parallel})",
                 )
             )
+        out += named_violations(c, action_limits or {}, group_budgets or {})
+    return out
+
+
+def named_violations(
+    c: Call, action_limits: Mapping[str, int], group_budgets: Mapping[str, int]
+) -> list[Anomaly]:
+    """A call accepted while more calls of its action ran than the action's limit, or
+    more VMs of its group were in action than the group's budget."""
+    out = []
+    limit = action_limits.get(c.action)
+    if limit is not None and c.running_action > limit:
+        detail = f"{c.running_action} {c.action} running (ACTION_LIMITS {limit})"
+        out.append(Anomaly(VIOLATION, c.event_id, c.started, detail))
+    budget = group_budgets.get(c.group) if c.group is not None else None
+    if budget is not None and c.running_group > budget:
+        detail = f"{c.running_group} VMs of group {c.group} in action (GROUP_BUDGETS {budget})"
+        out.append(Anomaly(VIOLATION, c.event_id, c.started, detail))
     return out
 
 

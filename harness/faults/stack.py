@@ -11,6 +11,9 @@ bounds: a 4 s dispatcher lease (a killed dispatcher's successor waits that long)
 ``UNKNOWN_EVENT_GRACE`` 15 s (a forged event message is parked that long before it is
 dead-lettered: with the default 60 s, one forged late in the run could still be parked,
 unacked, when the services stop, and count as a message left behind).
+The limits an operator names are set for every run — :data:`ACTION_LIMITS` and
+:data:`GROUP_BUDGETS`, on an action and a group the steady load never uses — and the
+accounting judges every call against them (the ``named-limits`` fault puts them to work).
 A profile may add settings of its own (:attr:`Profile.settings`).
 Settings a service does not know are ignored by it."""
 
@@ -37,6 +40,13 @@ from harness.recorder import Call, Receiver
 from shared.topology import Topology
 
 PREFIX = "faults"
+#: the run's action limits and disruption budgets (see the module docstring)
+ACTION_LIMITS = {"live_migrate": 2}
+GROUP_BUDGETS = {"replicas": 1}
+
+
+def _table(limits: dict[str, int]) -> str:
+    return ",".join(f"{name}={n}" for name, n in limits.items())
 
 
 @dataclass(frozen=True)
@@ -100,8 +110,13 @@ class FaultStack:
             "UNKNOWN_EVENT_GRACE": "15",
             "RESEND_AFTER": "30",
             "LOG_LEVEL": "INFO",
+            "ACTION_LIMITS": _table(ACTION_LIMITS),
+            "GROUP_BUDGETS": _table(GROUP_BUDGETS),
             **dict(profile.settings),
         }
+        #: what the accounting judges the calls against
+        self.action_limits = dict(ACTION_LIMITS)
+        self.group_budgets = dict(GROUP_BUDGETS)
         self.stack = Stack(env, self.logs)
         self.producer: Service | None = None
         self.dispatcher: Service | None = None

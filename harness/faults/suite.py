@@ -22,6 +22,7 @@ from harness.faults import (
     holds,
     kubernetes,
     ledger,
+    limits,
     messages,
     process,
     report,
@@ -47,6 +48,12 @@ FAULTS: dict[str, Fault] = {
         Fault("worker-child-kill", process.worker_child_kill, "kill -9 a pool child mid-action"),
         Fault("worker-main-kill", process.worker_main_kill, "kill -9 a worker mid-action"),
         Fault("second-dispatcher", process.second_dispatcher, "a second dispatcher beside"),
+        Fault(
+            "named-limits",
+            limits.named_limits,
+            "a group's upgrade under its budget, live migrations under their limit, "
+            "dispatcher kill -9 x2",
+        ),
         Fault("duplicate-posts", messages.duplicate_posts, "the same ids posted again"),
         Fault("duplicate-deliveries", messages.duplicate_deliveries, "copies on the queues"),
         Fault("garbage", messages.garbage, "unreadable messages on every queue"),
@@ -267,6 +274,8 @@ def _account(
         stack.profile.per_vm,
         stack.profile.max_parallel,
         stack.kill_times,
+        stack.action_limits,
+        stack.group_budgets,
     )
     out_of_order, ordered_pairs = accounting.order(
         load.accepted, stack.receiver.calls(), load.first_sent

@@ -21,6 +21,7 @@ from producer.monitoring.runner import SourceMonitor
 from producer.service import EventService
 from producer.settings import ProducerSettings
 from shared.backoff import Backoff
+from shared.names import is_valid_name
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,16 @@ class Monitor:
             utilisation_step=settings.utilisation_step,
         )
         return cls([source])
+
+    def group_of(self, host: str, vm: str) -> str | None:
+        """The VM's group as its source last reported it (None: none, or not seen). In
+        memory: the view each source keeps of its repository. A group that is not a valid
+        name (the cloud's, unchecked) is no group."""
+        for source in self.sources:
+            record = source.view.vms.get(vm)
+            if record is not None and record.group is not None:
+                return record.group if is_valid_name(record.group) else None
+        return None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="monitoring")

@@ -25,6 +25,7 @@ from shared.db import LEDGER_TROUBLE
 from shared.docs import service_app
 from shared.errors import VmRemoved
 from shared.http import UNDECODABLE, guarded_router, ops_router, refused, unavailable
+from shared.models import Action
 from shared.names import NAME_PATTERN, is_valid_name
 from shared.priority import Priority
 from shared.waiting import Waiting
@@ -150,6 +151,36 @@ class ClassesIn(BaseModel):
     _policy_names = field_validator("policies")(_names)
 
 
+#: an action limit or a group budget: a JSON integer in 1..MAX_WEIGHT
+Limit = Weight
+
+
+class NamedLimitsIn(BaseModel):
+    """Each table given replaces the current one whole; one left out is kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    actions: dict[Action, Limit] | None = Field(
+        None,
+        max_length=len(Action),
+        description="At most this many actions of a kind in flight at once; an action "
+        "left out has no limit.",
+    )
+    groups: dict[str, Limit] | None = Field(
+        None,
+        max_length=MAX_ENTRIES,
+        json_schema_extra=NAME_KEYS,
+        description="Disruption budgets: at most this many of a group's VMs in action at "
+        "once; a group left out has the default budget.",
+    )
+    default_group_budget: int | None = Field(
+        None, ge=0, le=MAX_WEIGHT, description="The budget of a group not named; 0 = none."
+    )
+
+    _group_names = field_validator("groups")(_names)
+    _a_json_integer = field_validator("default_group_budget", mode="before")(_json_integer)
+
+
 class WeightsIn(BaseModel):
     """Each table given replaces the current one whole; one left out is kept. A host, VM
     or policy not named has weight 1."""
@@ -248,6 +279,12 @@ def dispatcher_views(state: DispatcherState[Any], stats: Stats, token: str) -> A
         served since start, its minimum share and its credit."""
         return state.classes()
 
+    @router.get("/limits/named")
+    def get_named_limits() -> dict[str, Any]:
+        """The action limits and group budgets, each with its use now (actions in flight,
+        VMs of the group in action) and the keys waiting on it; every group in action."""
+        return state.named_limits()
+
     @router.get("/weights")
     def get_weights() -> dict[str, dict[str, int]]:
         """The weights of hosts, VMs (``host/vm``) and policies that are not 1."""
@@ -271,7 +308,7 @@ def dispatcher_views(state: DispatcherState[Any], stats: Stats, token: str) -> A
 
 
 def dispatcher_controls(state: DispatcherState[Any], token: str) -> APIRouter:
-    """/pause, /resume, /limits, /classes and /weights."""
+    """/pause, /resume, /limits, /limits/named, /classes and /weights."""
     router = guarded_router(token)
 
     @router.post("/pause")
@@ -287,6 +324,14 @@ def dispatcher_controls(state: DispatcherState[Any], token: str) -> APIRouter:
     @router.put("/limits", responses=UNDECODABLE)
     def put_limits(body: LimitsIn) -> dict[str, Any]:
         return state.set_limits(body.model_dump(exclude_none=True))
+
+    @router.put("/limits/named", responses=UNDECODABLE)
+    def put_named_limits(body: NamedLimitsIn) -> dict[str, Any]:
+        """Change the action limits, the group budgets and/or the default budget, live
+        (until a restart, which reads ACTION_LIMITS, GROUP_BUDGETS and
+        DEFAULT_GROUP_BUDGET again). Heads held only by a limit raised go at once."""
+        actions = None if body.actions is None else {a.value: n for a, n in body.actions.items()}
+        return state.set_named_limits(actions, body.groups, body.default_group_budget)
 
     @router.put(
         "/classes",

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Generic, TypeVar
 
-from scheduler.dispatcher.roundrobin import NestedRoundRobin, Order, Weights
+from scheduler.dispatcher.roundrobin import Gate, NestedRoundRobin, Order, Weights
 from shared.priority import ORDER, Priority
 
 T = TypeVar("T")
@@ -125,14 +125,23 @@ class ClassScheduler(Generic[T]):
         else:
             self._behind.setdefault(key, deque()).append((cls, item))
 
-    def next(self) -> tuple[str, str, str, T] | None:
-        """Pop and return (host, vm, policy, item) of the class whose turn it is, or None."""
-        cls = self._choose()
-        if cls is None:
-            return None
-        rr = self._rr[cls]
-        got = rr.next()
-        assert got is not None, "class with a ready host gave nothing"
+    def next(self, gate: Gate[T] | None = None) -> tuple[str, str, str, T] | None:
+        """Pop and return (host, vm, policy, item) of the class whose turn it is, or None.
+
+        ``gate``: a key whose head it refuses is blocked in its class's round-robin (see
+        :meth:`NestedRoundRobin.next`); a class all of whose ready keys it refuses is
+        not served, and the choice of class is made again as if it had had no work."""
+        while True:
+            credit = dict(self._credit) if gate is not None else self._credit
+            cls = self._choose()
+            if cls is None:
+                return None
+            rr = self._rr[cls]
+            got = rr.next(gate)
+            if got is not None:
+                break
+            assert gate is not None, "class with a ready host gave nothing"
+            self._credit = credit
         if self._behind:
             key = (got[0], got[1], got[2])
             if key in self._behind and not rr.key_len(*key):
@@ -215,6 +224,11 @@ class ClassScheduler(Generic[T]):
         if _toggle(self._vm_blocked, (host, vm), blocked):
             for rr in self._rr.values():
                 rr.set_vm_blocked(host, vm, blocked)
+
+    def set_key_blocked(self, host: str, vm: str, policy: str, blocked: bool) -> None:
+        """Block or unblock a key in every class (a pick's gate blocks it in its home)."""
+        for rr in self._rr.values():
+            rr.set_key_blocked(host, vm, policy, blocked)
 
     # -- removal ---------------------------------------------------------------------
     def remove_vm(self, host: str, vm: str) -> list[T]:

@@ -7,6 +7,11 @@ carries out what comes back. ``H`` is the adapter's handle of a delivery.
 Whether a VM or host is blocked (at its limit) is kept once, in the round-robin; this module
 keeps the counts that decide it. Held heads are served by class, then by weighted nested
 round-robin (:mod:`scheduler.dispatcher.classes`); the limits hold across classes.
+
+The limits an operator names (per action, per VM group: :mod:`scheduler.dispatcher.limits`)
+hold a key rather than a VM or host: a head whose action or group is at its limit blocks
+its key, checked when the key comes up in the rotation, and its key is unblocked when
+that limit frees a slot. With none set, no head is checked.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from scheduler.dispatcher import waiting
 from scheduler.dispatcher.classes import ClassScheduler
+from scheduler.dispatcher.limits import NamedCounts, NamedLimits
 from scheduler.dispatcher.roundrobin import Weights
 from shared.models import VmEventMessage
 from shared.priority import DEFAULT, ORDER, Priority
@@ -78,6 +84,7 @@ class Dispatcher(Generic[H]):
         log_size: int = 10000,
         classes: Classes | None = None,
         weights: Weights | None = None,
+        named: NamedLimits | None = None,
     ) -> None:
         self.limits = limits
         self.paused = paused
@@ -86,6 +93,9 @@ class Dispatcher(Generic[H]):
         self.in_flight: dict[str, tuple[str, str]] = {}  # event id -> (host, vm)
         #: each VM's events in flight, in the order they started (its count: the length)
         self._on_vm: dict[tuple[str, str], dict[str, None]] = {}
+        #: event id -> (action, group) of what in_flight holds; action None: not known
+        self._kinds: dict[str, tuple[str | None, str | None]] = {}
+        self.named = NamedCounts(named)
         self._per_host: Counter[str] = Counter()
         self.dispatches: deque[Dispatch] = deque(maxlen=log_size)
         #: the dispatch log's count of each class
@@ -125,8 +135,9 @@ class Dispatcher(Generic[H]):
         global limit, or nothing can go. A held copy of an event counted in flight
         meanwhile (:meth:`restore`) is not a dispatch: it goes to
         :meth:`take_duplicates`, and the pick goes on."""
+        gate = self._gate if self.named.limits.any else None
         while not self.paused and len(self.in_flight) < self.limits.max_parallel:
-            got = self.rr.next()
+            got = self.rr.next(gate)
             if got is None:
                 return None
             host, vm, policy, held = got
@@ -137,6 +148,22 @@ class Dispatcher(Generic[H]):
             return self._dispatch(held, host, vm, policy, now)
         return None
 
+    def _gate(self, host: str, vm: str, policy: str, held: Held[H]) -> bool:
+        """Whether a key's head may go now as far as the named limits go; if not, the
+        key is indexed under the limits that hold it (the round-robin blocks it)."""
+        e = held.event
+        if e.id in self.in_flight:
+            return True  # a held copy of an event in flight: let it out, to be acked
+        holds = self.named.holds((host, vm), e.action.value, e.group)
+        if holds:
+            self.named.wait((host, vm, policy), holds)
+        return not holds
+
+    def limit_holds(self, host: str, vm: str, policy: str) -> list[str]:
+        """What holds the key's head among the named limits, as an operator reads it:
+        ``action limit live_migrate 2/2``, ``group web budget 1/1``; empty if nothing."""
+        return [self.named.describe(h) for h in self.named.held_by((host, vm, policy))]
+
     def take_duplicates(self) -> list[Held[H]]:
         """Held copies of events that were counted in flight while held: the caller acks
         them (the event is carried by another delivery)."""
@@ -144,7 +171,7 @@ class Dispatcher(Generic[H]):
         return out
 
     def _dispatch(self, held: Held[H], host: str, vm: str, policy: str, now: float) -> Held[H]:
-        self._start(held.event.id, host, vm)
+        self._start(held.event.id, host, vm, held.event.action.value, held.event.group)
         cls = self.rr.last or self.class_of(held.event)
         if len(self.dispatches) == self.dispatches.maxlen:
             self._logged[self.dispatches[0].priority] -= 1
@@ -173,6 +200,7 @@ class Dispatcher(Generic[H]):
         e = held.event
         self._held[e.id] = e
         self.rr.push(e.host, e.vm, e.policy, self.class_of(e), held, front=True)
+        self._unblock([(e.host, e.vm, e.policy)])  # a new head: checked when its turn comes
 
     def complete(self, event_id: str, count: bool = True) -> bool:
         """An action finished: free its slots. False if it was not in flight."""
@@ -182,6 +210,9 @@ class Dispatcher(Generic[H]):
         host, vm = where
         on_vm = self._on_vm.get(where, {})
         on_vm.pop(event_id, None)
+        action, _ = self._kinds.pop(event_id)
+        if action is not None:
+            self._unblock(self.named.finish(where, action), known=True)
         self._per_host[host] -= 1
         if not on_vm:
             self._on_vm.pop(where, None)
@@ -192,10 +223,23 @@ class Dispatcher(Generic[H]):
             self.completed_total += 1
         return True
 
-    def restore(self, event_id: str, host: str, vm: str) -> None:
-        """Count an event found in flight in the ledger (after a restart or reconnect)."""
+    def restore(
+        self,
+        event_id: str,
+        host: str,
+        vm: str,
+        action: str | None = None,
+        group: str | None = None,
+    ) -> None:
+        """Count an event found in flight in the ledger (after a restart or reconnect),
+        against its action's limit and its group's budget too when they are given."""
         if event_id not in self.in_flight:
-            self._start(event_id, host, vm)
+            self._start(event_id, host, vm, action, group)
+
+    def set_named_limits(self, named: NamedLimits) -> None:
+        """Apply new action limits and group budgets live: keys held only by limits no
+        longer full go again; a limit now full holds heads from their next turn."""
+        self._unblock(self.named.set_limits(named), known=True)
 
     def set_limits(self, limits: Limits) -> None:
         """Apply new limits live. Only a VM or host with actions in flight can be blocked,
@@ -225,6 +269,7 @@ class Dispatcher(Generic[H]):
         self.rr.set_vm_available(host, vm, available)
 
     def remove_vm(self, host: str, vm: str) -> list[Held[H]]:
+        self._unblock([k for k in self.named.waiting() if k[0] == host and k[1] == vm])
         held = self.rr.remove_vm(host, vm)
         for h in held:
             self._held.pop(h.event.id, None)
@@ -233,14 +278,27 @@ class Dispatcher(Generic[H]):
     def drop_held(self) -> list[Held[H]]:
         """The deliveries are void (connection lost): forget every held head."""
         self._held.clear()
+        self._unblock(self.named.waiting())
         return [*self.take_duplicates(), *self.rr.clear_items()]
 
     # -- internals -----------------------------------------------------------------
-    def _start(self, event_id: str, host: str, vm: str) -> None:
+    def _start(
+        self, event_id: str, host: str, vm: str, action: str | None, group: str | None
+    ) -> None:
         self.in_flight[event_id] = (host, vm)
         self._on_vm.setdefault((host, vm), {})[event_id] = None
+        self._kinds[event_id] = (action, group)
+        if action is not None:
+            self.named.start((host, vm), action, group)
         self._per_host[host] += 1
         self._refresh(host, vm)
+
+    def _unblock(self, keys: list[tuple[str, str, str]], known: bool = False) -> None:
+        """Unblock keys in the round-robin (``known``: the named limits dropped them
+        from their index already)."""
+        for key in keys:
+            if known or self.named.forget(key):
+                self.rr.set_key_blocked(*key, False)
 
     def _refresh(self, host: str, vm: str) -> None:
         """Tell the round-robin whether this VM and its host may give now (it keeps the
@@ -271,6 +329,7 @@ class Dispatcher(Generic[H]):
         busiest VM's and host's (O(actions in flight))."""
         busiest_vm = max(self._on_vm.items(), key=lambda kv: len(kv[1]), default=None)
         busiest_host = max(self._per_host.items(), key=lambda kv: kv[1], default=None)
+        named = self.named.view()
         return {
             "max_parallel": {"limit": self.limits.max_parallel, "in_use": len(self.in_flight)},
             "per_vm": {
@@ -285,8 +344,9 @@ class Dispatcher(Generic[H]):
                 "busiest": busiest_host[0] if busiest_host else None,
                 "at_limit": sum(n >= self.limits.per_host > 0 for n in self._per_host.values()),
             },
-            # issue 21 part 3 adds "per_action" and "per_group" here: each limit with
-            # its current use
+            # the named limits: each with its use and the keys it holds
+            "per_action": named["actions"],
+            "per_group": named["groups"],
         }
 
     def recent_shares(self) -> dict[str, Any]:
@@ -319,6 +379,7 @@ class Dispatcher(Generic[H]):
             "completed_total": self.completed_total,
             "hosts": hosts,
             "limits_use": self.limits_use(),
+            "named_limits": self.named.view(),
         }
 
     def class_view(self) -> dict[str, Any]:

@@ -90,7 +90,7 @@ class Handover:
         status = self.store.status_of(event.id) if ledger_needed(redelivered, known) else None
         todo = plan(redelivered, known, status)
         if todo in (Plan.REPUBLISH, Plan.COUNT):
-            self.state.restore([(event.id, event.host, event.vm)])
+            self.state.restore([(event.id, event.host, event.vm, event.action.value, event.group)])
             if todo is Plan.REPUBLISH:
                 # the crash may have come before the task was published: publish again
                 self.tasks.send(producer, [event], uuid.uuid4().hex, again=True)

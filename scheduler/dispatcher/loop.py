@@ -292,7 +292,7 @@ class DispatcherLoop:
             self._consumer(ctl_channel, [mapping_q], "mapping").consume()
             self.mapping.attach(self._consumer(ev_channel, [], "event", auto_declare=False))
             rows = self.store.in_flight()  # the ledger's, before taking the dispatcher's lock
-            self.state.restore((row.id, row.host, row.vm) for row in rows)
+            self.state.restore((row.id, row.host, row.vm, row.action, row.group) for row in rows)
             self.mapping.resync()
             self.connected.set()
             log.info(

@@ -35,6 +35,7 @@ def main() -> None:
             log_size=settings.dispatch_log_size,
             classes=settings.classes,
             weights=settings.weights,
+            named=settings.named_limits,
         )
     )
     loop = DispatcherLoop(settings, store, state, create_celery(settings))

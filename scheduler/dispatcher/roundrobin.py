@@ -13,7 +13,7 @@ O(log ready) regardless of how many idle keys exist.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -101,6 +101,9 @@ class _Node:
 C = TypeVar("C", bound=_Node)
 K = TypeVar("K")
 
+#: a gate on a pick: (host, vm, policy, head) -> whether the head may go now
+Gate = Callable[[str, str, str, T], bool]
+
 
 class _Ring(Generic[C]):
     """Children in order of first appearance; the ready ones rotate behind a cursor."""
@@ -143,6 +146,14 @@ class _Ring(Generic[C]):
         elif not ready and child.ordinal in self._live:
             del self._live[child.ordinal]
             self._ready.remove(child.ordinal)
+
+    def state(self) -> tuple[int, int, C | None]:
+        """The rotation's place (cursor, picks of the turn, the turn), for :meth:`rewind`."""
+        return self._cursor, self._served, self._turn
+
+    def rewind(self, state: tuple[int, int, C | None]) -> None:
+        """Undo :meth:`take`s since :meth:`state` gave ``state``."""
+        self._cursor, self._served, self._turn = state
 
     def take(self) -> C | None:
         """Serve the cursor's child again if it is ready and has picks left of its weight;
@@ -204,6 +215,7 @@ class NestedRoundRobin(Generic[T]):
         self._host_blocked: set[str] = set()
         self._vm_unavailable: set[tuple[str, str]] = set()
         self._vm_blocked: set[tuple[str, str]] = set()
+        self._key_blocked: set[tuple[str, str, str]] = set()
         self._len = 0
         self._ready_keys = 0
 
@@ -257,18 +269,43 @@ class NestedRoundRobin(Generic[T]):
         self._len += 1
         if len(p.items) == 1:
             self._ready_keys += 1
-            v.ring.mark(p, True)
-            self._refresh(h, v)
+            if not self._key_blocked or (host, vm, policy) not in self._key_blocked:
+                v.ring.mark(p, True)
+                self._refresh(h, v)
 
-    def next(self) -> tuple[str, str, str, T] | None:
-        """Pop and return (host, vm, policy, item) in nested round-robin order, or None."""
-        h = self._hosts.take()
-        if h is None:
-            return None
-        v = h.ring.take()
-        assert v is not None, "ready host without a ready VM"
-        p = v.ring.take()
-        assert p is not None, "ready VM without a ready policy"
+    def next(self, gate: Gate[T] | None = None) -> tuple[str, str, str, T] | None:
+        """Pop and return (host, vm, policy, item) in nested round-robin order, or None.
+
+        ``gate``: a key whose head it refuses is blocked (:meth:`set_key_blocked`) as if
+        it had been before this pick, which goes on to the next key in order."""
+        while True:
+            if gate is None:
+                h = self._hosts.take()
+                if h is None:
+                    return None
+                v = h.ring.take()
+                assert v is not None, "ready host without a ready VM"
+                p = v.ring.take()
+                assert p is not None, "ready VM without a ready policy"
+                break
+            hs = self._hosts.state()
+            h = self._hosts.take()
+            if h is None:
+                return None
+            vs = h.ring.state()
+            v = h.ring.take()
+            assert v is not None, "ready host without a ready VM"
+            ps = v.ring.state()
+            p = v.ring.take()
+            assert p is not None, "ready VM without a ready policy"
+            if gate(h.name, v.name, p.name, p.items[0]):
+                break
+            self._hosts.rewind(hs)
+            h.ring.rewind(vs)
+            v.ring.rewind(ps)
+            self._key_blocked.add((h.name, v.name, p.name))
+            v.ring.mark(p, False)
+            self._refresh(h, v)
         item = p.items.popleft()
         v.held -= 1
         h.held -= 1
@@ -296,6 +333,21 @@ class NestedRoundRobin(Generic[T]):
     def set_vm_blocked(self, host: str, vm: str, blocked: bool) -> None:
         if _toggle(self._vm_blocked, (host, vm), blocked):
             self._refresh_named(host, vm)
+
+    def set_key_blocked(self, host: str, vm: str, policy: str, blocked: bool) -> None:
+        """A key blocked keeps its items and its place but is skipped (its head waits on
+        a limit of the dispatcher's); the flag survives the key's emptying."""
+        if not _toggle(self._key_blocked, (host, vm, policy), blocked):
+            return
+        h = self._hosts.children.get(host)
+        v = h.ring.children.get(vm) if h is not None else None
+        p = v.ring.children.get(policy) if v is not None else None
+        if h is not None and v is not None and p is not None:
+            v.ring.mark(p, not blocked and len(p.items) > 0)
+            self._refresh(h, v)
+
+    def key_blocked(self, host: str, vm: str, policy: str) -> bool:
+        return (host, vm, policy) in self._key_blocked
 
     def key_len(self, host: str, vm: str, policy: str) -> int:
         """Number of items the key holds."""

@@ -6,7 +6,9 @@ from pydantic import Field, field_validator
 
 from scheduler.dispatcher.classes import validate_shares
 from scheduler.dispatcher.dispatcher import Classes
+from scheduler.dispatcher.limits import NamedLimits
 from scheduler.dispatcher.roundrobin import Weights
+from shared.models import Action
 from shared.names import is_valid_name
 from shared.priority import Priority, parse_table
 from shared.settings import LimitSettings
@@ -130,6 +132,39 @@ class DispatcherSettings(LimitSettings):
         "policy=weight,... PUT /weights changes it live (POLICY_WEIGHTS).",
     )
 
+    action_limits: str = Field(
+        "",
+        description="At most this many actions of a kind in flight at once, as "
+        "action=limit,... (e.g. live_migrate=2,migrate=2); an action not named has no "
+        "limit of its own. A head whose action is at its limit waits, its key skipped "
+        "while others go. PUT /named-limits changes it live (ACTION_LIMITS).",
+    )
+    group_budgets: str = Field(
+        "",
+        description="Disruption budgets: at most this many of a VM group's VMs with an "
+        "action in flight at once, as group=budget,... (e.g. web=1,db=1). An event's "
+        "group is its own group field, else the one the producer's monitoring last saw "
+        "the VM in. PUT /named-limits changes it live (GROUP_BUDGETS).",
+    )
+    default_group_budget: int = Field(
+        0,
+        ge=0,
+        description="The disruption budget of a group GROUP_BUDGETS does not name; 0 = "
+        "none (DEFAULT_GROUP_BUDGET).",
+    )
+
+    @field_validator("action_limits")
+    @classmethod
+    def _action_limits(cls, value: str) -> str:
+        action_limits(value)
+        return value
+
+    @field_validator("group_budgets")
+    @classmethod
+    def _group_budgets(cls, value: str) -> str:
+        weights_of(value, "GROUP_BUDGETS", noun="a budget")
+        return value
+
     @field_validator("policy_priorities")
     @classmethod
     def _policy_classes(cls, value: str) -> str:
@@ -164,6 +199,15 @@ class DispatcherSettings(LimitSettings):
     def classes(self) -> Classes:
         """POLICY_PRIORITIES and CLASS_MIN_SHARES."""
         return Classes(policy_classes(self.policy_priorities), min_shares(self.class_min_shares))
+
+    @property
+    def named_limits(self) -> NamedLimits:
+        """ACTION_LIMITS, GROUP_BUDGETS and DEFAULT_GROUP_BUDGET."""
+        return NamedLimits(
+            actions=action_limits(self.action_limits),
+            groups=weights_of(self.group_budgets, "GROUP_BUDGETS", noun="a budget"),
+            default_group=self.default_group_budget,
+        )
 
     @property
     def weights(self) -> Weights:
@@ -209,13 +253,23 @@ def min_shares(text: str) -> dict[Priority, float]:
     return validate_shares(out)
 
 
-def weights_of(text: str, what: str, names: bool = True) -> dict[str, int]:
+def weights_of(text: str, what: str, names: bool = True, noun: str = "a weight") -> dict[str, int]:
     """``name=weight,...``; ``names``: each name must be a valid name."""
     out: dict[str, int] = {}
     for name, value in parse_table(text, what).items():
         if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_WEIGHT:
-            raise ValueError(f"{what}: {name}={value}: a weight is an integer 1..{MAX_WEIGHT}")
+            raise ValueError(f"{what}: {name}={value}: {noun} is an integer 1..{MAX_WEIGHT}")
         out[_name(name, what) if names else name] = int(value)
+    return out
+
+
+def action_limits(text: str) -> dict[str, int]:
+    """``action=limit,...``: each an action carousel knows, each limit 1..MAX_WEIGHT."""
+    out = weights_of(text, "ACTION_LIMITS", noun="a limit")
+    for action in out:
+        if action not in {a.value for a in Action}:
+            known = ", ".join(a.value for a in Action)
+            raise ValueError(f"ACTION_LIMITS: {action!r} is not an action (one of {known})")
     return out
 
 

@@ -13,10 +13,14 @@ from dataclasses import asdict, replace
 from typing import Any, Generic
 
 from scheduler.dispatcher.dispatcher import Classes, Dispatcher, H, Held, Known
+from scheduler.dispatcher.limits import NamedLimits
 from scheduler.dispatcher.roundrobin import Weights
 from shared.models import MappingSnapshot, VmEventMessage
 from shared.priority import Priority
 from shared.waiting import Waiting
+
+#: an event counted in flight: (id, host, vm), or (id, host, vm, action, group)
+Restored = tuple[str, str, str] | tuple[str, str, str, str, str | None]
 
 
 class DispatcherState(Generic[H]):
@@ -76,11 +80,12 @@ class DispatcherState(Generic[H]):
             for event_id in event_ids:
                 self._dispatcher.complete(event_id)
 
-    def restore(self, in_flight: Iterable[tuple[str, str, str]]) -> None:
-        """Count ``(event id, host, vm)`` found in flight in the ledger."""
+    def restore(self, in_flight: Iterable[Restored]) -> None:
+        """Count ``(event id, host, vm[, action, group])`` found in flight in the ledger
+        (with action and group: against the named limits too)."""
         with self._lock:
-            for event_id, host, vm in in_flight:
-                self._dispatcher.restore(event_id, host, vm)
+            for row in in_flight:
+                self._dispatcher.restore(*row)
 
     def in_flight_ids(self) -> list[str]:
         with self._lock:
@@ -143,6 +148,35 @@ class DispatcherState(Generic[H]):
             limits = replace(self._dispatcher.limits, **changes)
             self._dispatcher.set_limits(limits)
         return asdict(limits)
+
+    def named_limits(self) -> dict[str, Any]:
+        """The action limits and group budgets, each with its use and the keys it holds."""
+        with self._lock:
+            return self._dispatcher.named.view()
+
+    def set_named_limits(
+        self,
+        actions: Mapping[str, int] | None = None,
+        groups: Mapping[str, int] | None = None,
+        default_group: int | None = None,
+    ) -> dict[str, Any]:
+        """Replace the action limits and/or group budgets (each given table whole) and/or
+        the default budget; returns them with their use."""
+        with self._lock:
+            now = self._dispatcher.named.limits
+            self._dispatcher.set_named_limits(
+                NamedLimits(
+                    actions=dict(now.actions if actions is None else actions),
+                    groups=dict(now.groups if groups is None else groups),
+                    default_group=now.default_group if default_group is None else default_group,
+                )
+            )
+            return self._dispatcher.named.view()
+
+    def limit_holds(self, host: str, vm: str, policy: str) -> list[str]:
+        """Which action limit or group budget holds the key's head (empty: none)."""
+        with self._lock:
+            return self._dispatcher.limit_holds(host, vm, policy)
 
     def classes(self) -> dict[str, Any]:
         """The policies' classes and each class's share, credit and work."""

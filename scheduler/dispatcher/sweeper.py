@@ -86,7 +86,9 @@ class Sweeper:
         if self.ledger_was_slow(time.monotonic() - started):
             return 0  # a lock just ended: the claims it let expire are not judged now
         batch = [e for e in overdue if e.id in still]
-        self.state.restore((e.id, e.host, e.vm) for e in batch)  # counted in flight
+        self.state.restore(
+            (e.id, e.host, e.vm, e.action.value, e.group) for e in batch
+        )  # counted in flight
         self.tasks.send(producer, batch, dispatch_id, again=True)
         self.resent_total += len(batch)
         log.warning(

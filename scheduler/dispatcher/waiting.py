@@ -5,9 +5,8 @@ Each check reads the dispatcher's counts and the round-robin's flags for the hea
 key, VM, host and class only: O(1) (a key's held heads, at most PREFETCH, are read for
 its position), whatever the number of keys.
 
-A new limit plugs in as one more check (and one more :class:`~shared.waiting.Reason`):
-issue 21 part 3's per-action limit and per-group disruption budget go in :data:`CHECKS`
-after :func:`host_limit`, where the comment says.
+A new limit plugs in as one more check (and one more :class:`~shared.waiting.Reason`),
+as the per-action limit and the per-group disruption budget do.
 """
 
 from __future__ import annotations
@@ -95,6 +94,30 @@ def host_limit(d: Dispatcher[Any], e: VmEventMessage) -> Waiting | None:
     )
 
 
+def _named_limit(kind: str, reason: Reason, setting: str) -> Check:
+    """The check of one kind of named limit (docs/design.md §5.3): whether it is what
+    holds the head (the head's action at its limit, or its group at its budget)."""
+
+    def check(d: Dispatcher[Any], e: VmEventMessage) -> Waiting | None:
+        for hold in d.named.holds((e.host, e.vm), e.action.value, e.group):
+            if hold.kind == kind:
+                used, limit = d.named.usage(hold)
+                return Waiting(
+                    reason=reason,
+                    text=f"{d.named.describe(hold)} ({setting})",
+                    source=SOURCE,
+                    in_use=used,
+                    limit=limit,
+                )
+        return None
+
+    return check
+
+
+action_limit = _named_limit("action", Reason.ACTION_LIMIT, "ACTION_LIMITS")
+group_budget = _named_limit("group", Reason.GROUP_BUDGET, "GROUP_BUDGETS")
+
+
 def global_limit(d: Dispatcher[Any], e: VmEventMessage) -> Waiting | None:
     limit = d.limits.max_parallel
     n = len(d.in_flight)
@@ -149,8 +172,8 @@ CHECKS: list[Check] = [
     behind_in_key,
     vm_busy,
     host_limit,
-    # issue 21 part 3: the per-action limit ("action limit live_migrate 2/2") and the
-    # per-group disruption budget ("group web budget 1/1") go here
+    action_limit,
+    group_budget,
     global_limit,
     class_behind,
 ]

@@ -457,7 +457,11 @@ def test_stats_shape() -> None:
             "max_parallel": {"limit": 5, "in_use": 1},
             "per_vm": {"limit": 1, "max_in_use": 1, "busiest": "h1/v1", "at_limit": 1},
             "per_host": {"limit": 0, "max_in_use": 1, "busiest": "h1", "at_limit": 0},
+            "per_action": {},
+            "per_group": {},
         },
+        # the action limits and group budgets (none set), with their use
+        "named_limits": {"actions": {}, "groups": {}, "default_group_budget": 0},
     }
 
 

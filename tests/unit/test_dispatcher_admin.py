@@ -59,7 +59,10 @@ def test_stats(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> 
             "max_parallel": {"limit": 5, "in_use": 0},
             "per_vm": {"limit": 1, "max_in_use": 0, "busiest": None, "at_limit": 0},
             "per_host": {"limit": 0, "max_in_use": 0, "busiest": None, "at_limit": 0},
+            "per_action": {},
+            "per_group": {},
         },
+        "named_limits": {"actions": {}, "groups": {}, "default_group_budget": 0},
         "connected": True,
         "mapping_version": 7,
         "dead_lettered": 0,
@@ -464,3 +467,67 @@ def test_waiting_needs_the_token_when_views_are_closed() -> None:
     assert call(app, "GET", "/waiting/x").status_code == 401
     answer = call(app, "GET", "/waiting/x", headers={"Authorization": "Bearer s3cret"})
     assert answer.status_code == 200
+
+
+def test_named_limits_round_trip(
+    parts: tuple[FastAPI, DispatcherState[Any], threading.Event],
+) -> None:
+    """PUT /limits/named replaces the tables it names, keeps the others; GET and /stats
+    show them with their use."""
+    app, state, _ = parts
+    got = call(app, "PUT", "/limits/named", json={"actions": {"live_migrate": 2}})
+    assert got.status_code == 200, got.text
+    assert got.json() == {
+        "actions": {"live_migrate": {"limit": 2, "in_flight": 0, "waiting": 0}},
+        "groups": {},
+        "default_group_budget": 0,
+    }
+    got = call(app, "PUT", "/limits/named", json={"groups": {"web": 1}, "default_group_budget": 3})
+    assert got.json()["actions"]["live_migrate"]["limit"] == 2  # kept
+    assert got.json()["groups"] == {"web": {"budget": 1, "in_action": 0, "waiting": 0}}
+    for i in range(2):
+        state.offer(
+            VmEventMessage(
+                id=f"w{i}",
+                host="h",
+                vm=f"web-{i}",
+                policy="p",
+                action=Action.UPGRADE,
+                accepted_at=0,
+                group="web",
+            ),
+            "m",
+        )
+    assert [h.event.id for h in state.pick_batch(10, lambda: 0.0)] == ["w0"]
+    view = call(app, "GET", "/limits/named").json()
+    assert view["groups"]["web"] == {"budget": 1, "in_action": 1, "waiting": 1}
+    assert call(app, "GET", "/stats").json()["named_limits"] == view
+    assert state.limit_holds("h", "web-1", "p") == ["group web budget 1/1"]
+    # a budget raised live: the held replica goes at once
+    call(app, "PUT", "/limits/named", json={"groups": {"web": 2}})
+    assert [h.event.id for h in state.pick_batch(10, lambda: 0.0)] == ["w1"]
+    assert call(app, "PUT", "/limits/named", json={"actions": {}}).json()["actions"] == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"actions": {"teleport": 1}}, "actions"),
+        ({"actions": {"live_migrate": 0}}, "actions"),
+        ({"actions": {"live_migrate": True}}, "actions"),
+        ({"groups": {"bad name": 1}}, "groups"),
+        ({"groups": {"web": "1"}}, "groups"),
+        ({"default_group_budget": -1}, "default_group_budget"),
+        ({"default_group_budget": False}, "default_group_budget"),
+        ({"other": 1}, "other"),
+    ],
+)
+def test_named_limits_refusals_name_the_field_and_change_nothing(
+    parts: tuple[FastAPI, DispatcherState[Any], threading.Event], body: dict[str, Any], field: str
+) -> None:
+    app, state, _ = parts
+    before = state.named_limits()
+    got = call(app, "PUT", "/limits/named", json=body)
+    assert got.status_code == 422, got.text
+    assert field in got.json()["detail"][0]["loc"], got.json()
+    assert state.named_limits() == before

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from scheduler.dispatcher.dispatcher import Classes, Dispatcher, Limits
+from scheduler.dispatcher.limits import NamedLimits
 from scheduler.dispatcher.waiting import CHECKS
 from shared.models import Action, VmEventMessage
 from shared.priority import Priority
@@ -163,6 +164,29 @@ def test_class_behind_a_higher_one_then_its_share_comes_round() -> None:
     assert d.pick(0.0).event.id == "bg"  # type: ignore[union-attr]
 
 
+def test_action_limit_names_the_action_and_its_use() -> None:
+    d = Dispatcher(Limits(10, 1, 0), named=NamedLimits(actions={"heal": 1}))
+    held(d, ev("a", vm="v1"), ev("b", vm="v2"))
+    assert d.pick(0.0) is not None
+    got = why(d, "b")
+    assert got.reason == Reason.ACTION_LIMIT
+    assert got.text == "action limit heal 1/1 (ACTION_LIMITS)"
+    assert (got.in_use, got.limit) == (1, 1)
+
+
+def test_group_budget_names_the_group_and_its_use() -> None:
+    d = Dispatcher(Limits(10, 1, 0), named=NamedLimits(groups={"web": 1}))
+    web = [ev(f"w{i}", vm=f"web-{i}").model_copy(update={"group": "web"}) for i in (1, 2)]
+    held(d, *web)
+    assert d.pick(0.0) is not None
+    got = why(d, "w2")
+    assert got.reason == Reason.GROUP_BUDGET
+    assert got.text == "group web budget 1/1 (GROUP_BUDGETS)"
+    assert (got.in_use, got.limit) == (1, 1)
+    d.complete("w1")
+    assert why(d, "w2").reason == Reason.NEXT_IN_TURN
+
+
 def test_the_first_reason_wins_in_the_registry_order() -> None:
     d = dispatcher(max_parallel=1)
     held(d, ev("a", host="h1"), ev("b", host="h2"))
@@ -180,7 +204,7 @@ def test_every_check_has_a_reason_with_a_title() -> None:
     assert len(CHECKS) >= 8
     assert set(TITLES) == set(Reason)
     assert title("vm_busy") == "VM busy"
-    assert title("group_budget") == "group budget"  # a kind this version does not know
+    assert title("rack_budget") == "rack budget"  # a kind this version does not know
 
 
 @pytest.mark.parametrize(

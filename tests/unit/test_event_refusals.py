@@ -118,3 +118,11 @@ def test_a_bad_priority_is_named(producer: tuple[FastAPI, Store]) -> None:
     assert msg == "Input should be 'urgent', 'normal' or 'background'"
     [(loc, _)] = refused(app, {"events": [EVENT, {**EVENT, "priority": 1}]})
     assert loc == ["body", "EventBatchIn", "events", 1, "priority"]
+
+
+def test_a_bad_group_is_named(producer: tuple[FastAPI, Store]) -> None:
+    app, _store = producer
+    [(loc, msg)] = refused(app, {**EVENT, "group": "web tier"})
+    assert (loc, msg) == (["body", "VmEventIn", "group"], NAME_RULE)
+    [(loc, _)] = refused(app, {"events": [EVENT, {**EVENT, "group": 5}]})
+    assert loc == ["body", "EventBatchIn", "events", 1, "group"]

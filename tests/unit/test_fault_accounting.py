@@ -243,3 +243,67 @@ def test_a_second_effect_counts_as_a_duplicate_unless_its_first_worker_was_just_
     statuses = {"e1": {"status": "succeeded", "dispatched_at": 9.0, "error": None}}
     found = accounting.classify({"e1": e}, statuses, calls, {"e1"}, 1, 4, kills)
     assert [a.kind for a in found] == [kind]
+
+
+def test_the_named_limits_are_judged_per_call() -> None:
+    """A call accepted with more of its action running than ACTION_LIMITS allows, or more
+    VMs of its group in action than GROUP_BUDGETS allows, is a violation; within them, or
+    with no such limit configured, it is not."""
+
+    def named(action: str, group: str | None, running_action: int, running_group: int) -> Call:
+        c = call(f"{action}-{group}-{running_action}-{running_group}", 1.0)
+        c.action, c.group = action, group
+        c.running_action, c.running_group = running_action, running_group
+        return c
+
+    calls = [
+        named("live_migrate", None, 2, 0),  # at the limit: fine
+        named("live_migrate", None, 3, 0),  # over it
+        named("upgrade", "web", 5, 1),  # no action limit; the budget met
+        named("upgrade", "web", 1, 2),  # two replicas in action
+        named("upgrade", "db", 1, 4),  # no budget for db
+    ]
+    accepted = {c.event_id: event(c.event_id, 0, 0) for c in calls}
+    statuses = {c.event_id: {"status": "succeeded", "dispatched_at": 1.0} for c in calls}
+    found = accounting.classify(
+        accepted, statuses, calls, set(accepted), 1, 10, (), {"live_migrate": 2}, {"web": 1}
+    )
+    assert sorted((a.event_id, a.detail) for a in found) == [
+        ("live_migrate-None-3-0", "3 live_migrate running (ACTION_LIMITS 2)"),
+        ("upgrade-web-1-2", "2 VMs of group web in action (GROUP_BUDGETS 1)"),
+    ]
+    # the same calls judged in a run without such limits: nothing
+    assert accounting.classify(accepted, statuses, calls, set(accepted), 1, 10) == []
+
+
+def test_the_recorder_counts_a_group_s_vms_and_an_action_s_calls() -> None:
+    """The receiver's counts as the driver's POSTs arrive (bodies as the webhook driver
+    sends them): held calls overlap, and each is stored with what ran beside it."""
+    import threading
+
+    import httpx
+
+    from harness.recorder import Receiver
+
+    rec = Receiver()
+    try:
+        bodies = [
+            {"id": "a", "host": "h", "vm": "web-1", "action": "upgrade", "group": "web"},
+            {"id": "b", "host": "h", "vm": "web-2", "action": "upgrade", "group": "web"},
+            {"id": "c", "host": "h", "vm": "x", "action": "live_migrate", "group": None},
+        ]
+        threads = []
+        for b in bodies:
+            body = {**b, "policy": "p", "payload": {"hold": 0.5}}
+            t = threading.Thread(target=httpx.post, args=(rec.url,), kwargs={"json": body})
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join()
+        got = {c.event_id: c for c in rec.calls()}
+        assert got["c"].group is None and got["c"].running_group == 0
+        assert got["c"].action == "live_migrate" and got["c"].running_action == 1
+        assert max(got[i].running_group for i in "ab") == 2
+        assert max(got[i].running_action for i in "ab") == 2
+    finally:
+        rec.close()

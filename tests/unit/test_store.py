@@ -463,9 +463,19 @@ def test_in_flight_lists_dispatched_and_running_only(store: Store) -> None:
     store.finish("done", 1, True, None)
     got = sorted(store.in_flight(), key=lambda r: r.id)
     assert got == [
-        InFlight("dispatched", "h", "v1", "p", Status.DISPATCHED),
-        InFlight("running", "h2", "v2", "p2", Status.RUNNING),
+        InFlight("dispatched", "h", "v1", "p", Status.DISPATCHED, "heal", None),
+        InFlight("running", "h2", "v2", "p2", Status.RUNNING, "heal", None),
     ]
+
+
+def test_in_flight_gives_each_event_its_action_and_group(store: Store) -> None:
+    """What a restarted dispatcher counts against the action limits and group budgets."""
+    grouped = ev("g", vm="web-1", action=Action.UPGRADE).model_copy(update={"group": "web"})
+    dispatched(store, grouped)
+    running(store, ev("m", vm="v2", action=Action.LIVE_MIGRATE))
+    got = {r.id: (r.action, r.group) for r in store.in_flight()}
+    assert got == {"g": ("upgrade", "web"), "m": ("live_migrate", None)}
+    assert store.event("g") == grouped  # the group comes back with the event
 
 
 def test_unfinished_count_counts_accepted_not_finished(store: Store) -> None:
