@@ -202,5 +202,6 @@ def explain_settings(exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         if where and error["type"] != "missing":
             message += f" (got {error['input']!r})"
-        problems.append(f"{where}: {message}" if where else message)
+        named = where and not message.startswith(f"{where}: ")  # said once, not twice
+        problems.append(f"{where}: {message}" if named else message)
     return "; ".join(problems)

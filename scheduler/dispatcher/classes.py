@@ -25,11 +25,10 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Generic, TypeVar
 
-from scheduler.dispatcher.roundrobin import Gate, NestedRoundRobin, Order, Weights
+from scheduler.dispatcher.roundrobin import Gate, NestedRoundRobin, Order, Weights, toggle
 from shared.priority import ORDER, Priority
 
 T = TypeVar("T")
-F = TypeVar("F")
 KeyT = tuple[str, str, str]
 
 #: credit is counted in millionths of a pick: exact, whatever the shares' decimals
@@ -206,22 +205,22 @@ class ClassScheduler(Generic[T]):
 
     # -- flags: the same in every class ---------------------------------------------
     def set_host_available(self, host: str, available: bool) -> None:
-        if _toggle(self._host_unavailable, host, not available):
+        if toggle(self._host_unavailable, host, not available):
             for rr in self._rr.values():
                 rr.set_host_available(host, available)
 
     def set_host_blocked(self, host: str, blocked: bool) -> None:
-        if _toggle(self._host_blocked, host, blocked):
+        if toggle(self._host_blocked, host, blocked):
             for rr in self._rr.values():
                 rr.set_host_blocked(host, blocked)
 
     def set_vm_available(self, host: str, vm: str, available: bool) -> None:
-        if _toggle(self._vm_unavailable, (host, vm), not available):
+        if toggle(self._vm_unavailable, (host, vm), not available):
             for rr in self._rr.values():
                 rr.set_vm_available(host, vm, available)
 
     def set_vm_blocked(self, host: str, vm: str, blocked: bool) -> None:
-        if _toggle(self._vm_blocked, (host, vm), blocked):
+        if toggle(self._vm_blocked, (host, vm), blocked):
             for rr in self._rr.values():
                 rr.set_vm_blocked(host, vm, blocked)
 
@@ -338,14 +337,3 @@ class ClassScheduler(Generic[T]):
             }
             for cls in ORDER
         }
-
-
-def _toggle(flags: set[F], key: F, on: bool) -> bool:
-    """Set or clear a flag; True if that changed it."""
-    if (key in flags) == on:
-        return False
-    if on:
-        flags.add(key)
-    else:
-        flags.discard(key)
-    return True

@@ -319,25 +319,25 @@ class NestedRoundRobin(Generic[T]):
     # The four flag setters are idempotent and cheap when nothing changes: readiness is
     # recomputed only when a flag flips (it is kept up to date on every other change).
     def set_host_available(self, host: str, available: bool) -> None:
-        if _toggle(self._host_unavailable, host, not available):
+        if toggle(self._host_unavailable, host, not available):
             self._refresh_named(host)
 
     def set_host_blocked(self, host: str, blocked: bool) -> None:
-        if _toggle(self._host_blocked, host, blocked):
+        if toggle(self._host_blocked, host, blocked):
             self._refresh_named(host)
 
     def set_vm_available(self, host: str, vm: str, available: bool) -> None:
-        if _toggle(self._vm_unavailable, (host, vm), not available):
+        if toggle(self._vm_unavailable, (host, vm), not available):
             self._refresh_named(host, vm)
 
     def set_vm_blocked(self, host: str, vm: str, blocked: bool) -> None:
-        if _toggle(self._vm_blocked, (host, vm), blocked):
+        if toggle(self._vm_blocked, (host, vm), blocked):
             self._refresh_named(host, vm)
 
     def set_key_blocked(self, host: str, vm: str, policy: str, blocked: bool) -> None:
         """A key blocked keeps its items and its place but is skipped (its head waits on
         a limit of the dispatcher's); the flag survives the key's emptying."""
-        if not _toggle(self._key_blocked, (host, vm, policy), blocked):
+        if not toggle(self._key_blocked, (host, vm, policy), blocked):
             return
         h = self._hosts.children.get(host)
         v = h.ring.children.get(vm) if h is not None else None
@@ -450,7 +450,7 @@ class NestedRoundRobin(Generic[T]):
         self._hosts.mark(h, ok and len(h.ring) > 0)
 
 
-def _toggle(flags: set[K], key: K, on: bool) -> bool:
+def toggle(flags: set[K], key: K, on: bool) -> bool:
     """Set or clear a flag; True if that changed it."""
     if (key in flags) == on:
         return False

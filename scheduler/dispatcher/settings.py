@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from collections.abc import Callable
+
+from pydantic import Field, ValidationInfo, field_validator
 
 from scheduler.dispatcher.classes import validate_shares
 from scheduler.dispatcher.dispatcher import Classes
@@ -153,46 +155,18 @@ class DispatcherSettings(LimitSettings):
         "none (DEFAULT_GROUP_BUDGET).",
     )
 
-    @field_validator("action_limits")
+    @field_validator(
+        "action_limits",
+        "group_budgets",
+        "policy_priorities",
+        "class_min_shares",
+        "host_weights",
+        "vm_weights",
+        "policy_weights",
+    )
     @classmethod
-    def _action_limits(cls, value: str) -> str:
-        action_limits(value)
-        return value
-
-    @field_validator("group_budgets")
-    @classmethod
-    def _group_budgets(cls, value: str) -> str:
-        weights_of(value, "GROUP_BUDGETS", noun="a budget")
-        return value
-
-    @field_validator("policy_priorities")
-    @classmethod
-    def _policy_classes(cls, value: str) -> str:
-        policy_classes(value)
-        return value
-
-    @field_validator("class_min_shares")
-    @classmethod
-    def _min_shares(cls, value: str) -> str:
-        min_shares(value)
-        return value
-
-    @field_validator("host_weights")
-    @classmethod
-    def _host_weights(cls, value: str) -> str:
-        weights_of(value, "HOST_WEIGHTS")
-        return value
-
-    @field_validator("vm_weights")
-    @classmethod
-    def _vm_weights(cls, value: str) -> str:
-        vm_weights(value)
-        return value
-
-    @field_validator("policy_weights")
-    @classmethod
-    def _policy_weights(cls, value: str) -> str:
-        weights_of(value, "POLICY_WEIGHTS")
+    def _table(cls, value: str, info: ValidationInfo) -> str:
+        TABLES[info.field_name or ""](value)  # a bad table is refused, naming its setting
         return value
 
     @property
@@ -205,7 +179,7 @@ class DispatcherSettings(LimitSettings):
         """ACTION_LIMITS, GROUP_BUDGETS and DEFAULT_GROUP_BUDGET."""
         return NamedLimits(
             actions=action_limits(self.action_limits),
-            groups=weights_of(self.group_budgets, "GROUP_BUDGETS", noun="a budget"),
+            groups=group_budgets(self.group_budgets),
             default_group=self.default_group_budget,
         )
 
@@ -213,9 +187,9 @@ class DispatcherSettings(LimitSettings):
     def weights(self) -> Weights:
         """HOST_WEIGHTS, VM_WEIGHTS and POLICY_WEIGHTS."""
         return Weights(
-            hosts=weights_of(self.host_weights, "HOST_WEIGHTS"),
+            hosts=host_weights(self.host_weights),
             vms=vm_weights(self.vm_weights),
-            policies=weights_of(self.policy_weights, "POLICY_WEIGHTS"),
+            policies=policy_weights(self.policy_weights),
         )
 
 
@@ -273,6 +247,18 @@ def action_limits(text: str) -> dict[str, int]:
     return out
 
 
+def group_budgets(text: str) -> dict[str, int]:
+    return weights_of(text, "GROUP_BUDGETS", noun="a budget")
+
+
+def host_weights(text: str) -> dict[str, int]:
+    return weights_of(text, "HOST_WEIGHTS")
+
+
+def policy_weights(text: str) -> dict[str, int]:
+    return weights_of(text, "POLICY_WEIGHTS")
+
+
 def vm_weights(text: str) -> dict[tuple[str, str], int]:
     out: dict[tuple[str, str], int] = {}
     for name, weight in weights_of(text, "VM_WEIGHTS", names=False).items():
@@ -281,3 +267,15 @@ def vm_weights(text: str) -> dict[tuple[str, str], int]:
             raise ValueError(f"VM_WEIGHTS: {name!r} is not host/vm")
         out[(_name(host, "VM_WEIGHTS"), _name(vm, "VM_WEIGHTS"))] = weight
     return out
+
+
+#: each table setting and how it is read (a ValueError names the setting)
+TABLES: dict[str, Callable[[str], object]] = {
+    "action_limits": action_limits,
+    "group_budgets": group_budgets,
+    "policy_priorities": policy_classes,
+    "class_min_shares": min_shares,
+    "host_weights": host_weights,
+    "vm_weights": vm_weights,
+    "policy_weights": policy_weights,
+}
