@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from bench import (
     broker_floor,
+    budgets,
     dispatcher_cost,
     elasticity,
     fairness,
@@ -26,6 +27,7 @@ MEASUREMENTS: dict[str, Callable[[], None]] = {
     "throughput": throughput.run,
     "fairness": fairness.run,
     "urgency": urgency.run,
+    "budgets": budgets.run,
     "scale": scale.run,
     "elasticity": elasticity.run,
     "monitoring": monitoring.run,

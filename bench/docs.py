@@ -30,6 +30,7 @@ ORDER = [
     "fairness_split",
     "urgency",
     "urgency_weights",
+    "budgets",
     "scale",
     "dispatcher_cost",
     "elasticity",

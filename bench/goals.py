@@ -95,6 +95,29 @@ def _weights(r: dict[str, Any]) -> tuple[str, bool]:
     return f"worst {text} (heaviest host over 20 / 100 VMs)", max(worst) <= 5
 
 
+def _pick_cost(r: dict[str, Any]) -> tuple[str, bool]:
+    """The per-decision cost at the largest size ÷ at the smallest, with classes and
+    weights on; the plain configuration's beside it."""
+    ratios = r.get("ratios", {})
+    if "classes and weights" not in ratios:
+        return "not measured with classes and weights", False
+    ratio = ratios["classes and weights"]
+    return f"{ratio:.2f}x (plain {ratios['plain']:.2f}x)", ratio <= 2
+
+
+def _budget(r: dict[str, Any]) -> tuple[str, bool]:
+    row = r["rows"][0]
+    most = row["most replicas in action at once"]
+    done = row["upgrades finished"]
+    took = row["until the group's upgrade ended s"]
+    text = (
+        f"at most {most} in action, {done} of {row['replicas']} upgrades finished in "
+        f"{took:.1f} s, "
+        f"{row['other calls started meanwhile']} other calls meanwhile"
+    )
+    return text, most == 1 and done == row["replicas"]
+
+
 # -- what bounds a figure, from the measurements that isolate it ------------------------
 
 
@@ -159,6 +182,13 @@ GOALS: list[tuple[str, str, str, Callable[[dict[str, Any]], tuple[str, bool]]]] 
     ("quiet p99 ÷ plain Celery's, flood / none", "fairness", "≤ 0.2 / ≤ 5", _fairness),
     ("urgent heals under a background flood ÷ alone", "urgency", "≤ 1.5x", _heals),
     ("host shares ÷ weights 1 : 2 : 4", "urgency_weights", "within 5 %", _weights),
+    (
+        "pick cost with classes and weights, 100k ÷ 1k keys",
+        "dispatcher_cost",
+        "≤ 2x",
+        _pick_cost,
+    ),
+    ("disruption budget 1, 5 replicas beside other work", "budgets", "1 at once, all 5", _budget),
     ("20,000 new keys through the producer", "scale", "≤ 10 s", _new_keys),
     ("e2e on PostgreSQL", "throughput-postgresql", "within 20 % of SQLite", _pg_e2e),
     ("ingest on PostgreSQL, 4 processes", "ingest-postgresql", "ahead of SQLite", _pg_ingest),
