@@ -1,14 +1,18 @@
 """Dispatcher cost per decision (pick + completion + next head) as the number of keys grows.
 
 Pure, in-process: the Dispatcher over N keys of which 1,000 hold a head; the other
-keys are idle. The cost must stay flat as idle keys grow. Two configurations, side by
-side:
+keys are idle. The cost must stay flat as idle keys grow. Three configurations, side
+by side:
 
 - ``plain``: one class, every weight 1, no named limit;
 - ``classes and weights``: the keys spread over the three classes (each key's events of
   one class, minimum shares on), two policies per VM, weights at host, VM and policy
   level, an action limit and group budgets set (never full: one action is in flight at a
-  time, so every head is checked against them and none is held).
+  time, so every head is checked against them and none is held);
+- the same with the ready keys on the same 10 hosts at every size: in the two above, as
+  the keys grow, the ready keys spread over more hosts (fewer VMs each), so the shape of
+  the work changes with the size as well as the idle keys' number; here only the idle
+  keys grow.
 
 Each size runs its decisions three times over; the best run counts (the machine is
 shared: the slowest runs measure the other work on it as much as the dispatcher).
@@ -16,6 +20,7 @@ shared: the slowest runs measure the other work on it as much as the dispatcher)
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,11 +34,14 @@ from shared.priority import ORDER, Priority
 
 PLAIN = "plain"
 WEIGHTED = "classes and weights"
+FIXED = "classes and weights, ready keys on 10 hosts"
 READY = 1000
 REPEATS = 3
 GROUPS = 10
 
 KeyOf = Callable[[int], tuple[str, str, str]]
+#: a configuration: the dispatcher over N keys, key i, and what key i's events carry
+Setup = Callable[[int], tuple[Dispatcher[int], KeyOf, Callable[[int], dict[str, Any]]]]
 
 
 def _plain(keys: int) -> tuple[Dispatcher[int], KeyOf, Callable[[int], dict[str, Any]]]:
@@ -46,15 +54,26 @@ def _plain(keys: int) -> tuple[Dispatcher[int], KeyOf, Callable[[int], dict[str,
     return d, key, lambda i: {}
 
 
-def _weighted(keys: int) -> tuple[Dispatcher[int], KeyOf, Callable[[int], dict[str, Any]]]:
-    """Two policies per VM (``p`` weight 2, ``q`` 1); every fourth host weight 3, the next
-    weight 2; every fifth VM weight 2; key ``i``'s events are of class ``ORDER[i % 3]``;
-    each VM in one of :data:`GROUPS` groups, each with budget 2; heal limited to 32."""
+def _weighted(
+    keys: int, fixed: bool = False
+) -> tuple[Dispatcher[int], KeyOf, Callable[[int], dict[str, Any]]]:
+    """Two policies per VM (``p`` weight 2, ``q`` 1), 50 VMs per host; every fourth host
+    weight 3, the next weight 2; every fifth VM weight 2; key ``i``'s events are of class
+    ``ORDER[i % 3]``; each VM in one of :data:`GROUPS` groups, each with budget 2; heal
+    limited to 32.
+
+    The VMs go round the hosts as the plain configuration's do, so the ready keys spread
+    over more hosts as the keys grow; ``fixed``: each host's 50 VMs are consecutive, so the
+    ready keys sit on the same 10 hosts at every size and only idle hosts are added."""
     vms = max(1, keys // 2)
     hosts = max(1, vms // 50)
+
+    def host_of(v: int) -> str:
+        return f"h{v // 50 if fixed else v % hosts}"
+
     weights = Weights(
         hosts={f"h{h}": 3 if h % 4 == 0 else 2 for h in range(hosts) if h % 4 < 2},
-        vms={(f"h{v % hosts}", f"vm{v}"): 2 for v in range(0, vms, 5)},
+        vms={(host_of(v), f"vm{v}"): 2 for v in range(0, vms, 5)},
         policies={"p": 2, "q": 1},
     )
     d: Dispatcher[int] = Dispatcher(
@@ -69,7 +88,7 @@ def _weighted(keys: int) -> tuple[Dispatcher[int], KeyOf, Callable[[int], dict[s
 
     def key(i: int) -> tuple[str, str, str]:
         v = i // 2
-        return f"h{v % hosts}", f"vm{v}", "pq"[i % 2]
+        return host_of(v), f"vm{v}", "pq"[i % 2]
 
     def extra(i: int) -> dict[str, Any]:
         return {"priority": ORDER[i % len(ORDER)], "group": f"g{(i // 2) % GROUPS}"}
@@ -77,7 +96,11 @@ def _weighted(keys: int) -> tuple[Dispatcher[int], KeyOf, Callable[[int], dict[s
     return d, key, extra
 
 
-CONFIGURATIONS = {PLAIN: _plain, WEIGHTED: _weighted}
+CONFIGURATIONS: dict[str, Setup] = {
+    PLAIN: _plain,
+    WEIGHTED: _weighted,
+    FIXED: functools.partial(_weighted, fixed=True),
+}
 
 
 def measure(configuration: str, keys: int, decisions: int) -> dict[str, Any]:
@@ -126,7 +149,7 @@ def measure(configuration: str, keys: int, decisions: int) -> dict[str, Any]:
         "decisions/s": decisions / best,
         "slowest run us": max(runs) / decisions * 1e6,
     }
-    if configuration == WEIGHTED:
+    if configuration != PLAIN:
         total = sum(served.values())
         shares = " / ".join(f"{served[c.value] / total:.2f}" for c in ORDER)
         row["class shares urgent / normal / background"] = shares
