@@ -9,6 +9,9 @@ servers through openstacksdk and has no stream (Nova offers none), so it is poll
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -78,17 +81,13 @@ class SimcloudFetcher:
         try:
             response = await self.client.get("/v1/state")
             response.raise_for_status()
-            body = response.json()
-            rv = int(body["resource_version"])
-            incarnation = str(body.get("incarnation", ""))
+            # a large cloud's list is long to decode: in a thread, so that the loop (the
+            # REST API, the policies' timers) is not held up meanwhile
+            listing = await asyncio.to_thread(read_state, response.content)
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             raise SourceUnavailable(f"simcloud list failed: {exc!r}") from exc
-        self.incarnation = incarnation
-        hosts, vms, groups, bad = parse_objects(
-            body.get("hosts", []), body.get("vms", []), body.get("groups", [])
-        )
-        obs = Observation(at=time.time(), full=True, hosts=hosts, vms=vms, groups=groups, bad=bad)
-        return Listing(obs, rv, incarnation)
+        self.incarnation = listing.incarnation
+        return listing
 
     async def watch(self, since: int, timeout: float) -> Listing:
         try:
@@ -118,6 +117,19 @@ class SimcloudFetcher:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def read_state(content: bytes) -> Listing:
+    """simcloud's ``GET /v1/state`` answer as a full observation; raises ``ValueError``,
+    ``KeyError`` or ``TypeError`` when it is not one."""
+    body = json.loads(content)
+    rv = int(body["resource_version"])
+    incarnation = str(body.get("incarnation", ""))
+    hosts, vms, groups, bad = parse_objects(
+        body.get("hosts", []), body.get("vms", []), body.get("groups", [])
+    )
+    obs = Observation(at=time.time(), full=True, hosts=hosts, vms=vms, groups=groups, bad=bad)
+    return Listing(obs, rv, incarnation)
 
 
 def changes_to_observation(changes: Iterable[Any]) -> Observation:
@@ -179,16 +191,21 @@ def parse_objects(
     return tuple(out_hosts), tuple(out_vms), tuple(out_groups), bad
 
 
+#: a state by its name; one the model does not know is UNKNOWN
+_VM_STATES: dict[object, VmState] = {s.value: s for s in VmState}
+
+
 def _vm(v: Mapping[str, Any]) -> VmRecord:
     group = v.get("group")
-    state = v["state"]
     return VmRecord(
         vm=_name(v),
-        host=str(v["host"]),
-        state=VmState(state) if state in VmState.__members__ else VmState.UNKNOWN,
+        # a host's (a group's) name is one string in the view, not one per VM: a list of a
+        # large cloud decodes each VM's copy afresh
+        host=sys.intern(str(v["host"])),
+        state=_VM_STATES.get(v["state"], VmState.UNKNOWN),
         cpu=_fraction(v.get("cpu", 0.0)),
         ram=_fraction(v.get("ram", 0.0)),
-        group=None if group is None else str(group),
+        group=None if group is None else sys.intern(str(group)),
         version=int(v["version"]),
     )
 

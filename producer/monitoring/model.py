@@ -28,7 +28,7 @@ class HostState(StrEnum):
     MAINTENANCE = "MAINTENANCE"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VmRecord:
     """One VM as a source reports it. ``version`` orders reports of the same VM (the
     source's resource version at its last change, or a timestamp): a streamed report
@@ -44,14 +44,14 @@ class VmRecord:
     version: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HostRecord:
     host: str
     state: HostState
     version: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GroupRecord:
     """A VM group (a microservice's replicas), scaled between ``min`` and ``max``."""
 

@@ -188,7 +188,10 @@ class SourceMonitor:
         """Diff ``obs`` (the observation of ``listing`` when it is a list), raise what the
         policies ask for, write what changed."""
         async with self._lock:
-            diff = updater.diff(self.view, obs, self.utilisation_step)
+            if obs.full:  # a large cloud's list is long to diff: not on the loop
+                diff = await asyncio.to_thread(updater.diff, self.view, obs, self.utilisation_step)
+            else:
+                diff = updater.diff(self.view, obs, self.utilisation_step)
             updater.apply(self.view, diff, obs.at)
             now = self.clock()
             if listing is not None and self._incarnation(listing, diff):
