@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -279,8 +280,9 @@ class SourceMonitor:
         m, s = self.metrics, self.source
         m.observations.labels(s, "vm").inc(len(obs.vms))
         m.observations.labels(s, "host").inc(len(obs.hosts))
-        for change in diff.changes:
-            m.changes.labels(s, type(change).__name__).inc()
+        # once per type, not per change: a first list of a large cloud has a change per VM
+        for kind, n in Counter(type(change).__name__ for change in diff.changes).items():
+            m.changes.labels(s, kind).inc(n)
         m.stale.labels(s).inc(diff.stale)
         m.bad.labels(s).inc(obs.bad)
         m.rows_written.labels(s).inc(written)
