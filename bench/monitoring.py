@@ -1,8 +1,10 @@
-"""Monitoring: how fast a change on the cloud becomes a queued event (detection latency,
-injected ``vm_down`` → the heal's row ``queued`` in the ledger), following simcloud's
-change stream and polling alone; and what a relist that finds nothing costs (producer
-CPU seconds and repository rows written per relist). simcloud and the producer are real
-processes; nothing dispatches meanwhile."""
+"""Monitoring at each size of cloud (up to 100,000 VMs: 5,000 hosts x 20): how fast a
+change on the cloud becomes a queued event (detection latency, injected ``vm_down`` →
+the heal's row ``queued`` in the ledger), following simcloud's change stream and
+polling alone; what the first list costs (the sync: every VM listed, diffed and
+written); what a relist that finds nothing costs (producer and simcloud CPU seconds,
+repository rows written per relist); and the peak memory (RSS) of the producer and of
+simcloud. simcloud and the producer are real processes; nothing dispatches meanwhile."""
 
 from __future__ import annotations
 
@@ -28,7 +30,11 @@ VMS_PER_HOST = 20
 POLL_INTERVAL = 2.0
 
 
-def run(sizes: tuple[int, ...] = (2_000, 20_000), injections: int = 30) -> None:
+#: the sizes measured (VMs); the largest is the one the goals judge
+SIZES = (2_000, 20_000, 100_000)
+
+
+def run(sizes: tuple[int, ...] = SIZES, injections: int = 30) -> None:
     rows: list[dict[str, Any]] = []
     for vms in sizes:
         rows.append(_latency(vms, stream=True, injections=injections))
@@ -40,7 +46,7 @@ def run(sizes: tuple[int, ...] = (2_000, 20_000), injections: int = 30) -> None:
     )
     save(
         "monitoring_relist",
-        "A relist with no change: producer CPU and rows written per relist",
+        "The first list, a relist with no change: seconds, CPU, rows written, peak RSS",
         [_relist_cost(vms) for vms in sizes],
     )
 
@@ -59,10 +65,14 @@ def _stack_env(**extra: Any) -> dict[str, Any]:
     }
 
 
-def _started(stack: Any, vms: int) -> None:
+def _started(stack: Any, vms: int) -> float:
+    """Start simcloud with ``vms`` VMs, then the producer; the seconds from the producer
+    ready to every VM listed (the first list: fetched, diffed, written)."""
     stack.simcloud("--hosts", str(vms // VMS_PER_HOST), "--vms-per-host", str(VMS_PER_HOST))
     stack.producer()
-    wait_until(lambda: _status(stack)["vms"] == vms, 120, what=f"{vms} VMs listed")
+    ready = time.perf_counter()
+    wait_until(lambda: _status(stack)["vms"] == vms, 300, what=f"{vms} VMs listed")
+    return time.perf_counter() - ready
 
 
 def _latency(vms: int, stream: bool, injections: int) -> dict[str, Any]:
@@ -97,33 +107,33 @@ def _latency(vms: int, stream: bool, injections: int) -> dict[str, Any]:
 def _relist_cost(vms: int, relists: int = 5) -> dict[str, Any]:
     env = _stack_env(MONITOR_RESYNC_INTERVAL=2)
     with carousel(**env) as (stack, store):
-        _started(stack, vms)
-        producer = stack.services[-1]
-        assert producer.proc is not None
-        first = _relists(stack)
-        wait_until(lambda: _relists(stack) > first, 60, what="a relist")
-        count0, cpu0, rows0, took0 = (
-            _relists(stack),
-            _cpu(producer.proc.pid),
-            _rows(stack),
-            _relist_seconds(stack),
-        )
-        wait_until(lambda: _relists(stack) >= count0 + relists, 120, what="relists")
-        count1, cpu1, rows1, took1 = (
-            _relists(stack),
-            _cpu(producer.proc.pid),
-            _rows(stack),
-            _relist_seconds(stack),
-        )
-        n = count1 - count0
+        synced = _started(stack, vms)
+        cloud, producer = (svc.proc for svc in stack.services)
+        assert cloud is not None and producer is not None
+        # the first list's own figures (the next relist is a resync interval later)
+        wait_until(lambda: _relists(stack) >= 1, 60, what="the first list counted")
+        first = _metrics(stack)
+        assert first["lists"] == 1, "the first relist came before the first list was read"
+        wait_until(lambda: _relists(stack) > 1, 60, what="a relist")
+        before, cpu0, cloud0 = _metrics(stack), _cpu(producer.pid), _cpu(cloud.pid)
+        wait_until(lambda: _relists(stack) >= before["lists"] + relists, 300, what="relists")
+        after, cpu1, cloud1 = _metrics(stack), _cpu(producer.pid), _cpu(cloud.pid)
+        n = after["lists"] - before["lists"]
         assert _events(store) == 0
+        peak = {"producer": _peak_rss(producer.pid), "simcloud": _peak_rss(cloud.pid)}
     return {
         "vms": vms,
+        "listed after s": synced,
+        "first list s": first["seconds"],
+        "first list rows": int(first["rows"]),
         "relists": int(n),
-        "cpu s/relist": (cpu1 - cpu0) / n,
-        "relist s": (took1 - took0) / n,
-        "rows written/relist": (rows1 - rows0) / n,
+        "relist s": (after["seconds"] - before["seconds"]) / n,
+        "producer cpu s/relist": (cpu1 - cpu0) / n,
+        "simcloud cpu s/relist": (cloud1 - cloud0) / n,
+        "rows written/relist": (after["rows"] - before["rows"]) / n,
         "events": 0,
+        "producer peak MB": peak["producer"],
+        "simcloud peak MB": peak["simcloud"],
     }
 
 
@@ -131,29 +141,38 @@ def _status(stack: Any) -> dict[str, Any]:
     return dict(httpx.get(f"{stack.producer_url}/monitor/status").json()["sources"][0])
 
 
-def _metric(stack: Any, prefix: str) -> float:
+def _metrics(stack: Any) -> dict[str, float]:
+    """The producer's monitoring figures, read at one moment: lists made (the first and
+    the relists), their seconds, and the repository rows written."""
+    wanted = {
+        "carousel_monitor_relist_seconds_count": "lists",
+        "carousel_monitor_relist_seconds_sum": "seconds",
+        "carousel_monitor_rows_written_total": "rows",
+    }
+    out = dict.fromkeys(wanted.values(), 0.0)
     for line in httpx.get(f"{stack.producer_url}/metrics").text.splitlines():
-        if line.startswith(prefix):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in wanted:
+            out[wanted[name]] = float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def _relists(stack: Any) -> float:
-    return _metric(stack, "carousel_monitor_relist_seconds_count")
-
-
-def _relist_seconds(stack: Any) -> float:
-    return _metric(stack, "carousel_monitor_relist_seconds_sum")
-
-
-def _rows(stack: Any) -> float:
-    return _metric(stack, "carousel_monitor_rows_written_total")
+    return _metrics(stack)["lists"]
 
 
 def _cpu(pid: int) -> float:
     """User + system CPU seconds of a process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss(pid: int) -> float:
+    """The process's peak resident memory so far, in MB (Linux /proc: VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
 
 
 def _queued(store: Store, vm: str) -> bool:
