@@ -4,7 +4,9 @@ argument).
 A key is *used* when it enters the mapping and whenever one of its events is
 dispatched; it is *idle* while it holds no event and its VM has none in flight. The keys
 are kept in the order of their last use, so finding those unused for ``idle_for`` seconds
-reads only them, however many keys there are.
+reads only them, however many keys there are. The adapter's time is the wall clock of
+the dispatch log: a step of it changes only how soon a key retires, never whether that
+is safe (the ledger decides: :meth:`shared.mapping_store.MappingStore.retire_keys`).
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class MappingFollower:
         other: a VM removed or a key retired meanwhile is forgotten)."""
         snapshot = self.store.snapshot()
         self._retired_at.clear()
-        self.state.load_mapping(snapshot, time.monotonic())
+        self.state.load_mapping(snapshot, time.time())
         live_vms = {(h, v) for h, hv in snapshot.hosts.items() for v in hv.vms}
         for host, vm in {(h, v) for h, v, _ in self._queues.values()} - live_vms:
             self._remove_vm(host, vm)
@@ -106,7 +106,7 @@ class MappingFollower:
         self.version = delta.version
         if self._retired_at:
             self._retired_at = {k: v for k, v in self._retired_at.items() if v > self.version}
-        now = time.monotonic()
+        now = time.time()
         if delta.op == "key_added" and delta.vm and delta.policy:
             self.consume_keys([Key(host=delta.host, vm=delta.vm, policy=delta.policy)], now)
         elif delta.op == "keys_added" and delta.keys:
