@@ -154,7 +154,7 @@ def one_run(keys: int, idle: float) -> dict[str, Any]:
         "dispatcher RSS peak MB": max(s["dispatcher_mb"] for s in samples),
         "keys retired": stats["retired_total"],
         "events lost": keys - succeeded,
-        "samples": samples[:: max(1, len(samples) // 60)],
+        "samples": samples,
     }
 
 
@@ -166,8 +166,28 @@ def run(keys: int = KEYS, idle: float = IDLE) -> None:
         f"{keys:,} distinct keys (a rolling upgrade in {WAVES} waves plus heals), idle keys "
         f"retired vs kept, a private broker each",
         rows,
-        series=series,
     )
+    save(
+        "keys_over_time",
+        "The same runs over time: live queues and broker RSS at each tenth of the run",
+        over_time(series),
+    )
+
+
+def over_time(series: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
+    """One row per tenth of each run (the runs differ in length): the sample nearest."""
+    out: list[dict[str, Any]] = []
+    for tenth in range(11):
+        row: dict[str, Any] = {"part of the run": f"{tenth * 10} %"}
+        for name, samples in series.items():
+            if not samples:
+                continue
+            at = samples[-1]["t"] * tenth / 10
+            s = min(samples, key=lambda x: abs(x["t"] - at))
+            row[f"{name}: live queues"] = int(s["live_keys"])
+            row[f"{name}: broker MB"] = s["broker_mb"]
+        out.append(row)
+    return out
 
 
 if __name__ == "__main__":
