@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 from harness.faults.base import Ctx, FaultResult
-from harness.processes import wait_until
 
 #: keys of a round, over this many hosts
 KEYS, HOSTS = 300, 10
@@ -36,7 +35,7 @@ def retire_storm(ctx: Ctx, rounds: int = 3) -> FaultResult:
             keys = [(f"rs{run}-h{i % HOSTS}", f"rs{run}-vm{i}", "storm") for i in range(KEYS)]
             first = [e for key in keys for e in ctx.load.make(1, {"hold": 0.01}, key)]
             ids = ctx.load.post(first, "retire-storm")
-            _wait_ended(ctx, ids, res, run)
+            _ended(ctx, ids, res, run)
             # every key goes idle now and retires about IDLE later: post into the storm
             injected = time.time()
             kill_at = injected + IDLE + ctx.rng.uniform(0.0, 1.0) if run == 1 else None
@@ -53,19 +52,13 @@ def retire_storm(ctx: Ctx, rounds: int = 3) -> FaultResult:
                     kill_at = None
                 time.sleep(ctx.rng.uniform(0.05, 0.2))
             res.injected += 1
-            _wait_ended(ctx, later, res, run)
+            _ended(ctx, later, res, run)
             res.recoveries.append(ctx.recovery(injected, time.time()))
     finally:
         ctx.stack.reconfigure_dispatcher()  # the stack's own settings again
     return res
 
 
-def _wait_ended(ctx: Ctx, ids: list[str], res: FaultResult, run: int) -> None:
-    def ended() -> bool:
-        rows = [ctx.stack.event(i) for i in ids]
-        return all(r is not None and r["status"] in ("succeeded", "failed") for r in rows)
-
-    try:
-        wait_until(ended, BOUND, 0.5, what="the round's events ended")
-    except AssertionError:
+def _ended(ctx: Ctx, ids: list[str], res: FaultResult, run: int) -> None:
+    if not ctx.all_ended(ids, BOUND):
         res.note += f" round {run}: not every event ended within {BOUND:.0f} s;"
