@@ -85,7 +85,9 @@ def _carousel(
         yield stack, store
     finally:
         stack.stop()
-        delete_topology(AMQP_URL, Topology(prefix), store.all_keys(), stack.profiles)
+        delete_topology(
+            str(env.get("AMQP_URL", AMQP_URL)), Topology(prefix), store.all_keys(), stack.profiles
+        )
         store.engine.dispose()
 
 

@@ -32,6 +32,8 @@ ORDER = [
     "urgency_weights",
     "budgets",
     "scale",
+    "keys",
+    "keys_over_time",
     "dispatcher_cost",
     "elasticity",
     "monitoring_latency",

@@ -55,6 +55,20 @@ def _new_keys(r: dict[str, Any]) -> tuple[str, bool]:
     return f"{seconds:.1f} s", seconds <= 10
 
 
+def _keys(r: dict[str, Any]) -> tuple[str, bool]:
+    """Live queues follow the keys with work: with retirement on, the peak of live
+    queues stays within two of the run's waves (a tenth of its keys), none lost."""
+    on = next(row for row in r["rows"] if row["retirement"] != "off")
+    off = next(row for row in r["rows"] if row["retirement"] == "off")
+    lost = on["events lost"] + off["events lost"]
+    text = (
+        f"peak {on['peak live queues']:,} vs {off['peak live queues']:,} live queues, "
+        f"broker RSS peak {on['broker RSS peak MB']:,.0f} vs {off['broker RSS peak MB']:,.0f} MB, "
+        f"lost {lost}"
+    )
+    return text, on["peak live queues"] <= 0.1 * on["keys"] and lost == 0
+
+
 def _pg_e2e(r: dict[str, Any]) -> tuple[str, bool]:
     sqlite = _load("throughput")
     ours = next(row for row in r["rows"] if row["system"] == "carousel")["per second"]
@@ -214,6 +228,12 @@ GOALS: list[tuple[str, str, str, Callable[[dict[str, Any]], tuple[str, bool]]]] 
     ),
     ("disruption budget 1, 5 replicas beside other work", "budgets", "1 at once, all 5", _budget),
     ("20,000 new keys through the producer", "scale", "≤ 10 s", _new_keys),
+    (
+        "100,000 keys in waves: live queues retired ÷ kept, lost",
+        "keys",
+        "≤ 1/10 of the keys, 0 lost",
+        _keys,
+    ),
     ("e2e on PostgreSQL", "throughput-postgresql", "within 20 % of SQLite", _pg_e2e),
     ("ingest on PostgreSQL, 4 processes", "ingest-postgresql", "ahead of SQLite", _pg_ingest),
     (

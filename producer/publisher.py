@@ -126,8 +126,12 @@ class Publisher:
 
     async def declare_keys(self, keys: Sequence[Key]) -> None:
         """Declare the event queues of ``keys`` (before their first event is published):
-        one pipelined round, not one round trip per queue."""
-        await self._declare_all([self._topology.event_queue(key) for key in keys])
+        one pipelined round, not one round trip per queue. Each is declared even if
+        this process declared it before: a key new to the mapping may be one retired
+        meanwhile, whose queue was deleted."""
+        queues = [self._topology.event_queue(key) for key in keys]
+        self._declared.difference_update(q.name for q in queues)
+        await self._declare_all(queues)
 
     async def _declare_all(self, queues: Sequence[QueueSpec]) -> None:
         """Declare ``queues`` in one pipelined round: every declare but the last is sent

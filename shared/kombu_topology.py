@@ -8,7 +8,8 @@ from typing import Any
 
 from kombu import Connection, Exchange, Producer, Queue
 
-from shared.topology import ExchangeSpec, QueueSpec
+from shared.models import MappingDelta
+from shared.topology import ExchangeSpec, QueueSpec, Topology
 
 
 def exchange(spec: ExchangeSpec) -> Exchange:
@@ -42,4 +43,20 @@ def publish_confirmed(amqp_url: str, spec: QueueSpec, body: Any, **properties: A
             delivery_mode=2,
             declare=[queue(spec)],
             **properties,
+        )
+
+
+def publish_delta(amqp_url: str, topology: Topology, delta: MappingDelta) -> None:
+    """Announce a mapping change on the mapping fanout, confirmed, on a connection of
+    its own (a re-drive's: rare)."""
+    with Connection(amqp_url, transport_options={"confirm_publish": True}) as conn:
+        conn.connect()
+        Producer(conn.channel()).publish(
+            delta.model_dump_json(),
+            exchange=exchange(topology.mapping_exchange),
+            routing_key="",
+            delivery_mode=2,
+            content_type="application/json",
+            content_encoding="utf-8",
+            declare=[exchange(topology.mapping_exchange)],
         )

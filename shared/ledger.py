@@ -22,7 +22,7 @@ holder's event is taken over instead of stranded.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -35,7 +35,7 @@ from shared import clock, coalescing, statements
 from shared.db import events, keys, vms, write_lock_first
 from shared.errors import Conflict, VmRemoved
 from shared.lease import Lease, holder_paused
-from shared.models import FINISHED, IN_FLIGHT, Status, VmEventMessage
+from shared.models import FINISHED, IN_FLIGHT, MappingDelta, Status, VmEventMessage
 from shared.rows import event_message as _message
 from shared.rows import event_row as _row
 from shared.statements import NO_LIMIT
@@ -99,6 +99,12 @@ class InFlight:
 
 class EventLedger:
     engine: Engine
+
+    #: shared.mapping_store.MappingStore's (a declaration only: the Store has both)
+    add_keys: Callable[
+        [sa.Connection, list[tuple[str, str, str]]],
+        tuple[list[tuple[str, str, str]], MappingDelta | None],
+    ]
 
     # -- producer: accepting events ------------------------------------------------
     def record_pending(
@@ -403,16 +409,24 @@ class EventLedger:
         return [dict(r._mapping) for r in rows]
 
     def redrive(self, event_id: str) -> VmEventMessage | None:
+        """:meth:`redrive_keyed`'s event."""
+        return self.redrive_keyed(event_id)[0]
+
+    def redrive_keyed(self, event_id: str) -> tuple[VmEventMessage | None, MappingDelta | None]:
         """A dead-lettered event goes back to ``queued`` with its attempts reset, for its
         caller to publish again; None if it is not dead-lettered (nothing changes).
-        Raises :class:`VmRemoved` (nothing changes) if its key is no longer in the
-        mapping: no dispatcher consumes that key's queue, and publishing would declare it
-        again. Decided in the transaction that queues the event, with the VM's row read
-        FOR SHARE (PostgreSQL) or under the write lock (SQLite): a removal deleting the
-        VM either went first (the row is gone) or waits for this transaction and then
-        counts the event unfinished, and refuses."""
+        Raises :class:`VmRemoved` (nothing changes) if its VM is no longer in the
+        mapping: no dispatcher would consume that key's queue, and publishing would
+        declare it again. Decided in the transaction that queues the event, with the
+        VM's row read FOR SHARE (PostgreSQL) or under the write lock (SQLite): a removal
+        deleting the VM either went first (the row is gone) or waits for this
+        transaction and then counts the event unfinished, and refuses. A key retired
+        meanwhile (idle; its VM still there) is added to the mapping again, as a new
+        event's would be: the change comes back with the event, for the caller to
+        announce. The key's row is read FOR SHARE too, so a retirement of it either
+        went first or waits and then finds the event queued."""
         if not _storable(event_id):
-            return None
+            return None, None
         with self.engine.begin() as conn:
             write_lock_first(conn)  # no removal interleaves with the reads below
             dead = sa.and_(events.c.id == event_id, events.c.dead_at.is_not(None))
@@ -420,20 +434,21 @@ class EventLedger:
                 sa.select(events.c.host, events.c.vm, events.c.policy).where(dead)
             ).first()
             if found is None:
-                return None
+                return None, None
             host, vm, policy = found
             vm_row = conn.execute(
                 sa.select(vms.c.seq)
                 .where(vms.c.host == host, vms.c.vm == vm)
                 .with_for_update(read=True)
             ).first()
-            key = conn.execute(
-                sa.select(keys.c.seq).where(
-                    keys.c.host == host, keys.c.vm == vm, keys.c.policy == policy
-                )
-            ).first()
-            if vm_row is None or key is None:
+            if vm_row is None:
                 raise VmRemoved(event_id, host, vm, policy)
+            key = conn.execute(
+                sa.select(keys.c.seq)
+                .where(keys.c.host == host, keys.c.vm == vm, keys.c.policy == policy)
+                .with_for_update(read=True)
+            ).first()
+            delta = None if key is not None else self.add_keys(conn, [(host, vm, policy)])[1]
             res = conn.execute(
                 events.update()
                 .where(dead)
@@ -452,10 +467,10 @@ class EventLedger:
                     finished_at=None,
                 )
             )
-            if res.rowcount != 1:  # a concurrent re-drive took it
-                return None
+            if res.rowcount != 1:  # a concurrent re-drive took it (and announces the key)
+                return None, None
             queued = conn.execute(sa.select(events).where(events.c.id == event_id)).one()
-        return _message(queued._mapping)
+        return _message(queued._mapping), delta
 
     def undo_redrive(self, event_id: str, reason: str) -> None:
         """Publishing a re-driven event failed: dead-lettered again, as it was."""

@@ -3,7 +3,7 @@ version that every change bumps."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -58,6 +58,21 @@ class Admitted:
     delta: MappingDelta | None
 
 
+@dataclass(frozen=True)
+class Retired:
+    """What :meth:`MappingStore.retire_keys` did."""
+
+    #: the keys retired: their queues deleted and their rows with them
+    retired: list[Key]
+    #: the candidates the mapping did not have (a VM removed, a key retired already)
+    absent: list[Key]
+    #: the candidates that stay: an event waits for them, a request holds them, or
+    #: their queue could not be deleted
+    kept: list[Key]
+    #: the one mapping change of the retired keys (None when there are none)
+    delta: MappingDelta | None
+
+
 class MappingStore:
     engine: Engine
 
@@ -101,19 +116,7 @@ class MappingStore:
                 if r.removing_since is not None and r.removing_since > marks_after:
                     raise RemovalUnderway(r.host, r.vm)
             new = self._missing_keys(conn, batch_keys)
-            delta = None
-            if new:
-                # one writer of the mapping at a time (the version's row lock), then
-                # look again: another transaction may have added some meanwhile
-                version = self._bump(conn)
-                new = self._missing_keys(conn, new)
-                if new:
-                    self._insert_keys(conn, new)
-                    delta = _keys_delta(version, new)
-                else:  # nothing new after all: give the version back
-                    conn.execute(
-                        mapping_version.update().values(version=mapping_version.c.version - 1)
-                    )
+            new, delta = self.add_keys(conn, new) if new else ([], None)
             accepted = self.record_pending(conn, batch, coalesce)
         return Admitted(accepted, [Key(host=h, vm=v, policy=p) for h, v, p in new], delta)
 
@@ -161,6 +164,24 @@ class MappingStore:
         conn.execute(mapping_version.update().values(version=mapping_version.c.version + 1))
         return int(conn.execute(sa.select(mapping_version.c.version)).scalar_one())
 
+    def _unbump(self, conn: sa.Connection) -> None:
+        conn.execute(mapping_version.update().values(version=mapping_version.c.version - 1))
+
+    def add_keys(
+        self, conn: sa.Connection, wanted: list[tuple[str, str, str]]
+    ) -> tuple[list[tuple[str, str, str]], MappingDelta | None]:
+        """Add those of ``wanted`` (keys found missing) the mapping still lacks, within
+        ``conn``'s transaction; returns them and their one change (None: none). One
+        writer of the mapping at a time (the version's row lock, taken first), then a
+        second look: another transaction may have added some meanwhile."""
+        version = self._bump(conn)
+        new = self._missing_keys(conn, wanted)
+        if not new:  # nothing new after all: give the version back
+            self._unbump(conn)
+            return [], None
+        self._insert_keys(conn, new)
+        return new, _keys_delta(version, new)
+
     def mapping_version(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(mapping_version.c.version)).scalar_one())
@@ -198,6 +219,55 @@ class MappingStore:
                 sa.select(keys.c.host, keys.c.vm, keys.c.policy).order_by(keys.c.seq)
             ).all()
         return [Key(host=r.host, vm=r.vm, policy=r.policy) for r in rows]
+
+    # -- retiring idle keys, guarded against events racing into them ----------------
+    def retire_keys(
+        self,
+        candidates: Sequence[Key],
+        delete_queues: Callable[[list[Key]], list[Key]],
+    ) -> Retired:
+        """Retire those of ``candidates`` (at most a few hundred) that no event waits
+        for: ``delete_queues`` deletes their queues and returns the keys whose queue is
+        gone, and their rows go in the same transaction, under one mapping version.
+
+        The fence is the key's row. A request reads its keys FOR SHARE before it stores
+        its events, and publishes only after it committed; this transaction locks the
+        rows FOR UPDATE (skipping any a request holds) and keeps them locked while the
+        queues are deleted. So a request either committed before — its events are
+        pending or queued, and the key stays — or reads after this commits, finds the
+        key gone, adds it again and declares its queue anew. No event of a pending or
+        queued row is ever in a queue being deleted. (On SQLite the write lock, taken
+        first, does the same.) The version's row is locked first, as a request that
+        adds keys locks it last, so the two never wait on each other in a cycle."""
+        wanted = list(dict.fromkeys((k.host, k.vm, k.policy) for k in candidates))
+        if not wanted:
+            return Retired([], [], [], None)
+        with self.engine.begin() as conn:
+            write_lock_first(conn)
+            version = self._bump(conn)
+            sql = statements.batch(conn.dialect.name)
+            among = sql.rows("keys", wanted)
+            present = {(r.host, r.vm, r.policy) for r in conn.execute(sql.KEYS_AMONG, among)}
+            locked = {(r.host, r.vm, r.policy) for r in conn.execute(sql.RETIRING_KEYS, among)}
+            waiting = {(r.host, r.vm, r.policy) for r in conn.execute(sql.KEYS_WAITING, among)}
+            todo = [k for k in wanted if k in locked and k not in waiting]
+            gone = delete_queues([_key(k) for k in todo]) if todo else []
+            retired = [(k.host, k.vm, k.policy) for k in gone]
+            delta = None
+            if retired:
+                conn.execute(keys.delete().where(_among_keys(retired)))
+                delta = MappingDelta(
+                    version=version, op="keys_retired", host=retired[0][0], keys=retired
+                )
+            else:  # nothing retired: give the version back
+                conn.execute(mapping_version.update().values(version=mapping_version.c.version - 1))
+        done = set(retired)
+        return Retired(
+            retired=[_key(k) for k in retired],
+            absent=[_key(k) for k in wanted if k not in present],
+            kept=[_key(k) for k in wanted if k in present and k not in done],
+            delta=delta,
+        )
 
     # -- removing a VM, guarded against events racing into it ----------------------
     def mark_removing(self, host: str, vm: str, now: float, marks_after: float) -> bool:
@@ -318,6 +388,14 @@ class MappingStore:
                     queued=queued.get((k.host, k.vm, k.policy), 0)
                 )
         return MappingSnapshot(version=version, hosts=out)
+
+
+def _key(k: tuple[str, str, str]) -> Key:
+    return Key.model_construct(host=k[0], vm=k[1], policy=k[2])
+
+
+def _among_keys(wanted: list[tuple[str, str, str]]) -> sa.ColumnElement[bool]:
+    return sa.tuple_(keys.c.host, keys.c.vm, keys.c.policy).in_(wanted)
 
 
 def _keys_delta(version: int, new: list[tuple[str, str, str]]) -> MappingDelta:

@@ -86,10 +86,19 @@ class MappingDelta(BaseModel):
 
     ``keys_added`` carries every key one request added, under one version, in ``keys``
     ([host, vm, policy] each, first-appearance order; ``host`` is the first key's); a
-    request adding one key sends the single-key ``key_added`` (host, vm, policy)."""
+    request adding one key sends the single-key ``key_added`` (host, vm, policy).
+    ``keys_retired`` lists the keys a dispatcher retired (idle, their queues deleted)
+    the same way."""
 
     version: int
-    op: Literal["key_added", "keys_added", "host_availability", "vm_availability", "vm_removed"]
+    op: Literal[
+        "key_added",
+        "keys_added",
+        "keys_retired",
+        "host_availability",
+        "vm_availability",
+        "vm_removed",
+    ]
     host: str
     vm: str | None = None
     policy: str | None = None

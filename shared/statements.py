@@ -193,9 +193,23 @@ class Batch:
             .where(_rows_among([vms.c.host, vms.c.vm], "vms", postgres))
             .with_for_update(read=True)
         )
+        among_keys = _rows_among([keys.c.host, keys.c.vm, keys.c.policy], "keys", postgres)
         #: which of some keys (``rows("keys", …)``) the mapping has
-        self.KNOWN_KEYS = sa.select(keys.c.host, keys.c.vm, keys.c.policy).where(
-            _rows_among([keys.c.host, keys.c.vm, keys.c.policy], "keys", postgres)
+        self.KEYS_AMONG = sa.select(keys.c.host, keys.c.vm, keys.c.policy).where(among_keys)
+        #: ... read FOR SHARE, by a request about to publish to them: a retirement of one
+        #: of them (which locks it FOR UPDATE) waits for the request's transaction, or the
+        #: request waits for the retirement's and then finds the key gone
+        self.KNOWN_KEYS = self.KEYS_AMONG.with_for_update(read=True)
+        #: ... locked for a retirement; a key a request holds is skipped (it has work)
+        self.RETIRING_KEYS = self.KEYS_AMONG.with_for_update(skip_locked=True)
+        #: which of some keys have an event waiting (pending or queued) in their queue
+        self.KEYS_WAITING = (
+            sa.select(events.c.host, events.c.vm, events.c.policy)
+            .where(
+                _rows_among([events.c.host, events.c.vm, events.c.policy], "keys", postgres),
+                events.c.status.in_([s.value for s in UNDISPATCHED]),
+            )
+            .distinct()
         )
         #: which of some VMs (``rows("vms", …)``) the mapping has
         self.KNOWN_VMS = sa.select(vms.c.host, vms.c.vm).where(

@@ -62,6 +62,20 @@ class Ctx:
             return None
         return time.time() - injected_at
 
+    def all_ended(self, ids: list[str], bound: float) -> bool:
+        """Wait up to ``bound`` seconds for every one of ``ids`` to end (succeeded or
+        failed in the ledger); False if some did not."""
+
+        def ended() -> bool:
+            rows = [self.stack.event(i) for i in ids]
+            return all(r is not None and r["status"] in ("succeeded", "failed") for r in rows)
+
+        try:
+            wait_until(ended, bound, 0.5, what="the phase's events ended")
+        except AssertionError:
+            return False
+        return True
+
 
 @dataclass(frozen=True)
 class Fault:

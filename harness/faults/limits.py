@@ -12,7 +12,6 @@ from typing import Any
 
 from harness.faults.base import Ctx, FaultResult
 from harness.faults.stack import ACTION_LIMITS, GROUP_BUDGETS
-from harness.processes import wait_until
 
 #: how long each of the phase's actions holds at the receiver: long enough to overlap
 HOLD = 0.6
@@ -67,12 +66,6 @@ def named_limits(ctx: Ctx, times: int = 2) -> FaultResult:
         res.injected += 1
         res.recoveries.append(ctx.recovery(injected, time.time()))
 
-        def done(ids: list[str] = ids) -> bool:
-            rows = [ctx.stack.event(i) for i in ids]
-            return all(r is not None and r["status"] in ("succeeded", "failed") for r in rows)
-
-        try:
-            wait_until(done, BOUND, 0.5, what="the phase's events ended")
-        except AssertionError:
+        if not ctx.all_ended(ids, BOUND):
             res.note += f" round {run}: not every event ended within {BOUND:.0f} s;"
     return res

@@ -26,6 +26,7 @@ from harness.faults import (
     messages,
     process,
     report,
+    retirement,
 )
 from harness.faults.accounting import Accounting
 from harness.faults.base import Ctx, Fault, FaultResult
@@ -53,6 +54,12 @@ FAULTS: dict[str, Fault] = {
             limits.named_limits,
             "a group's upgrade under its budget, live migrations under their limit, "
             "dispatcher kill -9 x2",
+        ),
+        Fault(
+            "retire-storm",
+            retirement.retire_storm,
+            "300 keys retiring at once, events arriving for them meanwhile, x3; "
+            "dispatcher kill -9 in one storm",
         ),
         Fault("duplicate-posts", messages.duplicate_posts, "the same ids posted again"),
         Fault("duplicate-deliveries", messages.duplicate_deliveries, "copies on the queues"),
@@ -117,6 +124,7 @@ MACHINES = Profile(
 )
 MACHINES_FAULTS = [
     "dispatcher-kill",
+    "retire-storm",
     "worker-child-kill",
     "duplicate-deliveries",
     "clock-skew",

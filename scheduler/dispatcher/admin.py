@@ -43,6 +43,8 @@ GAUGES = [
     ("dead_lettered", "Messages moved to the dead-letter queue since start"),
     ("parked", "Event messages waiting for their ledger row"),
     ("resent_total", "Tasks sent again by the sweeper since start"),
+    ("live_keys", "Event queues consumed (keys in the mapping)"),
+    ("retired_total", "Idle keys retired since start (KEY_IDLE_SECONDS)"),
     ("ledger_ok", "0 while the ledger is failing"),
 ]
 
@@ -66,6 +68,12 @@ class Session(Protocol):
 
     @property
     def resent_total(self) -> int: ...
+
+    @property
+    def live_keys(self) -> int: ...
+
+    @property
+    def retired_total(self) -> int: ...
 
     @property
     def ledger_ok(self) -> bool: ...
@@ -239,6 +247,8 @@ def create_admin_app(
         out["active"] = session.active
         out["parked"] = session.parked
         out["resent_total"] = session.resent_total
+        out["live_keys"] = session.live_keys
+        out["retired_total"] = session.retired_total
         out["ledger_ok"] = session.ledger_ok
         out["standby"] = session.standby
         out["not_ready"] = session.not_ready

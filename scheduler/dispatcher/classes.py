@@ -104,6 +104,10 @@ class ClassScheduler(Generic[T]):
         """Host names in order of first appearance."""
         return list(self._order.hosts)
 
+    def policies(self, host: str, vm: str) -> list[str]:
+        """The VM's policies in order of first appearance."""
+        return self._order.policies(host, vm)
+
     def push(
         self, host: str, vm: str, policy: str, cls: Priority, item: T, front: bool = False
     ) -> None:
@@ -239,6 +243,18 @@ class ClassScheduler(Generic[T]):
             rr.remove_vm(host, vm)
         self._order.forget_vm(host, vm)
         return items
+
+    def remove_key(self, host: str, vm: str, policy: str) -> list[T]:
+        """Drop one key (and its VM and host once empty); return its items (FIFO)."""
+        items = self._take((host, vm, policy))
+        for rr in self._rr.values():
+            rr.remove_key(host, vm, policy)
+        self._order.forget_key(host, vm, policy)
+        return items
+
+    def holds(self, host: str, vm: str, policy: str) -> bool:
+        """Whether the key holds an item, in any class."""
+        return self._home((host, vm, policy)) is not None
 
     def clear_items(self) -> list[T]:
         """Drop every held item, keeping keys, their order, cursors, credit and flags."""

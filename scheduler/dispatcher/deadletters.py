@@ -7,7 +7,8 @@ confirmed, to its key's event queue, where it takes its turn like a new event. I
 publish fails, the event is dead-lettered again and the caller gets the error. An event
 whose VM was removed from the mapping meanwhile is not re-driven (the ledger raises
 :class:`shared.errors.VmRemoved`): publishing would declare its queue again, and no
-dispatcher consumes it. (Messages
+dispatcher consumes it. One whose key was retired (idle) brings the key back, as a new
+event would. (Messages
 no consumer could read are in the dead-letter *queue*; they have no ledger row to
 re-drive: re-post such an event to the producer.)
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from scheduler.dispatcher.errors import NotDeadLettered, RedriveFailed
-from shared.kombu_topology import publish_confirmed
+from shared.kombu_topology import publish_confirmed, publish_delta
 from shared.models import VmEventMessage
 from shared.settings import CommonSettings
 from shared.store import Store
@@ -34,10 +35,12 @@ class DeadLetters:
     def redrive(self, event_id: str) -> VmEventMessage:
         """Raises :class:`NotDeadLettered`, :class:`VmRemoved` (nothing changed), or
         :class:`RedriveFailed` (dead-lettered again)."""
-        event = self.store.redrive(event_id)
+        event, delta = self.store.redrive_keyed(event_id)
         if event is None:
             raise NotDeadLettered(f"event {event_id} is not dead-lettered")
         try:
+            if delta is not None:  # its key was retired: the dispatcher consumes it again
+                publish_delta(self.settings.amqp_url, self.settings.topology, delta)
             self._publish(event)
         except Exception as exc:
             self.store.undo_redrive(event_id, f"re-drive failed: {exc!r}")

@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from scheduler.dispatcher import waiting
 from scheduler.dispatcher.classes import ClassScheduler
+from scheduler.dispatcher.idle import IdleKeys, KeyT
 from scheduler.dispatcher.limits import NamedCounts, NamedLimits
 from scheduler.dispatcher.roundrobin import Weights
 from shared.models import VmEventMessage
@@ -104,11 +105,16 @@ class Dispatcher(Generic[H]):
         self.completed_total = 0
         self._held: dict[str, VmEventMessage] = {}  # held heads by id
         self._duplicates: list[Held[H]] = []  # held copies of events counted in flight
+        #: the keys by last use, for retiring those idle (:mod:`scheduler.dispatcher.idle`)
+        self.idle = IdleKeys()
 
     # -- inputs --------------------------------------------------------------------
-    def add_key(self, host: str, vm: str, policy: str) -> None:
-        """Fix a key's place in the rotation (mapping order) before any event arrives."""
+    def add_key(self, host: str, vm: str, policy: str, now: float | None = None) -> None:
+        """Fix a key's place in the rotation (mapping order) before any event arrives;
+        with ``now``, it counts as used then (else only from its first dispatch)."""
         self.rr.add_key(host, vm, policy)
+        if now is not None:
+            self.idle.used((host, vm, policy), now)
 
     def knows(self, event_id: str) -> Known:
         """In flight wins over held: restore() may count an id a delivery of which is held."""
@@ -172,6 +178,7 @@ class Dispatcher(Generic[H]):
 
     def _dispatch(self, held: Held[H], host: str, vm: str, policy: str, now: float) -> Held[H]:
         self._start(held.event.id, host, vm, held.event.action.value, held.event.group)
+        self.idle.used((host, vm, policy), now)
         cls = self.rr.last or self.class_of(held.event)
         if len(self.dispatches) == self.dispatches.maxlen:
             self._logged[self.dispatches[0].priority] -= 1
@@ -268,8 +275,36 @@ class Dispatcher(Generic[H]):
     def set_vm_available(self, host: str, vm: str, available: bool) -> None:
         self.rr.set_vm_available(host, vm, available)
 
+    def idle_keys(self, now: float, idle_for: float, limit: int) -> list[KeyT]:
+        """Up to ``limit`` keys unused for ``idle_for`` seconds that hold no event and
+        whose VM has none in flight: to be retired (:meth:`retire_keys`)."""
+        return self.idle.due(now, idle_for, limit, self._busy)
+
+    def _busy(self, key: KeyT) -> bool:
+        return key[:2] in self._on_vm or self.rr.holds(*key)
+
+    def retire_keys(self, keys: list[KeyT]) -> list[Held[H]]:
+        """Forget keys that left the mapping (and VMs and hosts left without one);
+        returns any heads they hold (their in-flight events stay counted)."""
+        waiting = set(self.named.waiting())
+        self._unblock([k for k in keys if k in waiting])
+        out: list[Held[H]] = []
+        for key in keys:
+            self.idle.forget(key)
+            out.extend(self.rr.remove_key(*key))
+        for held in out:
+            self._held.pop(held.event.id, None)
+        return out
+
+    def keep_keys(self, keys: list[KeyT], now: float) -> None:
+        """Keys that stay (they had work after all): each counts as used at ``now``."""
+        for key in keys:
+            self.idle.used(key, now)
+
     def remove_vm(self, host: str, vm: str) -> list[Held[H]]:
         self._unblock([k for k in self.named.waiting() if k[0] == host and k[1] == vm])
+        for policy in self.rr.policies(host, vm):
+            self.idle.forget((host, vm, policy))
         held = self.rr.remove_vm(host, vm)
         for h in held:
             self._held.pop(h.event.id, None)

@@ -54,6 +54,7 @@ from scheduler.dispatcher.handback import hand_back
 from scheduler.dispatcher.handover import Handover
 from scheduler.dispatcher.mapping import MappingFollower
 from scheduler.dispatcher.poison import dead_letter
+from scheduler.dispatcher.retirement import Retirement
 from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.sweeper import Sweeper
@@ -144,6 +145,7 @@ class DispatcherLoop:
         tasks = TaskSender(settings, celery)
         self.handover = Handover(settings, store, state, tasks, self._dead_letter)
         self.sweeper = Sweeper(settings, store, state, tasks)
+        self.retirement = Retirement(settings, store, state, self.mapping)
         self._inbox: Inbox = deque()
         #: the ledger failed: ledger work waits until this monotonic time
         self._ledger_backoff = Backoff(first=0.1, cap=5.0)
@@ -183,6 +185,14 @@ class DispatcherLoop:
     @property
     def resent_total(self) -> int:
         return self.sweeper.resent_total
+
+    @property
+    def live_keys(self) -> int:
+        return self.mapping.queue_count
+
+    @property
+    def retired_total(self) -> int:
+        return self.retirement.retired_total
 
     @property
     def not_ready(self) -> str | None:
@@ -368,6 +378,7 @@ class DispatcherLoop:
             self.handover.maybe_retry_parked(producer)
             self.sweeper.ledger_was_slow(time.monotonic() - started)
             self.sweeper.maybe_sweep(producer, self.lease)
+            self.retirement.maybe_retire(producer)
         except sa.exc.DBAPIError as exc:
             self.sweeper.ledger_failed()
             delay = self._ledger_backoff.next()

@@ -36,6 +36,9 @@ class MappingFollower:
         self._queues: dict[str, tuple[str, str, str]] = {}  # consumed queue -> key
         self._events: kombu.Consumer | None = None
         self._next_check = 0.0
+        #: keys this dispatcher retired at a version it has not reached yet: an older
+        #: delta adding one of them again does not consume its (deleted) queue
+        self._retired_at: dict[tuple[str, str, str], int] = {}
 
     @property
     def queue_count(self) -> int:
@@ -51,14 +54,21 @@ class MappingFollower:
         self._queues.clear()
 
     def resync(self) -> None:
-        """Take the whole mapping from the ledger and consume every queue in it."""
+        """Take the whole mapping from the ledger and consume every queue in it (and no
+        other: a VM removed or a key retired meanwhile is forgotten)."""
         snapshot = self.store.snapshot()
-        self.state.load_mapping(snapshot)
-        gone = {(h, v) for h, v, _ in self._queues.values()} - {
-            (h, v) for h, hv in snapshot.hosts.items() for v in hv.vms
-        }
-        for host, vm in gone:
+        self._retired_at.clear()
+        self.state.load_mapping(snapshot, time.time())
+        live_vms = {(h, v) for h, hv in snapshot.hosts.items() for v in hv.vms}
+        for host, vm in {(h, v) for h, v, _ in self._queues.values()} - live_vms:
             self._remove_vm(host, vm)
+        live = {
+            (h, v, p)
+            for h, hv in snapshot.hosts.items()
+            for v, vv in hv.vms.items()
+            for p in vv.policies
+        }
+        self.forget_keys([k for k in self._queues.values() if k not in live])
         for host, hview in snapshot.hosts.items():
             for vm, vview in hview.vms.items():
                 for policy in vview.policies:
@@ -77,6 +87,14 @@ class MappingFollower:
             log.warning("mapping moved without us hearing it; resyncing from a snapshot")
             self.resync()
 
+    def own_delta(self, delta: MappingDelta) -> None:
+        """A change this dispatcher made and carried out already: the next version, or
+        one the fanout brings after those before it."""
+        if delta.version == self.version + 1:
+            self.version = delta.version
+        elif delta.op == "keys_retired" and delta.keys:
+            self._retired_at.update({(h, v, p): delta.version for h, v, p in delta.keys})
+
     def apply(self, delta: MappingDelta) -> None:
         """One delta; an old one is ignored, a gap resyncs."""
         if delta.version <= self.version:
@@ -86,21 +104,75 @@ class MappingFollower:
             self.resync()
             return
         self.version = delta.version
+        if self._retired_at:
+            self._retired_at = {k: v for k, v in self._retired_at.items() if v > self.version}
+        now = time.time()
         if delta.op == "key_added" and delta.vm and delta.policy:
-            self.state.add_key(delta.host, delta.vm, delta.policy)
-            self._consume(Key(host=delta.host, vm=delta.vm, policy=delta.policy))
+            self.consume_keys([Key(host=delta.host, vm=delta.vm, policy=delta.policy)], now)
         elif delta.op == "keys_added" and delta.keys:
-            for host, vm, policy in delta.keys:
-                self.state.add_key(host, vm, policy)
-                self._consume(Key(host=host, vm=vm, policy=policy), flush=False)
-            if self._events is not None:
-                self._events.consume()
+            self.consume_keys([Key(host=h, vm=v, policy=p) for h, v, p in delta.keys], now)
+        elif delta.op == "keys_retired" and delta.keys:
+            # a key holding a head was added again after this version: it stays
+            self.forget_keys([k for k in delta.keys if not self.state.holds(k)])
         elif delta.op == "host_availability" and delta.available is not None:
             self.state.set_host_available(delta.host, delta.available)
         elif delta.op == "vm_availability" and delta.vm and delta.available is not None:
             self.state.set_vm_available(delta.host, delta.vm, delta.available)
         elif delta.op == "vm_removed" and delta.vm:
             self._remove_vm(delta.host, delta.vm)
+
+    def consume_keys(self, keys: list[Key], now: float) -> None:
+        """Keys (back) in the mapping: known to the dispatcher, their queues consumed
+        (but not one this dispatcher retired at a later version)."""
+        for key in keys:
+            if (key.host, key.vm, key.policy) in self._retired_at:
+                continue
+            self.state.add_key(key.host, key.vm, key.policy, now)
+            self._consume(key, flush=False)
+        if self._events is not None:
+            self._events.consume()
+
+    def stop_consuming(self, keys: list[tuple[str, str, str]]) -> None:
+        """Cancel the consumers of the keys' queues (a delivery still on its way is
+        rejected back to its queue by the client)."""
+        for key in keys:
+            name = self.topology.event_queue_name(
+                Key.model_construct(host=key[0], vm=key[1], policy=key[2])
+            )
+            if self._queues.pop(name, None) is not None and self._events is not None:
+                self._events.cancel_by_queue(name)
+
+    def forget_keys(self, keys: list[tuple[str, str, str]]) -> None:
+        """Keys gone from the mapping: stop consuming their queues and forget them; a
+        head one of them held goes back to its queue."""
+        if not keys:
+            return
+        self.stop_consuming(keys)
+        for item in self.state.retire_keys(keys):
+            item.handle.requeue()
+
+    def delete_queues(self, names: list[str], if_empty: bool) -> list[str]:
+        """Delete event queues we no longer consume, on a channel of their own (a
+        refusal closes it, and the next delete opens another); returns those deleted
+        (``if_empty``: the broker refuses one that is not empty)."""
+        assert self._events is not None
+        conn = self._events.channel.connection.client
+        deleted: list[str] = []
+        channel = None
+        try:
+            for name in names:
+                channel = channel or conn.channel()
+                try:
+                    channel.queue_delete(name, if_empty=if_empty)
+                    deleted.append(name)
+                except conn.channel_errors as exc:
+                    log.info("queue %s kept: %r", name, exc)
+                    channel = None
+        finally:
+            if channel is not None:
+                with contextlib.suppress(*conn.channel_errors, *conn.connection_errors):
+                    channel.close()
+        return deleted
 
     def _consume(self, key: Key, flush: bool = True) -> None:
         spec = self.topology.event_queue(key)

@@ -86,6 +86,19 @@ class Order:
         if h is not None:
             h.children.pop(vm, None)
 
+    def forget_key(self, host: str, vm: str, policy: str) -> None:
+        """Forget a key, and its VM and host once they have no key left: each comes
+        back as a new appearance."""
+        h = self.hosts.get(host)
+        v = h.children.get(vm) if h is not None else None
+        if h is None or v is None:
+            return
+        v.children.pop(policy, None)
+        if not v.children:
+            del h.children[vm]
+            if not h.children:
+                del self.hosts[host]
+
 
 class _Node:
     """A named child with its ordinal of first appearance and its weight."""
@@ -393,6 +406,32 @@ class NestedRoundRobin(Generic[T]):
         h.held -= v.held
         self._len -= v.held
         self._refresh(h)
+        return items
+
+    def remove_key(self, host: str, vm: str, policy: str) -> list[T]:
+        """Drop one key from the rotation and the order, and its VM and host once they
+        have no key left (their flags stay); return its items (FIFO)."""
+        self._order.forget_key(host, vm, policy)
+        self._key_blocked.discard((host, vm, policy))
+        h = self._hosts.children.get(host)
+        v = h.ring.children.get(vm) if h is not None else None
+        p = v.ring.remove(policy) if v is not None else None
+        if h is None or v is None or p is None:
+            return []
+        items = list(p.items)
+        if items:
+            self._ready_keys -= 1
+            v.held -= len(items)
+            h.held -= len(items)
+            self._len -= len(items)
+        if not v.ring.children:
+            h.ring.remove(vm)
+        else:
+            self._refresh(h, v)
+        if not h.ring.children:
+            self._hosts.remove(host)
+        else:
+            self._refresh(h)
         return items
 
     def clear_items(self) -> list[T]:

@@ -94,6 +94,15 @@ class DispatcherSettings(LimitSettings):
         '"sent" state: one more message per event; Flower lists a task from its '
         "worker's task-received event anyway (TASK_SENT_EVENTS).",
     )
+    key_idle_seconds: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds a key may go without work (no event held, none of its VM's "
+        "in flight, none dispatched) before it is retired: its queue deleted and its row "
+        "taken out of the mapping, so that live queues follow the keys with work, not "
+        "every key ever seen. Its next event adds it again. 0 = keys live as long as "
+        "their VM (KEY_IDLE_SECONDS).",
+    )
     dispatch_log_size: int = Field(
         10000, ge=1, description="Dispatches kept for GET /dispatches (DISPATCH_LOG_SIZE)."
     )

@@ -13,6 +13,7 @@ from dataclasses import asdict, replace
 from typing import Any, Generic
 
 from scheduler.dispatcher.dispatcher import Classes, Dispatcher, H, Held, Known
+from scheduler.dispatcher.idle import KeyT
 from scheduler.dispatcher.limits import NamedLimits
 from scheduler.dispatcher.roundrobin import Weights
 from shared.models import MappingSnapshot, VmEventMessage
@@ -101,19 +102,40 @@ class DispatcherState(Generic[H]):
             return self._dispatcher.drop_held()
 
     # -- the mapping (the loop) ----------------------------------------------------
-    def load_mapping(self, snapshot: MappingSnapshot) -> None:
-        """Availability of every host and VM, and every key in mapping order."""
+    def load_mapping(self, snapshot: MappingSnapshot, now: float | None = None) -> None:
+        """Availability of every host and VM, and every key in mapping order (each
+        counted as used at ``now``, when given)."""
         with self._lock:
             for host, hview in snapshot.hosts.items():
                 self._dispatcher.set_host_available(host, hview.available)
                 for vm, vview in hview.vms.items():
                     self._dispatcher.set_vm_available(host, vm, vview.available)
                     for policy in vview.policies:
-                        self._dispatcher.add_key(host, vm, policy)
+                        self._dispatcher.add_key(host, vm, policy, now)
 
-    def add_key(self, host: str, vm: str, policy: str) -> None:
+    def add_key(self, host: str, vm: str, policy: str, now: float | None = None) -> None:
         with self._lock:
-            self._dispatcher.add_key(host, vm, policy)
+            self._dispatcher.add_key(host, vm, policy, now)
+
+    def idle_keys(self, now: float, idle_for: float, limit: int) -> list[KeyT]:
+        """Keys unused for ``idle_for`` seconds, with no work: candidates to retire."""
+        with self._lock:
+            return self._dispatcher.idle_keys(now, idle_for, limit)
+
+    def retire_keys(self, keys: list[KeyT]) -> list[Held[H]]:
+        """Forget keys that left the mapping; returns the heads they held, if any."""
+        with self._lock:
+            return self._dispatcher.retire_keys(keys)
+
+    def keep_keys(self, keys: list[KeyT], now: float) -> None:
+        """Candidates that stay: their idle time starts again at ``now``."""
+        with self._lock:
+            self._dispatcher.keep_keys(keys, now)
+
+    def holds(self, key: KeyT) -> bool:
+        """Whether the key holds a head."""
+        with self._lock:
+            return self._dispatcher.rr.holds(*key)
 
     def set_host_available(self, host: str, available: bool) -> None:
         with self._lock:

@@ -14,6 +14,8 @@ class FakeSession:
     active: bool = True
     parked: int = 0
     resent_total: int = 0
+    live_keys: int = 1
+    retired_total: int = 0
     ledger_ok: bool = True
     standby: bool = False
     #: what not_ready says while not connected

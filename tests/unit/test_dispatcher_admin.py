@@ -69,6 +69,8 @@ def test_stats(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> 
         "active": True,
         "parked": 0,
         "resent_total": 0,
+        "live_keys": 1,
+        "retired_total": 0,
         "ledger_ok": True,
         "standby": False,
         "not_ready": None,

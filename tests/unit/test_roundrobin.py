@@ -509,6 +509,20 @@ class Reference:
         host.children.remove(vm)
         return [i for p in vm.children for i in p.items]
 
+    def remove_key(self, h: str, v: str, p: str) -> list[int]:
+        """The key goes, and its VM and host once they have no child left."""
+        host = self.root.child(h)
+        vm = host.child(v) if host else None
+        pol = vm.child(p) if vm else None
+        if host is None or vm is None or pol is None:
+            return []
+        vm.children.remove(pol)
+        if not vm.children:
+            host.children.remove(vm)
+            if not host.children:
+                self.root.children.remove(host)
+        return list(pol.items)
+
     def clear_items(self) -> list[int]:
         out: list[int] = []
         for p in self.all_policies():
@@ -562,6 +576,7 @@ def test_matches_reference_model(seed: int) -> None:
         "vm_av": 4,
         "vm_blk": 8,
         "remove": 1,
+        "remove_key": 2,
         "clear": 0.3,
     }
     ops, w = list(weights), list(weights.values())
@@ -590,6 +605,9 @@ def test_matches_reference_model(seed: int) -> None:
             _toggle(ref.vm_blk, (h, v), flag)
         elif op == "remove":
             assert rr.remove_vm(h, v) == ref.remove_vm(h, v)
+        elif op == "remove_key":
+            p = rnd.choice(pols)
+            assert rr.remove_key(h, v, p) == ref.remove_key(h, v, p), f"seed={seed} step={step}"
         else:
             assert rr.clear_items() == ref.clear_items()
         assert len(rr) == len(ref)

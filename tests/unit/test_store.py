@@ -611,7 +611,8 @@ def test_redrive_queues_a_dead_letter_afresh_and_undo_restores_it(store: Store) 
 
 def test_a_dead_letter_whose_vm_was_removed_is_not_redriven(store: Store) -> None:
     """Its queue would be declared again and never consumed: refused, nothing changes;
-    once an event brought the VM and policy back, the re-drive goes through."""
+    once an event brought the VM back, the re-drive goes through, adding its key again
+    (as for a key retired while the event was dead)."""
     ensure_keys(store, [K("h", "v", "p")])
     running(store, ev("a"))
     assert store.finish("a", 1, False, "ran past its time limit", dead=True)
@@ -621,11 +622,13 @@ def test_a_dead_letter_whose_vm_was_removed_is_not_redriven(store: Store) -> Non
         store.redrive("a")
     assert store.get("a") == before
     ensure_keys(store, [K("h", "v", "q")])  # the VM is back, not the event's policy
-    with pytest.raises(VmRemoved):
-        store.redrive("a")
-    ensure_keys(store, [K("h", "v", "p")])
-    assert store.redrive("a") == ev("a")
+    version = store.mapping_version()
+    event, delta = store.redrive_keyed("a")
+    assert event == ev("a")
     assert store.status_of("a") is Status.QUEUED
+    assert delta is not None and delta.version == version + 1
+    assert (delta.op, delta.host, delta.vm, delta.policy) == ("key_added", "h", "v", "p")
+    assert K("h", "v", "p") in store.all_keys()
 
 
 @pytest.mark.parametrize("event_id", ["\x00", "a\x00b", "\ud800"])
