@@ -94,6 +94,14 @@ class DispatcherSettings(LimitSettings):
         '"sent" state: one more message per event; Flower lists a task from its '
         "worker's task-received event anyway (TASK_SENT_EVENTS).",
     )
+    task_persistent: bool = Field(
+        False,
+        description="Publish each task message persistent (it survives a broker restart) "
+        "instead of transient: one disk write more per event on the broker. Off, a task "
+        "lost with a broker restart is sent again by the sweeper once its event waited "
+        "RESEND_AFTER unclaimed; quorum queues keep every message anyway "
+        "(TASK_PERSISTENT).",
+    )
     dispatch_log_size: int = Field(
         10000, ge=1, description="Dispatches kept for GET /dispatches (DISPATCH_LOG_SIZE)."
     )
