@@ -97,9 +97,9 @@ class DispatcherSettings(LimitSettings):
     task_persistent: bool = Field(
         False,
         description="Publish each task message persistent (it survives a broker restart) "
-        "instead of transient: one disk write more per event on the broker. Off, a task "
-        "lost with a broker restart is sent again by the sweeper once its event waited "
-        "RESEND_AFTER unclaimed; quorum queues keep every message anyway "
+        "instead of transient, at a cost to the broker per event. Off, the tasks a broker "
+        "restart dropped are sent again as the dispatcher's next session starts (every "
+        "dispatched event no worker claimed); quorum queues keep every message anyway "
         "(TASK_PERSISTENT).",
     )
     dispatch_log_size: int = Field(
