@@ -178,18 +178,30 @@ def wait_for(cond: Any, timeout: float, what: str) -> None:
 
 
 def broker_cpu() -> float:
-    """CPU seconds of the local RabbitMQ (every beam.smp; the machine runs one broker)."""
+    """CPU seconds of the local RabbitMQ: every beam.smp but a private node's (the tests
+    and the fault suite start their own, ``harness.private_broker``, named in its
+    environment, and stop them: counting them would add or take away their CPU)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
+            if "(beam.smp)" not in text or _private_node(stat.parent):
+                continue
         except OSError:
             continue
-        if "(beam.smp)" in text:
-            fields = text.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+        fields = text.rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def _private_node(proc: Path) -> bool:
+    """Whether the beam.smp of ``proc`` is a node of another name than the default
+    ``rabbit@...``."""
+    for var in (proc / "environ").read_bytes().split(b"\0"):
+        if var.startswith(b"RABBITMQ_NODENAME="):
+            return not var.split(b"=", 1)[1].startswith(b"rabbit@")
+    return False
 
 
 def declare_queues(channel: Any, names: list[str], arguments: dict[str, Any] | None = None) -> None:

@@ -24,6 +24,23 @@ def _e2e(r: dict[str, Any]) -> tuple[str, bool]:
     return f"{bare:.2f}x bare / {flower:.2f}x under Flower", bare >= 0.5 and flower >= 0.8
 
 
+def _broker(r: dict[str, Any]) -> tuple[str, bool]:
+    """Carousel's messages (its keys known) ÷ Celery's under Flower, broker CPU per
+    event, measured in the same run; the end-to-end run's own figures beside them."""
+    ms = r["ms"]
+    ratio = ms["carousel"] / ms["celery under flower"]
+    text = f"{ratio:.2f}x: {ms['carousel']:.2f} / {ms['celery under flower']:.2f} ms per event"
+    e2e = _load("throughput")
+    if e2e is not None:
+        cpu = {row["system"]: row.get("broker CPU ms/event") for row in e2e["rows"]}
+        if cpu.get("carousel") and cpu.get("Celery under Flower"):
+            text += (
+                f"; end to end {cpu['carousel'] / cpu['Celery under Flower']:.2f}x "
+                f"({cpu['carousel']:.2f} / {cpu['Celery under Flower']:.2f}, new keys included)"
+            )
+    return text, ratio <= 2
+
+
 def _ingest(r: dict[str, Any]) -> tuple[str, bool]:
     rows = r["rows"]
     best = max(row["events/s"] for row in rows)
@@ -165,7 +182,7 @@ def _e2e_bound(r: dict[str, Any]) -> str:
     floor = _load("broker_floor")
     if floor is None:
         return "run broker_floor"
-    ms = {row["pattern"]: row["broker CPU ms/event"] for row in floor["rows"]}
+    ms = floor["ms"]
     rates = {row["system"]: row["per second"] for row in r["rows"]}
     cores = r["machine"]["cpus"]
     budgets = [
@@ -179,6 +196,17 @@ def _e2e_bound(r: dict[str, Any]) -> str:
         f"the goals leave {' / '.join(f'{b:.1f}' for b in budgets)} ms of CPU per event "
         f"for everything on {cores} cores"
     )
+
+
+def _broker_bound(r: dict[str, Any]) -> str:
+    """The kinds of message that cost the most, from the breakdown."""
+    kinds = [
+        (row["this kind ms/event"], row["pattern"].split("+ ", 1)[1])
+        for row in r["rows"]
+        if row["pattern"].startswith("carousel: + ")
+    ]
+    top = sorted(kinds, reverse=True)[:3]
+    return "largest: " + ", ".join(f"{kind} {ms:.2f}" for ms, kind in top) + " ms/event"
 
 
 def _ingest_bound(r: dict[str, Any]) -> str:
@@ -216,6 +244,12 @@ def _heals_bound(r: dict[str, Any]) -> str:
 
 GOALS: list[tuple[str, str, str, Callable[[dict[str, Any]], tuple[str, bool]]]] = [
     ("e2e ÷ raw Celery, same broker, pool, workers", "throughput", "≥ 0.5 / ≥ 0.8", _e2e),
+    (
+        "broker CPU per event ÷ Celery under Flower's, the messages alone",
+        "broker_floor",
+        "≤ 2x",
+        _broker,
+    ),
     ("ingest, batches of 100, best of 1/4/8/16 clients", "ingest", "≥ 10,000/s", _ingest),
     ("quiet p99 ÷ plain Celery's, flood / none", "fairness", "≤ 0.2 / ≤ 5", _fairness),
     ("urgent heals under a background flood ÷ alone", "urgency", "≤ 1.5x", _heals),
@@ -248,6 +282,7 @@ GOALS: list[tuple[str, str, str, Callable[[dict[str, Any]], tuple[str, bool]]]] 
 
 BOUNDS: dict[str, Callable[[dict[str, Any]], str]] = {
     "throughput": _e2e_bound,
+    "broker_floor": _broker_bound,
     "ingest": _ingest_bound,
     "fairness": _fairness_bound,
     "urgency": _heals_bound,

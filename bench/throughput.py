@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from bench.common import (
+    broker_cpu,
     carousel,
     count_status,
     on_ledger,
@@ -42,10 +43,11 @@ def carousel_rate(n: int, concurrency: int, pool: str = "prefork") -> dict[str, 
         stack.producer()
         stack.dispatcher()
         stack.worker()
-        started = time.perf_counter()
+        cpu, started = broker_cpu(), time.perf_counter()
         ingest = post_all(stack.producer_url, batches)
         wait_for(lambda: count_status(store, "succeeded") == n, 600, "all events succeeded")
         took = time.perf_counter() - started
+        cpu = broker_cpu() - cpu
     return {
         "system": "carousel",
         "events": n,
@@ -53,6 +55,7 @@ def carousel_rate(n: int, concurrency: int, pool: str = "prefork") -> dict[str, 
         "seconds": took,
         "per second": n / took,
         "ingest s": ingest,
+        "broker CPU ms/event": cpu * 1000 / n,
     }
 
 
@@ -64,7 +67,7 @@ def raw_rate(n: int, concurrency: int, flavour: str, pool: str = "prefork") -> d
     with raw_celery_worker(queue, concurrency, flavour=flavour, pool=pool):
         inspect = app.control.inspect(timeout=1)
         wait_for(lambda: bool(inspect.ping()), 60, "raw worker up")
-        started = time.perf_counter()
+        cpu, started = broker_cpu(), time.perf_counter()
         with app.producer_or_acquire() as producer:
             for i in range(n):
                 app.send_task("rawbench.noop", args=[i], queue=queue, producer=producer)
@@ -77,6 +80,7 @@ def raw_rate(n: int, concurrency: int, flavour: str, pool: str = "prefork") -> d
 
         wait_for(done, 600, "raw tasks executed")
         took = time.perf_counter() - started
+        cpu = broker_cpu() - cpu
     return {
         "system": FLAVOURS[flavour],
         "events": n,
@@ -84,6 +88,7 @@ def raw_rate(n: int, concurrency: int, flavour: str, pool: str = "prefork") -> d
         "seconds": took,
         "per second": n / took,
         "ingest s": published,
+        "broker CPU ms/event": cpu * 1000 / n,
     }
 
 

@@ -14,7 +14,9 @@ A crash between any two steps leaves the event unacked: it is redelivered, and a
 redelivered event that the ledger says is ``dispatched`` is published again — the
 worker's claim makes that second task message harmless (:mod:`.redelivery`). After the
 ack, :mod:`.sweeper` sends again the task of an event that stays unclaimed or whose
-worker's claim expires.
+worker's claim expires — and, as a session starts, of every event still unclaimed: task
+messages are transient (``TASK_PERSISTENT`` off), and the session may have ended because
+the broker restarted and dropped them.
 
 The ledger failing (locked, read-only, unreachable) does not end the session: the work
 that needs it waits, with capped backoff, while the session keeps its consumers and
@@ -304,6 +306,8 @@ class DispatcherLoop:
             rows = self.store.in_flight()  # the ledger's, before taking the dispatcher's lock
             self.state.restore((row.id, row.host, row.vm, row.action, row.group) for row in rows)
             self.mapping.resync()
+            # a broker restart took the transient task messages with it: send them again
+            self.sweeper.resend_unclaimed(producer, self.lease)
             self.connected.set()
             log.info(
                 "dispatcher connected: %d event queues, %d in flight",

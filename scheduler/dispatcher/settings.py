@@ -103,6 +103,14 @@ class DispatcherSettings(LimitSettings):
         "every key ever seen. Its next event adds it again. 0 = keys live as long as "
         "their VM (KEY_IDLE_SECONDS).",
     )
+    task_persistent: bool = Field(
+        False,
+        description="Publish each task message persistent (it survives a broker restart) "
+        "instead of transient, at a cost to the broker per event. Off, the tasks a broker "
+        "restart dropped are sent again as the dispatcher's next session starts (every "
+        "dispatched event no worker claimed); quorum queues keep every message anyway "
+        "(TASK_PERSISTENT).",
+    )
     dispatch_log_size: int = Field(
         10000, ge=1, description="Dispatches kept for GET /dispatches (DISPATCH_LOG_SIZE)."
     )

@@ -30,6 +30,7 @@ from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.tasks import TaskSender
 from shared.lease import Lease
+from shared.models import VmEventMessage
 from shared.store import Store
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,35 @@ class Sweeper:
         overdue = self.store.overdue(
             self.settings.resend_after, SWEEP_BATCH, expired_claims=self._judges_claims()
         )
+        return self._resend(producer, overdue, lease, judging=True)
+
+    def resend_unclaimed(self, producer: ConfirmingProducer, lease: Lease | None = None) -> int:
+        """At the start of a broker session, send again the task of every dispatched event
+        that no worker has claimed: their task messages are transient (``TASK_PERSISTENT``
+        off), so if the session ended because the broker restarted they are gone, and
+        the sweep would find them only ``RESEND_AFTER`` later. Where they are not gone,
+        the second message is harmless (the claim). In flight are at most MAX_PARALLEL."""
+        if self.settings.task_persistent:
+            return 0
+        limit = max(SWEEP_BATCH, self.settings.max_parallel)
+        overdue = self.store.overdue(0.0, limit, expired_claims=False)
+        return self._resend(producer, overdue, lease, judging=False)
+
+    def _resend(
+        self,
+        producer: ConfirmingProducer,
+        overdue: list[VmEventMessage],
+        lease: Lease | None,
+        judging: bool,
+    ) -> int:
+        """Send the tasks of ``overdue`` again; ``judging``: some were taken for expired
+        claims, which a ledger that was slow meanwhile makes doubtful."""
         if not overdue:
             return 0
         dispatch_id = uuid.uuid4().hex
         started = time.monotonic()
         still = set(self.store.mark_resent([e.id for e in overdue], dispatch_id, lease))
-        if self.ledger_was_slow(time.monotonic() - started):
+        if self.ledger_was_slow(time.monotonic() - started) and judging:
             return 0  # a lock just ended: the claims it let expire are not judged now
         batch = [e for e in overdue if e.id in still]
         self.state.restore(

@@ -9,6 +9,7 @@ from typing import Any, cast
 import pytest
 
 from harness.processes import wait_until
+from scheduler.celery_app import create_celery
 from scheduler.dispatcher.dispatcher import Dispatcher, Known, Limits
 from scheduler.dispatcher.handover import Handover
 from scheduler.dispatcher.settings import DispatcherSettings
@@ -66,25 +67,30 @@ class FakeMessage:
 
 
 class FakeCelery:
+    """Builds the task messages as Celery does; publishing them records them."""
+
     def __init__(self, trace: Trace) -> None:
         self.trace = trace
         self.task_ids: list[str] = []
+        self.amqp = create_celery(DispatcherSettings()).amqp
 
-    def send_task(self, name: str, args: list[Any], task_id: str, **kwargs: Any) -> None:
+    def publish(self, body: Any, headers: dict[str, Any], **kwargs: Any) -> None:
+        args, _, _ = body
         self.trace.append(("publish", args[0]["id"]))
-        self.task_ids.append(task_id)
+        self.task_ids.append(headers["id"])
 
 
 class FakeProducer:
-    def __init__(self, trace: Trace) -> None:
+    def __init__(self, trace: Trace, celery: FakeCelery) -> None:
         self.trace = trace
+        self.celery = celery
         self.fail = False
 
     def publish_all(self, sends: list[Any]) -> None:
         if self.fail:
             raise ConnectionError("broker gone")
         for send in sends:
-            send(None)
+            send(self.celery)
         self.trace.append(("confirmed", len(sends)))
 
 
@@ -101,11 +107,11 @@ class World:
         self.trace: Trace = []
         self.store = FakeStore(self.trace, statuses)
         self.state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 10, 0)))
-        self.producer = FakeProducer(self.trace)
         settings = DispatcherSettings(
             dispatch_batch=batch, reconcile_interval=5.0, unknown_event_grace=grace
         )
         self.celery = FakeCelery(self.trace)
+        self.producer = FakeProducer(self.trace, self.celery)
         self.handover = Handover(
             settings,
             cast(Any, self.store),

@@ -12,6 +12,7 @@ from typing import Any, cast
 import pytest
 import sqlalchemy as sa
 
+from scheduler.celery_app import create_celery
 from scheduler.dispatcher.dispatcher import Dispatcher, Known, Limits
 from scheduler.dispatcher.loop import DispatcherLoop
 from scheduler.dispatcher.settings import DispatcherSettings
@@ -31,17 +32,23 @@ class FakeMessage:
 
 
 class FakeCelery:
+    """Builds the task messages as Celery does; publishing them records their ids."""
+
     def __init__(self) -> None:
         self.sent: list[str] = []
+        self.amqp = create_celery(DispatcherSettings()).amqp
 
-    def send_task(self, name: str, args: list[Any], task_id: str, **kwargs: Any) -> None:
-        self.sent.append(task_id)
+    def publish(self, body: Any, headers: dict[str, Any], **kwargs: Any) -> None:
+        self.sent.append(headers["id"])
 
 
 class FakeProducer:
+    def __init__(self, celery: FakeCelery) -> None:
+        self.celery = celery
+
     def publish_all(self, sends: list[Any]) -> None:
         for send in sends:
-            send(None)
+            send(self.celery)
 
 
 @pytest.fixture
@@ -69,7 +76,7 @@ def test_a_locked_ledger_pauses_dispatching_without_ending_the_session(
     loop._next_renewal = float("inf")  # renewing it is not what this is about
     message = FakeMessage()
     loop._inbox.append(("event", event.model_dump(mode="json"), cast(Any, message)))
-    producer = cast(Any, FakeProducer())
+    producer = cast(Any, FakeProducer(celery))
 
     locker.execute("BEGIN EXCLUSIVE")  # nobody else may write now
     loop._ledger_work(producer)  # does not raise: the session goes on
@@ -102,7 +109,7 @@ def test_an_inbox_item_whose_lookup_failed_is_handled_again(
     store.engine.dispose()
     Path(str(store.engine.url.database)).unlink()  # the ledger is gone
     Path(str(store.engine.url.database)).mkdir()  # and cannot come back as a file
-    loop._ledger_work(cast(Any, FakeProducer()))
+    loop._ledger_work(cast(Any, FakeProducer(FakeCelery())))
     assert not loop.ledger_ok
     assert [kind for kind, _, _ in loop._inbox] == ["event"]
     assert not message.acked
@@ -116,7 +123,7 @@ def test_a_pause_is_written_to_the_lease_at_once(
     store, _ = ledger
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
     loop = DispatcherLoop(DispatcherSettings(), store, state, cast(Any, FakeCelery()))
-    producer = cast(Any, FakeProducer())
+    producer = cast(Any, FakeProducer(FakeCelery()))
     assert loop._take_lease()
     assert store.lease_paused("dispatcher") is False
     loop._next_renewal = float("inf")  # no renewal is due

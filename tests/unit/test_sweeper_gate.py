@@ -84,3 +84,28 @@ def test_a_ledger_that_made_the_sweeper_wait_defers_the_judgement(store: Store) 
     assert sweeper.maybe_sweep(cast(Any, None)) == 0
     assert sender.sent == []
     assert not sweeper._judges_claims()
+
+
+def test_a_new_session_sends_again_the_tasks_of_every_unclaimed_dispatched_event(
+    store: Store,
+) -> None:
+    """Task messages are transient: a broker restart (which ends the session) drops
+    them. The next session sends them again at once, not RESEND_AFTER later; an event a
+    worker holds is left to it."""
+    for event_id in ("a", "b"):
+        event = VmEventMessage(
+            id=event_id, host="h", vm=event_id, policy="p", action=Action.HEAL, accepted_at=0
+        )
+        accept(store, [event])
+        store.confirm([event])
+        store.mark_dispatched_many([event_id], "d")
+    store.claim("b", "d", "w", lease_seconds=60.0)
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
+    sender = FakeSender()
+    sweeper = Sweeper(DispatcherSettings(), store, state, cast(Any, sender))
+    assert sweeper.resend_unclaimed(cast(Any, None)) == 1
+    assert sender.sent == [(["a"], True)]
+    assert state.in_flight_ids() == ["a"]
+
+    persistent = Sweeper(DispatcherSettings(task_persistent=True), store, state, cast(Any, sender))
+    assert persistent.resend_unclaimed(cast(Any, None)) == 0  # they survive a restart
