@@ -44,6 +44,10 @@ class TaskSender:
         #: the sender's name in every task's ``origin`` header, as Celery writes it
         self.origin = anon_nodename()
         self.delivery_mode = 2 if settings.task_persistent else 1
+        #: TASK_SENT_EVENTS: publishes each task's task-sent event, as send_task would
+        self._sent_events = (
+            celery.events.Dispatcher(enabled=False) if settings.task_sent_events else None
+        )
 
     def send(
         self,
@@ -61,7 +65,7 @@ class TaskSender:
     ) -> Callable[[kombu.Producer], Any]:
         queue = self.settings.topology.actions_queue_of(self.settings.profile_for(event.action))
         task_id = f"{event.id}{RESEND_MARK}{dispatch_id[:12]}" if again else event.id
-        headers, properties, body, _ = self.celery.amqp.as_task_v2(
+        headers, properties, body, sent_event = self.celery.amqp.as_task_v2(
             task_id,
             TASK_NAME,
             args=[event.model_dump(mode="json"), dispatch_id],
@@ -74,14 +78,22 @@ class TaskSender:
             kwargsrepr="{}",
             origin=self.origin,
             ignore_result=True,
+            create_sent_event=self._sent_events is not None,
         )
-        return lambda p: p.publish(
-            body,
-            exchange="",  # the default exchange, as Celery sends to a direct queue
-            routing_key=queue.name,
-            serializer="json",
-            headers=headers,
-            delivery_mode=self.delivery_mode,
-            mandatory=True,
-            **properties,
-        )
+
+        def send(p: kombu.Producer) -> None:
+            p.publish(
+                body,
+                exchange="",  # the default exchange, as Celery sends to a direct queue
+                routing_key=queue.name,
+                serializer="json",
+                headers=headers,
+                delivery_mode=self.delivery_mode,
+                mandatory=True,
+                **properties,
+            )
+            if self._sent_events is not None and sent_event is not None:  # Flower's "sent"
+                sent_event.update(queue=queue.name, exchange="", routing_key=queue.name)
+                self._sent_events.publish("task-sent", sent_event, p)
+
+        return send

@@ -47,3 +47,41 @@ def test_flower_shows_readable_arguments_and_the_worker_reads_the_same_message(
     args, kwargs, _ = json.loads(message.body)
     assert kwargs == {}
     assert parse_arguments(tuple(args), kwargs) == (event, dispatch_id)
+
+
+def test_task_sent_events_publish_flowers_sent_event_with_each_task(
+    amqp_url: str, prefix: str
+) -> None:
+    """TASK_SENT_EVENTS on: beside each task, its task-sent event on the topology's events
+    exchange, as Celery's send_task published it (Flower's "sent" state); off: none."""
+    for on in (True, False):
+        settings = DispatcherSettings(
+            AMQP_URL=amqp_url, CAROUSEL_PREFIX=prefix, TASK_SENT_EVENTS=on
+        )
+        topology = settings.topology
+        event = VmEventMessage(
+            id=f"sent-{on}",
+            host="h1",
+            vm="vm1",
+            policy="p",
+            action=Action.HEAL,
+            accepted_at=time.time(),
+        )
+        with kombu.Connection(amqp_url) as conn:
+            channel = conn.default_channel
+            queue(topology.actions_queue).bind(channel).declare()
+            events = kombu.Exchange(topology.events_exchange.name, "topic", durable=True)
+            watch = kombu.Queue(f"{prefix}.watch-sent", events, routing_key="task.sent")
+            watch.bind(channel).declare()
+            TaskSender(settings, create_celery(settings)).send(
+                ConfirmingProducer(conn, timeout=10), [event], "d" * 32
+            )
+            got = channel.basic_get(watch.name, no_ack=True)
+            channel.queue_delete(watch.name)
+        if not on:
+            assert got is None
+            continue
+        assert got is not None
+        body = json.loads(got.body)
+        assert (body["type"], body["uuid"], body["name"]) == ("task-sent", event.id, TASK_NAME)
+        assert body["queue"] == topology.actions_queue.name
