@@ -143,7 +143,8 @@ class DispatcherLoop:
         self.store = store
         self.state = state
         self.connected = threading.Event()
-        self.mapping = MappingFollower(settings, store, state)
+        # a resync of many keys renews the lease between its rounds
+        self.mapping = MappingFollower(settings, store, state, keepalive=self._maybe_renew)
         tasks = TaskSender(settings, celery)
         self.handover = Handover(settings, store, state, tasks, self._dead_letter)
         self.sweeper = Sweeper(settings, store, state, tasks)

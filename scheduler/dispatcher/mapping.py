@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import kombu
 from kombu.message import Message
@@ -24,11 +25,22 @@ from shared.store import Store
 log = logging.getLogger(__name__)
 
 
+#: queues consumed per round of a resync: each round ends with a round trip, then the
+#: caller's keepalive (the dispatcher lease's renewal), however many keys there are
+RESYNC_CHUNK = 2000
+
+
 class MappingFollower:
     def __init__(
-        self, settings: DispatcherSettings, store: Store, state: DispatcherState[Message]
+        self,
+        settings: DispatcherSettings,
+        store: Store,
+        state: DispatcherState[Message],
+        keepalive: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        #: called between rounds of a long resync (the lease must not lapse meanwhile)
+        self.keepalive = keepalive
         self.topology = settings.topology
         self.store = store
         self.state = state
@@ -36,6 +48,8 @@ class MappingFollower:
         self._queues: dict[str, tuple[str, str, str]] = {}  # consumed queue -> key
         self._events: kombu.Consumer | None = None
         self._next_check = 0.0
+        #: the ledger's version at the last check, while it was ahead of ours
+        self._seen_ahead = 0
         #: keys this dispatcher retired at a version it has not reached yet: an older
         #: delta adding one of them again does not consume its (deleted) queue
         self._retired_at: dict[tuple[str, str, str], int] = {}
@@ -62,30 +76,38 @@ class MappingFollower:
         live_vms = {(h, v) for h, hv in snapshot.hosts.items() for v in hv.vms}
         for host, vm in {(h, v) for h, v, _ in self._queues.values()} - live_vms:
             self._remove_vm(host, vm)
-        live = {
+        live = dict.fromkeys(  # in mapping order
             (h, v, p)
             for h, hv in snapshot.hosts.items()
             for v, vv in hv.vms.items()
             for p in vv.policies
-        }
+        )
         self.forget_keys([k for k in self._queues.values() if k not in live])
-        for host, hview in snapshot.hosts.items():
-            for vm, vview in hview.vms.items():
-                for policy in vview.policies:
-                    self._consume(Key(host=host, vm=vm, policy=policy), flush=False)
+        for n, (host, vm, policy) in enumerate(live, 1):
+            self._consume(Key(host=host, vm=vm, policy=policy), flush=False)
+            if n % RESYNC_CHUNK == 0 and self._events is not None:
+                self._events.consume()  # its last consume waits: the round is done
+                if self.keepalive is not None:
+                    self.keepalive()
         if self._events is not None:
             self._events.consume()
         self.version = snapshot.version
+        self._seen_ahead = 0
         self._next_check = time.monotonic() + self.settings.resync_interval
 
     def maybe_resync(self) -> None:
-        """Every RESYNC_INTERVAL: resync if the ledger's mapping moved past ours."""
+        """Every RESYNC_INTERVAL: resync if the ledger's mapping was ahead of ours at the
+        last check and still is past that version — a delta lost. Ahead at one check
+        alone proves nothing: a request commits its version before it publishes it."""
         if time.monotonic() < self._next_check:
             return
         self._next_check = time.monotonic() + self.settings.resync_interval
-        if self.store.mapping_version() > self.version:
+        if self._seen_ahead > self.version:
             log.warning("mapping moved without us hearing it; resyncing from a snapshot")
             self.resync()
+            return
+        ledger = self.store.mapping_version()
+        self._seen_ahead = ledger if ledger > self.version else 0
 
     def own_delta(self, delta: MappingDelta) -> None:
         """A change this dispatcher made and carried out already: the next version, or

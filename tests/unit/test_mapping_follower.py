@@ -99,3 +99,97 @@ def test_a_removed_vms_queue_whose_head_was_given_back_is_not_deleted(monkeypatc
         ("delete", empty_q),
     ]
     assert follower.queue_count == 0
+
+
+class FakeStore:
+    """The ledger's mapping as a follower reads it: a version, and a snapshot of keys."""
+
+    def __init__(self, keys: list[tuple[str, str, str]], version: int) -> None:
+        from shared.models import HostView, MappingSnapshot, PolicyView, VmView
+
+        self.version = version
+        hosts: dict[str, HostView] = {}
+        for h, v, p in keys:
+            vms = hosts.setdefault(h, HostView(available=True, vms={})).vms
+            vms.setdefault(v, VmView(available=True, policies={})).policies[p] = PolicyView(
+                queued=0
+            )
+        self._snapshot = MappingSnapshot(version=version, hosts=hosts)
+        self.snapshots = 0
+
+    def snapshot(self) -> Any:
+        self.snapshots += 1
+        return self._snapshot
+
+    def mapping_version(self) -> int:
+        return self.version
+
+
+class Clock:
+    """The follower's monotonic clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _follower(
+    monkeypatch: Any, store: FakeStore, clock: Clock, keepalive: Any = None
+) -> MappingFollower:
+    import scheduler.dispatcher.mapping as mapping
+
+    class Bound:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def declare(self, nowait: bool = False) -> None:
+            pass
+
+    monkeypatch.setattr(mapping, "queue", lambda spec: lambda channel: Bound(spec.name))
+    monkeypatch.setattr(mapping.time, "monotonic", clock)
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
+    follower = MappingFollower(
+        DispatcherSettings(resync_interval=30), cast(Any, store), state, keepalive
+    )
+    follower.attach(cast(Any, FakeConsumer([])))
+    return follower
+
+
+def test_a_version_ahead_at_one_check_resyncs_only_if_still_missing_at_the_next(
+    monkeypatch: Any,
+) -> None:
+    """A request commits its version before it publishes the delta: the ledger being
+    ahead at one check is a delta on its way, not a lost one. Still behind that version
+    at the next check: lost, and the follower resyncs."""
+    store = FakeStore([("h", "v", "p")], version=1)
+    clock = Clock()
+    follower = _follower(monkeypatch, store, clock)
+    follower.resync()
+    assert store.snapshots == 1 and follower.version == 1
+    store.version = 2  # committed, its delta not yet here
+    clock.now += 31
+    follower.maybe_resync()
+    follower.apply(MappingDelta(version=2, op="key_added", host="h", vm="v2", policy="p"))
+    clock.now += 31
+    follower.maybe_resync()
+    assert store.snapshots == 1  # it arrived: no resync
+    store.version = 3  # and this one is lost
+    for _ in range(2):
+        clock.now += 31
+        follower.maybe_resync()
+    assert store.snapshots == 2
+
+
+def test_a_resync_of_many_keys_keeps_the_lease_alive_between_its_rounds(
+    monkeypatch: Any,
+) -> None:
+    import scheduler.dispatcher.mapping as mapping
+
+    monkeypatch.setattr(mapping, "RESYNC_CHUNK", 10)
+    calls: list[int] = []
+    store = FakeStore([("h", f"v{i}", "p") for i in range(35)], version=1)
+    follower = _follower(monkeypatch, store, Clock(), keepalive=lambda: calls.append(1))
+    follower.resync()
+    assert len(calls) == 3 and follower.queue_count == 35
