@@ -76,12 +76,16 @@ def _keys(r: dict[str, Any]) -> tuple[str, bool]:
     """Live queues follow the keys with work: with retirement on, the peak of live
     queues stays within two of the run's waves (a tenth of its keys), none lost."""
     on = next(row for row in r["rows"] if row["retirement"] != "off")
-    off = next(row for row in r["rows"] if row["retirement"] == "off")
-    lost = on["events lost"] + off["events lost"]
+    off = next((row for row in r["rows"] if row["retirement"] == "off"), None)
+    lost = on["events lost"] + (off["events lost"] if off else 0)
+    kept = (
+        f"{off['peak live queues']:,} live queues, {off['broker RSS peak MB']:,.0f} MB"
+        if off
+        else "not run"
+    )
     text = (
-        f"peak {on['peak live queues']:,} vs {off['peak live queues']:,} live queues, "
-        f"broker RSS peak {on['broker RSS peak MB']:,.0f} vs {off['broker RSS peak MB']:,.0f} MB, "
-        f"lost {lost}"
+        f"{on['keys']:,} keys: peak {on['peak live queues']:,} live queues, broker RSS peak "
+        f"{on['broker RSS peak MB']:,.0f} MB; kept: {kept}; lost {lost}"
     )
     return text, on["peak live queues"] <= 0.1 * on["keys"] and lost == 0
 

@@ -159,19 +159,25 @@ def one_run(keys: int, idle: float) -> dict[str, Any]:
 
 
 def run(keys: int = KEYS, idle: float = IDLE) -> None:
-    rows = [one_run(keys, idle), one_run(keys, 0.0)]
-    series = {r["retirement"]: r.pop("samples") for r in rows}
-    save(
-        "keys",
-        f"{keys:,} distinct keys (a rolling upgrade in {WAVES} waves plus heals), idle keys "
-        f"retired vs kept, a private broker each",
-        rows,
-    )
-    save(
-        "keys_over_time",
-        "The same runs over time: live queues and broker RSS at each tenth of the run",
-        over_time(series),
-    )
+    """Retirement on, then off; the results are written after each run (a long run
+    that is cut short keeps the first)."""
+    rows: list[dict[str, Any]] = []
+    series: dict[str, list[dict[str, float]]] = {}
+    for idle_seconds in (idle, 0.0):
+        row = one_run(keys, idle_seconds)
+        series[row["retirement"]] = row.pop("samples")
+        rows.append(row)
+        save(
+            "keys",
+            f"{keys:,} distinct keys (a rolling upgrade in {WAVES} waves plus heals), idle "
+            f"keys retired vs kept, a private broker each",
+            rows,
+        )
+        save(
+            "keys_over_time",
+            "The same runs over time: live queues and broker RSS at each tenth of the run",
+            over_time(series),
+        )
 
 
 def over_time(series: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
