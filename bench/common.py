@@ -101,7 +101,9 @@ def count_status(store: Store, *statuses: str) -> int:
 
 
 def post_all(url: str, batches: list[list[dict[str, Any]]], clients: int = 4) -> float:
-    """POST every batch with ``clients`` concurrent connections; seconds taken."""
+    """POST every batch with ``clients`` concurrent connections; seconds taken. A 503
+    (nothing accepted: the broker or the ledger busy) is posted again, as a client
+    should, up to a minute."""
     import asyncio
 
     async def main() -> None:
@@ -113,7 +115,11 @@ def post_all(url: str, batches: list[list[dict[str, Any]]], clients: int = 4) ->
             async with httpx.AsyncClient(timeout=120) as http:
                 while not queue.empty():
                     batch = queue.get_nowait()
-                    r = await http.post(f"{url}/events", json={"events": batch})
+                    for _ in range(120):
+                        r = await http.post(f"{url}/events", json={"events": batch})
+                        if r.status_code != 503:
+                            break
+                        await asyncio.sleep(0.5)
                     r.raise_for_status()
 
         await asyncio.gather(*(client() for _ in range(clients)))

@@ -11,6 +11,7 @@ resident memory; it reports their peaks and the events lost (posted, never succe
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 
 from bench.common import carousel, count_status, post_all, wait_for
-from bench.report import save
+from bench.report import RESULTS, save
 from bench.scale import rss_mb
 from harness.private_broker import PrivateBroker
 
@@ -159,13 +160,22 @@ def one_run(keys: int, idle: float) -> dict[str, Any]:
 
 
 def run(keys: int = KEYS, idle: float = IDLE) -> None:
-    """Retirement on, then off; the results are written after each run (a long run
-    that is cut short keeps the first)."""
+    """Retirement on, then off; the results are written after each run. With
+    ``BENCH_KEYS_LEGS=off`` only the second is run, beside the first's saved results."""
+    legs = os.environ.get("BENCH_KEYS_LEGS", "on,off").split(",")
     rows: list[dict[str, Any]] = []
-    series: dict[str, list[dict[str, float]]] = {}
-    for idle_seconds in (idle, 0.0):
+    times: list[dict[str, Any]] = [{"part of the run": f"{t * 10} %"} for t in range(11)]
+    if "on" not in legs and (RESULTS / "keys.json").exists():
+        rows = [r for r in _saved("keys") if r["retirement"] != "off"]
+        times = _saved("keys_over_time")
+    for name, idle_seconds in (("on", idle), ("off", 0.0)):
+        if name not in legs:
+            continue
         row = one_run(keys, idle_seconds)
-        series[row["retirement"]] = row.pop("samples")
+        for at, columns in zip(
+            times, over_time(row["retirement"], row.pop("samples")), strict=True
+        ):
+            at.update(columns)
         rows.append(row)
         save(
             "keys",
@@ -176,23 +186,28 @@ def run(keys: int = KEYS, idle: float = IDLE) -> None:
         save(
             "keys_over_time",
             "The same runs over time: live queues and broker RSS at each tenth of the run",
-            over_time(series),
+            times,
         )
 
 
-def over_time(series: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
-    """One row per tenth of each run (the runs differ in length): the sample nearest."""
+def _saved(name: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads((RESULTS / f"{name}.json").read_text())["rows"]
+    return rows
+
+
+def over_time(name: str, samples: list[dict[str, float]]) -> list[dict[str, Any]]:
+    """One run's columns at each tenth of it (the runs differ in length): the sample
+    nearest."""
     out: list[dict[str, Any]] = []
     for tenth in range(11):
-        row: dict[str, Any] = {"part of the run": f"{tenth * 10} %"}
-        for name, samples in series.items():
-            if not samples:
-                continue
-            at = samples[-1]["t"] * tenth / 10
-            s = min(samples, key=lambda x: abs(x["t"] - at))
-            row[f"{name}: live queues"] = int(s["live_keys"])
-            row[f"{name}: broker MB"] = s["broker_mb"]
-        out.append(row)
+        if not samples:
+            out.append({})
+            continue
+        at = samples[-1]["t"] * tenth / 10
+        s = min(samples, key=lambda x: abs(x["t"] - at))
+        out.append(
+            {f"{name}: live queues": int(s["live_keys"]), f"{name}: broker MB": s["broker_mb"]}
+        )
     return out
 
 
