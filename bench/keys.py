@@ -35,7 +35,8 @@ WAVES = 20
 
 def workload(keys: int) -> list[list[dict[str, Any]]]:
     """The waves: each upgrades the VMs of its hosts (nine in ten of them) and heals
-    VMs spread over every host (the tenth)."""
+    VMs spread over every host (the tenth). Each event has its id, so a request posted
+    again after a 503 stores nothing twice (the contract: retry with the same ids)."""
     hosts = max(1, keys // VMS_PER_HOST)
     vms = [(f"h{i % hosts}", f"vm{i}") for i in range(keys)]
     upgrades = [v for i, v in enumerate(vms) if i % 10]
@@ -45,11 +46,11 @@ def workload(keys: int) -> list[list[dict[str, Any]]]:
     waves = []
     for w in range(WAVES):
         wave = [
-            {"host": h, "vm": v, "policy": "rolling-upgrade", "action": "upgrade"}
+            {"id": f"up-{v}", "host": h, "vm": v, "policy": "rolling-upgrade", "action": "upgrade"}
             for h, v in sorted(upgrades, key=lambda hv: hv[0])[w * per_up : (w + 1) * per_up]
         ]
         wave += [
-            {"host": h, "vm": v, "policy": "auto-heal", "action": "heal"}
+            {"id": f"heal-{v}", "host": h, "vm": v, "policy": "auto-heal", "action": "heal"}
             for h, v in heals[w * per_heal : (w + 1) * per_heal]
         ]
         waves.append(wave)
