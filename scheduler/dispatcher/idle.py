@@ -21,12 +21,6 @@ class IdleKeys:
     def __init__(self) -> None:
         self._since: dict[KeyT, float] = {}  # in the order of last use, oldest first
 
-    def __len__(self) -> int:
-        return len(self._since)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._since
-
     def used(self, key: KeyT, now: float) -> None:
         """The key was used at ``now``: it goes to the back of the line."""
         self._since.pop(key, None)
