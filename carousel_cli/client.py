@@ -4,8 +4,7 @@ names the field."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,25 +14,11 @@ import httpx
 from carousel_cli.errors import InputError, ServiceError
 from carousel_cli.events import Event, batches
 from carousel_cli.watching import Seen
+from shared.addresses import local_url
 from shared.waiting import title
 
 #: GETs of event statuses in flight at once while watching
 WATCH_CONCURRENCY = 8
-
-#: each service's port on this machine, and the variable that moves it (the service
-#: reads the same one: under `make up`, from the environment or .env)
-PORTS: Mapping[str, tuple[str, int]] = {
-    "producer": ("PRODUCER_PORT", 8000),
-    "dispatcher": ("DISPATCHER_PORT", 8001),
-    "elasticity": ("ELASTICITY_PORT", 8002),
-    "flower": ("FLOWER_PORT", 5555),
-}
-
-
-def local_url(service: str, env: Mapping[str, str] | None = None) -> str:
-    """``service`` on this machine: ``http://127.0.0.1:$PRODUCER_PORT`` (8000), ..."""
-    variable, port = PORTS[service]
-    return f"http://127.0.0.1:{(os.environ if env is None else env).get(variable) or port}"
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,10 @@ from rich.markup import escape
 
 from carousel_cli import ready as readiness
 from carousel_cli import views, watching
-from carousel_cli.client import PORTS, Client, Endpoints, local_url
+from carousel_cli.client import Client, Endpoints
 from carousel_cli.errors import NOT_READY, SERVICE, TIMED_OUT, CliError, InputError
 from carousel_cli.events import DEMO_ACTIONS, Burst, Event, read_events, slices
+from shared.addresses import PORTS, local_url
 
 #: what `carousel --help` ends with
 EXIT_CODES = (

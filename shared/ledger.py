@@ -353,6 +353,17 @@ class EventLedger:
             ).all()
         return {r.action: int(r.n) for r in rows}
 
+    def queued_by_key(self) -> dict[tuple[str, str, str], int]:
+        """Events accepted and not yet dispatched, per (host, vm, policy)."""
+        key = (events.c.host, events.c.vm, events.c.policy)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(*key, sa.func.count().label("n"))
+                .where(events.c.status == Status.QUEUED.value)
+                .group_by(*key)
+            ).all()
+        return {(r.host, r.vm, r.policy): int(r.n) for r in rows}
+
     def unfinished_of(
         self, keys: Sequence[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], str]:

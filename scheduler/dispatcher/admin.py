@@ -18,9 +18,11 @@ from pydantic.config import JsonDict
 from scheduler.dispatcher.classes import validate_shares
 from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.errors import NotDeadLettered, RedriveFailed
+from scheduler.dispatcher.live import Backlog, Proxy, live_views, mount_page
 from scheduler.dispatcher.roundrobin import Weights
 from scheduler.dispatcher.settings import MAX_WEIGHT
 from scheduler.dispatcher.state import DispatcherState
+from shared.addresses import local_url
 from shared.db import LEDGER_TROUBLE
 from shared.docs import service_app
 from shared.errors import VmRemoved
@@ -236,6 +238,8 @@ def create_admin_app(
     token: str = "",
     dead_letters: DeadLetters | None = None,
     views_open: bool = True,
+    backlog: Backlog | None = None,
+    proxy: Proxy | None = None,
 ) -> FastAPI:
     app = service_app(title="Carousel dispatcher admin", version="0.1.0")
 
@@ -263,6 +267,17 @@ def create_admin_app(
     views_token = "" if views_open else token
     app.include_router(dispatcher_views(state, stats, views_token))
     app.include_router(dispatcher_controls(state, token))
+    app.include_router(
+        live_views(
+            state,
+            stats,
+            backlog or Backlog(dict),
+            proxy
+            or Proxy({"producer": local_url("producer"), "elasticity": local_url("elasticity")}),
+            views_token,
+        )
+    )
+    mount_page(app)
     if dead_letters is not None:
         app.include_router(dead_letter_views(dead_letters, views_token))
         app.include_router(dead_letter_controls(dead_letters, token))

@@ -104,6 +104,10 @@ class ClassScheduler(Generic[T]):
         """Host names in order of first appearance."""
         return list(self._order.hosts)
 
+    def vms(self, host: str) -> list[str]:
+        """The host's VMs in order of first appearance."""
+        return self._order.vms(host)
+
     def policies(self, host: str, vm: str) -> list[str]:
         """The VM's policies in order of first appearance."""
         return self._order.policies(host, vm)

@@ -20,6 +20,7 @@ from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from itertools import islice
 from typing import Any, Generic, TypeVar
 
 from scheduler.dispatcher import waiting
@@ -431,5 +432,6 @@ class Dispatcher(Generic[H]):
         }
 
     def recent_dispatches(self, limit: int) -> list[dict[str, Any]]:
-        items = list(self.dispatches)[-limit:] if limit > 0 else []
-        return [asdict(d) for d in items]
+        """The last ``limit`` dispatches, oldest first."""
+        items = list(islice(reversed(self.dispatches), max(limit, 0)))
+        return [asdict(d) for d in reversed(items)]

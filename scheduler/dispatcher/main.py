@@ -10,6 +10,7 @@ from scheduler.celery_app import create_celery
 from scheduler.dispatcher.admin import create_admin_app
 from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
+from scheduler.dispatcher.live import Backlog, Proxy
 from scheduler.dispatcher.loop import DispatcherLoop
 from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
@@ -42,7 +43,20 @@ def main() -> None:
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), name="amqp-loop", daemon=True)
     thread.start()
-    app = create_admin_app(state, loop, settings.carousel_api_token, DeadLetters(store, settings))
+    app = create_admin_app(
+        state,
+        loop,
+        settings.carousel_api_token,
+        DeadLetters(store, settings),
+        views_open=settings.admin_views_open,
+        backlog=Backlog(store.queued_by_key),
+        proxy=Proxy(
+            {
+                "producer": settings.carousel_producer_url,
+                "elasticity": settings.carousel_elasticity_url,
+            }
+        ),
+    )
     try:
         serve(app, settings.dispatcher_host, settings.dispatcher_port, settings)
     finally:

@@ -75,6 +75,11 @@ class Order:
         p = self._place(v.children, policy)
         return h.ordinal, v.ordinal, p.ordinal
 
+    def vms(self, host: str) -> list[str]:
+        """The host's VMs in order of first appearance."""
+        h = self.hosts.get(host)
+        return [] if h is None else list(h.children)
+
     def policies(self, host: str, vm: str) -> list[str]:
         """The VM's policies in order of first appearance."""
         h = self.hosts.get(host)

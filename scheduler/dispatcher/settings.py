@@ -10,6 +10,7 @@ from scheduler.dispatcher.classes import validate_shares
 from scheduler.dispatcher.dispatcher import Classes
 from scheduler.dispatcher.limits import NamedLimits
 from scheduler.dispatcher.roundrobin import Weights
+from shared.addresses import local_url
 from shared.models import Action
 from shared.names import is_valid_name
 from shared.priority import Priority, parse_table
@@ -32,6 +33,18 @@ class DispatcherSettings(LimitSettings):
     )
     dispatcher_port: int = Field(8001, description="Admin API port (DISPATCHER_PORT).")
     start_paused: bool = Field(False, description="Start with dispatching paused (START_PAUSED).")
+    carousel_producer_url: str = Field(
+        default_factory=lambda: local_url("producer"),
+        description="The producer's REST API, as the dispatcher reaches it: the live page "
+        "shows its monitoring and looks events up there (CAROUSEL_PRODUCER_URL; default "
+        "http://127.0.0.1:$PRODUCER_PORT, port 8000 if unset).",
+    )
+    carousel_elasticity_url: str = Field(
+        default_factory=lambda: local_url("elasticity"),
+        description="The elasticity worker's admin API, as the dispatcher reaches it: the "
+        "live page shows its pools (CAROUSEL_ELASTICITY_URL; default "
+        "http://127.0.0.1:$ELASTICITY_PORT, port 8002 if unset).",
+    )
     resync_interval: float = Field(
         30.0,
         gt=0,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, replace
 from typing import Any, Generic
 
+from scheduler.dispatcher.board import Query, board
 from scheduler.dispatcher.dispatcher import Classes, Dispatcher, H, Held, Known
 from scheduler.dispatcher.idle import KeyT
 from scheduler.dispatcher.limits import NamedLimits
@@ -251,6 +252,11 @@ class DispatcherState(Generic[H]):
         """What the dispatcher knows of the event, and what holds it if it is held."""
         with self._lock:
             return self._dispatcher.knows(event_id), self._dispatcher.why(event_id)
+
+    def board(self, backlog: Mapping[KeyT, int], now: float, query: Query) -> dict[str, Any]:
+        """The operator's board (:mod:`scheduler.dispatcher.board`)."""
+        with self._lock:
+            return board(self._dispatcher, backlog, now, query)
 
     def limits_use(self) -> dict[str, Any]:
         with self._lock:

@@ -16,10 +16,11 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from carousel_cli import ready, views, watching
-from carousel_cli.client import Endpoints, _validation, local_url
+from carousel_cli.client import Endpoints, _validation
 from carousel_cli.errors import InputError
 from carousel_cli.events import Burst, read_events, slices
 from carousel_cli.main import app
+from shared.addresses import local_url
 from shared.names import NAME_RULE, is_valid_name
 
 

@@ -1,0 +1,183 @@
+"""The live page (``/live``) and the JSON it polls, on the dispatcher's admin API.
+
+- ``GET /live``: the page (``scheduler/dispatcher/ui/``: plain HTML, one script, one
+  style sheet, served from the package: nothing fetched from elsewhere). It holds no data,
+  so it answers without a token; ``/`` sends a browser there.
+- ``GET /board``: the board (:mod:`scheduler.dispatcher.board`) with each key's backlog
+  from the ledger (read at most once a second, however many pages poll).
+- ``GET /board/pool``, ``/board/monitor``, ``/board/events/{id}``: the elasticity
+  worker's pools and their last hour, the producer's monitoring, and one event, asked of
+  those services with the caller's token, so the page needs one origin only. Their
+  answer is wrapped (``ok``, ``status``, ``body``, ``error``): a service away is a
+  message on the page, not an error.
+
+The views need the token under the same rule as ``/stats`` (``ADMIN_VIEWS_OPEN``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from importlib import resources
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import httpx
+from fastapi import APIRouter, FastAPI, Header, Query
+from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from scheduler.dispatcher.board import Query as BoardQuery
+from scheduler.dispatcher.board import state_words
+from scheduler.dispatcher.idle import KeyT
+from scheduler.dispatcher.state import DispatcherState
+from shared.http import guarded_router
+
+log = logging.getLogger(__name__)
+
+#: the page's files, in the package
+UI = resources.files("scheduler.dispatcher") / "ui"
+#: how old the ledger's backlog may be when a board is made, seconds
+BACKLOG_MAX_AGE = 1.0
+#: how long the dispatcher waits for the producer or the elasticity worker, seconds
+PROXY_TIMEOUT = 3.0
+
+
+class Backlog:
+    """Each key's events accepted and not yet dispatched, from the ledger, read at most
+    once per ``max_age`` seconds; the last reading stays while the ledger fails."""
+
+    def __init__(
+        self,
+        read: Callable[[], dict[KeyT, int]],
+        max_age: float = BACKLOG_MAX_AGE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read = read
+        self._max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._value: dict[KeyT, int] = {}
+        self._at: float | None = None
+        self.error: str | None = None
+
+    def __call__(self) -> Mapping[KeyT, int]:
+        with self._lock:
+            now = self._clock()
+            if self._at is None or now - self._at >= self._max_age:
+                try:
+                    self._value, self.error = self._read(), None
+                except Exception as exc:  # the board goes on without fresh backlog
+                    self.error = f"the ledger did not answer: {exc.__class__.__name__}"
+                    log.warning("backlog for the board: %r", exc)
+                self._at = now
+            return self._value
+
+
+class Proxy:
+    """GETs of another service's JSON, wrapped so the page can always read the answer."""
+
+    def __init__(self, urls: Mapping[str, str], timeout: float = PROXY_TIMEOUT) -> None:
+        self.urls = {name: url.rstrip("/") for name, url in urls.items()}
+        self.http = httpx.Client(timeout=timeout)
+
+    def get(
+        self, service: str, path: str, authorization: str | None, **params: Any
+    ) -> dict[str, Any]:
+        url = f"{self.urls[service]}{path}"
+        headers = {"Authorization": authorization} if authorization else {}
+        try:
+            r = self.http.get(url, headers=headers, params=params)
+        except httpx.HTTPError as exc:
+            return {"ok": False, "status": None, "body": None, "url": url, "error": _said(exc)}
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        error = None if r.is_success else _refusal(r.status_code, body)
+        return {
+            "ok": r.is_success,
+            "status": r.status_code,
+            "body": body,
+            "url": url,
+            "error": error,
+        }
+
+
+def _said(exc: Exception) -> str:
+    return f"unreachable: {exc.__class__.__name__}"
+
+
+def _refusal(status: int, body: Any) -> str:
+    if status == 401:
+        return "refused: this view needs the token (CAROUSEL_API_TOKEN)"
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return f"{status}: {detail}" if isinstance(detail, str) else f"answered {status}"
+
+
+def mount_page(app: FastAPI) -> None:
+    """``/live`` and its assets; ``/`` sends a browser to it."""
+    app.mount("/live/assets", StaticFiles(directory=str(UI)), "live-assets")
+
+    @app.get("/live", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(str(UI / "index.html"), headers={"Cache-Control": "no-cache"})
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/live")
+
+
+Authorization = Annotated[str | None, Header(include_in_schema=False)]
+
+
+def live_views(
+    state: DispatcherState[Any],
+    stats: Callable[[], dict[str, Any]],
+    backlog: Backlog,
+    proxy: Proxy,
+    token: str,
+) -> APIRouter:
+    """/board and the views it gathers from the producer and the elasticity worker."""
+    router = guarded_router(token)
+
+    @router.get("/board")
+    def get_board(
+        q: str = Query("", max_length=200, description="Part of a host's name or of host/vm."),
+        top: int = Query(25, ge=1, le=500, description="The most hosts listed."),
+    ) -> dict[str, Any]:
+        """The carousel as the live page shows it: hosts most backlog first, their VMs
+        and policies (each key's backlog, held heads, what runs, why the head waits),
+        the limits and their use, the dispatch rate, the last dispatches."""
+        keys = backlog()
+        out = state.board(keys, time.time(), BoardQuery(q, top))
+        now = stats()
+        out["state"] = state_words(now)
+        out["backlog_error"] = backlog.error
+        classes = state.classes()  # without its policies' table, which may be long
+        out["classes"] = {"classes": classes["classes"], "window": classes["window"]}
+        return out
+
+    @router.get("/board/pool")
+    def get_pool(authorization: Authorization = None) -> dict[str, Any]:
+        """The elasticity worker's ``/status`` and ``/history`` (its pools over the last
+        hour), as it answers them."""
+        return {
+            "status": proxy.get("elasticity", "/status", authorization),
+            "history": proxy.get("elasticity", "/history", authorization),
+        }
+
+    @router.get("/board/monitor")
+    def get_monitor(authorization: Authorization = None) -> dict[str, Any]:
+        """The producer's ``/monitor/status``, as it answers it."""
+        return proxy.get("producer", "/monitor/status", authorization)
+
+    @router.get("/board/events/{event_id}")
+    def get_event(event_id: str, authorization: Authorization = None) -> dict[str, Any]:
+        """The producer's ``GET /events/{id}`` (its path so far, and why it waits), as
+        it answers it."""
+        return proxy.get("producer", f"/events/{quote(event_id, safe='')}", authorization)
+
+    return router
