@@ -1,6 +1,7 @@
-"""The elasticity worker's admin API (port 8002): /status explains every decision (it
-needs ``CAROUSEL_API_TOKEN`` unless ``ADMIN_VIEWS_OPEN``, the default); the operations
-routes (/healthz, /readyz, /metrics) are :func:`shared.http.ops_router`'s."""
+"""The elasticity worker's admin API (port 8002): /status explains every decision and
+/history draws each pool against its backlog over the last hour (both need
+``CAROUSEL_API_TOKEN`` unless ``ADMIN_VIEWS_OPEN``, the default); the operations routes
+(/healthz, /readyz, /metrics) are :func:`shared.http.ops_router`'s."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from prometheus_client import CollectorRegistry, Gauge
 
 from scheduler.elasticity.engine import Engine
+from scheduler.elasticity.history import Sample
 from scheduler.elasticity.model import ProfileConfig, WorkerState
 from shared.docs import service_app
 from shared.http import guarded_router, ops_router
@@ -40,6 +42,18 @@ def create_admin_app(engine: Engine, dry_run: bool, views_token: str = "") -> Fa
     @views.get("/status")
     def get_status() -> dict[str, Any]:
         return status()
+
+    @views.get("/history")
+    def get_history(
+        seconds: int = Query(
+            engine.history.window,
+            ge=1,
+            le=engine.history.window,
+            description="How far back, in seconds (at most the window the history keeps)",
+        ),
+    ) -> dict[str, Any]:
+        with engine.lock:
+            return history(engine, seconds)
 
     app.include_router(views)
     registry, refresh = _metrics(status)
@@ -84,6 +98,29 @@ def profile_status(engine: Engine, name: str) -> dict[str, Any]:
             if d.profile == name
         ],
         "events": [asdict(e) for e in list(engine.events)[-50:] if e.profile == name],
+    }
+
+
+def history(engine: Engine, seconds: int) -> dict[str, Any]:
+    """/history: each profile's samples of the last ``seconds``, oldest first, one per
+    step at most (:mod:`scheduler.elasticity.history`). The caller holds ``engine.lock``."""
+    since = engine.clock() - seconds
+    return {
+        "window_seconds": engine.history.window,
+        "step_seconds": engine.history.step,
+        "profiles": {
+            name: {"samples": [_sample(s) for s in engine.history.samples(name, since)]}
+            for name in engine.configs
+        },
+    }
+
+
+def _sample(sample: Sample) -> dict[str, Any]:
+    return {
+        "at": sample.at,
+        "workers": {s.value: n for s, n in sample.workers.items()},
+        "backlog": sample.backlog,
+        "desired": sample.desired,
     }
 
 

@@ -22,6 +22,7 @@ from scheduler.elasticity.errors import (
     NoIdleWorkersError,
     NoTearDownTargets,
 )
+from scheduler.elasticity.history import PoolHistory
 from scheduler.elasticity.kubernetes import is_placeholder
 from scheduler.elasticity.model import (
     Backlog,
@@ -72,6 +73,8 @@ class Engine:
     )
     events: deque[Event] = field(default_factory=lambda: deque(maxlen=200))
     last: dict[str, Decision] = field(default_factory=dict)
+    #: each profile's pool against its backlog over the last hour, for /history
+    history: PoolHistory = field(default_factory=PoolHistory)
 
     def __post_init__(self) -> None:
         for name in self.configs:
@@ -257,6 +260,13 @@ class Engine:
             for decision, observation in results:
                 self.decisions.append((decision, observation))
                 self.last[decision.profile] = decision
+                self.history.record(
+                    decision.profile,
+                    decision.at,
+                    {s: observation.count(s) for s in WorkerState},
+                    decision.backlog,
+                    decision.target,
+                )
                 if decision.blocked_by:
                     self._note(decision.profile, decision.blocked_by, decision.reason)
                 if self.dry_run:

@@ -113,3 +113,62 @@ def test_the_backlog_and_the_counts_beside_it_are_from_one_instant() -> None:
     assert profile["counts"]["idle"] == 1 and profile["counts"]["busy"] == 0
     assert profile["workers"][0]["state"] == "busy"
     assert profile["decisions"][-1]["workers"] == profile["counts"]
+
+
+def test_history_draws_each_decision_s_pool_against_its_backlog() -> None:
+    """/history: one sample per decision (one per step at most), the workers by state the
+    decision saw, its backlog and target, oldest first; ``seconds`` looks back less."""
+    engine, tracker, clock = make()
+    app = create_admin_app(engine, dry_run=False)
+    engine.tick()  # spawns: the worker boots
+    first = clock.now
+    [name] = engine.handles
+    tracker.on_event({"type": "worker-heartbeat", "hostname": name, "active": 1}, clock.now)
+    clock.now += 3  # the same step: this decision replaces the first one's sample
+    engine.tick()
+    clock.now += 600
+    tracker.on_event({"type": "worker-heartbeat", "hostname": name, "active": 1}, clock.now)
+    engine.tick()
+    body = get(app, "/history").json()
+    assert (body["window_seconds"], body["step_seconds"]) == (3600, 10)
+    samples = body["profiles"]["default"]["samples"]
+    assert samples == [
+        {
+            "at": first + 3,
+            "workers": {"booting": 0, "idle": 0, "busy": 1, "draining": 0, "lost": 0},
+            "backlog": 100,
+            "desired": 1,
+        },
+        {
+            "at": clock.now,
+            "workers": {"booting": 0, "idle": 0, "busy": 1, "draining": 0, "lost": 0},
+            "backlog": 100,
+            "desired": 1,
+        },
+    ]
+    recent = get(app, "/history?seconds=60").json()["profiles"]["default"]["samples"]
+    assert [s["at"] for s in recent] == [clock.now]
+
+
+def test_history_refuses_a_bad_seconds_naming_it() -> None:
+    engine, _, _ = make()
+    app = create_admin_app(engine, dry_run=False)
+    for bad in ("0", "3601", "-5", "an-hour", "1.5"):
+        refused = get(app, f"/history?seconds={bad}")
+        assert refused.status_code == 422, bad
+        assert [e["loc"] for e in refused.json()["detail"]] == [["query", "seconds"]]
+    assert get(app, "/history?seconds=3600").status_code == 200
+    assert get(app, "/history?seconds=1").json()["profiles"] == {"default": {"samples": []}}
+
+
+def test_with_views_closed_history_needs_the_token() -> None:
+    engine, _, _ = make()
+    app = create_admin_app(engine, dry_run=False, views_token="s3cret")
+    refused = get(app, "/history")
+    assert (refused.status_code, refused.headers["www-authenticate"]) == (401, "Bearer")
+    allowed = call(app, "GET", "/history", headers={"Authorization": "Bearer s3cret"})
+    assert allowed.status_code == 200
+    assert (
+        call(app, "GET", "/history?seconds=0", headers={"Authorization": "Bearer nope"}).status_code
+        == 401
+    )  # the token first, then the query
