@@ -105,6 +105,16 @@ class Client:
         answer: dict[str, Any] = self._call("GET", self.endpoints.dispatcher, "/stats")
         return answer
 
+    def board(self, q: str = "", top: int = 25) -> dict[str, Any]:
+        """The dispatcher's board (``GET /board``): its state and totals, the ``top``
+        hosts whose name (or ``host/vm``) contains ``q``, most backlog first, with what
+        runs and why the rest waits."""
+        params = {"q": q, "top": top}
+        answer: dict[str, Any] = self._call(
+            "GET", self.endpoints.dispatcher, "/board", params=params
+        )
+        return answer
+
     def elasticity(self) -> dict[str, Any]:
         answer: dict[str, Any] = self._call("GET", self.endpoints.elasticity, "/status")
         return answer

@@ -1,5 +1,5 @@
 """Carousel's command line: post events, run a demo burst, watch events drain, show or
-cancel events, see the system's status, wait until it is ready.
+cancel events, see the system's status or its live board, wait until it is ready.
 
 Every command reads the services' addresses and the token from options or the
 environment (CAROUSEL_PRODUCER_URL, CAROUSEL_DISPATCHER_URL, CAROUSEL_ELASTICITY_URL,
@@ -20,9 +20,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
 
 from carousel_cli import ready as readiness
+from carousel_cli import top as toplive
 from carousel_cli import views, watching
 from carousel_cli.client import Client, Endpoints
 from carousel_cli.errors import NOT_READY, SERVICE, TIMED_OUT, CliError, InputError
@@ -394,6 +396,67 @@ def status(
         return _readiness_code(ready)
 
     _run(ctx, body)
+
+
+@app.command()
+def top(
+    ctx: typer.Context,
+    search: Annotated[
+        str,
+        typer.Option(
+            help='Only the hosts whose name, or "host/vm", contains this text (case sensitive).'
+        ),
+    ] = "",
+    hosts: Annotated[
+        int, typer.Option(min=1, max=500, help="Hosts listed, most backlog first.")
+    ] = 10,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between frames.")] = 2.0,
+    once: Annotated[bool, typer.Option(help="Print one frame and exit (for scripts).")] = False,
+) -> None:
+    """The carousel live: hosts by backlog, what runs, and why the rest waits.
+
+    The dispatcher's board (GET /board), refreshed in place every --interval seconds
+    until Ctrl-C: its state, whether it is paused, in flight of its global cap, the
+    dispatch rate and the totals; the hosts with most backlog; the VMs that run or wait,
+    with each policy's head and why it waits (as many as fit the terminal); the last
+    dispatches in the round-robin's order. With many hosts, --search narrows.
+
+    Exit code: 0 (also on Ctrl-C); 4 the dispatcher unreachable or refusing at the first
+    call. Once a frame is shown, a failed refresh is said above the last board and the
+    next one is tried after --interval: a dispatcher restarting does not end the view."""
+
+    def body(client: Client) -> int:
+        try:
+            board = client.board(search, hosts)
+            if once:
+                rows = _fitting(board) if out.is_terminal else toplive.ROWS_WITHOUT_TERMINAL
+                out.print(toplive.frame(board, rows))
+                return 0
+            _live(client, board, search, hosts, interval)
+        except KeyboardInterrupt:
+            pass
+        return 0
+
+    _run(ctx, body)
+
+
+def _fitting(board: dict[str, Any]) -> int:
+    """The VM rows that fit this terminal beside the hosts ``board`` lists."""
+    return toplive.fit(out.size.height, len(board.get("hosts") or []))
+
+
+def _live(client: Client, board: dict[str, Any], search: str, hosts: int, wait: float) -> None:
+    """Refresh ``board`` in place every ``wait`` seconds until Ctrl-C; a failed refresh
+    is said above the last board, and the next is tried."""
+    problem: str | None = None
+    with Live(console=out, auto_refresh=False, vertical_overflow="ellipsis") as live:
+        while True:
+            live.update(toplive.frame(board, _fitting(board), problem=problem), refresh=True)
+            time.sleep(wait)
+            try:
+                board, problem = client.board(search, hosts), None
+            except CliError as exc:
+                problem = f"{exc}; trying again every {wait:g} s"
 
 
 @app.command()

@@ -2,21 +2,25 @@
 against a real stack: simcloud, producer, dispatcher, a worker acting on simcloud and the
 elasticity worker, with an API token. A demo burst drains with every event succeeded,
 `watch` follows the last batch (or a batch file), `status` shows every service (and one
-unreachable), files post, an unknown id is not found, and refusals are one clear line
-with their exit code."""
+unreachable), `top` shows the board (paused, then drained), files post, an unknown id is
+not found, and refusals are one clear line with their exit code."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from harness.processes import Stack, free_port
+from harness.processes import Stack, free_port, wait_until
 from shared.names import NAME_RULE
 
 TOKEN = "cli-test-token"
@@ -172,3 +176,61 @@ def test_files_post_and_refusals_are_one_line_with_their_exit_code(
     nobody = f"http://127.0.0.1:{free_port()}"
     unreachable = carousel(stack, tmp_path, "--producer-url", nobody, "watch", "x-1")
     assert unreachable.returncode == 4 and f"cannot reach {nobody}" in unreachable.stderr
+
+
+def board(stack: Stack, **params: Any) -> dict[str, Any]:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = httpx.get(f"{stack.dispatcher_url}/board", params=params, headers=auth, timeout=10)
+    assert r.status_code == 200, r.text
+    found: dict[str, Any] = r.json()
+    return found
+
+
+def test_top_shows_the_board_paused_then_drained(stack: Stack, tmp_path: Path) -> None:
+    """Paused, three events of h1-vm1 and one of h2-vm1 wait: `top --once` says paused in
+    words and lists h1 first by backlog; --search and --hosts narrow the list; resumed and
+    drained, the last dispatches are the four, oldest first."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.post(f"{stack.dispatcher_url}/pause", headers=auth, timeout=10).is_success
+    run = uuid.uuid4().hex[:6]
+    keys = [("h1", "h1-vm1")] * 3 + [("h2", "h2-vm1")]
+    ids = [f"top-{run}-{n}" for n in range(len(keys))]
+    events = [
+        {"id": i, "host": h, "vm": v, "policy": "ops", "action": "heal"}
+        for i, (h, v) in zip(ids, keys, strict=True)
+    ]
+    path = tmp_path / "events.json"
+    path.write_text(json.dumps(events))
+    posted = carousel(stack, tmp_path, "post", "--file", str(path))
+    assert posted.returncode == 0, posted.stdout + posted.stderr
+    wait_until(lambda: board(stack)["totals"]["backlog"] == 4, 30, what="a backlog of 4")
+
+    paused = carousel(stack, tmp_path, "top", "--once")
+    assert paused.returncode == 0, paused.stdout + paused.stderr
+    shown = paused.stdout
+    assert "active, paused" in shown and "backlog 4" in shown, shown
+    hosts = re.findall(r"^(h[12])\s+\S+\s+(\d+)\s", shown, re.M)
+    assert hosts == [("h1", "3"), ("h2", "1")], shown
+    assert "h1/h1-vm1" in shown and "h2/h2-vm1" in shown
+
+    searched = carousel(stack, tmp_path, "top", "--once", "--search", "h2")
+    assert "hosts by backlog: 1 of 1 matching 'h2'" in searched.stdout, searched.stdout
+    assert not re.search(r"^h1\s", searched.stdout, re.M)
+    one = carousel(stack, tmp_path, "top", "--once", "--hosts", "1")
+    assert "1 more host match; --search narrows" in one.stdout, one.stdout
+
+    assert httpx.post(f"{stack.dispatcher_url}/resume", headers=auth, timeout=10).is_success
+    watched = carousel(stack, tmp_path, "watch", *ids, "--json")
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    wait_until(lambda: board(stack)["totals"]["in_flight"] == 0, 30, what="nothing in flight")
+    drained = carousel(stack, tmp_path, "top", "--once")
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    assert "active, not paused" in drained.stdout and "nothing runs or waits" in drained.stdout
+    dispatched = re.findall(rf"top-{run}-\d", drained.stdout)
+    assert sorted(dispatched) == ids, drained.stdout
+    assert dispatched.index(ids[0]) < dispatched.index(ids[1]) < dispatched.index(ids[2])
+
+    nobody = f"http://127.0.0.1:{free_port()}"
+    unreachable = carousel(stack, tmp_path, "--dispatcher-url", nobody, "top", "--once")
+    assert unreachable.returncode == 4 and f"cannot reach {nobody}" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
