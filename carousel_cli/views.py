@@ -13,6 +13,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from scheduler.dispatcher.board import state_words as dispatcher_state
+
 #: decisions shown per pool (after runs of alike ones are folded into one row)
 DECISION_ROWS = 6
 
@@ -26,23 +28,6 @@ def readiness(ready: Mapping[str, tuple[str, str]]) -> Table:
         style = "green" if said == "ready" else "red"
         out.add_row(name, Text(url), Text(said, style=style))
     return out
-
-
-def dispatcher_state(stats: Mapping[str, Any]) -> str:
-    """``active``; ``standby (another dispatcher leads)`` only when the ledger says another
-    dispatcher holds the lease; else why it is not dispatching (``not_ready``: no broker,
-    no ledger); then paused and a failing ledger."""
-    if stats.get("standby"):
-        words = ["standby (another dispatcher leads)"]
-    elif stats.get("connected", True) and stats.get("active", True):
-        words = ["active"]
-    else:
-        words = [str(stats.get("not_ready") or "not dispatching")]
-    if stats.get("paused"):
-        words.append("paused")
-    if stats.get("ledger_ok") is False:
-        words.append("ledger failing")
-    return ", ".join(words)
 
 
 def limits(values: Mapping[str, Any]) -> str:

@@ -1,0 +1,154 @@
+"""The live page as a person uses it: Debian's Chromium, headless, driven by Selenium,
+against a real stack (producer, dispatcher, the elasticity worker and the worker it
+starts). The page loads with no console error; a burst fills the keys while the
+dispatcher is paused, which the page says, and drains once it resumes; an unavailable VM
+is marked in words; an event is looked up; a dead-lettered event is listed, and its
+re-drive is refused without the token and done with it. Screenshots of the main views go
+to ``build/live-page/`` (one of them is the README's)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from selenium.webdriver.common.by import By
+
+from harness import browser
+from harness.processes import Stack, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "build" / "live-page"
+TOKEN = "s3cret-live"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> Iterator[Any]:
+    why = browser.missing()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser test needs {why}")
+        pytest.skip(f"no browser here: {why}")
+    with browser.chromium(tmp_path / "chromium-profile") as d:
+        yield d
+
+
+def _text(driver: Any, css: str) -> str:
+    return " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
+
+
+def _post(stack: Stack, events: list[dict[str, Any]]) -> None:
+    r = httpx.post(f"{stack.producer_url}/events", json={"events": events}, headers=AUTH)
+    assert r.status_code == 202, r.text
+
+
+def _shot(driver: Any, section: str, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    if section:
+        driver.execute_script(f"document.getElementById('{section}').scrollIntoView()")
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def test_an_operator_watches_the_carousel_turn(
+    stack_factory: Callable[..., Stack], driver: Any
+) -> None:
+    shutil.rmtree(SHOTS, ignore_errors=True)
+    stack = stack_factory(
+        CAROUSEL_API_TOKEN=TOKEN,
+        SIMULATED_DURATION="0.3",
+        ACTION_TIME_LIMIT="2",
+        MAX_PARALLEL="4",
+    )
+    stack.producer()
+    stack.dispatcher()
+    stack.elasticity()
+    d = stack.dispatcher_url
+
+    driver.get(f"{d}/")  # the admin's root sends a browser to the page
+    assert driver.current_url.endswith("/live")
+    wait_until(lambda: "dispatcher active" in _text(driver, "#state"), 30, what="active")
+    wait_until(lambda: "default" in _text(driver, "#pool-out"), 60, what="the pool drawn")
+    assert browser.console_errors(driver) == []
+
+    # a burst while paused: the keys fill, the page says paused, in words
+    assert httpx.post(f"{d}/pause", headers=AUTH).status_code == 200
+    burst = [
+        {"host": f"h{h}", "vm": f"h{h}-vm{v}", "policy": "ops", "action": "heal", "id": f"b{h}{v}{n}"}
+        for h in range(1, 4)
+        for v in range(1, 4)
+        for n in range(3)
+    ]
+    _post(stack, burst)
+    wait_until(lambda: "paused" in _text(driver, "#state"), 30, what="paused said")
+    wait_until(
+        lambda: _text(driver, "#numbers").find("27") >= 0, 30, what="the backlog of 27 shown"
+    )
+    wait_until(
+        lambda: len(driver.find_elements(By.CSS_SELECTOR, 'tr.vm[data-state="paused"]')) == 9,
+        30,
+        what="every VM marked paused",
+    )
+    assert "the dispatcher is paused" in _text(driver, "ul.policies")
+    _shot(driver, "", "paused")
+
+    # an unavailable VM is marked in words; the rest drains once resumed
+    r = httpx.put(
+        f"{stack.producer_url}/hosts/h2/vms/h2-vm2/availability",
+        json={"available": False},
+        headers=AUTH,
+    )
+    assert r.status_code == 200, r.text
+    held_back = 'tr.vm[data-vm="h2/h2-vm2"]'
+    wait_until(lambda: "unavailable" in _text(driver, held_back), 30, what="unavailable shown")
+    assert httpx.post(f"{d}/resume", headers=AUTH).status_code == 200
+    wait_until(lambda: "dispatcher active" in _text(driver, "#state"), 30, what="resumed")
+    wait_until(lambda: "b111" in _text(driver, "#dispatch-list"), 60, what="dispatches shown")
+    _shot(driver, "", "draining")
+    wait_until(
+        lambda: _text(driver, "tr.host").split() and "waiting" not in _text(driver, "tr.vm:not([data-vm='h2/h2-vm2'])")
+        and "busy" not in _text(driver, "tr.host"),
+        120,
+        what="all but the unavailable VM drained",
+    )
+    assert "VM h2-vm2 on host h2 is unavailable" in _text(driver, held_back)
+    assert browser.console_errors(driver) == []
+
+    # an event looked up: its path so far
+    driver.find_element(By.ID, "event-id").send_keys("b111")
+    driver.find_element(By.CSS_SELECTOR, "#event-form button").click()
+    wait_until(lambda: "succeeded" in _text(driver, "#event-out"), 30, what="the event shown")
+    assert "dispatched" in _text(driver, "#event-out ol.path")
+
+    # a dead letter: an action past its time limit; re-driven with the token only
+    _post(stack, [{"host": "h9", "vm": "h9-vm1", "policy": "ops", "action": "heal", "id": "slow", "payload": {"simulate": {"duration": 30}}}])
+    row = 'tr[data-event="slow"]'
+    wait_until(lambda: _text(driver, row), 90, what="the dead letter listed")
+    _shot(driver, "dead", "dead-letters")
+    driver.find_element(By.CSS_SELECTOR, f"{row} button.redrive").click()
+    wait_until(lambda: driver.switch_to.alert, 10, what="the token asked for")
+    driver.switch_to.alert.send_keys("wrong")
+    driver.switch_to.alert.accept()
+    wait_until(lambda: "refused" in _text(driver, "#dead-said"), 30, what="refused")
+    assert "missing or wrong token" in _text(driver, "#dead-said")
+    status = httpx.get(f"{stack.producer_url}/events/slow", headers=AUTH).json()["status"]
+    assert status == "failed"  # nothing changed
+    driver.find_element(By.ID, "token").clear()
+    driver.find_element(By.ID, "token").send_keys(TOKEN)
+    driver.find_element(By.CSS_SELECTOR, "#token-form button").click()
+    driver.find_element(By.CSS_SELECTOR, f"{row} button.redrive").click()
+    wait_until(lambda: "slow queued again" in _text(driver, "#dead-said"), 30, what="re-driven")
+    wait_until(
+        lambda: httpx.get(f"{stack.producer_url}/events/slow", headers=AUTH).json()["attempts"]
+        >= 1
+        and httpx.get(f"{stack.producer_url}/events/slow", headers=AUTH).json()["status"]
+        != "failed",
+        30,
+        what="the event queued again",
+    )
+    _shot(driver, "pool", "pool")
+    _shot(driver, "", "top")
