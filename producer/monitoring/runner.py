@@ -21,7 +21,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from producer.monitoring import updater
@@ -30,6 +30,7 @@ from producer.monitoring.metrics import MonitorMetrics
 from producer.monitoring.model import Diff, Intent, Observation, View
 from producer.monitoring.policies import Policies
 from producer.monitoring.raiser import Raiser
+from producer.monitoring.recent import RecentChanges
 from producer.monitoring.repository import Repository
 from producer.monitoring.retry import in_thread
 from producer.monitoring.rules import Rules
@@ -69,13 +70,16 @@ class SourceStatus:
     hosts: int = 0
     groups: int = 0
     pending_timers: int = 0
+    #: the last changes that asked for events, and what became of them
+    recent: RecentChanges = field(default_factory=RecentChanges)
 
     def to_json(self, now: float) -> dict[str, Any]:
         """With ``lag_seconds``: 0 while the stream is live (a long-poll is outstanding
         and not overdue: changes arrive as they happen), else the seconds since the
         source last answered — up to a poll interval when polling, growing when the
-        source is unreachable."""
-        out = asdict(self)
+        source is unreachable. And ``recent_changes``, newest first, of the
+        ``changes_with_events`` seen since the start."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "recent"}
         live = (
             self.stream == "following"
             and self.watching_since is not None
@@ -83,6 +87,8 @@ class SourceStatus:
         )
         seen = self.last_observed_at
         out["lag_seconds"] = 0.0 if live else None if seen is None else round(now - seen, 3)
+        out["changes_with_events"] = self.recent.seen
+        out["recent_changes"] = self.recent.to_json()
         return out
 
 
@@ -274,6 +280,12 @@ class SourceMonitor:
             )
         for intent in result.suppressed:
             self.metrics.duplicates_suppressed.labels(intent.policy).inc()
+        self.status.recent.record(
+            now,
+            intents,
+            {i.id for i in result.suppressed},
+            {i.id for i in result.conflicts},
+        )
 
     # -- accounting ----------------------------------------------------------------
     def _count(self, obs: Observation, diff: Diff, written: int) -> None:

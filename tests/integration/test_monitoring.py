@@ -128,6 +128,13 @@ def test_vm_down_is_healed_and_the_event_shows_its_cause(
     shown = httpx.get(f"{stack.producer_url}/events/{row['id']}", timeout=10).json()
     cause = shown["payload"]["cause"]
     assert (cause["type"], cause["vm"], cause["new"]) == ("VmStateChanged", "h2-vm1", "DOWN")
+    # the operator's view: the change, and the event it raised
+    recent = status(stack)["recent_changes"]
+    [seen] = [c for c in recent if any(e["id"] == row["id"] for e in c["events"])]
+    assert seen["what"] == "vm h2-vm1 on h2 state ACTIVE -> DOWN"
+    assert [(e["id"], e["policy"], e["outcome"]) for e in seen["events"]] == [
+        (row["id"], "auto-heal", "raised")
+    ]
 
 
 def test_a_flap_inside_the_debounce_raises_nothing(
