@@ -13,12 +13,20 @@ function esc(value) {
   return String(value ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
+// set an element's HTML only when it changed: what the user points at stays put
+const drawn = new Map();
+function put(id, html) {
+  if (drawn.get(id) === html) return;
+  drawn.set(id, html);
+  $(id).innerHTML = html;
+}
+
 function clock(at) {
   return at ? new Date(at * 1000).toLocaleTimeString() : "–";
 }
 
-function headers() {
-  return state.token ? { Authorization: `Bearer ${state.token}` } : {};
+function headers(token = state.token) {
+  return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
 // GET a JSON view; a refusal or an unreachable dispatcher is an answer, not an exception
@@ -52,9 +60,9 @@ function numbers(b) {
     ["hosts · VMs · keys", `${t.hosts} · ${t.vms} · ${t.keys}`],
     ["updated", clock(b.at)],
   ];
-  $("numbers").innerHTML = rows
+  put("numbers", rows
     .map(([k, v]) => `<div><dt>${esc(k)}</dt><dd>${esc(v)}</dd></div>`)
-    .join("");
+    .join(""));
 }
 
 function bar(n, max) {
@@ -84,7 +92,7 @@ function vmRow(host, v) {
 
 function hosts(b) {
   const max = Math.max(1, ...b.hosts.map((h) => h.backlog));
-  $("host-rows").innerHTML = b.hosts
+  put("host-rows", b.hosts
     .map((h) => {
       const vms = h.detail
         ? h.detail.map((v) => vmRow(h.host, v)).join("") +
@@ -95,12 +103,12 @@ function hosts(b) {
         <td>${bar(h.backlog, max)} ${esc(h.backlog)}</td><td>${esc(h.held)}</td>
         <td>${esc(h.in_flight)}</td><td>${esc(h.vms)} VMs, ${esc(h.keys)} keys</td></tr>${vms}`;
     })
-    .join("");
+    .join(""));
   const shown = b.hosts.length;
   let note = `${b.hosts_matching} host(s) ${b.query ? `match “${esc(b.query)}”` : "in the mapping"}`;
   if (shown < b.hosts_matching) note += `; the ${shown} with the most backlog are shown — search to narrow`;
   if (b.backlog_error) note += `. Backlog not fresh: ${esc(b.backlog_error)}`;
-  $("hosts-note").innerHTML = note;
+  put("hosts-note", note);
 }
 
 function limits(b) {
@@ -112,17 +120,17 @@ function limits(b) {
   ];
   for (const [a, v] of Object.entries(l.per_action || {})) rows.push([`action ${a}`, `${v.in_flight} of ${v.limit}; ${v.waiting} key(s) wait on it`]);
   for (const [g, v] of Object.entries(l.per_group || {})) rows.push([`group ${g} budget`, `${v.in_action} of ${v.budget || "no budget"}; ${v.waiting} key(s) wait on it`]);
-  $("limit-rows").innerHTML = rows.map(([k, v]) => `<tr><th scope="row">${esc(k)}</th><td>${esc(v)}</td></tr>`).join("");
+  put("limit-rows", rows.map(([k, v]) => `<tr><th scope="row">${esc(k)}</th><td>${esc(v)}</td></tr>`).join(""));
   const classes = (b.classes && b.classes.classes) || {};
-  $("class-rows").innerHTML = Object.entries(classes)
+  put("class-rows", Object.entries(classes)
     .map(([name, c]) => `<tr><th scope="row">${esc(name)}</th><td>${esc(c.held)}</td><td>${esc(c.keys)}</td><td>${esc(Math.round(c.min_share * 100))}%</td><td>${esc(Math.round((c.share || 0) * 100))}%</td></tr>`)
-    .join("");
+    .join(""));
 }
 
 function dispatches(b) {
-  $("dispatch-list").innerHTML = b.dispatches
+  put("dispatch-list", b.dispatches
     .map((d) => `<li><code>${esc(d.event_id)}</code> ${esc(d.host)}/${esc(d.vm)} · ${esc(d.policy)} · ${esc(d.action)}${d.priority !== "normal" ? ` (${esc(d.priority)})` : ""} <time>${clock(d.at)}</time></li>`)
-    .join("") || "<li>none yet</li>";
+    .join("") || "<li>none yet</li>");
 }
 
 async function refreshBoard() {
@@ -147,19 +155,18 @@ async function refreshBoard() {
 
 async function lookUp(id) {
   const answer = await get(`/board/events/${encodeURIComponent(id)}`);
-  const out = $("event-out");
-  if (!answer.ok) return (out.textContent = refusal(answer, "the lookup"));
+  if (!answer.ok) return put("event-out", esc(refusal(answer, "the lookup")));
   const p = answer.body;
-  if (!p.ok) return (out.textContent = p.status === 404 ? `no event ${id}` : `the producer: ${p.error}`);
+  if (!p.ok) return put("event-out", esc(p.status === 404 ? `no event ${id}` : `the producer: ${p.error}`));
   const e = p.body;
   const path = [["accepted", e.accepted_at], ["dispatched", e.dispatched_at], ["started", e.started_at], ["finished", e.finished_at]]
     .filter(([, at]) => at)
     .map(([what, at]) => `<li>${what} <time>${clock(at)}</time></li>`)
     .join("");
-  out.innerHTML = `<p><code>${esc(e.id)}</code>: <b class="status">${esc(e.status)}</b> — ${esc(e.action)} of ${esc(e.host)}/${esc(e.vm)}, policy ${esc(e.policy)}; ${esc(e.attempts)} attempt(s)${e.worker ? `, worker ${esc(e.worker)}` : ""}</p>
+  put("event-out", `<p><code>${esc(e.id)}</code>: <b class="status">${esc(e.status)}</b> — ${esc(e.action)} of ${esc(e.host)}/${esc(e.vm)}, policy ${esc(e.policy)}; ${esc(e.attempts)} attempt(s)${e.worker ? `, worker ${esc(e.worker)}` : ""}</p>
     <ol class="path">${path}</ol>
     ${e.waiting ? `<p class="why">waits: ${esc(e.waiting.text)}</p>` : ""}
-    ${e.error ? `<p class="error">error: ${esc(e.error)}</p>` : ""}`;
+    ${e.error ? `<p class="error">error: ${esc(e.error)}</p>` : ""}`);
 }
 
 function chart(samples) {
@@ -182,12 +189,11 @@ function chart(samples) {
 
 async function refreshPool() {
   const answer = await get("/board/pool");
-  const out = $("pool-out");
-  if (!answer.ok) return (out.textContent = refusal(answer, "the pool"));
+  if (!answer.ok) return put("pool-out", esc(refusal(answer, "the pool")));
   const { status, history } = answer.body;
-  if (!status.ok) return (out.textContent = `the elasticity worker: ${status.error}`);
+  if (!status.ok) return put("pool-out", esc(`the elasticity worker: ${status.error}`));
   const samples = (history.ok && history.body.profiles) || {};
-  out.innerHTML = Object.entries(status.body.profiles)
+  put("pool-out", Object.entries(status.body.profiles)
     .map(([name, p]) => {
       const counts = Object.entries(p.counts).filter(([, n]) => n).map(([s, n]) => `${n} ${s}`).join(", ") || "no workers";
       const decisions = p.decisions.slice(-5).reverse()
@@ -198,28 +204,29 @@ async function refreshPool() {
         ${chart((samples[name] && samples[name].samples) || [])}
         <h4>Last decisions</h4><ol class="decisions">${decisions || "<li>none yet</li>"}</ol></article>`;
     })
-    .join("");
+    .join(""));
 }
 
 async function refreshDead() {
   const answer = await get("/dead-letters?limit=50");
-  if (!answer.ok) return ($("dead-rows").innerHTML = `<tr><td colspan="7">${esc(refusal(answer, "dead letters"))}</td></tr>`);
-  $("dead-rows").innerHTML = answer.body
+  if (!answer.ok) return (put("dead-rows", `<tr><td colspan="7">${esc(refusal(answer, "dead letters"))}</td></tr>`));
+  put("dead-rows", answer.body
     .map((d) => `<tr data-event="${esc(d.id)}"><td><code>${esc(d.id)}</code></td><td>${esc(d.host)}/${esc(d.vm)}/${esc(d.policy)}</td>
       <td>${esc(d.action)}</td><td>${esc(d.attempts)}</td><td class="why">${esc(d.error)}</td><td><time>${clock(d.dead_at)}</time></td>
       <td><button type="button" class="redrive" data-id="${esc(d.id)}">Re-drive</button></td></tr>`)
-    .join("") || `<tr><td colspan="7">none</td></tr>`;
+    .join("") || `<tr><td colspan="7">none</td></tr>`);
 }
 
 async function redrive(id) {
-  if (!state.token) {
+  let token = state.token; // else asked for, for this re-drive only
+  if (!token) {
     const given = window.prompt("Re-drive needs the token (CAROUSEL_API_TOKEN); empty if the dispatcher has none");
     if (given === null) return;
-    state.token = given.trim();
+    token = given.trim();
   }
   const said = $("dead-said");
   try {
-    const r = await fetch(`/dead-letters/${encodeURIComponent(id)}/redrive`, { method: "POST", headers: headers() });
+    const r = await fetch(`/dead-letters/${encodeURIComponent(id)}/redrive`, { method: "POST", headers: headers(token) });
     const body = await r.json().catch(() => ({}));
     if (r.ok) said.textContent = `${id} queued again`;
     else if (r.status === 401) said.textContent = `re-drive of ${id} refused: missing or wrong token`;
@@ -231,24 +238,24 @@ async function redrive(id) {
 }
 
 function change(c) {
-  const raised = (c.intents || c.events || [])
-    .map((i) => `<code>${esc(i.event_id || i.id)}</code> ${esc(i.action || "")} ${esc(i.outcome || i.result || "")}`)
+  const events = c.events
+    .map((e) => `<code>${esc(e.id)}</code> ${esc(e.policy)} ${esc(e.action)}: ${esc(e.outcome)}`)
     .join(", ");
-  return `<li><time>${clock(c.at)}</time> ${esc(c.change || c.text || c.what || "")}${raised ? ` → ${raised}` : ""}</li>`;
+  const more = c.more_events ? ` and ${esc(c.more_events)} more` : "";
+  return `<li><time>${clock(c.at)}</time> ${esc(c.what)} → ${events}${more}</li>`;
 }
 
 async function refreshMonitor() {
   const answer = await get("/board/monitor");
-  const out = $("monitor-out");
-  if (!answer.ok) return (out.textContent = refusal(answer, "monitoring"));
-  if (!answer.body.ok) return (out.textContent = `the producer: ${answer.body.error}`);
+  if (!answer.ok) return put("monitor-out", esc(refusal(answer, "monitoring")));
+  if (!answer.body.ok) return put("monitor-out", esc(`the producer: ${answer.body.error}`));
   const m = answer.body.body;
-  if (!m.enabled) return (out.textContent = "off: the producer watches no cloud (MONITOR_SOURCE is empty)");
-  out.innerHTML = m.sources
+  if (!m.enabled) return put("monitor-out", esc("off: the producer watches no cloud (MONITOR_SOURCE is empty)"));
+  put("monitor-out", m.sources
     .map((s) => `<article class="source" data-source="${esc(s.source)}"><h3>${esc(s.source)}: <span class="state ${esc(s.stream)}">${esc(s.stream)}</span></h3>
       <p>lag ${s.lag_seconds === null ? "unknown" : `${esc(s.lag_seconds)} s`}; ${esc(s.hosts)} hosts, ${esc(s.vms)} VMs; last list ${clock(s.last_list_at)}${s.last_list_error ? `, error ${esc(s.last_list_error)}` : ""}; ${esc(s.reconnects)} reconnects</p>
       <h4>Last changes</h4><ol class="changes">${(s.recent_changes || []).slice(0, 10).map(change).join("") || "<li>none yet</li>"}</ol></article>`)
-    .join("");
+    .join(""));
 }
 
 // -- wiring ----------------------------------------------------------------------
