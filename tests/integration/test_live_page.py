@@ -183,3 +183,22 @@ def test_an_operator_watches_the_carousel_turn(
     assert "off: the producer watches no cloud" in _text(driver, "#monitor-out")
     _shot(driver, "pool", "pool")
     _shot(driver, "", "top")
+
+
+def test_with_the_views_closed_the_page_asks_for_the_token(
+    stack_factory: Callable[..., Stack], driver: Any
+) -> None:
+    """``ADMIN_VIEWS_OPEN=false``: the dispatcher's views (``/stats``, ``/board``) need the
+    token, the page itself does not; it says so, and shows the board once given it."""
+    stack = stack_factory(CAROUSEL_API_TOKEN=TOKEN, ADMIN_VIEWS_OPEN="false")
+    stack.dispatcher()
+    d = stack.dispatcher_url
+    for path in ("/stats", "/board", "/dead-letters"):
+        assert httpx.get(f"{d}{path}").status_code == 401, path
+        assert httpx.get(f"{d}{path}", headers=AUTH).status_code == 200, path
+    driver.get(f"{d}/live")
+    wait_until(lambda: "needs the token" in _text(driver, "#state"), 30, what="token asked")
+    driver.find_element(By.ID, "token").send_keys(TOKEN)
+    _click(driver, "#token-form button")
+    wait_until(lambda: "dispatcher active" in _text(driver, "#state"), 30, what="the board")
+    assert "token in use" in _text(driver, "#token-said")
