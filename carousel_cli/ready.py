@@ -32,7 +32,7 @@ def services(ends: Endpoints, flower: str, simcloud: str, flower_auth: str) -> l
     """The services `make up` runs, in the banner's order."""
     return [
         Service("producer", ends.producer, "/readyz", note=f"API reference {ends.producer}/docs"),
-        Service("dispatcher", ends.dispatcher, "/readyz", "/stats"),
+        Service("dispatcher", ends.dispatcher, "/readyz", "/live", note="the live page"),
         Service("elasticity", ends.elasticity, "/readyz", "/status"),
         # /healthcheck answers without the login
         Service("flower", flower, "/healthcheck", note=login(flower_auth)),

@@ -4,14 +4,16 @@ and the routes, grouped by what they serve."""
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from producer.deps import Auth, AuthorizedRoute, Service
 from producer.errors import (
@@ -79,6 +81,7 @@ def create_app(settings: ProducerSettings) -> FastAPI:
     app.include_router(events_router(metrics))
     app.include_router(mapping_router(settings.topology))
     app.include_router(monitor_router())
+    app.include_router(root_router(settings.dispatcher_url))
     for trouble in LEDGER_TROUBLE:
         app.add_exception_handler(trouble, _ledger_unavailable(metrics))
 
@@ -280,6 +283,34 @@ def mapping_router(topology: Topology) -> APIRouter:
         return {"host": host, "vm": vm, "removed": True}
 
     return router
+
+
+def root_router(dispatcher_url: str) -> APIRouter:
+    """``GET /``: where a person goes from here (no token: it shows nothing else)."""
+    router = APIRouter()
+    port = urlsplit(dispatcher_url).port or 8001
+
+    @router.get("/", include_in_schema=False)
+    async def root(request: Request) -> HTMLResponse:
+        # the dispatcher's port on the host the browser used: right under `make up` and
+        # under compose (which publishes each port as is)
+        live = f"{request.url.scheme}://{request.url.hostname}:{port}/live"
+        return HTMLResponse(ROOT_PAGE.format(live=html.escape(live)))
+
+    return router
+
+
+ROOT_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Carousel producer</title><link rel="icon" href="data:,"></head>
+<body style="font-family: system-ui, sans-serif; margin: 2rem">
+<h1>Carousel producer</h1>
+<ul>
+<li><a href="{live}">The live page</a>: hosts, VMs and policies as they drain, the limits,
+the worker pool, dead letters (served by the dispatcher)</li>
+<li><a href="/docs">The API reference</a> (<a href="/redoc">ReDoc</a>,
+<a href="/openapi.json">OpenAPI</a>): post events at <code>POST /events</code></li>
+</ul></body></html>
+"""
 
 
 def monitor_router() -> APIRouter:

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from shared.addresses import local_url
 from shared.cloud import CloudSettings
 from shared.names import is_valid_name
 from shared.settings import CommonSettings
@@ -33,11 +34,12 @@ class ProducerSettings(CommonSettings, CloudSettings):
     )
 
     dispatcher_url: str = Field(
-        "http://127.0.0.1:8001",
+        default_factory=lambda: local_url("dispatcher"),
         description="The dispatcher's admin API, asked what holds a queued event that is "
-        "first in its key (GET /events/{id}'s waiting: a limit, its class, its turn); "
-        "set it with a moved DISPATCHER_PORT; empty = ask none, the ledger's reasons only "
-        "(DISPATCHER_URL).",
+        "first in its key (GET /events/{id}'s waiting: a limit, its class, its turn), and "
+        "the port the root page links the live page on; default "
+        "http://127.0.0.1:$DISPATCHER_PORT (port 8001 if unset); empty = ask none, the "
+        "ledger's reasons only (DISPATCHER_URL).",
     )
     dispatcher_timeout: float = Field(
         0.5,

@@ -89,8 +89,9 @@ def test_an_operator_watches_the_carousel_turn(
     stack.elasticity()
     d = stack.dispatcher_url
 
-    driver.get(f"{d}/")  # the admin's root sends a browser to the page
-    assert driver.current_url.endswith("/live")
+    driver.get(f"{stack.producer_url}/")  # the producer's root links to the page
+    _click(driver, "a[href$='/live']")
+    assert driver.current_url == f"{d}/live"
     wait_until(lambda: "dispatcher active" in _text(driver, "#state"), 30, what="active")
     wait_until(lambda: "default" in _text(driver, "#pool-out"), 60, what="the pool drawn")
     assert browser.console_errors(driver) == []

@@ -73,7 +73,7 @@ def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
         )
         for name, address in [
             ("producer", f"{producer}   API reference {producer}/docs"),
-            ("dispatcher", f"http://127.0.0.1:{ports['DISPATCHER_PORT']}/stats"),
+            ("dispatcher", f"http://127.0.0.1:{ports['DISPATCHER_PORT']}/live   the live page"),
             ("elasticity", f"http://127.0.0.1:{ports['ELASTICITY_PORT']}/status"),
             ("flower", f"{flower}   log in as admin, password "),
             ("simcloud", f"{env['SIMCLOUD_URL']}/v1/state"),
@@ -81,8 +81,10 @@ def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
             assert any(line.split()[:1] == [name] and address in line for line in banner), (
                 f"{name}: {address!r} not in the banner:\n" + "\n".join(banner)
             )
-        for url in (f"{producer}/readyz", f"{producer}/docs", f"{flower}/healthcheck"):
+        live = f"http://127.0.0.1:{ports['DISPATCHER_PORT']}/live"
+        for url in (f"{producer}/readyz", f"{producer}/docs", f"{flower}/healthcheck", live):
             assert httpx.get(url).status_code == 200, url
+        assert f'href="{live}"' in httpx.get(f"{producer}/").text  # linked from the root
         r = httpx.post(
             f"{producer}/events",
             json={

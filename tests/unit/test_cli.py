@@ -426,7 +426,7 @@ def test_the_banner_names_every_address_and_flowers_login() -> None:
     assert ready.banner(shown).splitlines() == [
         "Carousel is ready:",
         "  producer    http://127.0.0.1:8000   API reference http://127.0.0.1:8000/docs",
-        "  dispatcher  http://127.0.0.1:8001/stats",
+        "  dispatcher  http://127.0.0.1:8001/live   the live page",
         "  elasticity  http://127.0.0.1:8002/status",
         "  flower      http://127.0.0.1:5555   log in as admin, password s3cret-Pw",
         "  simcloud    http://127.0.0.1:8100/v1/state",
