@@ -38,6 +38,7 @@ ORDER = [
     "elasticity",
     "monitoring_latency",
     "monitoring_relist",
+    "live_page",
     "profile",
     "broker_floor",
     "queue_memory",
