@@ -18,7 +18,7 @@ from pydantic.config import JsonDict
 from scheduler.dispatcher.classes import validate_shares
 from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.errors import NotDeadLettered, RedriveFailed
-from scheduler.dispatcher.live import Backlog, Proxy, live_views, mount_page
+from scheduler.dispatcher.live import BacklogReader, Proxy, live_views, mount_page
 from scheduler.dispatcher.roundrobin import Weights
 from scheduler.dispatcher.settings import MAX_WEIGHT
 from scheduler.dispatcher.state import DispatcherState
@@ -238,25 +238,28 @@ def create_admin_app(
     token: str = "",
     dead_letters: DeadLetters | None = None,
     views_open: bool = True,
-    backlog: Backlog | None = None,
+    backlog: BacklogReader | None = None,
     proxy: Proxy | None = None,
 ) -> FastAPI:
     app = service_app(title="Carousel dispatcher admin", version="0.1.0")
 
+    def session_view() -> dict[str, Any]:
+        return {
+            "connected": session.connected.is_set(),
+            "mapping_version": session.mapping_version,
+            "dead_lettered": session.dead_lettered,
+            "active": session.active,
+            "parked": session.parked,
+            "resent_total": session.resent_total,
+            "live_keys": session.live_keys,
+            "retired_total": session.retired_total,
+            "ledger_ok": session.ledger_ok,
+            "standby": session.standby,
+            "not_ready": session.not_ready,
+        }
+
     def stats() -> dict[str, Any]:
-        out = state.stats()
-        out["connected"] = session.connected.is_set()
-        out["mapping_version"] = session.mapping_version
-        out["dead_lettered"] = session.dead_lettered
-        out["active"] = session.active
-        out["parked"] = session.parked
-        out["resent_total"] = session.resent_total
-        out["live_keys"] = session.live_keys
-        out["retired_total"] = session.retired_total
-        out["ledger_ok"] = session.ledger_ok
-        out["standby"] = session.standby
-        out["not_ready"] = session.not_ready
-        return out
+        return {**state.stats(), **session_view()}
 
     def ready() -> str | None:
         """Why it is not dispatching — a standby, no broker session, the ledger out of
@@ -270,8 +273,8 @@ def create_admin_app(
     app.include_router(
         live_views(
             state,
-            stats,
-            backlog or Backlog(dict),
+            session_view,
+            backlog or BacklogReader(dict),
             proxy
             or Proxy({"producer": local_url("producer"), "elasticity": local_url("elasticity")}),
             views_token,

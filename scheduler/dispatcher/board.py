@@ -10,11 +10,13 @@ or of ``host/vm``) narrows it. States are words, for people and for screen reade
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from scheduler.dispatcher import waiting
+from scheduler.dispatcher.classes import ClassScheduler
 from scheduler.dispatcher.dispatcher import Dispatcher
 from scheduler.dispatcher.idle import KeyT
 
@@ -62,45 +64,60 @@ class Query:
     text: str = ""
     top: int = 25
 
-    def vms(self, host: str, vms: list[str]) -> list[str]:
-        """The host's VMs that match (all of them when the host's name does)."""
+    def vms(self, host: str, rr: ClassScheduler[Any]) -> list[str] | None:
+        """The host's VMs that match; None for all of them (no search, or the host's
+        name matches), without listing them."""
         if not self.text or self.text in host:
-            return vms
-        return [vm for vm in vms if self.text in f"{host}/{vm}"]
+            return None
+        prefix = f"{host}/"
+        return [vm for vm in rr.vms(host) if self.text in prefix + vm]
 
 
-def board(
-    d: Dispatcher[Any], backlog: Mapping[KeyT, int], now: float, query: Query
-) -> dict[str, Any]:
-    """The board of ``d`` at ``now``; ``backlog`` is each key's events accepted and not
-    yet dispatched (the ledger's count). O(keys) to rank the hosts; the detail is
-    O(``DETAIL_KEYS``)."""
+@dataclass(frozen=True)
+class Backlog:
+    """Each key's events accepted and not yet dispatched (the ledger's count), and their
+    sum per host, made once per reading so that a board adds nothing up per key."""
+
+    keys: Mapping[KeyT, int]
+    hosts: Mapping[str, int]
+
+    @classmethod
+    def of(cls, keys: Mapping[KeyT, int]) -> Backlog:
+        hosts: Counter[str] = Counter()
+        for (host, _, _), n in keys.items():
+            hosts[host] += n
+        return cls(keys, hosts)
+
+
+#: no backlog known
+NO_BACKLOG = Backlog({}, {})
+
+
+def board(d: Dispatcher[Any], backlog: Backlog, now: float, query: Query) -> dict[str, Any]:
+    """The board of ``d`` at ``now``. O(hosts + VMs) to rank the hosts, with cheap steps
+    (the caller holds the dispatcher's lock); the detail is O(``DETAIL_KEYS``)."""
     rr = d.rr
     totals = {"hosts": 0, "vms": 0, "keys": 0, "backlog": 0, "held": 0, "in_flight": 0}
-    rows: list[tuple[int, int, str, dict[str, Any], list[str]]] = []
+    rows: list[tuple[int, int, str, dict[str, Any], list[str] | None]] = []
     for ordinal, host in enumerate(rr.hosts()):
-        vms = rr.vms(host)
-        keys = queued = 0
-        for vm in vms:
-            for policy in rr.policies(host, vm):
-                keys += 1
-                queued += backlog.get((host, vm, policy), 0)
+        vms, keys = rr.size(host)
+        queued = backlog.hosts.get(host, 0)
         held = rr.held(host)
         flying = d.host_in_flight(host)
         totals["hosts"] += 1
-        totals["vms"] += len(vms)
+        totals["vms"] += vms
         totals["keys"] += keys
         totals["backlog"] += queued
         totals["held"] += held
         totals["in_flight"] += flying
-        shown = query.vms(host, vms)
-        if not shown:
+        shown = query.vms(host, rr)
+        if shown is not None and not shown:
             continue
         available = rr.host_available(host)
         row = {
             "host": host,
             "available": available,
-            "vms": len(vms),
+            "vms": vms,
             "keys": keys,
             "backlog": queued,
             "held": held,
@@ -117,12 +134,12 @@ def board(
     hosts = []
     for _, _, host, row, shown in rows[: query.top]:
         detail = []
-        for vm in shown:
+        for vm in rr.vms(host) if shown is None else shown:
             policies = rr.policies(host, vm)
             if len(policies) > budget:
                 break
             budget -= len(policies)
-            detail.append(_vm(d, host, vm, policies, backlog))
+            detail.append(_vm(d, host, vm, policies, backlog.keys))
         if detail:
             row["detail"], row["vms_shown"] = detail, len(detail)
         hosts.append(row)

@@ -108,6 +108,10 @@ class ClassScheduler(Generic[T]):
         """The host's VMs in order of first appearance."""
         return self._order.vms(host)
 
+    def size(self, host: str) -> tuple[int, int]:
+        """The host's VMs and keys."""
+        return self._order.size(host)
+
     def policies(self, host: str, vm: str) -> list[str]:
         """The VM's policies in order of first appearance."""
         return self._order.policies(host, vm)

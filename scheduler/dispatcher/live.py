@@ -29,8 +29,8 @@ from fastapi import APIRouter, FastAPI, Header, Query
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from scheduler.dispatcher.board import NO_BACKLOG, Backlog, state_words
 from scheduler.dispatcher.board import Query as BoardQuery
-from scheduler.dispatcher.board import state_words
 from scheduler.dispatcher.idle import KeyT
 from scheduler.dispatcher.state import DispatcherState
 from shared.http import guarded_router
@@ -45,7 +45,7 @@ BACKLOG_MAX_AGE = 1.0
 PROXY_TIMEOUT = 3.0
 
 
-class Backlog:
+class BacklogReader:
     """Each key's events accepted and not yet dispatched, from the ledger, read at most
     once per ``max_age`` seconds; the last reading stays while the ledger fails."""
 
@@ -59,16 +59,16 @@ class Backlog:
         self._max_age = max_age
         self._clock = clock
         self._lock = threading.Lock()
-        self._value: dict[KeyT, int] = {}
+        self._value = NO_BACKLOG
         self._at: float | None = None
         self.error: str | None = None
 
-    def __call__(self) -> Mapping[KeyT, int]:
+    def __call__(self) -> Backlog:
         with self._lock:
             now = self._clock()
             if self._at is None or now - self._at >= self._max_age:
                 try:
-                    self._value, self.error = self._read(), None
+                    self._value, self.error = Backlog.of(self._read()), None
                 except Exception as exc:  # the board goes on without fresh backlog
                     self.error = f"the ledger did not answer: {exc.__class__.__name__}"
                     log.warning("backlog for the board: %r", exc)
@@ -135,8 +135,8 @@ Authorization = Annotated[str | None, Header(include_in_schema=False)]
 
 def live_views(
     state: DispatcherState[Any],
-    stats: Callable[[], dict[str, Any]],
-    backlog: Backlog,
+    session: Callable[[], dict[str, Any]],
+    backlog: BacklogReader,
     proxy: Proxy,
     token: str,
 ) -> APIRouter:
@@ -151,10 +151,8 @@ def live_views(
         """The carousel as the live page shows it: hosts most backlog first, their VMs
         and policies (each key's backlog, held heads, what runs, why the head waits),
         the limits and their use, the dispatch rate, the last dispatches."""
-        keys = backlog()
-        out = state.board(keys, time.time(), BoardQuery(q, top))
-        now = stats()
-        out["state"] = state_words(now)
+        out = state.board(backlog(), time.time(), BoardQuery(q, top))
+        out["state"] = state_words({**session(), "paused": out["paused"]})
         out["backlog_error"] = backlog.error
         classes = state.classes()  # without its policies' table, which may be long
         out["classes"] = {"classes": classes["classes"], "window": classes["window"]}

@@ -10,7 +10,7 @@ from scheduler.celery_app import create_celery
 from scheduler.dispatcher.admin import create_admin_app
 from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
-from scheduler.dispatcher.live import Backlog, Proxy
+from scheduler.dispatcher.live import BacklogReader, Proxy
 from scheduler.dispatcher.loop import DispatcherLoop
 from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
@@ -49,7 +49,7 @@ def main() -> None:
         settings.carousel_api_token,
         DeadLetters(store, settings),
         views_open=settings.admin_views_open,
-        backlog=Backlog(store.queued_by_key),
+        backlog=BacklogReader(store.queued_by_key),
         proxy=Proxy(
             {
                 "producer": settings.carousel_producer_url,

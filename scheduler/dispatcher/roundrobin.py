@@ -80,6 +80,13 @@ class Order:
         h = self.hosts.get(host)
         return [] if h is None else list(h.children)
 
+    def size(self, host: str) -> tuple[int, int]:
+        """The host's VMs and keys."""
+        h = self.hosts.get(host)
+        if h is None:
+            return 0, 0
+        return len(h.children), sum(len(v.children) for v in h.children.values())
+
     def policies(self, host: str, vm: str) -> list[str]:
         """The VM's policies in order of first appearance."""
         h = self.hosts.get(host)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, replace
 from typing import Any, Generic
 
-from scheduler.dispatcher.board import Query, board
+from scheduler.dispatcher.board import Backlog, Query, board
 from scheduler.dispatcher.dispatcher import Classes, Dispatcher, H, Held, Known
 from scheduler.dispatcher.idle import KeyT
 from scheduler.dispatcher.limits import NamedLimits
@@ -253,7 +253,7 @@ class DispatcherState(Generic[H]):
         with self._lock:
             return self._dispatcher.knows(event_id), self._dispatcher.why(event_id)
 
-    def board(self, backlog: Mapping[KeyT, int], now: float, query: Query) -> dict[str, Any]:
+    def board(self, backlog: Backlog, now: float, query: Query) -> dict[str, Any]:
         """The operator's board (:mod:`scheduler.dispatcher.board`)."""
         with self._lock:
             return board(self._dispatcher, backlog, now, query)

@@ -7,9 +7,9 @@ from typing import Any
 
 from scheduler.dispatcher import board as board_module
 from scheduler.dispatcher.admin import create_admin_app
-from scheduler.dispatcher.board import Query, activity, board, state_words
+from scheduler.dispatcher.board import Backlog, Query, activity, board, state_words
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
-from scheduler.dispatcher.live import Backlog, Proxy
+from scheduler.dispatcher.live import BacklogReader, Proxy
 from scheduler.dispatcher.state import DispatcherState
 from shared.models import Action, VmEventMessage
 from tests.asgi import call
@@ -20,6 +20,9 @@ def _event(id_: str, host: str, vm: str, policy: str = "ops") -> VmEventMessage:
     return VmEventMessage(
         id=id_, host=host, vm=vm, policy=policy, action=Action.HEAL, accepted_at=0
     )
+
+
+NONE = Backlog.of({})
 
 
 def _dispatcher() -> Dispatcher[str]:
@@ -38,7 +41,7 @@ def test_hosts_most_backlog_first_with_why_each_head_waits() -> None:
     d.offer(_event("e3", "h3", "d"), "m3")
     d.rr.set_vm_available("h3", "d", False)
     backlog = {("h2", "c", "ops"): 1, ("h3", "d", "ops"): 4}
-    out = board(d, backlog, now=101.0, query=Query())
+    out = board(d, Backlog.of(backlog), now=101.0, query=Query())
     assert [h["host"] for h in out["hosts"]] == ["h3", "h2", "h1"]
     assert out["totals"] == {
         "hosts": 3,
@@ -65,7 +68,7 @@ def test_paused_is_said_in_words() -> None:
     d = _dispatcher()
     d.offer(_event("e1", "h1", "a"), "m1")
     d.paused = True
-    out = board(d, {("h1", "a", "ops"): 1}, now=0.0, query=Query())
+    out = board(d, Backlog.of({("h1", "a", "ops"): 1}), now=0.0, query=Query())
     assert out["paused"] and out["hosts"][0]["state"] == "paused"
     assert out["hosts"][0]["detail"][0]["policies"][0]["waiting"]["reason"] == "paused"
     assert state_words({"paused": True}) == "active, paused"
@@ -75,12 +78,12 @@ def test_paused_is_said_in_words() -> None:
 
 def test_search_narrows_to_a_host_or_a_vm() -> None:
     d = _dispatcher()
-    by_host = board(d, {}, 0.0, Query("h1"))
+    by_host = board(d, NONE, 0.0, Query("h1"))
     assert [h["host"] for h in by_host["hosts"]] == ["h1"]
     assert [v["vm"] for v in by_host["hosts"][0]["detail"]] == ["a", "b"]
-    by_vm = board(d, {}, 0.0, Query("h1/b"))
+    by_vm = board(d, NONE, 0.0, Query("h1/b"))
     assert [v["vm"] for v in by_vm["hosts"][0]["detail"]] == ["b"]
-    assert by_vm["hosts_matching"] == 1 and board(d, {}, 0.0, Query("nope"))["hosts"] == []
+    assert by_vm["hosts_matching"] == 1 and board(d, NONE, 0.0, Query("nope"))["hosts"] == []
 
 
 def test_many_keys_stay_bounded(monkeypatch: Any) -> None:
@@ -91,7 +94,7 @@ def test_many_keys_stay_bounded(monkeypatch: Any) -> None:
         for v in range(20):
             d.add_key(f"h{h}", f"v{v}", "ops")
     backlog = {(f"h{h}", f"v{v}", "ops"): h for h in range(100) for v in range(20)}
-    out = board(d, backlog, 0.0, Query(top=5))
+    out = board(d, Backlog.of(backlog), 0.0, Query(top=5))
     assert out["totals"]["keys"] == 2000 and out["hosts_matching"] == 100
     assert [h["host"] for h in out["hosts"]] == ["h99", "h98", "h97", "h96", "h95"]
     shown = [h["vms_shown"] for h in out["hosts"]]
@@ -109,16 +112,16 @@ def test_backlog_is_read_at_most_once_a_second_and_survives_a_failing_ledger() -
             raise OSError("ledger away")
         return {("h", "v", "p"): len(reads)}
 
-    backlog = Backlog(read, max_age=1.0, clock=lambda: now[0])
-    assert backlog() == {("h", "v", "p"): 1}
+    backlog = BacklogReader(read, max_age=1.0, clock=lambda: now[0])
+    assert backlog().keys == {("h", "v", "p"): 1} and backlog().hosts == {"h": 1}
     now[0] = 0.5
-    assert backlog() == {("h", "v", "p"): 1} and len(reads) == 1
+    assert backlog().keys == {("h", "v", "p"): 1} and len(reads) == 1
     now[0] = 1.5
-    assert backlog() == {("h", "v", "p"): 2}
+    assert backlog().keys == {("h", "v", "p"): 2}
     now[0] = 3.0
-    assert backlog() == {("h", "v", "p"): 2} and backlog.error is not None
+    assert backlog().keys == {("h", "v", "p"): 2} and backlog.error is not None
     now[0] = 4.5
-    assert backlog() == {("h", "v", "p"): 4} and backlog.error is None
+    assert backlog().keys == {("h", "v", "p"): 4} and backlog.error is None
 
 
 def _app(views_open: bool = True) -> Any:
@@ -132,7 +135,7 @@ def _app(views_open: bool = True) -> Any:
         session,
         token="s3cret",
         views_open=views_open,
-        backlog=Backlog(lambda: {("h1", "a", "ops"): 1}),
+        backlog=BacklogReader(lambda: {("h1", "a", "ops"): 1}),
         # nothing answers there: the page is told so, in words
         proxy=Proxy({"producer": "http://127.0.0.1:9", "elasticity": "http://127.0.0.1:9"}),
     )
