@@ -163,21 +163,32 @@ def vm_rows(board: Mapping[str, Any]) -> Iterator[VmRow]:
                 first = False
 
 
+#: the VM table's columns that keep their width (VM, state, policy, backlog), at most
+#: SHORT_MAX wide; the event ids' columns are at most ID_MAX wide
+SHORT_COLUMNS = (0, 1, 3, 4)
+SHORT_MAX = 24
+ID_MAX = 28
+
+
+def _cells(row: VmRow) -> tuple[Text | str, ...]:
+    return (row.vm, row.state, row.running, row.policy, row.backlog, row.head, row.waits)
+
+
 def vms(board: Mapping[str, Any], rows: int) -> list[RenderableType]:
     """The VMs table (at most ``rows`` rows) and what it leaves out: the rows beyond it,
     and the listed hosts beyond the board's detail budget."""
     out = _table(("VM", "state", "running", "policy", "backlog", "head (class)", "waits because"))
+    every = list(vm_rows(board))
+    kept, left = every[:rows], len(every) - min(len(every), rows)
+    # the short columns keep their width; the ids and the reason share what is left
+    for i in SHORT_COLUMNS:
+        widest = max((len(str(_cells(r)[i])) for r in kept), default=0)
+        out.columns[i].min_width = min(SHORT_MAX, max(widest, len(str(out.columns[i].header))))
+    out.columns[2].max_width = out.columns[5].max_width = ID_MAX
     out.columns[-1].overflow = "ellipsis"
-    shown = 0
-    left = 0
-    for row in vm_rows(board):
-        if shown < rows:
-            out.add_row(
-                row.vm, row.state, row.running, row.policy, row.backlog, row.head, row.waits
-            )
-            shown += 1
-        else:
-            left += 1
+    for row in kept:
+        out.add_row(*_cells(row))
+    shown = len(kept)
     if not shown:
         out.add_row(Text("nothing runs or waits"), "", "", "", "", "", "")
     parts: list[RenderableType] = [
