@@ -190,7 +190,8 @@ def test_with_the_views_closed_the_page_asks_for_the_token(
     stack_factory: Callable[..., Stack], driver: Any
 ) -> None:
     """``ADMIN_VIEWS_OPEN=false``: the dispatcher's views (``/stats``, ``/board``) need the
-    token, the page itself does not; it says so, and shows the board once given it."""
+    token, the page itself does not; it says so, shows the board once given it, and then
+    pauses and resumes the dispatcher."""
     stack = stack_factory(CAROUSEL_API_TOKEN=TOKEN, ADMIN_VIEWS_OPEN="false")
     stack.dispatcher()
     d = stack.dispatcher_url
@@ -203,3 +204,11 @@ def test_with_the_views_closed_the_page_asks_for_the_token(
     _click(driver, "#token-form button")
     wait_until(lambda: "dispatcher active" in _text(driver, "#state"), 30, what="the board")
     assert "token in use" in _text(driver, "#token-said")
+    # its controls work with the token: pause, then resume
+    _click(driver, "#pause-button")
+    wait_until(lambda: "paused" in _text(driver, "#state"), 30, what="paused from the page")
+    assert httpx.get(f"{d}/stats", headers=AUTH).json()["paused"] is True
+    assert _text(driver, "#pause-button") == "Resume"
+    _click(driver, "#pause-button")
+    wait_until(lambda: "resumed" in _text(driver, "#control-said"), 30, what="resumed")
+    assert httpx.get(f"{d}/stats", headers=AUTH).json()["paused"] is False

@@ -143,6 +143,8 @@ async function refreshBoard() {
   }
   const b = answer.body;
   $("state").textContent = `dispatcher ${b.state}`;
+  $("pause-button").dataset.action = b.paused ? "resume" : "pause";
+  $("pause-button").textContent = b.paused ? "Resume" : "Pause";
   $("state").className = b.paused ? "paused" : b.state === "active" ? "active" : "trouble";
   numbers(b);
   hosts(b);
@@ -217,24 +219,37 @@ async function refreshDead() {
     .join("") || `<tr><td colspan="7">none</td></tr>`);
 }
 
-async function redrive(id) {
-  let token = state.token; // else asked for, for this re-drive only
+// a control (POST): with the token given above, else one asked for, for this call only;
+// null if the person cancelled, else what was said, in words
+async function control(path, what) {
+  let token = state.token;
   if (!token) {
-    const given = window.prompt("Re-drive needs the token (CAROUSEL_API_TOKEN); empty if the dispatcher has none");
-    if (given === null) return;
+    const given = window.prompt(`${what} needs the token (CAROUSEL_API_TOKEN); empty if the dispatcher has none`);
+    if (given === null) return null;
     token = given.trim();
   }
-  const said = $("dead-said");
   try {
-    const r = await fetch(`/dead-letters/${encodeURIComponent(id)}/redrive`, { method: "POST", headers: headers(token) });
+    const r = await fetch(path, { method: "POST", headers: headers(token) });
     const body = await r.json().catch(() => ({}));
-    if (r.ok) said.textContent = `${id} queued again`;
-    else if (r.status === 401) said.textContent = `re-drive of ${id} refused: missing or wrong token`;
-    else said.textContent = `re-drive of ${id} refused: ${body.detail || r.status}`;
+    if (r.ok) return { ok: true, words: "done" };
+    if (r.status === 401) return { ok: false, words: `${what} refused: missing or wrong token` };
+    return { ok: false, words: `${what} refused: ${body.detail || r.status}` };
   } catch (err) {
-    said.textContent = `re-drive of ${id}: the dispatcher does not answer`;
+    return { ok: false, words: `${what}: the dispatcher does not answer` };
   }
+}
+
+async function redrive(id) {
+  const r = await control(`/dead-letters/${encodeURIComponent(id)}/redrive`, `re-drive of ${id}`);
+  if (r) $("dead-said").textContent = r.ok ? `${id} queued again` : r.words;
   refreshDead();
+}
+
+async function pauseOrResume() {
+  const action = $("pause-button").dataset.action;
+  const r = await control(`/${action}`, action);
+  if (r) $("control-said").textContent = r.ok ? `${action}d` : r.words;
+  refreshBoard();
 }
 
 function change(c) {
@@ -292,6 +307,7 @@ document.addEventListener("DOMContentLoaded", () => {
     e.preventDefault();
     lookUp($("event-id").value.trim());
   });
+  $("pause-button").addEventListener("click", pauseOrResume);
   $("dead-rows").addEventListener("click", (e) => {
     const button = e.target.closest("button.redrive");
     if (button) redrive(button.dataset.id);
