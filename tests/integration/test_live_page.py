@@ -94,6 +94,8 @@ def test_an_operator_watches_the_carousel_turn(
     assert driver.current_url == f"{d}/live"
     wait_until(lambda: "dispatcher active" in _text(driver, "#state"), 30, what="active")
     wait_until(lambda: "default" in _text(driver, "#pool-out"), 60, what="the pool drawn")
+    line = "return document.querySelector('#pool-out polyline.workers').points.numberOfItems"
+    assert driver.execute_script(line) >= 2  # a line, even from the first decision alone
     assert browser.console_errors(driver) == []
 
     # a burst while paused: the keys fill, the page says paused, in words

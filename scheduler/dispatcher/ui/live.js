@@ -179,7 +179,9 @@ function chart(samples) {
   const maxW = Math.max(1, ...samples.map((s) => Math.max(workers(s), s.desired || 0)));
   const maxB = Math.max(1, ...samples.map((s) => s.backlog));
   const x = (s) => (((s.at - t0) / (t1 - t0)) * W).toFixed(1);
-  const line = (f, max) => samples.map((s) => `${x(s)},${(H - (f(s) / max) * H).toFixed(1)}`).join(" ");
+  // one sample is a level line across, not a dot
+  const points = samples.length > 1 ? samples : [samples[0], { ...samples[0], at: t1 }];
+  const line = (f, max) => points.map((s) => `${x(s)},${(H - (f(s) / max) * H).toFixed(1)}`).join(" ");
   const last = samples[samples.length - 1];
   return `<svg viewBox="0 0 ${W} ${H}" class="chart" role="img" aria-label="workers and backlog over time">
       <polyline class="backlog" points="${line((s) => s.backlog, maxB)}"/>
