@@ -198,6 +198,20 @@ def test_the_command_line_in_a_container_runs_a_demo_to_the_end(project: Compose
     assert set(shown["ready"].values()) == {"ready"}, shown["ready"]
 
 
+def test_the_live_page_gathers_every_service_in_the_containers(project: ComposeProject) -> None:
+    """The dispatcher serves the live page, and reaches the producer and the elasticity
+    worker by the containers' names (CAROUSEL_PRODUCER_URL, CAROUSEL_ELASTICITY_URL)."""
+    dispatcher = f"http://127.0.0.1:{project.env['DISPATCHER_PORT']}"
+    assert httpx.get(f"{dispatcher}/live").status_code == 200
+    auth = {"Authorization": f"Bearer {project.env['CAROUSEL_API_TOKEN']}"}
+    pool = httpx.get(f"{dispatcher}/board/pool", headers=auth).json()
+    assert pool["status"]["ok"] and pool["history"]["ok"], pool
+    monitor = httpx.get(f"{dispatcher}/board/monitor", headers=auth).json()
+    assert monitor["ok"] and monitor["body"]["enabled"], monitor
+    board = httpx.get(f"{dispatcher}/board", headers=auth).json()
+    assert board["state"] == "active", board["state"]
+
+
 def test_flower_api_needs_its_password(project: ComposeProject, producer: httpx.Client) -> None:
     flower = host_url(project, "FLOWER_PORT")
     user, password = project.env["FLOWER_BASIC_AUTH"].split(":", 1)
@@ -311,17 +325,3 @@ def test_down_v_leaves_nothing_behind(project: ComposeProject) -> None:
     project.run("down", "-v", "--timeout", "10")
     assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
     assert project.new_volumes() == []
-
-
-def test_the_live_page_gathers_every_service_in_the_containers(project: ComposeProject) -> None:
-    """The dispatcher serves the live page, and reaches the producer and the elasticity
-    worker by the containers' names (CAROUSEL_PRODUCER_URL, CAROUSEL_ELASTICITY_URL)."""
-    dispatcher = f"http://127.0.0.1:{project.env['DISPATCHER_PORT']}"
-    assert httpx.get(f"{dispatcher}/live").status_code == 200
-    auth = {"Authorization": f"Bearer {project.env['CAROUSEL_API_TOKEN']}"}
-    pool = httpx.get(f"{dispatcher}/board/pool", headers=auth).json()
-    assert pool["status"]["ok"] and pool["history"]["ok"], pool
-    monitor = httpx.get(f"{dispatcher}/board/monitor", headers=auth).json()
-    assert monitor["ok"] and monitor["body"]["enabled"], monitor
-    board = httpx.get(f"{dispatcher}/board", headers=auth).json()
-    assert board["state"] == "active", board["state"]
