@@ -81,7 +81,14 @@ class Proxy:
 
     def __init__(self, urls: Mapping[str, str], timeout: float = PROXY_TIMEOUT) -> None:
         self.urls = {name: url.rstrip("/") for name, url in urls.items()}
-        self.http = httpx.Client(timeout=timeout)
+        self.timeout = timeout
+        self._http: httpx.Client | None = None  # made at the first call
+
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            self._http = httpx.Client(timeout=self.timeout)
+        return self._http
 
     def get(
         self, service: str, path: str, authorization: str | None, **params: Any
