@@ -105,6 +105,27 @@ leases = sa.Table(
     #: the holder says whether it is paused (the dispatcher's: what it holds back is no
     #: backlog the elasticity worker can serve); believed only while the lease holds
     sa.Column("paused", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    #: the fencing token: one more every time the lease passes to another holder (never on
+    #: a renewal by the same one), so a holder's write can be fenced by the tenure it began
+    #: in (shared/partition_leases.py)
+    sa.Column("token", sa.BigInteger, nullable=False, default=0, server_default="0"),
+)
+
+#: the dispatcher shards alive, each one's word as of its last heartbeat: what every shard
+#: reads to plan which partitions of the hosts it should hold and to take its share of the
+#: limits (shared/partition_leases.py; not used by the dispatcher yet)
+dispatcher_shards = sa.Table(
+    "dispatcher_shards",
+    metadata,
+    sa.Column("shard", sa.String(128), primary_key=True),
+    #: the ledger's clock: the shard is believed alive until then
+    sa.Column("expires_at", sa.Float, nullable=False),
+    #: when it joined (again, if its row had expired), by the ledger's clock
+    sa.Column("started_at", sa.Float, nullable=False),
+    #: its hosts with ready work, its events in flight, the partitions it holds
+    sa.Column("demand", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("in_flight", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("partitions", sa.Integer, nullable=False, default=0, server_default="0"),
 )
 
 mapping_version = sa.Table(

@@ -32,7 +32,15 @@ class Lease:
         for ``seconds`` from now by the ledger's clock; False if another holder's has
         not expired (or the row was never created: :meth:`create`). ``paused``, if
         given, is recorded with it: whether the holder is paused (:func:`holder_paused`)."""
-        values: dict[str, object] = {"holder": self.holder, "expires_at": NOW + self.seconds}
+        values: dict[str, object] = {
+            "holder": self.holder,
+            "expires_at": NOW + self.seconds,
+            # the fencing token: one more when the lease changes hands (see
+            # shared.partition_leases, whose fences use it)
+            "token": sa.case(
+                (leases.c.holder == self.holder, leases.c.token), else_=leases.c.token + 1
+            ),
+        }
         if paused is not None:
             values["paused"] = paused
         res = conn.execute(

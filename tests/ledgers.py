@@ -57,6 +57,7 @@ _STAMPS = {
         "dead_at",
     ],
     "leases": ["expires_at"],
+    "dispatcher_shards": ["expires_at", "started_at"],
 }
 
 
