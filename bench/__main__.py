@@ -19,12 +19,14 @@ from bench import (
     profile,
     queue_memory,
     scale,
+    shard_fairness,
     throughput,
     urgency,
 )
 
 MEASUREMENTS: dict[str, Callable[[], None]] = {
     "dispatcher_cost": dispatcher_cost.run,
+    "shard_fairness": shard_fairness.run,
     "ingest": ingest.run,
     "throughput": throughput.run,
     "fairness": fairness.run,

@@ -35,6 +35,7 @@ ORDER = [
     "keys",
     "keys_over_time",
     "dispatcher_cost",
+    "shard_fairness",
     "elasticity",
     "monitoring_latency",
     "monitoring_relist",

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.report import RESULTS, save
+from bench.shard_fairness import LIMITS, judged
 
 
 def _load(name: str) -> dict[str, Any] | None:
@@ -190,6 +191,26 @@ def _page(r: dict[str, Any]) -> tuple[str, bool]:
     return text, worst <= 1000
 
 
+def _shards(r: dict[str, Any]) -> tuple[str, bool]:
+    """The worst host's share under the demand split, steady workloads, against one
+    dispatcher's; beside it the arriving workload's (shares moving, same limit) and the
+    static split's worst."""
+    rows = r["rows"]
+    worst = max(row["worst ÷ single %"] for row in rows if judged(row))
+    moving = max(
+        row["worst ÷ single %"]
+        for row in rows
+        if row["split"] == "demand"
+        and row["workload"] == "skewed, arriving"
+        and row["L"] == max(LIMITS)
+    )
+    text = (
+        f"worst {worst:.1f} % (shares moving: {moving:.1f} %; "
+        f"a static split: {r['static_worst_pct']:.0f} %)"
+    )
+    return text, worst <= 5
+
+
 # -- what bounds a figure, from the measurements that isolate it ------------------------
 
 
@@ -295,6 +316,12 @@ GOALS: list[tuple[str, str, str, Callable[[dict[str, Any]], tuple[str, bool]]]] 
     ),
     ("a relist with no change, largest cloud", "monitoring_relist", "0 rows", _quiet_relist),
     ("the live page, 20,000 keys: to the board drawn", "live_page", "≤ 1 s", _page),
+    (
+        "a host's share under 2 and 4 shards ÷ one dispatcher's, simulated",
+        "shard_fairness",
+        "within 5 %",
+        _shards,
+    ),
 ]
 
 
