@@ -46,7 +46,7 @@ def lease_name(partition: int) -> str:
     return f"{PREFIX}{partition}"
 
 
-def partition_of(name: str) -> int:
+def lease_partition(name: str) -> int:
     """The partition a lease named by :func:`lease_name` is for."""
     return int(name.removeprefix(PREFIX))
 
@@ -131,7 +131,7 @@ def renew_all(
         .values(expires_at=NOW + seconds)
         .returning(leases.c.name, leases.c.token)
     )
-    return {partition_of(name): int(token) for name, token in rows}
+    return {lease_partition(name): int(token) for name, token in rows}
 
 
 def release(conn: sa.Connection, shard: str, partitions: Iterable[int]) -> None:
@@ -179,7 +179,7 @@ def holders(conn: sa.Connection, partitions: Iterable[int]) -> dict[int, str]:
             leases.c.name.in_(names), leases.c.holder != "", leases.c.expires_at >= NOW
         )
     )
-    return {partition_of(name): holder for name, holder in rows}
+    return {lease_partition(name): holder for name, holder in rows}
 
 
 # -- membership -------------------------------------------------------------------------
