@@ -126,6 +126,24 @@ dispatcher_shards = sa.Table(
     sa.Column("demand", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("in_flight", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("partitions", sa.Integer, nullable=False, default=0, server_default="0"),
+    #: the newest share table (``dispatcher_share_tables.version``) the shard has read and
+    #: obeys, ``in_flight`` counted with it: "at this version, so many in flight"; NULL: no
+    #: report that counts (none read yet, or partitions taken since: their events are its
+    #: count now, see shared/share_tables.py)
+    sa.Column("seen_version", sa.Integer),
+)
+
+#: the split of the global limit on events in flight between the dispatcher shards, one
+#: agreed sequence of versions (shared/share_tables.py): the last few are kept
+dispatcher_share_tables = sa.Table(
+    "dispatcher_share_tables",
+    metadata,
+    #: one more than the previous: the primary key makes one of two publishers win
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    #: JSON, {shard: slots}, summing to the limit
+    sa.Column("shares", sa.Text, nullable=False),
+    #: when it was published, by the ledger's clock
+    sa.Column("made_at", sa.Float, nullable=False),
 )
 
 mapping_version = sa.Table(

@@ -21,7 +21,9 @@ in the ledger at once.
 Each shard also says, in its row of ``dispatcher_shards`` renewed by :func:`heartbeat`,
 that it lives and what it has (hosts with ready work, events in flight, partitions held):
 every shard reads them (:func:`live_shards`) to plan which partitions it should hold and
-its share of the limits. Nothing here decides that plan. Not used by the dispatcher yet.
+its share of the limits, tagged with the version of the share table it had read
+(:mod:`shared.share_tables`). Nothing here decides that plan. Not used by the dispatcher
+yet.
 """
 
 from __future__ import annotations
@@ -62,9 +64,13 @@ class ShardRow:
     demand: int
     in_flight: int
     partitions: int
+    #: the share table version it had read when it counted ``in_flight`` (None: no report
+    #: that counts, see :mod:`shared.share_tables`)
+    seen_version: int | None = None
 
 
-def _dialect_insert(conn: sa.Connection) -> Any:
+def dialect_insert(conn: sa.Connection) -> Any:
+    """The ``INSERT`` of ``conn``'s dialect, which knows ``ON CONFLICT``."""
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
@@ -85,7 +91,7 @@ def ensure(conn: sa.Connection, partitions: Iterable[int]) -> None:
     (shards starting together may all call it: ``ON CONFLICT DO NOTHING``)."""
     rows = [{"name": n, "holder": "", "expires_at": 0.0} for n in _names(partitions)]
     if rows:
-        stmt = _dialect_insert(conn)(leases).on_conflict_do_nothing(index_elements=[leases.c.name])
+        stmt = dialect_insert(conn)(leases).on_conflict_do_nothing(index_elements=[leases.c.name])
         conn.execute(stmt, rows)
 
 
@@ -190,20 +196,25 @@ def heartbeat(
     demand: int,
     in_flight: int,
     partitions: int,
+    seen_version: int | None = None,
 ) -> None:
     """``shard`` lives for ``seconds`` more by the ledger's clock, and has ``demand``
     hosts with ready work, ``in_flight`` events in flight and holds ``partitions``
-    partitions. Its row is made at its first heartbeat, and ``started_at`` starts again
-    when its row had expired (to the others it had left). The rows of the other shards
-    that expired are deleted: they are void, and each restart names a new shard."""
+    partitions; ``seen_version``: the share table it read in this transaction and obeys
+    from now on, so ``in_flight`` is its report at that version (None: no report that
+    counts; :mod:`shared.share_tables`). Its row is made at its first heartbeat, and
+    ``started_at`` starts again when its row had expired (to the others it had left). The
+    rows of the other shards that expired are deleted: they are void, and each restart
+    names a new shard."""
     table = dispatcher_shards
-    stmt = _dialect_insert(conn)(table).values(
+    stmt = dialect_insert(conn)(table).values(
         shard=_named(shard),
         started_at=NOW,
         expires_at=NOW + seconds,
         demand=demand,
         in_flight=in_flight,
         partitions=partitions,
+        seen_version=seen_version,
     )
     conn.execute(
         stmt.on_conflict_do_update(
@@ -214,6 +225,7 @@ def heartbeat(
                 "demand": stmt.excluded.demand,
                 "in_flight": stmt.excluded.in_flight,
                 "partitions": stmt.excluded.partitions,
+                "seen_version": stmt.excluded.seen_version,
             },
         )
     )
@@ -225,7 +237,13 @@ def live_shards(conn: sa.Connection) -> list[ShardRow]:
     t = dispatcher_shards
     rows = conn.execute(
         sa.select(
-            t.c.shard, t.c.started_at, t.c.expires_at, t.c.demand, t.c.in_flight, t.c.partitions
+            t.c.shard,
+            t.c.started_at,
+            t.c.expires_at,
+            t.c.demand,
+            t.c.in_flight,
+            t.c.partitions,
+            t.c.seen_version,
         )
         .where(t.c.expires_at >= NOW)
         .order_by(t.c.shard)

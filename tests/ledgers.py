@@ -58,6 +58,7 @@ _STAMPS = {
     ],
     "leases": ["expires_at"],
     "dispatcher_shards": ["expires_at", "started_at"],
+    "dispatcher_share_tables": ["made_at"],
 }
 
 

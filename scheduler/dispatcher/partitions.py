@@ -11,7 +11,9 @@ The global limit on tasks in flight is split into one share per shard by demand
 (:func:`shares`: a shard's demand is the number of its hosts with ready work), so a host
 gets about the same slots whichever shard owns it. When the table of shares changes,
 shards see it at different times: :func:`usable` says what each may use meanwhile so the
-sum in flight never goes over the limit.
+sum in flight never goes over the limit, given one agreed sequence of tables (the ledger
+keeps it: :mod:`shared.share_tables`) and a new one only once it is worth a switch
+(:func:`outdated`).
 """
 
 from __future__ import annotations
@@ -142,6 +144,16 @@ def _largest_remainder(limit: int, weights: Mapping[str, int]) -> dict[str, int]
     for shard in order[: limit - sum(result.values())]:
         result[shard] += 1
     return result
+
+
+def outdated(current: Mapping[str, int] | None, target: Mapping[str, int]) -> bool:
+    """Whether the published share table ``current`` (None: none yet) should give way to
+    ``target``, the split of today's demand: it names other shards, or a share is off by
+    more than one slot. A difference of one is the rounding of a small change of demand,
+    not worth a switch (each switch holds every shard to min(old, new) for a while)."""
+    if current is None or set(current) != set(target):
+        return True
+    return any(abs(current[shard] - share) > 1 for shard, share in target.items())
 
 
 def drained(old: Mapping[str, int], new: Mapping[str, int], in_flight: Mapping[str, int]) -> bool:

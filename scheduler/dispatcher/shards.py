@@ -4,14 +4,23 @@
 it into :class:`~scheduler.dispatcher.loop.DispatcherLoop` (issue 24).
 
 Each round (:meth:`Coordinator.observe`, about every third of a lease) a shard, in one
-transaction, says it is alive with its demand and its actions in flight, renews the
-partition leases it holds, and reads the live shards and every partition's holder. From
-those it computes the same plan as every other shard, and learns which partitions to
-give up (planned for another shard) and which free ones to take. It gives one up only
-after its caller stopped serving it (:meth:`release`: its heads back in their queues),
-and takes free ones in ascending order (:meth:`take`), so two shards never deadlock on
-PostgreSQL. A partition held by a shard that died is taken once its lease has expired,
-by the ledger's clock, with a larger fencing token.
+transaction, reads the newest share table (:mod:`shared.share_tables`), says it is alive
+with its demand and its actions in flight counted at that version, renews the partition
+leases it holds, and reads the live shards and every partition's holder. From those it
+computes the same plan as every other shard, and learns which partitions to give up
+(planned for another shard) and which free ones to take. It gives one up only after its
+caller stopped serving it (:meth:`release`: its heads back in their queues), and takes
+free ones in ascending order (:meth:`take`), so two shards never deadlock on PostgreSQL.
+A partition held by a shard that died is taken once its lease has expired, by the
+ledger's clock, with a larger fencing token.
+
+The round also says how many slots of the global limit the shard may use:
+:func:`~scheduler.dispatcher.partitions.usable` between the last agreed table and the
+newest, with the reports at the newest. The live shard with the lowest name publishes
+the next table when the newest is agreed and the split of today's demand differs from it
+by more than rounding (:func:`~scheduler.dispatcher.partitions.outdated`); any shard may,
+as two may believe themselves the lowest for a moment: the version's primary key makes
+one win.
 """
 
 from __future__ import annotations
@@ -23,7 +32,10 @@ import sqlalchemy as sa
 
 from scheduler.dispatcher import partitions as pure
 from shared import partition_leases as leases
+from shared import share_tables as tables
+from shared.db import write_lock_first
 from shared.partition_leases import ShardRow
+from shared.share_tables import ShareTable
 
 
 @dataclass(frozen=True)
@@ -41,8 +53,14 @@ class Round:
     release: frozenset[int]
     #: the live shards, by name
     live: tuple[ShardRow, ...]
-    #: each live shard's share of the global limit, by demand
-    shares: dict[str, int]
+    #: the newest share table, read and reported at in this round (None: none yet)
+    newest: ShareTable | None
+    #: the last agreed table, the ``old`` of a switch in progress (None: none yet)
+    agreed: ShareTable | None
+    #: the slots of the global limit this shard may use until its next round
+    usable: int
+    #: the version this round published, if it did (obeyed from the next round)
+    published: int | None
 
 
 class Coordinator:
@@ -59,26 +77,66 @@ class Coordinator:
             leases.ensure(conn, range(partitions))
 
     def observe(self, demand: int, in_flight: int) -> Round:
-        """One round: heartbeat, renew, read; then the plan and this shard's moves."""
+        """One round: read the newest share table, heartbeat with ``in_flight`` reported
+        at it, renew, read; then the plan, this shard's moves, and the slots it may use
+        (``in_flight`` included) until its next round. The caller must not dispatch
+        beyond them: the limit holds only if every shard keeps to its own."""
+        everyone = range(self.partitions)
         with self.engine.begin() as conn:
-            leases.heartbeat(conn, self.shard, self.seconds, demand, in_flight, len(self.held))
+            write_lock_first(conn)  # SQLite: every read below of one state
+            newest = tables.latest(conn)
+            seen = None if newest is None else newest.version
+            leases.heartbeat(
+                conn, self.shard, self.seconds, demand, in_flight, len(self.held), seen
+            )
             self.held = leases.renew_all(conn, self.shard, self.held, self.seconds)
             live = tuple(leases.live_shards(conn))
-            holders = leases.holders(conn, range(self.partitions))
+            holders = leases.holders(conn, everyone)
+            agreed, reports = None, {}
+            if newest is not None:
+                reports = tables.reports(conn, newest.version)
+                if tables.settled(newest, live, holders, everyone):
+                    agreed = newest
+                else:
+                    agreed = tables.table(conn, newest.version - 1)
+            published = self._publish(conn, newest, live)
         planned = pure.plan(self.partitions, [row.shard for row in live], holders)
         take, release = pure.moves(planned, holders, self.shard)
-        shares = pure.shares(self.limit, {row.shard: row.demand for row in live})
+        usable = pure.usable(
+            {} if agreed is None else agreed.shares,
+            {} if newest is None else newest.shares,
+            reports,
+        ).get(self.shard, 0)
         mine = planned.get(self.shard, frozenset())
-        return Round(dict(self.held), mine, take, release, live, shares)
+        return Round(dict(self.held), mine, take, release, live, newest, agreed, usable, published)
+
+    def _publish(
+        self, conn: sa.Connection, newest: ShareTable | None, live: tuple[ShardRow, ...]
+    ) -> int | None:
+        """The next share table, if this shard is the lowest live one and the split of
+        today's demand is worth a switch; :func:`shared.share_tables.publish` adds it only
+        once the newest is agreed. The version published, or None."""
+        if not live or live[0].shard != self.shard:
+            return None
+        target = pure.shares(self.limit, {row.shard: row.demand for row in live})
+        if not pure.outdated(None if newest is None else newest.shares, target):
+            return None
+        version = tables.publish(conn, target, range(self.partitions))
+        return version if newest is None or version > newest.version else None
 
     def take(self, partitions: Iterable[int]) -> dict[int, int]:
-        """Take the free ``partitions`` (ascending); the ones taken, with their tokens."""
+        """Take the free ``partitions`` (ascending); the ones taken, with their tokens.
+        The shard's report is void once it took any (:func:`shared.share_tables.void_report`):
+        the events in flight for their hosts are its count from now on, and its next round
+        reports them."""
         got: dict[int, int] = {}
         with self.engine.begin() as conn:
             for partition in sorted(partitions):
                 token = leases.take(conn, self.shard, partition, self.seconds)
                 if token is not None:
                     got[partition] = token
+            if got:
+                tables.void_report(conn, self.shard)
         self.held.update(got)
         return got
 

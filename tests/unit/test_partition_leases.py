@@ -323,7 +323,7 @@ def test_a_0004_ledger_gets_tokens_and_the_shards_table(ledger_url: str) -> None
             )
         Store(engine).create_schema()  # what every service does when it starts
         with engine.begin() as conn:
-            assert migrations.current(conn) == migrations.head() == "0005"
+            assert migrations.current(conn) == migrations.head()
             assert conn.execute(sa.select(leases.c.holder, leases.c.token)).all() == [("a", 0)]
             assert pl.live_shards(conn) == []
             pl.heartbeat(conn, "s", LEASE, 0, 0, 0)

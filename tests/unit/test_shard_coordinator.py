@@ -5,20 +5,23 @@ its own, as separate processes would have; rounds run as the dispatcher will run
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 
-from scheduler.dispatcher.shards import Coordinator
+from scheduler.dispatcher.shards import Coordinator, Round
 from shared import partition_leases as pl
+from shared import share_tables as st
 from shared.db import make_engine
 from shared.errors import LeaseLost
+from shared.share_tables import ShareTable
 from shared.store import Store
 from tests.ledgers import pass_time
 
 PARTITIONS = 12
-LEASE = 10.0
+LEASE = 60.0
 LIMIT = 30
 
 
@@ -95,7 +98,128 @@ def test_each_live_shard_gets_its_share_of_the_limit_by_demand(
     engines: list[sa.Engine],
 ) -> None:
     a, b = _shard(engines[0], "a"), _shard(engines[1], "b")
-    _rounds([a, b], {"a": 30, "b": 10})
-    seen = a.observe(30, 0)
-    assert seen.shares == {"a": 23, "b": 7}  # 22.5 and 7.5: the tie to the first by name
-    assert [row.shard for row in seen.live] == ["a", "b"]
+    demand = {"a": 30, "b": 10}
+    _rounds([a, b], demand)
+    for _ in range(3):  # publish, report, agree
+        seen = {s.shard: s.observe(demand[s.shard], 0) for s in (a, b)}
+    assert seen["a"].newest is not None
+    assert seen["a"].newest.shares == {"a": 23, "b": 7}  # 22.5 and 7.5: the tie by name
+    assert seen["b"].agreed == seen["b"].newest
+    assert {shard: r.usable for shard, r in seen.items()} == {"a": 23, "b": 7}
+    assert [row.shard for row in seen["a"].live] == ["a", "b"]
+
+
+def test_a_new_table_is_used_at_min_of_old_and_new_until_every_shard_is_within_it(
+    engines: list[sa.Engine],
+) -> None:
+    a, b = _shard(engines[0], "a"), _shard(engines[1], "b")
+    _rounds([a, b], {"a": 1, "b": 1})
+    for shard in (a, b, a, b):
+        seen = shard.observe(1, 0)
+    assert seen.newest is not None and seen.newest.shares == {"a": 15, "b": 15}
+    assert seen.usable == 15
+    # b has 15 in flight; a's demand grows: a publishes a table that gives it more
+    assert a.observe(3, 0).published == seen.newest.version + 1
+    seen_b = b.observe(1, 15)
+    assert seen_b.newest is not None and seen_b.newest.shares == {"a": 23, "b": 7}
+    assert seen_b.usable == 7  # min(15, 7): b dispatches nothing more
+    seen_a = a.observe(3, 0)
+    assert seen_a.usable == 15  # min(15, 23): b is still over its new share
+    assert b.observe(1, 7).usable == 7
+    assert a.observe(3, 15).usable == 23  # b within its new share: the switch
+    assert a.observe(3, 15).agreed == seen_b.newest
+
+
+# -- the limit across processes: a simulation ---------------------------------------------
+class Fleet:
+    """Shards dispatching against the global limit as their rounds allow, on their own
+    engines, and the tasks they started (task -> the partition of its host), which run
+    until they complete whoever counts them. A shard counts the tasks it dispatched and
+    those of the partitions it took (as the dispatcher counts the events in flight for
+    a partition's hosts when it takes it), until they complete; a shard that died counts
+    nothing, and its tasks are nobody's until a survivor takes their partitions."""
+
+    def __init__(self, engines: list[sa.Engine], rng: random.Random) -> None:
+        self.rng = rng
+        self.observer = engines[-1]
+        self.shards = {name: _shard(e, name) for name, e in zip("abc", engines, strict=False)}
+        self.alive = set(self.shards)
+        self.demand = dict.fromkeys(self.shards, 1)
+        self.running: dict[int, int] = {}
+        self.counted: dict[str, set[int]] = {name: set() for name in self.shards}
+        self.next_task = 0
+        self.published: list[int] = []
+
+    def round(self, name: str, dispatch: bool = True) -> Round:
+        """One round of shard ``name``, then its moves, then its dispatches (up to what the
+        round allows, if ``dispatch``), then some tasks of any shard complete."""
+        shard, mine = self.shards[name], self.counted[name]
+        before = self._newest()
+        seen = shard.observe(self.demand[name], len(mine))
+        after = self._newest()
+        if after is not None and after != before:
+            # published in this round: the next version, once the previous was agreed
+            assert seen.published == after.version == (before.version if before else 0) + 1
+            assert before is None or self._settled(before)
+            self.published.append(after.version)
+        shard.release(seen.release)
+        got = shard.take(seen.take)
+        mine |= {task for task, p in self.running.items() if p in got}
+        if dispatch and self.demand[name] and shard.held:
+            for _ in range(self.rng.randint(0, max(seen.usable - len(mine), 0))):
+                self.running[self.next_task] = self.rng.choice(sorted(shard.held))
+                mine.add(self.next_task)
+                self.next_task += 1
+        for task in [t for t in self.running if self.rng.random() < 0.2]:
+            del self.running[task]
+            for counted in self.counted.values():
+                counted.discard(task)
+        assert len(self.running) <= LIMIT, (name, seen)
+        return seen
+
+    def _newest(self) -> ShareTable | None:
+        with self.observer.begin() as conn:
+            return st.latest(conn)
+
+    def _settled(self, table: ShareTable) -> bool:
+        with self.observer.begin() as conn:
+            live = pl.live_shards(conn)
+            holders = pl.holders(conn, range(PARTITIONS))
+        return st.settled(table, live, holders, range(PARTITIONS))
+
+    def run(self, rounds: int) -> None:
+        """``rounds`` rounds of the shards alive, in random order, demand changing."""
+        for _ in range(rounds):
+            if self.rng.random() < 0.1:
+                self.demand[self.rng.choice(sorted(self.alive))] = self.rng.randint(0, 20)
+            self.round(self.rng.choice(sorted(self.alive)))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_shards_in_flight_never_exceed_the_limit_across_table_switches(
+    engines: list[sa.Engine], seed: int
+) -> None:
+    fleet = Fleet(engines, random.Random(seed))
+    fleet.run(250)
+    assert len(fleet.published) >= 4  # switches happened
+    fleet.alive.discard("c")  # c dies: no more rounds; its tasks run on
+    pass_time(engines[3], LEASE + 1)
+    fleet.run(250)
+
+    # c blocks nothing: once the survivors' tasks are within their shares, the table
+    # without c is agreed and they use the whole limit
+    def settled() -> bool:
+        seen = [fleet.round(name, dispatch=False) for name in ("a", "b")]
+        newest = seen[-1].newest
+        return (
+            newest is not None
+            and set(newest.shares) == {"a", "b"}
+            and all(r.agreed == newest for r in seen)
+        )
+
+    for _ in range(50):
+        if settled():
+            break
+    else:
+        raise AssertionError("the survivors did not agree on a table without c")
+    assert sum(fleet.round(name).usable for name in ("a", "b")) == LIMIT
