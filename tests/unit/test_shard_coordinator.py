@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from scheduler.dispatcher.shards import Coordinator, Round
 from shared import partition_leases as pl
 from shared import share_tables as st
-from shared.db import make_engine
+from shared.db import dispatcher_shards, leases, make_engine
 from shared.errors import LeaseLost
 from shared.share_tables import ShareTable
 from shared.store import Store
@@ -131,13 +131,58 @@ def test_a_new_table_is_used_at_min_of_old_and_new_until_every_shard_is_within_i
 
 
 # -- the limit across processes: a simulation ---------------------------------------------
+def _die(engine: sa.Engine, shard: str) -> None:
+    """``shard`` stops (a crash): its heartbeat and its leases expire now, while the
+    others', renewed by their rounds, run on."""
+    with engine.begin() as conn:
+        for table, who in ((dispatcher_shards, "shard"), (leases, "holder")):
+            conn.execute(
+                table.update()
+                .where(table.c[who] == shard)
+                .values(expires_at=table.c.expires_at - LEASE - 1)
+            )
+
+
+def test_a_shard_dead_amid_a_switch_has_its_events_counted_before_its_share_is_given(
+    engines: list[sa.Engine],
+) -> None:
+    a, b, c = (_shard(e, n) for e, n in zip(engines, "abc", strict=False))
+    _rounds([a, b, c])
+    for _ in range(3):
+        seen = {s.shard: s.observe({"c": 4}.get(s.shard, 1), 0) for s in (a, b, c)}
+    assert seen["c"].newest is not None and seen["c"].newest.shares == {"a": 5, "b": 5, "c": 20}
+    assert seen["c"].usable == 20
+    first = seen["c"].newest.version
+    assert c.observe(1, 20).usable == 20  # c fills its share; its demand drops
+    assert a.observe(1, 5).published == first + 1  # {10, 10, 10}
+    assert b.observe(1, 5).usable == a.observe(1, 5).usable == 5  # min(5, 10)
+    # c dies before it reads the new table, 20 events in flight for its partitions
+    theirs = set(c.held)
+    _die(engines[2], "c")
+    for shard in (a, b):
+        # c's share is not handed out while its partitions are nobody's
+        assert shard.observe(1, 5).usable == 5
+    # a takes them, and counts c's events; its report is void until it reports them
+    assert set(a.take(theirs)) == theirs
+    assert b.observe(1, 5).usable == 5
+    assert a.observe(1, 25).usable == 5  # over its share of 10: the switch waits
+    assert b.observe(1, 5).usable == 5
+    assert a.observe(1, 10).usable == 10  # within: the table without c's events is agreed
+    assert b.observe(1, 5).usable == 10
+
+
+#: the chance that a task completes at each round of any shard
+COMPLETES = 0.1
+
+
 class Fleet:
-    """Shards dispatching against the global limit as their rounds allow, on their own
-    engines, and the tasks they started (task -> the partition of its host), which run
-    until they complete whoever counts them. A shard counts the tasks it dispatched and
-    those of the partitions it took (as the dispatcher counts the events in flight for
-    a partition's hosts when it takes it), until they complete; a shard that died counts
-    nothing, and its tasks are nobody's until a survivor takes their partitions."""
+    """Shards dispatching against the global limit as their rounds allow, each on an
+    engine of its own, and the tasks they started (task -> the partition of its host),
+    which run until they complete whoever counts them. A shard counts the tasks it
+    dispatched and those of the partitions it takes (as the dispatcher counts the events
+    in flight for a partition's hosts when it takes it), until they complete. A shard
+    that dies counts nothing more: its tasks are nobody's until a survivor takes their
+    partitions. A restart is a new shard, with a new name."""
 
     def __init__(self, engines: list[sa.Engine], rng: random.Random) -> None:
         self.rng = rng
@@ -149,6 +194,7 @@ class Fleet:
         self.counted: dict[str, set[int]] = {name: set() for name in self.shards}
         self.next_task = 0
         self.published: list[int] = []
+        self.deaths = 0
 
     def round(self, name: str, dispatch: bool = True) -> Round:
         """One round of shard ``name``, then its moves, then its dispatches (up to what the
@@ -166,11 +212,12 @@ class Fleet:
         got = shard.take(seen.take)
         mine |= {task for task, p in self.running.items() if p in got}
         if dispatch and self.demand[name] and shard.held:
-            for _ in range(self.rng.randint(0, max(seen.usable - len(mine), 0))):
+            room = max(seen.usable - len(mine), 0)
+            for _ in range(room if self.rng.random() < 0.7 else self.rng.randint(0, room)):
                 self.running[self.next_task] = self.rng.choice(sorted(shard.held))
                 mine.add(self.next_task)
                 self.next_task += 1
-        for task in [t for t in self.running if self.rng.random() < 0.2]:
+        for task in [t for t in self.running if self.rng.random() < COMPLETES]:
             del self.running[task]
             for counted in self.counted.values():
                 counted.discard(task)
@@ -187,39 +234,55 @@ class Fleet:
             holders = pl.holders(conn, range(PARTITIONS))
         return st.settled(table, live, holders, range(PARTITIONS))
 
-    def run(self, rounds: int) -> None:
-        """``rounds`` rounds of the shards alive, in random order, demand changing."""
+    def kill(self, name: str) -> None:
+        """``name`` dies; a new shard starts on its engine (a restart: a new name)."""
+        self.alive.discard(name)
+        self.deaths += 1
+        engine = self.shards[name].engine
+        _die(engine, name)
+        new = f"{name[0]}{self.deaths}"
+        self.shards[new] = _shard(engine, new)
+        self.alive.add(new)
+        self.demand[new] = self.rng.randint(0, 20)
+        self.counted[new] = set()
+
+    def run(self, rounds: int, deaths: bool = True) -> None:
+        """``rounds`` rounds of the shards alive, in random order, demand changing, now
+        and then one dying and a new one starting (if ``deaths``)."""
         for _ in range(rounds):
             if self.rng.random() < 0.1:
                 self.demand[self.rng.choice(sorted(self.alive))] = self.rng.randint(0, 20)
+            if deaths and self.rng.random() < 0.05:
+                self.kill(self.rng.choice(sorted(self.alive)))
             self.round(self.rng.choice(sorted(self.alive)))
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2, 3])
 def test_the_shards_in_flight_never_exceed_the_limit_across_table_switches(
     engines: list[sa.Engine], seed: int
 ) -> None:
     fleet = Fleet(engines, random.Random(seed))
-    fleet.run(250)
-    assert len(fleet.published) >= 4  # switches happened
-    fleet.alive.discard("c")  # c dies: no more rounds; its tasks run on
-    pass_time(engines[3], LEASE + 1)
-    fleet.run(250)
+    fleet.run(400)
+    assert len(fleet.published) >= 4 and fleet.deaths >= 3  # switches and deaths happened
+    # the last death: it blocks nothing. Once the survivors' tasks (theirs, and the dead
+    # one's they took over) are within their shares, they agree on a table without it
+    # and use the whole limit
+    fleet.kill(sorted(fleet.alive)[0])
+    fleet.run(100, deaths=False)
+    alive = sorted(fleet.alive)
 
-    # c blocks nothing: once the survivors' tasks are within their shares, the table
-    # without c is agreed and they use the whole limit
-    def settled() -> bool:
-        seen = [fleet.round(name, dispatch=False) for name in ("a", "b")]
+    def agreed() -> bool:
+        seen = [fleet.round(name, dispatch=False) for name in alive]
         newest = seen[-1].newest
         return (
             newest is not None
-            and set(newest.shares) == {"a", "b"}
+            and set(newest.shares) == set(alive)
             and all(r.agreed == newest for r in seen)
         )
 
     for _ in range(50):
-        if settled():
+        if agreed():
             break
     else:
-        raise AssertionError("the survivors did not agree on a table without c")
-    assert sum(fleet.round(name).usable for name in ("a", "b")) == LIMIT
+        raise AssertionError(f"the survivors {alive} did not agree on a table of their own")
+    assert sum(fleet.round(name).usable for name in alive) == LIMIT
