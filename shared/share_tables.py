@@ -98,11 +98,24 @@ def settled(
 def agreed(conn: sa.Connection, partitions: Iterable[int]) -> ShareTable | None:
     """The last agreed version (the ``old`` of a switch): the newest if :func:`settled`,
     else the one before it (agreed when the newest was published), None if none is."""
-    newest = latest(conn)
+    wanted = list(partitions)
+    return agreed_as_read(
+        conn, latest(conn), leases.live_shards(conn), leases.holders(conn, wanted), wanted
+    )
+
+
+def agreed_as_read(
+    conn: sa.Connection,
+    newest: ShareTable | None,
+    live: Sequence[leases.ShardRow],
+    holders: Mapping[int, str],
+    partitions: Iterable[int],
+) -> ShareTable | None:
+    """:func:`agreed`, from the rows the caller read in its transaction (``newest``: the
+    version it reported at, even if another was published since)."""
     if newest is None:
         return None
-    wanted = list(partitions)
-    if settled(newest, leases.live_shards(conn), leases.holders(conn, wanted), wanted):
+    if settled(newest, live, holders, partitions):
         return newest
     return table(conn, newest.version - 1)
 

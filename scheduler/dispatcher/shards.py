@@ -59,7 +59,8 @@ class Round:
     agreed: ShareTable | None
     #: the slots of the global limit this shard may use until its next round
     usable: int
-    #: the version this round published, if it did (obeyed from the next round)
+    #: the version this round published (or, racing another publisher, found newer
+    #: than ``newest``), obeyed from the next round; None: none
     published: int | None
 
 
@@ -92,13 +93,8 @@ class Coordinator:
             self.held = leases.renew_all(conn, self.shard, self.held, self.seconds)
             live = tuple(leases.live_shards(conn))
             holders = leases.holders(conn, everyone)
-            agreed, reports = None, {}
-            if newest is not None:
-                reports = tables.reports(conn, newest.version)
-                if tables.settled(newest, live, holders, everyone):
-                    agreed = newest
-                else:
-                    agreed = tables.table(conn, newest.version - 1)
+            agreed = tables.agreed_as_read(conn, newest, live, holders, everyone)
+            reports = {} if newest is None else tables.reports(conn, newest.version)
             published = self._publish(conn, newest, live)
         planned = pure.plan(self.partitions, [row.shard for row in live], holders)
         take, release = pure.moves(planned, holders, self.shard)
@@ -115,7 +111,7 @@ class Coordinator:
     ) -> int | None:
         """The next share table, if this shard is the lowest live one and the split of
         today's demand is worth a switch; :func:`shared.share_tables.publish` adds it only
-        once the newest is agreed. The version published, or None."""
+        once the newest is agreed. The version newer than ``newest`` after it, or None."""
         if not live or live[0].shard != self.shard:
             return None
         target = pure.shares(self.limit, {row.shard: row.demand for row in live})

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from scheduler.dispatcher.partitions import (
     drained,
     moves,
+    outdated,
     partition_of,
     plan,
     shares,
@@ -309,6 +310,26 @@ def test_a_hosts_share_of_slots_hardly_depends_on_its_shard(
     elif limit >= len(demanding):
         # the limit is tight: a shard raised to 1 gets 1 slot for its few hosts
         assert all(split[shard] >= 1 for shard in demanding)
+
+
+# outdated: worth a switch
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "expected"),
+    [
+        (None, {"a": 10}, True),  # none published yet
+        ({"a": 5, "b": 5}, {"a": 5, "b": 5}, False),
+        ({"a": 5, "b": 5}, {"a": 6, "b": 4}, False),  # rounding
+        ({"a": 5, "b": 5}, {"a": 7, "b": 3}, True),
+        ({"a": 5, "b": 5}, {"a": 5, "b": 4, "c": 1}, True),  # a shard joined
+        ({"a": 5, "b": 4, "c": 1}, {"a": 5, "b": 5}, True),  # one left
+    ],
+)
+def test_outdated_cases(
+    current: dict[str, int] | None, target: dict[str, int], expected: bool
+) -> None:
+    assert outdated(current, target) is expected
 
 
 # usable
