@@ -9,6 +9,7 @@ by the database's clock (:mod:`shared.clock`): the dispatchers' own clocks may d
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -58,6 +59,10 @@ class Lease:
         if conn.execute(sa.select(leases.c.name).where(leases.c.name == self.name)).first():
             return
         conn.execute(leases.insert().values(name=self.name, holder="", expires_at=0.0))
+
+    def check(self, conn: sa.Connection, hosts: Collection[str] = ()) -> None:
+        """As a fence (:mod:`shared.fencing`): the one lease covers every host."""
+        self.hold(conn)
 
     def hold(self, conn: sa.Connection) -> None:
         """:meth:`take`, or raise :class:`LeaseLost` (rolling the caller's transaction

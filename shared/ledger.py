@@ -34,6 +34,7 @@ from sqlalchemy.engine import Engine
 from shared import clock, coalescing, statements
 from shared.db import events, keys, vms, write_lock_first
 from shared.errors import Conflict, VmRemoved
+from shared.fencing import Fence
 from shared.lease import Lease, holder_paused
 from shared.models import FINISHED, IN_FLIGHT, MappingDelta, Status, VmEventMessage
 from shared.rows import event_message as _message
@@ -250,18 +251,20 @@ class EventLedger:
         self,
         event_ids: Sequence[str],
         dispatch_id: str,
-        lease: Lease | None = None,
+        fence: Fence | None = None,
+        hosts: Collection[str] = (),
     ) -> dict[str, Status | None]:
         """pending|queued -> dispatched, for a batch in one transaction. Returns id -> the
         status it had before: ``QUEUED`` for every event this call moved (so the caller
-        can tell a duplicate), ``None`` for an unknown id. With ``lease``, the same
-        transaction renews it first and raises :class:`LeaseLost`, changing nothing, if
+        can tell a duplicate), ``None`` for an unknown id. With ``fence`` (the
+        dispatcher's lease, which the check renews), the same transaction first checks it
+        for the events' ``hosts`` and raises :class:`LeaseLost`, changing nothing, if
         another process holds it: only the lease holder dispatches."""
         if not event_ids:
             return {}
         with self.engine.begin() as conn:
-            if lease is not None:
-                lease.hold(conn)
+            if fence is not None:
+                fence.check(conn, hosts)
             sql = statements.batch(conn.dialect.name)
             params = {"ids": list(event_ids), "p_dispatch_id": dispatch_id}
             conn.execute(sql.DISPATCH, params)
@@ -299,15 +302,19 @@ class EventLedger:
         return [_message(r._mapping) for r in rows]
 
     def mark_resent(
-        self, event_ids: Sequence[str], dispatch_id: str, lease: Lease | None = None
+        self,
+        event_ids: Sequence[str],
+        dispatch_id: str,
+        fence: Fence | None = None,
+        hosts: Collection[str] = (),
     ) -> list[str]:
         """Record that a task is sent again for these (still in flight) events; returns
-        those it applies to. With ``lease``, fenced as :meth:`mark_dispatched_many`."""
+        those it applies to. With ``fence``, fenced as :meth:`mark_dispatched_many`."""
         if not event_ids:
             return []
         with self.engine.begin() as conn:
-            if lease is not None:
-                lease.hold(conn)
+            if fence is not None:
+                fence.check(conn, hosts)
             still = list(
                 conn.execute(
                     sa.select(events.c.id).where(

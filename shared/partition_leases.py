@@ -28,6 +28,7 @@ yet.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,16 @@ from shared.errors import LeaseLost
 
 #: a partition's lease is named this followed by its number
 PREFIX = "dispatcher/p"
+
+
+def partition_of(host: str, partitions: int) -> int:
+    """The host's partition, in ``range(partitions)``: the first 8 bytes of the BLAKE2b
+    digest of its UTF-8 name, big-endian, modulo ``partitions``. Unlike ``hash()`` it is
+    the same in every process, on every machine and every Python version."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be at least 1, not {partitions}")
+    digest = hashlib.blake2b(host.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % partitions
 
 
 def lease_name(partition: int) -> str:

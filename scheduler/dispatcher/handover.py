@@ -153,7 +153,7 @@ class Handover:
             dispatch_id = uuid.uuid4().hex
             try:
                 before = self.store.mark_dispatched_many(
-                    [h.event.id for h in picks], dispatch_id, lease
+                    [h.event.id for h in picks], dispatch_id, lease, {h.event.host for h in picks}
                 )
             except Exception:
                 self.state.give_back(picks)  # nothing changed: they wait, first in line

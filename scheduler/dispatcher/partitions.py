@@ -18,22 +18,15 @@ keeps it: :mod:`shared.share_tables`) and a new one only once it is worth a swit
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from collections.abc import Mapping, Sequence
 
+from shared.partition_leases import partition_of
+
+__all__ = ["Plan", "drained", "moves", "outdated", "partition_of", "plan", "shares", "usable"]
+
 #: a plan: the partitions each live shard should hold
 Plan = dict[str, frozenset[int]]
-
-
-def partition_of(host: str, partitions: int) -> int:
-    """The host's partition, in ``range(partitions)``: the first 8 bytes of the BLAKE2b
-    digest of its UTF-8 name, big-endian, modulo ``partitions``. Unlike ``hash()`` it is
-    the same in every process, on every machine and every Python version."""
-    if partitions < 1:
-        raise ValueError(f"partitions must be at least 1, not {partitions}")
-    digest = hashlib.blake2b(host.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % partitions
 
 
 def plan(partitions: int, shards: Sequence[str], holders: Mapping[int, str]) -> Plan:

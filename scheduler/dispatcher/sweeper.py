@@ -106,7 +106,8 @@ class Sweeper:
             return 0
         dispatch_id = uuid.uuid4().hex
         started = time.monotonic()
-        still = set(self.store.mark_resent([e.id for e in overdue], dispatch_id, lease))
+        hosts = {e.host for e in overdue}
+        still = set(self.store.mark_resent([e.id for e in overdue], dispatch_id, lease, hosts))
         if self.ledger_was_slow(time.monotonic() - started) and judging:
             return 0  # a lock just ended: the claims it let expire are not judged now
         batch = [e for e in overdue if e.id in still]

@@ -34,7 +34,7 @@ class FakeStore:
         return None if event_id in self.unknown else self.statuses.get(event_id)
 
     def mark_dispatched_many(
-        self, event_ids: list[str], dispatch_id: str, lease: Any = None
+        self, event_ids: list[str], dispatch_id: str, fence: Any = None, hosts: Any = ()
     ) -> dict[str, Status | None]:
         self.trace.append(("mark", list(event_ids)))
         if self.fail:

@@ -13,10 +13,13 @@ import pytest
 
 from harness.processes import wait_until
 from shared import clock
+from shared import partition_leases as pl
 from shared.db import keys as keys_table
 from shared.errors import LeaseLost, VmRemoved
+from shared.fencing import PartitionFence
 from shared.lease import Lease
 from shared.models import Action, Key, Status, VmEventMessage
+from shared.partition_leases import partition_of
 from shared.store import Claim, Conflict, InFlight, Store
 from tests.ledgers import accept, ensure_keys, pass_time, unfinished_count
 
@@ -823,10 +826,47 @@ def test_only_the_lease_holder_marks_events_dispatched(store: Store) -> None:
     a, b = Lease("dispatcher", "a", 10.0), Lease("dispatcher", "b", 10.0)
     assert store.take_lease(a)
     with pytest.raises(LeaseLost):
-        store.mark_dispatched_many(["e1"], "d-b", lease=b)
+        store.mark_dispatched_many(["e1"], "d-b", fence=b)
     assert store.status_of("e1") is Status.QUEUED  # nothing changed
-    assert store.mark_dispatched_many(["e1"], "d-a", lease=a) == {"e1": Status.QUEUED}
+    assert store.mark_dispatched_many(["e1"], "d-a", fence=a) == {"e1": Status.QUEUED}
     assert store.status_of("e1") is Status.DISPATCHED
+
+
+def _two_hosts_apart(partitions: int) -> tuple[str, str]:
+    """Two host names in different partitions."""
+    names = [f"h{i}" for i in range(50)]
+    first = names[0]
+    other = next(n for n in names if partition_of(n, partitions) != partition_of(first, partitions))
+    return first, other
+
+
+def test_a_shard_marks_dispatched_only_the_events_of_partitions_it_holds(store: Store) -> None:
+    """The fence of a dispatcher shard (not wired in yet): a batch with a host of a
+    partition it does not hold, or holds no more, changes nothing."""
+    mine, theirs = _two_hosts_apart(4)
+    accept(store, [ev("e1", host=mine), ev("e2", host=theirs)])
+    store.confirm([ev("e1", host=mine), ev("e2", host=theirs)])
+    p = partition_of(mine, 4)
+    with store.engine.begin() as conn:
+        pl.ensure(conn, range(4))
+        token = pl.take(conn, "a", p, 10.0)
+    assert token is not None
+    fence = PartitionFence("a", 4, {p: token})
+    with pytest.raises(LeaseLost):
+        store.mark_dispatched_many(["e1", "e2"], "d", fence, {mine, theirs})
+    assert store.status_of("e1") is Status.QUEUED  # nothing changed
+    assert store.mark_dispatched_many(["e1"], "d", fence, {mine}) == {"e1": Status.QUEUED}
+    # the partition taken over by another shard after an expiry: the old token is refused
+    accept(store, [ev("e3", host=mine)])
+    store.confirm([ev("e3", host=mine)])
+    pass_time(store.engine, 11.0)
+    with store.engine.begin() as conn:
+        assert pl.take(conn, "b", p, 10.0) == token + 1
+    with pytest.raises(LeaseLost):
+        store.mark_resent(["e1"], "again", fence, {mine})
+    with pytest.raises(LeaseLost):
+        store.mark_dispatched_many(["e3"], "d2", fence, {mine})
+    assert store.status_of("e3") is Status.QUEUED
 
 
 @pytest.mark.parametrize(("durable", "level"), [(True, 2), (False, 1)])  # FULL, NORMAL
