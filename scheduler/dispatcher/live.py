@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 UI = resources.files("scheduler.dispatcher") / "ui"
 #: how old the ledger's backlog may be when a board is made, seconds
 BACKLOG_MAX_AGE = 1.0
+#: how old a board may be when it is answered again, seconds: however many pages poll,
+#: the dispatcher's lock is taken for at most one board per query this often
+BOARD_MAX_AGE = 0.5
+#: the most queries whose boards are kept
+BOARDS_KEPT = 64
 #: how long the dispatcher waits for the producer or the elasticity worker, seconds
 PROXY_TIMEOUT = 3.0
 
@@ -74,6 +79,35 @@ class BacklogReader:
                     log.warning("backlog for the board: %r", exc)
                 self._at = now
             return self._value
+
+
+class Boards:
+    """The boards made lately, by query: one made less than ``max_age`` seconds ago is
+    answered again rather than made anew under the dispatcher's lock."""
+
+    def __init__(
+        self,
+        make: Callable[[BoardQuery], dict[str, Any]],
+        max_age: float = BOARD_MAX_AGE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._make = make
+        self._max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._kept: dict[BoardQuery, tuple[float, dict[str, Any]]] = {}
+
+    def __call__(self, query: BoardQuery) -> dict[str, Any]:
+        with self._lock:
+            now = self._clock()
+            kept = self._kept.get(query)
+            if kept is not None and now - kept[0] < self._max_age:
+                return kept[1]
+            board = self._make(query)
+            if len(self._kept) >= BOARDS_KEPT:
+                self._kept.clear()
+            self._kept[query] = (now, board)
+            return board
 
 
 class Proxy:
@@ -150,6 +184,16 @@ def live_views(
     """/board and the views it gathers from the producer and the elasticity worker."""
     router = guarded_router(token)
 
+    def make(query: BoardQuery) -> dict[str, Any]:
+        out = state.board(backlog(), time.time(), query)
+        out["state"] = state_words({**session(), "paused": out["paused"]})
+        out["backlog_error"] = backlog.error
+        classes = state.classes()  # without its policies' table, which may be long
+        out["classes"] = {"classes": classes["classes"], "window": classes["window"]}
+        return out
+
+    boards = Boards(make)
+
     @router.get("/board")
     def get_board(
         q: str = Query("", max_length=200, description="Part of a host's name or of host/vm."),
@@ -157,13 +201,9 @@ def live_views(
     ) -> dict[str, Any]:
         """The carousel as the live page shows it: hosts most backlog first, their VMs
         and policies (each key's backlog, held heads, what runs, why the head waits),
-        the limits and their use, the dispatch rate, the last dispatches."""
-        out = state.board(backlog(), time.time(), BoardQuery(q, top))
-        out["state"] = state_words({**session(), "paused": out["paused"]})
-        out["backlog_error"] = backlog.error
-        classes = state.classes()  # without its policies' table, which may be long
-        out["classes"] = {"classes": classes["classes"], "window": classes["window"]}
-        return out
+        the limits and their use, the dispatch rate, the last dispatches; at most
+        ``BOARD_MAX_AGE`` seconds old."""
+        return boards(BoardQuery(q, top))
 
     @router.get("/board/pool")
     def get_pool(authorization: Authorization = None) -> dict[str, Any]:

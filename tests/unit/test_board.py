@@ -9,7 +9,7 @@ from scheduler.dispatcher import board as board_module
 from scheduler.dispatcher.admin import create_admin_app
 from scheduler.dispatcher.board import Backlog, Query, activity, board, state_words
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
-from scheduler.dispatcher.live import BacklogReader, Proxy
+from scheduler.dispatcher.live import BacklogReader, Boards, Proxy
 from scheduler.dispatcher.state import DispatcherState
 from shared.models import Action, VmEventMessage
 from tests.asgi import call
@@ -166,3 +166,21 @@ def test_the_views_need_the_token_when_they_are_closed_but_the_page_does_not() -
         assert call(app, "GET", path).status_code == 401, path
     ok = call(app, "GET", "/board", headers={"Authorization": "Bearer s3cret"})
     assert ok.status_code == 200
+
+
+def test_a_board_is_made_at_most_once_per_query_in_its_max_age() -> None:
+    """However many pages poll, the dispatcher's lock is taken for one board per query
+    every BOARD_MAX_AGE seconds."""
+    made: list[Query] = []
+    now = [0.0]
+
+    def make(query: Query) -> dict[str, Any]:
+        made.append(query)
+        return {"n": len(made)}
+
+    boards = Boards(make, max_age=0.5, clock=lambda: now[0])
+    assert boards(Query()) == {"n": 1}
+    now[0] = 0.4
+    assert boards(Query()) == {"n": 1} and boards(Query("h1")) == {"n": 2}
+    now[0] = 0.6
+    assert boards(Query()) == {"n": 3} and len(made) == 3
