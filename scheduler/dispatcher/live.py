@@ -124,15 +124,14 @@ class Proxy:
             self._http = httpx.Client(timeout=self.timeout)
         return self._http
 
-    def get(
-        self, service: str, path: str, authorization: str | None, **params: Any
-    ) -> dict[str, Any]:
+    def get(self, service: str, path: str, authorization: str | None) -> dict[str, Any]:
         url = f"{self.urls[service]}{path}"
         headers = {"Authorization": authorization} if authorization else {}
         try:
-            r = self.http.get(url, headers=headers, params=params)
+            r = self.http.get(url, headers=headers)
         except httpx.HTTPError as exc:
-            return {"ok": False, "status": None, "body": None, "url": url, "error": _said(exc)}
+            said = f"unreachable: {exc.__class__.__name__}"
+            return {"ok": False, "status": None, "body": None, "url": url, "error": said}
         try:
             body = r.json()
         except ValueError:
@@ -145,10 +144,6 @@ class Proxy:
             "url": url,
             "error": error,
         }
-
-
-def _said(exc: Exception) -> str:
-    return f"unreachable: {exc.__class__.__name__}"
 
 
 def _refusal(status: int, body: Any) -> str:

@@ -139,6 +139,8 @@ class Coordinator:
     def release(self, partitions: Iterable[int]) -> None:
         """Give ``partitions`` up at once; call only once nothing of them is served."""
         gone = [p for p in partitions if p in self.held]
+        if not gone:
+            return  # a round with nothing to give up opens no transaction
         with self.engine.begin() as conn:
             leases.release(conn, self.shard, gone)
         for partition in gone:

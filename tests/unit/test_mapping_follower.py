@@ -11,6 +11,7 @@ from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from shared.models import Action, Key, MappingDelta, VmEventMessage
 from shared.topology import Topology
+from tests.unit.mapping_doubles import stub_queues
 
 
 class FakeChannel:
@@ -63,16 +64,7 @@ class FakeMessage:
 def test_a_removed_vms_queue_whose_head_was_given_back_is_not_deleted(monkeypatch: Any) -> None:
     """The head may be an event posted after the VM was re-added: the give-back and a
     delete on another channel are not ordered, so deleting could drop it."""
-    import scheduler.dispatcher.mapping as mapping
-
-    class Bound:  # a queue bound to a channel, without the broker
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        def declare(self, nowait: bool = False) -> None:
-            pass
-
-    monkeypatch.setattr(mapping, "queue", lambda spec: lambda channel: Bound(spec.name))
+    stub_queues(monkeypatch)
     log: list[tuple[str, str]] = []
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
     follower = MappingFollower(DispatcherSettings(), cast(Any, None), state)
@@ -140,14 +132,7 @@ def _follower(
 ) -> MappingFollower:
     import scheduler.dispatcher.mapping as mapping
 
-    class Bound:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        def declare(self, nowait: bool = False) -> None:
-            pass
-
-    monkeypatch.setattr(mapping, "queue", lambda spec: lambda channel: Bound(spec.name))
+    stub_queues(monkeypatch)
     monkeypatch.setattr(mapping.time, "monotonic", clock)
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
     follower = MappingFollower(

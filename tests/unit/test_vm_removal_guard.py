@@ -24,6 +24,7 @@ from shared.mapping_store import RemovalUnderway, UnfinishedEvents
 from shared.models import Action, Key, MappingDelta, Status, VmEventMessage
 from shared.store import Store, events
 from tests.ledgers import ensure_keys
+from tests.unit.mapping_doubles import stub_queues
 
 TTL = 60.0
 
@@ -204,16 +205,7 @@ def test_deltas_published_out_of_order_lose_nothing(
     """Two producer processes take versions 1 and 2 in the ledger and publish them in
     the other order: the dispatcher sees 2 after 0, resyncs from the ledger (which has
     every committed version), then ignores 1. Every key ends up consumed."""
-    import scheduler.dispatcher.mapping as mapping
-
-    class Bound:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        def declare(self, nowait: bool = False) -> None:
-            pass
-
-    monkeypatch.setattr(mapping, "queue", lambda spec: lambda channel: Bound(spec.name))
+    stub_queues(monkeypatch)
     first = admit(store, ev("a", vm="v1"), ev("b", vm="v2")).delta
     second = admit(store, ev("c", vm="v3"), ev("d", vm="v4")).delta
     assert (first.version, second.version) == (1, 2)
