@@ -122,6 +122,17 @@ class Topology:
         event is the completion (no message of its own)."""
         return QueueSpec(f"{self.prefix}.completions", arguments=self._durable())
 
+    def shard_completions_queue(self, shard: str) -> QueueSpec:
+        """Each dispatcher shard's own copy of every worker task event (bound like
+        :attr:`completions_queue`): a shard frees only its own events' slots, so each must
+        see them all. Classic and auto-deleted: it lives with its shard's session."""
+        return QueueSpec(
+            f"{self.prefix}.completions.{shard}",
+            durable=False,
+            auto_delete=True,
+            arguments={"x-queue-type": "classic"},
+        )
+
     @property
     def events_exchange(self) -> ExchangeSpec:
         """Celery's event exchange of this topology (Celery's ``event_exchange``): task

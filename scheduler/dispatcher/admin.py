@@ -86,6 +86,10 @@ class Session(Protocol):
     @property
     def not_ready(self) -> str | None: ...
 
+    @property
+    def shard_view(self) -> dict[str, Any] | None:
+        """This shard (DISPATCHER_PARTITIONS > 0), or None: a single dispatcher."""
+
 
 def _json_integer(value: object) -> object:
     """A JSON integer (``2`` or ``2.0``), not ``true`` or ``"2"``, which lax mode would
@@ -256,6 +260,8 @@ def create_admin_app(
             "ledger_ok": session.ledger_ok,
             "standby": session.standby,
             "not_ready": session.not_ready,
+            "mode": "single" if session.shard_view is None else "shards",
+            "shard": session.shard_view,
         }
 
     def stats() -> dict[str, Any]:
@@ -269,7 +275,7 @@ def create_admin_app(
     registry, refresh = _metrics(stats)
     views_token = "" if views_open else token
     app.include_router(dispatcher_views(state, stats, views_token))
-    app.include_router(dispatcher_controls(state, token))
+    app.include_router(dispatcher_controls(state, token, sharded=session.shard_view is not None))
     app.include_router(
         live_views(
             state,
@@ -335,9 +341,25 @@ def dispatcher_views(state: DispatcherState[Any], stats: Stats, token: str) -> A
     return router
 
 
-def dispatcher_controls(state: DispatcherState[Any], token: str) -> APIRouter:
-    """/pause, /resume, /limits, /limits/named, /classes and /weights."""
+#: what the live changes of limits, classes and weights answer on a shard
+ONE_SHARD_ONLY = (
+    "live changes of limits, classes and weights act on one dispatcher process, and this "
+    "is one shard of several (DISPATCHER_PARTITIONS > 0): set them in every shard's "
+    "settings instead (MAX_PARALLEL, PER_VM_LIMIT, ...) and restart the shards one by one"
+)
+
+
+def dispatcher_controls(
+    state: DispatcherState[Any], token: str, sharded: bool = False
+) -> APIRouter:
+    """/pause, /resume, /limits, /limits/named, /classes and /weights. On a shard
+    (``sharded``) a pause or resume reaches every shard within a round (through the
+    ledger); the others are refused with 409, as they would change one shard only."""
     router = guarded_router(token)
+
+    def one_process_only() -> None:
+        if sharded:
+            raise HTTPException(409, ONE_SHARD_ONLY)
 
     @router.post("/pause")
     def pause() -> dict[str, Any]:
@@ -351,6 +373,7 @@ def dispatcher_controls(state: DispatcherState[Any], token: str) -> APIRouter:
 
     @router.put("/limits", responses=UNDECODABLE)
     def put_limits(body: LimitsIn) -> dict[str, Any]:
+        one_process_only()
         return state.set_limits(body.model_dump(exclude_none=True))
 
     @router.put("/limits/named", responses=UNDECODABLE)
@@ -358,6 +381,7 @@ def dispatcher_controls(state: DispatcherState[Any], token: str) -> APIRouter:
         """Change the action limits, the group budgets and/or the default budget, live
         (until a restart, which reads ACTION_LIMITS, GROUP_BUDGETS and
         DEFAULT_GROUP_BUDGET again). Heads held only by a limit raised go at once."""
+        one_process_only()
         actions = None if body.actions is None else {a.value: n for a, n in body.actions.items()}
         return state.set_named_limits(actions, body.groups, body.default_group_budget)
 
@@ -370,6 +394,7 @@ def dispatcher_controls(state: DispatcherState[Any], token: str) -> APIRouter:
         a restart, which reads POLICY_PRIORITIES and CLASS_MIN_SHARES again). Shares that
         each fit but add up to more than 1 are refused with 409 (a schema cannot say so):
         nothing changes."""
+        one_process_only()
         if body.min_shares is not None:
             try:
                 validate_shares(body.min_shares)
@@ -381,6 +406,7 @@ def dispatcher_controls(state: DispatcherState[Any], token: str) -> APIRouter:
     def put_weights(body: WeightsIn) -> dict[str, dict[str, int]]:
         """Change weights of hosts, VMs and/or policies, live (until a restart, which
         reads HOST_WEIGHTS, VM_WEIGHTS and POLICY_WEIGHTS again)."""
+        one_process_only()
         return weights_out(state.set_weights(body.hosts, body.vm_table(), body.policies))
 
     return router

@@ -297,6 +297,10 @@ class ClassScheduler(Generic[T]):
             return next(iter(self._rr.values())).ready_hosts()
         return len(set().union(*(rr.ready_host_names() for rr in self._rr.values())))
 
+    def ready_host_names(self) -> set[str]:
+        """The hosts able to give in some class."""
+        return set().union(*(rr.ready_host_names() for rr in self._rr.values()))
+
     def ready_keys(self) -> int:
         """Number of keys holding at least one item."""
         return sum(rr.ready_keys() for rr in self._rr.values())

@@ -311,6 +311,29 @@ class Dispatcher(Generic[H]):
             self._held.pop(h.event.id, None)
         return held
 
+    def fresh(self) -> Dispatcher[H]:
+        """A dispatcher that knows nothing of keys, heads or events, with this one's
+        limits, classes, weights, pause and dispatch log: what a shard starts a session
+        with, its partitions changed (:mod:`scheduler.dispatcher.tenure`)."""
+        new: Dispatcher[H] = Dispatcher(
+            self.limits,
+            self.paused,
+            self.dispatches.maxlen or 0,
+            self.classes,
+            self.rr.weights,
+            self.named.limits,
+        )
+        new.dispatches.extend(self.dispatches)
+        new._logged.update(self._logged)
+        new.dispatched_total = self.dispatched_total
+        new.completed_total = self.completed_total
+        return new
+
+    def demand(self) -> int:
+        """Hosts with work: a head ready to go, or an action in flight — a shard's
+        demand, by which the shards split the global limit."""
+        return len(self.rr.ready_host_names() | self._per_host.keys())
+
     def drop_held(self) -> list[Held[H]]:
         """The deliveries are void (connection lost): forget every held head."""
         self._held.clear()

@@ -26,12 +26,12 @@ from typing import Any
 from kombu.message import Message
 
 from scheduler.dispatcher.confirms import ConfirmingProducer
-from scheduler.dispatcher.dispatcher import Held
+from scheduler.dispatcher.dispatcher import Held, Known
 from scheduler.dispatcher.redelivery import Plan, ledger_needed, plan
 from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.tasks import TaskSender, event_id_of
-from shared.lease import Lease
+from shared.fencing import Fence
 from shared.models import FINISHED, UNDISPATCHED, Status, VmEventMessage
 from shared.store import Store
 
@@ -108,15 +108,20 @@ class Handover:
         ids: list[str] = []
         for body in bodies:
             with contextlib.suppress(ValueError):  # handled (dead-lettered) on its turn
-                ids += completed_ids(body)
+                ids += self._ours(completed_ids(body))
         self._finished = set(self.store.finished_among(ids)) if ids else set()
+
+    def _ours(self, event_ids: list[str]) -> list[str]:
+        """Those of ``event_ids`` counted in flight here: a shard sees every worker's task
+        events, and the others' are none of its business (nor of the ledger's)."""
+        return [i for i in event_ids if self.state.knows(i) is Known.IN_FLIGHT]
 
     def on_completion(self, body: Any, message: Message) -> None:
         """Free the slots of the events a completion names — those the ledger shows
         finished: a completion is a hint, and one forged or misdirected on the broker
         frees nothing. A worker's task events are its completions (a batch of them, in
         prefork)."""
-        for event_id in completed_ids(body):
+        for event_id in self._ours(completed_ids(body)):
             if event_id in self._finished or self.store.status_of(event_id) in FINISHED:
                 self.state.complete([event_id])
             # a task that skipped an event another task message holds ends too: not
@@ -139,7 +144,7 @@ class Handover:
             log.info("freed %d slots whose completion never arrived", len(finished))
 
     # -- out -----------------------------------------------------------------------
-    def dispatch(self, producer: ConfirmingProducer, lease: Lease | None = None) -> None:
+    def dispatch(self, producer: ConfirmingProducer, fence: Fence | None = None) -> None:
         """Dispatch while the dispatcher gives, a batch at a time: one ledger transaction
         marks the batch dispatched, its tasks are published with confirms pipelined, and
         only then are its events acked."""
@@ -153,7 +158,7 @@ class Handover:
             dispatch_id = uuid.uuid4().hex
             try:
                 before = self.store.mark_dispatched_many(
-                    [h.event.id for h in picks], dispatch_id, lease, {h.event.host for h in picks}
+                    [h.event.id for h in picks], dispatch_id, fence, {h.event.host for h in picks}
                 )
             except Exception:
                 self.state.give_back(picks)  # nothing changed: they wait, first in line

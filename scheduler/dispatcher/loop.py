@@ -30,6 +30,12 @@ dispatcher lease surely holds, though: a dispatcher that could not renew it for 
 a lease gives up its session (:class:`LeaseWatch`), so that every head it holds goes back
 to its queue before a standby may take the lease and consume those queues — else the
 standby would get each key's second event before its first.
+
+With ``DISPATCHER_PARTITIONS`` > 0 the process is a shard instead of a lease holder or
+standby: :mod:`.tenure` says which hosts its sessions serve (their queues consumed, their
+events restored in flight, their ledger writes fenced by the partitions' leases), and
+ends a session when its partitions should move. Each shard also gets every worker task
+event on a queue of its own, as each frees only its own events' slots.
 """
 
 from __future__ import annotations
@@ -58,11 +64,14 @@ from scheduler.dispatcher.mapping import MappingFollower
 from scheduler.dispatcher.poison import dead_letter
 from scheduler.dispatcher.retirement import Retirement
 from scheduler.dispatcher.settings import DispatcherSettings
+from scheduler.dispatcher.shards import Coordinator
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.sweeper import Sweeper
 from scheduler.dispatcher.tasks import TaskSender
+from scheduler.dispatcher.tenure import EXCLUDED, Rebalance, ShardTenure
 from shared.backoff import Backoff
 from shared.errors import LeaseLost
+from shared.fencing import Fence
 from shared.kombu_topology import exchange, queue
 from shared.lease import DISPATCHER, Lease
 from shared.models import MappingDelta
@@ -143,8 +152,25 @@ class DispatcherLoop:
         self.store = store
         self.state = state
         self.connected = threading.Event()
+        name = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        #: only the holder of this lease dispatches; the others wait as standbys
+        self.lease = Lease(DISPATCHER, name, settings.dispatcher_lease_seconds)
+        self.lease_watch = LeaseWatch(self.lease.seconds)
+        #: in shard mode (DISPATCHER_PARTITIONS > 0): the partitions this process serves
+        self.shard: ShardTenure | None = None
+        if settings.dispatcher_partitions:
+            coordinator = Coordinator(
+                store.engine,
+                name.replace("/", "-"),  # it names a queue too
+                settings.dispatcher_partitions,
+                settings.dispatcher_lease_seconds,
+                settings.max_parallel,
+                settings.start_paused,
+            )
+            self.shard = ShardTenure(coordinator, state, self.lease_watch.renewed)
+        owns = self.shard.owns if self.shard is not None else None
         # a resync of many keys renews the lease between its rounds
-        self.mapping = MappingFollower(settings, store, state, keepalive=self._maybe_renew)
+        self.mapping = MappingFollower(settings, store, state, keepalive=self._keepalive, owns=owns)
         tasks = TaskSender(settings, celery)
         self.handover = Handover(settings, store, state, tasks, self._dead_letter)
         self.sweeper = Sweeper(settings, store, state, tasks)
@@ -156,12 +182,6 @@ class DispatcherLoop:
         self.ledger_ok = True
         #: messages moved to the dead-letter queue since start (/stats, /metrics)
         self.dead_lettered = 0
-        #: only the holder of this lease dispatches; the others wait as standbys
-        self.lease = Lease(
-            DISPATCHER,
-            f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}",
-            settings.dispatcher_lease_seconds,
-        )
         self.active = False
         #: another dispatcher holds the dispatcher lease (the ledger said so)
         self.standby = False
@@ -173,7 +193,6 @@ class DispatcherLoop:
         #: change is written at once, not at the next renewal
         self._paused_said = state.paused
         self._role: str | None = None  # the role last logged
-        self.lease_watch = LeaseWatch(self.lease.seconds)
         #: when the held heads are next handed back to their queues (monotonic)
         self._next_refresh = 0.0
 
@@ -198,6 +217,10 @@ class DispatcherLoop:
         return self.retirement.retired_total
 
     @property
+    def shard_view(self) -> dict[str, Any] | None:
+        return None if self.shard is None else self.shard.view()
+
+    @property
     def not_ready(self) -> str | None:
         """None while this dispatcher dispatches (its broker session runs, as the lease
         holder), else why not: a standby, no broker, no ledger (/readyz, /stats)."""
@@ -209,22 +232,65 @@ class DispatcherLoop:
         as a standby); reconnect with capped exponential backoff."""
         backoff = Backoff(first=0.2, cap=10.0)
         while not stop.is_set():
-            if not self._take_lease():
+            if not self._join():
                 stop.wait(self.lease.seconds / 3)
                 continue
             started = time.monotonic()
+            clean = False
             try:
                 self._session(stop)
+                clean = True
                 delay = _next_delay(backoff, started)
+            except Rebalance as move:  # the connection closed cleanly: move at once
+                clean = True
+                delay = 0.0
+                log.info("shard session ended to move partitions: %s", move)
             except Exception as exc:
                 delay = _next_delay(backoff, started)
                 self._why_not = readiness.session_ended(exc, self.lease_watch.gave_up)
                 log.warning("broker session ended: %r; reconnecting in %.1f s", exc, delay)
             finally:
-                self._end_session()
+                self._end_session(clean)
+            if self.shard is not None:  # its partitions are renewed between sessions too
+                delay = min(delay, self.lease.seconds / 3)
             stop.wait(delay)
         with contextlib.suppress(Exception):  # a standby takes over at once, not at expiry
-            self.store.release_lease(self.lease)
+            if self.shard is not None:
+                self.shard.leave()
+            else:
+                self.store.release_lease(self.lease)
+
+    def _join(self) -> bool:
+        """Before a session: take the lease, or as a shard, move its partitions."""
+        if self.shard is None:
+            return self._take_lease()
+        try:
+            joined = self.shard.join()
+        except Exception as exc:
+            log.warning("cannot reach the ledger for the shard's partitions: %r", exc)
+            self.active = self.standby = False
+            self._why_not = readiness.ledger_down(exc)
+            self._role = None
+            return False
+        role = f"shard serving partitions {sorted(self.shard.serving)}" if joined else EXCLUDED
+        if role != self._role:
+            log.info("dispatcher %s", role)
+            self._role = role
+        self.active = joined
+        self.standby = not joined
+        self._why_not = readiness.STARTING if joined else EXCLUDED
+        return joined
+
+    def _keepalive(self) -> None:
+        if self.shard is None:
+            self._maybe_renew()
+        else:
+            self.shard.keepalive()
+
+    @property
+    def fence(self) -> Fence:
+        """What the ledger's writes for the hosts this process serves are fenced by."""
+        return self.lease if self.shard is None else self.shard.fence()
 
     def _take_lease(self) -> bool:
         """Take or renew the lease; log the changes of role, not every attempt."""
@@ -263,7 +329,10 @@ class DispatcherLoop:
         """Renew the lease in session — when due, or at once when the dispatcher was
         paused or resumed, which the renewal records; a ledger error propagates (the
         session waits for the ledger), losing the lease to another dispatcher ends the
-        session."""
+        session. A shard has its round instead (:meth:`.tenure.ShardTenure.maybe_round`)."""
+        if self.shard is not None:
+            self.shard.maybe_round()
+            return
         paused = self.state.paused
         if time.monotonic() < self._next_renewal and paused == self._paused_said:
             return
@@ -276,7 +345,9 @@ class DispatcherLoop:
         if not held:
             raise LeaseLost("another dispatcher took the dispatcher lease")
 
-    def _end_session(self) -> None:
+    def _end_session(self, clean: bool) -> None:
+        """``clean``: the connection was closed, not lost (the broker has every head
+        this session held back in its queue)."""
         self.lease_watch.stop()
         self.connected.clear()
         self.active = False  # until the lease is taken again
@@ -285,6 +356,8 @@ class DispatcherLoop:
         dropped = len(self.state.drop_held()) + len(self.handover.drop_parked())
         if dropped:
             log.info("dropped %d held heads; the broker redelivers them", dropped)
+        if self.shard is not None:
+            self.shard.session_ended(clean)
 
     def _session(self, stop: threading.Event) -> None:
         with kombu.Connection(self.settings.amqp_url, heartbeat=30) as conn:
@@ -298,17 +371,22 @@ class DispatcherLoop:
             for profile in self.settings.profiles:
                 queue(self.topology.actions_queue_of(profile))(producer.channel).declare()
 
-            completions = queue(self.topology.completions_queue)
-            self._bind_to_task_events(ctl_channel, completions)
+            completions = [queue(self.topology.completions_queue)]
+            if self.shard is not None:  # every task event, as the shared queue is split
+                completions.append(queue(self.topology.shard_completions_queue(self.shard.name)))
+            for completion_queue in completions:
+                self._bind_to_task_events(ctl_channel, completion_queue)
             mapping_q = queue(self.topology.mapping_queue_of(uuid.uuid4().hex[:12]))
-            self._consumer(ctl_channel, [completions], "completion").consume()
+            self._consumer(ctl_channel, completions, "completion").consume()
             self._consumer(ctl_channel, [mapping_q], "mapping").consume()
             self.mapping.attach(self._consumer(ev_channel, [], "event", auto_declare=False))
             rows = self.store.in_flight()  # the ledger's, before taking the dispatcher's lock
+            if self.shard is not None:
+                rows = [row for row in rows if self.shard.owns(row.host)]
             self.state.restore((row.id, row.host, row.vm, row.action, row.group) for row in rows)
             self.mapping.resync()
             # a broker restart took the transient task messages with it: send them again
-            self.sweeper.resend_unclaimed(producer, self.lease)
+            self.sweeper.resend_unclaimed(producer, self.fence)
             self.connected.set()
             log.info(
                 "dispatcher connected: %d event queues, %d in flight",
@@ -377,12 +455,12 @@ class DispatcherLoop:
         try:
             self._maybe_renew()
             self._handle_inbox(producer)
-            self.handover.dispatch(producer, self.lease)
+            self.handover.dispatch(producer, self.fence)
             self.mapping.maybe_resync()
             self.handover.maybe_reconcile()
             self.handover.maybe_retry_parked(producer)
             self.sweeper.ledger_was_slow(time.monotonic() - started)
-            self.sweeper.maybe_sweep(producer, self.lease)
+            self.sweeper.maybe_sweep(producer, self.fence)
             self.retirement.maybe_retire(producer)
         except sa.exc.DBAPIError as exc:
             self.sweeper.ledger_failed()

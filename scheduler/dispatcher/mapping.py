@@ -37,10 +37,13 @@ class MappingFollower:
         store: Store,
         state: DispatcherState[Message],
         keepalive: Callable[[], None] | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self.settings = settings
         #: called between rounds of a long resync (the lease must not lapse meanwhile)
         self.keepalive = keepalive
+        #: the hosts whose keys this dispatcher serves (a shard's); None: every host
+        self.owns = owns
         self.topology = settings.topology
         self.store = store
         self.state = state
@@ -71,6 +74,11 @@ class MappingFollower:
         """Take the whole mapping from the ledger and consume every queue in it (and no
         other: a VM removed or a key retired meanwhile is forgotten)."""
         snapshot = self.store.snapshot()
+        if self.owns is not None:
+            owns = self.owns
+            snapshot = snapshot.model_copy(
+                update={"hosts": {h: v for h, v in snapshot.hosts.items() if owns(h)}}
+            )
         self._retired_at.clear()
         self.state.load_mapping(snapshot, time.time())
         live_vms = {(h, v) for h, hv in snapshot.hosts.items() for v in hv.vms}
@@ -128,6 +136,11 @@ class MappingFollower:
         self.version = delta.version
         if self._retired_at:
             self._retired_at = {k: v for k, v in self._retired_at.items() if v > self.version}
+        if self.owns is not None:
+            mine = self._own_part(delta)
+            if mine is None:
+                return  # another shard's hosts: only the version moves
+            delta = mine
         now = time.time()
         if delta.op == "key_added" and delta.vm and delta.policy:
             self.consume_keys([Key(host=delta.host, vm=delta.vm, policy=delta.policy)], now)
@@ -142,6 +155,14 @@ class MappingFollower:
             self.state.set_vm_available(delta.host, delta.vm, delta.available)
         elif delta.op == "vm_removed" and delta.vm:
             self._remove_vm(delta.host, delta.vm)
+
+    def _own_part(self, delta: MappingDelta) -> MappingDelta | None:
+        """The part of ``delta`` for the hosts this shard serves; None: no part."""
+        assert self.owns is not None
+        if delta.keys:
+            mine = [k for k in delta.keys if self.owns(k[0])]
+            return delta.model_copy(update={"keys": mine}) if mine else None
+        return delta if self.owns(delta.host) else None
 
     def consume_keys(self, keys: list[Key], now: float) -> None:
         """Keys (back) in the mapping: known to the dispatcher, their queues consumed

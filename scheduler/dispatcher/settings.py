@@ -101,6 +101,16 @@ class DispatcherSettings(LimitSettings):
         "dispatches, others wait and take over this long after it dies "
         "(DISPATCHER_LEASE_SECONDS).",
     )
+    dispatcher_partitions: int = Field(
+        0,
+        ge=0,
+        le=4096,
+        description="0: one dispatcher dispatches, others wait as standbys. More: every "
+        "dispatcher started is an active shard, serving the hosts of the partitions it "
+        "holds (the hosts split into this many by a hash of their name), the partitions "
+        "spread over the live shards through leases in the ledger; the same on every "
+        "shard, and at least 4 per shard you mean to run (DISPATCHER_PARTITIONS).",
+    )
     task_sent_events: bool = Field(
         False,
         description="Publish Celery's task-sent event for each task, for Flower's "

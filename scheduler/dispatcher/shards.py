@@ -1,7 +1,7 @@
 """A dispatcher shard's membership and partitions: the adapter between the pure plan
 (:mod:`scheduler.dispatcher.partitions`) and the ledger's partition leases
-(:mod:`shared.partition_leases`). Not used by the dispatcher yet: the next step wires
-it into :class:`~scheduler.dispatcher.loop.DispatcherLoop` (issue 24).
+(:mod:`shared.partition_leases`), used by the dispatcher's loop in shard mode
+(``DISPATCHER_PARTITIONS`` > 0, :mod:`scheduler.dispatcher.tenure`).
 
 Each round (:meth:`Coordinator.observe`, about every third of a lease) a shard, in one
 transaction, reads the newest share table (:mod:`shared.share_tables`), says it is alive
@@ -21,6 +21,14 @@ the next table when the newest is agreed and the split of today's demand differs
 by more than rounding (:func:`~scheduler.dispatcher.partitions.outdated`); any shard may,
 as two may believe themselves the lowest for a moment: the version's primary key makes
 one win.
+
+Shards and a single dispatcher (``DISPATCHER_PARTITIONS=0``) never dispatch at once: every
+shard co-holds the single dispatcher's lease, ``dispatcher``, under the holder
+:data:`MARKER` and renews it in each round, so a single dispatcher started beside them
+waits as a standby, and a shard that finds a single dispatcher holding it takes nothing
+(:attr:`Round.excluded`). That row's ``paused`` is the cluster's pause: a shard whose
+operator paused or resumed it writes it in its next round, and every shard obeys what it
+reads there (the elasticity worker and the producer read it as the dispatcher's).
 """
 
 from __future__ import annotations
@@ -33,7 +41,11 @@ import sqlalchemy as sa
 from scheduler.dispatcher import partitions as pure
 from shared import partition_leases as leases
 from shared import share_tables as tables
+from shared.clock import NOW
+from shared.db import leases as lease_rows
 from shared.db import write_lock_first
+from shared.errors import LeaseLost
+from shared.lease import DISPATCHER, Lease
 from shared.partition_leases import ShardRow
 from shared.share_tables import ShareTable
 
@@ -62,29 +74,56 @@ class Round:
     #: the version this round published (or, racing another publisher, found newer
     #: than ``newest``), obeyed from the next round; None: none
     published: int | None
+    #: a single dispatcher holds the dispatcher lease: this shard holds nothing and
+    #: must not dispatch
+    excluded: bool = False
+    #: whether the cluster is paused (the dispatcher lease's row, after this round)
+    paused: bool = False
+
+
+#: the holder under which every shard co-holds the ``dispatcher`` lease
+MARKER = "shards"
 
 
 class Coordinator:
     def __init__(
-        self, engine: sa.Engine, shard: str, partitions: int, seconds: float, limit: int
+        self,
+        engine: sa.Engine,
+        shard: str,
+        partitions: int,
+        seconds: float,
+        limit: int,
+        start_paused: bool = False,
     ) -> None:
         self.engine = engine
         self.shard = shard
         self.partitions = partitions
         self.seconds = seconds
         self.limit = limit
+        #: the pause a shard writes when it finds no shard alive (START_PAUSED)
+        self.start_paused = start_paused
         self.held: dict[int, int] = {}
+        self.marker = Lease(DISPATCHER, MARKER, seconds)
         with engine.begin() as conn:
             leases.ensure(conn, range(partitions))
+            self.marker.create(conn)
 
-    def observe(self, demand: int, in_flight: int) -> Round:
+    def observe(self, demand: int, in_flight: int, paused: bool | None = None) -> Round:
         """One round: read the newest share table, heartbeat with ``in_flight`` reported
         at it, renew, read; then the plan, this shard's moves, and the slots it may use
         (``in_flight`` included) until its next round. The caller must not dispatch
-        beyond them: the limit holds only if every shard keeps to its own."""
+        beyond them: the limit holds only if every shard keeps to its own. ``paused``:
+        the operator paused (True) or resumed (False) this shard since its last round,
+        which pauses or resumes them all (None: no change)."""
         everyone = range(self.partitions)
         with self.engine.begin() as conn:
             write_lock_first(conn)  # SQLite: every read below of one state
+            if not self._mark(conn, paused):
+                self.held = {}
+                return Round(
+                    {}, frozenset(), frozenset(), frozenset(), (), None, None, 0, None, True
+                )
+            cluster_paused = _marker_paused(conn)
             newest = tables.latest(conn)
             seen = None if newest is None else newest.version
             leases.heartbeat(
@@ -104,7 +143,43 @@ class Coordinator:
             reports,
         ).get(self.shard, 0)
         mine = planned.get(self.shard, frozenset())
-        return Round(dict(self.held), mine, take, release, live, newest, agreed, usable, published)
+        return Round(
+            dict(self.held),
+            mine,
+            take,
+            release,
+            live,
+            newest,
+            agreed,
+            usable,
+            published,
+            paused=cluster_paused,
+        )
+
+    def _mark(self, conn: sa.Connection, paused: bool | None) -> bool:
+        """Renew the shards' hold of the dispatcher lease (with ``paused`` when given; a
+        shard taking it from expired writes :attr:`start_paused`); False: a single
+        dispatcher holds it."""
+        alive = conn.execute(
+            sa.select(lease_rows.c.holder).where(
+                lease_rows.c.name == DISPATCHER, lease_rows.c.expires_at >= NOW
+            )
+        ).scalar()
+        if alive is None and paused is None:
+            paused = self.start_paused
+        return self.marker.take(conn, paused)
+
+    def renew(self) -> None:
+        """Renew the partitions held and the dispatcher lease, nothing else (between the
+        rounds of a long resync); :class:`LeaseLost` if one was lost."""
+        with self.engine.begin() as conn:
+            write_lock_first(conn)
+            kept = leases.renew_all(conn, self.shard, self.held, self.seconds)
+            marked = self.marker.take(conn)
+        if not marked or kept.keys() != self.held.keys():
+            lost = sorted(self.held.keys() - kept.keys())
+            self.held = kept
+            raise LeaseLost(f"shard {self.shard} lost partitions {lost} or the dispatcher lease")
 
     def _publish(
         self, conn: sa.Connection, newest: ShareTable | None, live: tuple[ShardRow, ...]
@@ -115,7 +190,9 @@ class Coordinator:
         if not live or live[0].shard != self.shard:
             return None
         target = pure.shares(self.limit, {row.shard: row.demand for row in live})
-        if not pure.outdated(None if newest is None else newest.shares, target):
+        # outdated() forgives rounding; a changed limit is published however small
+        same_limit = newest is not None and sum(newest.shares.values()) == self.limit
+        if same_limit and not pure.outdated(None if newest is None else newest.shares, target):
             return None
         version = tables.publish(conn, target, range(self.partitions))
         return version if newest is None or version > newest.version else None
@@ -137,17 +214,26 @@ class Coordinator:
         return got
 
     def release(self, partitions: Iterable[int]) -> None:
-        """Give ``partitions`` up at once; call only once nothing of them is served."""
+        """Give ``partitions`` up at once; call only once nothing of them is served.
+        They are forgotten first: one whose release fails is not renewed again, and
+        expires within a lease."""
         gone = [p for p in partitions if p in self.held]
         if not gone:
             return  # a round with nothing to give up opens no transaction
-        with self.engine.begin() as conn:
-            leases.release(conn, self.shard, gone)
         for partition in gone:
             del self.held[partition]
+        with self.engine.begin() as conn:
+            leases.release(conn, self.shard, gone)
 
     def leave(self) -> None:
         """A clean stop: every partition released, and the shard's row gone."""
         self.release(list(self.held))
         with self.engine.begin() as conn:
             leases.leave(conn, self.shard)
+
+
+def _marker_paused(conn: sa.Connection) -> bool:
+    said = conn.execute(
+        sa.select(lease_rows.c.paused).where(lease_rows.c.name == DISPATCHER)
+    ).scalar()
+    return bool(said)

@@ -102,6 +102,18 @@ class DispatcherState(Generic[H]):
         with self._lock:
             return self._dispatcher.drop_held()
 
+    def start_afresh(self) -> None:
+        """Forget every key, head and event in flight, keeping the limits, classes,
+        weights, pause and dispatch log (a shard between sessions: its partitions may
+        have changed, and the next session restores what it serves from the ledger)."""
+        with self._lock:
+            self._dispatcher = self._dispatcher.fresh()
+
+    def demand(self) -> int:
+        """Hosts with work, ready or in flight (a shard's demand)."""
+        with self._lock:
+            return self._dispatcher.demand()
+
     # -- the mapping (the loop) ----------------------------------------------------
     def load_mapping(self, snapshot: MappingSnapshot, now: float | None = None) -> None:
         """Availability of every host and VM, and every key in mapping order (each

@@ -20,6 +20,8 @@ class FakeSession:
     standby: bool = False
     #: what not_ready says while not connected
     reason: str = "not connected to the broker"
+    #: a shard's view (None: a single dispatcher)
+    shard_view: dict[str, object] | None = None
 
     @property
     def not_ready(self) -> str | None:

@@ -578,3 +578,29 @@ def test_blocked_flags_in_the_round_robin_follow_the_counts() -> None:
         assert d.rr._host_blocked == {
             h for h, c in per_host.items() if lim.per_host > 0 and c >= lim.per_host
         }
+
+
+def test_a_fresh_dispatcher_keeps_the_settings_and_forgets_the_work() -> None:
+    """What a shard starts a session with once its partitions moved: nothing of the
+    hosts it served, the operator's limits, pause and dispatch log still there."""
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=3), log_size=50)
+    offer(d, ev("a", host="h1"), ev("b", host="h2", vm="w"), ev("c", host="h3"))
+    assert pick_id(d) is not None
+    d.paused = True
+    d.restore("x", "h9", "v")
+    fresh = d.fresh()
+    assert fresh.limits == d.limits and fresh.paused and fresh.dispatches.maxlen == 50
+    assert list(fresh.dispatches) == list(d.dispatches) and fresh.dispatched_total == 1
+    assert not fresh.in_flight and len(fresh.rr) == 0 and fresh.demand() == 0
+    assert fresh.stats()["hosts"] == {}
+
+
+def test_demand_counts_the_hosts_with_a_head_ready_or_an_action_in_flight() -> None:
+    d: Dispatcher[str] = Dispatcher(limits(max_parallel=10))
+    offer(d, ev("a", host="h1"), ev("b", host="h1"), ev("c", host="h2"))
+    assert d.demand() == 2
+    d.restore("x", "h3", "v")
+    assert d.demand() == 3
+    while pick_id(d) is not None:
+        pass
+    assert d.demand() == 3  # h1's second event waits for its VM, in flight on h1 anyway

@@ -74,6 +74,8 @@ def test_stats(parts: tuple[FastAPI, DispatcherState[Any], threading.Event]) -> 
         "ledger_ok": True,
         "standby": False,
         "not_ready": None,
+        "mode": "single",
+        "shard": None,
     }
 
 
@@ -533,3 +535,22 @@ def test_named_limits_refusals_name_the_field_and_change_nothing(
     assert got.status_code == 422, got.text
     assert field in got.json()["detail"][0]["loc"], got.json()
     assert state.named_limits() == before
+
+
+def test_a_shard_refuses_live_changes_that_would_reach_it_alone() -> None:
+    """On a shard, limits, classes and weights changed live would change one shard of
+    several: refused with 409, nothing changed; a pause is taken (the shards share it
+    through the ledger)."""
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
+    app = create_admin_app(state, FakeSession(shard_view={"name": "a"}))
+    for method, path, body in [
+        ("PUT", "/limits", {"max_parallel": 9}),
+        ("PUT", "/limits/named", {"actions": {"heal": 1}}),
+        ("PUT", "/classes", {"min_shares": {"background": 0.1}}),
+        ("PUT", "/weights", {"hosts": {"h": 2}}),
+    ]:
+        said = call(app, method, path, json=body)
+        assert said.status_code == 409 and "shard" in said.json()["detail"], path
+    assert state.stats()["limits"]["max_parallel"] == 5
+    assert call(app, "POST", "/pause").status_code == 200 and state.paused
+    assert call(app, "GET", "/stats").json()["mode"] == "shards"

@@ -178,3 +178,29 @@ def test_a_resync_of_many_keys_keeps_the_lease_alive_between_its_rounds(
     follower = _follower(monkeypatch, store, Clock(), keepalive=lambda: calls.append(1))
     follower.resync()
     assert len(calls) == 3 and follower.queue_count == 35
+
+
+def test_a_shard_consumes_only_the_keys_of_its_partitions(monkeypatch: Any) -> None:
+    """Two shards with complementary partitions over one mapping and one delta stream:
+    each key is consumed by exactly one, and both follow every version."""
+    from shared.partition_leases import partition_of
+
+    keys = [(f"h{h}", f"v{v}", "p") for h in range(12) for v in range(2)]
+    store = FakeStore(keys, version=1)
+    followers = []
+    for mine in (0, 1):
+        follower = _follower(monkeypatch, store, Clock())
+        follower.owns = lambda host, mine=mine: partition_of(host, 2) == mine  # type: ignore[misc]
+        follower.resync()
+        followers.append(follower)
+    added = [("h20", "v", "p"), ("h21", "v", "p"), ("h22", "v", "p")]
+    for follower in followers:
+        follower.apply(MappingDelta(version=2, op="keys_added", host="h20", keys=added))
+        follower.apply(MappingDelta(version=3, op="key_added", host="h23", vm="v", policy="p"))
+        follower.apply(MappingDelta(version=4, op="host_availability", host="h0", available=False))
+    consumed = [set(f._queues.values()) for f in followers]
+    assert not consumed[0] & consumed[1]
+    assert consumed[0] | consumed[1] == {*keys, *added, ("h23", "v", "p")}
+    assert [f.version for f in followers] == [4, 4]
+    for follower, mine in zip(followers, consumed, strict=True):
+        assert all(follower.owns is not None and follower.owns(h) for h, _, _ in mine)

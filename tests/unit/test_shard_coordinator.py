@@ -16,6 +16,7 @@ from shared import partition_leases as pl
 from shared import share_tables as st
 from shared.db import dispatcher_shards, leases, make_engine
 from shared.errors import LeaseLost
+from shared.lease import DISPATCHER, Lease, holder_paused
 from shared.share_tables import ShareTable
 from shared.store import Store
 from tests.ledgers import pass_time
@@ -286,3 +287,91 @@ def test_the_shards_in_flight_never_exceed_the_limit_across_table_switches(
     else:
         raise AssertionError(f"the survivors {alive} did not agree on a table of their own")
     assert sum(fleet.round(name).usable for name in alive) == LIMIT
+
+
+def test_a_single_dispatcher_keeps_shards_from_taking_partitions(
+    engines: list[sa.Engine],
+) -> None:
+    single = Lease(DISPATCHER, "single", LEASE)
+    with engines[0].begin() as conn:
+        single.create(conn)
+        assert single.take(conn, False)
+    shard = _shard(engines[1], "a")
+    seen = shard.observe(3, 0)
+    assert seen.excluded and not seen.take and seen.usable == 0
+    assert shard.held == {} and _holders(engines[1]) == {}
+    with engines[0].begin() as conn:
+        single.release(conn)
+    assert not shard.observe(3, 0).excluded
+
+
+def test_shards_keep_a_single_dispatcher_standing_by(engines: list[sa.Engine]) -> None:
+    _rounds([_shard(engines[0], "a"), _shard(engines[1], "b")])
+    single = Lease(DISPATCHER, "single", LEASE)
+    with engines[2].begin() as conn:
+        assert not single.take(conn, False)
+
+
+def test_a_pause_on_one_shard_reaches_the_others_at_their_next_round(
+    engines: list[sa.Engine],
+) -> None:
+    a, b = _shard(engines[0], "a"), _shard(engines[1], "b")
+    _rounds([a, b])
+    assert a.observe(0, 0, paused=True).paused
+    assert b.observe(0, 0).paused  # no change of its own: it obeys the row
+    with engines[2].begin() as conn:
+        assert holder_paused(conn, DISPATCHER)  # as the elasticity worker reads it
+    assert not b.observe(0, 0, paused=False).paused
+    assert not a.observe(0, 0).paused
+
+
+def test_shards_starting_paused_pause_the_cluster_only_from_cold(
+    engines: list[sa.Engine],
+) -> None:
+    a = Coordinator(engines[0], "a", PARTITIONS, LEASE, LIMIT, start_paused=True)
+    assert a.observe(0, 0).paused
+    assert not a.observe(0, 0, paused=False).paused
+    late = Coordinator(engines[1], "late", PARTITIONS, LEASE, LIMIT, start_paused=True)
+    assert not late.observe(0, 0).paused  # the cluster lives: its pause is the row's
+
+
+def test_a_release_that_fails_is_not_renewed(engines: list[sa.Engine]) -> None:
+    a = _shard(engines[0], "a")
+    _rounds([a])
+    gone = min(a.held)
+    broken = make_engine("sqlite:///nonexistent-dir/nothing.db")
+    a.engine, engine = broken, a.engine
+    with pytest.raises(sa.exc.OperationalError):
+        a.release([gone])
+    a.engine = engine
+    assert gone not in a.observe(0, 0).held  # forgotten: it expires, not renewed
+
+
+def test_a_changed_limit_is_published_however_small(engines: list[sa.Engine]) -> None:
+    a, b = _shard(engines[0], "a"), _shard(engines[1], "b")
+    _rounds([a, b])
+    for _ in range(3):  # the first table, and its agreement
+        a.observe(1, 0)
+        b.observe(1, 0)
+    a.limit = b.limit = LIMIT + 1
+    for _ in range(3):
+        a.observe(1, 0)
+        b.observe(1, 0)
+    newest = a.observe(1, 0).newest
+    assert newest is not None and sum(newest.shares.values()) == LIMIT + 1
+
+
+def test_a_keepalive_renews_without_moving_partitions(engines: list[sa.Engine]) -> None:
+    a = _shard(engines[0], "a")
+    _rounds([a])
+    held = dict(a.held)
+    b = _shard(engines[1], "b")
+    b.observe(0, 0)  # a joins: a's plan would now give some up
+    a.renew()
+    assert a.held == held
+    a.release([min(held)])
+    b.take([min(held)])
+    a.held[min(held)] = held[min(held)]  # as if a had not noticed
+    with pytest.raises(LeaseLost):
+        a.renew()
+    assert min(held) not in a.held

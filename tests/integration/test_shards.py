@@ -1,0 +1,127 @@
+"""Dispatcher shards (DISPATCHER_PARTITIONS > 0): two active dispatchers, each serving the
+hosts of the partitions it holds, run every event once, in each key's order, within the
+global MAX_PARALLEL and one action per VM — and when one is killed under load, the other
+takes its partitions over and nothing is lost or run twice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from harness.processes import Service, Stack, free_port, wait_until
+from tests.effects import EffectRecorder
+from tests.integration.test_e2e import all_finished, event, post
+
+PARTITIONS = 8
+LIMIT = 4
+
+
+def _stats(url: str) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{url}/stats", timeout=5).json()
+    return body
+
+
+def _serving(url: str) -> set[int]:
+    shard = _stats(url)["shard"]
+    return set(shard["serving"]) if shard else set()
+
+
+def _two_shards(
+    stack_factory: Callable[..., Stack], recorder: EffectRecorder, tmp_path: Path
+) -> tuple[Stack, Service, Service, str]:
+    stack = stack_factory(
+        DRIVER="webhook",
+        WEBHOOK_URL=recorder.url,
+        MAX_PARALLEL=LIMIT,
+        DISPATCHER_PARTITIONS=PARTITIONS,
+        DISPATCHER_LEASE_SECONDS=3,
+    )
+    stack.producer()
+    first = stack.dispatcher()
+    port = free_port()
+    second_url = f"http://127.0.0.1:{port}"
+    second = Service(
+        "carousel-dispatcher", {**stack.env, "DISPATCHER_PORT": str(port)}, tmp_path, None
+    ).start()
+    stack.services.append(second)
+    stack.worker()
+
+    def split() -> bool:
+        a, b = _serving(stack.dispatcher_url), _serving(second_url)
+        return bool(a) and bool(b) and not a & b and a | b == set(range(PARTITIONS))
+
+    wait_until(split, 60, what="the two shards split the partitions")
+    return stack, first, second, second_url
+
+
+def _events(hosts: int, per_key: int, delay: float) -> list[dict[str, Any]]:
+    return [
+        {
+            "host": f"h{h}",
+            "vm": f"vm{v}",
+            "policy": f"p{p}",
+            "action": "heal",
+            "id": f"h{h}-vm{v}-p{p}-{n}",
+            "payload": {"delay": delay},
+        }
+        for n in range(per_key)
+        for h in range(hosts)
+        for v in range(2)
+        for p in range(2)
+    ]
+
+
+def _check(stack: Stack, recorder: EffectRecorder, ids: list[str]) -> None:
+    assert {event(stack, i)["status"] for i in ids} == {"succeeded"}
+    assert sorted(recorder.calls) == sorted(ids) and set(recorder.calls.values()) == {1}
+    assert recorder.max_per_vm == 1, "two actions of one VM ran at once"
+    assert recorder.max_running <= LIMIT, "the shards together passed MAX_PARALLEL"
+    started = {i: n for n, i in reversed(list(enumerate(recorder.order)))}
+    for i in ids:  # each key's events ran in the order they were posted
+        key, n = i.rsplit("-", 1)
+        if int(n):
+            assert started[f"{key}-{int(n) - 1}"] < started[i], f"{i} ran before its elder"
+
+
+def test_two_shards_run_every_event_once_in_key_order(
+    stack_factory: Callable[..., Stack], recorder: EffectRecorder, tmp_path: Path
+) -> None:
+    stack, _, _, second_url = _two_shards(stack_factory, recorder, tmp_path)
+    ids = post(stack, _events(hosts=8, per_key=3, delay=0.05))
+    wait_until(lambda: all_finished(stack, ids), 180, what="every event finished")
+    _check(stack, recorder, ids)
+    assert _stats(stack.dispatcher_url)["dispatched_total"] > 0
+    assert _stats(second_url)["dispatched_total"] > 0
+
+
+def test_a_pause_on_one_shard_pauses_every_shard(
+    stack_factory: Callable[..., Stack], recorder: EffectRecorder, tmp_path: Path
+) -> None:
+    stack, _, _, second_url = _two_shards(stack_factory, recorder, tmp_path)
+    assert httpx.post(f"{stack.dispatcher_url}/pause", timeout=5).status_code == 200
+    wait_until(lambda: _stats(second_url)["paused"] is True, 30, what="the other shard paused")
+    ids = post(stack, _events(hosts=8, per_key=1, delay=0))
+    wait_until(lambda: _stats(second_url)["held"] + _stats(stack.dispatcher_url)["held"] > 0, 30)
+    assert not recorder.calls, "a paused shard dispatched"
+    assert httpx.post(f"{second_url}/resume", timeout=5).status_code == 200
+    wait_until(lambda: all_finished(stack, ids), 120, what="every event finished once resumed")
+    _check(stack, recorder, ids)
+
+
+def test_a_killed_shards_partitions_are_taken_over_and_nothing_is_lost(
+    stack_factory: Callable[..., Stack], recorder: EffectRecorder, tmp_path: Path
+) -> None:
+    stack, _, second, second_url = _two_shards(stack_factory, recorder, tmp_path)
+    ids = post(stack, _events(hosts=8, per_key=3, delay=0.1))
+    wait_until(lambda: _stats(second_url)["dispatched_total"] > 0, 60, what="both dispatching")
+    second.kill()  # kill -9: its leases run out, the survivor takes them
+    wait_until(
+        lambda: _serving(stack.dispatcher_url) == set(range(PARTITIONS)),
+        60,
+        what="the survivor serves every partition",
+    )
+    wait_until(lambda: all_finished(stack, ids), 180, what="every event finished")
+    _check(stack, recorder, ids)
