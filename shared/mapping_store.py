@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from shared import statements
 from shared.db import events, hosts, keys, mapping_version, vms, write_lock_first
 from shared.errors import CarouselError
+from shared.fencing import Fence
 from shared.ledger import Accepted
 from shared.models import (
     IN_FLIGHT,
@@ -225,12 +226,13 @@ class MappingStore:
         self,
         candidates: Sequence[Key],
         delete_queues: Callable[[list[Key]], list[Key]],
+        fence: Fence | None = None,
     ) -> Retired:
         """Retire those of ``candidates`` (at most a few hundred) that no event waits
         for: ``delete_queues`` deletes their queues and returns the keys whose queue is
         gone, and their rows go in the same transaction, under one mapping version.
 
-        The fence is the key's row. A request reads its keys FOR SHARE before it stores
+        The guard is the key's row. A request reads its keys FOR SHARE before it stores
         its events, and publishes only after it committed; this transaction locks the
         rows FOR UPDATE (skipping any a request holds) and keeps them locked while the
         queues are deleted. So a request either committed before — its events are
@@ -238,12 +240,23 @@ class MappingStore:
         key gone, adds it again and declares its queue anew. No event of a pending or
         queued row is ever in a queue being deleted. (On SQLite the write lock, taken
         first, does the same.) The version's row is locked first, as a request that
-        adds keys locks it last, so the two never wait on each other in a cycle."""
+        adds keys locks it last, so the two never wait on each other in a cycle.
+
+        With ``fence`` (a dispatcher shard's: :mod:`shared.fencing`), the transaction
+        first checks that this process still holds the hosts of ``candidates``: one
+        that lost a partition while it stalled raises :class:`~shared.errors.LeaseLost`
+        before it deletes any queue (``delete_queues`` is not called, nothing changes),
+        so it never deletes a queue another shard consumes. Locks are taken in the order
+        lease rows (the fence), version row, key rows; a request never locks a lease row
+        and a take of a partition updates one lease row only, so no cycle forms. Without
+        it (a single dispatcher) the transaction is unfenced, as before shards."""
         wanted = list(dict.fromkeys((k.host, k.vm, k.policy) for k in candidates))
         if not wanted:
             return Retired([], [], [], None)
         with self.engine.begin() as conn:
             write_lock_first(conn)
+            if fence is not None:
+                fence.check(conn, {h for h, _, _ in wanted})
             version = self._bump(conn)
             sql = statements.batch(conn.dialect.name)
             among = sql.rows("keys", wanted)

@@ -10,12 +10,18 @@ queues — ``if-empty`` on classic queues; a quorum queue before RabbitMQ 4.0 ca
 deleted that way, and the ledger's lock is what makes deleting it safe — then deletes
 their rows under one mapping version, announced on the mapping fanout. A key whose
 queue was not deleted (not empty) stays, and is consumed again.
+
+A dispatcher shard only finds idle the keys of its own partitions, but it may have lost
+one while it stalled: its round is fenced (``fence``, read again every round as its
+partitions change), so such a round deletes no queue — another shard may be consuming
+it — and ends with :class:`~shared.errors.LeaseLost`, having stopped no consumer.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import kombu
 
@@ -23,6 +29,7 @@ from scheduler.dispatcher.confirms import ConfirmingProducer
 from scheduler.dispatcher.mapping import MappingFollower
 from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
+from shared.fencing import Fence
 from shared.models import Key, MappingDelta
 from shared.store import Store
 
@@ -42,20 +49,27 @@ class Retirement:
         store: Store,
         state: DispatcherState[kombu.Message],
         mapping: MappingFollower,
+        fence: Callable[[], Fence | None] = lambda: None,
     ) -> None:
+        """``fence``: the fence of this round's ledger transaction, asked every round
+        (a shard's :class:`~shared.fencing.PartitionFence` of the partitions it holds
+        now; None, a single dispatcher's: unfenced)."""
         self.idle_for = settings.key_idle_seconds
         self.if_empty = settings.queue_type == "classic"
         self.topology = settings.topology
         self.store = store
         self.state = state
         self.mapping = mapping
+        self.fence = fence
         self.retired_total = 0
         self._next = 0.0
         self._stopped: list[Key] = []
 
     def maybe_retire(self, producer: ConfirmingProducer) -> None:
         """One round when one is due (KEY_IDLE_SECONDS > 0); a ledger error propagates,
-        with every key of the round consumed again."""
+        with every key of the round consumed again. So does the fence's
+        :class:`~shared.errors.LeaseLost`, raised before any consumer was stopped
+        (``_stopped`` is still empty: there is nothing to consume again)."""
         if not self.idle_for:
             return
         now = time.time()  # the clock of the dispatch log, which uses keys too
@@ -71,6 +85,7 @@ class Retirement:
             done = self.store.retire_keys(
                 [Key.model_construct(host=h, vm=v, policy=p) for h, v, p in found],
                 self._delete_queues,
+                self.fence(),
             )
         except BaseException:
             self.mapping.consume_keys(self._stopped, now)  # their queues declared again

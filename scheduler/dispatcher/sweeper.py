@@ -16,6 +16,14 @@ answered it promptly for a whole ``CLAIM_LEASE_SECONDS`` (since its start, or si
 ledger last failed or made it wait a third of a lease — a lock held for less than the
 busy timeout raises nothing, it only blocks): a living holder has renewed by then, or
 recorded its outcome.
+
+A dispatcher shard sweeps only the events of the hosts it serves (``owns``: the hosts
+of the partitions it holds): another shard's are its own to send again, to count
+against its limits and to fence with its own partitions. The ledger cannot tell a
+host's partition (a BLAKE2b digest), so the shard reads a page of
+``max(SWEEP_BATCH, MAX_PARALLEL)`` overdue events and keeps its own: in flight there
+are at most ``MAX_PARALLEL`` events across all shards, so the page holds every one of
+ours. A single dispatcher (``owns`` None) serves every host.
 """
 
 from __future__ import annotations
@@ -23,13 +31,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from scheduler.dispatcher.confirms import ConfirmingProducer
 from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.tasks import TaskSender
-from shared.lease import Lease
+from shared.fencing import Fence
 from shared.models import VmEventMessage
 from shared.store import Store
 
@@ -46,11 +55,15 @@ class Sweeper:
         store: Store,
         state: DispatcherState[Any],
         tasks: TaskSender,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
+        """``owns``: whether this process serves a host (a shard: the host's partition
+        is one it holds); None: every host (a single dispatcher)."""
         self.settings = settings
         self.store = store
         self.state = state
         self.tasks = tasks
+        self.owns = owns
         self.resent_total = 0
         self._next = 0.0
         #: since when the ledger has answered without failing (monotonic)
@@ -71,17 +84,18 @@ class Sweeper:
     def _judges_claims(self) -> bool:
         return time.monotonic() - self._ledger_ok_since >= self.settings.claim_lease_seconds
 
-    def maybe_sweep(self, producer: ConfirmingProducer, lease: Lease | None = None) -> int:
-        """Send again the tasks of overdue events, if a sweep is due; returns how many."""
+    def maybe_sweep(self, producer: ConfirmingProducer, fence: Fence | None = None) -> int:
+        """Send again the tasks of overdue events, if a sweep is due; returns how many.
+        ``fence``: checked in the transaction that marks them (:mod:`shared.fencing`)."""
         if time.monotonic() < self._next:
             return 0
         self._next = time.monotonic() + self.settings.sweep_interval
-        overdue = self.store.overdue(
+        overdue = self._overdue(
             self.settings.resend_after, SWEEP_BATCH, expired_claims=self._judges_claims()
         )
-        return self._resend(producer, overdue, lease, judging=True)
+        return self._resend(producer, overdue, fence, judging=True)
 
-    def resend_unclaimed(self, producer: ConfirmingProducer, lease: Lease | None = None) -> int:
+    def resend_unclaimed(self, producer: ConfirmingProducer, fence: Fence | None = None) -> int:
         """At the start of a broker session, send again the task of every dispatched event
         that no worker has claimed: their task messages are transient (``TASK_PERSISTENT``
         off), so if the session ended because the broker restarted they are gone, and
@@ -90,14 +104,30 @@ class Sweeper:
         if self.settings.task_persistent:
             return 0
         limit = max(SWEEP_BATCH, self.settings.max_parallel)
-        overdue = self.store.overdue(0.0, limit, expired_claims=False)
-        return self._resend(producer, overdue, lease, judging=False)
+        overdue = self._overdue(0.0, limit, expired_claims=False)
+        return self._resend(producer, overdue, fence, judging=False)
+
+    def _overdue(
+        self, resend_after: float, limit: int, expired_claims: bool
+    ) -> list[VmEventMessage]:
+        """At most ``limit`` overdue events of the hosts this process serves, oldest
+        sent first (:meth:`~shared.ledger.EventLedger.overdue`). A shard filters a page
+        that holds every event in flight (see the module's docstring)."""
+        if self.owns is None:
+            return self.store.overdue(resend_after, limit, expired_claims=expired_claims)
+        owns = self.owns
+        page = self.store.overdue(
+            resend_after,
+            max(limit, SWEEP_BATCH, self.settings.max_parallel),
+            expired_claims=expired_claims,
+        )
+        return [e for e in page if owns(e.host)][:limit]
 
     def _resend(
         self,
         producer: ConfirmingProducer,
         overdue: list[VmEventMessage],
-        lease: Lease | None,
+        fence: Fence | None,
         judging: bool,
     ) -> int:
         """Send the tasks of ``overdue`` again; ``judging``: some were taken for expired
@@ -107,7 +137,7 @@ class Sweeper:
         dispatch_id = uuid.uuid4().hex
         started = time.monotonic()
         hosts = {e.host for e in overdue}
-        still = set(self.store.mark_resent([e.id for e in overdue], dispatch_id, lease, hosts))
+        still = set(self.store.mark_resent([e.id for e in overdue], dispatch_id, fence, hosts))
         if self.ledger_was_slow(time.monotonic() - started) and judging:
             return 0  # a lock just ended: the claims it let expire are not judged now
         batch = [e for e in overdue if e.id in still]

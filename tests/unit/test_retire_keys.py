@@ -1,17 +1,26 @@
 """Retiring idle keys: which keys the pure dispatcher finds idle and forgets, and the
 ledger's fence — on SQLite and PostgreSQL, with threads racing a request's accept
-against a retirement the way a producer and the dispatcher would."""
+against a retirement the way a producer and the dispatcher would — and a dispatcher
+shard's, which retires nothing of a partition it lost."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any, cast
 
 import pytest
 
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
 from scheduler.dispatcher.idle import IdleKeys
+from scheduler.dispatcher.mapping import MappingFollower
+from scheduler.dispatcher.retirement import Retirement
+from scheduler.dispatcher.settings import DispatcherSettings
+from scheduler.dispatcher.state import DispatcherState
+from shared import partition_leases as pl
+from shared.errors import LeaseLost
+from shared.fencing import PartitionFence
 from shared.models import Action, Key, Status, VmEventMessage
 from shared.store import Claim, Store
 
@@ -182,3 +191,88 @@ def test_a_request_racing_a_retirement_either_keeps_the_key_or_adds_it_again(
         assert K() in store.all_keys()  # its event waits: the key is in the mapping
         assert store.status_of(f"e{n}") is Status.PENDING
         store.cancel(f"e{n}")
+
+
+# -- a dispatcher shard's retirement, fenced by its partitions --------------------------
+#: partitions of the shard tests
+P = 4
+
+
+def fences_of_a_lost_partition(store: Store, host: str) -> tuple[PartitionFence, PartitionFence]:
+    """Shard "a" took ``host``'s partition, then gave it up (a release, as after a stall
+    its lease would expire) and shard "b" took it: a's fence (its old token), b's."""
+    partition = pl.partition_of(host, P)
+    with store.engine.begin() as conn:
+        pl.ensure(conn, range(P))
+        old = pl.take(conn, "a", partition, 60.0)
+    with store.engine.begin() as conn:
+        pl.release(conn, "a", [partition])
+    with store.engine.begin() as conn:
+        new = pl.take(conn, "b", partition, 60.0)
+    assert old is not None and new == old + 1
+    return PartitionFence("a", P, {partition: old}), PartitionFence("b", P, {partition: new})
+
+
+def idle_key(store: Store, vm: str = "v") -> None:
+    """A key in the mapping that no event waits for."""
+    admit(store, ev(f"e-{vm}", vm=vm))
+    store.cancel(f"e-{vm}")
+
+
+def test_a_shard_that_lost_the_partition_retires_nothing(store: Store) -> None:
+    """A shard that stalled past its lease finds keys idle that another shard now
+    consumes: its fence fails before any queue is deleted (the broker would cancel the
+    other shard's consumer), and the transaction changes nothing."""
+    idle_key(store)
+    stale, _ = fences_of_a_lost_partition(store, "h")
+    version = store.mapping_version()
+    asked: list[Key] = []
+
+    def delete(keys: list[Key]) -> list[Key]:
+        asked.extend(keys)
+        return keys
+
+    with pytest.raises(LeaseLost):
+        store.retire_keys([K()], delete, stale)
+    assert asked == []  # no queue deleted
+    assert K() in store.all_keys()
+    assert store.mapping_version() == version
+
+
+def test_a_shard_holding_the_partition_retires_as_a_single_dispatcher(store: Store) -> None:
+    idle_key(store, "v1")
+    idle_key(store, "v2")
+    _, holding = fences_of_a_lost_partition(store, "h")
+    version = store.mapping_version()
+    done = store.retire_keys([K(vm="v1"), K(vm="v2")], lambda keys: keys[:1], holding)
+    assert done.retired == [K(vm="v1")] and done.kept == [K(vm="v2")]
+    assert done.delta is not None and done.delta.version == version + 1
+    assert K(vm="v1") not in store.all_keys()
+    assert K(vm="v2") in store.all_keys()
+
+
+def test_a_shards_round_that_lost_the_partition_stops_no_consumer(store: Store) -> None:
+    """The dispatcher's side: the fence is asked for every round (a shard's partitions
+    change), and a round it fails stopped no consumer and forgot no key: the error ends
+    the session, as any ledger error."""
+    idle_key(store)
+    stale, _ = fences_of_a_lost_partition(store, "h")
+    version = store.mapping_version()
+    settings = DispatcherSettings(key_idle_seconds=60.0)
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
+    state.add_key("h", "v", "p", now=time.time() - 1000)  # idle for long
+    mapping = MappingFollower(settings, store, state)  # no session: no queue consumed
+    asked: list[PartitionFence] = []
+
+    def fence() -> PartitionFence:
+        asked.append(stale)
+        return stale
+
+    retirement = Retirement(settings, store, state, mapping, fence=fence)
+    with pytest.raises(LeaseLost):
+        retirement.maybe_retire(cast(Any, None))
+    assert asked == [stale]
+    assert retirement._stopped == [] and retirement.retired_total == 0
+    assert state.stats()["hosts"].keys() == {"h"}  # the key is still the dispatcher's
+    assert K() in store.all_keys()
+    assert store.mapping_version() == version

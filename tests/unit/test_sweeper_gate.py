@@ -1,5 +1,6 @@
-"""Tests for scheduler.dispatcher.sweeper.Sweeper with a real SQLite ledger and a fake
-task sender: what it sends again, and when it may judge a claim dead."""
+"""Tests for scheduler.dispatcher.sweeper.Sweeper with a real ledger (SQLite and
+PostgreSQL) and a fake task sender: what it sends again, when it may judge a claim dead,
+and that a dispatcher shard sends again only the tasks of its own partitions."""
 
 from __future__ import annotations
 
@@ -8,15 +9,22 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
+import sqlalchemy as sa
 
 from harness.processes import wait_until
+from scheduler.dispatcher import sweeper as sweeper_module
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
 from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.sweeper import Sweeper
+from shared import partition_leases as pl
+from shared.fencing import PartitionFence
 from shared.models import Action, VmEventMessage
-from shared.store import Store
+from shared.store import Store, events
 from tests.ledgers import accept, pass_time
+
+#: partitions of the shard tests
+P = 4
 
 
 class FakeSender:
@@ -109,3 +117,99 @@ def test_a_new_session_sends_again_the_tasks_of_every_unclaimed_dispatched_event
 
     persistent = Sweeper(DispatcherSettings(task_persistent=True), store, state, cast(Any, sender))
     assert persistent.resend_unclaimed(cast(Any, None)) == 0  # they survive a restart
+
+
+# -- a dispatcher shard ------------------------------------------------------------------
+def _two_hosts_apart() -> tuple[str, str]:
+    """Two host names in different partitions."""
+    names = [f"h{i}" for i in range(50)]
+    other = next(n for n in names if pl.partition_of(n, P) != pl.partition_of(names[0], P))
+    return names[0], other
+
+
+def dispatched(store: Store, event_id: str, host: str) -> None:
+    """An event in flight, its task sent (and then lost: no worker claims it)."""
+    event = VmEventMessage(
+        id=event_id, host=host, vm=event_id, policy="p", action=Action.HEAL, accepted_at=0
+    )
+    accept(store, [event])
+    store.confirm([event])
+    store.mark_dispatched_many([event_id], "d")
+
+
+def dispatch_id_of(store: Store, event_id: str) -> str | None:
+    """The dispatch its task was last sent in (a resend gives it a new one)."""
+    with store.engine.connect() as conn:
+        return conn.execute(
+            sa.select(events.c.dispatch_id).where(events.c.id == event_id)
+        ).scalar_one()
+
+
+def shard_fence(store: Store, host: str) -> PartitionFence:
+    """Shard "a"'s fence, holding only ``host``'s partition: a mark of another host's
+    event with it raises."""
+    partition = pl.partition_of(host, P)
+    with store.engine.begin() as conn:
+        pl.ensure(conn, range(P))
+        token = pl.take(conn, "a", partition, 60.0)
+    assert token is not None
+    return PartitionFence("a", P, {partition: token})
+
+
+def test_a_shard_resends_only_the_tasks_of_its_partitions(store: Store) -> None:
+    """Another shard's events in flight are its own to send again, count and fence: the
+    sweep and the session's start leave them alone (marking one with this shard's fence
+    would raise, so one attempt would fail the whole sweep)."""
+    mine, theirs = _two_hosts_apart()
+    dispatched(store, "theirs", theirs)
+    dispatched(store, "mine", mine)
+    before = dispatch_id_of(store, "theirs")
+    fence = shard_fence(store, mine)
+    owns = lambda host: pl.partition_of(host, P) == pl.partition_of(mine, P)  # noqa: E731
+
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
+    sender = FakeSender()
+    sweeper = Sweeper(DispatcherSettings(), store, state, cast(Any, sender), owns=owns)
+    assert sweeper.resend_unclaimed(cast(Any, None), fence) == 1
+    assert sender.sent == [(["mine"], True)]
+    assert state.in_flight_ids() == ["mine"]  # only ours counted against our limits
+    assert dispatch_id_of(store, "theirs") == before
+    assert dispatch_id_of(store, "mine") != "d"
+
+    pass_time(store.engine, 1000)  # both overdue for the sweep too
+    assert shard_fence(store, mine) == fence  # renewed, as the shard does: the same tenure
+    state = DispatcherState(Dispatcher(Limits(10, 1, 0)))
+    sender = FakeSender()
+    sweeper = Sweeper(DispatcherSettings(), store, state, cast(Any, sender), owns=owns)
+    assert sweeper.maybe_sweep(cast(Any, None), fence) == 1
+    assert sender.sent == [(["mine"], True)]
+    assert state.in_flight_ids() == ["mine"]
+    assert dispatch_id_of(store, "theirs") == before
+
+
+def test_a_shards_sweep_finds_its_events_behind_a_batch_of_others(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page read holds every event in flight (MAX_PARALLEL), not one batch: ours
+    come after a batch of others' sent earlier, and still go, a batch at a time."""
+    monkeypatch.setattr(sweeper_module, "SWEEP_BATCH", 2)
+    mine, theirs = _two_hosts_apart()
+    for n in range(3):  # sent first: the oldest overdue
+        dispatched(store, f"theirs{n}", theirs)
+        pass_time(store.engine, 1)
+    for n in range(3):
+        dispatched(store, f"mine{n}", mine)
+        pass_time(store.engine, 1)
+    pass_time(store.engine, 1000)
+    fence = shard_fence(store, mine)
+    owns = lambda host: pl.partition_of(host, P) == pl.partition_of(mine, P)  # noqa: E731
+    settings = DispatcherSettings(sweep_interval=0.001, max_parallel=10)
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
+    sender = FakeSender()
+    sweeper = Sweeper(settings, store, state, cast(Any, sender), owns=owns)
+    assert sweeper.maybe_sweep(cast(Any, None), fence) == 2  # a batch, oldest first
+    assert sender.sent == [(["mine0", "mine1"], True)]
+    wait_until(lambda: sweeper.maybe_sweep(cast(Any, None), fence) == 1, 10, what="a sweep")
+    assert sender.sent[1] == (["mine2"], True)
+    assert sorted(state.in_flight_ids()) == ["mine0", "mine1", "mine2"]
+    assert all(dispatch_id_of(store, f"theirs{n}") == "d" for n in range(3))
