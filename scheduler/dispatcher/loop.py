@@ -173,8 +173,14 @@ class DispatcherLoop:
         self.mapping = MappingFollower(settings, store, state, keepalive=self._keepalive, owns=owns)
         tasks = TaskSender(settings, celery)
         self.handover = Handover(settings, store, state, tasks, self._dead_letter)
-        self.sweeper = Sweeper(settings, store, state, tasks)
-        self.retirement = Retirement(settings, store, state, self.mapping)
+        self.sweeper = Sweeper(settings, store, state, tasks, owns=owns)
+        self.retirement = Retirement(
+            settings,
+            store,
+            state,
+            self.mapping,
+            fence=lambda: None if self.shard is None else self.fence,
+        )
         self._inbox: Inbox = deque()
         #: the ledger failed: ledger work waits until this monotonic time
         self._ledger_backoff = Backoff(first=0.1, cap=5.0)
