@@ -60,6 +60,21 @@ def between(value: float | None, low: float, high: float) -> bool:
     return value is not None and low <= value <= high
 
 
+def two_shards(engine: sa.Engine) -> None:
+    """A cluster of :data:`PARTITIONS` partitions (their leases made): shard ``a`` holds
+    0 and 1, ``b`` 2 and 3, and the share table v1 gives them 6 and 4 slots (for the
+    admin API's and the command line's tests)."""
+    with engine.begin() as conn:
+        pl.ensure(conn, range(PARTITIONS))
+        Lease(DISPATCHER, "shards", LEASE).create(conn)
+    take(engine, "a", 0, 1)
+    take(engine, "b", 2, 3)
+    beat(engine, "a", demand=3, in_flight=2)
+    beat(engine, "b", demand=1, in_flight=0)
+    with engine.begin() as conn:
+        assert st.publish(conn, {"a": 6, "b": 4}, range(PARTITIONS)) == 1
+
+
 def test_two_shards_their_partitions_tokens_and_the_share_tables(engine: sa.Engine) -> None:
     beat(engine, "b", demand=1, in_flight=0)
     beat(engine, "a", demand=3, in_flight=2)
