@@ -83,7 +83,11 @@ def cluster(conn: sa.Connection, partitions: int) -> dict[str, Any]:
                 leases.c.expires_at,
                 leases.c.paused,
                 leases.c.token,
-            ).where(sa.or_(leases.c.name == DISPATCHER, leases.c.name.startswith(pl.PREFIX)))
+            ).where(
+                sa.or_(leases.c.name == DISPATCHER, leases.c.name.startswith(pl.PREFIX))
+                if partitions
+                else leases.c.name == DISPATCHER
+            )
         )
     }
     answer: dict[str, Any] = {
