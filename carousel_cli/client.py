@@ -105,6 +105,11 @@ class Client:
         answer: dict[str, Any] = self._call("GET", self.endpoints.dispatcher, "/stats")
         return answer
 
+    def shards(self) -> dict[str, Any]:
+        """The dispatcher shards as the ledger holds them (``GET /shards``)."""
+        answer: dict[str, Any] = self._call("GET", self.endpoints.dispatcher, "/shards")
+        return answer
+
     def board(self, q: str = "", top: int = 25) -> dict[str, Any]:
         """The dispatcher's board (``GET /board``): its state and totals, the ``top``
         hosts whose name (or ``host/vm``) contains ``q``, most backlog first, with what

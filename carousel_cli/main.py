@@ -361,8 +361,10 @@ def status(
 ) -> None:
     """Readiness, the dispatcher's counters and each worker pool with its decisions.
 
-    The services' /readyz, the dispatcher's limits and counters, and each elasticity pool:
-    its workers by state, backlog, target, and the last scaling decisions with why.
+    The services' /readyz, the dispatcher's limits and counters, with dispatcher shards
+    each shard (its partitions, share, events in flight, demand and lease left; "shards"
+    in --json, null with a single dispatcher), and each elasticity pool: its workers by
+    state, backlog, target, and the last scaling decisions with why.
 
     Exit code: 0 every service ready, 4 one unreachable, 5 one not ready (each one's
     reason is printed, also on stderr)."""
@@ -376,6 +378,10 @@ def status(
         }
         ready = {name: (url, client.ready(url)) for name, url in urls.items()}
         stats = _maybe(client.stats) if ready["dispatcher"][1] != "unreachable" else None
+        # dispatcher shards: each one, from the ledger (a single dispatcher: no "mode" or
+        # "single", and no shards)
+        sharded = stats is not None and stats.get("mode") == "shards"
+        shards = _maybe(client.shards) if sharded else None
         pools = _maybe(client.elasticity) if ready["elasticity"][1] != "unreachable" else None
         if as_json:
             print(
@@ -383,6 +389,7 @@ def status(
                     {
                         "ready": {k: v[1] for k, v in ready.items()},
                         "dispatcher": stats,
+                        "shards": shards,
                         "elasticity": pools,
                     }
                 )
@@ -391,6 +398,8 @@ def status(
             out.print(views.readiness(ready))
             if stats is not None:
                 out.print(views.dispatcher(stats))
+            if shards is not None:
+                out.print(views.shards(shards))
             if pools is not None:
                 out.print(views.pools(pools))
         return _readiness_code(ready)

@@ -1,6 +1,6 @@
-"""``carousel status``: the services' readiness, the dispatcher's limits and counters, and
-each elasticity pool with its workers and its last decisions, in one view; ``carousel
-show``: one event."""
+"""``carousel status``: the services' readiness, the dispatcher's limits and counters (and,
+with dispatcher shards, each shard), and each elasticity pool with its workers and its
+last decisions, in one view; ``carousel show``: one event."""
 
 from __future__ import annotations
 
@@ -60,6 +60,42 @@ def dispatcher(stats: Mapping[str, Any]) -> Table:
     out.add_row("sent again (sweeper)", str(stats.get("resent_total", 0)))
     out.add_row("dead-lettered", str(stats.get("dead_lettered", 0)))
     return out
+
+
+def shards(cluster: Mapping[str, Any]) -> RenderableType:
+    """The dispatcher shards as ``GET /shards`` shows them: a line on the cluster (live
+    shards, partitions and those no shard holds, the newest and the agreed share table,
+    a pause), then one row per live shard: the partitions it holds, its share of
+    ``max_parallel`` in the newest share table, its events in flight, its demand (hosts
+    with ready work) and the seconds its lease (its heartbeat, by the ledger's clock) has
+    left."""
+    partitions = int(cluster.get("partitions") or 0)
+    unheld = sum(1 for p in cluster.get("partition_leases", []) if p.get("holder") is None)
+    tables = cluster.get("share_tables") or {}
+    newest, agreed = tables.get("newest"), tables.get("agreed")
+    said = f"dispatcher shards: {len(cluster.get('shards', []))} live, {partitions} partitions"
+    if unheld:
+        said += f" ({unheld} unheld)"
+    if newest is not None:
+        said += f", share table v{newest.get('version')}"
+        said += f" (agreed v{agreed.get('version')})" if agreed is not None else " (none agreed)"
+    if (cluster.get("marker") or {}).get("paused"):
+        said += ", paused"
+    out = Table()
+    for column in ("shard", "partitions", "share", "in flight", "demand", "lease left"):
+        out.add_column(column, justify="left" if column == "shard" else "right")
+    for shard in cluster.get("shards", []):
+        share = shard.get("share")
+        left = shard.get("expires_in")
+        out.add_row(
+            Text(str(shard.get("shard"))),
+            str(len(shard.get("partitions_held", []))),
+            "-" if share is None else str(share),
+            str(shard.get("in_flight")),
+            str(shard.get("demand")),
+            "-" if left is None else f"{float(left):.1f} s",
+        )
+    return Group(Text(said), out)
 
 
 def event(found: Mapping[str, Any]) -> Table:

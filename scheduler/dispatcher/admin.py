@@ -21,6 +21,7 @@ from scheduler.dispatcher.errors import NotDeadLettered, RedriveFailed
 from scheduler.dispatcher.live import BacklogReader, Proxy, live_views, mount_page
 from scheduler.dispatcher.roundrobin import Weights
 from scheduler.dispatcher.settings import MAX_WEIGHT
+from scheduler.dispatcher.shard_admin import ClusterReader, shard_views
 from scheduler.dispatcher.state import DispatcherState
 from shared.addresses import local_url
 from shared.db import LEDGER_TROUBLE
@@ -244,7 +245,11 @@ def create_admin_app(
     views_open: bool = True,
     backlog: BacklogReader | None = None,
     proxy: Proxy | None = None,
+    shards: ClusterReader | None = None,
 ) -> FastAPI:
+    """``shards`` reads the cluster of dispatcher shards from the ledger for ``GET
+    /shards`` (:mod:`scheduler.dispatcher.shard_admin`); without it there is no such
+    route (404)."""
     app = service_app(title="Carousel dispatcher admin", version="0.1.0")
 
     def session_view() -> dict[str, Any]:
@@ -290,6 +295,8 @@ def create_admin_app(
     if dead_letters is not None:
         app.include_router(dead_letter_views(dead_letters, views_token))
         app.include_router(dead_letter_controls(dead_letters, token))
+    if shards is not None:
+        app.include_router(shard_views(shards, views_token))
     app.include_router(ops_router(ready, registry, refresh))
     return app
 

@@ -35,6 +35,7 @@ from scheduler.elasticity.model import Backlog, ProfileConfig
 from scheduler.elasticity.tracker import WorkerTracker
 from shared.models import Action, VmEventMessage
 from shared.settings import CommonSettings
+from shared.shard_view import cluster
 from shared.store import Store
 from tests.asgi import call
 from tests.fuzz import (
@@ -54,6 +55,7 @@ from tests.fuzz import (
 from tests.unit.admin_doubles import FakeSession
 from tests.unit.elasticity_doubles import Clock, FakeControl, InMemoryProvider
 from tests.unit.test_dispatcher_admin import dead_letter
+from tests.unit.test_shard_view import PARTITIONS, two_shards
 
 JSON = {"content-type": "application/json"}
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
@@ -73,8 +75,9 @@ class DispatcherAdmin:
 
 def dispatcher_admin(db_url: str, token: str = "") -> DispatcherAdmin:
     """The admin API over a dispatcher with a few dispatches and held heads (so that the
-    views have something to show), connected (so /readyz is 200), and the dead-letter
-    record of a ledger (no broker: nothing is dead-lettered, so nothing is re-driven).
+    views have something to show), connected (so /readyz is 200), the dead-letter
+    record of a ledger (no broker: nothing is dead-lettered, so nothing is re-driven),
+    and two dispatcher shards in that ledger for /shards.
     With a ``token``, the views need it too (``ADMIN_VIEWS_OPEN=false``)."""
     state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(2, 1, 0)))
     for i in range(4):
@@ -88,8 +91,17 @@ def dispatcher_admin(db_url: str, token: str = "") -> DispatcherAdmin:
     settings = CommonSettings(
         carousel_db_url=db_url, amqp_url="amqp://guest:guest@127.0.0.1:1//"
     )  # a port where no broker answers
-    dead_letters = DeadLetters(Store.connect(db_url), settings)
-    app = create_dispatcher_admin(state, session, token, dead_letters, views_open=not token)
+    store = Store.connect(db_url)
+    dead_letters = DeadLetters(store, settings)
+    two_shards(store.engine)
+
+    def shards() -> dict[str, Any]:
+        with store.engine.begin() as conn:
+            return cluster(conn, PARTITIONS)
+
+    app = create_dispatcher_admin(
+        state, session, token, dead_letters, views_open=not token, shards=shards
+    )
     return DispatcherAdmin(app, state, dead_letters)
 
 

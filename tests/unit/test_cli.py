@@ -1,7 +1,8 @@
 """The `carousel` command line's pure parts: reading event files (and saying where they
 are wrong), the demo burst, the watch loop on a fake clock, the summaries and exit
 codes, the one-line refusals; `carousel ready`'s wait and banner; and its argument
-errors (typer's runner, no service)."""
+errors (typer's runner, no service). `carousel status` with dispatcher shards asks a
+dispatcher's real /shards route, served on loopback over a ledger."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -20,8 +23,13 @@ from carousel_cli.client import Endpoints, _validation
 from carousel_cli.errors import InputError
 from carousel_cli.events import Burst, read_events, slices
 from carousel_cli.main import app
+from scheduler.dispatcher.shard_admin import shard_views
 from shared.addresses import local_url
 from shared.names import NAME_RULE, is_valid_name
+from shared.shard_view import cluster
+from shared.store import Store
+from tests.asgi import served
+from tests.unit.test_shard_view import PARTITIONS, two_shards
 
 
 # -- files ---------------------------------------------------------------------------
@@ -312,6 +320,104 @@ def test_the_dispatcher_state_and_limits_read_as_words() -> None:
     limits = {"max_parallel": 10, "per_vm": 1, "per_host": 0, "other": 3}
     assert views.limits(limits) == "10 at once, 1 per VM, no per-host cap, other 3"
     assert "2 per host" in views.limits({"per_host": 2})
+
+
+SHARDS = {
+    "partitions": 4,
+    "marker": {"holder": "shards", "expires_in": 8.0, "paused": True},
+    "shards": [
+        {
+            "shard": "dispatcher-1",
+            "started_at": 1733380000.0,
+            "expires_in": 7.4,
+            "demand": 12,
+            "in_flight": 5,
+            "partitions_held": [0, 1, 3],
+            "seen_version": 2,
+            "share": 6,
+        },
+        {
+            "shard": "dispatcher-2",
+            "started_at": 1733380001.0,
+            "expires_in": 9.0,
+            "demand": 0,
+            "in_flight": 0,
+            "partitions_held": [],
+            "seen_version": None,
+            "share": None,
+        },
+    ],
+    "partition_leases": [
+        {"partition": p, "holder": h, "expires_in": 7.0 if h else None, "token": 1}
+        for p, h in enumerate(["dispatcher-1", "dispatcher-1", None, "dispatcher-1"])
+    ],
+    "share_tables": {
+        "newest": {"version": 2, "shares": {"dispatcher-1": 6, "dispatcher-2": 4}},
+        "agreed": {"version": 1, "shares": {"dispatcher-1": 10}},
+    },
+}
+
+
+def cells(text: str) -> list[list[str]]:
+    """The cells of each row of the tables in ``text`` (rich's box drawing), header too."""
+    return [
+        [cell.strip() for cell in line.strip("┃│ ").replace("┃", "│").split("│")]
+        for line in text.splitlines()
+        if line.startswith(("┃", "│"))
+    ]
+
+
+def test_the_shards_table_has_a_row_per_shard() -> None:
+    console = Console(record=True, width=120)
+    console.print(views.shards(SHARDS))
+    text = console.export_text()
+    said = "dispatcher shards: 2 live, 4 partitions (1 unheld), share table v2 (agreed v1), paused"
+    assert said in text
+    assert cells(text) == [
+        ["shard", "partitions", "share", "in flight", "demand", "lease left"],
+        ["dispatcher-1", "3", "6", "5", "12", "7.4 s"],
+        ["dispatcher-2", "0", "-", "0", "0", "9.0 s"],
+    ]
+
+
+def test_status_shows_each_shard_when_the_dispatcher_runs_as_shards(tmp_path: Path) -> None:
+    """A dispatcher whose /stats says ``mode: shards``: status asks its /shards too (with
+    the token), prints a row per shard, and gives the cluster as ``shards`` in --json;
+    a single dispatcher (no ``mode``) is not asked, ``shards`` is null."""
+    store = Store.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
+    two_shards(store.engine)
+
+    def read() -> dict[str, Any]:
+        with store.engine.begin() as conn:
+            return cluster(conn, PARTITIONS)
+
+    stats: dict[str, Any] = {"mode": "shards", "active": True, "in_flight": 2, "held": 0}
+    dispatcher = FastAPI()
+    dispatcher.include_router(shard_views(read, "s3cret"))
+    dispatcher.get("/stats")(lambda: stats)
+    dispatcher.get("/readyz")(lambda: {"status": "ready"})
+    nobody = "http://127.0.0.1:9"
+    with served(dispatcher) as url:
+        args = ["--producer-url", nobody, "--elasticity-url", nobody, "--dispatcher-url", url]
+        args += ["--token", "s3cret", "status"]
+        shown = CliRunner().invoke(app, [*args, "--json"])
+        assert shown.exit_code == 4, shown.output  # the others are unreachable
+        body = json.loads(shown.stdout)
+        assert body["ready"]["dispatcher"] == "ready"
+        assert [(s["shard"], s["partitions_held"]) for s in body["shards"]["shards"]] == [
+            ("a", [0, 1]),
+            ("b", [2, 3]),
+        ]
+        table = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+        said = "dispatcher shards: 2 live, 4 partitions, share table v1 (none agreed)"
+        assert said in table.stdout, table.stdout
+        rows = [row for row in cells(table.stdout) if row[0] in ("a", "b")]
+        assert [row[:5] for row in rows] == [["a", "2", "6", "2", "3"], ["b", "2", "4", "0", "1"]]
+        assert all(row[5].endswith(" s") for row in rows), rows
+        del stats["mode"]  # a single dispatcher
+        single = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+        assert single["shards"] is None and single["dispatcher"] == stats
+    store.engine.dispose()
 
 
 # -- refusals --------------------------------------------------------------------------

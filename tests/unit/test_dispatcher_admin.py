@@ -23,12 +23,14 @@ from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from shared.db import make_engine
 from shared.models import Action, Key, VmEventMessage
+from shared.shard_view import cluster
 from shared.store import Store
 from shared.topology import Topology
 from tests.asgi import call
 from tests.fuzz import CONFORMANCE, config, operation
 from tests.ledgers import accept, ensure_keys
 from tests.unit.admin_doubles import FakeSession
+from tests.unit.test_shard_view import PARTITIONS, two_shards
 
 
 @pytest.fixture
@@ -554,3 +556,53 @@ def test_a_shard_refuses_live_changes_that_would_reach_it_alone() -> None:
     assert state.stats()["limits"]["max_parallel"] == 5
     assert call(app, "POST", "/pause").status_code == 200 and state.paused
     assert call(app, "GET", "/stats").json()["mode"] == "shards"
+
+
+def test_shards_view_lists_every_shard_and_partition(ledger_url: str) -> None:
+    """``GET /shards``: the cluster read from the ledger (shared.shard_view), documented;
+    a view, so with the views closed it needs the token; no reader given, no route."""
+    store = Store.connect(ledger_url)
+    two_shards(store.engine)
+
+    def read() -> dict[str, Any]:
+        with store.engine.begin() as conn:
+            return cluster(conn, PARTITIONS)
+
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
+    app = create_admin_app(state, FakeSession(), token="s3cret", views_open=False, shards=read)
+    assert call(app, "GET", "/shards").status_code == 401
+    got = call(app, "GET", "/shards", headers={"Authorization": "Bearer s3cret"})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["partitions"] == PARTITIONS and body["marker"]["holder"] == "shards"
+    assert [(s["shard"], s["partitions_held"], s["share"]) for s in body["shards"]] == [
+        ("a", [0, 1], 6),
+        ("b", [2, 3], 4),
+    ]
+    assert [p["holder"] for p in body["partition_leases"]] == ["a", "a", "b", "b"]
+    assert body["share_tables"]["newest"] == {"version": 1, "shares": {"a": 6, "b": 4}}
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config(token=True))
+    operation(schema, "GET /shards").Case().validate_response(got, checks=CONFORMANCE)
+
+    opened = create_admin_app(state, FakeSession(), token="s3cret", shards=read)
+    assert call(opened, "GET", "/shards").status_code == 200  # views open: no token
+    assert call(create_admin_app(state, FakeSession()), "GET", "/shards").status_code == 404
+    store.engine.dispose()
+
+
+def test_with_the_ledger_down_shards_answer_503(tmp_path: Path) -> None:
+    """A ledger that cannot be opened: 503 with Retry-After, as documented."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'gone' / 'l.db'}")
+
+    def read() -> dict[str, Any]:
+        with engine.begin() as conn:
+            return cluster(conn, PARTITIONS)
+
+    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
+    app = create_admin_app(state, FakeSession(), shards=read)
+    got = call(app, "GET", "/shards")
+    assert (got.status_code, got.headers.get("retry-after")) == (503, "5"), got.text
+    assert "ledger is unavailable" in got.json()["detail"]
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config(token=False))
+    operation(schema, "GET /shards").Case().validate_response(got, checks=CONFORMANCE)
+    engine.dispose()
