@@ -120,7 +120,7 @@ class CommonSettings(BaseSettings):
         True,
         description="The admin APIs' views (dispatcher GET /stats, /dispatches, /classes, "
         "/weights, /limits, /waiting/{id}, "
-        "/dead-letters; elasticity GET /status) answer without the token; false = they "
+        "/shards, /dead-letters; elasticity GET /status) answer without the token; false = they "
         "need it too (ADMIN_VIEWS_OPEN).",
     )
     action_profiles: dict[str, list[str]] = Field(

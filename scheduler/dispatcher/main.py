@@ -15,6 +15,7 @@ from scheduler.dispatcher.loop import DispatcherLoop
 from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from shared.service import configure_logging, serve
+from shared.shard_view import cluster
 from shared.store import Store
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,11 @@ def main() -> None:
         )
     )
     loop = DispatcherLoop(settings, store, state, create_celery(settings))
+
+    def read_shards() -> dict[str, Any]:
+        with store.engine.begin() as conn:
+            return cluster(conn, settings.dispatcher_partitions)
+
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), name="amqp-loop", daemon=True)
     thread.start()
@@ -50,6 +56,7 @@ def main() -> None:
         DeadLetters(store, settings),
         views_open=settings.admin_views_open,
         backlog=BacklogReader(store.queued_by_key),
+        shards=read_shards,
         proxy=Proxy(
             {
                 "producer": settings.carousel_producer_url,

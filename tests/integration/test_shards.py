@@ -95,6 +95,11 @@ def test_two_shards_run_every_event_once_in_key_order(
     _check(stack, recorder, ids)
     assert _stats(stack.dispatcher_url)["dispatched_total"] > 0
     assert _stats(second_url)["dispatched_total"] > 0
+    seen = httpx.get(f"{second_url}/shards", timeout=5).json()  # any shard answers for all
+    names = {_stats(url)["shard"]["name"] for url in (stack.dispatcher_url, second_url)}
+    assert {s["shard"] for s in seen["shards"]} == names
+    assert {p["holder"] for p in seen["partition_leases"]} == names
+    assert seen["marker"]["holder"] == "shards"
 
 
 def test_a_pause_on_one_shard_pauses_every_shard(
