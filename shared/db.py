@@ -146,6 +146,18 @@ dispatcher_share_tables = sa.Table(
     sa.Column("made_at", sa.Float, nullable=False),
 )
 
+dispatcher_controls = sa.Table(
+    "dispatcher_controls",
+    metadata,
+    #: one more than the previous: the primary key makes one of two writers retry
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    #: which control (``scheduler.dispatcher.controls.CONTROLS``), and its JSON body
+    sa.Column("section", sa.String(32), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    #: when it was told, by the ledger's clock
+    sa.Column("made_at", sa.Float, nullable=False),
+)
+
 mapping_version = sa.Table(
     "mapping_version",
     metadata,

@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query
 from prometheus_client import CollectorRegistry, Gauge
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
-from pydantic.config import JsonDict
+from pydantic import BaseModel, Field
 
 from scheduler.dispatcher.classes import validate_shares
+from scheduler.dispatcher.controls import (
+    ClassesIn,
+    Controls,
+    LimitsIn,
+    LocalControls,
+    NamedLimitsIn,
+    Target,
+    WeightsIn,
+    weights_out,
+)
 from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.errors import NotDeadLettered, RedriveFailed
 from scheduler.dispatcher.live import BacklogReader, Proxy, live_views, mount_page
-from scheduler.dispatcher.roundrobin import Weights
-from scheduler.dispatcher.settings import MAX_WEIGHT
 from scheduler.dispatcher.shard_admin import ClusterReader, shard_views
 from scheduler.dispatcher.state import DispatcherState
 from shared.addresses import local_url
@@ -28,9 +35,6 @@ from shared.db import LEDGER_TROUBLE
 from shared.docs import service_app
 from shared.errors import VmRemoved
 from shared.http import UNDECODABLE, guarded_router, ops_router, refused, unavailable
-from shared.models import Action
-from shared.names import NAME_PATTERN, is_valid_name
-from shared.priority import Priority
 from shared.waiting import Waiting
 
 Stats = Callable[[], dict[str, Any]]
@@ -92,14 +96,6 @@ class Session(Protocol):
         """This shard (DISPATCHER_PARTITIONS > 0), or None: a single dispatcher."""
 
 
-def _json_integer(value: object) -> object:
-    """A JSON integer (``2`` or ``2.0``), not ``true`` or ``"2"``, which lax mode would
-    take as 1 and 2."""
-    if isinstance(value, bool | str):
-        raise ValueError("must be a JSON integer")
-    return value
-
-
 class WaitingOut(BaseModel):
     """``GET /waiting/{id}``: what the dispatcher knows of an event, and for a head it
     holds, what holds it."""
@@ -107,134 +103,6 @@ class WaitingOut(BaseModel):
     event_id: str
     known: str = Field(description="held, in_flight, or new (neither held nor in flight).")
     waiting: Waiting | None = Field(None, description="For a held head: what holds it.")
-
-
-class LimitsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_parallel: int | None = Field(None, ge=1)
-    per_vm: int | None = Field(None, ge=1)
-    per_host: int | None = Field(None, ge=0, description="0 = no per-host limit")
-
-    _a_json_integer = field_validator("max_parallel", "per_vm", "per_host", mode="before")(
-        _json_integer
-    )
-
-
-#: a minimum share: a JSON number in [0, 1]
-Share = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
-
-
-#: a weight: a JSON integer in 1..MAX_WEIGHT
-Weight = Annotated[int, Field(ge=1, le=MAX_WEIGHT), BeforeValidator(_json_integer)]
-#: the most entries one table of a body may have
-MAX_ENTRIES = 100_000
-_NAME = NAME_PATTERN.strip("^$")
-#: a table's keys in the OpenAPI: names (pydantic's patternProperties would let others
-#: through with any value), or ``host/vm``
-NAME_KEYS: JsonDict = {"propertyNames": {"pattern": NAME_PATTERN}}
-VM_KEYS: JsonDict = {"propertyNames": {"pattern": f"^{_NAME}/{_NAME}$"}}
-
-
-def _names(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    for key in value or {}:
-        if not is_valid_name(key):
-            raise ValueError(f"{key!r} is not a valid name")
-    return value
-
-
-class ClassesIn(BaseModel):
-    """Each table given replaces the current one whole; one left out is kept."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    policies: dict[str, Priority] | None = Field(
-        None,
-        max_length=MAX_ENTRIES,
-        json_schema_extra=NAME_KEYS,
-        description="The class of each policy's events that name none; others are normal. "
-        "Applies to heads held from now on.",
-    )
-    min_shares: dict[Priority, Share] | None = Field(
-        None,
-        max_length=len(Priority),
-        description="Each class's minimum share of the dispatches while it has ready "
-        "work, each in [0, 1], their sum at most 1 (else 409, nothing changed); a class "
-        "left out has none.",
-    )
-
-    _policy_names = field_validator("policies")(_names)
-
-
-#: an action limit or a group budget: a JSON integer in 1..MAX_WEIGHT
-Limit = Weight
-
-
-class NamedLimitsIn(BaseModel):
-    """Each table given replaces the current one whole; one left out is kept."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    actions: dict[Action, Limit] | None = Field(
-        None,
-        max_length=len(Action),
-        description="At most this many actions of a kind in flight at once; an action "
-        "left out has no limit.",
-    )
-    groups: dict[str, Limit] | None = Field(
-        None,
-        max_length=MAX_ENTRIES,
-        json_schema_extra=NAME_KEYS,
-        description="Disruption budgets: at most this many of a group's VMs in action at "
-        "once; a group left out has the default budget.",
-    )
-    default_group_budget: int | None = Field(
-        None, ge=0, le=MAX_WEIGHT, description="The budget of a group not named; 0 = none."
-    )
-
-    _group_names = field_validator("groups")(_names)
-    _a_json_integer = field_validator("default_group_budget", mode="before")(_json_integer)
-
-
-class WeightsIn(BaseModel):
-    """Each table given replaces the current one whole; one left out is kept. A host, VM
-    or policy not named has weight 1."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    hosts: dict[str, Weight] | None = Field(
-        None, max_length=MAX_ENTRIES, json_schema_extra=NAME_KEYS
-    )
-    vms: dict[str, Weight] | None = Field(
-        None, max_length=MAX_ENTRIES, json_schema_extra=VM_KEYS, description='Keyed "host/vm".'
-    )
-    policies: dict[str, Weight] | None = Field(
-        None, max_length=MAX_ENTRIES, json_schema_extra=NAME_KEYS
-    )
-
-    _names = field_validator("hosts", "policies")(_names)
-
-    @field_validator("vms")
-    @classmethod
-    def _host_slash_vm(cls, value: dict[str, int] | None) -> dict[str, int] | None:
-        for key in value or {}:
-            host, sep, vm = key.partition("/")
-            if not (sep and is_valid_name(host) and is_valid_name(vm)):
-                raise ValueError(f"{key!r} is not host/vm (two valid names)")
-        return value
-
-    def vm_table(self) -> dict[tuple[str, str], int] | None:
-        if self.vms is None:
-            return None
-        return {(k.partition("/")[0], k.partition("/")[2]): w for k, w in self.vms.items()}
-
-
-def weights_out(weights: Weights) -> dict[str, dict[str, int]]:
-    return {
-        "hosts": dict(weights.hosts),
-        "vms": {f"{host}/{vm}": w for (host, vm), w in weights.vms.items()},
-        "policies": dict(weights.policies),
-    }
 
 
 def create_admin_app(
@@ -246,6 +114,7 @@ def create_admin_app(
     backlog: BacklogReader | None = None,
     proxy: Proxy | None = None,
     shards: ClusterReader | None = None,
+    controls: Controls | None = None,
 ) -> FastAPI:
     """``shards`` reads the cluster of dispatcher shards from the ledger for ``GET
     /shards`` (:mod:`scheduler.dispatcher.shard_admin`); without it there is no such
@@ -280,7 +149,7 @@ def create_admin_app(
     registry, refresh = _metrics(stats)
     views_token = "" if views_open else token
     app.include_router(dispatcher_views(state, stats, views_token))
-    app.include_router(dispatcher_controls(state, token, sharded=session.shard_view is not None))
+    app.include_router(dispatcher_controls(state, controls or LocalControls(Target(state)), token))
     app.include_router(
         live_views(
             state,
@@ -349,24 +218,19 @@ def dispatcher_views(state: DispatcherState[Any], stats: Stats, token: str) -> A
 
 
 #: what the live changes of limits, classes and weights answer on a shard
-ONE_SHARD_ONLY = (
-    "live changes of limits, classes and weights act on one dispatcher process, and this "
-    "is one shard of several (DISPATCHER_PARTITIONS > 0): set them in every shard's "
-    "settings instead (MAX_PARALLEL, PER_VM_LIMIT, ...) and restart the shards one by one"
-)
-
-
-def dispatcher_controls(
-    state: DispatcherState[Any], token: str, sharded: bool = False
-) -> APIRouter:
-    """/pause, /resume, /limits, /limits/named, /classes and /weights. On a shard
-    (``sharded``) a pause or resume reaches every shard within a round (through the
-    ledger); the others are refused with 409, as they would change one shard only."""
+def dispatcher_controls(state: DispatcherState[Any], controls: Controls, token: str) -> APIRouter:
+    """/pause, /resume, /limits, /limits/named, /classes and /weights. On a shard a pause
+    or resume reaches every shard at its next round (the shards' row of the dispatcher
+    lease), and a change of limits, classes or weights too (the ledger's log of changes,
+    :mod:`scheduler.dispatcher.controls`); a ledger that fails then answers 503, nothing
+    changed."""
     router = guarded_router(token)
 
-    def one_process_only() -> None:
-        if sharded:
-            raise HTTPException(409, ONE_SHARD_ONLY)
+    def submit(section: str, body: BaseModel) -> Any:
+        try:
+            return controls.submit(section, body)
+        except LEDGER_TROUBLE as exc:
+            raise _ledger_down(exc) from exc
 
     @router.post("/pause")
     def pause() -> dict[str, Any]:
@@ -378,43 +242,49 @@ def dispatcher_controls(
         state.resume()
         return {"paused": False}
 
-    @router.put("/limits", responses=UNDECODABLE)
+    @router.put("/limits", responses={**UNDECODABLE, **LEDGER_DOWN})
     def put_limits(body: LimitsIn) -> dict[str, Any]:
-        one_process_only()
-        return state.set_limits(body.model_dump(exclude_none=True))
+        """Change some of the limits, live (until a restart, which reads MAX_PARALLEL,
+        PER_VM_LIMIT and PER_HOST_LIMIT again). On a shard, ``max_parallel`` is the global
+        limit the shards split."""
+        answer: dict[str, Any] = submit("limits", body)
+        return answer
 
-    @router.put("/limits/named", responses=UNDECODABLE)
+    @router.put("/limits/named", responses={**UNDECODABLE, **LEDGER_DOWN})
     def put_named_limits(body: NamedLimitsIn) -> dict[str, Any]:
         """Change the action limits, the group budgets and/or the default budget, live
         (until a restart, which reads ACTION_LIMITS, GROUP_BUDGETS and
         DEFAULT_GROUP_BUDGET again). Heads held only by a limit raised go at once."""
-        one_process_only()
-        actions = None if body.actions is None else {a.value: n for a, n in body.actions.items()}
-        return state.set_named_limits(actions, body.groups, body.default_group_budget)
+        answer: dict[str, Any] = submit("named", body)
+        return answer
 
     @router.put(
         "/classes",
-        responses={**UNDECODABLE, **refused(409, "The minimum shares add up to more than 1")},
+        responses={
+            **UNDECODABLE,
+            **refused(409, "The minimum shares add up to more than 1"),
+            **LEDGER_DOWN,
+        },
     )
     def put_classes(body: ClassesIn) -> dict[str, Any]:
         """Change the policies' classes and/or the classes' minimum shares, live (until
         a restart, which reads POLICY_PRIORITIES and CLASS_MIN_SHARES again). Shares that
         each fit but add up to more than 1 are refused with 409 (a schema cannot say so):
         nothing changes."""
-        one_process_only()
         if body.min_shares is not None:
             try:
                 validate_shares(body.min_shares)
             except ValueError as exc:
                 raise HTTPException(409, f"min_shares: {exc}") from exc
-        return state.set_classes(body.policies, body.min_shares)
+        answer: dict[str, Any] = submit("classes", body)
+        return answer
 
-    @router.put("/weights", responses=UNDECODABLE)
+    @router.put("/weights", responses={**UNDECODABLE, **LEDGER_DOWN})
     def put_weights(body: WeightsIn) -> dict[str, dict[str, int]]:
         """Change weights of hosts, VMs and/or policies, live (until a restart, which
         reads HOST_WEIGHTS, VM_WEIGHTS and POLICY_WEIGHTS again)."""
-        one_process_only()
-        return weights_out(state.set_weights(body.hosts, body.vm_table(), body.policies))
+        answer: dict[str, dict[str, int]] = submit("weights", body)
+        return answer
 
     return router
 

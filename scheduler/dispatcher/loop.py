@@ -58,6 +58,7 @@ from kombu.message import Message
 
 from scheduler.dispatcher import readiness
 from scheduler.dispatcher.confirms import ConfirmingProducer
+from scheduler.dispatcher.controls import Controls, LocalControls, SharedControls, Target
 from scheduler.dispatcher.handback import hand_back
 from scheduler.dispatcher.handover import Handover
 from scheduler.dispatcher.mapping import MappingFollower
@@ -158,6 +159,8 @@ class DispatcherLoop:
         self.lease_watch = LeaseWatch(self.lease.seconds)
         #: in shard mode (DISPATCHER_PARTITIONS > 0): the partitions this process serves
         self.shard: ShardTenure | None = None
+        #: where the admin API's live changes of limits, classes and weights go
+        self.controls: Controls = LocalControls(Target(state, settings))
         if settings.dispatcher_partitions:
             coordinator = Coordinator(
                 store.engine,
@@ -167,7 +170,14 @@ class DispatcherLoop:
                 settings.max_parallel,
                 settings.start_paused,
             )
-            self.shard = ShardTenure(coordinator, state, self.lease_watch.renewed)
+            target = Target(
+                state,
+                settings,
+                global_limit=lambda: coordinator.limit,
+                set_global_limit=lambda limit: setattr(coordinator, "limit", limit),
+            )
+            self.controls = SharedControls(target, store.engine)
+            self.shard = ShardTenure(coordinator, state, self.lease_watch.renewed, target)
         owns = self.shard.owns if self.shard is not None else None
         # a resync of many keys renews the lease between its rounds
         self.mapping = MappingFollower(settings, store, state, keepalive=self._keepalive, owns=owns)

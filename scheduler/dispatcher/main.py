@@ -57,6 +57,7 @@ def main() -> None:
         views_open=settings.admin_views_open,
         backlog=BacklogReader(store.queued_by_key),
         shards=read_shards,
+        controls=loop.controls,
         proxy=Proxy(
             {
                 "producer": settings.carousel_producer_url,

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from scheduler.dispatcher import partitions as pure
+from shared import control_log
 from shared import partition_leases as leases
 from shared import share_tables as tables
 from shared.clock import NOW
@@ -79,6 +80,9 @@ class Round:
     excluded: bool = False
     #: whether the cluster is paused (the dispatcher lease's row, after this round)
     paused: bool = False
+    #: live changes of limits, classes and weights newer than the last round's, to apply
+    #: in this order (:mod:`shared.control_log`)
+    controls: tuple[control_log.Control, ...] = ()
 
 
 #: the holder under which every shard co-holds the ``dispatcher`` lease
@@ -103,6 +107,8 @@ class Coordinator:
         #: the pause a shard writes when it finds no shard alive (START_PAUSED)
         self.start_paused = start_paused
         self.held: dict[int, int] = {}
+        #: the last version of the log of live changes read
+        self.controls_seen = 0
         self.marker = Lease(DISPATCHER, MARKER, seconds)
         with engine.begin() as conn:
             leases.ensure(conn, range(partitions))
@@ -124,6 +130,7 @@ class Coordinator:
                     {}, frozenset(), frozenset(), frozenset(), (), None, None, 0, None, True
                 )
             cluster_paused = _marker_paused(conn)
+            controls = tuple(control_log.since(conn, self.controls_seen))
             newest = tables.latest(conn)
             seen = None if newest is None else newest.version
             leases.heartbeat(
@@ -135,6 +142,8 @@ class Coordinator:
             agreed = tables.agreed_as_read(conn, newest, live, holders, everyone)
             reports = {} if newest is None else tables.reports(conn, newest.version)
             published = self._publish(conn, newest, live)
+        if controls:
+            self.controls_seen = controls[-1].version
         planned = pure.plan(self.partitions, [row.shard for row in live], holders)
         take, release = pure.moves(planned, holders, self.shard)
         usable = pure.usable(
@@ -154,19 +163,23 @@ class Coordinator:
             usable,
             published,
             paused=cluster_paused,
+            controls=controls,
         )
 
     def _mark(self, conn: sa.Connection, paused: bool | None) -> bool:
         """Renew the shards' hold of the dispatcher lease (with ``paused`` when given; a
         shard taking it from expired writes :attr:`start_paused`); False: a single
-        dispatcher holds it."""
+        dispatcher holds it. The first shard of a cluster resets the log of live changes
+        too."""
         alive = conn.execute(
             sa.select(lease_rows.c.holder).where(
                 lease_rows.c.name == DISPATCHER, lease_rows.c.expires_at >= NOW
             )
         ).scalar()
-        if alive is None and paused is None:
-            paused = self.start_paused
+        if alive is None:  # the first shard of a cluster: its settings hold again
+            control_log.reset(conn)
+            if paused is None:
+                paused = self.start_paused
         return self.marker.take(conn, paused)
 
     def renew(self) -> None:

@@ -12,7 +12,8 @@ asks this module, between its broker sessions and within them:
   shard are taken. The session serves exactly what is held then.
 - :meth:`ShardTenure.maybe_round`, in session, about every third of a lease (at once when
   the operator paused or resumed): renews every partition held, applies the cluster's
-  pause and this shard's share of ``MAX_PARALLEL``; raises :class:`Rebalance` when the
+  pause, the live changes of limits any shard was told (:mod:`.controls`) and this
+  shard's share of ``MAX_PARALLEL``; raises :class:`Rebalance` when the
   partitions should move (the session ends cleanly, and the next :meth:`join` moves
   them), :class:`~shared.errors.LeaseLost` when one was lost (taken over while this
   process stalled: its heads go back as the session ends).
@@ -30,6 +31,7 @@ import logging
 import time
 from typing import Any
 
+from scheduler.dispatcher import controls
 from scheduler.dispatcher.shards import Coordinator, Round
 from scheduler.dispatcher.state import DispatcherState
 from shared.errors import LeaseLost
@@ -58,14 +60,17 @@ class ShardTenure:
         coordinator: Coordinator,
         state: DispatcherState[Any],
         renewed: Any,
+        target: controls.Target,
     ) -> None:
         """``renewed(sent)``: called with the monotonic time a round that renewed every
-        partition served was sent (the loop's lease watch)."""
+        partition served was sent (the loop's lease watch); ``target``: what the live
+        changes read from the log act on."""
         self.coordinator = coordinator
         self.partitions = coordinator.partitions
         self.name = coordinator.shard
         self.state = state
         self.renewed = renewed
+        self.target = target
         #: the partitions the running (or next) session serves
         self.serving: frozenset[int] = frozenset()
         #: the last round (None: none yet)
@@ -97,6 +102,9 @@ class ShardTenure:
         )
         self._next_round = time.monotonic() + wait
         self.last = seen
+        for told in seen.controls:
+            controls.apply(self.target, told.section, told.body)
+            log.info("applied the live change %d (%s)", told.version, told.section)
         if not seen.excluded:
             if seen.paused != self.state.paused:
                 (self.state.pause if seen.paused else self.state.resume)()

@@ -102,7 +102,7 @@ def test_two_shards_run_every_event_once_in_key_order(
     assert seen["marker"]["holder"] == "shards"
 
 
-def test_a_pause_on_one_shard_pauses_every_shard(
+def test_a_pause_and_a_weight_told_to_one_shard_reach_every_shard(
     stack_factory: Callable[..., Stack], recorder: EffectRecorder, tmp_path: Path
 ) -> None:
     stack, _, _, second_url = _two_shards(stack_factory, recorder, tmp_path)
@@ -111,6 +111,13 @@ def test_a_pause_on_one_shard_pauses_every_shard(
     ids = post(stack, _events(hosts=8, per_key=1, delay=0))
     wait_until(lambda: _stats(second_url)["held"] + _stats(stack.dispatcher_url)["held"] > 0, 30)
     assert not recorder.calls, "a paused shard dispatched"
+    told = httpx.put(f"{stack.dispatcher_url}/weights", json={"hosts": {"h3": 2}}, timeout=5)
+    assert told.status_code == 200
+    wait_until(
+        lambda: httpx.get(f"{second_url}/weights", timeout=5).json()["hosts"] == {"h3": 2},
+        30,
+        what="a weight told to one shard reached the other",
+    )
     assert httpx.post(f"{second_url}/resume", timeout=5).status_code == 200
     wait_until(lambda: all_finished(stack, ids), 120, what="every event finished once resumed")
     _check(stack, recorder, ids)

@@ -539,25 +539,6 @@ def test_named_limits_refusals_name_the_field_and_change_nothing(
     assert state.named_limits() == before
 
 
-def test_a_shard_refuses_live_changes_that_would_reach_it_alone() -> None:
-    """On a shard, limits, classes and weights changed live would change one shard of
-    several: refused with 409, nothing changed; a pause is taken (the shards share it
-    through the ledger)."""
-    state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(5, 1, 0)))
-    app = create_admin_app(state, FakeSession(shard_view={"name": "a"}))
-    for method, path, body in [
-        ("PUT", "/limits", {"max_parallel": 9}),
-        ("PUT", "/limits/named", {"actions": {"heal": 1}}),
-        ("PUT", "/classes", {"min_shares": {"background": 0.1}}),
-        ("PUT", "/weights", {"hosts": {"h": 2}}),
-    ]:
-        said = call(app, method, path, json=body)
-        assert said.status_code == 409 and "shard" in said.json()["detail"], path
-    assert state.stats()["limits"]["max_parallel"] == 5
-    assert call(app, "POST", "/pause").status_code == 200 and state.paused
-    assert call(app, "GET", "/stats").json()["mode"] == "shards"
-
-
 def test_shards_view_lists_every_shard_and_partition(ledger_url: str) -> None:
     """``GET /shards``: the cluster read from the ledger (shared.shard_view), documented;
     a view, so with the views closed it needs the token; no reader given, no route."""

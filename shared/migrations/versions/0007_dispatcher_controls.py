@@ -1,0 +1,33 @@
+"""Live changes of the dispatchers' limits, classes and weights, in order: a dispatcher
+shard that is told one (``PUT /limits`` ...) appends it to ``dispatcher_controls``, and
+every shard applies each, in version order, at its next round (a shard joining applies
+them all). The log starts afresh when the first shard of a cluster starts.
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-05
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "dispatcher_controls",
+        sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("section", sa.String(32), nullable=False),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("made_at", sa.Float, nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("dispatcher_controls")
