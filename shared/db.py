@@ -131,6 +131,8 @@ dispatcher_shards = sa.Table(
     #: report that counts (none read yet, or partitions taken since: their events are its
     #: count now, see shared/share_tables.py)
     sa.Column("seen_version", sa.Integer),
+    #: where its admin API answers (DISPATCHER_ADVERTISE_URL)
+    sa.Column("url", sa.String(256), nullable=True),
 )
 
 #: the split of the global limit on events in flight between the dispatcher shards, one

@@ -78,6 +78,8 @@ class ShardRow:
     #: the share table version it had read when it counted ``in_flight`` (None: no report
     #: that counts, see :mod:`shared.share_tables`)
     seen_version: int | None = None
+    #: where its admin API answers (None: it did not say)
+    url: str | None = None
 
 
 def dialect_insert(conn: sa.Connection) -> Any:
@@ -208,6 +210,7 @@ def heartbeat(
     in_flight: int,
     partitions: int,
     seen_version: int | None = None,
+    url: str | None = None,
 ) -> None:
     """``shard`` lives for ``seconds`` more by the ledger's clock, and has ``demand``
     hosts with ready work, ``in_flight`` events in flight and holds ``partitions``
@@ -226,6 +229,7 @@ def heartbeat(
         in_flight=in_flight,
         partitions=partitions,
         seen_version=seen_version,
+        url=url,
     )
     conn.execute(
         stmt.on_conflict_do_update(
@@ -237,6 +241,7 @@ def heartbeat(
                 "in_flight": stmt.excluded.in_flight,
                 "partitions": stmt.excluded.partitions,
                 "seen_version": stmt.excluded.seen_version,
+                "url": stmt.excluded.url,
             },
         )
     )
@@ -255,6 +260,7 @@ def live_shards(conn: sa.Connection) -> list[ShardRow]:
             t.c.in_flight,
             t.c.partitions,
             t.c.seen_version,
+            t.c.url,
         )
         .where(t.c.expires_at >= NOW)
         .order_by(t.c.shard)

@@ -114,6 +114,7 @@ def cluster(conn: sa.Connection, partitions: int) -> dict[str, Any]:
             "partitions_held": [p for p, holder in holders.items() if holder == row.shard],
             "seen_version": row.seen_version,
             "share": None if newest is None else newest.shares.get(row.shard),
+            "url": row.url,
         }
         for row in live
     ]

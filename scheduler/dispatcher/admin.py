@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, FastAPI, HTTPException, Query
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Query
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import BaseModel, Field
 
@@ -26,7 +26,9 @@ from scheduler.dispatcher.controls import (
     weights_out,
 )
 from scheduler.dispatcher.deadletters import DeadLetters
+from scheduler.dispatcher.dispatcher import Known
 from scheduler.dispatcher.errors import NotDeadLettered, RedriveFailed
+from scheduler.dispatcher.forward import FORWARDED, Owners
 from scheduler.dispatcher.live import BacklogReader, Proxy, live_views, mount_page
 from scheduler.dispatcher.shard_admin import ClusterReader, shard_views
 from scheduler.dispatcher.state import DispatcherState
@@ -115,6 +117,7 @@ def create_admin_app(
     proxy: Proxy | None = None,
     shards: ClusterReader | None = None,
     controls: Controls | None = None,
+    owners: Owners | None = None,
 ) -> FastAPI:
     """``shards`` reads the cluster of dispatcher shards from the ledger for ``GET
     /shards`` (:mod:`scheduler.dispatcher.shard_admin`); without it there is no such
@@ -148,7 +151,7 @@ def create_admin_app(
 
     registry, refresh = _metrics(stats)
     views_token = "" if views_open else token
-    app.include_router(dispatcher_views(state, stats, views_token))
+    app.include_router(dispatcher_views(state, stats, views_token, owners))
     app.include_router(dispatcher_controls(state, controls or LocalControls(Target(state)), token))
     app.include_router(
         live_views(
@@ -170,7 +173,9 @@ def create_admin_app(
     return app
 
 
-def dispatcher_views(state: DispatcherState[Any], stats: Stats, token: str) -> APIRouter:
+def dispatcher_views(
+    state: DispatcherState[Any], stats: Stats, token: str, owners: Owners | None = None
+) -> APIRouter:
     """/stats, /dispatches, /classes, /weights, /limits and /waiting/{id} over the
     dispatcher."""
     router = guarded_router(token)
@@ -207,11 +212,23 @@ def dispatcher_views(state: DispatcherState[Any], stats: Stats, token: str) -> A
         return state.limits_use()
 
     @router.get("/waiting/{event_id}", response_model=WaitingOut)
-    def get_waiting(event_id: str) -> WaitingOut:
+    def get_waiting(
+        event_id: str,
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+        forwarded: Annotated[str | None, Header(alias=FORWARDED, include_in_schema=False)] = None,
+    ) -> WaitingOut:
         """What holds a head this dispatcher holds (``held``: true, and ``waiting``);
         else what it knows of the event: ``in_flight`` (dispatched), or ``new`` (not
-        held here: no delivery of it has reached this dispatcher, or it is a standby)."""
+        held here: no delivery of it has reached this dispatcher, or it is a standby). A
+        shard asked about an event of a host another shard serves asks that shard."""
         known, why = state.why(event_id)
+        if known is Known.NEW and owners is not None and forwarded is None:
+            try:
+                answer = owners.waiting(event_id, authorization)
+            except LEDGER_TROUBLE:
+                answer = None
+            if answer is not None:
+                return WaitingOut.model_validate(answer)
         return WaitingOut(event_id=event_id, known=known.value, waiting=why)
 
     return router

@@ -10,6 +10,7 @@ from scheduler.celery_app import create_celery
 from scheduler.dispatcher.admin import create_admin_app
 from scheduler.dispatcher.deadletters import DeadLetters
 from scheduler.dispatcher.dispatcher import Dispatcher, Limits
+from scheduler.dispatcher.forward import Owners, advertised_url
 from scheduler.dispatcher.live import BacklogReader, Proxy
 from scheduler.dispatcher.loop import DispatcherLoop
 from scheduler.dispatcher.settings import DispatcherSettings
@@ -46,6 +47,13 @@ def main() -> None:
         with store.engine.begin() as conn:
             return cluster(conn, settings.dispatcher_partitions)
 
+    owners = None
+    if loop.shard is not None:  # before its first round: where the others reach it
+        loop.shard.coordinator.url = advertised_url(
+            settings.dispatcher_advertise_url, settings.dispatcher_host, settings.dispatcher_port
+        )
+        owners = Owners(store, settings.dispatcher_partitions, loop.shard.name)
+
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), name="amqp-loop", daemon=True)
     thread.start()
@@ -58,6 +66,7 @@ def main() -> None:
         backlog=BacklogReader(store.queued_by_key),
         shards=read_shards,
         controls=loop.controls,
+        owners=owners,
         proxy=Proxy(
             {
                 "producer": settings.carousel_producer_url,

@@ -101,6 +101,13 @@ class DispatcherSettings(LimitSettings):
         "dispatches, others wait and take over this long after it dies "
         "(DISPATCHER_LEASE_SECONDS).",
     )
+    dispatcher_advertise_url: str = Field(
+        "",
+        description="Where the other dispatcher shards reach this one's admin API, to "
+        "ask it about the hosts it serves; empty: http://127.0.0.1:<port> when "
+        "DISPATCHER_HOST is a loopback address, else this machine's address as its "
+        "host name resolves (a container's own address) (DISPATCHER_ADVERTISE_URL).",
+    )
     dispatcher_partitions: int = Field(
         0,
         ge=0,

@@ -50,6 +50,9 @@ class ShardOut(BaseModel):
     share: int | None = Field(
         description="Its slots in the newest share table; null when it has none"
     )
+    url: str | None = Field(
+        None, description="Where its admin API answers (DISPATCHER_ADVERTISE_URL)"
+    )
 
 
 class PartitionOut(BaseModel):

@@ -109,6 +109,8 @@ class Coordinator:
         self.held: dict[int, int] = {}
         #: the last version of the log of live changes read
         self.controls_seen = 0
+        #: where this shard's admin API answers, said in its heartbeat
+        self.url: str | None = None
         self.marker = Lease(DISPATCHER, MARKER, seconds)
         with engine.begin() as conn:
             leases.ensure(conn, range(partitions))
@@ -134,7 +136,7 @@ class Coordinator:
             newest = tables.latest(conn)
             seen = None if newest is None else newest.version
             leases.heartbeat(
-                conn, self.shard, self.seconds, demand, in_flight, len(self.held), seen
+                conn, self.shard, self.seconds, demand, in_flight, len(self.held), seen, self.url
             )
             self.held = leases.renew_all(conn, self.shard, self.held, self.seconds)
             live = tuple(leases.live_shards(conn))

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from harness.processes import Service, Stack, free_port, wait_until
+from shared.partition_leases import partition_of
 from tests.effects import EffectRecorder
 from tests.integration.test_e2e import all_finished, event, post
 
@@ -74,13 +75,13 @@ def _events(hosts: int, per_key: int, delay: float) -> list[dict[str, Any]]:
     ]
 
 
-def _check(stack: Stack, recorder: EffectRecorder, ids: list[str]) -> None:
+def _check(stack: Stack, recorder: EffectRecorder, ids: list[str], ordered: bool = True) -> None:
     assert {event(stack, i)["status"] for i in ids} == {"succeeded"}
     assert sorted(recorder.calls) == sorted(ids) and set(recorder.calls.values()) == {1}
     assert recorder.max_per_vm == 1, "two actions of one VM ran at once"
     assert recorder.max_running <= LIMIT, "the shards together passed MAX_PARALLEL"
     started = {i: n for n, i in reversed(list(enumerate(recorder.order)))}
-    for i in ids:  # each key's events ran in the order they were posted
+    for i in ids if ordered else ():  # each key's events ran in the order they were posted
         key, n = i.rsplit("-", 1)
         if int(n):
             assert started[f"{key}-{int(n) - 1}"] < started[i], f"{i} ran before its elder"
@@ -137,3 +138,39 @@ def test_a_killed_shards_partitions_are_taken_over_and_nothing_is_lost(
     )
     wait_until(lambda: all_finished(stack, ids), 180, what="every event finished")
     _check(stack, recorder, ids)
+
+
+def test_any_shard_says_what_holds_an_event_the_other_serves(
+    stack_factory: Callable[..., Stack], recorder: EffectRecorder, tmp_path: Path
+) -> None:
+    """The producer asks one shard (DISPATCHER_URL) what holds a head: a shard that does
+    not serve the event's host passes the question on to the one that does."""
+    stack, _, _, second_url = _two_shards(stack_factory, recorder, tmp_path)
+    first = [
+        {"host": f"h{h}", "vm": "vm0", "policy": "p0", "action": "heal", "id": f"long-{h}"}
+        | {"payload": {"delay": 3}}
+        for h in range(8)
+    ]
+    then = [
+        {"host": f"h{h}", "vm": "vm0", "policy": "p1", "action": "heal", "id": f"next-{h}"}
+        for h in range(8)
+    ]
+    ids = post(stack, first)
+    wait_until(lambda: len(recorder.calls) >= LIMIT, 30, what="the long actions running")
+    ids += post(stack, then)
+    served_by_second = _serving(second_url)
+    elsewhere = [h for h in range(8) if partition_of(f"h{h}", PARTITIONS) in served_by_second]
+    assert elsewhere
+    said_held: set[int] = set()
+
+    def said_by_the_first_shard() -> bool:
+        for h in elsewhere:
+            said = httpx.get(f"{stack.dispatcher_url}/waiting/next-{h}", timeout=5).json()
+            if said["known"] == "held":
+                assert said["waiting"] is not None
+                said_held.add(h)
+        return bool(said_held)
+
+    wait_until(said_by_the_first_shard, 30, what="the first shard tells of the other's heads")
+    wait_until(lambda: all_finished(stack, ids), 120, what="every event finished")
+    _check(stack, recorder, ids, ordered=False)
