@@ -31,9 +31,16 @@ RATE_WINDOW = 10.0
 def state_words(stats: Mapping[str, Any]) -> str:
     """``active``; ``standby (another dispatcher leads)`` only when the ledger says another
     dispatcher holds the lease; else why it is not dispatching (``not_ready``: no broker,
-    no ledger); then paused and a failing ledger."""
-    if stats.get("standby"):
+    no ledger); a shard says which, and how many partitions it serves (the page shows
+    only its hosts); then paused and a failing ledger."""
+    shard = stats.get("shard")
+    if stats.get("standby") and shard:
+        words = [str(stats.get("not_ready") or "idle shard")]
+    elif stats.get("standby"):
         words = ["standby (another dispatcher leads)"]
+    elif stats.get("connected", True) and stats.get("active", True) and shard:
+        served, of = len(shard.get("serving", ())), shard.get("partitions", 0)
+        words = [f"active shard {shard.get('name')}, serving {served} of {of} partitions"]
     elif stats.get("connected", True) and stats.get("active", True):
         words = ["active"]
     else:

@@ -73,6 +73,8 @@ def test_paused_is_said_in_words() -> None:
     assert out["hosts"][0]["detail"][0]["policies"][0]["waiting"]["reason"] == "paused"
     assert state_words({"paused": True}) == "active, paused"
     assert state_words({"standby": True}) == "standby (another dispatcher leads)"
+    shard = {"name": "d-1", "serving": [0, 3, 5], "partitions": 16}
+    assert state_words({"shard": shard}) == "active shard d-1, serving 3 of 16 partitions"
     assert activity(available=True, paused=True, in_flight=0, backlog=0) == "idle"
 
 
