@@ -410,10 +410,15 @@ class DispatcherLoop:
                 self.state.in_flight_count(),
             )
             self._next_refresh = time.monotonic() + self.settings.head_refresh_interval
-            while not stop.is_set():
-                self._ledger_work(producer)
-                self._maybe_refresh_heads(ev_channel)
-                self._drain(conn)
+            try:
+                while not stop.is_set():
+                    self._ledger_work(producer)
+                    self._maybe_refresh_heads(ev_channel)
+                    self._drain(conn)
+            except Rebalance:
+                _close(conn)
+                raise
+            _close(conn)
 
     def _maybe_refresh_heads(self, channel: Any) -> None:
         """Every ``HEAD_REFRESH_INTERVAL``, hand every delivery of the event channel this
@@ -554,6 +559,14 @@ def _json_of(message: Message) -> Any:
         return orjson.loads(message.body)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"not JSON: {exc}") from None
+
+
+def _close(conn: kombu.Connection) -> None:
+    """Close the session's connection and wait for the broker's close-ok, by which it has
+    every head the session held back in its queue; raise if it cannot say so (kombu's
+    own close, on leaving the ``with``, swallows errors), so that a shard gives up no
+    partition after a close the broker may not have seen."""
+    conn.connection.close()
 
 
 def _next_delay(backoff: Backoff, started: float) -> float:
