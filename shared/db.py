@@ -160,6 +160,17 @@ dispatcher_controls = sa.Table(
     sa.Column("made_at", sa.Float, nullable=False),
 )
 
+#: one row per named limit (``kind`` ``action`` or ``group``, and its name), created on
+#: its first use: a dispatcher shard locks it in the transaction that marks dispatched a
+#: batch carrying that limit's work, then counts the limit's use, so that the shards
+#: together keep ACTION_LIMITS and the group budgets (shared/named_budget.py)
+dispatcher_limit_locks = sa.Table(
+    "dispatcher_limit_locks",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+)
+
 mapping_version = sa.Table(
     "mapping_version",
     metadata,

@@ -31,12 +31,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from shared import clock, coalescing, statements
+from shared import clock, coalescing, named_budget, statements
 from shared.db import events, keys, vms, write_lock_first
 from shared.errors import Conflict, VmRemoved
 from shared.fencing import Fence
 from shared.lease import Lease, holder_paused
 from shared.models import FINISHED, IN_FLIGHT, MappingDelta, Status, VmEventMessage
+from shared.named_budget import Limited, NamedBudget, NamedUse
 from shared.rows import event_message as _message
 from shared.rows import event_row as _row
 from shared.statements import NO_LIMIT
@@ -253,27 +254,49 @@ class EventLedger:
         dispatch_id: str,
         fence: Fence | None = None,
         hosts: Collection[str] = (),
-    ) -> dict[str, Status | None]:
+        named: NamedBudget | None = None,
+    ) -> dict[str, Status | Limited | None]:
         """pending|queued -> dispatched, for a batch in one transaction. Returns id -> the
         status it had before: ``QUEUED`` for every event this call moved (so the caller
         can tell a duplicate), ``None`` for an unknown id. With ``fence`` (the
         dispatcher's lease, which the check renews), the same transaction first checks it
         for the events' ``hosts`` and raises :class:`LeaseLost`, changing nothing, if
-        another process holds it: only the lease holder dispatches."""
+        another process holds it: only the lease holder dispatches.
+
+        ``named`` (a dispatcher shard's, whose own counts see only its hosts): the named
+        limits to keep across the whole ledger. After the fence, each limit the batch
+        touches is locked and counted, and the events are admitted in pick order while
+        under it (:mod:`shared.named_budget`); a refused one stays queued and comes back
+        :class:`~shared.named_budget.Limited`. Only a batch carrying limited work pays
+        (a lock per limit it touches, a count per kind); without ``named`` — a single
+        dispatcher — the SQL is the same as ever."""
         if not event_ids:
             return {}
+        refused: dict[str, Limited] = {}
         with self.engine.begin() as conn:
             if fence is not None:
                 fence.check(conn, hosts)
             sql = statements.batch(conn.dialect.name)
-            params = {"ids": list(event_ids), "p_dispatch_id": dispatch_id}
-            conn.execute(sql.DISPATCH, params)
-            rows = conn.execute(sql.STATUSES, params).all()
-        before: dict[str, Status | None] = dict.fromkeys(event_ids)
+            marking = list(event_ids)
+            if named is not None:
+                marking, refused = named_budget.admit(conn, named, event_ids)
+            if marking:
+                conn.execute(sql.DISPATCH, {"ids": marking, "p_dispatch_id": dispatch_id})
+            rows = conn.execute(sql.STATUSES, {"ids": list(event_ids)}).all()
+        before: dict[str, Status | Limited | None] = dict.fromkeys(event_ids)
         for r in rows:
             moved = r.status == Status.DISPATCHED.value and r.dispatch_id == dispatch_id
             before[r.id] = Status.QUEUED if moved else Status(r.status)
+        before.update(refused)
         return before
+
+    def named_in_flight(self) -> NamedUse:
+        """The named limits' use across the whole ledger — events in flight per action,
+        VMs with an event in flight per group — in two grouped counts over the rows in
+        flight (about ``MAX_PARALLEL`` of them): what a dispatcher shard compares with
+        its own use to learn the other shards'."""
+        with self.engine.connect() as conn:
+            return named_budget.in_flight_use(conn)
 
     def overdue(
         self, resend_after: float, limit: int = 100, expired_claims: bool = True
