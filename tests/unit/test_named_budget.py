@@ -133,8 +133,8 @@ def _race(
         batches = [[make(f"r{n}-{p}-{i}", h, i) for i, h in enumerate(hosts[p])] for p in (0, 1)]
         queued(watcher, *batches[0], *batches[1])
         got = at_once(
-            lambda: mark(shard_a, limits, *batches[0], fence=fences[0]),
-            lambda: mark(shard_b, limits, *batches[1], fence=fences[1]),
+            lambda b=batches[0]: mark(shard_a, limits, *b, fence=fences[0]),
+            lambda b=batches[1]: mark(shard_b, limits, *b, fence=fences[1]),
         )
         assert in_use(watcher) == limit, f"round {n}: {got}"
         outcomes = [was for result in got for was in result.values()]
