@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from scheduler.dispatcher import waiting
 from scheduler.dispatcher.classes import ClassScheduler
 from scheduler.dispatcher.idle import IdleKeys, KeyT
-from scheduler.dispatcher.limits import NamedCounts, NamedLimits
+from scheduler.dispatcher.limits import Hold, NamedCounts, NamedLimits
 from scheduler.dispatcher.roundrobin import Weights
 from shared.models import VmEventMessage
 from shared.priority import DEFAULT, ORDER, Priority
@@ -210,6 +210,24 @@ class Dispatcher(Generic[H]):
         self.rr.push(e.host, e.vm, e.policy, self.class_of(e), held, front=True)
         self._unblock([(e.host, e.vm, e.policy)])  # a new head: checked when its turn comes
 
+    def refuse(self, held: Held[H], hold: Hold) -> None:
+        """Undo a pick the ledger refused to mark because a named limit is full across
+        the dispatcher shards (:mod:`shared.named_budget`): held again at the head of its
+        key, which waits on ``hold`` as one the gate holds does — until that limit frees
+        a slot here, the other shards' use of it changes (:meth:`set_external_named`) or
+        the limits do — so a refused head is not proposed again at once."""
+        self.give_back(held)
+        e = held.event
+        key = (e.host, e.vm, e.policy)
+        self.named.wait(key, [hold])
+        self.rr.set_key_blocked(*key, True)
+
+    def set_external_named(self, counts: Mapping[Hold, int]) -> None:
+        """The other dispatcher shards' use of the named limits now: counted with this
+        one's against them (:meth:`NamedCounts.set_external`); keys it no longer holds go
+        again."""
+        self._unblock(self.named.set_external(counts), known=True)
+
     def complete(self, event_id: str, count: bool = True) -> bool:
         """An action finished: free its slots. False if it was not in flight."""
         where = self.in_flight.pop(event_id, None)
@@ -314,7 +332,9 @@ class Dispatcher(Generic[H]):
     def fresh(self) -> Dispatcher[H]:
         """A dispatcher that knows nothing of keys, heads or events, with this one's
         limits, classes, weights, pause and dispatch log: what a shard starts a session
-        with, its partitions changed (:mod:`scheduler.dispatcher.tenure`)."""
+        with, its partitions changed (:mod:`scheduler.dispatcher.tenure`). Nor of the
+        other shards' use of the named limits: the ledger refuses what they fill until
+        the next count."""
         new: Dispatcher[H] = Dispatcher(
             self.limits,
             self.paused,

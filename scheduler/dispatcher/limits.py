@@ -9,6 +9,14 @@ by a limit is blocked in the round-robin (skipped, keeping its place) and record
 every limit that holds it; when one of them frees a slot, exactly the keys waiting on it
 and on nothing else come back (:meth:`NamedCounts.finish`). A key's head is checked again
 when it comes up in the rotation, so a limit full again by then blocks it again.
+
+A dispatcher shard counts only its own hosts' events; the other shards' use of each limit
+is given to it (:meth:`NamedCounts.set_external`, from the ledger every round), and a
+limit is full when its own use and theirs together reach it. The shards' sum is kept by
+the ledger, which refuses to mark what would pass a limit (:mod:`shared.named_budget`):
+the external use makes the gate rarely propose what the ledger refuses, and a refused
+head waits on the limit that refused it (:meth:`NamedCounts.wait`) until a finish, a
+change of the external use or of the limits frees it.
 """
 
 from __future__ import annotations
@@ -65,6 +73,8 @@ class NamedCounts:
         self._groups: Counter[str] = Counter()  # VMs in action per group
         self._waiting: dict[Hold, set[KeyT]] = {}
         self._held_by: dict[KeyT, set[Hold]] = {}
+        #: the other dispatcher shards' use of each limit (none: a single dispatcher)
+        self._external: dict[Hold, int] = {}
 
     # -- counts --------------------------------------------------------------------
     def start(self, vm: VmT, action: str, group: str | None) -> None:
@@ -136,12 +146,31 @@ class NamedCounts:
         self.limits = limits
         return self._release([h for h in self._waiting if not self._full(h)])
 
+    def set_external(self, counts: Mapping[Hold, int]) -> list[KeyT]:
+        """The other dispatcher shards' use of each limit now (a limit not in ``counts``:
+        none), replacing the last; returns the keys no limit holds any more — those
+        waiting on a limit whose external use fell enough, and any waiting on a limit
+        not full at all (a head the ledger refused, whose refusal this use explains no
+        more: it is checked again in its turn)."""
+        self._external = {hold: n for hold, n in counts.items() if n > 0}
+        return self._release([h for h in self._waiting if not self._full(h)])
+
+    def own(self, hold: Hold) -> int:
+        """This dispatcher's own use of the limit (the external not counted)."""
+        if hold.kind == "action":
+            return self._actions.get(hold.name, 0)
+        return self._groups.get(hold.name, 0)
+
+    def external(self, hold: Hold) -> int:
+        """The other shards' use of the limit, as last given."""
+        return self._external.get(hold, 0)
+
     def _full(self, hold: Hold) -> bool:
         if hold.kind == "action":
             limit = self.limits.action_limit(hold.name)
-            return limit > 0 and self._actions.get(hold.name, 0) >= limit
-        budget = self.limits.group_budget(hold.name)
-        return budget > 0 and self._groups.get(hold.name, 0) >= budget
+        else:
+            limit = self.limits.group_budget(hold.name)
+        return limit > 0 and self.own(hold) + self.external(hold) >= limit
 
     def _release(self, holds: Any) -> list[KeyT]:
         out: list[KeyT] = []
@@ -157,17 +186,23 @@ class NamedCounts:
     # -- views ---------------------------------------------------------------------
     def usage(self, hold: Hold) -> tuple[int, int]:
         """The limit's use and its value: actions of the kind in flight, or VMs of the
-        group in action, against the limit or budget."""
+        group in action (other shards' included), against the limit or budget."""
+        used = self.own(hold) + self.external(hold)
         if hold.kind == "action":
-            return self._actions.get(hold.name, 0), self.limits.action_limit(hold.name)
-        return self._groups.get(hold.name, 0), self.limits.group_budget(hold.name)
+            return used, self.limits.action_limit(hold.name)
+        return used, self.limits.group_budget(hold.name)
 
     def describe(self, hold: Hold) -> str:
-        """``action limit live_migrate 2/2``, ``group web budget 1/1``."""
+        """``action limit live_migrate 2/2``, ``group web budget 1/1``; with other
+        shards' use, ``... 2/2 (1 on other shards)``."""
         used, limit = self.usage(hold)
         if hold.kind == "action":
-            return f"action limit {hold.name} {used}/{limit}"
-        return f"group {hold.name} budget {used}/{limit}"
+            text = f"action limit {hold.name} {used}/{limit}"
+        else:
+            text = f"group {hold.name} budget {used}/{limit}"
+        if external := self.external(hold):
+            text += f" ({external} on other shards)"
+        return text
 
     def view(self) -> dict[str, Any]:
         """Each named limit with its current use and the keys it holds; groups in action

@@ -15,7 +15,7 @@ from typing import Any, Generic
 from scheduler.dispatcher.board import Backlog, Query, board
 from scheduler.dispatcher.dispatcher import Classes, Dispatcher, H, Held, Known
 from scheduler.dispatcher.idle import KeyT
-from scheduler.dispatcher.limits import NamedLimits
+from scheduler.dispatcher.limits import Hold, NamedLimits
 from scheduler.dispatcher.roundrobin import Weights
 from shared.models import MappingSnapshot, VmEventMessage
 from shared.priority import Priority
@@ -75,6 +75,28 @@ class DispatcherState(Generic[H]):
         with self._lock:
             for held in reversed(list(picks)):
                 self._dispatcher.give_back(held)
+
+    def refuse(self, refused: Iterable[tuple[Held[H], Hold]]) -> None:
+        """Undo picks the ledger refused to mark, each for the named limit full across
+        the shards: held again, first in line, each key waiting on its limit."""
+        with self._lock:
+            for held, hold in reversed(list(refused)):
+                self._dispatcher.refuse(held, hold)
+
+    def set_global_named(self, use: Mapping[Hold, int]) -> None:
+        """The named limits' use across every dispatcher shard (the ledger's, counted
+        just now): what is not this shard's own is the others' (never below 0: own
+        events finished in the ledger and not yet here), counted with its own against
+        the limits until the next call."""
+        with self._lock:
+            named = self._dispatcher.named
+            others = {hold: n - named.own(hold) for hold, n in use.items()}
+            self._dispatcher.set_external_named({h: n for h, n in others.items() if n > 0})
+
+    def named_config(self) -> NamedLimits:
+        """The action limits and group budgets in force."""
+        with self._lock:
+            return self._dispatcher.named.limits
 
     def complete(self, event_ids: Iterable[str]) -> None:
         """Actions finished: free their slots (unknown ids are ignored)."""

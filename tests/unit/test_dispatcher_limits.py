@@ -8,8 +8,8 @@ from __future__ import annotations
 import random
 from collections import Counter, deque
 
-from scheduler.dispatcher.dispatcher import Classes, Dispatcher, Limits
-from scheduler.dispatcher.limits import NamedLimits
+from scheduler.dispatcher.dispatcher import Classes, Dispatcher, Known, Limits
+from scheduler.dispatcher.limits import Hold, NamedLimits
 from scheduler.dispatcher.roundrobin import Weights
 from shared.models import Action, VmEventMessage
 from shared.priority import Priority
@@ -242,6 +242,57 @@ def test_a_give_back_of_a_held_head_is_checked_again() -> None:
     assert d.limit_holds("h", "v1", "p") == ["action limit upgrade 1/1"]
     d.complete("b")
     assert drain(d) == ["a"]
+
+
+def test_external_use_holds_a_head_and_its_drop_releases_it() -> None:
+    """A dispatcher shard counts the other shards' use of a limit with its own: a head
+    whose limit they fill waits, its key skipped while others go; when their use falls,
+    exactly the heads waiting on that limit go again."""
+    d: Dispatcher[str] = Dispatcher(
+        Limits(100, 1, 0), named=NamedLimits(actions={"live_migrate": 2}, groups={"web": 1})
+    )
+    d.set_external_named({Hold("action", "live_migrate"): 1})
+    offer(d, ev("m1", "h1", "a", action=LM), ev("m2", "h2", "b", action=LM))
+    assert drain(d) == ["m1"]  # m2 waits: 1 here, 1 on another shard
+    assert d.limit_holds("h2", "b", "p") == ["action limit live_migrate 2/2 (1 on other shards)"]
+    offer(d, ev("w1", "h3", "web-1", action=UP, group="web"), ev("x", "h4", "c"))
+    d.set_external_named({Hold("action", "live_migrate"): 1, Hold("group", "web"): 1})
+    assert drain(d) == ["x"]  # w1's group is full elsewhere, m2's action too
+    assert d.limit_holds("h3", "web-1", "p") == ["group web budget 1/1 (1 on other shards)"]
+    d.set_external_named({Hold("group", "web"): 1})  # the others' migration ended
+    assert drain(d) == ["m2"]
+    assert d.limit_holds("h3", "web-1", "p") != []
+    d.set_external_named({})
+    assert drain(d) == ["w1"]
+    view = d.stats()["named_limits"]
+    assert view["actions"]["live_migrate"] == {"limit": 2, "in_flight": 2, "waiting": 0}
+    assert view["groups"]["web"] == {"budget": 1, "in_action": 1, "waiting": 0}
+
+
+def test_a_head_the_ledger_refused_waits_on_its_limit_until_it_frees() -> None:
+    """A pick the ledger refused (the shards together at the limit, the others' use not
+    counted here yet) is held again first in line, its key waiting on that limit and not
+    proposed again; a completion of the limit here, or a count of the others' use that
+    leaves room, lets it go — before the heads behind it."""
+    d: Dispatcher[str] = Dispatcher(
+        Limits(100, 1, 0), named=NamedLimits(actions={"live_migrate": 2})
+    )
+    offer(d, ev("m1", "h1", "a", action=LM), ev("m2", "h2", "b", action=LM))
+    offer(d, ev("x", "h2", "c"))
+    m1, m2 = d.pick(0.0), d.pick(0.0)
+    assert m1 is not None and m2 is not None and m2.event.id == "m2"
+    d.refuse(m2, Hold("action", "live_migrate"))
+    assert "m2" not in d.in_flight and d.knows("m2") is Known.HELD
+    assert drain(d) == ["x"]  # not m2 again: its key waits on the limit
+    assert d.limit_holds("h2", "b", "p") == ["action limit live_migrate 1/2"]
+    d.set_external_named({Hold("action", "live_migrate"): 1})  # the ledger's count: full
+    assert drain(d) == []
+    d.set_external_named({})  # the other shard's migration ended
+    assert drain(d) == ["m2"]
+    d.refuse(m1, Hold("action", "live_migrate"))  # refused after all: waits again
+    assert drain(d) == []
+    d.complete("m2")  # a slot of the limit freed here
+    assert drain(d) == ["m1"]
 
 
 def test_a_removed_vm_or_dropped_heads_leave_nothing_waiting() -> None:

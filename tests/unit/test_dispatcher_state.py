@@ -6,6 +6,7 @@ import itertools
 import threading
 
 from scheduler.dispatcher.dispatcher import Dispatcher, Known, Limits
+from scheduler.dispatcher.limits import Hold, NamedLimits
 from scheduler.dispatcher.state import DispatcherState
 from shared.models import Action, HostView, MappingSnapshot, PolicyView, VmEventMessage, VmView
 
@@ -177,3 +178,21 @@ def test_two_threads_keep_the_counts_right() -> None:
     assert not errors
     st = s.stats()
     assert (st["dispatched_total"], st["completed_total"], st["in_flight"]) == (n, n, 0)
+
+
+def test_the_global_named_use_counts_the_others_part_with_this_shards_own() -> None:
+    """The ledger's count of a limit's use, less this shard's own, is the other shards':
+    with 1 of its own and 2 in all, a limit of 2 is full; with 1 in all (its own), not.
+    Its own finished in the ledger but not yet here count nothing below 0."""
+    s: DispatcherState[str] = DispatcherState(
+        Dispatcher(Limits(10, 1, 0), named=NamedLimits(actions={"live_migrate": 2}))
+    )
+    s.restore([("m1", "h1", "a", "live_migrate", None)])
+    migration = ev("m2", "h2", "b").model_copy(update={"action": Action.LIVE_MIGRATE})
+    assert s.offer(migration, "msg")
+    s.set_global_named({Hold("action", "live_migrate"): 2})
+    assert ids(s) == []
+    assert s.limit_holds("h2", "b", "p") == ["action limit live_migrate 2/2 (1 on other shards)"]
+    s.set_global_named({Hold("action", "live_migrate"): 0})
+    assert ids(s) == ["m2"]
+    assert s.named_config() == NamedLimits(actions={"live_migrate": 2})
