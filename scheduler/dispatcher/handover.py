@@ -7,6 +7,14 @@ of picks is marked dispatched in the ledger, published as Celery tasks with pipe
 confirms, and only then acked. A pick the ledger refuses to mark — dispatched already by
 another message, or cancelled — is acked without a task, its slot freed at once.
 
+A dispatcher shard (``shared_named``) has the ledger keep the named limits across every
+shard (:mod:`shared.named_budget`): a pick refused because another shard's work fills a
+limit is not acked but held again, first in line, its key waiting on that limit; and the
+other shards' use of the limits is counted again (:meth:`Handover.refresh_named`) after
+such a refusal and every round of the shard's — and every :data:`NAMED_RECOUNT` while a
+head waits on that use — so that the dispatcher rarely proposes what the ledger refuses,
+and a head the others held goes soon after their use falls.
+
 An event message whose id the ledger does not know is never acked as a duplicate: its
 row may yet appear (a producer request that timed out discarded it while a retry of the
 same event is about to confirm it again). It is *parked* — unacked, its key waiting —
@@ -27,12 +35,14 @@ from kombu.message import Message
 
 from scheduler.dispatcher.confirms import ConfirmingProducer
 from scheduler.dispatcher.dispatcher import Held, Known
+from scheduler.dispatcher.limits import Hold
 from scheduler.dispatcher.redelivery import Plan, ledger_needed, plan
 from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.tasks import TaskSender, event_id_of
 from shared.fencing import Fence
 from shared.models import FINISHED, UNDISPATCHED, Status, VmEventMessage
+from shared.named_budget import Limited, NamedBudget, Work
 from shared.store import Store
 
 log = logging.getLogger(__name__)
@@ -41,6 +51,9 @@ DeadLetter = Callable[[ConfirmingProducer, Message, str], None]
 
 #: seconds between lookups of the parked events' ids
 PARKED_RETRY = 1.0
+#: seconds between counts of the other shards' use of the named limits while a head
+#: waits on it (a shard's rounds count it too, every third of a lease)
+NAMED_RECOUNT = 1.0
 #: the worker's task events that end a task message
 TASK_ENDED = frozenset({"task-succeeded", "task-failed"})
 
@@ -69,8 +82,12 @@ class Handover:
         state: DispatcherState[Message],
         tasks: TaskSender,
         dead_letter: DeadLetter,
+        shared_named: bool = False,
     ) -> None:
+        """``shared_named``: this dispatcher is one shard of several, and the named
+        limits must hold across all of them (the ledger checks them as it marks)."""
         self.settings = settings
+        self.shared_named = shared_named
         self.store = store
         self.state = state
         self.tasks = tasks
@@ -81,6 +98,8 @@ class Handover:
         self._next_parked = 0.0
         #: events of the completions in hand that the ledger shows finished
         self._finished: set[str] = set()
+        #: when the other shards' use of the named limits may next be counted (monotonic)
+        self._next_recount = 0.0
 
     # -- in ------------------------------------------------------------------------
     def on_event(self, body: Any, message: Message, producer: ConfirmingProducer) -> None:
@@ -148,6 +167,7 @@ class Handover:
         """Dispatch while the dispatcher gives, a batch at a time: one ledger transaction
         marks the batch dispatched, its tasks are published with confirms pipelined, and
         only then are its events acked."""
+        self._maybe_recount()
         while True:
             picks = self.state.pick_batch(self.settings.dispatch_batch, time.time)
             for copy in self.state.take_duplicates():
@@ -158,11 +178,27 @@ class Handover:
             dispatch_id = uuid.uuid4().hex
             try:
                 before = self.store.mark_dispatched_many(
-                    [h.event.id for h in picks], dispatch_id, fence, {h.event.host for h in picks}
+                    [h.event.id for h in picks],
+                    dispatch_id,
+                    fence,
+                    {h.event.host for h in picks},
+                    named=self._budget(picks),
                 )
             except Exception:
                 self.state.give_back(picks)  # nothing changed: they wait, first in line
                 raise
+            limited = [(h, was) for h in picks if isinstance(was := before[h.event.id], Limited)]
+            if limited:  # still queued: they wait, first in line, on the limit that is full
+                self.state.refuse((h, Hold(was.kind, was.name)) for h, was in limited)
+                for h, was in limited:
+                    log.info(
+                        "event %s waits: %s %s is at %d/%d across the shards",
+                        h.event.id,
+                        was.kind,
+                        was.name,
+                        was.used,
+                        was.limit,
+                    )
             fresh = [h for h in picks if before[h.event.id] is Status.QUEUED]
             try:
                 self.tasks.send(producer, [h.event for h in fresh], dispatch_id)
@@ -173,6 +209,8 @@ class Handover:
                 raise
             for h in picks:
                 was = before[h.event.id]
+                if isinstance(was, Limited):
+                    continue  # held again, not acked
                 if was is Status.QUEUED:
                     h.handle.ack()
                 elif was is None:
@@ -185,6 +223,51 @@ class Handover:
                     self.state.abort([h.event.id])
                     log.info("event %s is %s already; duplicate message acked", h.event.id, was)
                     h.handle.ack()
+            if limited:  # the others' use, which this shard proposed beyond
+                self.refresh_named()
+
+    def _budget(self, picks: list[Held[Message]]) -> NamedBudget | None:
+        """What the ledger must check the named limits of ``picks`` against: on a
+        shard with any named limit set, the limits and each pick's work; else nothing."""
+        if not self.shared_named:
+            return None
+        limits = self.state.named_config()
+        if not limits.any:
+            return None
+        return NamedBudget(
+            limits,
+            {
+                h.event.id: Work(
+                    h.event.host, h.event.vm, h.event.policy, h.event.action.value, h.event.group
+                )
+                for h in picks
+            },
+        )
+
+    def _maybe_recount(self) -> None:
+        """Count the other shards' use again if a head waits on it and the last count
+        is :data:`NAMED_RECOUNT` old: the head goes soon after their use falls, not at
+        the shard's next round."""
+        if not self.shared_named or time.monotonic() < self._next_recount:
+            return
+        if self.state.waits_on_other_shards():
+            self.refresh_named()
+
+    def refresh_named(self) -> None:
+        """On a shard with named limits: count their use across every shard in the
+        ledger (:meth:`~shared.ledger.EventLedger.named_in_flight`), so that the other
+        shards' part is counted with this one's own until the next count. Called after
+        a refusal and on every round of the shard's (:mod:`.tenure`)."""
+        if not self.shared_named or not self.state.named_config().any:
+            return
+        self._next_recount = time.monotonic() + NAMED_RECOUNT
+        use = self.store.named_in_flight()
+        self.state.set_global_named(
+            {
+                **{Hold("action", a): n for a, n in use.actions.items()},
+                **{Hold("group", g): n for g, n in use.groups.items()},
+            }
+        )
 
     # -- parked: event messages the ledger does not know (yet) ------------------------
     def _park(self, held: Held[Message]) -> None:

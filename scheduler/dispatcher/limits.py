@@ -155,6 +155,10 @@ class NamedCounts:
         self._external = {hold: n for hold, n in counts.items() if n > 0}
         return self._release([h for h in self._waiting if not self._full(h)])
 
+    def waits_on_external(self) -> bool:
+        """Whether a key waits on a limit the other shards' use takes part in."""
+        return any(hold in self._external for hold in self._waiting)
+
     def own(self, hold: Hold) -> int:
         """This dispatcher's own use of the limit (the external not counted)."""
         if hold.kind == "action":

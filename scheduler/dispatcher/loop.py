@@ -177,12 +177,22 @@ class DispatcherLoop:
                 set_global_limit=lambda limit: setattr(coordinator, "limit", limit),
             )
             self.controls = SharedControls(target, store.engine)
-            self.shard = ShardTenure(coordinator, state, self.lease_watch.renewed, target)
+            # each round also counts the other shards' use of the named limits
+            self.shard = ShardTenure(
+                coordinator,
+                state,
+                self.lease_watch.renewed,
+                target,
+                on_round=lambda: self.handover.refresh_named(),
+            )
         owns = self.shard.owns if self.shard is not None else None
         # a resync of many keys renews the lease between its rounds
         self.mapping = MappingFollower(settings, store, state, keepalive=self._keepalive, owns=owns)
         tasks = TaskSender(settings, celery)
-        self.handover = Handover(settings, store, state, tasks, self._dead_letter)
+        # a shard's marks keep the named limits across every shard (shared/named_budget.py)
+        self.handover = Handover(
+            settings, store, state, tasks, self._dead_letter, shared_named=self.shard is not None
+        )
         self.sweeper = Sweeper(settings, store, state, tasks, owns=owns)
         self.retirement = Retirement(
             settings,

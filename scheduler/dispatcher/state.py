@@ -93,6 +93,11 @@ class DispatcherState(Generic[H]):
             others = {hold: n - named.own(hold) for hold, n in use.items()}
             self._dispatcher.set_external_named({h: n for h, n in others.items() if n > 0})
 
+    def waits_on_other_shards(self) -> bool:
+        """Whether a head waits on a named limit the other shards' use takes part in."""
+        with self._lock:
+            return self._dispatcher.named.waits_on_external()
+
     def named_config(self) -> NamedLimits:
         """The action limits and group budgets in force."""
         with self._lock:

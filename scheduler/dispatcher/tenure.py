@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from scheduler.dispatcher import controls
@@ -61,10 +62,15 @@ class ShardTenure:
         state: DispatcherState[Any],
         renewed: Any,
         target: controls.Target,
+        on_round: Callable[[], None] | None = None,
     ) -> None:
         """``renewed(sent)``: called with the monotonic time a round that renewed every
         partition served was sent (the loop's lease watch); ``target``: what the live
-        changes read from the log act on."""
+        changes read from the log act on. ``on_round()``: called after each round in
+        session that kept every partition (the loop counts the other shards' use of the
+        named limits there: :meth:`.handover.Handover.refresh_named`); not between
+        sessions, when the state holds no events of this shard's."""
+        self.on_round = on_round
         self.coordinator = coordinator
         self.partitions = coordinator.partitions
         self.name = coordinator.shard
@@ -145,6 +151,8 @@ class ShardTenure:
             raise LeaseLost(f"partitions {sorted(lost)} were taken over")
         if seen.release or seen.take:
             raise Rebalance(f"release {sorted(seen.release)}, take {sorted(seen.take)}")
+        if self.on_round is not None:
+            self.on_round()
 
     def keepalive(self) -> None:
         """Between the rounds of a long resync: renew, nothing else."""

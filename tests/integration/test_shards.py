@@ -5,13 +5,15 @@ takes its partitions over and nothing is lost or run twice."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from harness.processes import Service, Stack, free_port, wait_until
+from harness.recorder import COMPLETED, Receiver
 from shared.partition_leases import partition_of
 from tests.effects import EffectRecorder
 from tests.integration.test_e2e import all_finished, event, post
@@ -31,7 +33,10 @@ def _serving(url: str) -> set[int]:
 
 
 def _two_shards(
-    stack_factory: Callable[..., Stack], recorder: EffectRecorder, tmp_path: Path
+    stack_factory: Callable[..., Stack],
+    recorder: EffectRecorder | Receiver,
+    tmp_path: Path,
+    **env: Any,
 ) -> tuple[Stack, Service, Service, str]:
     stack = stack_factory(
         DRIVER="webhook",
@@ -39,6 +44,7 @@ def _two_shards(
         MAX_PARALLEL=LIMIT,
         DISPATCHER_PARTITIONS=PARTITIONS,
         DISPATCHER_LEASE_SECONDS=3,
+        **env,
     )
     stack.producer()
     first = stack.dispatcher()
@@ -174,3 +180,65 @@ def test_any_shard_says_what_holds_an_event_the_other_serves(
     wait_until(said_by_the_first_shard, 30, what="the first shard tells of the other's heads")
     wait_until(lambda: all_finished(stack, ids), 120, what="every event finished")
     _check(stack, recorder, ids, ordered=False)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver()
+    yield rec
+    rec.close()
+
+
+def test_two_shards_keep_an_action_limit_and_a_group_budget_together(
+    stack_factory: Callable[..., Stack], receiver: Receiver, tmp_path: Path
+) -> None:
+    """ACTION_LIMITS and GROUP_BUDGETS hold across the shards, not per shard: live
+    migrations and a group's upgrades on the hosts of both shards never run more at once
+    than the one limit allows, as the receiver counts the calls in progress — and the
+    limit is reached, by both shards' work."""
+    stack, _, _, second_url = _two_shards(
+        stack_factory,
+        receiver,
+        tmp_path,
+        ACTION_LIMITS="live_migrate=1",
+        GROUP_BUDGETS="web=1",
+    )
+    hosts = [f"h{i}" for i in range(8)]
+    moves = [
+        {
+            "host": h,
+            "vm": f"app-{v}",
+            "policy": "ops",
+            "action": "live_migrate",
+            "id": f"move-{h}-{v}",
+            "payload": {"hold": 0.2},
+        }
+        for h in hosts
+        for v in range(2)
+    ]
+    upgrades = [
+        {
+            "host": h,
+            "vm": f"web-{h}",
+            "policy": "rollout",
+            "action": "upgrade",
+            "group": "web",
+            "id": f"up-{h}",
+            "payload": {"hold": 0.2},
+        }
+        for h in hosts
+    ]
+    ids = post(stack, moves + upgrades)
+    wait_until(lambda: all_finished(stack, ids), 180, what="every event finished")
+    assert {event(stack, i)["status"] for i in ids} == {"succeeded"}
+    calls = [c for c in receiver.calls() if c.outcome == COMPLETED]
+    assert sorted(c.event_id for c in calls) == sorted(ids)
+    migrations = [c for c in calls if c.action == "live_migrate"]
+    assert max(c.running_action for c in migrations) == 1, "the shards passed ACTION_LIMITS"
+    web = [c for c in calls if c.group == "web"]
+    assert max(c.running_group for c in web) == 1, "the shards passed GROUP_BUDGETS"
+    # both shards had work of each limit: the limit was one, shared
+    served = [_serving(stack.dispatcher_url), _serving(second_url)]
+    for work in (migrations, web):
+        partitions = {partition_of(c.host, PARTITIONS) for c in work}
+        assert all(partitions & mine for mine in served)

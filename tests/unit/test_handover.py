@@ -10,12 +10,15 @@ import pytest
 
 from harness.processes import wait_until
 from scheduler.celery_app import create_celery
+from scheduler.dispatcher import handover
 from scheduler.dispatcher.dispatcher import Dispatcher, Known, Limits
 from scheduler.dispatcher.handover import Handover
+from scheduler.dispatcher.limits import NamedLimits
 from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.tasks import TaskSender
 from shared.models import Action, Status, VmEventMessage
+from shared.named_budget import Limited, NamedBudget, NamedUse, Work
 
 Trace = list[tuple[str, Any]]
 
@@ -28,19 +31,33 @@ class FakeStore:
         self.lookups: list[str] = []
         self.fail = False
         self.unknown: set[str] = set()  # ids the ledger has no row for
+        #: ids the ledger refuses to mark for a named limit, and the named budgets passed
+        self.limited: dict[str, Limited] = {}
+        self.budgets: list[NamedBudget | None] = []
+        #: what named_in_flight answers
+        self.use = NamedUse(actions={}, groups={})
 
     def status_of(self, event_id: str) -> Status | None:
         self.lookups.append(event_id)
         return None if event_id in self.unknown else self.statuses.get(event_id)
 
     def mark_dispatched_many(
-        self, event_ids: list[str], dispatch_id: str, fence: Any = None, hosts: Any = ()
-    ) -> dict[str, Status | None]:
+        self,
+        event_ids: list[str],
+        dispatch_id: str,
+        fence: Any = None,
+        hosts: Any = (),
+        named: NamedBudget | None = None,
+    ) -> dict[str, Status | Limited | None]:
         self.trace.append(("mark", list(event_ids)))
+        self.budgets.append(named)
         if self.fail:
             raise RuntimeError("ledger down")
-        before: dict[str, Status | None] = {}
+        before: dict[str, Status | Limited | None] = {}
         for event_id in event_ids:
+            if named is not None and event_id in self.limited:
+                before[event_id] = self.limited[event_id]
+                continue
             if event_id in self.unknown:
                 before[event_id] = None
                 continue
@@ -49,6 +66,10 @@ class FakeStore:
             if status is Status.QUEUED:
                 self.statuses[event_id] = Status.DISPATCHED
         return before
+
+    def named_in_flight(self) -> NamedUse:
+        self.trace.append(("count", None))
+        return self.use
 
     def finished_among(self, event_ids: list[str], finished_for: float | None = None) -> list[str]:
         self.finished_for = finished_for
@@ -94,19 +115,28 @@ class FakeProducer:
         self.trace.append(("confirmed", len(sends)))
 
 
-def ev(event_id: str, vm: str = "v", policy: str = "p") -> VmEventMessage:
+def ev(
+    event_id: str, vm: str = "v", policy: str = "p", action: Action = Action.HEAL
+) -> VmEventMessage:
     return VmEventMessage(
-        id=event_id, host="h", vm=vm, policy=policy, action=Action.HEAL, accepted_at=0.0
+        id=event_id, host="h", vm=vm, policy=policy, action=action, accepted_at=0.0
     )
 
 
 class World:
     def __init__(
-        self, statuses: dict[str, Status] | None = None, batch: int = 64, grace: float = 60.0
+        self,
+        statuses: dict[str, Status] | None = None,
+        batch: int = 64,
+        grace: float = 60.0,
+        named: NamedLimits | None = None,
+        shard: bool = False,
     ) -> None:
         self.trace: Trace = []
         self.store = FakeStore(self.trace, statuses)
-        self.state: DispatcherState[Any] = DispatcherState(Dispatcher(Limits(10, 10, 0)))
+        self.state: DispatcherState[Any] = DispatcherState(
+            Dispatcher(Limits(10, 10, 0), named=named)
+        )
         settings = DispatcherSettings(
             dispatch_batch=batch, reconcile_interval=5.0, unknown_event_grace=grace
         )
@@ -120,6 +150,7 @@ class World:
             lambda producer, message, reason: self.trace.append(
                 ("dead", cast(FakeMessage, message).name)
             ),
+            shared_named=shard,
         )
 
     def deliver(self, event: VmEventMessage, name: str, redelivered: bool = False) -> None:
@@ -389,6 +420,89 @@ def test_a_broker_failure_frees_the_slots_and_acks_nothing() -> None:
         w.dispatch()
     assert w.trace == [("mark", ["a"])]
     assert w.state.in_flight_ids() == []
+
+
+def test_a_pick_the_ledger_limits_is_held_again_not_acked_and_the_others_use_counted() -> None:
+    """On a shard, the mark carries the batch's named-limit work; a pick the ledger
+    refuses because the shards together fill a limit gets no task and no ack, waits first
+    in line, and the other shards' use is counted at once, so that it is not proposed
+    again until that use falls."""
+    lm = Action.LIVE_MIGRATE
+    w = World(named=NamedLimits(actions={"live_migrate": 2}), shard=True)
+    w.store.limited = {"m2": Limited("action", "live_migrate", 2, 2)}
+    w.store.use = NamedUse(actions={"live_migrate": 2}, groups={})  # m1, and another's
+    w.deliver(ev("m1", "v1", action=lm), "msg-m1")
+    w.deliver(ev("m2", "v2", action=lm), "msg-m2")
+    w.deliver(ev("x", "v3"), "msg-x")
+    w.dispatch()
+    assert w.trace == [
+        ("mark", ["m1", "m2", "x"]),
+        ("publish", "m1"),
+        ("publish", "x"),
+        ("confirmed", 2),
+        ("ack", "msg-m1"),
+        ("ack", "msg-x"),
+        ("count", None),
+    ]
+    budget = w.store.budgets[0]
+    assert budget is not None and budget.work["m2"] == Work("h", "v2", "p", "live_migrate")
+    assert w.state.knows("m2") is Known.HELD
+    assert sorted(w.state.in_flight_ids()) == ["m1", "x"]
+    assert w.state.limit_holds("h", "v2", "p") == [
+        "action limit live_migrate 2/2 (1 on other shards)"
+    ]
+    w.trace.clear()
+    w.dispatch()  # not proposed again
+    assert w.trace == []
+    w.store.use = NamedUse(actions={"live_migrate": 1}, groups={})  # the other's ended
+    w.store.limited = {}
+    w.handover.refresh_named()  # the shard's next round
+    w.dispatch()
+    assert w.trace[-4:] == [
+        ("mark", ["m2"]),
+        ("publish", "m2"),
+        ("confirmed", 1),
+        ("ack", "msg-m2"),
+    ]
+
+
+def test_a_head_the_others_hold_is_recounted_at_dispatch_and_goes_once_their_use_falls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a head waits on the other shards' use, each dispatch counts it again (at
+    most every NAMED_RECOUNT): the head goes as soon as their use falls, not at the
+    shard's next round; with no head waiting on it, nothing is counted."""
+    monkeypatch.setattr(handover, "NAMED_RECOUNT", 0.0)
+    w = World(named=NamedLimits(actions={"live_migrate": 1}), shard=True)
+    w.store.use = NamedUse(actions={"live_migrate": 1}, groups={})  # another shard's
+    w.handover.refresh_named()
+    w.deliver(ev("m", action=Action.LIVE_MIGRATE), "msg-m")
+    w.trace.clear()
+    w.dispatch()
+    assert w.trace == []  # the gate holds m: the ledger is not asked
+    w.dispatch()
+    assert w.trace == [("count", None)]  # still theirs: m waits
+    w.store.use = NamedUse(actions={}, groups={})
+    w.dispatch()
+    assert w.trace[1:] == [
+        ("count", None),
+        ("mark", ["m"]),
+        ("publish", "m"),
+        ("confirmed", 1),
+        ("ack", "msg-m"),
+    ]
+    w.trace.clear()
+    w.dispatch()  # nothing waits on the others: no count
+    assert w.trace == []
+
+
+def test_a_single_dispatcher_passes_no_named_budget() -> None:
+    w = World(named=NamedLimits(actions={"live_migrate": 2}))
+    w.deliver(ev("m1", action=Action.LIVE_MIGRATE), "msg-m1")
+    w.dispatch()
+    w.handover.refresh_named()
+    assert w.store.budgets == [None]
+    assert ("count", None) not in w.trace
 
 
 # -- parked: unknown to the ledger -------------------------------------------------------

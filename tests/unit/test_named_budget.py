@@ -6,13 +6,19 @@ engines marking at once as two shard processes would."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
 
 from harness.processes import wait_until
+from scheduler.dispatcher.controls import Target
+from scheduler.dispatcher.dispatcher import Dispatcher, Limits
 from scheduler.dispatcher.limits import NamedLimits
+from scheduler.dispatcher.shards import Coordinator
+from scheduler.dispatcher.state import DispatcherState
+from scheduler.dispatcher.tenure import ShardTenure
 from shared import named_budget, statements
 from shared import partition_leases as pl
 from shared.db import events
@@ -292,3 +298,29 @@ def test_named_in_flight_counts_actions_and_each_groups_vms_once(
     assert store.named_in_flight() == NamedUse(
         actions={"upgrade": 3, "heal": 2}, groups={"web": 2, "db": 1}
     )
+
+
+def test_a_shards_rounds_in_session_count_the_others_use_and_its_join_does_not(
+    stores: Callable[[], Store],
+) -> None:
+    """The hook of a shard's rounds (the loop passes Handover.refresh_named): called
+    after each round in session, never by the join between sessions, when the state
+    holds none of the shard's events and would count its own as the others'."""
+    store = stores()
+    state: DispatcherState[str] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
+    counted: list[float] = []
+    tenure = ShardTenure(
+        Coordinator(store.engine, "s", 4, 3.0, 10),
+        state,
+        lambda sent: None,
+        Target(state),
+        on_round=lambda: counted.append(time.monotonic()),
+    )
+    assert tenure.join()
+    assert counted == []
+
+    def rounds() -> int:
+        tenure.maybe_round()
+        return len(counted)
+
+    wait_until(lambda: rounds() >= 2, 10, what="two rounds in session")
