@@ -30,8 +30,11 @@ checks the batch against the whole ledger instead (:func:`admit`):
 The refused ones come back :class:`Limited`: the dispatcher holds them again, first in
 line, their keys waiting on that limit. Only a mark moves an event into flight, and each
 mark of a limit's work holds the limit's row while it counts and marks, so whatever the
-shards do at once, no limit is passed — provided every shard has the same limits (their
-settings: a shard for which an action has no limit marks its events without the lock).
+shards do at once, no limit is passed — provided every shard has the same limits. Each
+shard checks against its own: a live change (``PUT /limits/named``) reaches every shard
+at its next round (:mod:`scheduler.dispatcher.controls`), and until then the larger of
+the old and new values may be in use (a shard for which an action has no limit yet marks
+its events without the lock).
 
 Cost: only batches carrying limited work pay — a lock per limit they touch and one count
 per kind of limit (one statement for all their actions, one for all their groups, one for
