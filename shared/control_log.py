@@ -18,14 +18,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from shared import partition_leases
 from shared.clock import NOW
 from shared.db import dispatcher_controls, write_lock_first
 
 #: the section of the change that takes every shard back to its settings
 RESET = "reset"
-#: tries of an append that lost its version to another at once
-TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -36,26 +33,28 @@ class Control:
 
 
 def append(conn: sa.Connection, section: str, body: Mapping[str, Any]) -> int:
-    """Append the change as the next version; returns it. Two appending at once: the
-    primary key keeps one, and the other takes the version after (on PostgreSQL its
-    insert waits for the winner's commit, then does nothing, and the next read sees it)."""
+    """Append the change as the next version; returns it. Appenders take turns: the
+    table's SHARE ROW EXCLUSIVE lock on PostgreSQL (it waits for another appender's
+    commit, not for readers), the write lock on SQLite — so the next version is free."""
     write_lock_first(conn)
     t = dispatcher_controls
-    text = json.dumps(dict(body), sort_keys=True)
-    for _ in range(TRIES):
-        version = (
-            int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.version), 0))).scalar_one())
-            + 1
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("LOCK TABLE dispatcher_controls IN SHARE ROW EXCLUSIVE MODE"))
+    version = _last(conn) + 1
+    conn.execute(
+        t.insert().values(
+            version=version,
+            section=section,
+            body=json.dumps(dict(body), sort_keys=True),
+            made_at=NOW,
         )
-        insert = partition_leases.dialect_insert(conn)(t).values(
-            version=version, section=section, body=text, made_at=NOW
-        )
-        won = conn.execute(
-            insert.on_conflict_do_nothing(index_elements=[t.c.version]).returning(t.c.version)
-        ).scalar()
-        if won is not None:  # (rowcount says nothing here: -1 on PostgreSQL)
-            return version
-    raise RuntimeError(f"could not append a control in {TRIES} tries")
+    )
+    return version
+
+
+def _last(conn: sa.Connection) -> int:
+    t = dispatcher_controls
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.version), 0))).scalar_one())
 
 
 def since(conn: sa.Connection, version: int) -> list[Control]:
@@ -74,7 +73,9 @@ def reset(conn: sa.Connection) -> int:
     :data:`RESET`, says so — a shard that applies it goes back to its settings (one
     that lived on through the gap included). The versions go on growing."""
     t = dispatcher_controls
-    last = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.version), 0))).scalar_one())
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("LOCK TABLE dispatcher_controls IN SHARE ROW EXCLUSIVE MODE"))
+    last = _last(conn)
     conn.execute(t.delete())
     conn.execute(t.insert().values(version=last + 1, section=RESET, body="{}", made_at=NOW))
     return last + 1
