@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import httpx
 
 from carousel_cli import ready
-from harness.processes import free_port, wait_until
+from harness.processes import free_port, free_ports_in_a_row, wait_until
 from shared.partition_leases import partition_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,20 +162,6 @@ def test_make_up_serves_the_contract_and_ctrl_c_stops_everything(
     )
 
 
-def _consecutive_free_ports(count: int) -> int:
-    """The first of ``count`` consecutive ports that are free now."""
-    for _ in range(50):
-        first = free_port()
-        try:
-            for port in range(first, first + count):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return first
-    raise AssertionError(f"no {count} consecutive free ports")
-
-
 def test_make_up_with_two_shards_splits_the_partitions_between_them(
     amqp_url: str, prefix: str, db_url: str, tmp_path: Path
 ) -> None:
@@ -184,7 +169,7 @@ def test_make_up_with_two_shards_splits_the_partitions_between_them(
     (DISPATCHER_PORT and the next one free of the other services'), splitting the 16
     partitions; the banner lists both once both are ready, and each event runs once,
     dispatched by the shard serving its host."""
-    first = _consecutive_free_ports(2)
+    first = free_ports_in_a_row(2)
     ports = {
         "PRODUCER_PORT": free_port(),
         "DISPATCHER_PORT": first,

@@ -17,29 +17,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from harness.processes import wait_until
+from harness.processes import free_ports_in_a_row, wait_until
 from scheduler.dispatcher.main import admin_socket
 from scheduler.dispatcher.settings import DispatcherSettings
 from shared.addresses import dispatcher_ports
 from shared.service import listen_first_free
-
-
-def _free_run(length: int) -> int:
-    """The first of ``length`` consecutive ports that are free now."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first: int = probe.getsockname()[1]
-        if first + length > 65535:
-            continue
-        try:
-            for port in range(first, first + length):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return first
-    raise AssertionError(f"no {length} consecutive free ports")
 
 
 @pytest.fixture
@@ -66,7 +48,7 @@ def test_the_ports_pass_over_the_other_services_ports() -> None:
 
 
 def test_the_first_free_port_is_taken(listening: list[socket.socket]) -> None:
-    first = _free_run(3)
+    first = free_ports_in_a_row(3)
     listening.append(listen_first_free("127.0.0.1", [first]))
     listening.append(listen_first_free("127.0.0.1", [first, first + 1, first + 2]))
     assert listening[1].getsockname()[1] == first + 1
@@ -79,7 +61,7 @@ def test_the_first_free_port_is_taken(listening: list[socket.socket]) -> None:
 def test_dispatchers_trying_the_same_ports_at_once_get_one_each(
     listening: list[socket.socket],
 ) -> None:
-    first = _free_run(8)
+    first = free_ports_in_a_row(8)
     ports = list(range(first, first + 8))
     start = threading.Barrier(8)
     got: list[int] = []
@@ -103,7 +85,7 @@ def test_dispatchers_trying_the_same_ports_at_once_get_one_each(
 def test_the_admin_socket_follows_the_span(
     monkeypatch: pytest.MonkeyPatch, listening: list[socket.socket]
 ) -> None:
-    first = _free_run(3)
+    first = free_ports_in_a_row(3)
     for name in ("PRODUCER_PORT", "ELASTICITY_PORT", "FLOWER_PORT", "SIMCLOUD_PORT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ELASTICITY_PORT", str(first + 1))
@@ -136,7 +118,7 @@ serve(app, "127.0.0.1", sock.getsockname()[1], CommonSettings(), sock=sock)
 
 
 def test_a_service_serves_on_the_socket_it_was_given(listening: list[socket.socket]) -> None:
-    first = _free_run(2)
+    first = free_ports_in_a_row(2)
     listening.append(listen_first_free("127.0.0.1", [first]))
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVE, str(first), str(first + 1)],
@@ -148,7 +130,7 @@ def test_a_service_serves_on_the_socket_it_was_given(listening: list[socket.sock
 
     def answers() -> bool:
         try:
-            return httpx.get(url, timeout=2).json() == {"pong": True}
+            return bool(httpx.get(url, timeout=2).json() == {"pong": True})
         except httpx.TransportError:
             return False
 
