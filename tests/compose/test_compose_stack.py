@@ -369,6 +369,10 @@ def test_two_shards_split_the_partitions_and_run_every_event_once(
 
     wait_for("the two shards to split the 16 partitions", split, timeout=120)
     parts = [serving(url) for url in urls]
+    # either answers for both, from the ledger: each at its container's own address
+    listed = httpx.get(f"{urls[0]}/shards", timeout=10).json()["shards"]
+    assert len(listed) == 2 and len({shard["url"] for shard in listed}) == 2, listed
+    assert all(shard["url"].endswith(":8001") for shard in listed), listed
     events = [
         {"host": f"h{h}", "vm": f"h{h}-vm{v}", "policy": "ops", "action": "update"}
         for h in (1, 2, 3)

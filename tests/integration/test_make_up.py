@@ -212,6 +212,9 @@ def test_make_up_with_two_shards_splits_the_partitions_between_them(
             return [a, b] if a and b and not a & b and a | b == set(range(16)) else []
 
         parts = wait_until(split, 60, 0.5, what="the two shards splitting the 16 partitions")
+        # each tells the others where it is: at the port it took
+        listed = httpx.get(f"{shards[1]}/shards").json()["shards"]
+        assert sorted(shard["url"] for shard in listed) == sorted(shards), listed
         events = [
             {"host": host, "vm": f"{host}-vm1", "policy": "ops", "action": "pause", "id": host}
             for host in ("h1", "h2", "h3")
