@@ -24,12 +24,23 @@ $(DEV): $(RUN)
 # First, with .env read as honcho reads it: does RabbitMQ answer at AMQP_URL? Flower's
 # password is made once per run (unless FLOWER_BASIC_AUTH sets one), for Flower and for
 # the banner, which prints it once every service is ready.
+# SHARDS=N (more than 1): N dispatchers (honcho's dispatcher.1 ... dispatcher.N), each an
+# active shard (DISPATCHER_PARTITIONS, 16 unless set), each on a port of its own
+# (DISPATCHER_PORT_SPAN); the banner waits for every one of them and lists them.
+SHARDS ?= 1
+ifneq ($(strip $(SHARDS)),1)
+SHARDED := DISPATCHER_PARTITIONS=$${DISPATCHER_PARTITIONS:-16} DISPATCHER_PORT_SPAN=$(SHARDS) \
+	CAROUSEL_DISPATCHERS=$(SHARDS)
+CONCURRENCY := -c dispatcher=$(SHARDS)
+endif
+
 up: $(RUN)
+	@case '$(SHARDS)' in ''|*[!0-9]*|0*) echo "make up: SHARDS=$(SHARDS): give the number of dispatchers, 1 or more" >&2; exit 2;; esac
 	@$(BIN)/honcho run $(BIN)/python -m shared.brokercheck
-	MONITOR_SOURCE=$${MONITOR_SOURCE-simcloud} DRIVER=$${DRIVER-simcloud} \
+	$(SHARDED) MONITOR_SOURCE=$${MONITOR_SOURCE-simcloud} DRIVER=$${DRIVER-simcloud} \
 	SIMCLOUD_GROUPS=$${SIMCLOUD_GROUPS-web:3:1:5} \
 	FLOWER_BASIC_AUTH=$${FLOWER_BASIC_AUTH:-admin:$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(16))')} \
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/honcho -f Procfile start
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/honcho -f Procfile start $(CONCURRENCY)
 
 test: $(DEV)
 	$(BIN)/pytest

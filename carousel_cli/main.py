@@ -11,6 +11,7 @@ CAROUSEL_API_TOKEN); an address not given is this machine at the port the servic
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -488,6 +489,16 @@ def ready(
             envvar="FLOWER_BASIC_AUTH", help="Flower's user:password, to show.", show_default=False
         ),
     ] = "",
+    dispatchers: Annotated[
+        int,
+        typer.Option(
+            envvar="CAROUSEL_DISPATCHERS",
+            min=1,
+            help="How many dispatchers to wait for. More than one are shards started together "
+            "on this machine (make up SHARDS=N), at the first ports of DISPATCHER_PORT_SPAN: "
+            "DISPATCHER_PORT, then the next ones up past the other services' ports.",
+        ),
+    ] = 1,
     timeout: Annotated[float, typer.Option(help="Seconds to wait at most.")] = 120.0,
     hold: Annotated[
         bool,
@@ -499,9 +510,10 @@ def ready(
 ) -> None:
     """Wait until every service answers ready, then print where each is.
 
-    The producer, the dispatcher, the elasticity worker, Flower and simcloud; then one
-    block with their addresses, the API reference and Flower's login (the first
-    user:password of FLOWER_BASIC_AUTH). `make up` runs it beside the services. Exit
+    The producer, the dispatcher (or each of --dispatchers shards), the elasticity worker,
+    Flower and simcloud; then one block with their addresses, the API reference and
+    Flower's login (the first user:password of FLOWER_BASIC_AUTH). `make up` runs it
+    beside the services. Exit
     code: 0 all ready, 3 some not within --timeout (each with what it last said)."""
 
     def body(client: Client) -> int:
@@ -510,6 +522,7 @@ def ready(
             (flower_url or local_url("flower")).rstrip("/"),
             simcloud_url.rstrip("/"),
             flower_auth,
+            readiness.shard_urls(dispatchers, os.environ) if dispatchers > 1 else (),
         )
 
         def ask(service: readiness.Service) -> str:

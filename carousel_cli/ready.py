@@ -1,5 +1,6 @@
 """``carousel ready``: wait until every service answers ready, then print where each is,
-in one short block: the APIs and their reference, Flower with its login, simcloud.
+in one short block: the APIs and their reference, Flower with its login, simcloud; with
+several dispatchers on this machine (shards, `make up SHARDS=2`), each of them.
 
 `make up` runs it beside the services (the Procfile's ``banner``), so that what a user
 needs is said once, after the services' start-up lines. Waiting is :func:`wait`, driven by
@@ -12,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from carousel_cli.client import Endpoints
+from shared.addresses import PORTS, dispatcher_ports
 
 READY = "ready"
 
@@ -28,16 +30,45 @@ class Service:
     note: str = ""
 
 
-def services(ends: Endpoints, flower: str, simcloud: str, flower_auth: str) -> list[Service]:
-    """The services `make up` runs, in the banner's order."""
+def services(
+    ends: Endpoints, flower: str, simcloud: str, flower_auth: str, shards: Sequence[str] = ()
+) -> list[Service]:
+    """The services `make up` runs, in the banner's order; with two or more ``shards``
+    (their addresses: `make up SHARDS=N`), one row for each in place of the dispatcher's,
+    numbered in the order of their ports (not honcho's dispatcher.1, dispatcher.2, ...:
+    which one took which port is a race)."""
+    dispatchers = [Service("dispatcher", ends.dispatcher, "/readyz", "/live", note="the live page")]
+    if len(shards) > 1:
+        dispatchers = [
+            Service(
+                f"dispatcher-{i}",
+                url,
+                "/readyz",
+                "/live",
+                note=f"the live page of shard {i} of {len(shards)}",
+            )
+            for i, url in enumerate(shards, 1)
+        ]
     return [
         Service("producer", ends.producer, "/readyz", note=f"API reference {ends.producer}/docs"),
-        Service("dispatcher", ends.dispatcher, "/readyz", "/live", note="the live page"),
+        *dispatchers,
         Service("elasticity", ends.elasticity, "/readyz", "/status"),
         # /healthcheck answers without the login
         Service("flower", flower, "/healthcheck", note=login(flower_auth)),
         Service("simcloud", simcloud, "/healthz", "/v1/state"),
     ]
+
+
+def shard_urls(count: int, env: Mapping[str, str]) -> list[str]:
+    """Where ``count`` dispatchers started together on this machine answer (`make up
+    SHARDS=N`): each took the first free port of the same
+    :func:`~shared.addresses.dispatcher_ports`, from ``env``'s DISPATCHER_PORT and
+    DISPATCHER_PORT_SPAN (at least ``count``), so together they hold its first ``count``
+    ports, unless something else holds one of them."""
+    variable, default = PORTS["dispatcher"]
+    first = int(env.get(variable) or default)
+    span = max(count, int(env.get("DISPATCHER_PORT_SPAN") or 1))
+    return [f"http://127.0.0.1:{port}" for port in dispatcher_ports(first, span, env)[:count]]
 
 
 def wait(

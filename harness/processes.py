@@ -45,6 +45,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports_in_a_row(count: int) -> int:
+    """The first of ``count`` consecutive ports that are free now (for dispatchers that
+    choose from a span of ports, or a compose range)."""
+    for _ in range(100):
+        first = free_port()
+        if first + count - 1 > 65535:
+            continue
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 class Service:
     """One Carousel service (a console script) as a child process with its own log file."""
 

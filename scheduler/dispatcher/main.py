@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import sys
 import threading
 from typing import Any
 
@@ -15,7 +17,8 @@ from scheduler.dispatcher.live import BacklogReader, Proxy
 from scheduler.dispatcher.loop import DispatcherLoop
 from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.state import DispatcherState
-from shared.service import configure_logging, serve
+from shared.addresses import dispatcher_ports
+from shared.service import STARTUP_FAILURE, configure_logging, listen_first_free, serve
 from shared.shard_view import cluster
 from shared.store import Store
 
@@ -25,6 +28,14 @@ log = logging.getLogger(__name__)
 def main() -> None:
     settings = DispatcherSettings()
     configure_logging(settings)
+    # the port first (DISPATCHER_PORT_SPAN): none free, nothing else starts
+    try:
+        sock = admin_socket(settings)
+    except OSError as exc:
+        log.error("the admin API cannot start: %s", exc.strerror or exc)
+        sys.exit(STARTUP_FAILURE)
+    if sock is not None:  # the port it took: the one it advertises to the other shards
+        settings = settings.model_copy(update={"dispatcher_port": sock.getsockname()[1]})
     store = Store.connect(settings.carousel_db_url, pool=settings.db_pool)
     limits = Limits(
         max_parallel=settings.max_parallel,
@@ -75,10 +86,20 @@ def main() -> None:
         ),
     )
     try:
-        serve(app, settings.dispatcher_host, settings.dispatcher_port, settings)
+        serve(app, settings.dispatcher_host, settings.dispatcher_port, settings, sock=sock)
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def admin_socket(settings: DispatcherSettings) -> socket.socket | None:
+    """With ``DISPATCHER_PORT_SPAN`` above 1, the admin API's socket, listening at the
+    first free port of :func:`~shared.addresses.dispatcher_ports`; else None: uvicorn
+    binds ``DISPATCHER_PORT`` itself."""
+    if settings.dispatcher_port_span == 1:
+        return None
+    ports = dispatcher_ports(settings.dispatcher_port, settings.dispatcher_port_span)
+    return listen_first_free(settings.dispatcher_host, ports)
 
 
 if __name__ == "__main__":

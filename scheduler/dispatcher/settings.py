@@ -32,6 +32,16 @@ class DispatcherSettings(LimitSettings):
         "127.0.0.1", description="Admin API bind address (DISPATCHER_HOST)."
     )
     dispatcher_port: int = Field(8001, description="Admin API port (DISPATCHER_PORT).")
+    dispatcher_port_span: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="How many ports the admin API may choose from: DISPATCHER_PORT, then the "
+        "next ones up, passing over the ports the other services on this machine are set "
+        "to (PRODUCER_PORT, ELASTICITY_PORT, FLOWER_PORT, SIMCLOUD_PORT); it takes the "
+        "first one free, and stops if none is. So shards started together on one machine "
+        "(make up SHARDS=2 sets it) each get their own port (DISPATCHER_PORT_SPAN).",
+    )
     start_paused: bool = Field(False, description="Start with dispatching paused (START_PAUSED).")
     carousel_producer_url: str = Field(
         default_factory=lambda: local_url("producer"),

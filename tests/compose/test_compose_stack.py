@@ -1,7 +1,8 @@
 """docker-compose.yml run for real (``make compose-test``), driven as the README tells a
 user: its quick-start commands run as written, Flower's API behind its password, the
 healthchecks gating on readiness, a worker killed and the dispatcher restarted under load
-with nothing lost, history kept across ``down``/``up``, and ``down -v`` leaving nothing.
+with nothing lost, history kept across ``down``/``up``, two dispatcher shards (``--scale
+dispatcher=2``) splitting the partitions, and ``down -v`` leaving nothing.
 
 The tests share one compose project (tests/compose/conftest.py) and run in file order:
 the last one tears it down."""
@@ -20,6 +21,8 @@ import httpx
 import pytest
 
 from harness.compose import ComposeProject
+from harness.processes import free_ports_in_a_row
+from shared.partition_leases import partition_of
 from tests.compose.conftest import PORTS, home_of, host_url
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -319,6 +322,79 @@ def test_history_survives_down_and_up(project: ComposeProject, producer: httpx.C
     project.run("up", "-d", timeout=600)
     project.wait_healthy()
     assert statuses(producer, ids)[ids[0]] == "succeeded"
+
+
+def test_two_shards_split_the_partitions_and_run_every_event_once(
+    project: ComposeProject, producer: httpx.Client
+) -> None:
+    """The guide's `DISPATCHER_PARTITIONS=16 DISPATCHER_PORT=<a range> docker compose up
+    -d --scale dispatcher=2`, on the running stack: both dispatchers healthy, each an
+    active shard on a host port of the range, the 16 partitions split between them, and
+    every event run once, dispatched by the shard serving its host."""
+    first = free_ports_in_a_row(2)
+    env = {**project.env, "DISPATCHER_PARTITIONS": "16", "DISPATCHER_PORT": f"{first}-{first + 1}"}
+    env_file = home_of(project) / "shards.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    shards = ComposeProject(
+        name=project.name, env_file=env_file, env=env, volumes_before=project.volumes_before
+    )
+    shards.run("up", "-d", "--scale", "dispatcher=2", timeout=600)
+    shards.wait_healthy(timeout=240)
+    dispatchers = shards.run("ps", "-q", "dispatcher").split()
+    assert len(dispatchers) == 2, dispatchers
+
+    def health(container: str) -> str:
+        fmt = "{{.State.Health.Status}}"
+        return subprocess.run(
+            ["docker", "inspect", "-f", fmt, container], capture_output=True, text=True
+        ).stdout.strip()
+
+    wait_for("both dispatchers healthy", lambda: {health(c) for c in dispatchers} == {"healthy"})
+    urls = []
+    for index in (1, 2):
+        published = shards.run("port", f"--index={index}", "dispatcher", "8001").strip()
+        address, port = published.rsplit(":", 1)
+        assert address == "127.0.0.1" and int(port) in (first, first + 1), published
+        urls.append(f"http://127.0.0.1:{port}")
+    assert len(set(urls)) == 2, urls
+
+    def serving(url: str) -> set[int]:
+        stats = httpx.get(f"{url}/stats", timeout=10).json()
+        assert stats["mode"] == "shards", stats
+        return set(stats["shard"]["serving"])
+
+    def split() -> bool:
+        a, b = (serving(url) for url in urls)
+        return bool(a and b) and not a & b and a | b == set(range(16))
+
+    wait_for("the two shards to split the 16 partitions", split, timeout=120)
+    parts = [serving(url) for url in urls]
+    # either answers for both, from the ledger: each at its container's own address
+    listed = httpx.get(f"{urls[0]}/shards", timeout=10).json()["shards"]
+    assert len(listed) == 2 and len({shard["url"] for shard in listed}) == 2, listed
+    assert all(shard["url"].endswith(":8001") for shard in listed), listed
+    events = [
+        {"host": f"h{h}", "vm": f"h{h}-vm{v}", "policy": "ops", "action": "update"}
+        for h in (1, 2, 3)
+        for v in (1, 2, 3, 4)
+    ]
+    response = producer.post("/events", json={"events": events * 2})
+    assert response.status_code == 202, response.text
+    ids = response.json()["ids"]
+
+    def all_done() -> bool:
+        return all(s in TERMINAL for s in statuses(producer, ids).values())
+
+    wait_for(f"all {len(ids)} events to finish", all_done, timeout=180)
+    assert set(statuses(producer, ids).values()) == {"succeeded"}
+    assert {producer.get(f"/events/{i}").json()["attempts"] for i in ids} == {1}
+    dispatched = [
+        {d["event_id"]: d["host"] for d in httpx.get(f"{url}/dispatches?limit=1000").json()}
+        for url in urls
+    ]
+    assert sorted(i for by_one in dispatched for i in by_one if i in ids) == sorted(ids)
+    for by_one, owned in zip(dispatched, parts, strict=True):
+        assert {partition_of(host, 16) for host in by_one.values()} <= owned
 
 
 def test_down_v_leaves_nothing_behind(project: ComposeProject) -> None:

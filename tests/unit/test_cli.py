@@ -539,6 +539,31 @@ def test_the_banner_names_every_address_and_flowers_login() -> None:
     ]
 
 
+def test_the_banner_names_every_shard_make_up_started() -> None:
+    """`make up SHARDS=2`: two dispatchers on the first two ports of their span, which
+    passes over the elasticity worker's 8002."""
+    ends = Endpoints("http://127.0.0.1:8000", "http://127.0.0.1:8001", "http://127.0.0.1:8002")
+    shards = ready.shard_urls(2, {})
+    assert shards == ["http://127.0.0.1:8001", "http://127.0.0.1:8003"]
+    shown = ready.services(ends, "http://127.0.0.1:5555", "http://127.0.0.1:8100", "", shards)
+    assert ready.banner(shown).splitlines()[1:5] == [
+        "  producer      http://127.0.0.1:8000   API reference http://127.0.0.1:8000/docs",
+        "  dispatcher-1  http://127.0.0.1:8001/live   the live page of shard 1 of 2",
+        "  dispatcher-2  http://127.0.0.1:8003/live   the live page of shard 2 of 2",
+        "  elasticity    http://127.0.0.1:8002/status",
+    ]
+    # ports moved in .env move them; a wider span still puts the shards on its first ports
+    moved = {"DISPATCHER_PORT": "9100", "DISPATCHER_PORT_SPAN": "4", "PRODUCER_PORT": "9101"}
+    assert ready.shard_urls(3, moved) == [
+        "http://127.0.0.1:9100",
+        "http://127.0.0.1:9102",
+        "http://127.0.0.1:9103",
+    ]
+    # one dispatcher: the one row, at the dispatcher's own address
+    one = ready.services(ends, "f", "c", "", ready.shard_urls(1, {}))
+    assert [s.name for s in one] == ["producer", "dispatcher", "elasticity", "flower", "simcloud"]
+
+
 @pytest.mark.parametrize("configured", ["", "  ", "admin", "admin:"])
 def test_without_a_login_to_show_the_banner_points_at_flowers_log(configured: str) -> None:
     assert ready.login(configured) == "log in with the password it logged at start"

@@ -62,6 +62,7 @@ ENV_VARS = (
     "CAROUSEL_API_TOKEN",
     "PRODUCER_PORT",
     "DISPATCHER_PORT",
+    "DISPATCHER_PARTITIONS",
     "MAX_PARALLEL",
     "PER_VM_LIMIT",
     "PER_HOST_LIMIT",
@@ -287,22 +288,29 @@ def _resolved_services(out: str) -> dict[str, Any]:
     return _services(resolved)
 
 
-def _resolved_ports(service: dict[str, Any]) -> set[tuple[str, int, int]]:
-    """(host address, host port, container port) of each published port, in the short
-    (docker-compose 1.29) or long (compose v2) form ``config`` prints."""
-    ports: set[tuple[str, int, int]] = set()
+def _host_port(published: object) -> int | str:
+    """A published host port as a number, or a range (``8011-8012``) as it is."""
+    text = str(published)
+    return int(text) if text.isdigit() else text
+
+
+def _resolved_ports(service: dict[str, Any]) -> set[tuple[str, int | str, int]]:
+    """(host address, host port or range, container port) of each published port, in the
+    short (docker-compose 1.29) or long (compose v2) form ``config`` prints."""
+    ports: set[tuple[str, int | str, int]] = set()
     for entry in service.get("ports", []):
         if isinstance(entry, dict):
-            ports.add((str(entry["host_ip"]), int(entry["published"]), int(entry["target"])))
+            published = _host_port(entry["published"])
+            ports.add((str(entry["host_ip"]), published, int(entry["target"])))
             continue
-        host_ip, published, target = str(entry).split("/")[0].rsplit(":", 2)
-        ports.add((host_ip, int(published), int(target)))
+        host_ip, published_text, target = str(entry).split("/")[0].rsplit(":", 2)
+        ports.add((host_ip, _host_port(published_text), int(target)))
     return ports
 
 
 def _expected_ports(
     service: str, address: str, overrides: Mapping[str, str] | None = None
-) -> set[tuple[str, int, int]]:
+) -> set[tuple[str, int | str, int]]:
     chosen = overrides or {}
     return {
         (address, int(chosen.get(var, default)), target)
@@ -359,6 +367,23 @@ def test_compose_config_one_setting_opens_the_ports(tmp_path: Path) -> None:
     for name in PUBLISHED:
         assert _resolved_ports(services[name]) == _expected_ports(name, "0.0.0.0")
     assert not services["rabbitmq"].get("ports")
+
+
+def test_compose_config_gives_shards_a_port_range(tmp_path: Path) -> None:
+    """`DISPATCHER_PARTITIONS=16 DISPATCHER_PORT=8011-8012 docker compose up --scale
+    dispatcher=2`: the range is published as it is (Docker gives each replica a free port
+    of it), and every service gets the partitions; unset, they reach it empty (the
+    setting's default, 0: one dispatcher, the others standbys) and the port is one."""
+    shards = {**GOOD_SECRETS, "DISPATCHER_PORT": "8011-8012", "DISPATCHER_PARTITIONS": "16"}
+
+    services = _resolved_services(_compose_config(_write_env(tmp_path / "shards.env", shards)))
+
+    assert _resolved_ports(services["dispatcher"]) == {("127.0.0.1", "8011-8012", 8001)}
+    for name in APP_SERVICES:
+        assert _environment(services[name])["DISPATCHER_PARTITIONS"] == "16", name
+    one = _resolved_services(_compose_config(_write_env(tmp_path / "one.env", GOOD_SECRETS)))
+    assert _resolved_ports(one["dispatcher"]) == {("127.0.0.1", 8001, 8001)}
+    assert _environment(one["dispatcher"]).get("DISPATCHER_PARTITIONS", "") == ""
 
 
 @pytest.mark.parametrize(
