@@ -2,28 +2,40 @@
 
 What runs
     A private RabbitMQ node (:mod:`harness.private_broker`, so broker kills touch only
-    it), one producer, one dispatcher and one or two Celery workers as real processes
-    (:mod:`.stack`), a ledger (:mod:`.ledgerdb`), and ``DRIVER=webhook`` pointed at a
-    recording receiver in this process (:mod:`harness.recorder`). A load generator
-    (:mod:`.load`) posts events over 4 hosts x 4 VMs x 2 policies and retries every
-    batch with the same ids until it gets a 202, as an at-least-once client does. Under
-    that load, faults (:mod:`.process`, :mod:`.messages`, :mod:`.ledger`, :mod:`.holds`,
-    :mod:`.cloud`, :mod:`.cloudapi`, :mod:`.kubernetes`, :mod:`.clock`) are injected one
-    after another (:mod:`.suite`);
+    it), one producer, one dispatcher (or dispatcher shards) and one or two Celery
+    workers as real processes (:mod:`.stack`), a ledger (:mod:`.ledgerdb`), and
+    ``DRIVER=webhook`` pointed at a recording receiver in this process
+    (:mod:`harness.recorder`). A load generator (:mod:`.load`) posts events over 4 hosts
+    x 4 VMs x 2 policies (the shards run: 8 x 2 x 2) and retries every batch with the
+    same ids until it gets a 202, as an at-least-once client does. Under that load,
+    faults (:mod:`.process`, :mod:`.messages`, :mod:`.ledger`, :mod:`.holds`,
+    :mod:`.cloud`, :mod:`.cloudapi`, :mod:`.kubernetes`, :mod:`.clock`, :mod:`.shards`)
+    are injected one after another (:mod:`.suite`);
     the load then stops and the accounting (:mod:`.accounting`) runs.
 
-Two runs (``make faults``; :func:`.suite.plan`)
-    ``full``: every fault but the two below, on a SQLite ledger (one machine).
+Three runs (``make faults``; :func:`.suite.plan`)
+    ``full``: every fault but those below, on a SQLite ledger (one machine).
     ``machines``: as processes on several machines would share it, a PostgreSQL ledger —
     a fresh database on the machine's server (:mod:`harness.ledgers`), which the
     dispatcher reaches through a cuttable proxy — short claim leases (3 s) swept every
     second; a few cheap faults of the full run again, then ``clock-skew`` (every action
     claimed by workers whose wall clocks are 60 s behind and ahead, :mod:`.clock`) and
     ``ledger-cut`` (the active dispatcher cut off from PostgreSQL, a standby beside it,
-    :mod:`.ledger`). Each fault names the ledger it needs (:attr:`.base.Fault.ledger`):
-    ``--only NAME`` runs it in that run; ``ledger-lock`` is SQLite's alone and skips on
-    PostgreSQL. ``--fast`` is one short SQLite run. Each run has its own stack,
-    accounting and report; the exit status is 0 only if every run is clean.
+    :mod:`.ledger`).
+    ``shards``: two dispatcher shards (``DISPATCHER_PARTITIONS=16``) on a PostgreSQL
+    ledger, the load over 8 hosts so that both serve some of it: ``shard-kill`` (one
+    killed -9 under load, its partitions taken over, restarted; x2) and
+    ``shard-join-leave`` (a third joins under load, another stops cleanly), :mod:`.shards`;
+    then faults of the full run that mean the same with shards (the first shard killed
+    and restarted at once, the named limits under such kills, broker restarts, duplicate
+    deliveries) — not those that start a standby beside "the" dispatcher
+    (:attr:`.base.Fault.shards` False).
+    Each fault names the ledger it needs (:attr:`.base.Fault.ledger`) and whether it
+    needs shards: ``--only NAME`` runs it in that run; ``ledger-lock`` is SQLite's alone
+    and skips on PostgreSQL; ``--run NAME`` runs only the runs named (with ``--only``,
+    those faults in them). ``--fast`` is one short SQLite run and a shorter one with two
+    shards (one ``shard-kill``). Each run has its own stack, accounting and report; the
+    exit status is 0 only if every run is clean.
 
 The accounting — over every event id that got a 202, and nothing else
     Each event's final view is GET /events/{id}, asked until every one is final
@@ -114,5 +126,5 @@ The report
     named in the report). ``python -m harness.faults`` prints each run's report, then
     each run's final line, and exits 0 only if every run is clean. The logs,
     ``report.txt`` and ``anomalies.json`` stay in each run's directory (``full/``,
-    ``machines/``).
+    ``machines/``, ``shards/``).
 """

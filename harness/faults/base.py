@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from harness.faults.accounting import Anomaly
@@ -45,15 +45,20 @@ class Ctx:
     log: Callable[[str], None]
 
     def recovery(
-        self, injected_at: float, restored_at: float, accept: bool = False
+        self,
+        injected_at: float,
+        restored_at: float,
+        accept: bool = False,
+        hosts: Collection[str] = (),
     ) -> float | None:
-        """Seconds from ``injected_at`` until the ledger shows an event dispatched at or
-        after ``restored_at`` (and, with ``accept``, the producer answered 202 after it)."""
+        """Seconds from ``injected_at`` until the ledger shows an event (of one of
+        ``hosts``, when given) dispatched at or after ``restored_at`` (and, with
+        ``accept``, the producer answered 202 after it)."""
 
         def resumed() -> bool:
             if accept and not self.load.accepted_after(restored_at):
                 return False
-            return self.stack.ledger.last_dispatch() >= restored_at
+            return self.stack.ledger.last_dispatch(hosts) >= restored_at
 
         try:
             wait_until(resumed, RECOVERY_TIMEOUT, 0.05, what="dispatching again")
@@ -84,3 +89,7 @@ class Fault:
     what: str
     #: the ledger it needs (``SQLITE`` or ``POSTGRESQL`` of :mod:`.ledgerdb`); None: either
     ledger: str | None = None
+    #: True: it needs dispatcher shards (:attr:`.stack.Profile.shards`; ``--only`` runs
+    #: it in the run that has them); False: it needs one dispatcher (it starts a standby
+    #: beside it); None: either
+    shards: bool | None = None

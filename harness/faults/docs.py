@@ -3,7 +3,9 @@
 ``bench/results/faults-<profile>.json`` (:func:`record`), and ``make faults`` / ``make
 docs`` render every such file between :data:`BEGIN` and :data:`END` (:func:`write`).
 A test fails while the document differs from the files, so no figure is copied by hand.
-Runs of a few faults (``--only``) or of the CI subset (``--fast``) record nothing."""
+Runs of a few faults (``--only``), of some runs (``--run``) or of the CI subset
+(``--fast``) record nothing. The runs are shown in the suite's order (:data:`ORDER`:
+full, machines, shards), a run with dispatcher shards saying how many."""
 
 from __future__ import annotations
 
@@ -19,19 +21,36 @@ PATH = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 BEGIN = "<!-- generated from bench/results/faults-*.json by `make faults` / `make docs` -->"
 END = "<!-- end of the generated fault table -->"
 PREFIX = "faults-"
+#: the runs of ``make faults`` in their order (:func:`harness.faults.suite.plan`); a file
+#: of another profile comes after them
+ORDER = ("full", "machines", "shards")
 
 
-def record(profile: str, ledger: str, rows: list[dict[str, Any]], final: str) -> Path:
-    """Write one complete run's table: ``rows`` as :func:`render` shows them."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{PREFIX}{profile}.json"
-    body = {"profile": profile, "ledger": ledger, "machine": machine(), "rows": rows}
-    path.write_text(json.dumps({**body, "final": final}, indent=2) + "\n")
+def record(
+    profile: str,
+    ledger: str,
+    rows: list[dict[str, Any]],
+    final: str,
+    shards: int = 0,
+    partitions: int = 0,
+    folder: Path = RESULTS,
+) -> Path:
+    """Write one complete run's table: ``rows`` as :func:`render` shows them; ``shards``:
+    the dispatcher shards it ran, over ``partitions`` (0: one dispatcher)."""
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{PREFIX}{profile}.json"
+    body: dict[str, Any] = {"profile": profile, "ledger": ledger, "machine": machine()}
+    if shards:
+        body |= {"shards": shards, "partitions": partitions}
+    path.write_text(json.dumps({**body, "rows": rows, "final": final}, indent=2) + "\n")
     return path
 
 
 def runs(folder: Path = RESULTS) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(folder.glob(f"{PREFIX}*.json"))]
+    """The recorded runs, in :data:`ORDER`."""
+    found = [json.loads(p.read_text()) for p in sorted(folder.glob(f"{PREFIX}*.json"))]
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return sorted(found, key=lambda run: rank.get(run["profile"], len(ORDER)))
 
 
 def render(folder: Path = RESULTS) -> str:
@@ -41,9 +60,14 @@ def render(folder: Path = RESULTS) -> str:
         lines += ["", "No complete run recorded yet: `make faults` records one."]
     for run in found:
         m = run["machine"]
+        shards = (
+            f", {run['shards']} dispatcher shards over {run['partitions']} partitions"
+            if run.get("shards")
+            else ""
+        )
         lines += [
             "",
-            f"#### `{run['profile']}` run, {run['ledger']} ledger",
+            f"#### `{run['profile']}` run, {run['ledger']} ledger{shards}",
             "",
             f"Run {m.get('at', '?')} on {m.get('cpus', '?')} CPUs, load average "
             f"{m.get('load', '?')} as it ended.",

@@ -12,6 +12,7 @@ standby dispatcher included — keeps its direct connection.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,16 @@ class LedgerDb:
         with self.engine.begin() as conn:
             return int(conn.execute(sa.text(sql), params).rowcount)
 
-    def last_dispatch(self) -> float:
-        [(at,)] = self.rows("SELECT max(dispatched_at) FROM events")
+    def last_dispatch(self, hosts: Collection[str] = ()) -> float:
+        """When the last event (of ``hosts``, when given) was dispatched; 0.0: none."""
+        if not hosts:
+            [(at,)] = self.rows("SELECT max(dispatched_at) FROM events")
+            return float(at or 0.0)
+        names = {f"h{i}": host for i, host in enumerate(sorted(hosts))}
+        among = ", ".join(f":{n}" for n in names)
+        [(at,)] = self.rows(
+            f"SELECT max(dispatched_at) FROM events WHERE host IN ({among})", **names
+        )
         return float(at or 0.0)
 
     def close(self) -> None:

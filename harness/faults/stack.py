@@ -4,6 +4,15 @@ SQLite, or a fresh PostgreSQL database that the dispatcher reaches through a cut
 proxy (:mod:`.ledgerdb`) — all under one base directory (``logs/`` holds every
 service's log).
 
+A profile with :attr:`Profile.shards` starts that many dispatchers instead, each an
+active shard (``DISPATCHER_PARTITIONS`` = :attr:`Profile.partitions`) on a port of its
+own (:attr:`FaultStack.dispatchers`); the first stays "the dispatcher" of everything
+that asks one (``/stats``, ``/pause``, the producer's ``DISPATCHER_URL``), the stack
+is ready once every partition is served (:meth:`FaultStack.partitions_served`), and
+:meth:`FaultStack.restart_dispatcher`, :meth:`FaultStack.kill_dispatcher`,
+:meth:`FaultStack.add_dispatcher` and :meth:`FaultStack.stop_dispatcher` act on one
+shard by its index.
+
 Settings are the services' defaults but for a few that make recovery fit the suite's
 bounds: a 4 s dispatcher lease (a killed dispatcher's successor waits that long),
 ``RESEND_AFTER`` 30 s (the sweeper re-sends a dispatched event's lost task within the
@@ -23,6 +32,7 @@ import contextlib
 import functools
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,8 +73,16 @@ class Profile:
     policies: int = 2
     per_vm: int = 1
     ledger: str = SQLITE  # or POSTGRESQL (see .ledgerdb)
+    #: dispatcher shards started side by side (0: one dispatcher, as in production today)
+    shards: int = 0
+    #: their ``DISPATCHER_PARTITIONS`` (used only with ``shards``)
+    partitions: int = 0
     #: settings of the services beyond the stack's own (see the module docstring)
     settings: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.shards and self.partitions < 1:
+            raise ValueError(f"profile {self.name}: shards need partitions")
 
     def keys(self) -> list[tuple[str, str, str]]:
         return [
@@ -114,12 +132,18 @@ class FaultStack:
             "GROUP_BUDGETS": _table(GROUP_BUDGETS),
             **dict(profile.settings),
         }
+        if profile.shards:
+            env["DISPATCHER_PARTITIONS"] = str(profile.partitions)
         #: what the accounting judges the calls against
         self.action_limits = dict(ACTION_LIMITS)
         self.group_budgets = dict(GROUP_BUDGETS)
         self.stack = Stack(env, self.logs)
         self.producer: Service | None = None
-        self.dispatcher: Service | None = None
+        #: the dispatchers, by index: one, or a shard each (the first on the stack's
+        #: ``DISPATCHER_PORT``, the others on ports of their own); a dispatcher killed
+        #: keeps its place (and port) until :meth:`restart_dispatcher`, one stopped
+        #: with :meth:`stop_dispatcher` leaves the list
+        self.dispatchers: list[Service] = []
         #: settings a fault gives the dispatcher for its phase (kept across its restarts)
         self.dispatcher_env: dict[str, str] = {}
         #: queues a fault added (a worker profile's actions queue): they must drain too
@@ -133,7 +157,10 @@ class FaultStack:
         self.stack.env["CAROUSEL_DB_URL"] = self.ledger.url
         self.broker.start()
         self.producer = self.stack.producer()
-        self.dispatcher = self.restart_dispatcher()
+        self.restart_dispatcher()
+        for _ in range(1, self.profile.shards):
+            self.add_dispatcher(wait=False)
+        self.wait_dispatchers()
         self.start_workers(*[("w", {})] * self.profile.workers)
 
     def start_worker(self, kind: str = "w", **extra: str) -> Service:
@@ -190,21 +217,133 @@ class FaultStack:
         self.producer = self.stack.producer()
         return self.producer
 
-    def restart_dispatcher(self) -> Service:
-        """Start the stack's dispatcher (on PostgreSQL, through the ledger's proxy), with
-        the settings :meth:`reconfigure_dispatcher` gave it."""
-        self.dispatcher = self.stack.dispatcher(
-            CAROUSEL_DB_URL=self.ledger.dispatcher_url, **self.dispatcher_env
+    # -- the dispatchers ---------------------------------------------------------------
+    @property
+    def sharded(self) -> bool:
+        return self.profile.shards > 0
+
+    @property
+    def dispatcher(self) -> Service | None:
+        """The first dispatcher (the only one but in a profile with shards)."""
+        return self.dispatchers[0] if self.dispatchers else None
+
+    def dispatcher_url(self, index: int = 0) -> str:
+        return _url(self.dispatchers[index])
+
+    def _dispatcher(self, port: str) -> Service:
+        """A dispatcher on ``port`` (on PostgreSQL, through the ledger's proxy), with the
+        settings :meth:`reconfigure_dispatcher` gave it; started, not waited for."""
+        env = {
+            **self.stack.env,
+            "CAROUSEL_DB_URL": self.ledger.dispatcher_url,
+            "DISPATCHER_PORT": port,
+            **self.dispatcher_env,
+        }
+        service = Service("carousel-dispatcher", env, self.logs, f"http://127.0.0.1:{port}/readyz")
+        self.stack.services.append(service)
+        return service.start(wait=False)
+
+    def restart_dispatcher(self, index: int = 0, wait: bool = True) -> Service:
+        """Start dispatcher ``index`` (the first: the stack's; one past the last: a new
+        one, see :meth:`add_dispatcher`) again on its port, with the settings
+        :meth:`reconfigure_dispatcher` gave it; with ``wait``, once it is ready."""
+        if index == len(self.dispatchers):
+            port = self.stack.env["DISPATCHER_PORT"] if index == 0 else str(free_port())
+            self.dispatchers.append(self._dispatcher(port))
+        else:
+            old = self.dispatchers[index]
+            old.kill()  # a no-op unless it still runs
+            self.dispatchers[index] = self._dispatcher(old.env["DISPATCHER_PORT"])
+        if wait:
+            self.wait_dispatchers([index])
+        return self.dispatchers[index]
+
+    def add_dispatcher(self, wait: bool = True) -> int:
+        """Start one more dispatcher (a shard) on a port of its own; its index."""
+        index = len(self.dispatchers)
+        self.restart_dispatcher(index, wait)
+        return index
+
+    def kill_dispatcher(self, index: int = 0) -> Service:
+        """kill -9 dispatcher ``index``; it keeps its place until restarted."""
+        service = self.dispatchers[index]
+        service.kill()
+        return service
+
+    def stop_dispatcher(self, index: int) -> Service:
+        """Stop dispatcher ``index`` cleanly (SIGTERM: a shard releases its partitions
+        and leaves) and drop it from :attr:`dispatchers`; not the first, which the
+        producer and the harness ask."""
+        if index == 0:
+            raise ValueError("the first dispatcher is the stack's: restart it instead")
+        service = self.dispatchers.pop(index)
+        service.stop()
+        return service
+
+    def wait_dispatchers(self, indexes: list[int] | None = None, timeout: float = 60) -> None:
+        """Wait until the dispatchers ``indexes`` (all: every one) answer ready — and, in a
+        profile with shards, until every partition is served."""
+        chosen = range(len(self.dispatchers)) if indexes is None else indexes
+        for i in chosen:
+            service = self.dispatchers[i]
+            wait_until(
+                functools.partial(_dispatcher_ready, service),
+                timeout,
+                what=f"dispatcher {i} ready ({service.log_tail()})",
+            )
+        if self.sharded:
+            self.wait_partitions_served(timeout)
+
+    def live_dispatchers(self) -> list[Service]:
+        return [d for d in self.dispatchers if d.proc is not None and d.proc.poll() is None]
+
+    def serving(self) -> dict[int, list[int]]:
+        """Per live dispatcher's index, the partitions it serves (its ``/stats``)."""
+        out: dict[int, list[int]] = {}
+        for i, service in enumerate(self.dispatchers):
+            if service.proc is not None and service.proc.poll() is None:
+                shard = self.stats(_url(service)).get("shard") or {}
+                out[i] = list(shard.get("serving") or [])
+        return out
+
+    def partitions_served(self, every_shard: bool = False) -> bool:
+        """Every partition served by exactly one live shard (as their ``/stats`` say);
+        with ``every_shard``, each live shard serving at least one (a joined or restarted
+        shard has its share)."""
+        serving = self.serving()
+        flat = [p for ps in serving.values() for p in ps]
+        whole = sorted(flat) == list(range(self.profile.partitions))
+        return whole and (not every_shard or all(serving.values()))
+
+    def wait_partitions_served(self, timeout: float = 60, every_shard: bool = False) -> float:
+        """Wait until :meth:`partitions_served`; when it was seen so."""
+        wait_until(
+            lambda: self.partitions_served(every_shard),
+            timeout,
+            0.1,
+            what=f"every partition served once{' and every shard serving' * every_shard} "
+            f"(serving: {self._serving_said()})",
         )
-        return self.dispatcher
+        return time.time()
+
+    def _serving_said(self) -> str:
+        try:
+            return repr(self.serving())
+        except (httpx.HTTPError, OSError) as exc:
+            return repr(exc)
 
     def reconfigure_dispatcher(self, **extra: str) -> Service:
-        """Stop the dispatcher and start it with ``extra`` settings, kept across its later
-        restarts (none: back to the stack's own)."""
-        if self.dispatcher is not None:
-            self.dispatcher.stop()
+        """Stop the dispatchers and start as many with ``extra`` settings, kept across
+        their later restarts (none: back to the stack's own); the first, once every one
+        is ready."""
+        _stop_all(self.dispatchers)
         self.dispatcher_env = dict(extra)
-        return self.restart_dispatcher()
+        for i in range(len(self.dispatchers)):
+            self.restart_dispatcher(i, wait=False)
+        self.wait_dispatchers()
+        first = self.dispatcher
+        assert first is not None
+        return first
 
     # -- workers and their processes -----------------------------------------------
     def live_workers(self) -> list[Service]:
@@ -283,6 +422,32 @@ class FaultStack:
         r.raise_for_status()
         body: dict[str, Any] = r.json()
         return body
+
+
+def _stop_all(services: list[Service]) -> None:
+    """Stop ``services`` at once (SIGTERM; kill -9 one still running 15 s later)."""
+    running = [s for s in services if s.proc is not None and s.proc.poll() is None]
+    for service in running:
+        assert service.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(service.proc.pid, signal.SIGTERM)
+    for service in running:
+        assert service.proc is not None
+        try:
+            service.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            service.kill()
+
+
+def _url(dispatcher: Service) -> str:
+    return f"http://127.0.0.1:{dispatcher.env['DISPATCHER_PORT']}"
+
+
+def _dispatcher_ready(service: Service) -> bool:
+    assert service.proc is not None
+    if service.proc.poll() is not None:
+        raise AssertionError(f"dispatcher exited {service.proc.returncode}:\n{service.log_tail()}")
+    return httpx.get(f"{_url(service)}/readyz", timeout=2).status_code == 200
 
 
 def _ready(worker: Service) -> bool:

@@ -1,7 +1,8 @@
 """The suite: start the stack and the load, inject each fault in turn, stop the load,
-account, report. ``make faults`` is two runs (:func:`plan`): :data:`FULL` on a SQLite
+account, report. ``make faults`` is three runs (:func:`plan`): :data:`FULL` on a SQLite
 ledger, then :data:`MACHINES` on PostgreSQL with the faults of processes on several
-machines; :data:`FAST` is the CI subset."""
+machines, then :data:`SHARDS`: dispatcher shards on PostgreSQL; :data:`FAST` is the CI
+subset."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from harness.faults import (
     process,
     report,
     retirement,
+    shards,
 )
 from harness.faults.accounting import Accounting
 from harness.faults.base import Ctx, Fault, FaultResult
@@ -48,7 +50,12 @@ FAULTS: dict[str, Fault] = {
         Fault("dispatcher-kill", process.dispatcher_kill, "kill -9 the dispatcher, 3 times"),
         Fault("worker-child-kill", process.worker_child_kill, "kill -9 a pool child mid-action"),
         Fault("worker-main-kill", process.worker_main_kill, "kill -9 a worker mid-action"),
-        Fault("second-dispatcher", process.second_dispatcher, "a second dispatcher beside"),
+        Fault(
+            "second-dispatcher",
+            process.second_dispatcher,
+            "a second dispatcher beside",
+            shards=False,
+        ),
         Fault(
             "named-limits",
             limits.named_limits,
@@ -104,12 +111,27 @@ FAULTS: dict[str, Fault] = {
             ledger.ledger_cut,
             "the active dispatcher cut off from PostgreSQL, a standby beside it",
             POSTGRESQL,
+            shards=False,
+        ),
+        Fault(
+            "shard-kill",
+            shards.shard_kill,
+            "kill -9 a dispatcher shard under load, its partitions taken over; restarted; x2",
+            shards=True,
+        ),
+        Fault(
+            "shard-join-leave",
+            shards.shard_join_leave,
+            "a shard joins under load, then another stops cleanly (SIGTERM)",
+            shards=True,
         ),
     ]
 }
 
 FULL = Profile("full", workers=2, concurrency=3, max_parallel=4, rate=8.0)
-FULL_FAULTS = [name for name, f in FAULTS.items() if f.ledger != POSTGRESQL]
+FULL_FAULTS = [
+    name for name, f in FAULTS.items() if f.ledger != POSTGRESQL and f.shards is not True
+]
 #: processes as on several machines, sharing a PostgreSQL ledger; claims short, swept
 #: every second and their tasks sent again soon, so a claim judged wrongly expired is
 #: taken over at once (as ``tests/integration/test_clock_skew.py`` sets them)
@@ -130,6 +152,34 @@ MACHINES_FAULTS = [
     "clock-skew",
     "ledger-cut",
 ]
+#: dispatcher shards (DISPATCHER_PARTITIONS=16), two of them, sharing a PostgreSQL ledger;
+#: the load over 8 hosts, so that both shards serve some of it (4 would often be one's)
+SHARDS = Profile(
+    "shards",
+    workers=2,
+    concurrency=3,
+    max_parallel=4,
+    rate=6.0,
+    hosts=8,
+    vms=2,
+    policies=2,
+    ledger=POSTGRESQL,
+    shards=2,
+    partitions=16,
+)
+#: the shard faults, and those of the full run that mean the same with shards: a kill -9
+#: of the first shard restarted at once (before its partitions expired), the named limits
+#: (one budget in the ledger for every shard) under such kills, broker restarts (every
+#: shard's session ends uncleanly), duplicate deliveries. Not the faults that start a
+#: standby beside "the" dispatcher (second-dispatcher, ledger-cut).
+SHARDS_FAULTS = [
+    "shard-kill",
+    "shard-join-leave",
+    "dispatcher-kill",
+    "named-limits",
+    "broker-restart",
+    "duplicate-deliveries",
+]
 FAST = Profile("fast", workers=1, concurrency=4, max_parallel=3, rate=6.0)
 FAST_FAULTS = [
     Fault("dispatcher-kill", lambda c: process.dispatcher_kill(c, 2), "kill -9 the dispatcher x2"),
@@ -138,25 +188,71 @@ FAST_FAULTS = [
     FAULTS["duplicate-posts"],
     FAULTS["duplicate-deliveries"],
 ]
+#: the CI subset's shards: one kill -9 of a shard, on SQLite, apart from :data:`FAST`
+FAST_SHARDS = Profile(
+    "fast-shards",
+    workers=1,
+    concurrency=4,
+    max_parallel=3,
+    rate=6.0,
+    hosts=8,
+    vms=2,
+    policies=2,
+    shards=2,
+    partitions=16,
+)
+FAST_SHARDS_FAULTS = [
+    Fault(
+        "shard-kill",
+        lambda c: shards.shard_kill(c, 1),
+        "kill -9 a dispatcher shard under load, its partitions taken over; restarted",
+        shards=True,
+    ),
+]
 
 
-def plan(fast: bool = False, only: Sequence[str] = ()) -> list[tuple[Profile, list[Fault]]]:
-    """The runs of ``python -m harness.faults``: the full suite then the machines one
-    (``fast``: the CI subset alone); with ``only``, those faults, each in the run of the
-    ledger it needs (the SQLite one is :data:`FAST`'s with ``fast``)."""
+def fits(fault: Fault, profile: Profile) -> bool:
+    """Whether ``fault`` can run in ``profile``'s run: its ledger, and dispatcher shards
+    or one dispatcher as it needs."""
+    return fault.ledger in (None, profile.ledger) and fault.shards in (None, profile.shards > 0)
+
+
+def plan(
+    fast: bool = False, only: Sequence[str] = (), runs: Sequence[str] = ()
+) -> list[tuple[Profile, list[Fault]]]:
+    """The runs of ``python -m harness.faults``: the full suite, the machines one, then
+    the shards one (``fast``: the CI subset alone, :data:`FAST` and :data:`FAST_SHARDS`);
+    with ``only``, those faults, each in the run it needs — the shards run for a shard
+    fault, else by its ledger (with ``fast``, the SQLite one is :data:`FAST`'s and the
+    shards one :data:`FAST_SHARDS`'s). With ``runs``, only the runs so named: each
+    with its own faults, or with ``only``, with those of them that :func:`fits` it (so
+    ``runs=["shards"], only=["retire-storm"]`` runs that fault with shards)."""
+    if runs:
+        chosen_runs = [(p, fs) for p, fs in plan(fast) if p.name in runs]
+        if only:
+            picked = [FAULTS[n] for n in dict.fromkeys(only)]
+            chosen_runs = [(p, [f for f in picked if fits(f, p)]) for p, _ in chosen_runs]
+        return [(p, fs) for p, fs in chosen_runs if fs]
     if not only:
         if fast:
-            return [(FAST, FAST_FAULTS)]
+            return [(FAST, FAST_FAULTS), (FAST_SHARDS, FAST_SHARDS_FAULTS)]
         return [
             (FULL, [FAULTS[n] for n in FULL_FAULTS]),
             (MACHINES, [FAULTS[n] for n in MACHINES_FAULTS]),
+            (SHARDS, [FAULTS[n] for n in SHARDS_FAULTS]),
         ]
     chosen = [FAULTS[n] for n in dict.fromkeys(only)]
-    runs = [
-        (FAST if fast else FULL, [f for f in chosen if f.ledger != POSTGRESQL]),
-        (MACHINES, [f for f in chosen if f.ledger == POSTGRESQL]),
+    single = [f for f in chosen if f.shards is not True]
+    by_run = [
+        (FAST if fast else FULL, [f for f in single if f.ledger != POSTGRESQL]),
+        (MACHINES, [f for f in single if f.ledger == POSTGRESQL]),
+        (FAST_SHARDS if fast else SHARDS, [f for f in chosen if f.shards is True]),
     ]
-    return [(profile, faults) for profile, faults in runs if faults]
+    return [(profile, faults) for profile, faults in by_run if faults]
+
+
+#: every run's name, for ``--run``
+RUN_NAMES = [profile.name for profile, _ in plan()] + [profile.name for profile, _ in plan(True)]
 
 
 @dataclass
@@ -216,8 +312,13 @@ def run(
     stack = FaultStack(base, profile)
     try:
         stack.start()
+        shards_said = (
+            f"{profile.shards} dispatcher shards over {profile.partitions} partitions, "
+            if profile.shards
+            else ""
+        )
         log(
-            f"stack up: broker {stack.broker.url}, {profile.ledger} ledger, "
+            f"stack up: broker {stack.broker.url}, {profile.ledger} ledger, {shards_said}"
             f"{profile.workers} worker(s)"
         )
         load = LoadGenerator(stack.stack.producer_url, profile.rate, profile.keys(), seed)

@@ -85,11 +85,19 @@ def main() -> None:
             }
         ),
     )
+
+    def stop_loop() -> None:
+        """End the session and give up the lease (a shard: its partitions) — a clean stop.
+        At the app's shutdown, as uvicorn raises the signal that stopped it again once
+        it returns, and SIGTERM's default action would end the process right there."""
+        stop.set()
+        thread.join(timeout=5)
+
+    app.router.on_shutdown.append(stop_loop)
     try:
         serve(app, settings.dispatcher_host, settings.dispatcher_port, settings, sock=sock)
     finally:
-        stop.set()
-        thread.join(timeout=5)
+        stop_loop()
 
 
 def admin_socket(settings: DispatcherSettings) -> socket.socket | None:

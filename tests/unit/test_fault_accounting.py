@@ -6,13 +6,27 @@ from __future__ import annotations
 import itertools
 import random
 import re
+from pathlib import Path
 
 import pytest
 
 from harness.faults import accounting
+from harness.faults import docs as fault_docs
 from harness.faults.ledgerdb import POSTGRESQL, SQLITE
 from harness.faults.load import Accepted
-from harness.faults.suite import FAST, FAST_FAULTS, FULL, MACHINES, MACHINES_FAULTS, plan
+from harness.faults.suite import (
+    FAST,
+    FAST_FAULTS,
+    FAST_SHARDS,
+    FAST_SHARDS_FAULTS,
+    FAULTS,
+    FULL,
+    MACHINES,
+    MACHINES_FAULTS,
+    SHARDS,
+    SHARDS_FAULTS,
+    plan,
+)
 from harness.recorder import ABANDONED, COMPLETED, FAILED, FENCED, Call
 
 KEY = ("h1", "vm1", "p1")
@@ -203,24 +217,62 @@ def test_matches_the_rule_on_random_histories() -> None:
 
 
 def test_the_runs_of_make_faults() -> None:
-    [(full, full_faults), (machines, machine_faults)] = plan()
-    assert (full, machines) == (FULL, MACHINES)
-    assert (full.ledger, machines.ledger) == (SQLITE, POSTGRESQL)
-    assert all(f.ledger != POSTGRESQL for f in full_faults)
+    [(full, full_faults), (machines, machine_faults), (shards, shard_faults)] = plan()
+    assert (full, machines, shards) == (FULL, MACHINES, SHARDS)
+    assert (full.ledger, machines.ledger, shards.ledger) == (SQLITE, POSTGRESQL, POSTGRESQL)
+    assert all(f.ledger != POSTGRESQL and f.shards is not True for f in full_faults)
     assert [f.name for f in machine_faults] == MACHINES_FAULTS
-    assert all(f.ledger != SQLITE for f in machine_faults)
+    assert all(f.ledger != SQLITE and f.shards is not True for f in machine_faults)
+    assert [f.name for f in shard_faults] == SHARDS_FAULTS
+    assert (shards.shards, shards.partitions) == (2, 16)
+    assert {"shard-kill", "shard-join-leave"} <= set(SHARDS_FAULTS)
+    assert all(f.ledger != SQLITE and f.shards is not False for f in shard_faults)
+    # the document shows the runs in the suite's order
+    assert tuple(p.name for p, _ in plan()) == fault_docs.ORDER
+
+
+def test_runs_picks_whole_runs_or_puts_the_faults_named_in_them() -> None:
+    assert plan(runs=["shards"]) == [plan()[2]]
+    assert plan(fast=True, runs=["fast"]) == plan(fast=True)[:1]
+    runs = plan(runs=["shards", "machines"], only=["shard-kill", "ledger-cut", "retire-storm"])
+    assert [(p.name, [f.name for f in fs]) for p, fs in runs] == [
+        ("machines", ["ledger-cut", "retire-storm"]),  # a shard fault needs shards
+        ("shards", ["shard-kill", "retire-storm"]),  # ledger-cut needs a standby
+    ]
+    assert plan(runs=["shards"], only=["ledger-lock"]) == []  # SQLite's alone
+    assert plan(runs=["full"], only=["shard-kill"]) == []
+
+
+def test_the_fault_table_shows_the_runs_in_order_and_the_shards(tmp_path: Path) -> None:
+    row = {"what": "`x`: y", "injected": 1, "recovery": "1.0", "counts": [0, 0, 0, 0]}
+    for name, shards in (("shards", 2), ("full", 0), ("machines", 0)):
+        fault_docs.record(
+            name, "sqlite", [row], f"{name} line", shards, 16 if shards else 0, tmp_path
+        )
+    text = fault_docs.render(tmp_path)
+    heads = [line for line in text.splitlines() if line.startswith("####")]
+    assert heads == [
+        "#### `full` run, sqlite ledger",
+        "#### `machines` run, sqlite ledger",
+        "#### `shards` run, sqlite ledger, 2 dispatcher shards over 16 partitions",
+    ]
 
 
 def test_only_runs_each_fault_on_the_ledger_it_needs() -> None:
     assert [(p, [f.name for f in fs]) for p, fs in plan(only=["clock-skew"])] == [
         (MACHINES, ["clock-skew"])
     ]
-    runs = plan(fast=True, only=["ledger-lock", "ledger-cut", "garbage"])
+    runs = plan(fast=True, only=["ledger-lock", "shard-kill", "ledger-cut", "garbage"])
     assert [(p, [f.name for f in fs]) for p, fs in runs] == [
         (FAST, ["ledger-lock", "garbage"]),
         (MACHINES, ["ledger-cut"]),
+        (FAST_SHARDS, ["shard-kill"]),
     ]
-    assert plan(fast=True) == [(FAST, FAST_FAULTS)]
+    assert plan(only=["shard-kill"]) == [(SHARDS, [FAULTS["shard-kill"]])]
+    assert plan(fast=True) == [(FAST, FAST_FAULTS), (FAST_SHARDS, FAST_SHARDS_FAULTS)]
+    assert FAST_SHARDS.ledger == SQLITE and FAST_SHARDS.shards == 2
+    [(profile, [fault])] = plan(fast=True, only=["shard-kill"])
+    assert (profile, fault.name) == (FAST_SHARDS, "shard-kill")
 
 
 @pytest.mark.parametrize(
