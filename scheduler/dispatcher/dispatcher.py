@@ -330,11 +330,15 @@ class Dispatcher(Generic[H]):
         return held
 
     def fresh(self) -> Dispatcher[H]:
-        """A dispatcher that knows nothing of keys, heads or events, with this one's
-        limits, classes, weights, pause and dispatch log: what a shard starts a session
-        with, its partitions changed (:mod:`scheduler.dispatcher.tenure`). Nor of the
-        other shards' use of the named limits: the ledger refuses what they fill until
-        the next count."""
+        """A dispatcher that knows nothing of keys or heads, with this one's limits,
+        classes, weights, pause and dispatch log — and its events in flight, still
+        counted: what a shard starts a session with, its partitions changed
+        (:mod:`scheduler.dispatcher.tenure`). Those of a partition it gave up still run,
+        and the shard that took it counts them only once it has: until they end (their
+        completions reach every shard) they count against this shard's slots too, so that
+        the shards' counts never leave a running event out. It knows nothing of the other
+        shards' use of the named limits: the ledger refuses what they fill until the
+        next count."""
         new: Dispatcher[H] = Dispatcher(
             self.limits,
             self.paused,
@@ -347,6 +351,9 @@ class Dispatcher(Generic[H]):
         new._logged.update(self._logged)
         new.dispatched_total = self.dispatched_total
         new.completed_total = self.completed_total
+        for event_id, (host, vm) in self.in_flight.items():
+            action, group = self._kinds[event_id]
+            new.restore(event_id, host, vm, action, group)
         return new
 
     def demand(self) -> int:

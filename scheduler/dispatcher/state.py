@@ -130,9 +130,10 @@ class DispatcherState(Generic[H]):
             return self._dispatcher.drop_held()
 
     def start_afresh(self) -> None:
-        """Forget every key, head and event in flight, keeping the limits, classes,
-        weights, pause and dispatch log (a shard between sessions: its partitions may
-        have changed, and the next session restores what it serves from the ledger)."""
+        """Forget every key and head, keeping the limits, classes, weights, pause,
+        dispatch log and events in flight (a shard between sessions: its partitions may
+        have changed, and the next session restores what it serves from the ledger; the
+        events of a partition it gave up stay counted until they end)."""
         with self._lock:
             self._dispatcher = self._dispatcher.fresh()
 

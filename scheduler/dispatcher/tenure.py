@@ -20,8 +20,11 @@ asks this module, between its broker sessions and within them:
 
 So a key is never served by two shards: a partition is released only after the session
 that served it ended, and taken by another only after that. Each session starts afresh
-(:meth:`~scheduler.dispatcher.state.DispatcherState.start_afresh`) and counts in flight
-only its partitions' events, read from the ledger after the take. A move costs each
+(:meth:`~scheduler.dispatcher.state.DispatcherState.start_afresh`: no key, no head) and
+counts in flight its partitions' events, read from the ledger after the take — and still
+those of a partition it gave up, until they end: they run on, and the shard that took it
+counts them only from its take, so a running event is never left out of every shard's
+count (the sum of the shards' counts may exceed what runs, never fall short of it). A move costs each
 shard concerned one session restart; moves happen when a shard joins, leaves or dies.
 """
 

@@ -580,9 +580,11 @@ def test_blocked_flags_in_the_round_robin_follow_the_counts() -> None:
         }
 
 
-def test_a_fresh_dispatcher_keeps_the_settings_and_forgets_the_work() -> None:
-    """What a shard starts a session with once its partitions moved: nothing of the
-    hosts it served, the operator's limits, pause and dispatch log still there."""
+def test_a_fresh_dispatcher_keeps_the_settings_and_the_events_in_flight() -> None:
+    """What a shard starts a session with once its partitions moved: no key or head of
+    the hosts it served, the operator's limits, pause and dispatch log still there — and
+    its events in flight still counted: those of a partition it gave up run on, and the
+    limit must count them until they end."""
     d: Dispatcher[str] = Dispatcher(limits(max_parallel=3), log_size=50)
     offer(d, ev("a", host="h1"), ev("b", host="h2", vm="w"), ev("c", host="h3"))
     assert pick_id(d) is not None
@@ -591,8 +593,10 @@ def test_a_fresh_dispatcher_keeps_the_settings_and_forgets_the_work() -> None:
     fresh = d.fresh()
     assert fresh.limits == d.limits and fresh.paused and fresh.dispatches.maxlen == 50
     assert list(fresh.dispatches) == list(d.dispatches) and fresh.dispatched_total == 1
-    assert not fresh.in_flight and len(fresh.rr) == 0 and fresh.demand() == 0
-    assert fresh.stats()["hosts"] == {}
+    assert set(fresh.in_flight) == set(d.in_flight) and len(fresh.rr) == 0
+    assert fresh.demand() == 2  # the hosts of the two in flight
+    assert fresh.stats()["limits_use"] == d.stats()["limits_use"]
+    assert fresh.complete("x") and not fresh.complete("x")
 
 
 def test_demand_counts_the_hosts_with_a_head_ready_or_an_action_in_flight() -> None:
