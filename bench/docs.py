@@ -36,6 +36,8 @@ ORDER = [
     "keys_over_time",
     "dispatcher_cost",
     "shard_fairness",
+    "shards",
+    "shards_kill",
     "elasticity",
     "monitoring_latency",
     "monitoring_relist",
