@@ -37,6 +37,7 @@ ORDER = [
     "dispatcher_cost",
     "shard_fairness",
     "shards",
+    "shards_cpu",
     "shards_kill",
     "elasticity",
     "monitoring_latency",

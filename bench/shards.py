@@ -22,10 +22,13 @@ dispatchers are paused (the pause is the cluster's) and dispatched from a resume
   system) per event it dispatched. Every process of the stack shares this machine's cores
   (the broker's nodes, PostgreSQL, the worker, the receiver, the dispatchers), so the
   absolute rate is the machine's; the *decision capacity* is what the dispatchers' own CPU
-  allows: the sum over dispatchers of the events each dispatched per CPU second it used —
-  the rate they would reach with a core each and nothing else in the way.
+  allows: the sum over dispatchers of the events each would dispatch with a core of its
+  own at the CPU per event measured — its CPU beyond its idle cost (measured over a lease
+  while paused) per event, into the part of a second its idle cost leaves.
 - ``slots``: :data:`SLOTS_PER_KEY` events per key, each action :data:`SLOTS_HOLD_S` long:
   the slots are the limit, split across the shards by their demand (hosts with work).
+  Each shard's usable slots are sampled every half second: which splits held in the
+  window, and for how much of it.
 
 Fairness, in each phase: the *saturated window* runs from the moment every dispatcher has
 dispatched (the latest of their first dispatches: a resume reaches the other shards at their
@@ -38,10 +41,20 @@ dispatcher's own error is the yardstick (a host gets a whole number of dispatche
 window: about one in the window's per-host count is noise). Beside it, the worst
 ``|share ÷ single's share - 1|``: the same host against the single dispatcher's run.
 
+Where a shard's CPU goes (``shards_cpu``): over every shard of the 1, 2 and 4 shard runs, a
+least-squares fit of its CPU beyond its idle cost as ``a`` per event of the whole cluster
+(every shard decodes every worker's task event: the completions fan out) plus ``b`` per
+event it dispatched itself. The events of the cluster are the same in every run, so ``a``
+also takes any other cost every shard pays alike over the phase. From it, the rate N shards
+would reach with a core each, hosts spread evenly: ``(1 - idle) / (a + b / N)``, never
+beyond ``(1 - idle) / a``. The CPU per event depends on the rate it was measured at (a
+dispatcher serves what has arrived in one ledger transaction and one round of confirms:
+slower, smaller batches), so these are the costs at this machine's rates, not at a core's.
+
 The kill: two shards, :data:`KILL_PER_KEY` events per key of :data:`KILL_HOLD_S` s; once a
 quarter of the calls have started, one shard is killed (SIGKILL, its process group). The
 *takeover*: from the kill until the survivor's ``/stats`` shows it serving every partition
-(polled every 20 ms); *dispatching resumed*: until the first dispatch of an event of the
+(polled every 50 ms); *dispatching resumed*: until the first dispatch of an event of the
 dead shard's hosts after the kill; the survivor's own hosts' longest pause meanwhile (its
 session restarts to take the partitions). Then every event must have succeeded once: lost
 (not succeeded), duplicates (an event whose action completed more than once at the
@@ -370,6 +383,36 @@ def error(share: dict[str, float], reference: dict[str, float]) -> tuple[float, 
     return 100 * max(errs), 100 * sum(errs) / len(errs)
 
 
+class Splits:
+    """Each dispatcher's usable slots, sampled at most every half second."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.samples: list[tuple[float, tuple[int, ...]]] = []
+
+    def sample(self) -> bool:
+        """Take a sample if the last is half a second old; always True (a condition's
+        first term)."""
+        if self.samples and time.time() - self.samples[-1][0] < 0.5:
+            return True
+        split = tuple(
+            LIMIT if self.run.shards == 0 else int((d.stats()["shard"] or {}).get("usable") or 0)
+            for d in self.run.dispatchers
+        )
+        self.samples.append((time.time(), split))
+        return True
+
+    def within(self, start: float, end: float) -> str:
+        """The splits sampled between ``start`` and ``end``, most frequent first, each with
+        its share of the samples."""
+        seen = Counter(split for at, split in self.samples if start <= at <= end)
+        total = sum(seen.values())
+        return ", ".join(
+            f"{' / '.join(map(str, split))} ({100 * n / total:.0f} %)"
+            for split, n in seen.most_common()
+        )
+
+
 def capacity(cpu: float, idle: float, seconds: float, dispatched: int) -> float:
     """The events per second a dispatcher would dispatch with a core of its own: its CPU
     per event beyond its idle cost (``idle`` CPU seconds per second, over ``seconds``)
@@ -384,6 +427,10 @@ def capacity(cpu: float, idle: float, seconds: float, dispatched: int) -> float:
 class Phase:
     row: dict[str, Any]
     share: dict[str, float]
+    #: each dispatcher's (events dispatched by all, by itself, CPU s beyond its idle cost)
+    cpu: list[tuple[int, int, float]]
+    #: the dispatchers' mean idle CPU, s per s
+    idle: float
 
 
 def phase(run: Run, tag: str, per_key: int, hold: float) -> Phase:
@@ -398,8 +445,9 @@ def phase(run: Run, tag: str, per_key: int, hold: float) -> Phase:
     cpu0 = {d.label: d.cpu() for d in run.dispatchers}
     total0 = {d.label: d.stats()["dispatched_total"] for d in run.dispatchers}
     resumed = resume(run)
+    splits = Splits(run)
     wait_for(
-        lambda: run.count(f"{tag}-", "succeeded", "failed") == loaded.n,
+        lambda: splits.sample() and run.count(f"{tag}-", "succeeded", "failed") == loaded.n,
         600,
         f"the {tag} backlog finished",
     )
@@ -423,6 +471,7 @@ def phase(run: Run, tag: str, per_key: int, hold: float) -> Phase:
         "hosts per dispatcher": " / ".join(str(hosts[label]) for label in labels),
         "shares agreed before the resume": loaded.agreed,
         "slots per dispatcher": loaded.slots,
+        "slots per dispatcher in the window (share of samples)": splits.within(start, end),
         "resume to all done s": took,
         "dispatched/s, whole run": len(at) / (max(at) - min(at)),
         "window s": end - start,
@@ -446,7 +495,51 @@ def phase(run: Run, tag: str, per_key: int, hold: float) -> Phase:
         "most running at once": max((c.running_all for c in calls), default=0),
         "most running on one VM": max((c.running_vm for c in calls), default=0),
     }
-    return Phase(row, share)
+    net = [(loaded.n, done[label], cpu[label] - idle[label] * took) for label in labels]
+    return Phase(row, share, net, sum(idle.values()) / len(idle))
+
+
+def cpu_fit(points: list[tuple[int, int, float]]) -> tuple[float, float, float]:
+    """Least squares of a shard's CPU (beyond its idle cost) over ``a`` * the events of
+    the whole cluster + ``b`` * its own: (a, b, the worst misfit of a point, %). Every
+    shard decodes every worker's task event (the completions fan out, design §7), so
+    ``a`` is what each shard pays for any event, ``b`` what it pays for its own."""
+    stt = sum(t * t for t, _, _ in points)
+    sto = sum(t * o for t, o, _ in points)
+    soo = sum(o * o for _, o, _ in points)
+    sty = sum(t * c for t, _, c in points)
+    soy = sum(o * c for _, o, c in points)
+    det = stt * soo - sto * sto
+    a, b = (sty * soo - soy * sto) / det, (stt * soy - sto * sty) / det
+    misfit = max(abs(a * t + b * o - c) / c for t, o, c in points)
+    return a, b, 100 * misfit
+
+
+def cpu_rows(measured: dict[int, list[Phase]]) -> list[dict[str, Any]]:
+    """Per phase: the fit over every shard of the 1, 2 and 4 shard runs, the single
+    dispatcher's CPU per event beside it, and what the fit gives N shards with a core
+    each (hosts spread evenly): each shard's CPU per second is its idle cost +
+    a * R + b * R / N, so R = (1 - idle) / (a + b / N), and never beyond (1 - idle) / a."""
+    rows: list[dict[str, Any]] = []
+    for i, tag in enumerate((FLOOD, SLOTS)):
+        points = [p for shards in CONFIGURATIONS if shards for p in measured[shards][i].cpu]
+        a, b, misfit = cpu_fit(points)
+        idle = max(measured[shards][i].idle for shards in CONFIGURATIONS if shards)
+        single = measured[0][i].cpu[0]
+        rows.append(
+            {
+                "phase": tag,
+                "single dispatcher: CPU ms/event": 1000 * single[2] / single[1],
+                "each shard: CPU ms per event of the whole cluster": 1000 * a,
+                "each shard: CPU ms per event of its own": 1000 * b,
+                "fit's worst misfit %": misfit,
+                "capacity /s with a core per shard, 1 / 2 / 4 / 8 shards": " / ".join(
+                    f"{(1 - idle) / (a + b / n):,.0f}" for n in (1, 2, 4, 8)
+                ),
+                "ceiling /s, any number of shards": (1 - idle) / a if a > 0 else None,
+            }
+        )
+    return rows
 
 
 def measure(broker: Broker, shards: int) -> list[Phase]:
@@ -551,6 +644,15 @@ def run() -> None:
         "max_parallel": LIMIT,
         "partitions": PARTITIONS,
         "lease_s": LEASE_S,
+        "notes": [
+            f"DISPATCHER_LEASE_SECONDS {LEASE_S:g} (the default is 10): a takeover scales with it",
+            "every process (the broker's nodes, PostgreSQL, the dispatchers, producer, "
+            "worker, receiver) shares this machine's cores, with whatever else ran on it "
+            "(the load average as the run ended is in machine): absolute rates are the "
+            "machine's, CPU per event is each dispatcher's own",
+            "CPU per event depends on the rate it was measured at (smaller batches when "
+            "slower): the capacities are at this machine's rates",
+        ],
     }
     save(
         "shards",
@@ -563,6 +665,19 @@ def run() -> None:
         + " / ".join(f"{r['worst ÷ 1/H %']:.1f}" for r in slots)
         + " %",
         rows,
+        **common,
+    )
+    fits = cpu_rows(measured)
+    flood_fit = fits[0]
+    save(
+        "shards_cpu",
+        "Dispatcher shards: each shard's CPU ≈ "
+        f"{flood_fit['each shard: CPU ms per event of the whole cluster']:.2f} ms per event "
+        f"of the whole cluster + {flood_fit['each shard: CPU ms per event of its own']:.2f} ms "
+        "per event of its own (instant actions); with a core per shard, at most "
+        f"{flood_fit['ceiling /s, any number of shards'] or 0:,.0f} events/s whatever the "
+        "number of shards",
+        fits,
         **common,
     )
     worst = max(
