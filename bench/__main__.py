@@ -20,6 +20,7 @@ from bench import (
     queue_memory,
     scale,
     shard_fairness,
+    shards,
     throughput,
     urgency,
 )
@@ -27,6 +28,7 @@ from bench import (
 MEASUREMENTS: dict[str, Callable[[], None]] = {
     "dispatcher_cost": dispatcher_cost.run,
     "shard_fairness": shard_fairness.run,
+    "shards": shards.run,
     "ingest": ingest.run,
     "throughput": throughput.run,
     "fairness": fairness.run,

@@ -211,6 +211,25 @@ def _shards(r: dict[str, Any]) -> tuple[str, bool]:
     return text, worst <= 5
 
 
+def _shard_kill(r: dict[str, Any]) -> tuple[str, bool]:
+    """Every run: the killed shard's hosts dispatched again within two leases, every event
+    finished, none lost, none twice, no limit passed."""
+    rows = r["rows"]
+    lease = r["lease_s"]
+    resumed = [row["dispatching resumed for the killed shard's hosts s"] for row in rows]
+    worst = max(float("inf") if x is None else x for x in resumed)
+    lost = sum(row["lost"] for row in rows)
+    twice = sum(row["duplicates"] for row in rows)
+    over = sum(row["violations"] for row in rows)
+    text = (
+        f"{worst:.1f} s worst of {len(rows)} (lease {lease:g} s; takeover "
+        f"{max(row['takeover s'] or float('inf') for row in rows):.1f} s); "
+        f"lost {lost}, duplicates {twice}, violations {over}"
+    )
+    met = all(row["all finished"] for row in rows) and worst <= 2 * lease
+    return text, met and lost == twice == over == 0
+
+
 # -- what bounds a figure, from the measurements that isolate it ------------------------
 
 
@@ -321,6 +340,12 @@ GOALS: list[tuple[str, str, str, Callable[[dict[str, Any]], tuple[str, bool]]]] 
         "shard_fairness",
         "within 5 %",
         _shards,
+    ),
+    (
+        "a shard killed -9 under load: its hosts dispatched again; lost / twice / over a limit",
+        "shards_kill",
+        "≤ 2 leases; 0 / 0 / 0",
+        _shard_kill,
     ),
 ]
 
