@@ -397,13 +397,13 @@ class DispatcherLoop:
             for profile in self.settings.profiles:
                 queue(self.topology.actions_queue_of(profile))(producer.channel).declare()
 
-            completions = [queue(self.topology.completions_queue)]
-            if self.shard is not None:  # every task event, as the shared queue is split
-                completions.append(queue(self.topology.shard_completions_queue(self.shard.name)))
-            for completion_queue in completions:
-                self._bind_to_task_events(ctl_channel, completion_queue)
+            completions = queue(self.topology.completions_queue)
+            if self.shard is not None:  # every task event: the shared queue would split them
+                self._unbind_from_task_events(ctl_channel, completions)
+                completions = queue(self.topology.shard_completions_queue(self.shard.name))
+            self._bind_to_task_events(ctl_channel, completions)
             mapping_q = queue(self.topology.mapping_queue_of(uuid.uuid4().hex[:12]))
-            self._consumer(ctl_channel, completions, "completion").consume()
+            self._consumer(ctl_channel, [completions], "completion").consume()
             self._consumer(ctl_channel, [mapping_q], "mapping").consume()
             self.mapping.attach(self._consumer(ev_channel, [], "event", auto_declare=False))
             rows = self.store.in_flight()  # the ledger's, before taking the dispatcher's lock
@@ -475,6 +475,16 @@ class DispatcherLoop:
         events.declare()
         for key in COMPLETION_EVENT_KEYS:
             channel.queue_bind(completions.name, events.name, key)
+
+    def _unbind_from_task_events(self, channel: Any, completions: kombu.Queue) -> None:
+        """A shard's: the shared completions queue gets no more task events (a single
+        dispatcher binds it again as its session starts), so that none piles up there
+        while shards run, and no shard decodes each task event twice."""
+        completions(channel).declare()
+        events = exchange(self.topology.events_exchange)(channel)
+        events.declare()
+        for key in COMPLETION_EVENT_KEYS:
+            channel.queue_unbind(completions.name, events.name, key)
 
     def _ledger_work(self, producer: ConfirmingProducer) -> None:
         """One round of everything that needs the ledger. If the ledger fails, nothing

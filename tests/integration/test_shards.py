@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import kombu
 import pytest
 
 from harness.processes import Service, Stack, free_port, wait_until
 from harness.recorder import COMPLETED, Receiver
 from shared.partition_leases import partition_of
+from shared.topology import Topology
 from tests.effects import EffectRecorder
 from tests.integration.test_e2e import all_finished, event, post
 
@@ -102,6 +104,10 @@ def test_two_shards_run_every_event_once_in_key_order(
     _check(stack, recorder, ids)
     assert _stats(stack.dispatcher_url)["dispatched_total"] > 0
     assert _stats(second_url)["dispatched_total"] > 0
+    # each shard has every task event on a queue of its own; none piles up in the shared one
+    with kombu.Connection(stack.env["AMQP_URL"]) as conn:
+        shared = Topology(stack.env["CAROUSEL_PREFIX"]).completions_queue.name
+        assert conn.default_channel.queue_declare(shared, passive=True).message_count == 0
     seen = httpx.get(f"{second_url}/shards", timeout=5).json()  # any shard answers for all
     names = {_stats(url)["shard"]["name"] for url in (stack.dispatcher_url, second_url)}
     assert {s["shard"] for s in seen["shards"]} == names
