@@ -139,14 +139,20 @@ def _largest_remainder(limit: int, weights: Mapping[str, int]) -> dict[str, int]
     return result
 
 
-def outdated(current: Mapping[str, int] | None, target: Mapping[str, int]) -> bool:
+def outdated(
+    current: Mapping[str, int] | None, target: Mapping[str, int], settled: bool = False
+) -> bool:
     """Whether the published share table ``current`` (None: none yet) should give way to
     ``target``, the split of today's demand: it names other shards, or a share is off by
-    more than one slot. A difference of one is the rounding of a small change of demand,
-    not worth a switch (each switch holds every shard to min(old, new) for a while)."""
+    more than one slot — or by one, once ``target`` has ``settled`` (the caller saw the
+    same target over several rounds). A difference of one that comes and goes is the
+    rounding of demand moving, not worth a switch (each switch holds every shard to
+    min(old, new) for a while); one that stays is a host's share depending on its shard
+    (one slot of a share of 16 is 6 %: ``make bench BENCH=shards``)."""
     if current is None or set(current) != set(target):
         return True
-    return any(abs(current[shard] - share) > 1 for shard, share in target.items())
+    worst = max((abs(current[shard] - share) for shard, share in target.items()), default=0)
+    return worst > 1 or (worst == 1 and settled)
 
 
 def drained(old: Mapping[str, int], new: Mapping[str, int], in_flight: Mapping[str, int]) -> bool:

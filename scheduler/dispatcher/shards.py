@@ -87,6 +87,9 @@ class Round:
 
 #: the holder under which every shard co-holds the ``dispatcher`` lease
 MARKER = "shards"
+#: rounds the same split of demand must last before a difference of one slot from the
+#: published table is worth a switch (:func:`~scheduler.dispatcher.partitions.outdated`)
+STEADY_ROUNDS = 3
 
 
 class Coordinator:
@@ -109,6 +112,9 @@ class Coordinator:
         self.held: dict[int, int] = {}
         #: the last version of the log of live changes read
         self.controls_seen = 0
+        #: the split of demand this shard last computed, and for how many rounds since
+        self._target: dict[str, int] = {}
+        self._steady = 0
         #: where this shard's admin API answers, said in its heartbeat
         self.url: str | None = None
         self.marker = Lease(DISPATCHER, MARKER, seconds)
@@ -205,9 +211,13 @@ class Coordinator:
         if not live or live[0].shard != self.shard:
             return None
         target = pure.shares(self.limit, {row.shard: row.demand for row in live})
+        self._steady = self._steady + 1 if target == self._target else 0
+        self._target = target
+        settled = self._steady >= STEADY_ROUNDS
         # outdated() forgives rounding; a changed limit is published however small
         same_limit = newest is not None and sum(newest.shares.values()) == self.limit
-        if same_limit and not pure.outdated(None if newest is None else newest.shares, target):
+        current = None if newest is None else newest.shares
+        if same_limit and not pure.outdated(current, target, settled):
             return None
         version = tables.publish(conn, target, range(self.partitions))
         return version if newest is None or version > newest.version else None

@@ -321,15 +321,19 @@ def test_a_hosts_share_of_slots_hardly_depends_on_its_shard(
         (None, {"a": 10}, True),  # none published yet
         ({"a": 5, "b": 5}, {"a": 5, "b": 5}, False),
         ({"a": 5, "b": 5}, {"a": 6, "b": 4}, False),  # rounding
+        ({"a": 5, "b": 5}, {"a": 6, "b": 4}, "settled"),  # a difference that stays
         ({"a": 5, "b": 5}, {"a": 7, "b": 3}, True),
         ({"a": 5, "b": 5}, {"a": 5, "b": 4, "c": 1}, True),  # a shard joined
         ({"a": 5, "b": 4, "c": 1}, {"a": 5, "b": 5}, True),  # one left
     ],
 )
 def test_outdated_cases(
-    current: dict[str, int] | None, target: dict[str, int], expected: bool
+    current: dict[str, int] | None, target: dict[str, int], expected: bool | str
 ) -> None:
-    assert outdated(current, target) is expected
+    if expected == "settled":
+        assert outdated(current, target, settled=True) and not outdated(current, target)
+    else:
+        assert outdated(current, target) is expected
 
 
 # usable

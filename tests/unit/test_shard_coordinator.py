@@ -375,3 +375,21 @@ def test_a_keepalive_renews_without_moving_partitions(engines: list[sa.Engine]) 
     with pytest.raises(LeaseLost):
         a.renew()
     assert min(held) not in a.held
+
+
+def test_a_split_off_by_one_slot_is_published_once_it_lasts(engines: list[sa.Engine]) -> None:
+    """17 and 15 hosts with work under a limit of 32: a table of 16 each is within one
+    slot of the split, but a host's share would depend on its shard; once the split has
+    lasted a few rounds it is published."""
+    a = Coordinator(engines[0], "a", PARTITIONS, LEASE, 32)
+    b = Coordinator(engines[1], "b", PARTITIONS, LEASE, 32)
+    _rounds([a, b])
+    newest = None
+    for _ in range(12):
+        for shard, demand in ((a, 16), (b, 16)):
+            newest = shard.observe(demand, 0).newest
+    assert newest is not None and newest.shares == {"a": 16, "b": 16}
+    for _ in range(12):
+        for shard, demand in ((a, 17), (b, 15)):
+            newest = shard.observe(demand, 0).newest
+    assert newest is not None and newest.shares == {"a": 17, "b": 15}
