@@ -13,9 +13,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+import sqlalchemy as sa
 
 from harness.broker import delete_topology
 from harness.processes import Stack, free_port
+from shared.db import make_engine
 from shared.store import Store
 from shared.topology import Topology
 from tests.effects import EffectRecorder
@@ -68,6 +70,33 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty ledger, once on SQLite and once on PostgreSQL (see tests.ledgers)."""
     with fresh_ledger_url(request.param, tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def open_store(ledger_url: str) -> Iterator[Callable[[], Store]]:
+    """Opens Stores on one ledger, each with an engine of its own (what one process, or
+    one shard, would have), SQLite and PostgreSQL in turn."""
+    opened: list[Store] = []
+
+    def make() -> Store:
+        store = Store.connect(ledger_url)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.engine.dispose()
+
+
+@pytest.fixture
+def engines(ledger_url: str) -> Iterator[list[sa.Engine]]:
+    """Four engines on one migrated ledger (as four dispatcher shards, each a process of
+    its own, would have), SQLite and PostgreSQL in turn."""
+    Store.connect(ledger_url).engine.dispose()  # the schema
+    made = [make_engine(ledger_url) for _ in range(4)]
+    yield made
+    for engine in made:
+        engine.dispose()
 
 
 @pytest.fixture

@@ -24,8 +24,9 @@ that served it ended, and taken by another only after that. Each session starts 
 counts in flight its partitions' events, read from the ledger after the take — and still
 those of a partition it gave up, until they end: they run on, and the shard that took it
 counts them only from its take, so a running event is never left out of every shard's
-count (the sum of the shards' counts may exceed what runs, never fall short of it). A move costs each
-shard concerned one session restart; moves happen when a shard joins, leaves or dies.
+count (the sum of the shards' counts may exceed what runs, never fall short of it). A
+move costs each shard concerned one session restart; moves happen when a shard joins,
+leaves or dies.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ UPDATE against the dispatcher's mark and the producer's confirm (SQLite and Post
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -11,20 +11,6 @@ from shared.models import Key, Status
 from shared.store import Cancel, Claim, Store
 from tests.ledgers import accept, at_once, ensure_keys
 from tests.unit.test_store import LEASE, dispatched, ev, queued, running
-
-
-@pytest.fixture
-def open_store(ledger_url: str) -> Iterator[Callable[[], Store]]:
-    opened: list[Store] = []
-
-    def make() -> Store:
-        store = Store.connect(ledger_url)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.engine.dispose()
 
 
 @pytest.fixture

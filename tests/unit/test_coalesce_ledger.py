@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -17,20 +17,6 @@ from shared.models import Action, Key, Status, VmEventMessage
 from shared.store import Accepted, Store
 from tests.ledgers import accept, at_once, ensure_keys
 from tests.unit.test_store import dispatched, ev, queued
-
-
-@pytest.fixture
-def open_store(ledger_url: str) -> Iterator[Callable[[], Store]]:
-    opened: list[Store] = []
-
-    def make() -> Store:
-        store = Store.connect(ledger_url)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.engine.dispose()
 
 
 @pytest.fixture

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 import sqlalchemy as sa
 
 from harness.processes import wait_until
@@ -88,21 +87,6 @@ def finish_all(store: Store) -> None:
         )
 
 
-@pytest.fixture
-def stores(ledger_url: str) -> Iterator[Callable[[], Store]]:
-    """Stores on one ledger, each with an engine of its own: one per shard process."""
-    opened: list[Store] = []
-
-    def make() -> Store:
-        store = Store.connect(ledger_url)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.engine.dispose()
-
-
 def _hosts_of_each_partition(n: int) -> list[list[str]]:
     """``n`` host names of each of the two partitions."""
     names = [f"host-{i}" for i in range(400)]
@@ -122,7 +106,7 @@ def _two_shards(store: Store) -> list[PartitionFence]:
 
 
 def _race(
-    stores: Callable[[], Store],
+    open_store: Callable[[], Store],
     limits: NamedLimits,
     make: Callable[[str, str, int], VmEventMessage],
     in_use: Callable[[Store], int],
@@ -132,7 +116,7 @@ def _race(
     mark a batch of limited work of their own hosts at once: the ledger never has more in
     use than ``limit``, and the limit is filled (the refused ones come back Limited,
     still queued). Then everything in flight ends, and the next round races again."""
-    shard_a, shard_b, watcher = stores(), stores(), stores()
+    shard_a, shard_b, watcher = open_store(), open_store(), open_store()
     fences = _two_shards(watcher)
     hosts = _hosts_of_each_partition(6)
     for n in range(12):
@@ -158,10 +142,10 @@ def _group_in_action(store: Store, group: str) -> int:
 
 
 def test_two_shards_marking_one_group_at_once_exceed_no_budget(
-    stores: Callable[[], Store],
+    open_store: Callable[[], Store],
 ) -> None:
     _race(
-        stores,
+        open_store,
         NamedLimits(groups={"web": 2}),
         lambda i, host, n: ev(i, host, f"web-{host}-{n}", action=Action.UPGRADE, group="web"),
         lambda s: _group_in_action(s, "web"),
@@ -170,10 +154,10 @@ def test_two_shards_marking_one_group_at_once_exceed_no_budget(
 
 
 def test_two_shards_marking_one_action_at_once_exceed_no_limit(
-    stores: Callable[[], Store],
+    open_store: Callable[[], Store],
 ) -> None:
     _race(
-        stores,
+        open_store,
         NamedLimits(actions={"live_migrate": 3}),
         lambda i, host, n: ev(i, host, f"vm-{n}", action=Action.LIVE_MIGRATE),
         lambda s: s.named_in_flight().actions.get("live_migrate", 0),
@@ -182,13 +166,13 @@ def test_two_shards_marking_one_action_at_once_exceed_no_limit(
 
 
 def test_a_count_made_after_the_lock_sees_the_other_shards_committed_marks(
-    stores: Callable[[], Store],
+    open_store: Callable[[], Store],
 ) -> None:
     """READ COMMITTED gives each statement a fresh snapshot: shard B, waiting for the
     limit's row while shard A marks (on SQLite: for the write lock), counts after A
     committed and sees A's mark — so it refuses the group's second VM. On PostgreSQL the
     test sees B wait on the lock before A commits."""
-    a, b = stores(), stores()
+    a, b = open_store(), open_store()
     limits = NamedLimits(groups={"web": 1})
     first, second = ev("a1", "h1", "web-1", group="web"), ev("b1", "h2", "web-2", group="web")
     queued(a, first, second)
@@ -227,13 +211,13 @@ def _waits_on_a_lock(store: Store) -> bool:
 
 
 def test_a_batch_is_admitted_in_pick_order_while_its_limits_are_under(
-    stores: Callable[[], Store],
+    open_store: Callable[[], Store],
 ) -> None:
     """Each limit counts what the batch admits before; a VM in action takes none of its
     group's budget; an event behind a refused one on its key is refused too (its key's
     order); events a limit does not touch, cancelled ones and unknown ids are as
     without a budget."""
-    store = stores()
+    store = open_store()
     limits = NamedLimits(actions={"live_migrate": 2}, groups={"web": 2})
     busy = ev("busy", "h", "web-0", action=Action.UPGRADE, group="web")
     queued(store, busy)
@@ -272,8 +256,8 @@ def test_a_batch_is_admitted_in_pick_order_while_its_limits_are_under(
     assert {store.status_of(i) for i in ("w2", "m3", "m3-next")} == {Status.QUEUED}
 
 
-def test_a_batch_without_limited_work_takes_no_limit_lock(stores: Callable[[], Store]) -> None:
-    store = stores()
+def test_a_batch_without_limited_work_takes_no_limit_lock(open_store: Callable[[], Store]) -> None:
+    store = open_store()
     queued(store, ev("a"), ev("b", vm="w", group="db"))
     got = mark(store, NamedLimits(actions={"upgrade": 1}, groups={"web": 1}), ev("a"), ev("b"))
     assert got == {"a": Status.QUEUED, "b": Status.QUEUED}
@@ -282,9 +266,9 @@ def test_a_batch_without_limited_work_takes_no_limit_lock(stores: Callable[[], S
 
 
 def test_named_in_flight_counts_actions_and_each_groups_vms_once(
-    stores: Callable[[], Store],
+    open_store: Callable[[], Store],
 ) -> None:
-    store = stores()
+    store = open_store()
     batch = [
         ev("a", "h", "web-1", "p", Action.UPGRADE, "web"),
         ev("b", "h", "web-1", "q", Action.HEAL, "web"),  # the same VM: counted once
@@ -301,12 +285,12 @@ def test_named_in_flight_counts_actions_and_each_groups_vms_once(
 
 
 def test_a_shards_rounds_in_session_count_the_others_use_and_its_join_does_not(
-    stores: Callable[[], Store],
+    open_store: Callable[[], Store],
 ) -> None:
     """The hook of a shard's rounds (the loop passes Handover.refresh_named): called
     after each round in session, never by the join between sessions, when the state
     holds none of the shard's events and would count its own as the others'."""
-    store = stores()
+    store = open_store()
     state: DispatcherState[str] = DispatcherState(Dispatcher(Limits(10, 1, 0)))
     counted: list[float] = []
     tenure = ShardTenure(

@@ -5,11 +5,9 @@ processes would have."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from scheduler.dispatcher.admin import create_admin_app
@@ -19,8 +17,6 @@ from scheduler.dispatcher.settings import DispatcherSettings
 from scheduler.dispatcher.shards import Coordinator
 from scheduler.dispatcher.state import DispatcherState
 from shared import control_log
-from shared.db import make_engine
-from shared.store import Store
 from tests.asgi import call
 from tests.ledgers import pass_time
 from tests.unit.admin_doubles import FakeSession
@@ -37,15 +33,6 @@ class Shard:
     def round(self) -> None:
         for told in self.coordinator.observe(0, 0).controls:
             apply(self.target, told.section, told.body)
-
-
-@pytest.fixture
-def engines(ledger_url: str) -> Iterator[list[sa.Engine]]:
-    Store.connect(ledger_url).engine.dispose()  # the schema
-    made = [make_engine(ledger_url) for _ in range(3)]
-    yield made
-    for engine in made:
-        engine.dispose()
 
 
 def _shard(engine: sa.Engine, name: str) -> Shard:

@@ -6,7 +6,6 @@ its own, as separate processes would have; rounds run as the dispatcher will run
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -18,21 +17,11 @@ from shared.db import dispatcher_shards, leases, make_engine
 from shared.errors import LeaseLost
 from shared.lease import DISPATCHER, Lease, holder_paused
 from shared.share_tables import ShareTable
-from shared.store import Store
 from tests.ledgers import pass_time
 
 PARTITIONS = 12
 LEASE = 60.0
 LIMIT = 30
-
-
-@pytest.fixture
-def engines(ledger_url: str) -> Iterator[list[sa.Engine]]:
-    Store.connect(ledger_url).engine.dispose()  # the schema
-    made = [make_engine(ledger_url) for _ in range(4)]
-    yield made
-    for engine in made:
-        engine.dispose()
 
 
 def _shard(engine: sa.Engine, name: str) -> Coordinator:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,22 +45,6 @@ def ev(
         payload=payload or {},
         accepted_at=at,
     )
-
-
-@pytest.fixture
-def open_store(ledger_url: str) -> Iterator[Callable[[], Store]]:
-    """Opens Stores on one ledger (each one is what one process would have), SQLite and
-    PostgreSQL in turn."""
-    opened: list[Store] = []
-
-    def make() -> Store:
-        store = Store.connect(ledger_url)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.engine.dispose()
 
 
 @pytest.fixture
