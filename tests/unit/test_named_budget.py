@@ -27,27 +27,9 @@ from shared.named_budget import Limited, NamedBudget, NamedUse, Work
 from shared.partition_leases import partition_of
 from shared.store import Store
 from tests.ledgers import accept, at_once
+from tests.unit.test_dispatcher_limits import ev
 
 PARTITIONS = 2
-
-
-def ev(
-    event_id: str,
-    host: str = "h",
-    vm: str = "v",
-    policy: str = "p",
-    action: Action = Action.HEAL,
-    group: str | None = None,
-) -> VmEventMessage:
-    return VmEventMessage(
-        id=event_id,
-        host=host,
-        vm=vm,
-        policy=policy,
-        action=action,
-        accepted_at=1.0,
-        group=group,
-    )
 
 
 def queued(store: Store, *batch: VmEventMessage) -> None:
