@@ -4,9 +4,9 @@ its right to them meanwhile — a pause of its process, a network cut longer tha
 lease — changes nothing: the check raises :class:`~shared.errors.LeaseLost`, rolling the
 transaction back.
 
-Today's dispatcher fences with its one lease (:class:`shared.lease.Lease` is a fence for
+A single dispatcher fences with its one lease (:class:`shared.lease.Lease` is a fence for
 every host); a dispatcher shard fences with the partition leases it holds
-(:class:`PartitionFence`), not wired in yet (docs/plans/shards.md).
+(:class:`PartitionFence`; docs/design.md §7, "Shards").
 """
 
 from __future__ import annotations

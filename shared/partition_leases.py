@@ -22,8 +22,8 @@ Each shard also says, in its row of ``dispatcher_shards`` renewed by :func:`hear
 that it lives and what it has (hosts with ready work, events in flight, partitions held):
 every shard reads them (:func:`live_shards`) to plan which partitions it should hold and
 its share of the limits, tagged with the version of the share table it had read
-(:mod:`shared.share_tables`). Nothing here decides that plan. Not used by the dispatcher
-yet.
+(:mod:`shared.share_tables`). Nothing here decides that plan
+(:mod:`scheduler.dispatcher.shards` does).
 """
 
 from __future__ import annotations

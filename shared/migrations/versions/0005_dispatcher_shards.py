@@ -1,6 +1,6 @@
 """The foundation of dispatcher shards: a lease carries a fencing token
 (``leases.token``, one more whenever the lease passes to another holder), and the shards
-alive say what they hold and need (``dispatcher_shards``). Not used by the dispatcher yet.
+alive say what they hold and need (``dispatcher_shards``).
 
 Revision ID: 0005
 Revises: 0004

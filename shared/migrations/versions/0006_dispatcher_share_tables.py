@@ -1,7 +1,7 @@
 """Dispatcher shards agree on one sequence of share tables: each version of the split of
 the global limit is a row of ``dispatcher_share_tables``, and a shard's heartbeat says
 which version it has seen and obeys (``dispatcher_shards.seen_version``), its events in
-flight reported with it. Not used by the dispatcher yet.
+flight reported with it.
 
 Revision ID: 0006
 Revises: 0005
