@@ -153,6 +153,13 @@ class Stack:
     def dispatcher(self, **extra: str) -> Service:
         return self._start("carousel-dispatcher", f"{self.dispatcher_url}/readyz", extra)
 
+    def another_dispatcher(self, **extra: str) -> tuple[Service, str]:
+        """One more dispatcher beside :meth:`dispatcher` (a standby, or another shard),
+        on a port of its own, not waited for; with the URL of its admin API."""
+        port = free_port()
+        svc = self._start("carousel-dispatcher", None, {"DISPATCHER_PORT": str(port), **extra})
+        return svc, f"http://127.0.0.1:{port}"
+
     def elasticity(self, **extra: str) -> Service:
         return self._start("carousel-elasticity", f"{self.elasticity_url}/readyz", extra)
 

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from shared.db import COALESCING, events
+from shared.db import COALESCING, dialect_insert, events
 from shared.models import UNDISPATCHED, Status, VmEventMessage
 from shared.rows import event_message, event_row
 
@@ -138,8 +137,7 @@ def _waiting(
 def _insert_coalescing(conn: sa.Connection) -> Any:
     """An insert of coalescing rows that does nothing for one that would be a second
     coalescing event waiting with the same (host, VM, policy, action)."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    return insert(events).on_conflict_do_nothing(
+    return dialect_insert(conn)(events).on_conflict_do_nothing(
         index_elements=[events.c.host, events.c.vm, events.c.policy, events.c.action],
         index_where=COALESCING,
     )

@@ -7,6 +7,7 @@ import os
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from shared.models import UNDISPATCHED
@@ -233,6 +234,11 @@ def write_lock_first(conn: Connection) -> None:
     statements lock the rows they need."""
     if conn.dialect.name == "sqlite":
         conn.execute(vms.update().where(sa.false()).values(removing_since=None))
+
+
+def dialect_insert(conn: Connection) -> Any:
+    """The ``INSERT`` of ``conn``'s dialect, which knows ``ON CONFLICT``."""
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 #: the ledger cannot be reached, or is locked past its busy timeout: try again later (the

@@ -61,6 +61,22 @@ def unavailable(description: str) -> Responses:
     return refused(503, description, {"Retry-After": {**retry_after, "schema": schema}})
 
 
+#: the documentation of a route's answer when the ledger fails (:func:`ledger_down`)
+LEDGER_DOWN = unavailable("The ledger is unavailable; retry")
+#: seconds an admin API's client is told to wait when the ledger fails
+LEDGER_RETRY_AFTER = 5
+
+
+def ledger_down(exc: Exception) -> HTTPException:
+    """The 503 (with ``Retry-After``), never a 500, of a route whose ledger failed
+    (locked, out of reach): it names the error's kind only."""
+    return HTTPException(
+        503,
+        f"the ledger is unavailable: {exc.__class__.__name__}",
+        headers={"Retry-After": str(LEDGER_RETRY_AFTER)},
+    )
+
+
 #: :func:`verify_bearer`'s refusal, on every route a token may guard
 UNAUTHORIZED = refused(
     401,

@@ -28,11 +28,10 @@ from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from shared import clock, coalescing, named_budget, statements
-from shared.db import events, keys, vms, write_lock_first
+from shared.db import dialect_insert, events, keys, vms, write_lock_first
 from shared.errors import Conflict, VmRemoved
 from shared.fencing import Fence
 from shared.lease import Lease, holder_paused
@@ -620,5 +619,4 @@ def _storable(text: str) -> bool:
 def _insert_new(conn: sa.Connection) -> Any:
     """An insert of event rows that skips an id already there (both dialects say
     ``ON CONFLICT (id) DO NOTHING``)."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    return insert(events).on_conflict_do_nothing(index_elements=[events.c.id])
+    return dialect_insert(conn)(events).on_conflict_do_nothing(index_elements=[events.c.id])

@@ -51,10 +51,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from shared import statements
-from shared.db import dispatcher_limit_locks, events, write_lock_first
+from shared.db import dialect_insert, dispatcher_limit_locks, events, write_lock_first
 from shared.models import IN_FLIGHT, UNDISPATCHED
 
 Kind = Literal["action", "group"]
@@ -188,8 +187,7 @@ def _full(
 
 def _lock(conn: sa.Connection, key: LimitKey) -> None:
     """Lock the limit's row until the transaction ends, creating it on first use."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(dispatcher_limit_locks).values(kind=key[0], name=key[1])
+    stmt = dialect_insert(conn)(dispatcher_limit_locks).values(kind=key[0], name=key[1])
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[dispatcher_limit_locks.c.kind, dispatcher_limit_locks.c.name],

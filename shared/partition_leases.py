@@ -31,13 +31,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.clock import NOW
-from shared.db import dispatcher_shards, leases, write_lock_first
+from shared.db import dialect_insert, dispatcher_shards, leases, write_lock_first
 from shared.errors import LeaseLost
 
 #: a partition's lease is named this followed by its number
@@ -80,11 +78,6 @@ class ShardRow:
     seen_version: int | None = None
     #: where its admin API answers (None: it did not say)
     url: str | None = None
-
-
-def dialect_insert(conn: sa.Connection) -> Any:
-    """The ``INSERT`` of ``conn``'s dialect, which knows ``ON CONFLICT``."""
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 def _names(partitions: Iterable[int]) -> list[str]:

@@ -57,9 +57,11 @@ def serve(
     **options: Any,
 ) -> None:
     """Serve ``app`` (an ASGI app, or an import string with ``factory=True``) until the
-    process is told to stop; ``options`` go to uvicorn as they are. With ``sock`` (from
-    :func:`listen_first_free`, at ``host`` and ``port``) on that socket; the process
-    exits 3, as uvicorn's own start-up failures do, if the server did not start."""
+    process is told to stop; ``options`` go to uvicorn as they are (``uvicorn.run``,
+    which alone runs several worker processes: the producer's ``PRODUCER_PROCESSES``).
+    With ``sock`` (from :func:`listen_first_free`, at ``host`` and ``port``) on that
+    socket; the process exits 3, as uvicorn's own start-up failures do, if the server
+    did not start."""
     if sock is None:
         uvicorn.run(
             app,

@@ -37,7 +37,7 @@ import sqlalchemy as sa
 
 from shared import partition_leases as leases
 from shared.clock import NOW
-from shared.db import dispatcher_shards, dispatcher_share_tables, write_lock_first
+from shared.db import dialect_insert, dispatcher_shards, dispatcher_share_tables, write_lock_first
 
 #: the versions kept: the newest and the ones before it (the previous one is the ``old``
 #: of a switch in progress; more only help an operator read the history)
@@ -155,7 +155,7 @@ def publish(conn: sa.Connection, shares: Mapping[str, int], partitions: Iterable
             return newest.version  # a switch is in progress: one at a time
     version = 1 if newest is None else newest.version + 1
     t = dispatcher_share_tables
-    insert = leases.dialect_insert(conn)(t).values(
+    insert = dialect_insert(conn)(t).values(
         version=version, shares=json.dumps(dict(shares), sort_keys=True), made_at=NOW
     )
     conn.execute(insert.on_conflict_do_nothing(index_elements=[t.c.version]))

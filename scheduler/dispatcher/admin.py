@@ -36,7 +36,16 @@ from shared.addresses import local_url
 from shared.db import LEDGER_TROUBLE
 from shared.docs import service_app
 from shared.errors import VmRemoved
-from shared.http import UNDECODABLE, guarded_router, ops_router, refused, unavailable
+from shared.http import (
+    LEDGER_DOWN,
+    LEDGER_RETRY_AFTER,
+    UNDECODABLE,
+    guarded_router,
+    ledger_down,
+    ops_router,
+    refused,
+    unavailable,
+)
 from shared.waiting import Waiting
 
 Stats = Callable[[], dict[str, Any]]
@@ -247,7 +256,7 @@ def dispatcher_controls(state: DispatcherState[Any], controls: Controls, token: 
         try:
             return controls.submit(section, body)
         except LEDGER_TROUBLE as exc:
-            raise _ledger_down(exc) from exc
+            raise ledger_down(exc) from exc
 
     @router.post("/pause")
     def pause() -> dict[str, Any]:
@@ -306,17 +315,6 @@ def dispatcher_controls(state: DispatcherState[Any], controls: Controls, token: 
     return router
 
 
-#: the dead-letter routes' answer when the ledger fails (locked, unreachable)
-LEDGER_DOWN = unavailable("The ledger is unavailable; retry")
-RETRY_AFTER = {"Retry-After": "5"}
-
-
-def _ledger_down(exc: Exception) -> HTTPException:
-    return HTTPException(
-        503, f"the ledger is unavailable: {exc.__class__.__name__}", headers=RETRY_AFTER
-    )
-
-
 def dead_letter_views(dead_letters: DeadLetters, token: str) -> APIRouter:
     """GET /dead-letters."""
     router = guarded_router(token)
@@ -327,7 +325,7 @@ def dead_letter_views(dead_letters: DeadLetters, token: str) -> APIRouter:
         try:
             return dead_letters.recent(limit)
         except LEDGER_TROUBLE as exc:
-            raise _ledger_down(exc) from exc
+            raise ledger_down(exc) from exc
 
     return router
 
@@ -352,9 +350,11 @@ def dead_letter_controls(dead_letters: DeadLetters, token: str) -> APIRouter:
         except (NotDeadLettered, VmRemoved) as exc:
             raise HTTPException(409, str(exc)) from exc
         except RedriveFailed as exc:
-            raise HTTPException(503, str(exc), headers=RETRY_AFTER) from exc
+            raise HTTPException(
+                503, str(exc), headers={"Retry-After": str(LEDGER_RETRY_AFTER)}
+            ) from exc
         except LEDGER_TROUBLE as exc:
-            raise _ledger_down(exc) from exc
+            raise ledger_down(exc) from exc
         return {"id": event.id, "status": "queued"}
 
     return router

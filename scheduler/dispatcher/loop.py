@@ -69,7 +69,7 @@ from scheduler.dispatcher.shards import Coordinator
 from scheduler.dispatcher.state import DispatcherState
 from scheduler.dispatcher.sweeper import Sweeper
 from scheduler.dispatcher.tasks import TaskSender
-from scheduler.dispatcher.tenure import EXCLUDED, Rebalance, ShardTenure
+from scheduler.dispatcher.tenure import EXCLUDED, HEARTBEAT, Rebalance, ShardTenure
 from shared.backoff import Backoff
 from shared.errors import LeaseLost
 from shared.fencing import Fence
@@ -386,7 +386,7 @@ class DispatcherLoop:
             self.shard.session_ended(clean)
 
     def _session(self, stop: threading.Event) -> None:
-        with kombu.Connection(self.settings.amqp_url, heartbeat=30) as conn:
+        with kombu.Connection(self.settings.amqp_url, heartbeat=HEARTBEAT) as conn:
             conn.connect()
             self.lease_watch.watch(conn)
             ev_channel = conn.channel()
@@ -399,9 +399,9 @@ class DispatcherLoop:
 
             completions = queue(self.topology.completions_queue)
             if self.shard is not None:  # every task event: the shared queue would split them
-                self._unbind_from_task_events(ctl_channel, completions)
+                self._route_task_events(ctl_channel, completions, bind=False)
                 completions = queue(self.topology.shard_completions_queue(self.shard.name))
-            self._bind_to_task_events(ctl_channel, completions)
+            self._route_task_events(ctl_channel, completions)
             mapping_q = queue(self.topology.mapping_queue_of(uuid.uuid4().hex[:12]))
             self._consumer(ctl_channel, [completions], "completion").consume()
             self._consumer(ctl_channel, [mapping_q], "mapping").consume()
@@ -467,24 +467,18 @@ class DispatcherLoop:
             except TimeoutError:  # nothing more has arrived
                 return
 
-    def _bind_to_task_events(self, channel: Any, completions: kombu.Queue) -> None:
+    def _route_task_events(self, channel: Any, completions: kombu.Queue, bind: bool = True) -> None:
         """The workers' task events end up in the completions queue: a task-succeeded
-        event is the completion of its event (see :func:`.handover.completed_ids`)."""
-        completions(channel).declare()
-        events = exchange(self.topology.events_exchange)(channel)
-        events.declare()
-        for key in COMPLETION_EVENT_KEYS:
-            channel.queue_bind(completions.name, events.name, key)
-
-    def _unbind_from_task_events(self, channel: Any, completions: kombu.Queue) -> None:
-        """A shard's: the shared completions queue gets no more task events (a single
+        event is the completion of its event (see :func:`.handover.completed_ids`). Not
+        ``bind``: a shard's unbinding of the shared completions queue (a single
         dispatcher binds it again as its session starts), so that none piles up there
         while shards run, and no shard decodes each task event twice."""
         completions(channel).declare()
         events = exchange(self.topology.events_exchange)(channel)
         events.declare()
+        route = channel.queue_bind if bind else channel.queue_unbind
         for key in COMPLETION_EVENT_KEYS:
-            channel.queue_unbind(completions.name, events.name, key)
+            route(completions.name, events.name, key)
 
     def _ledger_work(self, producer: ConfirmingProducer) -> None:
         """One round of everything that needs the ledger. If the ledger fails, nothing

@@ -12,16 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from shared.db import LEDGER_TROUBLE
-from shared.http import guarded_router, unavailable
+from shared.http import LEDGER_DOWN, guarded_router, ledger_down
 
 #: reads the cluster in one ledger transaction (``cluster(conn, DISPATCHER_PARTITIONS)``)
 ClusterReader = Callable[[], dict[str, Any]]
-
-LEDGER_DOWN = unavailable("The ledger is unavailable; retry")
 
 
 class MarkerOut(BaseModel):
@@ -103,10 +101,6 @@ def shard_views(read: ClusterReader, token: str) -> APIRouter:
         try:
             return read()
         except LEDGER_TROUBLE as exc:
-            raise HTTPException(
-                503,
-                f"the ledger is unavailable: {exc.__class__.__name__}",
-                headers={"Retry-After": "5"},
-            ) from exc
+            raise ledger_down(exc) from exc
 
     return router

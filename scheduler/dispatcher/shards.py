@@ -46,7 +46,7 @@ from shared.clock import NOW
 from shared.db import leases as lease_rows
 from shared.db import write_lock_first
 from shared.errors import LeaseLost
-from shared.lease import DISPATCHER, Lease
+from shared.lease import DISPATCHER, Lease, holder_paused
 from shared.partition_leases import ShardRow
 from shared.share_tables import ShareTable
 
@@ -134,10 +134,9 @@ class Coordinator:
             write_lock_first(conn)  # SQLite: every read below of one state
             if not self._mark(conn, paused):
                 self.held = {}
-                return Round(
-                    {}, frozenset(), frozenset(), frozenset(), (), None, None, 0, None, True
-                )
-            cluster_paused = _marker_paused(conn)
+                none: frozenset[int] = frozenset()
+                return Round({}, none, none, none, (), None, None, 0, None, excluded=True)
+            cluster_paused = holder_paused(conn, DISPATCHER)  # the row just renewed
             controls = tuple(control_log.since(conn, self.controls_seen))
             newest = tables.latest(conn)
             seen = None if newest is None else newest.version
@@ -255,10 +254,3 @@ class Coordinator:
         self.release(list(self.held))
         with self.engine.begin() as conn:
             leases.leave(conn, self.shard)
-
-
-def _marker_paused(conn: sa.Connection) -> bool:
-    said = conn.execute(
-        sa.select(lease_rows.c.paused).where(lease_rows.c.name == DISPATCHER)
-    ).scalar()
-    return bool(said)

@@ -64,7 +64,7 @@ class ShardTenure:
         self,
         coordinator: Coordinator,
         state: DispatcherState[Any],
-        renewed: Any,
+        renewed: Callable[[float], None],
         target: controls.Target,
         on_round: Callable[[], None] | None = None,
     ) -> None:
@@ -73,7 +73,7 @@ class ShardTenure:
         changes read from the log act on. ``on_round()``: called after each round in
         session that kept every partition (the loop counts the other shards' use of the
         named limits there: :meth:`.handover.Handover.refresh_named`); not between
-        sessions, when the state holds no events of this shard's."""
+        sessions, when nothing is dispatched."""
         self.on_round = on_round
         self.coordinator = coordinator
         self.partitions = coordinator.partitions

@@ -7,13 +7,12 @@ ends the process there: the loop must have stopped by then.)"""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
-from harness.processes import Service, Stack, free_port, wait_until
+from harness.processes import Stack, wait_until
 from shared.db import make_engine
 
 #: long enough that no lease expires during a test: an expiry is not a release
@@ -48,16 +47,11 @@ def test_a_dispatcher_stopped_with_sigterm_releases_the_dispatcher_lease(
 
 
 def test_a_shard_stopped_with_sigterm_releases_its_partitions_and_leaves(
-    stack_factory: Callable[..., Stack], db_url: str, tmp_path: Path
+    stack_factory: Callable[..., Stack], db_url: str
 ) -> None:
     stack = stack_factory(DISPATCHER_PARTITIONS=8, DISPATCHER_LEASE_SECONDS=LEASE)
     stack.dispatcher()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    second = Service(
-        "carousel-dispatcher", {**stack.env, "DISPATCHER_PORT": str(port)}, tmp_path, None
-    ).start()
-    stack.services.append(second)
+    second, url = stack.another_dispatcher()
     wait_until(lambda: _stats(url)["shard"]["serving"], 60, what="the second shard serving")
     name = _stats(url)["shard"]["name"]
     second.stop()

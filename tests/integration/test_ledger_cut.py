@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from harness.faults.proxy import CuttableProxy
-from harness.processes import Service, Stack, free_port, wait_until
+from harness.processes import Stack, wait_until
 from tests.effects import EffectRecorder
 from tests.integration.test_e2e import all_finished, post
 from tests.ledgers import fresh_ledger_url
@@ -59,12 +59,7 @@ def test_a_dispatcher_cut_off_from_the_ledger_gives_its_heads_back_before_a_stan
     wait_until(lambda: _stats(stack.dispatcher_url)["held"] == 1, 30, what="e0 held")
 
     proxy.cut()  # the active dispatcher loses the ledger, and a standby comes
-    second_port = free_port()
-    second_url = f"http://127.0.0.1:{second_port}"
-    second = Service(
-        "carousel-dispatcher", {**stack.env, "DISPATCHER_PORT": str(second_port)}, tmp_path, None
-    ).start()
-    stack.services.append(second)
+    _, second_url = stack.another_dispatcher()
     wait_until(lambda: _stats(second_url)["active"] is True, 60, what="the standby took over")
     wait_until(lambda: all_finished(stack, ids), 60, what="every event finished")
     assert recorder.order == ["e0", "e1", "e2"]  # the key's order, each once

@@ -6,14 +6,13 @@ takes its partitions over and nothing is lost or run twice."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import kombu
 import pytest
 
-from harness.processes import Service, Stack, free_port, wait_until
+from harness.processes import Service, Stack, wait_until
 from harness.recorder import COMPLETED, Receiver
 from shared.partition_leases import partition_of
 from shared.topology import Topology
@@ -37,7 +36,6 @@ def _serving(url: str) -> set[int]:
 def _two_shards(
     stack_factory: Callable[..., Stack],
     recorder: EffectRecorder | Receiver,
-    tmp_path: Path,
     **env: Any,
 ) -> tuple[Stack, Service, Service, str]:
     stack = stack_factory(
@@ -50,12 +48,7 @@ def _two_shards(
     )
     stack.producer()
     first = stack.dispatcher()
-    port = free_port()
-    second_url = f"http://127.0.0.1:{port}"
-    second = Service(
-        "carousel-dispatcher", {**stack.env, "DISPATCHER_PORT": str(port)}, tmp_path, None
-    ).start()
-    stack.services.append(second)
+    second, second_url = stack.another_dispatcher()
     stack.worker()
 
     def split() -> bool:
@@ -96,9 +89,9 @@ def _check(stack: Stack, recorder: EffectRecorder, ids: list[str], ordered: bool
 
 
 def test_two_shards_run_every_event_once_in_key_order(
-    stack_factory: Callable[..., Stack], recorder: EffectRecorder, tmp_path: Path
+    stack_factory: Callable[..., Stack], recorder: EffectRecorder
 ) -> None:
-    stack, _, _, second_url = _two_shards(stack_factory, recorder, tmp_path)
+    stack, _, _, second_url = _two_shards(stack_factory, recorder)
     ids = post(stack, _events(hosts=8, per_key=3, delay=0.05))
     wait_until(lambda: all_finished(stack, ids), 180, what="every event finished")
     _check(stack, recorder, ids)
@@ -116,9 +109,9 @@ def test_two_shards_run_every_event_once_in_key_order(
 
 
 def test_a_pause_and_a_weight_told_to_one_shard_reach_every_shard(
-    stack_factory: Callable[..., Stack], recorder: EffectRecorder, tmp_path: Path
+    stack_factory: Callable[..., Stack], recorder: EffectRecorder
 ) -> None:
-    stack, _, _, second_url = _two_shards(stack_factory, recorder, tmp_path)
+    stack, _, _, second_url = _two_shards(stack_factory, recorder)
     assert httpx.post(f"{stack.dispatcher_url}/pause", timeout=5).status_code == 200
     wait_until(lambda: _stats(second_url)["paused"] is True, 30, what="the other shard paused")
     ids = post(stack, _events(hosts=8, per_key=1, delay=0))
@@ -137,9 +130,9 @@ def test_a_pause_and_a_weight_told_to_one_shard_reach_every_shard(
 
 
 def test_a_killed_shards_partitions_are_taken_over_and_nothing_is_lost(
-    stack_factory: Callable[..., Stack], recorder: EffectRecorder, tmp_path: Path
+    stack_factory: Callable[..., Stack], recorder: EffectRecorder
 ) -> None:
-    stack, _, second, second_url = _two_shards(stack_factory, recorder, tmp_path)
+    stack, _, second, second_url = _two_shards(stack_factory, recorder)
     ids = post(stack, _events(hosts=8, per_key=3, delay=0.1))
     wait_until(lambda: _stats(second_url)["dispatched_total"] > 0, 60, what="both dispatching")
     second.kill()  # kill -9: its leases run out, the survivor takes them
@@ -153,11 +146,11 @@ def test_a_killed_shards_partitions_are_taken_over_and_nothing_is_lost(
 
 
 def test_any_shard_says_what_holds_an_event_the_other_serves(
-    stack_factory: Callable[..., Stack], recorder: EffectRecorder, tmp_path: Path
+    stack_factory: Callable[..., Stack], recorder: EffectRecorder
 ) -> None:
     """The producer asks one shard (DISPATCHER_URL) what holds a head: a shard that does
     not serve the event's host passes the question on to the one that does."""
-    stack, _, _, second_url = _two_shards(stack_factory, recorder, tmp_path)
+    stack, _, _, second_url = _two_shards(stack_factory, recorder)
     first = [
         {"host": f"h{h}", "vm": "vm0", "policy": "p0", "action": "heal", "id": f"long-{h}"}
         | {"payload": {"delay": 3}}
@@ -196,7 +189,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_two_shards_keep_an_action_limit_and_a_group_budget_together(
-    stack_factory: Callable[..., Stack], receiver: Receiver, tmp_path: Path, ledger_url: str
+    stack_factory: Callable[..., Stack], receiver: Receiver, ledger_url: str
 ) -> None:
     """ACTION_LIMITS and GROUP_BUDGETS hold across the shards, not per shard: live
     migrations and a group's upgrades on the hosts of both shards never run more at once
@@ -206,7 +199,6 @@ def test_two_shards_keep_an_action_limit_and_a_group_budget_together(
     stack, _, _, second_url = _two_shards(
         stack_factory,
         receiver,
-        tmp_path,
         ACTION_LIMITS="live_migrate=1",
         GROUP_BUDGETS="web=1",
         CAROUSEL_DB_URL=ledger_url,

@@ -4,12 +4,11 @@ waits as a standby and takes over when the first dies; limits hold throughout.""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from harness.processes import Service, Stack, free_port, wait_until
+from harness.processes import Stack, wait_until
 from scheduler.dispatcher.readiness import STANDBY
 from tests.effects import EffectRecorder
 from tests.integration.test_e2e import all_finished, event, post
@@ -21,7 +20,7 @@ def _stats(url: str) -> dict[str, Any]:
 
 
 def test_a_second_dispatcher_waits_as_a_standby_and_takes_over(
-    stack_factory: Callable[..., Stack], recorder: EffectRecorder, tmp_path: Path
+    stack_factory: Callable[..., Stack], recorder: EffectRecorder
 ) -> None:
     stack = stack_factory(
         DRIVER="webhook",
@@ -32,12 +31,7 @@ def test_a_second_dispatcher_waits_as_a_standby_and_takes_over(
     stack.producer()
     first = stack.dispatcher()
     stack.worker()
-    port = free_port()
-    second_url = f"http://127.0.0.1:{port}"
-    second = Service(
-        "carousel-dispatcher", {**stack.env, "DISPATCHER_PORT": str(port)}, tmp_path, None
-    ).start()
-    stack.services.append(second)
+    _, second_url = stack.another_dispatcher()
     wait_until(lambda: _stats(second_url)["standby"] is True, 30, what="second is a standby")
     assert _stats(second_url)["active"] is False
     assert _stats(second_url)["not_ready"] == STANDBY
